@@ -1,0 +1,103 @@
+"""The connection to NATS: publishing with message ids, and dead letters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+import stamina
+import structlog
+from google.protobuf.message import Message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from lineguard.config import NatsSettings
+from lineguard.contracts import dead_subject
+from lineguard.bus.streams import line_streams, provision_streams
+
+log = structlog.get_logger("lineguard.bus")
+
+# Headers a dead letter carries besides the original message's own.
+DEAD_REASON = "Lg-Dead-Reason"
+DEAD_SUBJECT = "Lg-Dead-Subject"
+DEAD_SERVICE = "Lg-Dead-Service"
+DEAD_DELIVERIES = "Lg-Dead-Deliveries"
+INSPECTION_ID = "Lg-Inspection-Id"
+
+
+class Bus:
+    """One service's connection: JetStream publishing and dead-lettering."""
+
+    def __init__(self, nc: Client, settings: NatsSettings, service: str):
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.settings = settings
+        self.service = service
+
+    @classmethod
+    async def connect(cls, settings: NatsSettings, service: str, *, provision: bool = True) -> Bus:
+        """Connect (retrying while the server comes up) and make sure the streams exist."""
+
+        async def _connect() -> Client:
+            return await nats.connect(
+                servers=[settings.url],
+                name=f"lineguard-{service}",
+                connect_timeout=settings.connect_timeout_s,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                drain_timeout=5,
+            )
+
+        nc = None
+        async for attempt in stamina.retry_context(on=(OSError, nats.errors.NoServersError, TimeoutError),
+                                                   attempts=20, timeout=60, wait_max=2.0):
+            with attempt:
+                nc = await _connect()
+        assert nc is not None
+        bus = cls(nc, settings, service)
+        if provision:
+            await provision_streams(bus.js, line_streams(settings))
+        return bus
+
+    async def publish(self, subject: str, message: Message | bytes, *, msg_id: str,
+                      headers: dict[str, str] | None = None) -> PubAck:
+        """Store `message` once: a retry with the same `msg_id` is not stored twice."""
+        payload = message if isinstance(message, bytes) else message.SerializeToString()
+        all_headers = {"Nats-Msg-Id": msg_id}
+        if headers:
+            all_headers.update(headers)
+        return await self.js.publish(subject, payload, headers=all_headers)
+
+    async def dead_letter(self, msg: Msg, kind: str, reason: str) -> None:
+        """Copy `msg` to `lg.dead.<kind>` with why it could not be handled."""
+        headers: dict[str, Any] = dict(msg.headers or {})
+        meta = _metadata(msg)
+        headers.update({
+            DEAD_REASON: _header_safe(reason),
+            DEAD_SUBJECT: msg.subject,
+            DEAD_SERVICE: self.service,
+            DEAD_DELIVERIES: str(meta.num_delivered if meta else 1),
+        })
+        stream_seq = meta.sequence.stream if meta else id(msg)
+        headers["Nats-Msg-Id"] = f"dead:{self.service}:{msg.subject}:{stream_seq}"
+        await self.js.publish(dead_subject(kind), msg.data, headers=headers)
+        log.warning("dead-lettered", subject=msg.subject, reason=reason, service=self.service)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+
+def _metadata(msg: Msg) -> Any:
+    try:
+        return msg.metadata
+    except Exception:  # a core NATS message has no JetStream metadata
+        return None
+
+
+def _header_safe(text: str) -> str:
+    # NATS headers are single-line; keep the reason readable rather than cut it off.
+    return " ".join(text.split())[:1000]

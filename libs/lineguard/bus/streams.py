@@ -1,0 +1,71 @@
+"""The JetStream streams the line uses, and their idempotent provisioning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from lineguard.config import NatsSettings
+from lineguard.contracts import DEAD_KIND, KINDS, stream_name
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: float
+    max_bytes: int
+    duplicate_window_s: float
+    max_msgs_per_subject: int = -1
+
+    def to_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=list(self.subjects),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=self.max_age_s,
+            max_bytes=self.max_bytes,
+            max_msgs_per_subject=self.max_msgs_per_subject,
+            duplicate_window=self.duplicate_window_s,
+        )
+
+
+def line_streams(settings: NatsSettings) -> list[StreamSpec]:
+    """One stream per kind (`lg.<kind>.>`), plus the dead letters (`lg.dead.>`)."""
+    specs = []
+    for kind in (*KINDS, DEAD_KIND):
+        specs.append(
+            StreamSpec(
+                name=stream_name(kind),
+                subjects=(f"lg.{kind}.>",),
+                max_age_s=settings.stream_max_age_s,
+                max_bytes=settings.stream_max_bytes,
+                duplicate_window_s=settings.duplicate_window_s,
+                # Only the latest heartbeat of each service matters.
+                max_msgs_per_subject=1 if kind == "heartbeat" else -1,
+            )
+        )
+    return specs
+
+
+async def provision_streams(js: JetStreamContext, specs: list[StreamSpec]) -> None:
+    """Create each stream, or bring an existing one to the configured limits.
+
+    Safe to run from every service at every start: the result is the same."""
+    for spec in specs:
+        config = spec.to_config()
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+                continue
+            except Exception as exc:  # another service created it a moment ago
+                if "already in use" not in str(exc):
+                    raise
+        await js.update_stream(config)

@@ -1,0 +1,176 @@
+"""The pull-consumer loop: decode, hand to the service, then ack / nak / dead-letter.
+
+A handler is `async def handle(delivery: Delivery[T]) -> None`:
+- returning normally acks the message (its work is done and durable);
+- raising `BadMessage` terminates it and copies it to `lg.dead.<kind>` with the reason;
+- raising anything else naks it with a delay; after `max_deliver` tries it is dead-lettered;
+- calling `delivery.defer()` keeps it unacked: the handler settles it later itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import structlog
+from google.protobuf.message import DecodeError, Message
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from lineguard.bus.client import Bus
+from lineguard.bus.errors import BadMessage, Retry
+from lineguard.contracts import line_subjects, stream_name
+from lineguard.runtime.metrics import DEAD_LETTERS, HANDLE_SECONDS, MESSAGES
+
+M = TypeVar("M", bound=Message)
+log = structlog.get_logger("lineguard.bus")
+
+
+@dataclass
+class Delivery(Generic[M]):
+    """One decoded message and the means to settle it."""
+
+    message: M
+    msg: Msg
+    kind: str
+    bus: Bus
+    deferred: bool = False
+    settled: bool = False
+    received_ns: int = field(default_factory=time.time_ns)
+
+    @property
+    def inspection_id(self) -> str:
+        return self.message.part.inspection_id  # type: ignore[attr-defined]
+
+    @property
+    def num_delivered(self) -> int:
+        return self.msg.metadata.num_delivered
+
+    def defer(self) -> None:
+        """Keep the message unacked after the handler returns; settle it later."""
+        self.deferred = True
+
+    async def ack(self) -> None:
+        if not self.settled:
+            self.settled = True
+            await self.msg.ack()
+
+    async def nak(self, delay_s: float | None = None) -> None:
+        if not self.settled:
+            self.settled = True
+            await self.msg.nak(delay=delay_s)
+
+    async def dead_letter(self, reason: str) -> None:
+        if not self.settled:
+            self.settled = True
+            await self.bus.dead_letter(self.msg, self.kind, reason)
+            await self.msg.term()
+            DEAD_LETTERS.labels(self.bus.service, self.kind).inc()
+
+
+Handler = Callable[[Delivery[M]], Awaitable[None]]
+
+
+class Worker(Generic[M]):
+    """Consumes `lg.<kind>.<line>.*` through the durable consumer named after the service."""
+
+    def __init__(self, bus: Bus, *, kind: str, line: str, message_type: type[M], handler: Handler[M],
+                 durable: str | None = None, max_ack_pending: int = 1000):
+        self.bus = bus
+        self.kind = kind
+        self.line = line
+        self.message_type = message_type
+        self.handler = handler
+        self.durable = durable or f"{bus.service}-{kind}"
+        self.max_ack_pending = max_ack_pending
+        self._sub = None
+
+    async def start(self) -> None:
+        settings = self.bus.settings
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=settings.ack_wait_s,
+            # The worker dead-letters at max_deliver itself; the server's own
+            # limit only stops a message that crashes the process every time.
+            max_deliver=settings.max_deliver + 2,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=line_subjects(self.kind, self.line),
+        )
+        self._sub = await self.bus.js.pull_subscribe(
+            line_subjects(self.kind, self.line), durable=self.durable, stream=stream_name(self.kind), config=config
+        )
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        if self._sub is None:
+            await self.start()
+        batch = self.bus.settings.fetch_batch
+        try:
+            while not stopping.is_set():
+                try:
+                    msgs = await self._sub.fetch(batch, timeout=0.5)
+                except (NatsTimeoutError, asyncio.TimeoutError):
+                    continue
+                for i, msg in enumerate(msgs):
+                    if stopping.is_set():
+                        for rest in msgs[i:]:  # hand them back now rather than after ack_wait
+                            await rest.nak()
+                        break
+                    await self.handle(msg)
+        finally:
+            # A pull subscription left open holds up the connection's drain.
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def handle(self, msg: Msg) -> None:
+        service = self.bus.service
+        started = time.perf_counter()
+        try:
+            message = self._decode(msg)
+        except BadMessage as exc:
+            await Delivery(self.message_type(), msg, self.kind, self.bus).dead_letter(str(exc))
+            MESSAGES.labels(service, self.kind, "dead").inc()
+            return
+        delivery: Delivery[M] = Delivery(message, msg, self.kind, self.bus)
+        with structlog.contextvars.bound_contextvars(inspection_id=delivery.inspection_id):
+            outcome = "ok"
+            try:
+                await self.handler(delivery)
+                if not delivery.deferred:
+                    await delivery.ack()
+            except BadMessage as exc:
+                outcome = "dead"
+                await delivery.dead_letter(str(exc))
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
+                tries = delivery.num_delivered
+                if tries >= self.bus.settings.max_deliver:
+                    outcome = "dead"
+                    log.exception("giving up on message", kind=self.kind, tries=tries)
+                    await delivery.dead_letter(f"gave up after {tries} deliveries: {type(exc).__name__}: {exc}")
+                else:
+                    outcome = "retry"
+                    delay = exc.delay_s if isinstance(exc, Retry) and exc.delay_s is not None \
+                        else self.bus.settings.nak_delay_s
+                    log.warning("handling failed, will retry", kind=self.kind, tries=tries, delay_s=delay,
+                                error=f"{type(exc).__name__}: {exc}")
+                    await delivery.nak(delay)
+            MESSAGES.labels(service, self.kind, outcome).inc()
+            HANDLE_SECONDS.labels(service, self.kind).observe(time.perf_counter() - started)
+
+    def _decode(self, msg: Msg) -> M:
+        type_name = self.message_type.DESCRIPTOR.full_name
+        try:
+            message = self.message_type.FromString(msg.data)
+        except (DecodeError, ValueError) as exc:
+            raise BadMessage(f"undecodable {self.kind} message on {msg.subject}: not a {type_name} ({exc})") from None
+        part = getattr(message, "part", None)
+        if part is not None and not part.inspection_id:
+            raise BadMessage(f"invalid {self.kind} message on {msg.subject}: {type_name} has no part.inspection_id")
+        return message

@@ -1,0 +1,164 @@
+"""The line's configuration: one YAML file, any value overridable by environment.
+
+Environment variables are `LINEGUARD_` + the field path joined by `__`, e.g.
+`LINEGUARD_NATS__URL=nats://nats:4222` or `LINEGUARD_DATABASE__URL=postgresql+psycopg://...`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+MiB = 1024 * 1024
+_ID = r"^[A-Za-z0-9_-]+$"
+
+
+class _Strict(BaseModel):
+    # A typo in a field name is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class NatsSettings(_Strict):
+    url: str = "nats://127.0.0.1:4222"
+    connect_timeout_s: float = Field(5.0, gt=0)
+    stream_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="how long a stream keeps messages")
+    stream_max_bytes: int = Field(2 * 1024 * MiB, gt=0, description="size limit of each stream")
+    duplicate_window_s: float = Field(120, gt=0, description="how long a Nats-Msg-Id is remembered")
+    inline_image_max_bytes: int = Field(4 * MiB, gt=0, description="larger frames go to the object store")
+    ack_wait_s: float = Field(30, gt=0)
+    max_deliver: int = Field(5, ge=1, description="deliveries before a failing message is dead-lettered")
+    nak_delay_s: float = Field(1.0, ge=0)
+    fetch_batch: int = Field(16, ge=1)
+
+
+class CameraSettings(_Strict):
+    kind: Literal["simulator", "folder"] = "simulator"
+    path: str | None = Field(None, description="folder of images; the simulator's default is the packaged sample boards")
+    px_per_mm: float = Field(0.0, ge=0, description="calibration; 0 = uncalibrated (no mm² areas)")
+    stamp_serial: bool = Field(True, description="simulator: print the part's serial as a DataMatrix beside the board")
+    loop: bool = Field(True, description="start again from the first image when the source runs out")
+
+
+class PlcSettings(_Strict):
+    protocol: Literal["opcua"] = "opcua"
+    endpoint: str = "opc.tcp://127.0.0.1:4840/lineguard/"
+
+
+class StationSettings(_Strict):
+    id: str = Field(pattern=_ID)
+    recipe: str = Field(description="the recipe id parts at this station are judged by")
+    camera: CameraSettings = CameraSettings()
+    plc: PlcSettings = PlcSettings()
+
+
+class ClassRule(_Strict):
+    min_score: float | None = Field(None, ge=0, le=1, description="overrides the recipe's min_score")
+    verdict: Literal["fail", "rework", "ignore"] = "fail"
+
+
+class RecipeSettings(_Strict):
+    version: str = "1"
+    deadline_ms: int = Field(2000, gt=0, description="trigger to verdict; a missing input then is FAIL/TIMEOUT")
+    min_score: float = Field(0.5, ge=0, le=1)
+    classes: dict[str, ClassRule] = Field(default_factory=dict, description="rules per defect class")
+    require_code: bool = Field(False, description="a part without a readable code fails (CODE_MISSING)")
+    code_pattern: str | None = Field(None, description="regular expression the serial must match in full")
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return pattern
+
+
+class ModelSettings(_Strict):
+    path: str | None = Field(None, description="ONNX file; default: the model shipped in the package")
+    id: str | None = Field(None, description="default: from the model card beside the file")
+    version: str | None = None
+    conf_threshold: float = Field(0.25, ge=0, le=1)
+    iou_threshold: float = Field(0.45, ge=0, le=1)
+    intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+
+
+class DatabaseSettings(_Strict):
+    url: str = "sqlite:///lineguard.db"
+
+
+class GatewaySettings(_Strict):
+    result_grace_ms: int = Field(
+        500, ge=0, description="past the recipe deadline, how long the gateway waits before giving FAIL itself"
+    )
+
+
+class ServiceSettings(_Strict):
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(0, ge=0, le=65535, description="/metrics, /healthz, /readyz; 0 = any free port")
+    heartbeat_s: float = Field(5.0, gt=0)
+
+
+class ServicesSettings(_Strict):
+    capture: ServiceSettings = ServiceSettings()
+    inference: ServiceSettings = ServiceSettings()
+    ocr: ServiceSettings = ServiceSettings()
+    decision: ServiceSettings = ServiceSettings()
+    gateway: ServiceSettings = ServiceSettings()
+    results: ServiceSettings = ServiceSettings()
+
+
+class LineConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LINEGUARD_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    line: str = Field("l1", pattern=_ID)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    nats: NatsSettings = NatsSettings()
+    stations: list[StationSettings] = Field(min_length=1)
+    recipes: dict[str, RecipeSettings] = Field(min_length=1)
+    model: ModelSettings = ModelSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    services: ServicesSettings = ServicesSettings()
+
+    @model_validator(mode="after")
+    def _stations_name_known_recipes(self) -> LineConfig:
+        ids = [s.id for s in self.stations]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"station ids must be unique, got {ids}")
+        for station in self.stations:
+            if station.recipe not in self.recipes:
+                known = ", ".join(sorted(self.recipes))
+                raise ValueError(f"station {station.id!r} names recipe {station.recipe!r}, which is not defined (known: {known})")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def station(self, station_id: str) -> StationSettings:
+        for station in self.stations:
+            if station.id == station_id:
+                return station
+        raise KeyError(f"station {station_id!r} is not configured on line {self.line!r}")
+
+    def recipe(self, recipe_id: str) -> RecipeSettings:
+        try:
+            return self.recipes[recipe_id]
+        except KeyError:
+            known = ", ".join(sorted(self.recipes))
+            raise KeyError(f"unknown recipe {recipe_id!r} (known: {known})") from None

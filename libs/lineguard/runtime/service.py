@@ -1,0 +1,163 @@
+"""What every service process does around its own work.
+
+A service is a `setup(ctx)` coroutine that registers its consumers and tasks on
+a `ServiceContext`; `service_main(name, setup)` does the rest: command line,
+configuration, logs, /metrics and health, the bus, heartbeats, and a graceful
+stop on SIGTERM (in-flight messages finish, the rest are handed back)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+from google.protobuf.message import Message
+
+from lineguard import __version__
+from lineguard.bus import Bus, Handler, Worker
+from lineguard.config import ConfigError, LineConfig, ServiceSettings, load_config
+from lineguard.contracts import msg_id, now_ns, subject
+from lineguard.runtime.http import HealthServer
+from lineguard.runtime.logging import configure_logging
+from lineguard.runtime.metrics import PUBLISHED, READY
+from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
+
+log = structlog.get_logger("lineguard.runtime")
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    config: LineConfig
+    bus: Bus
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    workers: list[Worker[Any]] = field(default_factory=list)
+    tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    ready: bool = False
+    not_ready_reason: str = "starting"
+
+    @property
+    def settings(self) -> ServiceSettings:
+        return getattr(self.config.services, self.name)
+
+    def consume(self, kind: str, message_type: type[Message], handler: Handler[Any], *,
+                max_ack_pending: int = 1000) -> Worker[Any]:
+        """Handle every `lg.<kind>.<line>.*` message with `handler` (see lineguard.bus.worker)."""
+        worker = Worker(self.bus, kind=kind, line=self.config.line, message_type=message_type, handler=handler,
+                        max_ack_pending=max_ack_pending)
+        self.workers.append(worker)
+        return worker
+
+    def run_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a background loop of the service's own for as long as it runs."""
+        self.tasks.append(coro)
+
+    def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        self.cleanups.append(cleanup)
+
+    async def publish(self, kind: str, message: Message, *, stage: str | None = None) -> None:
+        """Publish a message about one part to `lg.<kind>.<line>.<station>`, id'd by inspection + stage."""
+        part = message.part  # type: ignore[attr-defined]
+        await self.bus.publish(subject(kind, part.line, part.station), message,
+                               msg_id=msg_id(part.inspection_id, stage or kind))
+        PUBLISHED.labels(self.name, kind).inc()
+
+
+Setup = Callable[[ServiceContext], Awaitable[None]]
+
+
+async def run_service(name: str, config: LineConfig, setup: Setup, *,
+                      stopping: asyncio.Event | None = None) -> None:
+    """Run one service until SIGTERM / SIGINT (or until `stopping` is set)."""
+    bus = await Bus.connect(config.nats, name)
+    ctx = ServiceContext(name=name, config=config, bus=bus, stopping=stopping or asyncio.Event())
+    settings = ctx.settings
+    health = HealthServer(settings.http_host, settings.http_port, lambda: ctx.ready, lambda: ctx.not_ready_reason)
+    port = await health.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, ctx.stopping.set)
+    log.info("service starting", version=__version__, nats=config.nats.url, http_port=port, pid=os.getpid())
+    running: list[asyncio.Task[None]] = []
+    try:
+        await setup(ctx)
+        for worker in ctx.workers:
+            await worker.start()
+        running = [asyncio.create_task(w.run(ctx.stopping), name=f"{name}-{w.kind}") for w in ctx.workers]
+        running += [asyncio.create_task(t) for t in ctx.tasks]
+        running.append(asyncio.create_task(_heartbeat(ctx)))
+        ctx.ready = True
+        READY.labels(name).set(1)
+        log.info("service ready", consumes=[w.kind for w in ctx.workers])
+        stop_wait = asyncio.create_task(ctx.stopping.wait())
+        done, _ = await asyncio.wait([stop_wait, *running], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop_wait and task.exception() is not None:
+                log.error("a service task failed; stopping", task=task.get_name(), error=repr(task.exception()))
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        ctx.ready = False
+        READY.labels(name).set(0)
+        ctx.stopping.set()
+        log.info("service stopping")
+        # Workers notice `stopping` within one fetch timeout and finish the message in hand.
+        if running:
+            _, pending = await asyncio.wait(running, timeout=10)
+            for task in pending:
+                task.cancel()
+        for cleanup in reversed(ctx.cleanups):
+            with contextlib.suppress(Exception):
+                await cleanup()
+        await bus.close()
+        await health.stop()
+        log.info("service stopped")
+
+
+async def _heartbeat(ctx: ServiceContext) -> None:
+    instance = f"{socket.gethostname()}:{os.getpid()}"
+    seq = 0
+    subj = f"lg.heartbeat.{ctx.config.line}.{ctx.name}"
+    while not ctx.stopping.is_set():
+        seq += 1
+        beat = Heartbeat(service=ctx.name, instance=instance, line=ctx.config.line, sequence=seq,
+                         sent_unix_ns=now_ns(), status=HealthStatus.HEALTH_STATUS_OK, version=__version__)
+        with contextlib.suppress(Exception):  # a missed heartbeat is not worth stopping for
+            await ctx.bus.publish(subj, beat, msg_id=f"hb:{instance}:{seq}")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ctx.stopping.wait(), timeout=ctx.settings.heartbeat_s)
+
+
+def service_main(name: str, setup: Setup) -> None:
+    """The console script `lineguard-<name>`."""
+    app = typer.Typer(add_completion=False, help=f"lineguard {name} service")
+
+    @app.command()
+    def _main(
+        config: Annotated[Path | None, typer.Option("--config", "-c", help="the line's YAML (default $LINEGUARD_CONFIG)")] = None,
+        validate_config: Annotated[bool, typer.Option("--validate-config", help="check the configuration and exit")] = False,
+    ) -> None:
+        try:
+            cfg = load_config(config)
+        except ConfigError as exc:
+            typer.echo(f"configuration error:\n{exc}", err=True)
+            raise typer.Exit(2) from None
+        if validate_config:
+            typer.echo(f"{cfg.line}: configuration is valid ({len(cfg.stations)} stations, {len(cfg.recipes)} recipes)")
+            return
+        configure_logging(name, cfg.log_level)
+        try:
+            asyncio.run(run_service(name, cfg, setup))
+        except KeyboardInterrupt:
+            pass
+
+    app()

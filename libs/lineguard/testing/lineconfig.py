@@ -1,0 +1,46 @@
+"""The configuration `lineguard demo` and the tests run the line with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def demo_config_dict(*, nats_url: str, database_url: str, opcua_endpoint: str, parts_rate: float | None = None,
+                     deadline_ms: int = 3000) -> dict[str, Any]:
+    """One line, one station, the packaged sample boards and model."""
+    return {
+        "line": "l1",
+        "nats": {"url": nats_url},
+        "stations": [{
+            "id": "s1",
+            "recipe": "pcb-a",
+            "camera": {"kind": "simulator", "px_per_mm": 48.0, "stamp_serial": True},
+            "plc": {"protocol": "opcua", "endpoint": opcua_endpoint},
+        }],
+        "recipes": {
+            "pcb-a": {
+                "version": "1",
+                "deadline_ms": deadline_ms,
+                "min_score": 0.5,
+                "classes": {
+                    "open": {"verdict": "fail"},
+                    "short": {"verdict": "fail"},
+                    "mousebite": {"verdict": "rework"},
+                    "spur": {"verdict": "rework"},
+                    "copper": {"verdict": "rework"},
+                    "pin-hole": {"verdict": "rework"},
+                },
+                "require_code": True,
+                "code_pattern": r"LG-\d{8}",
+            }
+        },
+        "database": {"url": database_url},
+    }
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -1,0 +1,44 @@
+from lineguard.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Code(_message.Message):
+    __slots__ = ("symbology", "text", "outline", "box")
+    SYMBOLOGY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    OUTLINE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    symbology: str
+    text: str
+    outline: _common_pb2.Polygon
+    box: _common_pb2.Box
+    def __init__(self, symbology: _Optional[str] = ..., text: _Optional[str] = ..., outline: _Optional[_Union[_common_pb2.Polygon, _Mapping]] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ...) -> None: ...
+
+class TextLine(_message.Message):
+    __slots__ = ("text", "confidence", "box")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    confidence: float
+    box: _common_pb2.Box
+    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ...) -> None: ...
+
+class OcrResult(_message.Message):
+    __slots__ = ("part", "codes", "lines", "timings", "completed_unix_ns")
+    PART_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    part: _common_pb2.Part
+    codes: _containers.RepeatedCompositeFieldContainer[Code]
+    lines: _containers.RepeatedCompositeFieldContainer[TextLine]
+    timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
+    completed_unix_ns: int
+    def __init__(self, part: _Optional[_Union[_common_pb2.Part, _Mapping]] = ..., codes: _Optional[_Iterable[_Union[Code, _Mapping]]] = ..., lines: _Optional[_Iterable[_Union[TextLine, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., completed_unix_ns: _Optional[int] = ...) -> None: ...
