@@ -64,6 +64,12 @@ class RecipeSettings(_Strict):
     deadline_ms: int = Field(2000, gt=0, description="trigger to verdict; a missing input then is FAIL/TIMEOUT")
     min_score: float = Field(0.5, ge=0, le=1)
     classes: dict[str, ClassRule] = Field(default_factory=dict, description="rules per defect class")
+    inspect_roi: list[int] | None = Field(
+        None, min_length=4, max_length=4, description="x, y, width, height the defect model looks at; default whole image"
+    )
+    code_roi: list[int] | None = Field(
+        None, min_length=4, max_length=4, description="x, y, width, height where codes are read; default whole image"
+    )
     require_code: bool = Field(False, description="a part without a readable code fails (CODE_MISSING)")
     code_pattern: str | None = Field(None, description="regular expression the serial must match in full")
 

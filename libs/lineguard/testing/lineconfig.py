@@ -33,6 +33,9 @@ def demo_config_dict(*, nats_url: str, database_url: str, opcua_endpoint: str, p
                     "copper": {"verdict": "rework"},
                     "pin-hole": {"verdict": "rework"},
                 },
+                # The simulated camera prints the serial in a strip below the 640 x 640 board.
+                "inspect_roi": [0, 0, 640, 640],
+                "code_roi": [0, 640, 640, 160],
                 "require_code": True,
                 "code_pattern": r"LG-\d{8}",
             }

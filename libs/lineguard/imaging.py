@@ -1,0 +1,73 @@
+"""Image bytes to pixels, with errors that say what was wrong with the frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Magic numbers of the encodings cameras and files deliver.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+class ImageError(ValueError):
+    """The bytes are not a usable image; the message says why."""
+
+
+@dataclass(frozen=True)
+class ROI:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def from_list(cls, values: list[int] | tuple[int, ...] | None) -> ROI | None:
+        return None if values is None else cls(*[int(v) for v in values])
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        if self.x + self.width > w or self.y + self.height > h:
+            raise ImageError(f"region {self.x},{self.y} {self.width}x{self.height} lies outside the {w}x{h} image")
+        return image[self.y:self.y + self.height, self.x:self.x + self.width]
+
+
+def sniff_encoding(data: bytes) -> str | None:
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def decode_image(data: bytes, *, expected_encoding: str | None = None) -> np.ndarray:
+    """Decode an encoded image to a BGR uint8 array (H, W, 3).
+
+    Raises ImageError naming the cause: empty, not an image, truncated, or of
+    an unexpected encoding."""
+    if not data:
+        raise ImageError("frame holds no image data (0 bytes)")
+    found = sniff_encoding(data)
+    if found is None:
+        raise ImageError(f"frame is not an image: {len(data)} bytes starting {data[:8].hex()} match no known encoding")
+    if expected_encoding and expected_encoding.lower() not in (found, "jpg" if found == "jpeg" else found):
+        raise ImageError(f"frame says encoding {expected_encoding!r} but its bytes are {found}")
+    if found == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ImageError(f"truncated jpeg: {len(data)} bytes without the end-of-image marker")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ImageError(f"corrupt {found}: the decoder could not read {len(data)} bytes")
+    return image
+
+
+def encode_image(image: np.ndarray, encoding: str = "png") -> bytes:
+    ok, buf = cv2.imencode(f".{encoding}", image)
+    if not ok:
+        raise ImageError(f"could not encode a {image.shape} image as {encoding}")
+    return buf.tobytes()
