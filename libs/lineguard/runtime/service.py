@@ -76,8 +76,8 @@ Setup = Callable[[ServiceContext], Awaitable[None]]
 
 
 async def run_service(name: str, config: LineConfig, setup: Setup, *,
-                      stopping: asyncio.Event | None = None) -> None:
-    """Run one service until SIGTERM / SIGINT (or until `stopping` is set)."""
+                      stopping: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
+    """Run one service until SIGTERM / SIGINT (or until `stopping` is set); `ready` is set once it serves."""
     bus = await Bus.connect(config.nats, name)
     ctx = ServiceContext(name=name, config=config, bus=bus, stopping=stopping or asyncio.Event())
     settings = ctx.settings
@@ -98,6 +98,8 @@ async def run_service(name: str, config: LineConfig, setup: Setup, *,
         running.append(asyncio.create_task(_heartbeat(ctx)))
         ctx.ready = True
         READY.labels(name).set(1)
+        if ready is not None:
+            ready.set()
         log.info("service ready", consumes=[w.kind for w in ctx.workers])
         stop_wait = asyncio.create_task(ctx.stopping.wait())
         done, _ = await asyncio.wait([stop_wait, *running], return_when=asyncio.FIRST_COMPLETED)

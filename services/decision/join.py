@@ -1,0 +1,65 @@
+"""Joining one inspection's results under its deadline.
+
+Everything about one part arrives on separate subjects (trigger, inference,
+ocr) in any order; the joiner holds them until both results are in or the
+recipe's deadline passes, whichever comes first, and remembers what it decided
+so a redelivered or late result is not judged twice."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.inference_pb2 import InferenceResult
+from lineguard.v1.ocr_pb2 import OcrResult
+
+
+@dataclass
+class Pending:
+    part: Part
+    deadline_ns: int
+    inference: InferenceResult | None = None
+    ocr: OcrResult | None = None
+    # The bus deliveries that brought these results; acked once the decision is out.
+    held: list[Any] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.inference is not None and self.ocr is not None
+
+
+class Joiner:
+    def __init__(self, remember: int = 50_000):
+        self.pending: dict[str, Pending] = {}
+        self._decided: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+
+    def already_decided(self, inspection_id: str) -> bool:
+        return inspection_id in self._decided
+
+    def open(self, part: Part, deadline_ms: int) -> Pending:
+        """The entry for this part, created at the first message that names it.
+
+        The deadline counts from the trigger time every message carries, so it
+        is the same whichever message arrives first."""
+        entry = self.pending.get(part.inspection_id)
+        if entry is None:
+            entry = Pending(part=part, deadline_ns=part.triggered_unix_ns + deadline_ms * 1_000_000)
+            self.pending[part.inspection_id] = entry
+        return entry
+
+    def expired(self, now_ns: int) -> list[Pending]:
+        return [entry for entry in self.pending.values() if entry.deadline_ns <= now_ns]
+
+    def close(self, inspection_id: str) -> Pending | None:
+        """Forget the pending entry and remember the part as decided."""
+        self._decided[inspection_id] = None
+        while len(self._decided) > self._remember:
+            self._decided.popitem(last=False)
+        return self.pending.pop(inspection_id, None)
+
+    def forget(self, inspection_id: str) -> None:
+        """Undo `close` when the verdict could not be published: redelivery judges it again."""
+        self._decided.pop(inspection_id, None)

@@ -1,0 +1,108 @@
+"""Decision service: joins trigger, inference and OCR per part and publishes the verdict.
+
+Inputs are held unacked until the verdict is published, so a crash loses no
+part: the bus redelivers them and the part is judged again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from lineguard.bus import BadMessage, Delivery
+from lineguard.config import RecipeSettings
+from lineguard.contracts import now_ns
+from lineguard.runtime.service import ServiceContext
+from lineguard.services.decision.join import Joiner, Pending
+from lineguard.services.decision.record import build_decision
+from lineguard.services.decision.rules import UNKNOWN_RECIPE, Judgement, judge
+from lineguard.v1.decision_pb2 import Verdict
+from lineguard.v1.inference_pb2 import InferenceResult
+from lineguard.v1.ocr_pb2 import OcrResult
+from lineguard.v1.trigger_pb2 import Trigger
+
+log = structlog.get_logger("lineguard.decision")
+DEADLINE_TICK_S = 0.02
+
+
+class DecisionService:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+        self.joiner = Joiner()
+
+    def recipe(self, recipe_id: str) -> RecipeSettings | None:
+        return self.ctx.config.recipes.get(recipe_id)
+
+    def _unknown_recipe(self, recipe_id: str, inspection_id: str) -> str:
+        known = ", ".join(sorted(self.ctx.config.recipes))
+        return f"unknown recipe {recipe_id!r} for inspection {inspection_id} (known: {known})"
+
+    async def on_trigger(self, delivery: Delivery[Trigger]) -> None:
+        part = delivery.message.part
+        if self.recipe(part.recipe_id) is None:
+            # The part still gets a verdict (ERROR is never a pass); the trigger is dead-lettered.
+            if not self.joiner.already_decided(part.inspection_id):
+                decision = build_decision(part, None, Judgement(Verdict.VERDICT_ERROR, [UNKNOWN_RECIPE]), now_ns())
+                await self.ctx.publish("decision", decision)
+                self.joiner.close(part.inspection_id)
+            raise BadMessage(self._unknown_recipe(part.recipe_id, part.inspection_id))
+        await self._hold(delivery, None)
+
+    async def on_inference(self, delivery: Delivery[InferenceResult]) -> None:
+        await self._hold(delivery, "inference")
+
+    async def on_ocr(self, delivery: Delivery[OcrResult]) -> None:
+        await self._hold(delivery, "ocr")
+
+    async def _hold(self, delivery: Delivery[Any], slot: str | None) -> None:
+        part = delivery.message.part
+        if self.joiner.already_decided(part.inspection_id):
+            log.info("result after the verdict; ignored", stage=slot or "trigger")
+            return  # acked: the part is judged, and judged once
+        recipe = self.recipe(part.recipe_id)
+        if recipe is None:
+            raise BadMessage(self._unknown_recipe(part.recipe_id, part.inspection_id))
+        entry = self.joiner.open(part, recipe.deadline_ms)
+        if slot is not None:
+            setattr(entry, slot, delivery.message)
+        entry.held.append(delivery)
+        delivery.defer()
+        if entry.complete:
+            await self.decide(entry)
+
+    async def decide(self, entry: Pending) -> None:
+        part = entry.part
+        # Closed before the publish awaits, so a result arriving meanwhile is not judged again.
+        self.joiner.close(part.inspection_id)
+        recipe = self.recipe(part.recipe_id)
+        assert recipe is not None  # checked when the entry was opened
+        judgement = judge(recipe, entry.inference, entry.ocr)
+        decision = build_decision(part, recipe, judgement, now_ns(), entry.inference, entry.ocr)
+        try:
+            await self.ctx.publish("decision", decision)
+        except Exception:
+            log.exception("could not publish the verdict; inputs handed back for redelivery")
+            self.joiner.forget(part.inspection_id)
+            for delivery in entry.held:
+                await delivery.nak(self.ctx.config.nats.nak_delay_s)
+            return
+        log.info("decided", verdict=Verdict.Name(judgement.verdict), reasons=judgement.reasons,
+                 inspection_id=part.inspection_id)
+        for delivery in entry.held:
+            await delivery.ack()
+
+    async def deadlines(self) -> None:
+        """A part whose results are not all in by its deadline is decided without them: FAIL, TIMEOUT."""
+        while not self.ctx.stopping.is_set():
+            for entry in self.joiner.expired(now_ns()):
+                await self.decide(entry)
+            await asyncio.sleep(DEADLINE_TICK_S)
+
+
+async def setup(ctx: ServiceContext) -> None:
+    service = DecisionService(ctx)
+    ctx.consume("trigger", Trigger, service.on_trigger)
+    ctx.consume("inference", InferenceResult, service.on_inference)
+    ctx.consume("ocr", OcrResult, service.on_ocr)
+    ctx.run_task(service.deadlines())

@@ -1,0 +1,99 @@
+"""The decision service on a real nats-server: joins, deadlines, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lineguard.bus import DEAD_REASON
+from lineguard.config import LineConfig
+from lineguard.contracts import dead_subject, msg_id, new_inspection_id, now_ns, stream_name, subject
+from lineguard.testing import demo_config_dict, running_service
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.decision_pb2 import Decision, Verdict
+from lineguard.v1.inference_pb2 import Detection, InferenceResult
+from lineguard.v1.ocr_pb2 import Code, OcrResult
+from lineguard.v1.trigger_pb2 import Trigger
+from lineguard.services.decision.service import setup
+
+
+def config(nats_url: str, deadline_ms: int = 400) -> LineConfig:
+    raw = demo_config_dict(nats_url=nats_url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:1/",
+                           deadline_ms=deadline_ms)
+    return LineConfig(**raw)
+
+
+def part(recipe: str = "pcb-a", seq: int = 1) -> Part:
+    return Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq,
+                triggered_unix_ns=now_ns())
+
+
+async def send(bus, kind: str, message) -> None:
+    await bus.publish(subject(kind, "l1", "s1"), message, msg_id=msg_id(message.part.inspection_id, kind))
+
+
+async def decisions(bus, count: int, timeout: float = 10) -> list[Decision]:
+    sub = await bus.js.pull_subscribe("lg.decision.l1.*", stream=stream_name("decision"))
+    got: list[Decision] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            try:
+                got += [Decision.FromString(m.data) for m in await sub.fetch(count - len(got), timeout=0.5)]
+            except Exception:
+                pass
+    await sub.unsubscribe()
+    return got
+
+
+async def test_joins_inference_and_ocr_into_one_verdict(bus_factory, fresh_nats) -> None:
+    bus = await bus_factory("driver")
+    async with running_service("decision", config(fresh_nats.url), setup):
+        good, bad = part(seq=1), part(seq=2)
+        for p, dets in ((good, []), (bad, [Detection(class_name="short", score=0.9)])):
+            await send(bus, "trigger", Trigger(part=p))
+            await send(bus, "ocr", OcrResult(part=p, codes=[Code(text=f"LG-0000000{p.sequence}")], completed_unix_ns=now_ns()))
+            await send(bus, "inference", InferenceResult(part=p, detections=dets, model_id="m", model_version="7",
+                                                         completed_unix_ns=now_ns()))
+        got = {d.part.inspection_id: d for d in await decisions(bus, 2)}
+    assert got[good.inspection_id].verdict == Verdict.VERDICT_PASS
+    failed = got[bad.inspection_id]
+    assert failed.verdict == Verdict.VERDICT_FAIL and list(failed.reason_codes) == ["DEFECT_SHORT"]
+    assert failed.serial == "LG-00000002"
+    assert (failed.model_id, failed.model_version, failed.recipe_version) == ("m", "7", "1")
+    assert len(failed.inference.detections) == 1 and failed.ocr.codes[0].text == "LG-00000002"
+    assert {t.stage for t in failed.timings} >= {"total", "decision"}
+
+
+async def test_missing_result_at_deadline_is_fail_timeout(bus_factory, fresh_nats) -> None:
+    bus = await bus_factory("driver")
+    async with running_service("decision", config(fresh_nats.url, deadline_ms=300), setup):
+        p = part()
+        await send(bus, "trigger", Trigger(part=p))
+        await send(bus, "ocr", OcrResult(part=p, codes=[Code(text="LG-00000001")]))
+        [decision] = await decisions(bus, 1)
+        # The late inference is not judged a second time.
+        await send(bus, "inference", InferenceResult(part=p))
+        await asyncio.sleep(0.5)
+        info = await bus.js.stream_info(stream_name("decision"))
+    assert decision.verdict == Verdict.VERDICT_FAIL
+    assert list(decision.reason_codes) == ["TIMEOUT", "NO_INFERENCE"]
+    assert info.state.messages == 1
+
+
+async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_serving(bus_factory, fresh_nats) -> None:
+    bus = await bus_factory("driver")
+    async with running_service("decision", config(fresh_nats.url), setup):
+        stray, good = part(recipe="no-such-recipe"), part(seq=2)
+        await send(bus, "trigger", Trigger(part=stray))
+        await bus.publish(subject("inference", "l1", "s1"), b"\x08\x96\x01garbage\xff", msg_id="garbage")
+        await send(bus, "trigger", Trigger(part=good))
+        await send(bus, "ocr", OcrResult(part=good, codes=[Code(text="LG-00000002")]))
+        await send(bus, "inference", InferenceResult(part=good))
+        got = {d.part.inspection_id: d for d in await decisions(bus, 2)}
+        dead = await (await bus.js.pull_subscribe("lg.dead.>", stream=stream_name("dead"))).fetch(2, timeout=2)
+    assert got[stray.inspection_id].verdict == Verdict.VERDICT_ERROR
+    assert list(got[stray.inspection_id].reason_codes) == ["UNKNOWN_RECIPE"]
+    assert got[good.inspection_id].verdict == Verdict.VERDICT_PASS
+    reasons = sorted(m.headers[DEAD_REASON] for m in dead)
+    assert any("unknown recipe 'no-such-recipe'" in r for r in reasons)
+    assert any(r.startswith("undecodable inference message") for r in reasons)
+    assert {m.subject for m in dead} == {dead_subject("trigger"), dead_subject("inference")}
