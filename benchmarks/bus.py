@@ -1,0 +1,194 @@
+"""Bus overhead: the library's publish + Worker path against bare nats-py, same server, same payload.
+
+Prints, in one run on one embedded nats-server:
+  throughput   messages/s through Bus.publish (Nats-Msg-Id, awaited PubAck, a window of
+               concurrent publishes) + Worker (decode, handler, ack), against a bare
+               js.publish_async + pull-fetch loop (no decode) with the same payload and
+               fetch batch; and their ratio;
+  latency      one hop, publish call to handler start, p50 / p99, against the same hop with
+               js.publish + fetch; and the added latency.
+
+    python benchmarks/bus.py [--messages 5000] [--hops 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+
+from lineguard.bus import Bus, Delivery, Worker
+from lineguard.config import NatsSettings
+from lineguard.contracts import msg_id, new_inspection_id, stream_name, subject
+from lineguard.natsserver import EmbeddedNats
+from lineguard.v1.common_pb2 import Box, Part
+from lineguard.v1.inference_pb2 import Detection, InferenceResult
+
+WINDOW = 256
+SUBJECT = subject("inference", "l1", "s1")
+
+
+def payload_message(seq: int) -> InferenceResult:
+    """About 1 KiB: an inference result with ten detections, what most hops carry."""
+    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id="pcb-a", sequence=seq,
+                triggered_unix_ns=time.time_ns())
+    dets = [Detection(class_name="short", class_id=1, score=0.9, box=Box(x1=i, y1=i, x2=i + 20, y2=i + 20),
+                      area_px=400, area_mm2=0.17) for i in range(10)]
+    return InferenceResult(part=part, model_id="yolo11n-deeppcb", model_version="1", detections=dets)
+
+
+async def purge(js) -> None:
+    await js.purge_stream(stream_name("inference"))
+
+
+async def library_throughput(url: str, n: int) -> float:
+    bus = await Bus.connect(NatsSettings(url=url), "bench")
+    await purge(bus.js)
+    messages = [payload_message(i) for i in range(n)]
+    received = 0
+    done = asyncio.Event()
+
+    async def handle(d: Delivery[InferenceResult]) -> None:
+        nonlocal received
+        received += 1
+        if received >= n:
+            done.set()
+
+    worker = Worker(bus, kind="inference", line="l1", message_type=InferenceResult, handler=handle,
+                    durable=f"bench-lib-{time.time_ns()}")
+    await worker.start()
+    stopping = asyncio.Event()
+    started = time.perf_counter()
+    consumer = asyncio.create_task(worker.run(stopping))
+    for i in range(0, n, WINDOW):
+        await asyncio.gather(*(bus.publish(SUBJECT, m, msg_id=msg_id(m.part.inspection_id, "inference"))
+                               for m in messages[i:i + WINDOW]))
+    await done.wait()
+    elapsed = time.perf_counter() - started
+    stopping.set()
+    await consumer
+    await bus.close()
+    return n / elapsed
+
+
+async def bare_throughput(url: str, n: int, batch: int) -> float:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await purge(js)
+    payloads = [payload_message(i).SerializeToString() for i in range(n)]
+    sub = await js.pull_subscribe(SUBJECT, durable=f"bench-bare-{time.time_ns()}", stream=stream_name("inference"))
+    received = 0
+
+    async def consume() -> None:
+        nonlocal received
+        while received < n:
+            try:
+                msgs = await sub.fetch(batch, timeout=0.5)
+            except nats.errors.TimeoutError:
+                continue
+            for m in msgs:
+                await m.ack()
+                received += 1
+
+    started = time.perf_counter()
+    consumer = asyncio.create_task(consume())
+    futures = [await js.publish_async(SUBJECT, p) for p in payloads]
+    await asyncio.gather(*futures)
+    await consumer
+    elapsed = time.perf_counter() - started
+    await sub.unsubscribe()
+    await nc.close()
+    return n / elapsed
+
+
+async def library_hop(url: str, hops: int) -> list[float]:
+    bus = await Bus.connect(NatsSettings(url=url), "bench")
+    await purge(bus.js)
+    arrived: asyncio.Queue[int] = asyncio.Queue()
+
+    async def handle(d: Delivery[InferenceResult]) -> None:
+        arrived.put_nowait(time.perf_counter_ns())
+
+    worker = Worker(bus, kind="inference", line="l1", message_type=InferenceResult, handler=handle,
+                    durable=f"bench-hop-{time.time_ns()}")
+    await worker.start()
+    stopping = asyncio.Event()
+    consumer = asyncio.create_task(worker.run(stopping))
+    out = []
+    for i in range(hops):
+        m = payload_message(i)
+        t0 = time.perf_counter_ns()
+        await bus.publish(SUBJECT, m, msg_id=msg_id(m.part.inspection_id, "inference"))
+        out.append((await arrived.get() - t0) / 1e6)
+    stopping.set()
+    await consumer
+    await bus.close()
+    return out
+
+
+async def bare_hop(url: str, hops: int, batch: int) -> list[float]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await purge(js)
+    sub = await js.pull_subscribe(SUBJECT, durable=f"bench-barehop-{time.time_ns()}", stream=stream_name("inference"))
+    arrived: asyncio.Queue[int] = asyncio.Queue()
+    stop = False
+
+    async def consume() -> None:
+        while not stop:
+            try:
+                msgs = await sub.fetch(batch, timeout=0.5)
+            except nats.errors.TimeoutError:
+                continue
+            for m in msgs:
+                arrived.put_nowait(time.perf_counter_ns())
+                await m.ack()
+
+    consumer = asyncio.create_task(consume())
+    payloads = [payload_message(i).SerializeToString() for i in range(hops)]
+    out = []
+    for p in payloads:
+        t0 = time.perf_counter_ns()
+        await js.publish(SUBJECT, p)
+        out.append((await arrived.get() - t0) / 1e6)
+    stop = True
+    await consumer
+    await nc.close()
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def main(n: int, hops: int) -> None:
+    batch = NatsSettings().fetch_batch
+    with tempfile.TemporaryDirectory() as store, EmbeddedNats(store_dir=Path(store)) as server:
+        # Order alternates so neither side always runs on a warmer server.
+        lib_rate = await library_throughput(server.url, n)
+        bare_rate = await bare_throughput(server.url, n, batch)
+        lib_rate2 = await library_throughput(server.url, n)
+        bare_rate2 = await bare_throughput(server.url, n, batch)
+        lib_hop = await library_hop(server.url, hops)
+        raw_hop = await bare_hop(server.url, hops, batch)
+    lib_best, bare_best = max(lib_rate, lib_rate2), max(bare_rate, bare_rate2)
+    size = len(payload_message(0).SerializeToString())
+    print(f"payload {size} bytes, {n} messages, fetch batch {batch}, publish window {WINDOW}")
+    print(f"throughput  library {lib_best:9.0f} msg/s   bare nats-py {bare_best:9.0f} msg/s   "
+          f"ratio {lib_best / bare_best:.2f}")
+    print(f"one hop     library p50 {pct(lib_hop, 50):.3f} ms p99 {pct(lib_hop, 99):.3f} ms   "
+          f"bare p50 {pct(raw_hop, 50):.3f} ms p99 {pct(raw_hop, 99):.3f} ms   "
+          f"added p50 {pct(lib_hop, 50) - pct(raw_hop, 50):+.3f} ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--hops", type=int, default=300)
+    args = parser.parse_args()
+    asyncio.run(main(args.messages, args.hops))

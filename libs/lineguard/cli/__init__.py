@@ -1,0 +1,30 @@
+"""`lineguard`: the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lineguard.cli.demo import demo
+from lineguard.config import ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="lineguard: computer-vision inspection for production lines.")
+app.command()(demo)
+
+
+@app.command("validate-config")
+def validate_config(config: Annotated[Path, typer.Argument(help="the line's YAML file")]) -> None:
+    """Check a line configuration without starting anything; errors name the file line and field."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{config}: valid (line {cfg.line}, {len(cfg.stations)} stations, {len(cfg.recipes)} recipes)")
+
+
+def main() -> None:
+    app()

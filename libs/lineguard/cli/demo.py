@@ -1,0 +1,134 @@
+"""`lineguard demo`: the whole line on this machine, driven by a simulated PLC."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lineguard.localline import LineStartError, LocalLine
+
+if TYPE_CHECKING:
+    from lineguard.testing.plcsim import PlcResult, PlcRunReport
+
+
+def demo(
+    parts: Annotated[int, typer.Option(min=1, help="parts the simulated PLC triggers")] = 50,
+    rate: Annotated[float, typer.Option(min=0.1, help="triggers per second")] = 5.0,
+    workdir: Annotated[Path | None, typer.Option(help="where the database, logs and NATS store go (default: a new folder)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object on the last line")] = False,
+) -> None:
+    """Run the whole line: embedded NATS, SQLite, six services, and a simulated PLC triggering parts."""
+    err = Console(stderr=True)
+    out = Console()
+    folder = workdir or Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
+    err.print(f"[bold]lineguard demo[/]: {parts} parts at {rate:g}/s, working in {folder}")
+    line = LocalLine(workdir=folder)
+    with err.status("starting NATS and the six services..."):
+        try:
+            line.start()
+        except LineStartError as exc:
+            err.print(f"[red]the line did not start:[/] {exc}")
+            raise typer.Exit(1) from None
+    try:
+        report, elapsed = _drive(line, parts, rate, err)
+        rows = _wait_for_rows(line, parts)
+    finally:
+        exit_codes = line.stop()
+    summary = _summary(report, rows, parts, elapsed, line, exit_codes)
+    _print_summary(out, summary)
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    if not report.ok or summary["database_rows"] != parts:
+        raise typer.Exit(1)
+
+
+def _drive(line: LocalLine, parts: int, rate: float, console: Console) -> tuple[PlcRunReport, float]:
+    from lineguard.testing.plcsim import SimulatedPlc  # asyncua is only needed once the line runs
+
+    verdicts: Counter[str] = Counter()
+    progress = Progress(
+        TextColumn("[bold]parts"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[green]pass {task.fields[passed]}[/] [red]fail {task.fields[failed]}[/] "
+                   "[yellow]rework {task.fields[rework]}[/]"),
+        TextColumn("{task.fields[rate]:.1f} parts/s"), TimeElapsedColumn(), console=console,
+    )
+    started = time.monotonic()
+    with progress:
+        task = progress.add_task("parts", total=parts, passed=0, failed=0, rework=0, rate=0.0)
+
+        def on_result(result: PlcResult) -> None:
+            verdicts[result.verdict] += 1
+            done = sum(verdicts.values())
+            progress.update(task, completed=done, passed=verdicts["PASS"],
+                            failed=verdicts["FAIL"] + verdicts["ERROR"], rework=verdicts["REWORK"],
+                            rate=done / max(time.monotonic() - started, 1e-6))
+
+        async def run() -> PlcRunReport:
+            async with SimulatedPlc(line.opcua_endpoint, station="s1") as plc:
+                return await plc.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
+
+        report = asyncio.run(run())
+    return report, time.monotonic() - started
+
+
+def _wait_for_rows(line: LocalLine, expected: int, timeout_s: float = 30.0) -> dict[str, int]:
+    """The results service writes asynchronously: give it a moment to catch up."""
+    engine = sa.create_engine(f"sqlite:///{line.database_path}")
+    deadline = time.monotonic() + timeout_s
+    counts: dict[str, int] = {}
+    try:
+        while True:
+            with engine.connect() as conn:
+                counts = dict(conn.execute(sa.text("SELECT verdict, COUNT(*) FROM inspections GROUP BY verdict")).all())
+            if sum(counts.values()) >= expected or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def _summary(report: PlcRunReport, rows: dict[str, int], parts: int, elapsed: float, line: LocalLine,
+             exit_codes: dict[str, int | None]) -> dict[str, Any]:
+    verdicts = Counter(r.verdict for r in report.results)
+    return {
+        "parts": parts,
+        "results_at_plc": len(report.results),
+        "pass": verdicts["PASS"],
+        "fail": verdicts["FAIL"],
+        "rework": verdicts["REWORK"],
+        "error": verdicts["ERROR"],
+        "missing": len(report.missing),
+        "duplicates": len(report.duplicates),
+        "latency_p50_ms": round(report.p50_s * 1000, 1),
+        "latency_p99_ms": round(report.p99_s * 1000, 1),
+        "parts_per_s": round(len(report.results) / elapsed, 2) if elapsed else 0.0,
+        "database": str(line.database_path),
+        "database_rows": sum(rows.values()),
+        "database_verdicts": rows,
+        "workdir": str(line.workdir),
+        "logs": str(line.logs),
+        "clean_shutdown": all(code == 0 for code in exit_codes.values()),
+    }
+
+
+def _print_summary(console: Console, s: dict[str, Any]) -> None:
+    table = Table(title="lineguard demo", show_header=False)
+    table.add_row("parts triggered", str(s["parts"]))
+    table.add_row("results at the PLC", f"{s['results_at_plc']} (missing {s['missing']}, duplicated {s['duplicates']})")
+    table.add_row("pass / fail / rework / error", f"{s['pass']} / {s['fail']} / {s['rework']} / {s['error']}")
+    table.add_row("trigger to PLC result", f"p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms")
+    table.add_row("throughput", f"{s['parts_per_s']} parts/s")
+    table.add_row("database rows", f"{s['database_rows']} in {s['database']}")
+    table.add_row("logs", s["logs"])
+    console.print(table)

@@ -1,0 +1,137 @@
+"""The whole line on one machine: embedded NATS, SQLite, all six services as processes.
+
+`lineguard demo`, the end-to-end tests and the benchmarks start the line this
+way, so what they exercise is what a user runs: separate processes talking over
+a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from lineguard.contracts import stream_name
+from lineguard.natsserver import EmbeddedNats, free_port
+from lineguard.testing.lineconfig import demo_config_dict, write_config
+
+SERVICES: tuple[str, ...] = ("capture", "inference", "ocr", "decision", "gateway", "results")
+
+
+class LineStartError(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalLine:
+    workdir: Path
+    database_url: str | None = None
+    deadline_ms: int = 3000
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    nats: EmbeddedNats | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    config_path: Path | None = None
+    opcua_endpoint: str = ""
+
+    @property
+    def database_path(self) -> Path:
+        return self.workdir / "lineguard.db"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def start(self, ready_timeout_s: float = 120.0) -> LocalLine:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        self.nats = EmbeddedNats(store_dir=self.workdir / "nats", log_file=self.logs / "nats.log").start()
+        self.opcua_endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
+        config = demo_config_dict(
+            nats_url=self.nats.url,
+            database_url=self.database_url or f"sqlite:///{self.database_path}",
+            opcua_endpoint=self.opcua_endpoint,
+            deadline_ms=self.deadline_ms,
+        )
+        _deep_update(config, self.config_overrides)
+        self.config_path = write_config(self.workdir / "line.yaml", config)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name in SERVICES:
+            log = open(self.logs / f"{name}.log", "ab")
+            # By module path, not by import: the library never imports a service.
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"lineguard.services.{name}", "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        try:
+            asyncio.run(self._wait_ready(ready_timeout_s))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        """Every service heartbeats once it serves: wait for all six on the heartbeat stream."""
+        assert self.nats is not None
+        nc = await nats.connect(self.nats.url)
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                self._check_alive()
+                try:
+                    info = await js.stream_info(stream_name("heartbeat"), subjects_filter="lg.heartbeat.>")
+                    seen = {s.rsplit(".", 1)[-1] for s in (info.state.subjects or {})}
+                except Exception:
+                    seen = set()
+                if seen >= set(SERVICES):
+                    return
+                if time.monotonic() > deadline:
+                    missing = ", ".join(sorted(set(SERVICES) - seen))
+                    raise LineStartError(f"services not ready after {timeout_s:.0f}s: {missing} (logs in {self.logs})")
+                await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    def _check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise LineStartError(f"service {name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self, timeout_s: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every service (they finish what they hold), then stop NATS."""
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout_s
+        for name, proc in self.processes.items():
+            try:
+                codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        if self.nats is not None:
+            self.nats.stop()
+        return codes
+
+    def __enter__(self) -> LocalLine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _deep_update(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
