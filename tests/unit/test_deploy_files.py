@@ -1,0 +1,26 @@
+"""The deployment files stay true to the code (they are checked here, not run)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from lineguard.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = {"capture", "inference", "ocr", "decision", "gateway", "results"}
+
+
+def test_compose_runs_each_service_by_its_console_script() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name in SERVICES:
+        command = compose["services"][name]["command"]
+        assert command == [f"lineguard-{name}"] and command[0] in scripts
+
+
+def test_the_deployed_line_config_is_valid() -> None:
+    cfg = load_config(ROOT / "deploy" / "line.yaml")
+    assert cfg.database.url.startswith("postgresql")
