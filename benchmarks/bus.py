@@ -2,7 +2,7 @@
 
 Prints, in one run on one embedded nats-server:
   throughput   messages/s through Bus.publish (Nats-Msg-Id, awaited PubAck, a window of
-               concurrent publishes) + Worker (decode, handler, ack), against a bare
+               publishes in flight at once) + Worker (decode, handler, ack), against a bare
                js.publish_async + pull-fetch loop (no decode) with the same payload and
                fetch batch; and their ratio;
   latency      one hop, publish call to handler start, p50 / p99, against the same hop with
@@ -65,9 +65,15 @@ async def library_throughput(url: str, n: int) -> float:
     stopping = asyncio.Event()
     started = time.perf_counter()
     consumer = asyncio.create_task(worker.run(stopping))
-    for i in range(0, n, WINDOW):
-        await asyncio.gather(*(bus.publish(SUBJECT, m, msg_id=msg_id(m.part.inspection_id, "inference"))
-                               for m in messages[i:i + WINDOW]))
+    window = asyncio.Semaphore(WINDOW)
+
+    async def publish(m: InferenceResult) -> None:
+        async with window:
+            await bus.publish(SUBJECT, m, msg_id=msg_id(m.part.inspection_id, "inference"))
+
+    async with asyncio.TaskGroup() as tg:
+        for m in messages:
+            tg.create_task(publish(m))
     await done.wait()
     elapsed = time.perf_counter() - started
     stopping.set()
