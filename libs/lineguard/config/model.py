@@ -38,7 +38,7 @@ class CameraSettings(_Strict):
     kind: Literal["simulator", "folder"] = "simulator"
     path: str | None = Field(None, description="folder of images; the simulator's default is the packaged sample boards")
     px_per_mm: float = Field(0.0, ge=0, description="calibration; 0 = uncalibrated (no mm² areas)")
-    stamp_serial: bool = Field(True, description="simulator: print the part's serial as a DataMatrix beside the board")
+    stamp_serial: bool = Field(True, description="simulator: print the part's serial as a DataMatrix in a strip below the board")
     loop: bool = Field(True, description="start again from the first image when the source runs out")
 
 

@@ -71,6 +71,19 @@ def timing(stage: str, start_ns: int, end_ns: int | None = None) -> StageTiming:
     return StageTiming(stage=stage, ms=(end - start_ns) / 1e6)
 
 
+# The serial the simulated camera prints on each part: "LG-" + 8 digits of the
+# trigger sequence. Capture stamps it; decision and the end-to-end tests check it.
+SERIAL_PATTERN = r"LG-\d{8}"
+_SERIAL_MODULUS = 100_000_000
+
+
+def serial_for_sequence(sequence: int) -> str:
+    """`LG-00000042` for sequence 42; sequences past 8 digits wrap (the PLC's counter is 32-bit)."""
+    if sequence < 0:
+        raise ValueError(f"a trigger sequence is never negative, got {sequence}")
+    return f"LG-{sequence % _SERIAL_MODULUS:08d}"
+
+
 def copy_part(part: Part) -> Part:
     out = Part()
     out.CopyFrom(part)

@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from lineguard.contracts import SERIAL_PATTERN
+
 
 def demo_config_dict(*, nats_url: str, database_url: str, opcua_endpoint: str, parts_rate: float | None = None,
                      deadline_ms: int = 3000) -> dict[str, Any]:
@@ -37,7 +39,7 @@ def demo_config_dict(*, nats_url: str, database_url: str, opcua_endpoint: str, p
                 "inspect_roi": [0, 0, 640, 640],
                 "code_roi": [0, 640, 640, 160],
                 "require_code": True,
-                "code_pattern": r"LG-\d{8}",
+                "code_pattern": SERIAL_PATTERN,
             }
         },
         "database": {"url": database_url},

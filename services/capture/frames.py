@@ -1,0 +1,62 @@
+"""A trigger in, a frame out: the station's camera grabs, the frame carries the image inline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lineguard.config import LineConfig
+from lineguard.contracts import copy_part, now_ns, timing
+from lineguard.services.capture.sources import CameraError, CameraSource, open_source
+from lineguard.v1.frame_pb2 import Frame
+from lineguard.v1.trigger_pb2 import Trigger
+
+
+class CaptureError(ValueError):
+    """This trigger can never get a frame; the message says why."""
+
+
+@dataclass
+class StationCameras:
+    """The camera of every station on the line."""
+
+    config: LineConfig
+    sources: dict[str, CameraSource]
+
+    @classmethod
+    def from_config(cls, config: LineConfig) -> StationCameras:
+        return cls(config, {s.id: open_source(s.id, s.camera) for s in config.stations})
+
+    def capture(self, trigger: Trigger) -> Frame:
+        """Grab the image of `trigger`'s part; raises CaptureError when there can be none."""
+        started = now_ns()
+        part = trigger.part
+        source = self.sources.get(part.station)
+        if source is None:
+            known = ", ".join(sorted(self.sources))
+            raise CaptureError(f"trigger names station {part.station!r}, which is not configured on line "
+                               f"{self.config.line!r} (known: {known})")
+        try:
+            image = source.grab(part)
+        except CameraError as exc:
+            raise CaptureError(str(exc)) from None
+        limit = self.config.nats.inline_image_max_bytes
+        if len(image.data) > limit:
+            # Until frames can go through the object store, an oversize one is refused here
+            # rather than rejected by the server as an oversize message.
+            raise CaptureError(f"frame from {source.camera_id} is {len(image.data)} bytes, over the inline limit "
+                               f"nats.inline_image_max_bytes={limit}; larger frames need the object store, "
+                               "which is not supported yet")
+        frame = Frame(
+            part=copy_part(part),
+            camera_id=source.camera_id,
+            captured_unix_ns=image.captured_unix_ns,
+            width=image.width,
+            height=image.height,
+            channels=image.channels,
+            encoding=image.encoding,
+            data=image.data,
+            source_uri=image.source_uri,
+            px_per_mm=self.config.station(part.station).camera.px_per_mm,
+        )
+        frame.timings.append(timing("capture", started))
+        return frame

@@ -1,0 +1,23 @@
+"""The OCR service: frame in, codes out."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lineguard.bus import BadMessage, Delivery
+from lineguard.runtime.service import ServiceContext
+from lineguard.services.ocr.results import OcrInputError, ocr_frame
+from lineguard.v1.frame_pb2 import Frame
+
+
+async def setup(ctx: ServiceContext) -> None:
+    async def handle(delivery: Delivery[Frame]) -> None:
+        try:
+            # Decoding and reading take milliseconds: off the event loop, so
+            # heartbeats and acks keep flowing meanwhile.
+            result = await asyncio.to_thread(ocr_frame, delivery.message, ctx.config)
+        except OcrInputError as exc:
+            raise BadMessage(str(exc)) from None
+        await ctx.publish("ocr", result)
+
+    ctx.consume("frame", Frame, handle)

@@ -1,0 +1,103 @@
+"""The capture and OCR services on a real nats-server: trigger -> frame -> codes, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, Bus
+from lineguard.config import LineConfig
+from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
+from lineguard.imaging import decode_image, encode_image
+from lineguard.natsserver import EmbeddedNats
+from lineguard.services.capture.service import setup as capture_setup
+from lineguard.services.capture.stamping import stamp_serial
+from lineguard.services.ocr.service import setup as ocr_setup
+from lineguard.testing import demo_config_dict, running_service
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.frame_pb2 import Frame
+from lineguard.v1.ocr_pb2 import OcrResult
+from lineguard.v1.trigger_pb2 import Trigger
+
+
+def line_config(nats: EmbeddedNats) -> LineConfig:
+    return LineConfig(**demo_config_dict(nats_url=nats.url, database_url="sqlite://",
+                                         opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
+
+
+def new_part(seq: int, station: str = "s1", recipe: str = "pcb-a") -> Part:
+    return Part(inspection_id=new_inspection_id(), line="l1", station=station, recipe_id=recipe, sequence=seq)
+
+
+async def collect(bus: Bus, subj: str, stream: str, count: int, timeout: float = 10.0) -> list:
+    """The first `count` messages on `subj`, waiting for them to arrive."""
+    sub = await bus.js.pull_subscribe(subj, stream=stream)
+    got: list = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(got) < count:
+                try:
+                    got += await sub.fetch(count - len(got), timeout=0.5)
+                except TimeoutError:
+                    pass
+    finally:
+        await sub.unsubscribe()
+    return got
+
+
+async def test_capture_turns_triggers_into_frames_and_dead_letters_an_unknown_station(
+        fresh_nats: EmbeddedNats, bus_factory) -> None:
+    bus = await bus_factory("driver")
+    unknown = Trigger(part=new_part(1, station="s9"), source="cli")
+    good = Trigger(part=new_part(42), source="cli")
+    async with running_service("capture", line_config(fresh_nats), capture_setup):
+        # s9 is not a station, but the subject is well formed: only capture can tell.
+        for trig in (unknown, good):
+            await bus.publish(subject("trigger", "l1", trig.part.station), trig,
+                              msg_id=msg_id(trig.part.inspection_id, "trigger"))
+        frames = await collect(bus, "lg.frame.l1.*", stream_name("frame"), 1)
+        dead = await collect(bus, dead_subject("trigger"), stream_name("dead"), 1)
+    frame = Frame.FromString(frames[0].data)
+    assert frames[0].subject == "lg.frame.l1.s1"
+    assert frames[0].headers["Nats-Msg-Id"] == f"{good.part.inspection_id}:frame"
+    assert frame.part == good.part
+    assert (frame.width, frame.height, frame.encoding) == (640, 800, "png")
+    assert decode_image(frame.data).shape == (800, 640, 3)
+    assert "station 's9', which is not configured on line 'l1'" in dead[0].headers[DEAD_REASON]
+    assert dead[0].headers[DEAD_SUBJECT] == "lg.trigger.l1.s9"
+    assert Trigger.FromString(dead[0].data) == unknown
+
+
+async def test_ocr_reads_frames_and_dead_letters_what_it_cannot_read(fresh_nats: EmbeddedNats, bus_factory) -> None:
+    bus = await bus_factory("driver")
+    board = np.full((640, 640), 255, np.uint8)
+    png = encode_image(stamp_serial(board, "LG-00000003"), "png")
+    not_image = Frame(part=new_part(1), encoding="png", data=b"GIF89a not what it says")
+    unknown_recipe = Frame(part=new_part(2, recipe="pcb-z"), encoding="png", data=png)
+    good = Frame(part=new_part(3), encoding="png", data=png, width=640, height=800)
+    async with running_service("ocr", line_config(fresh_nats), ocr_setup):
+        for frame in (not_image, unknown_recipe, good):
+            await bus.publish(subject("frame", "l1", "s1"), frame, msg_id=msg_id(frame.part.inspection_id, "frame"))
+        results = await collect(bus, "lg.ocr.l1.*", stream_name("ocr"), 1)
+        dead = await collect(bus, dead_subject("frame"), stream_name("dead"), 2)
+    result = OcrResult.FromString(results[0].data)
+    assert result.part == good.part
+    assert [(c.symbology, c.text) for c in result.codes] == [("DataMatrix", "LG-00000003")]
+    assert result.codes[0].box.y1 >= 640  # in full-frame pixels, inside the strip below the board
+    reasons = {Frame.FromString(d.data).part.sequence: d.headers[DEAD_REASON] for d in dead}
+    assert reasons[1].startswith("frame is not an image: 23 bytes")
+    assert "unknown recipe 'pcb-z'" in reasons[2]
+
+
+async def test_trigger_to_serial_through_capture_and_ocr(fresh_nats: EmbeddedNats, bus_factory) -> None:
+    bus = await bus_factory("driver")
+    config = line_config(fresh_nats)
+    triggers = [Trigger(part=new_part(seq), source="cli") for seq in (41, 42)]
+    async with running_service("capture", config, capture_setup), running_service("ocr", config, ocr_setup):
+        for trig in triggers:
+            await bus.publish(subject("trigger", "l1", "s1"), trig, msg_id=msg_id(trig.part.inspection_id, "trigger"))
+        results = await collect(bus, "lg.ocr.l1.*", stream_name("ocr"), 2)
+    read = {OcrResult.FromString(r.data).part.sequence: [c.text for c in OcrResult.FromString(r.data).codes]
+            for r in results}
+    assert read == {41: ["LG-00000041"], 42: ["LG-00000042"]}

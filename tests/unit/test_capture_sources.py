@@ -1,0 +1,158 @@
+"""Capture's camera sources, the serial stamp, and trigger-to-frame, without a bus."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zxingcpp
+
+from lineguard.config import CameraSettings, LineConfig
+from lineguard.contracts import SERIAL_PATTERN, new_inspection_id, serial_for_sequence
+from lineguard.imaging import decode_image
+from lineguard.services.capture.frames import CaptureError, StationCameras
+from lineguard.services.capture.sources import (
+    SAMPLE_BOARDS,
+    CameraError,
+    FolderSource,
+    SimulatorSource,
+    open_source,
+    simulator_playlist,
+)
+from lineguard.testing import demo_config_dict
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.trigger_pb2 import Trigger
+
+
+def part(seq: int = 1, station: str = "s1") -> Part:
+    return Part(inspection_id=new_inspection_id(), line="l1", station=station, recipe_id="pcb-a", sequence=seq)
+
+
+def demo_config(**nats: object) -> LineConfig:
+    raw = demo_config_dict(nats_url="nats://127.0.0.1:4222", database_url="sqlite://",
+                           opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    raw["nats"].update(nats)
+    return LineConfig(**raw)
+
+
+def test_serial_is_lg_and_eight_digits_of_the_sequence() -> None:
+    assert serial_for_sequence(42) == "LG-00000042"
+    assert serial_for_sequence(0) == "LG-00000000"
+    assert serial_for_sequence(4_294_967_295) == "LG-94967295"  # the largest uint32 wraps to 8 digits
+    assert all(re.fullmatch(SERIAL_PATTERN, serial_for_sequence(s)) for s in (1, 99_999_999, 100_000_000))
+    with pytest.raises(ValueError, match="never negative"):
+        serial_for_sequence(-1)
+
+
+def test_simulator_playlist_alternates_boards_with_defects_and_their_templates() -> None:
+    names = [p.name for p in simulator_playlist()]
+    assert len(names) == 24
+    assert names[:4] == ["00041000_test.jpg", "00041000_temp.jpg", "00041001_test.jpg", "00041001_temp.jpg"]
+    assert all(n.endswith("_test.jpg") for n in names[0::2])
+    assert all(n.endswith("_temp.jpg") for n in names[1::2])
+    assert [n[:8] for n in names[0::2]] == sorted(n[:8] for n in names[0::2])
+
+
+def test_simulator_grabs_in_playlist_order_and_loops() -> None:
+    source = SimulatorSource("s1", CameraSettings(stamp_serial=False))
+    expected = [f"simulator:{p.name}" for p in simulator_playlist()]
+    uris = [source.grab(part(i)).source_uri for i in range(len(expected) + 2)]
+    assert uris == expected + expected[:2]
+    again = SimulatorSource("s1", CameraSettings(stamp_serial=False))
+    assert again.grab(part()).source_uri == expected[0]  # a fresh run starts at the same board
+
+
+def test_simulator_without_loop_says_when_it_ran_out() -> None:
+    source = SimulatorSource("s1", CameraSettings(stamp_serial=False, loop=False))
+    for i in range(24):
+        source.grab(part(i))
+    with pytest.raises(CameraError, match=r"simulator:s1: all 24 images were given and loop is off"):
+        source.grab(part(25))
+
+
+def test_stamped_frame_is_640x800_and_its_code_reads_back_as_the_serial() -> None:
+    image = SimulatorSource("s1", CameraSettings()).grab(part(42))
+    assert (image.encoding, image.width, image.height, image.channels) == ("png", 640, 800, 1)
+    pixels = decode_image(image.data, expected_encoding="png")
+    assert pixels.shape == (800, 640, 3)
+    board = cv2.imread(str(SAMPLE_BOARDS / "00041000_test.jpg"), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(pixels[:640, :, 0], board)  # the board itself is untouched (lossless)
+    codes = zxingcpp.read_barcodes(pixels[640:])
+    assert [(c.format.name, c.text) for c in codes] == [("DataMatrix", "LG-00000042")]
+    assert zxingcpp.read_barcodes(pixels[:640]) == []  # nothing code-like on the board
+
+
+def test_unstamped_simulator_frame_is_the_sample_file_itself() -> None:
+    image = SimulatorSource("s1", CameraSettings(stamp_serial=False)).grab(part())
+    assert image.data == (SAMPLE_BOARDS / "00041000_test.jpg").read_bytes()
+    assert (image.encoding, image.width, image.height, image.channels) == ("jpeg", 640, 640, 1)
+
+
+def _write(path: Path, value: int, ext: str) -> None:
+    assert cv2.imwrite(str(path.with_suffix(ext)), np.full((8, 12, 3), value, np.uint8))
+
+
+def test_folder_source_replays_images_in_name_order_and_loops(tmp_path: Path) -> None:
+    _write(tmp_path / "b", 20, ".png")
+    _write(tmp_path / "c", 30, ".bmp")
+    _write(tmp_path / "a", 10, ".jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    source = open_source("s1", CameraSettings(kind="folder", path=str(tmp_path)))
+    grabs = [source.grab(part(i)) for i in range(4)]
+    assert [Path(g.source_uri).name for g in grabs] == ["a.jpg", "b.png", "c.bmp", "a.jpg"]
+    assert [g.encoding for g in grabs[:3]] == ["jpeg", "png", "bmp"]
+    assert all((g.width, g.height, g.channels) == (12, 8, 3) for g in grabs)
+    assert grabs[1].data == (tmp_path / "b.png").read_bytes()
+
+
+def test_folder_source_without_loop_stops(tmp_path: Path) -> None:
+    _write(tmp_path / "only", 0, ".png")
+    source = FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path), loop=False))
+    source.grab(part())
+    with pytest.raises(CameraError, match="all 1 images were given"):
+        source.grab(part())
+
+
+def test_folder_source_names_a_missing_or_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(CameraError, match=r"folder:s1: folder .*nowhere does not exist"):
+        FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path / "nowhere")))
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(CameraError, match=r"holds no images \(.jpg, .jpeg, .png, .bmp\)"):
+        FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path)))
+    with pytest.raises(CameraError, match="camera.path must name the folder"):
+        FolderSource("s1", CameraSettings(kind="folder"))
+
+
+def test_folder_source_names_a_file_that_is_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    source = FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path)))
+    with pytest.raises(CameraError, match=r"broken.jpg is not a readable jpeg, png or bmp image"):
+        source.grab(part())
+
+
+def test_capture_builds_the_frame_of_the_triggered_part() -> None:
+    cameras = StationCameras.from_config(demo_config())
+    trigger = Trigger(part=part(7), source="cli")
+    frame = cameras.capture(trigger)
+    assert frame.part == trigger.part
+    assert (frame.camera_id, frame.encoding, frame.width, frame.height) == ("simulator:s1", "png", 640, 800)
+    assert frame.source_uri == "simulator:00041000_test.jpg"
+    assert frame.px_per_mm == pytest.approx(48.0)
+    assert frame.captured_unix_ns >= trigger.part.triggered_unix_ns
+    assert [t.stage for t in frame.timings] == ["capture"] and frame.timings[0].ms > 0
+    assert decode_image(frame.data).shape == (800, 640, 3)
+
+
+def test_capture_refuses_an_unknown_station() -> None:
+    cameras = StationCameras.from_config(demo_config())
+    with pytest.raises(CaptureError, match=r"station 's9', which is not configured on line 'l1' \(known: s1\)"):
+        cameras.capture(Trigger(part=part(station="s9")))
+
+
+def test_capture_refuses_a_frame_over_the_inline_limit() -> None:
+    cameras = StationCameras.from_config(demo_config(inline_image_max_bytes=10_000))
+    with pytest.raises(CaptureError, match=r"is \d+ bytes, over the inline limit nats.inline_image_max_bytes=10000"):
+        cameras.capture(Trigger(part=part()))
