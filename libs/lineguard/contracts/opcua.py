@@ -1,0 +1,115 @@
+"""The OPC UA interface a PLC uses to trigger inspections and read verdicts.
+
+A contract shared by the gateway (the OPC UA server) and anything playing the
+PLC (the simulated PLC in lineguard.testing, a real controller's client). Names
+only: no asyncua here, so documentation and other tools can read it as data.
+
+Address space, under the Objects folder, in namespace `NAMESPACE_URI`
+(string node ids `ns=<i>;s=<path>`, so a PLC can be configured by node id):
+
+    Stations/                                   folder
+      <station_id>/                             object; event notifier for its results
+        Trigger(sequence UInt32, partId String) -> inspectionId String
+        ResultSequence       UInt32    the trigger sequence of the latest result; written last
+        ResultInspectionId   String
+        ResultVerdict        Int32     RESULT_VERDICTS: 1 = PASS, anything else is not a pass
+        ResultReasons        String    reason codes, comma separated ("" for a pass)
+        ResultTimestamp      DateTime  when the gateway handed the result over (UTC)
+        Busy                 Boolean   inspections in flight at this station
+        Heartbeat            UInt32    +1 every HEARTBEAT_PERIOD_S while the gateway runs
+
+Every result is also an event of type `InspectionResultEventType` (a subtype of
+BaseEventType) emitted by the station object, carrying the five Result* fields
+above together: a client that subscribes to events on the station object gets
+every result exactly once, all fields from the same result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lineguard.v1.decision_pb2 import Verdict
+
+NAMESPACE_URI = "urn:lineguard:gateway"
+
+STATIONS_FOLDER = "Stations"
+TRIGGER_METHOD = "Trigger"
+EVENT_TYPE = "InspectionResultEventType"  # browse name and string node id
+
+RESULT_SEQUENCE = "ResultSequence"
+RESULT_INSPECTION_ID = "ResultInspectionId"
+RESULT_VERDICT = "ResultVerdict"
+RESULT_REASONS = "ResultReasons"
+RESULT_TIMESTAMP = "ResultTimestamp"
+BUSY = "Busy"
+HEARTBEAT = "Heartbeat"
+
+HEARTBEAT_PERIOD_S = 1.0
+REASONS_SEPARATOR = ","
+
+
+@dataclass(frozen=True)
+class Field:
+    """One variable or event field: its browse name and OPC UA built-in type name."""
+
+    name: str
+    ua_type: str  # an asyncua `ua.VariantType` member name
+    description: str
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    ua_type: str
+    description: str
+
+
+# The result as a PLC sees it; the same fields as variables and as event fields.
+RESULT_FIELDS: tuple[Field, ...] = (
+    Field(RESULT_INSPECTION_ID, "String", "the inspection id (UUIDv7) the Trigger call returned"),
+    Field(RESULT_VERDICT, "Int32", "1 PASS, 2 FAIL, 3 REWORK, 4 ERROR (0: no result yet)"),
+    Field(RESULT_REASONS, "String", "reason codes, comma separated, e.g. DEFECT_SHORT,TIMEOUT"),
+    Field(RESULT_TIMESTAMP, "DateTime", "when the gateway handed this result to the PLC (UTC)"),
+    # Last, so a PLC polling ResultSequence reads the other fields only once they are in place.
+    Field(RESULT_SEQUENCE, "UInt32", "the PLC's trigger sequence number this result answers"),
+)
+
+STATUS_FIELDS: tuple[Field, ...] = (
+    Field(BUSY, "Boolean", "true while inspections triggered at this station await their result"),
+    Field(HEARTBEAT, "UInt32", "incremented every second while the gateway runs; wraps at 2^32"),
+)
+
+TRIGGER_INPUTS: tuple[Argument, ...] = (
+    Argument("sequence", "UInt32", "the PLC's part counter; calling again with a sequence in flight returns the same id"),
+    Argument("partId", "String", "an id the PLC may give (carrier, tray position); may be empty"),
+)
+TRIGGER_OUTPUTS: tuple[Argument, ...] = (
+    Argument("inspectionId", "String", "the inspection id the result will carry"),
+)
+
+# lineguard.v1 Verdict values, as the Int32 in ResultVerdict. Fail safe: only 1 is a pass.
+RESULT_VERDICTS: dict[str, int] = {
+    "PASS": Verdict.VERDICT_PASS,
+    "FAIL": Verdict.VERDICT_FAIL,
+    "REWORK": Verdict.VERDICT_REWORK,
+    "ERROR": Verdict.VERDICT_ERROR,
+}
+NO_RESULT_VERDICT = Verdict.VERDICT_UNSPECIFIED
+
+
+def station_path(station_id: str) -> str:
+    """The string node id of a station object, `Stations/<station_id>`."""
+    return f"{STATIONS_FOLDER}/{station_id}"
+
+
+def node_path(station_id: str, name: str) -> str:
+    """The string node id of a station's variable or method, e.g. `Stations/s1/ResultVerdict`."""
+    return f"{station_path(station_id)}/{name}"
+
+
+def join_reasons(reasons: list[str] | tuple[str, ...]) -> str:
+    return REASONS_SEPARATOR.join(reasons)
+
+
+def split_reasons(text: str) -> list[str]:
+    return [r for r in text.split(REASONS_SEPARATOR) if r]

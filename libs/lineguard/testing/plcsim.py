@@ -1,0 +1,227 @@
+"""A simulated PLC: triggers parts over OPC UA and checks each gets exactly one result.
+
+It plays a controller against the gateway's OPC UA interface
+(lineguard.contracts.opcua): it subscribes to the station's result events,
+calls Trigger with increasing sequence numbers at a set rate, and waits for
+every result. `lineguard demo` and the end-to-end tests drive the line with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asyncua import Client, Node, ua
+
+from lineguard.contracts import verdict_name
+from lineguard.contracts import opcua as contract
+
+# Results reach the PLC within this of the gateway emitting them; the keep-alive counts are in these periods.
+PUBLISHING_INTERVAL_MS = 10
+SESSION_TIMEOUT_MS = 600_000  # what asyncua servers grant at most: asking more only logs a warning
+
+ResultCallback = Callable[["PlcResult"], Awaitable[None] | None]
+
+
+@dataclass
+class PlcResult:
+    sequence: int
+    inspection_id: str
+    verdict: str  # PASS / FAIL / REWORK / ERROR
+    reasons: list[str]
+    latency_s: float  # from the Trigger call to the result event; nan for results it never triggered
+
+
+@dataclass
+class PlcRunReport:
+    results: list[PlcResult] = field(default_factory=list)  # the first result of each trigger, in sequence order
+    missing: list[int] = field(default_factory=list)        # sequences with no result in time
+    duplicates: list[int] = field(default_factory=list)     # sequences with more than one result
+    unexpected: list[PlcResult] = field(default_factory=list)  # results for inspections it never triggered
+    p50_s: float = math.nan
+    p99_s: float = math.nan
+
+    @property
+    def ok(self) -> bool:
+        """Every trigger got exactly one result, and nothing else came."""
+        return bool(self.results) and not (self.missing or self.duplicates or self.unexpected)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); nan for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class _Sent:
+    sequence: int
+    called_at: float
+
+
+class SimulatedPlc:
+    """`async with SimulatedPlc(endpoint, station="s1") as plc: report = await plc.run(20, rate_hz=10)`."""
+
+    def __init__(self, endpoint: str, station: str = "s1", *, connect_timeout_s: float = 30.0,
+                 first_sequence: int = 1):
+        self.endpoint = endpoint
+        self.station = station
+        self.connect_timeout_s = connect_timeout_s
+        self.next_sequence = first_sequence
+        self._client: Client | None = None
+        self._station_node: Node | None = None
+        self._trigger_node: Node | None = None
+        self._sent: dict[str, _Sent] = {}  # by inspection id
+        self._received: list[tuple[float, PlcResult]] = []  # (arrival, result), every event in arrival order
+        self._arrived = asyncio.Condition()
+        self._on_result: ResultCallback | None = None
+
+    @property
+    def received(self) -> list[PlcResult]:
+        """Every result event since connecting, in arrival order (including unexpected ones)."""
+        return [result for _, result in self._received]
+
+    async def __aenter__(self) -> SimulatedPlc:
+        await self._connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.disconnect()
+            self._client = None
+
+    async def _connect(self) -> None:
+        # The gateway may still be starting (its address space takes seconds to build): retry until the timeout.
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            client = Client(self.endpoint, timeout=10)
+            client.session_timeout = SESSION_TIMEOUT_MS
+            try:
+                await client.connect()
+                break
+            except (OSError, asyncio.TimeoutError, ua.UaError) as exc:
+                if time.monotonic() > deadline:
+                    raise ConnectionError(f"no OPC UA server at {self.endpoint} after {self.connect_timeout_s:g} s: "
+                                          f"{exc!r}") from exc
+                await asyncio.sleep(0.2)
+        self._client = client
+        try:
+            idx = await client.get_namespace_index(contract.NAMESPACE_URI)
+        except ValueError:
+            await client.disconnect()
+            raise ConnectionError(f"{self.endpoint} is not a lineguard gateway: no namespace "
+                                  f"{contract.NAMESPACE_URI}") from None
+        self._station_node = client.get_node(ua.NodeId(contract.station_path(self.station), idx))
+        self._trigger_node = client.get_node(ua.NodeId(contract.node_path(self.station, contract.TRIGGER_METHOD), idx))
+        try:
+            await self._station_node.read_browse_name()
+        except ua.UaStatusCodeError:
+            await client.disconnect()
+            raise ConnectionError(f"the gateway at {self.endpoint} serves no station {self.station!r}") from None
+        event_type = client.get_node(ua.NodeId(contract.EVENT_TYPE, idx))
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=PUBLISHING_INTERVAL_MS, RequestedLifetimeCount=3000,
+            RequestedMaxKeepAliveCount=500, MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0,
+        )
+        subscription = await client.create_subscription(params, self)
+        await subscription.subscribe_events(self._station_node, event_type, queuesize=0xFFFFFFFF)
+
+    async def event_notification(self, event: Any) -> None:
+        """asyncua calls this for every result event."""
+        fields = event.get_event_props_as_fields_dict()
+
+        def value(name: str) -> Any:
+            return fields[name].Value if name in fields else None
+
+        arrival = time.perf_counter()
+        inspection_id = value(contract.RESULT_INSPECTION_ID) or ""
+        sent = self._sent.get(inspection_id)
+        result = PlcResult(
+            sequence=int(value(contract.RESULT_SEQUENCE) or 0),
+            inspection_id=inspection_id,
+            verdict=verdict_name(int(value(contract.RESULT_VERDICT) or 0)),
+            reasons=contract.split_reasons(value(contract.RESULT_REASONS) or ""),
+            latency_s=arrival - sent.called_at if sent is not None else math.nan,
+        )
+        first = sent is not None and all(r.inspection_id != inspection_id for _, r in self._received)
+        async with self._arrived:
+            self._received.append((arrival, result))
+            self._arrived.notify_all()
+        if self._on_result is not None and first:
+            outcome = self._on_result(result)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+    async def trigger(self, sequence: int, part_id: str = "") -> str:
+        """Call the station's Trigger method; returns the inspection id."""
+        if self._station_node is None or self._trigger_node is None:
+            raise RuntimeError("SimulatedPlc is not connected: use it as `async with SimulatedPlc(...) as plc`")
+        called_at = time.perf_counter()
+        inspection_id = await self._station_node.call_method(
+            self._trigger_node, ua.Variant(sequence, ua.VariantType.UInt32), ua.Variant(part_id, ua.VariantType.String)
+        )
+        self._sent.setdefault(inspection_id, _Sent(sequence, called_at))
+        return inspection_id
+
+    async def run(self, parts: int, rate_hz: float, on_result: ResultCallback | None = None,
+                  result_timeout_s: float = 30.0, settle_s: float = 0.2) -> PlcRunReport:
+        """Trigger `parts` parts `rate_hz` per second, then wait for their results.
+
+        Returns when every part has a result (plus `settle_s` to catch duplicates), or
+        `result_timeout_s` after the last trigger; `on_result` sees each first result."""
+        if parts < 1 or rate_hz <= 0:
+            raise ValueError(f"need parts >= 1 and rate_hz > 0, got {parts} parts at {rate_hz} Hz")
+        self._on_result = on_result
+        first_received = len(self._received)
+        ids: list[str] = []
+        start = time.perf_counter()
+        for i in range(parts):
+            delay = start + i / rate_hz - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ids.append(await self.trigger(self.next_sequence))
+            self.next_sequence = (self.next_sequence + 1) & 0xFFFFFFFF
+        wanted = set(ids)
+
+        def all_in() -> bool:
+            return wanted <= {r.inspection_id for _, r in self._received}
+
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(all_in), timeout=result_timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        await asyncio.sleep(settle_s)
+        self._on_result = None
+        return self._report(ids, self._received[first_received:])
+
+    def _report(self, ids: list[str], received: list[tuple[float, PlcResult]]) -> PlcRunReport:
+        by_id: dict[str, list[PlcResult]] = {}
+        unexpected: list[PlcResult] = []
+        for _, result in received:
+            if result.inspection_id in self._sent:
+                by_id.setdefault(result.inspection_id, []).append(result)
+            else:
+                unexpected.append(result)
+        report = PlcRunReport(unexpected=unexpected)
+        for inspection_id in ids:
+            got = by_id.get(inspection_id, [])
+            sequence = self._sent[inspection_id].sequence
+            if not got:
+                report.missing.append(sequence)
+                continue
+            if len(got) > 1:
+                report.duplicates.append(sequence)
+            report.results.append(got[0])
+        latencies = [r.latency_s for r in report.results]
+        report.p50_s = percentile(latencies, 50)
+        report.p99_s = percentile(latencies, 99)
+        return report

@@ -1,0 +1,205 @@
+"""The OPC UA server a PLC talks to: the address space of lineguard.contracts.opcua.
+
+One asyncua server per endpoint; each station on it is an object with the
+Trigger method, the result variables and the result event. What a trigger or
+a result means is decided elsewhere (station.py): this module only speaks OPC UA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+from asyncua import Node, Server, ua
+from asyncua.server.event_generator import EventGenerator
+
+from lineguard.contracts import opcua as contract
+from lineguard.contracts import verdict_name
+from lineguard.services.gateway.handshake import Result
+from lineguard.services.gateway.station import TriggerRefused
+
+log = structlog.get_logger("lineguard.gateway")
+
+# station id, sequence, part id -> inspection id
+TriggerHandler = Callable[[str, int, str], Awaitable[str]]
+
+# OPC UA's "no date": the result timestamp before the first result.
+NULL_DATETIME = datetime(1601, 1, 1, tzinfo=timezone.utc)
+_UINT32_MAX = 0xFFFFFFFF
+
+
+def _variant(value: Any, ua_type: str) -> ua.Variant:
+    return ua.Variant(value, ua.VariantType[ua_type])
+
+
+def _argument(arg: contract.Argument) -> ua.Argument:
+    out = ua.Argument()
+    out.Name = arg.name
+    out.DataType = ua.NodeId(ua.VariantType[arg.ua_type].value)
+    out.ValueRank = -1
+    out.Description = ua.LocalizedText(arg.description)
+    return out
+
+
+_FIELDS = {f.name: f for f in (*contract.RESULT_FIELDS, *contract.STATUS_FIELDS)}
+_INITIAL: dict[str, Any] = {
+    contract.RESULT_SEQUENCE: 0,
+    contract.RESULT_INSPECTION_ID: "",
+    contract.RESULT_VERDICT: contract.NO_RESULT_VERDICT,
+    contract.RESULT_REASONS: "",
+    contract.RESULT_TIMESTAMP: NULL_DATETIME,
+    contract.BUSY: False,
+    contract.HEARTBEAT: 0,
+}
+
+
+class OpcuaStation:
+    """One station's node set: where its results are written and its events emitted."""
+
+    protocol = "opcua"
+
+    def __init__(self, server: Server, station_id: str, node: Node, variables: dict[str, Node],
+                 events: EventGenerator):
+        self.server = server
+        self.station_id = station_id
+        self.node = node
+        self._variables = variables
+        self._events = events
+        # The event object is shared between emits: one result at a time, fields and event together.
+        self._lock = asyncio.Lock()
+
+    async def _write(self, name: str, value: Any, now: datetime) -> None:
+        dv = ua.DataValue(_variant(value, _FIELDS[name].ua_type), SourceTimestamp=now, ServerTimestamp=now)
+        await self.server.write_attribute_value(self._variables[name].nodeid, dv)
+
+    async def deliver(self, result: Result, delivered_unix_ns: int) -> None:
+        """Write the result variables (ResultSequence last) and emit the result event."""
+        when = datetime.fromtimestamp(delivered_unix_ns / 1e9, tz=timezone.utc)
+        values = {
+            contract.RESULT_SEQUENCE: result.sequence,
+            contract.RESULT_INSPECTION_ID: result.inspection_id,
+            contract.RESULT_VERDICT: int(result.verdict),
+            contract.RESULT_REASONS: contract.join_reasons(result.reasons),
+            contract.RESULT_TIMESTAMP: when,
+        }
+        async with self._lock:
+            for field in contract.RESULT_FIELDS:  # in contract order: ResultSequence last
+                await self._write(field.name, values[field.name], when)
+            event = self._events.event
+            for name, value in values.items():
+                setattr(event, name, value)
+            event.Severity = 100 if result.verdict == contract.RESULT_VERDICTS["PASS"] else 500
+            await self._events.trigger(
+                time_attr=when, message=f"{self.station_id} #{result.sequence}: {verdict_name(result.verdict)}"
+            )
+
+    async def set_busy(self, busy: bool) -> None:
+        await self._write(contract.BUSY, busy, datetime.now(timezone.utc))
+
+    async def beat(self, count: int) -> None:
+        await self._write(contract.HEARTBEAT, count & _UINT32_MAX, datetime.now(timezone.utc))
+
+
+class OpcuaEndpoint:
+    """One asyncua server listening at one endpoint, serving the stations configured on it."""
+
+    def __init__(self, endpoint: str, station_ids: list[str], on_trigger: TriggerHandler):
+        self.endpoint = endpoint
+        self.station_ids = list(station_ids)
+        self.on_trigger = on_trigger
+        self.server = Server()
+        self.stations: dict[str, OpcuaStation] = {}
+        self.namespace_index = 0
+
+    async def start(self) -> None:
+        self.server.set_server_name("lineguard gateway")  # before init(), which writes it into BuildInfo
+        await self.server.init()
+        self.server.set_endpoint(self.endpoint)
+        # Security policies and user authentication are configured by a later issue.
+        self.server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        idx = self.namespace_index = await self.server.register_namespace(contract.NAMESPACE_URI)
+        event_type = await self._add_event_type(idx)
+        folder = await self.server.nodes.objects.add_folder(
+            ua.NodeId(contract.STATIONS_FOLDER, idx), ua.QualifiedName(contract.STATIONS_FOLDER, idx)
+        )
+        for station_id in self.station_ids:
+            self.stations[station_id] = await self._add_station(idx, folder, station_id, event_type)
+        try:
+            await self.server.start()
+        except OSError as exc:
+            raise OSError(f"the OPC UA server cannot listen at {self.endpoint}: {exc}") from exc
+        log.info("OPC UA server listening", endpoint=self.endpoint, stations=self.station_ids)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    async def run_heartbeat(self, stopping: asyncio.Event) -> None:
+        """Count up every station's Heartbeat once a period, so the PLC sees the gateway alive."""
+        count = 0
+        while not stopping.is_set():
+            count += 1
+            for station in self.stations.values():
+                await station.beat(count)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=contract.HEARTBEAT_PERIOD_S)
+
+    async def _add_event_type(self, idx: int) -> Node:
+        base = self.server.get_node(ua.ObjectIds.BaseEventType)
+        etype = await base.add_object_type(ua.NodeId(contract.EVENT_TYPE, idx),
+                                           ua.QualifiedName(contract.EVENT_TYPE, idx))
+        for field in contract.RESULT_FIELDS:
+            await etype.add_property(ua.NodeId(f"{contract.EVENT_TYPE}/{field.name}", idx),
+                                     ua.QualifiedName(field.name, idx), _variant(_INITIAL[field.name], field.ua_type))
+        return etype
+
+    async def _add_station(self, idx: int, folder: Node, station_id: str, event_type: Node) -> OpcuaStation:
+        node = await folder.add_object(ua.NodeId(contract.station_path(station_id), idx),
+                                       ua.QualifiedName(station_id, idx))
+        await node.add_method(
+            ua.NodeId(contract.node_path(station_id, contract.TRIGGER_METHOD), idx),
+            ua.QualifiedName(contract.TRIGGER_METHOD, idx),
+            self._trigger_callback(station_id),
+            [_argument(a) for a in contract.TRIGGER_INPUTS],
+            [_argument(a) for a in contract.TRIGGER_OUTPUTS],
+        )
+        variables: dict[str, Node] = {}
+        for field in _FIELDS.values():
+            var = await node.add_variable(ua.NodeId(contract.node_path(station_id, field.name), idx),
+                                          ua.QualifiedName(field.name, idx), _variant(_INITIAL[field.name], field.ua_type))
+            await var.write_attribute(ua.AttributeIds.Description,
+                                      ua.DataValue(ua.Variant(ua.LocalizedText(field.description))))
+            variables[field.name] = var
+        events = await self.server.get_event_generator(event_type, node)
+        return OpcuaStation(self.server, station_id, node, variables, events)
+
+    def _trigger_callback(self, station_id: str) -> Callable[..., Awaitable[Any]]:
+        async def trigger(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
+            if len(args) < len(contract.TRIGGER_INPUTS):
+                return ua.StatusCode(ua.StatusCodes.BadArgumentsMissing)
+            if len(args) > len(contract.TRIGGER_INPUTS):
+                return ua.StatusCode(ua.StatusCodes.BadTooManyArguments)
+            sequence, part_id = args[0].Value, args[1].Value
+            if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 <= sequence <= _UINT32_MAX:
+                log.warning("Trigger refused: sequence is not a UInt32", station=station_id, sequence=repr(sequence))
+                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+            if part_id is not None and not isinstance(part_id, str):
+                log.warning("Trigger refused: partId is not a String", station=station_id, part_id=repr(part_id))
+                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+            try:
+                inspection_id = await self.on_trigger(station_id, sequence, part_id or "")
+            except TriggerRefused as exc:
+                log.error("Trigger refused", station=station_id, sequence=sequence, reason=str(exc))
+                return ua.StatusCode(ua.StatusCodes.BadResourceUnavailable)
+            return [ua.Variant(inspection_id, ua.VariantType.String)]
+
+        return trigger
+
+
+def quiet_asyncua() -> None:
+    """asyncua logs every node it creates and every call at INFO; keep its warnings only."""
+    logging.getLogger("asyncua").setLevel(logging.WARNING)

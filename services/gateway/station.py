@@ -1,0 +1,202 @@
+"""One station's link between its PLC and the bus.
+
+A trigger from the PLC becomes a lineguard.v1 Trigger on the bus; a decision
+from the bus (or the gateway's own FAIL / TIMEOUT when none comes in time) is
+handed to the PLC once and recorded as a PlcAck. The protocol is behind
+`PlcInterface`, so this module knows nothing of OPC UA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+from google.protobuf.message import Message
+
+from lineguard.bus import BadMessage
+from lineguard.config import LineConfig
+from lineguard.contracts import VERDICT_NAMES, verdict_name
+from lineguard.contracts.opcua import RESULT_VERDICTS
+from lineguard.services.gateway.handshake import Handshake, Outcome, Resolution, Result
+from lineguard.v1.decision_pb2 import Decision
+from lineguard.v1.plc_pb2 import PlcAck
+from lineguard.v1.trigger_pb2 import Trigger
+
+log = structlog.get_logger("lineguard.gateway")
+
+Publish = Callable[[str, Message], Awaitable[None]]  # ServiceContext.publish(kind, message)
+
+# How long the deadline loop sleeps at most: how soon it notices `stopping` and retries acks.
+IDLE_WAIT_S = 0.25
+_DELIVERABLE = frozenset(RESULT_VERDICTS.values())
+
+
+class PlcInterface(Protocol):
+    protocol: str
+
+    async def deliver(self, result: Result, delivered_unix_ns: int) -> None: ...
+
+    async def set_busy(self, busy: bool) -> None: ...
+
+
+class TriggerRefused(Exception):
+    """The trigger could not be put on the bus; the PLC may call again with the same sequence."""
+
+
+def build_ack(result: Result, protocol: str, delivered: bool) -> PlcAck:
+    ack = PlcAck(verdict=result.verdict, reason_codes=list(result.reasons), protocol=protocol, delivered=delivered,
+                 delivered_unix_ns=result.closed_unix_ns, gateway_timeout=result.gateway_timeout)
+    ack.part.CopyFrom(result.part)
+    return ack
+
+
+def station_timeout_s(config: LineConfig, station_id: str) -> float:
+    """The gateway's own deadline: the recipe's, plus its grace for the decision to travel."""
+    recipe = config.recipe(config.station(station_id).recipe)
+    return (recipe.deadline_ms + config.gateway.result_grace_ms) / 1000
+
+
+class StationLink:
+    def __init__(self, handshake: Handshake, publish: Publish):
+        self.handshake = handshake
+        self.publish = publish
+        self.plc: PlcInterface | None = None
+        self._busy_shown: bool | None = None
+        self._unacked: list[PlcAck] = []
+        self._wake = asyncio.Event()
+
+    @property
+    def station(self) -> str:
+        return self.handshake.station
+
+    def attach(self, plc: PlcInterface) -> None:
+        self.plc = plc
+
+    @property
+    def protocol(self) -> str:
+        return self.plc.protocol if self.plc is not None else "none"
+
+    async def trigger(self, sequence: int, part_id: str) -> str:
+        """The PLC says "part here": open an inspection (or find the open one) and put it on the bus."""
+        triggered = self.handshake.trigger(sequence, part_id)
+        part = triggered.part
+        if triggered.repeated:
+            log.info("PLC repeated a trigger still in flight; same inspection", station=self.station,
+                     sequence=sequence, inspection_id=part.inspection_id)
+        else:
+            self._wake.set()
+            await self._show_busy()
+        try:
+            # Published again on a repeat: the message id makes it stored once, and a failed first try is healed.
+            await self.publish("trigger", Trigger(part=part, part_id=triggered.part_id, source=self.protocol))
+        except Exception as exc:  # noqa: BLE001 - any bus failure is the PLC's to retry
+            raise TriggerRefused(f"trigger {sequence} of station {self.station} not published: {exc!r}") from exc
+        if not triggered.repeated:
+            log.info("triggered", station=self.station, sequence=sequence, inspection_id=part.inspection_id)
+        return part.inspection_id
+
+    async def on_decision(self, decision: Decision) -> Resolution:
+        """Hand a decision to the PLC unless its inspection already got its result."""
+        await self.expire_due()  # a deadline already passed makes this decision late, however close
+        resolution = self.handshake.resolve(decision)
+        result = resolution.result
+        if resolution.deliver:
+            if resolution.outcome is Outcome.UNTRACKED:
+                log.warning("decision for an inspection not triggered here (gateway restarted?); delivering once",
+                            station=self.station, inspection_id=result.inspection_id, sequence=result.sequence)
+            ack = await self._deliver(result)
+        else:
+            if resolution.outcome is Outcome.LATE:
+                log.warning("late decision not delivered: the PLC already got FAIL/TIMEOUT", station=self.station,
+                            inspection_id=result.inspection_id, verdict=verdict_name(decision.verdict))
+            else:
+                log.info("decision delivered already; not again", station=self.station,
+                         inspection_id=result.inspection_id)
+            # Published again in case the first publish failed: the message id stores it once.
+            ack = build_ack(result, self.protocol, delivered=True)
+        await self.publish("ack", ack)
+        return resolution
+
+    async def expire_due(self) -> list[Result]:
+        """Give FAIL / TIMEOUT to every inspection past its deadline, and retry acks not yet published."""
+        expired = self.handshake.expire()
+        for result in expired:
+            log.warning("no decision in time: FAIL/TIMEOUT to the PLC", station=self.station,
+                        inspection_id=result.inspection_id, sequence=result.sequence)
+            self._unacked.append(await self._deliver(result))
+        while self._unacked:
+            try:
+                await self.publish("ack", self._unacked[0])
+            except Exception as exc:  # noqa: BLE001 - kept and retried on the next tick
+                log.warning("could not publish an ack; will retry", station=self.station, error=repr(exc))
+                break
+            self._unacked.pop(0)
+        return expired
+
+    async def run_deadlines(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self._wake.clear()
+            await self.expire_due()
+            deadline = self.handshake.next_deadline()
+            wait = IDLE_WAIT_S if deadline is None else min(IDLE_WAIT_S, max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _deliver(self, result: Result) -> PlcAck:
+        delivered = False
+        if self.plc is None:
+            log.error("no PLC interface for the station; result not delivered", station=self.station)
+        else:
+            try:
+                await self.plc.deliver(result, result.closed_unix_ns)
+                delivered = True
+            except Exception:  # noqa: BLE001 - recorded in the ack; the PLC's own watchdog takes over
+                log.exception("could not hand the result to the PLC", station=self.station,
+                              inspection_id=result.inspection_id)
+        await self._show_busy()
+        if delivered:
+            log.info("result to PLC", station=self.station, inspection_id=result.inspection_id,
+                     sequence=result.sequence, verdict=verdict_name(result.verdict), reasons=list(result.reasons))
+        return build_ack(result, self.protocol, delivered)
+
+    async def _show_busy(self) -> None:
+        busy = self.handshake.busy
+        if self.plc is not None and busy != self._busy_shown:
+            await self.plc.set_busy(busy)
+            self._busy_shown = busy
+
+
+class StationLinks:
+    """Every station this gateway serves, and the checks that route a decision to one."""
+
+    def __init__(self, config: LineConfig, publish: Publish):
+        self.line = config.line
+        self.links: dict[str, StationLink] = {}
+        for station in config.stations:
+            handshake = Handshake(line=config.line, station=station.id, recipe_id=station.recipe,
+                                  timeout_s=station_timeout_s(config, station.id))
+            self.links[station.id] = StationLink(handshake, publish)
+
+    async def trigger(self, station_id: str, sequence: int, part_id: str) -> str:
+        return await self.links[station_id].trigger(sequence, part_id)
+
+    def route(self, decision: Decision) -> StationLink:
+        """The station a decision is for; BadMessage naming the cause when there is none."""
+        part = decision.part
+        if part.line != self.line:
+            raise BadMessage(f"decision {part.inspection_id} is for line {part.line!r}; this gateway serves line "
+                             f"{self.line!r}")
+        link = self.links.get(part.station)
+        if link is None:
+            known = ", ".join(sorted(self.links)) or "none"
+            raise BadMessage(f"decision {part.inspection_id} is for station {part.station!r}, which this gateway "
+                             f"does not serve (stations: {known})")
+        if decision.verdict not in _DELIVERABLE:
+            name = VERDICT_NAMES.get(decision.verdict, "not a Verdict value")
+            raise BadMessage(f"decision {part.inspection_id} has verdict {decision.verdict} ({name}); a PLC can only "
+                             f"be given {', '.join(RESULT_VERDICTS)}")
+        return link
