@@ -1,0 +1,110 @@
+"""Connecting to the MES database and bringing its schema to the current revision.
+
+The store uses a synchronous engine, called from the service through
+`asyncio.to_thread`: Alembic is synchronous anyway, the same engine serves
+migrations, the store and the tests, and the drivers installed are the sync ones
+(pysqlite, psycopg). One short transaction per message costs a thread hop of
+microseconds, which the bus's pull loop never notices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Any fixed number: every replica that starts at once takes the same lock, so one migrates.
+_MIGRATION_LOCK = 0x6C67_7265  # "lgre"
+SQLITE_BEGIN = "lineguard_sqlite_begin"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url` (sqlite:///file.db or postgresql+psycopg://...)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    # pre_ping: a database restarted under us costs a reconnect, not a failed write.
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The sqlite3 driver's own transaction handling (before Python 3.12's autocommit=False)
+    # does not BEGIN before DDL: a migration that failed halfway would stay half applied.
+    # SQLAlchemy emits BEGIN itself instead (_sqlite_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL: readers (the dashboard, an MES query) never block the writer, nor it them.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # A second writer (the ack consumer, a migration) waits instead of failing at once.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # FULL, not NORMAL: a message is acked after commit, so the commit must survive power loss.
+        cursor.execute("PRAGMA synchronous=FULL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # DEFERRED for everyone (a reader must not hold the write lock); IMMEDIATE where asked
+    # (a migration takes the write lock up front, so two at once run one after the other).
+    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(SQLITE_BEGIN, 'DEFERRED')}")
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, f"no migrations found in {MIGRATIONS}"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_database(url: str, revision: str = "head") -> str | None:
+    """Create or migrate the database at `url` to `revision`; returns the revision it is at.
+
+    Safe to call at every start and from several replicas at once (PostgreSQL
+    serialises them with an advisory lock; a database already current is left as is)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    config = alembic_config()
+    engine = make_engine(url)
+    try:
+        # One transaction for the whole upgrade, on SQLite too: all of it applies, or none.
+        with engine.connect() as conn, conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+        return current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def downgrade_database(url: str, revision: str) -> None:
+    """Take the schema back to `revision` ("base" = empty); for tests and rollbacks."""
+    config = alembic_config()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn, conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin():
+            config.attributes["connection"] = conn
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()

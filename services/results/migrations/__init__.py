@@ -1,0 +1,1 @@
+"""Alembic migrations of the MES database (a package so a wheel carries them)."""

@@ -1,0 +1,223 @@
+"""From the wire messages (Decision, PlcAck) to database rows, checking them on the way.
+
+Everything a row needs is checked here, before any database is touched, so a
+message that can never be written is refused at once with every reason named
+(the service dead-letters it) instead of being retried until it gives up."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Column, String
+
+from lineguard.contracts import VERDICT_NAMES
+from lineguard.services.results.schema import VERDICTS, Code, Defect, Inspection
+from lineguard.v1.common_pb2 import Box, Polygon
+from lineguard.v1.decision_pb2 import Decision
+from lineguard.v1.plc_pb2 import PlcAck
+
+REASON_SEPARATOR = ","
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT32_MAX = 2**31 - 1
+
+
+class InvalidRecord(ValueError):
+    """The message cannot become a row; the text names each problem."""
+
+
+@dataclass
+class InspectionRows:
+    """One decision as rows: the inspection, its defects and its codes (no ids yet)."""
+
+    inspection: dict[str, Any]
+    defects: list[dict[str, Any]] = field(default_factory=list)
+    codes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def inspection_id(self) -> str:
+        return self.inspection["inspection_id"]
+
+
+@dataclass(frozen=True)
+class AckUpdate:
+    """What a PlcAck changes on its inspection's row."""
+
+    inspection_id: str
+    plc_verdict: str
+    plc_delivered_at: datetime | None  # None: the PLC could not be reached
+
+
+def from_unix_ns(ns: int) -> datetime:
+    """Nanoseconds since the epoch as an aware UTC datetime (microsecond precision)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def to_unix_ns(at: datetime) -> int:
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def decision_rows(decision: Decision) -> InspectionRows:
+    """The rows for `decision`, or InvalidRecord naming every problem found."""
+    problems: list[str] = []
+    part = decision.part
+    inspection_id = _inspection_id(part.inspection_id, problems)
+    for name in ("line", "station", "recipe_id"):
+        _required(problems, f"part.{name}", getattr(part, name), Inspection.__table__.c[name])
+    verdict = _verdict(problems, "verdict", decision.verdict)
+    if part.triggered_unix_ns <= 0:
+        problems.append("part.triggered_unix_ns: missing (must be > 0)")
+    if decision.decided_unix_ns <= 0:
+        problems.append("decided_unix_ns: missing (must be > 0)")
+    for i, code in enumerate(decision.reason_codes):
+        if not code.strip() or REASON_SEPARATOR in code:
+            problems.append(f"reason_codes[{i}]: {code!r} is empty or contains {REASON_SEPARATOR!r}")
+    for name in ("recipe_version", "serial", "model_id", "model_version"):
+        _fits(problems, name, getattr(decision, name), Inspection.__table__.c[name])
+
+    timings: dict[str, float] = {}
+    for i, stage in enumerate(decision.timings):
+        if not stage.stage or not math.isfinite(stage.ms):
+            problems.append(f"timings[{i}]: needs a stage name and a finite ms, got {stage.stage!r}={stage.ms}")
+        else:
+            timings[stage.stage] = stage.ms
+
+    defects = [_defect(problems, i, d) for i, d in enumerate(decision.inference.detections)]
+    codes = [_code(problems, i, c) for i, c in enumerate(decision.ocr.codes)]
+    if problems:
+        raise InvalidRecord(f"invalid decision {part.inspection_id or '<no id>'}: " + "; ".join(problems))
+
+    triggered_at = from_unix_ns(part.triggered_unix_ns)
+    decided_at = from_unix_ns(decision.decided_unix_ns)
+    inspection = {
+        "inspection_id": inspection_id,
+        "line": part.line,
+        "station": part.station,
+        "recipe_id": part.recipe_id,
+        "recipe_version": decision.recipe_version or None,
+        "sequence": part.sequence,
+        "serial": decision.serial or None,
+        "verdict": verdict,
+        "reason_codes": REASON_SEPARATOR.join(decision.reason_codes),
+        "model_id": decision.model_id or None,
+        "model_version": decision.model_version or None,
+        "triggered_at": triggered_at,
+        "decided_at": decided_at,
+        "total_ms": timings.get("total", (decision.decided_unix_ns - part.triggered_unix_ns) / 1e6),
+        "timings": timings,
+        # 0 is the wire's "not set"; no image has zero pixels.
+        "image_width": decision.inference.image_width or None,
+        "image_height": decision.inference.image_height or None,
+    }
+    for row in (*defects, *codes):
+        row["inspection_id"] = inspection_id
+    return InspectionRows(inspection, defects, codes)
+
+
+def ack_update(ack: PlcAck) -> AckUpdate:
+    """What `ack` records, or InvalidRecord naming every problem found."""
+    problems: list[str] = []
+    inspection_id = _inspection_id(ack.part.inspection_id, problems)
+    verdict = _verdict(problems, "verdict", ack.verdict)
+    if ack.delivered and ack.delivered_unix_ns <= 0:
+        problems.append("delivered_unix_ns: missing although delivered is true")
+    if problems:
+        raise InvalidRecord(f"invalid PLC ack {ack.part.inspection_id or '<no id>'}: " + "; ".join(problems))
+    delivered_at = from_unix_ns(ack.delivered_unix_ns) if ack.delivered else None
+    return AckUpdate(inspection_id, verdict, delivered_at)
+
+
+def _inspection_id(value: str, problems: list[str]) -> str:
+    if not value:
+        problems.append("part.inspection_id: missing")
+        return value
+    try:
+        canonical = str(uuid.UUID(value))
+    except ValueError:
+        problems.append(f"part.inspection_id: {value[:60]!r} is not a UUID")
+        return value
+    if canonical != value.lower() or len(value) != 36:
+        problems.append(f"part.inspection_id: {value[:60]!r} is not in the 36-character form")
+    return value
+
+
+def _verdict(problems: list[str], name: str, value: int) -> str:
+    label = VERDICT_NAMES.get(value)
+    if label in VERDICTS:
+        return label
+    if label == "UNSPECIFIED":
+        problems.append(f"{name}: missing (VERDICT_UNSPECIFIED)")
+    else:
+        problems.append(f"{name}: unknown value {value} (expected one of {', '.join(VERDICTS)})")
+    return ""
+
+
+def _required(problems: list[str], name: str, value: str, column: Column[Any]) -> None:
+    if not value:
+        problems.append(f"{name}: missing")
+    else:
+        _fits(problems, name, value, column)
+
+
+def _fits(problems: list[str], name: str, value: str, column: Column[Any]) -> None:
+    length = column.type.length if isinstance(column.type, String) else None
+    if length is not None and len(value) > length:
+        problems.append(f"{name}: {len(value)} characters, the column holds {length}")
+
+
+def _f32(value: float) -> float:
+    # The wire carries float32: keep its 7 significant digits, not the binary noise after them
+    # (a score of 0.9 stays 0.9 in the MES, not 0.8999999761581421).
+    return float(f"{value:.7g}")
+
+
+def _finite(problems: list[str], name: str, values: dict[str, float]) -> dict[str, float]:
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        problems.append(f"{name}: {', '.join(bad)} not finite")
+    return {k: _f32(v) for k, v in values.items()}
+
+
+def _box(box: Box) -> dict[str, float]:
+    return {"x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2}
+
+
+def _polygon(problems: list[str], name: str, polygon: Polygon) -> list[list[float]] | None:
+    if not polygon.points:
+        return None
+    if not all(math.isfinite(p.x) and math.isfinite(p.y) for p in polygon.points):
+        problems.append(f"{name}: a point is not finite")
+        return None
+    return [[_f32(p.x), _f32(p.y)] for p in polygon.points]
+
+
+def _defect(problems: list[str], i: int, detection: Any) -> dict[str, Any]:
+    name = f"inference.detections[{i}]"
+    _required(problems, f"{name}.class_name", detection.class_name, Defect.__table__.c.class_name)
+    if detection.class_id > _INT32_MAX:
+        problems.append(f"{name}.class_id: {detection.class_id} is beyond the column's {_INT32_MAX}")
+    numbers = _finite(problems, name, {"score": detection.score, **_box(detection.box),
+                                       "area_px": detection.area_px, "area_mm2": detection.area_mm2})
+    return {
+        "class_name": detection.class_name,
+        "class_id": detection.class_id,
+        **numbers,
+        # 0 is how the wire says "uncalibrated"; NULL says it in SQL.
+        "area_mm2": numbers["area_mm2"] or None,
+        "mask": _polygon(problems, f"{name}.mask", detection.mask),
+    }
+
+
+def _code(problems: list[str], i: int, code: Any) -> dict[str, Any]:
+    name = f"ocr.codes[{i}]"
+    _required(problems, f"{name}.symbology", code.symbology, Code.__table__.c.symbology)
+    return {
+        "symbology": code.symbology,
+        "text": code.text,
+        **_finite(problems, f"{name}.box", _box(code.box)),
+        "outline": _polygon(problems, f"{name}.outline", code.outline),
+    }

@@ -1,0 +1,155 @@
+"""The MES database: one row per inspection, its defects and its codes.
+
+MES teams query these tables directly (docs/mes-schema.md), so they are an
+interface: any change here needs an Alembic migration in `migrations/versions/`,
+and tests/integration/test_results_migrations.py fails until the migrated
+schema and these models agree again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+VERDICTS: tuple[str, ...] = ("PASS", "FAIL", "REWORK", "ERROR")
+
+# Fixed constraint names, so a migration can name the constraint it changes on
+# every dialect (SQLite otherwise leaves them unnamed).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every dialect.
+
+    PostgreSQL stores `timestamp with time zone`; SQLite has no time zones, so the
+    UTC wall time is stored and UTC is attached again when read. Naive datetimes
+    are refused: a timestamp without a zone is a bug waiting for daylight saving."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; use a timezone-aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _row_id() -> BigInteger:
+    # SQLite only auto-numbers a column declared exactly INTEGER PRIMARY KEY.
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # none_as_null: a missing mask is SQL NULL, not the JSON text 'null'.
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(none_as_null=True),
+                           list[Any]: JSON(none_as_null=True)}
+
+
+class Inspection(Base):
+    """One part at one station: the verdict and everything that led to it."""
+
+    __tablename__ = "inspections"
+
+    inspection_id: Mapped[str] = mapped_column(String(36), primary_key=True, comment="UUIDv7 made at the trigger")
+    line: Mapped[str] = mapped_column(String(64))
+    station: Mapped[str] = mapped_column(String(64))
+    recipe_id: Mapped[str] = mapped_column(String(64))
+    recipe_version: Mapped[str | None] = mapped_column(String(64), comment="NULL when the recipe was unknown")
+    sequence: Mapped[int] = mapped_column(BigInteger, comment="the PLC's trigger sequence number")
+    serial: Mapped[str | None] = mapped_column(String(128), comment="read from the part's code; NULL when none")
+    verdict: Mapped[str] = mapped_column(String(8), comment="PASS, FAIL, REWORK or ERROR")
+    reason_codes: Mapped[str] = mapped_column(Text, comment="comma-separated, e.g. DEFECT_SHORT,CODE_MISSING")
+    model_id: Mapped[str | None] = mapped_column(String(128))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    triggered_at: Mapped[datetime] = mapped_column(comment="trigger entered the system (UTC)")
+    decided_at: Mapped[datetime] = mapped_column(comment="verdict given (UTC)")
+    total_ms: Mapped[float] = mapped_column(Float, comment="trigger to verdict, milliseconds")
+    timings: Mapped[dict[str, Any]] = mapped_column(comment='milliseconds per stage, {"capture": 12.5, ...}')
+    image_width: Mapped[int | None] = mapped_column(Integer, comment="pixels; NULL when no inference result")
+    image_height: Mapped[int | None] = mapped_column(Integer)
+    plc_delivered_at: Mapped[datetime | None] = mapped_column(comment="verdict reached the PLC (UTC)")
+    plc_verdict: Mapped[str | None] = mapped_column(String(8), comment="what the PLC was given")
+    created_at: Mapped[datetime] = mapped_column(default=lambda: datetime.now(UTC), comment="row written (UTC)")
+
+    defects: Mapped[list[Defect]] = relationship(back_populates="inspection", order_by="Defect.id")
+    codes: Mapped[list[Code]] = relationship(back_populates="inspection", order_by="Code.id")
+
+    __table_args__ = (
+        Index(None, "line", "station", "decided_at"),
+        Index(None, "serial"),
+        Index(None, "verdict"),
+        CheckConstraint(f"verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="verdict"),
+        CheckConstraint(f"plc_verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="plc_verdict"),
+    )
+
+
+class Defect(Base):
+    """One detection the model made on an inspection's image."""
+
+    __tablename__ = "defects"
+
+    id: Mapped[int] = mapped_column(_row_id(), primary_key=True, autoincrement=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.inspection_id", ondelete="CASCADE"),
+                                               index=True)
+    class_name: Mapped[str] = mapped_column(String(64))
+    class_id: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float, comment="0..1")
+    x1: Mapped[float] = mapped_column(Float, comment="box in image pixels, top-left")
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float, comment="bottom-right")
+    y2: Mapped[float] = mapped_column(Float)
+    area_px: Mapped[float] = mapped_column(Float, comment="mask (or box) area, px²")
+    area_mm2: Mapped[float | None] = mapped_column(Float, comment="mm²; NULL when the station is uncalibrated")
+    mask: Mapped[list[Any] | None] = mapped_column(comment="outline [[x, y], ...] in pixels; NULL for box models")
+
+    inspection: Mapped[Inspection] = relationship(back_populates="defects")
+
+
+class Code(Base):
+    """One machine-readable code read on an inspection's image."""
+
+    __tablename__ = "codes"
+
+    id: Mapped[int] = mapped_column(_row_id(), primary_key=True, autoincrement=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.inspection_id", ondelete="CASCADE"),
+                                               index=True)
+    symbology: Mapped[str] = mapped_column(String(32), comment="DataMatrix, QRCode, Code128, ...")
+    text: Mapped[str] = mapped_column(Text)
+    x1: Mapped[float] = mapped_column(Float, comment="box in image pixels")
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    outline: Mapped[list[Any] | None] = mapped_column(comment="[[x, y], ...] in pixels; NULL when not given")
+
+    inspection: Mapped[Inspection] = relationship(back_populates="codes")

@@ -1,0 +1,110 @@
+"""The migrations build exactly the schema the models describe, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from lineguard.services.results.db import (
+    current_revision,
+    downgrade_database,
+    head_revision,
+    make_engine,
+    upgrade_database,
+)
+from lineguard.services.results.schema import Base
+from lineguard.testing import throwaway_database
+
+TABLES = {"inspections", "defects", "codes", "alembic_version"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it: a new SQLite path, or a PostgreSQL database of this test's own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new' / 'lineguard.db'}"
+    else:
+        with throwaway_database() as url:
+            yield url
+
+
+def schema_differences(url: str) -> list:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_migrated_schema_equals_the_models(empty_url: str) -> None:
+    assert upgrade_database(empty_url) == head_revision()
+    assert schema_differences(empty_url) == []
+
+
+def test_upgrade_is_safe_to_repeat_and_to_undo(empty_url: str) -> None:
+    upgrade_database(empty_url)
+    assert upgrade_database(empty_url) == head_revision()  # a second start changes nothing
+    downgrade_database(empty_url, "base")
+    engine = make_engine(empty_url)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        assert current_revision(engine) is None
+    finally:
+        engine.dispose()
+    upgrade_database(empty_url)
+    engine = make_engine(empty_url)
+    try:
+        assert set(inspect(engine).get_table_names()) == TABLES
+        indexes = {ix["name"] for ix in inspect(engine).get_indexes("inspections")}
+        assert {"ix_inspections_line_station_decided_at", "ix_inspections_serial",
+                "ix_inspections_verdict"} <= indexes
+    finally:
+        engine.dispose()
+
+
+def test_the_alembic_command_line_takes_the_url_from_x_argument(tmp_path: Path) -> None:
+    ini = Path(__import__("lineguard.services.results.migrations", fromlist=["x"]).__file__).with_name("alembic.ini")
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    run = subprocess.run([sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={url}", "upgrade", "head"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert schema_differences(url) == []
+
+
+def test_replicas_starting_together_migrate_once(empty_url: str) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        revisions = list(pool.map(lambda _: upgrade_database(empty_url), range(3)))
+    assert revisions == [head_revision()] * 3
+    assert schema_differences(empty_url) == []
+
+
+def test_a_failing_migration_leaves_nothing_behind_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each migration runs in one transaction, on SQLite too: half a schema is never left.
+    url = f"sqlite:///{tmp_path / 'lineguard.db'}"
+    from alembic.operations import Operations
+
+    real_create_index = Operations.create_index
+
+    def fail_at_defects(self, name, table, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if table == "defects":
+            raise RuntimeError("disk unplugged")
+        return real_create_index(self, name, table, *args, **kwargs)
+
+    monkeypatch.setattr(Operations, "create_index", fail_at_defects)
+    with pytest.raises(RuntimeError, match="disk unplugged"):
+        upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
