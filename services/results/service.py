@@ -63,8 +63,8 @@ class ResultsHandlers:
                         delay_s=self._backoff(delivery))
 
     def _backoff(self, delivery: Delivery) -> float:
-        # Doubling delays stretch max_deliver tries over a database restart before the
-        # message is dead-lettered (1 + 2 + 4 + 8 s with the default 5 tries and 1 s).
+        # Doubling delays, capped: a database restart is not hammered, and a long
+        # outage is retried every BACKOFF_MAX_S until it is over.
         return min(self.nak_delay_s * 2 ** (delivery.num_delivered - 1), BACKOFF_MAX_S)
 
 
@@ -87,5 +87,8 @@ async def setup(ctx: ServiceContext) -> None:
 
     ctx.on_stop(dispose)
     handlers = ResultsHandlers(engine, nak_delay_s=ctx.config.nats.nak_delay_s)
-    ctx.consume("decision", Decision, handlers.decision)
+    # A decision is never given up on: JetStream holds it through a database outage of
+    # any length (bad records are still dead-lettered at once). An ack whose decision
+    # never comes is given up on after max_deliver tries.
+    ctx.consume("decision", Decision, handlers.decision, retry_forever=True)
     ctx.consume("ack", PlcAck, handlers.ack)

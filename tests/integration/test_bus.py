@@ -150,3 +150,20 @@ async def test_message_without_inspection_id_is_rejected(bus_factory) -> None:
     stopping.set()
     await task
     assert "has no part.inspection_id" in dead[0].headers[DEAD_REASON]
+
+
+async def test_retry_forever_worker_never_dead_letters_a_failing_message(bus_factory) -> None:
+    bus = await bus_factory("svc", max_deliver=2, nak_delay_s=0.02)
+    attempts: list[int] = []
+
+    async def handle(d: Delivery[Trigger]) -> None:
+        attempts.append(d.num_delivered)
+        if len(attempts) < 5:
+            raise ConnectionError("database restarting")
+
+    m = trigger(1)
+    await bus.publish(subject("trigger", "l1", "s1"), m, msg_id=m.part.inspection_id)
+    worker = Worker(bus, kind="trigger", line="l1", message_type=Trigger, handler=handle, retry_forever=True)
+    await run_until(worker, lambda: len(attempts) >= 5)
+    assert attempts == [1, 2, 3, 4, 5]
+    assert await dead_letters(bus, "trigger") == []

@@ -3,7 +3,8 @@
 A handler is `async def handle(delivery: Delivery[T]) -> None`:
 - returning normally acks the message (its work is done and durable);
 - raising `BadMessage` terminates it and copies it to `lg.dead.<kind>` with the reason;
-- raising anything else naks it with a delay; after `max_deliver` tries it is dead-lettered;
+- raising anything else naks it with a delay; after `max_deliver` tries it is dead-lettered,
+  unless the worker retries forever (a store whose outage JetStream should buffer, however long);
 - calling `delivery.defer()` keeps it unacked: the handler settles it later itself.
 """
 
@@ -80,7 +81,7 @@ class Worker(Generic[M]):
     """Consumes `lg.<kind>.<line>.*` through the durable consumer named after the service."""
 
     def __init__(self, bus: Bus, *, kind: str, line: str, message_type: type[M], handler: Handler[M],
-                 durable: str | None = None, max_ack_pending: int = 1000):
+                 durable: str | None = None, max_ack_pending: int = 1000, retry_forever: bool = False):
         self.bus = bus
         self.kind = kind
         self.line = line
@@ -88,6 +89,7 @@ class Worker(Generic[M]):
         self.handler = handler
         self.durable = durable or f"{bus.service}-{kind}"
         self.max_ack_pending = max_ack_pending
+        self.retry_forever = retry_forever
         self._sub = None
         # Metric children looked up once: labels() per message is measurable at thousands/s.
         self._outcomes = {o: MESSAGES.labels(bus.service, kind, o) for o in ("ok", "retry", "dead")}
@@ -102,7 +104,7 @@ class Worker(Generic[M]):
             ack_wait=settings.ack_wait_s,
             # The worker dead-letters at max_deliver itself; the server's own
             # limit only stops a message that crashes the process every time.
-            max_deliver=settings.max_deliver + 2,
+            max_deliver=-1 if self.retry_forever else settings.max_deliver + 2,
             max_ack_pending=self.max_ack_pending,
             filter_subject=line_subjects(self.kind, self.line),
         )
@@ -152,7 +154,7 @@ class Worker(Generic[M]):
                 await delivery.dead_letter(str(exc))
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
                 tries = delivery.num_delivered
-                if tries >= self.bus.settings.max_deliver:
+                if tries >= self.bus.settings.max_deliver and not self.retry_forever:
                     outcome = "dead"
                     log.exception("giving up on message", kind=self.kind, tries=tries)
                     await delivery.dead_letter(f"gave up after {tries} deliveries: {type(exc).__name__}: {exc}")

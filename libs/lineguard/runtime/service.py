@@ -50,10 +50,10 @@ class ServiceContext:
         return getattr(self.config.services, self.name)
 
     def consume(self, kind: str, message_type: type[Message], handler: Handler[Any], *,
-                max_ack_pending: int = 1000) -> Worker[Any]:
+                max_ack_pending: int = 1000, retry_forever: bool = False) -> Worker[Any]:
         """Handle every `lg.<kind>.<line>.*` message with `handler` (see lineguard.bus.worker)."""
         worker = Worker(self.bus, kind=kind, line=self.config.line, message_type=message_type, handler=handler,
-                        max_ack_pending=max_ack_pending)
+                        max_ack_pending=max_ack_pending, retry_forever=retry_forever)
         self.workers.append(worker)
         return worker
 
