@@ -1,0 +1,1 @@
+"""Model operations: dataset conversion and training (training needs the `train` extra; never imported at run time)."""

@@ -1,0 +1,1 @@
+"""The model shipped in the package: a .onnx and its model card (.json) of the same name."""

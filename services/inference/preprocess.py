@@ -1,0 +1,63 @@
+"""An image to the model's square input: letterbox (resize keeping the aspect, pad the rest),
+BGR -> RGB, HWC -> NCHW float32 in [0, 1]. The Letterbox it returns maps boxes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Ultralytics pads with grey 114 and trains that way: the same value keeps the padding neutral.
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a source image was placed into the model input: input = source * scale + pad."""
+
+    scale: float
+    pad_x: int          # left padding, input pixels
+    pad_y: int          # top padding, input pixels
+    src_width: int
+    src_height: int
+    size: int           # the square input's side
+
+    def to_source(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) x1, y1, x2, y2 in input pixels -> source pixels, clipped to the source image."""
+        out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.src_width)
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.src_height)
+        return out
+
+
+def letterbox(image: np.ndarray, size: int = 640, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
+    """`image` (H, W, 3) resized to fit `size` x `size` with its aspect kept, centred, padded."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+    height, width = image.shape[:2]
+    scale = min(size / height, size / width)
+    new_w, new_h = round(width * scale), round(height * scale)
+    if (new_w, new_h) != (width, height):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    # The same split of odd padding as Ultralytics, so exported models see what they trained on.
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    if top or bottom or left or right:
+        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    return image, Letterbox(scale=scale, pad_x=left, pad_y=top, src_width=width, src_height=height, size=size)
+
+
+def to_tensor(image: np.ndarray) -> np.ndarray:
+    """A BGR (H, W, 3) uint8 image as RGB (1, 3, H, W) float32 scaled to [0, 1]."""
+    rgb = image[:, :, ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(rgb, dtype=np.float32)[None] / np.float32(255.0)
+
+
+def preprocess(image: np.ndarray, size: int = 640) -> tuple[np.ndarray, Letterbox]:
+    """The model input tensor for a BGR image, and how to map its boxes back."""
+    boxed, placement = letterbox(image, size)
+    return to_tensor(boxed), placement

@@ -1,0 +1,111 @@
+"""The inference service on a real nats-server: frames in, results out, bad frames dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, Bus
+from lineguard.config import LineConfig
+from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
+from lineguard.natsserver import EmbeddedNats
+from lineguard.samples import __file__ as samples_init
+from lineguard.services.inference.model import ModelLoadError
+from lineguard.services.inference.service import setup
+from lineguard.testing import demo_config_dict, running_service, write_config
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.frame_pb2 import Frame
+from lineguard.v1.inference_pb2 import InferenceResult
+
+BOARD = (Path(samples_init).parent / "deeppcb" / "00041000_test.jpg").read_bytes()
+
+
+def config_dict(nats: EmbeddedNats) -> dict:
+    config = demo_config_dict(nats_url=nats.url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    config["model"] = {"intra_op_threads": 1}
+    return config
+
+
+def frame(seq: int, data: bytes = BOARD, recipe: str = "pcb-a") -> Frame:
+    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq)
+    return Frame(part=part, encoding="jpeg", data=data, width=640, height=640, px_per_mm=48.0)
+
+
+async def collect(bus: Bus, subj: str, stream: str, count: int, timeout: float = 20.0) -> list:
+    """The first `count` messages on `subj`, waiting for them to arrive."""
+    sub = await bus.js.pull_subscribe(subj, stream=stream)
+    got: list = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(got) < count:
+                try:
+                    got += await sub.fetch(count - len(got), timeout=0.5)
+                except TimeoutError:
+                    pass
+    finally:
+        await sub.unsubscribe()
+    return got
+
+
+async def test_frames_become_results_and_bad_frames_go_to_dead_letters(fresh_nats: EmbeddedNats, bus_factory) -> None:
+    bus = await bus_factory("driver")
+    frames = [
+        frame(1),
+        frame(2, data=b"\x00\x01 not an image at all"),
+        frame(3, data=BOARD[:5000]),
+        frame(4, recipe="pcb-z"),
+        frame(5),  # still served after three bad ones
+    ]
+    async with running_service("inference", LineConfig(**config_dict(fresh_nats)), setup):
+        for f in frames:
+            await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
+        results = await collect(bus, "lg.inference.l1.*", stream_name("inference"), 2)
+        dead = await collect(bus, dead_subject("frame"), stream_name("dead"), 3)
+
+    served = [InferenceResult.FromString(r.data) for r in results]
+    assert [r.part.sequence for r in served] == [1, 5]
+    assert results[1].subject == "lg.inference.l1.s1"
+    assert results[1].headers["Nats-Msg-Id"] == f"{frames[4].part.inspection_id}:inference"
+    for result, sent in zip(served, (frames[0], frames[4]), strict=True):
+        assert result.part == sent.part
+        assert result.model_id == "deeppcb-yolo11n" and result.model_version
+        assert (result.image_width, result.image_height) == (640, 640)
+        assert [t.stage for t in result.timings] == ["preprocess", "infer", "postprocess"]
+    # The same board twice: the same defects.
+    assert [(d.class_id, round(d.score, 4)) for d in served[0].detections] == \
+        [(d.class_id, round(d.score, 4)) for d in served[1].detections]
+
+    reasons = {Frame.FromString(d.data).part.sequence: d.headers[DEAD_REASON] for d in dead}
+    assert reasons[2].startswith("frame is not an image: 22 bytes")
+    assert reasons[3] == "truncated jpeg: 5000 bytes without the end-of-image marker"
+    assert "unknown recipe 'pcb-z' (known: pcb-a)" in reasons[4]
+    assert {d.headers[DEAD_SUBJECT] for d in dead} == {"lg.frame.l1.s1"}
+
+
+async def test_a_model_that_does_not_load_stops_the_service(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
+    config = config_dict(fresh_nats)
+    config["model"]["path"] = str(tmp_path / "missing.onnx")
+    with pytest.raises(ModelLoadError, match=r"missing\.onnx: file not found"):
+        async with running_service("inference", LineConfig(**config), setup):
+            pass
+
+
+def test_the_console_script_exits_with_the_models_error(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    config = config_dict(fresh_nats)
+    config["model"]["path"] = str(broken)
+    path = write_config(tmp_path / "line.yaml", config)
+    run = subprocess.run([sys.executable, "-m", "lineguard.services.inference", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "LINEGUARD_LOG_LEVEL": "info"})
+    assert run.returncode != 0
+    logged = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    errors = [e for e in logged if e["level"] == "error"]
+    assert errors[0]["event"] == "cannot load the model; the inference service cannot run"
+    assert errors[0]["error"].startswith(f"model {broken}: not a loadable ONNX model")
