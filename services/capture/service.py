@@ -14,6 +14,8 @@ async def setup(ctx: ServiceContext) -> None:
     cameras = StationCameras.from_config(ctx.config)
 
     async def handle(delivery: Delivery[Trigger]) -> None:
+        if ctx.is_stale(delivery):
+            return
         try:
             # Decoding and encoding images takes milliseconds: off the event loop, so
             # heartbeats and acks keep flowing meanwhile.

@@ -28,6 +28,8 @@ async def setup(ctx: ServiceContext) -> None:
              classes=list(card.classes), input_size=card.input_size)
 
     async def handle(delivery: Delivery[Frame]) -> None:
+        if ctx.is_stale(delivery):
+            return
         try:
             # The model takes tens to hundreds of milliseconds: off the event loop, so
             # heartbeats and acks keep flowing meanwhile.

@@ -40,7 +40,7 @@ def line_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlcRunReport, li
     try:
         async def drive() -> PlcRunReport:
             async with SimulatedPlc(line.opcua_endpoint, station="s1") as plc:
-                return await plc.run(PARTS, rate_hz=6.0, result_timeout_s=60)
+                return await plc.run(PARTS, rate_hz=4.0, result_timeout_s=60)
 
         report = asyncio.run(drive())
         rows = wait_for_rows(f"sqlite:///{line.database_path}", PARTS)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,20 @@ def test_the_console_script_exits_with_the_models_error(fresh_nats: EmbeddedNats
     errors = [e for e in logged if e["level"] == "error"]
     assert errors[0]["event"] == "cannot load the model; the inference service cannot run"
     assert errors[0]["error"].startswith(f"model {broken}: not a loadable ONNX model")
+
+
+async def test_a_frame_whose_verdict_is_already_due_is_skipped_and_the_next_served(fresh_nats: EmbeddedNats,
+                                                                                   bus_factory) -> None:
+    bus = await bus_factory("driver")
+    stale, fresh = frame(1), frame(2)
+    # Triggered a minute ago: the decision service gave FAIL / TIMEOUT long since.
+    stale.part.triggered_unix_ns = time.time_ns() - 60 * 10**9
+    fresh.part.triggered_unix_ns = time.time_ns()
+    async with running_service("inference", LineConfig(**config_dict(fresh_nats)), setup):
+        for f in (stale, fresh):
+            await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
+        results = await collect(bus, "lg.inference.l1.*", stream_name("inference"), 1)
+        await asyncio.sleep(0.3)
+        info = await bus.js.consumer_info(stream_name("frame"), "inference-frame")
+    assert [InferenceResult.FromString(r.data).part.sequence for r in results] == [2]
+    assert info.num_ack_pending == 0 and info.num_pending == 0  # the stale frame was acked, not left behind

@@ -84,6 +84,14 @@ def serial_for_sequence(sequence: int) -> str:
     return f"LG-{sequence % _SERIAL_MODULUS:08d}"
 
 
+def past_deadline(part: Part, deadline_ms: int, now: int | None = None) -> bool:
+    """Whether the part's verdict is already due: by then the decision service has given
+    FAIL / TIMEOUT, so work on it is wasted. A service that is behind skips such parts
+    and catches up, rather than making every later part late too."""
+    current = time.time_ns() if now is None else now
+    return part.triggered_unix_ns > 0 and current >= part.triggered_unix_ns + deadline_ms * 1_000_000
+
+
 def copy_part(part: Part) -> Part:
     out = Part()
     out.CopyFrom(part)

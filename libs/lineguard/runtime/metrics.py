@@ -14,3 +14,7 @@ HANDLE_SECONDS = Histogram(
 DEAD_LETTERS = Counter("lineguard_dead_letters_total", "Messages sent to the dead-letter subject", ["service", "kind"])
 PUBLISHED = Counter("lineguard_published_total", "Messages published", ["service", "subject_kind"])
 READY = Gauge("lineguard_ready", "1 when the service is ready to serve", ["service"])
+STALE_SKIPPED = Counter(
+    "lineguard_stale_skipped_total", "Parts skipped because their verdict was already due (the service was behind)",
+    ["service", "kind"],
+)

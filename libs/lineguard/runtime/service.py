@@ -22,12 +22,12 @@ import typer
 from google.protobuf.message import Message
 
 from lineguard import __version__
-from lineguard.bus import Bus, Handler, Worker
+from lineguard.bus import Bus, Delivery, Handler, Worker
 from lineguard.config import ConfigError, LineConfig, ServiceSettings, load_config
-from lineguard.contracts import msg_id, now_ns, subject
+from lineguard.contracts import msg_id, now_ns, past_deadline, subject
 from lineguard.runtime.http import HealthServer
 from lineguard.runtime.logging import configure_logging
-from lineguard.runtime.metrics import PUBLISHED, READY
+from lineguard.runtime.metrics import PUBLISHED, READY, STALE_SKIPPED
 from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
 
 log = structlog.get_logger("lineguard.runtime")
@@ -63,6 +63,17 @@ class ServiceContext:
 
     def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         self.cleanups.append(cleanup)
+
+    def is_stale(self, delivery: Delivery[Any]) -> bool:
+        """True (logged, counted) when the part's deadline has passed: skip the work, ack the message."""
+        part = delivery.message.part
+        recipe = self.config.recipes.get(part.recipe_id)
+        if recipe is None or not past_deadline(part, recipe.deadline_ms):
+            return False
+        STALE_SKIPPED.labels(self.name, delivery.kind).inc()
+        log.warning("skipping a part whose verdict is already due", kind=delivery.kind,
+                    late_ms=round((now_ns() - part.triggered_unix_ns) / 1e6 - recipe.deadline_ms, 1))
+        return True
 
     async def publish(self, kind: str, message: Message, *, stage: str | None = None) -> None:
         """Publish a message about one part to `lg.<kind>.<line>.<station>`, id'd by inspection + stage."""
@@ -161,5 +172,8 @@ def service_main(name: str, setup: Setup) -> None:
             asyncio.run(run_service(name, cfg, setup))
         except KeyboardInterrupt:
             pass
+        except Exception as exc:  # noqa: BLE001 - one JSON log line with the cause, then exit 1
+            log.exception("service failed", error=f"{type(exc).__name__}: {exc}")
+            raise typer.Exit(1) from None
 
     app()
