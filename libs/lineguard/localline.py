@@ -7,6 +7,7 @@ a real nats-server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -102,8 +103,8 @@ class LocalLine:
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():
             if proc.poll() is not None:
-                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise LineStartError(f"service {name} exited with {proc.returncode}:\n{tail}")
+                log = self.logs / f"{name}.log"
+                raise LineStartError(f"service {name} exited with {proc.returncode}: {_last_error(log)} (log: {log})")
 
     def stop(self, timeout_s: float = 20.0) -> dict[str, int | None]:
         """SIGTERM every service (they finish what they hold), then stop NATS."""
@@ -127,6 +128,19 @@ class LocalLine:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _last_error(log: Path) -> str:
+    """The cause from the service's last error log line (JSON), else the log's last line."""
+    lines = log.read_text(errors="replace").splitlines()
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
+            return str(entry.get("error") or entry.get("event"))
+    return lines[-1] if lines else "no output"
 
 
 def _deep_update(base: dict[str, Any], extra: dict[str, Any]) -> None:
