@@ -24,6 +24,7 @@ class _Strict(BaseModel):
 class NatsSettings(_Strict):
     url: str = "nats://127.0.0.1:4222"
     connect_timeout_s: float = Field(5.0, gt=0)
+    publish_timeout_s: float = Field(5.0, gt=0, description="how long a publish waits for the stream's ack")
     stream_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="how long a stream keeps messages")
     stream_max_bytes: int = Field(2 * 1024 * MiB, gt=0, description="size limit of each stream")
     duplicate_window_s: float = Field(120, gt=0, description="how long a Nats-Msg-Id is remembered")
