@@ -9,7 +9,7 @@ import structlog
 from lineguard.bus import BadMessage, Delivery
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.detect import InferenceInputError, infer_frame, load_configured_model
-from lineguard.services.inference.model import ModelLoadError
+from lineguard.vision.model import ModelLoadError
 from lineguard.v1.frame_pb2 import Frame
 
 log = structlog.get_logger("lineguard.inference")

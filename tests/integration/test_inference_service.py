@@ -17,7 +17,7 @@ from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.samples import __file__ as samples_init
-from lineguard.services.inference.model import ModelLoadError
+from lineguard.vision.model import ModelLoadError
 from lineguard.services.inference.service import setup
 from lineguard.testing import demo_config_dict, running_service, write_config
 from lineguard.v1.common_pb2 import Part

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lineguard.services.inference.postprocess import class_aware_nms, decode, nms, postprocess
-from lineguard.services.inference.preprocess import PAD_VALUE, Letterbox, letterbox, preprocess, to_tensor
+from lineguard.vision.postprocess import class_aware_nms, decode, nms, postprocess
+from lineguard.vision.preprocess import PAD_VALUE, Letterbox, letterbox, preprocess, to_tensor
 
 
 def test_letterbox_pads_a_wide_image_top_and_bottom_without_scaling() -> None:

@@ -15,7 +15,7 @@ from lineguard.contracts import new_inspection_id
 from lineguard.imaging import encode_image
 from lineguard.samples import __file__ as samples_init
 from lineguard.services.inference.detect import InferenceInputError, infer_frame
-from lineguard.services.inference.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
+from lineguard.vision.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
 from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame

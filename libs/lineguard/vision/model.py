@@ -39,7 +39,7 @@ class ModelCard:
 
 def packaged_model_path() -> Path:
     """The placeholder model shipped in the package (trained briefly on DeepPCB)."""
-    return Path(str(files("lineguard.services.inference.models") / PACKAGED_MODEL))
+    return Path(str(files("lineguard.vision.models") / PACKAGED_MODEL))
 
 
 def card_path(model_path: Path) -> Path:

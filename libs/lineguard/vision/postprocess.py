@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lineguard.services.inference.preprocess import Letterbox
+from lineguard.vision.preprocess import Letterbox
 
 MAX_DETECTIONS = 300
 
