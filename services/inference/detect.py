@@ -1,15 +1,21 @@
 """A frame in, an InferenceResult out: decode, crop to the recipe's inspect_roi, letterbox,
-run the model, decode and map the boxes back to the frame's pixels."""
+run the model, decode and map the boxes (and masks) back to the frame's pixels.
+
+`prepare_frame` + `infer_prepared` are the two halves, so that several frames can run as
+one batch (batching.py); `infer_frame` is both for one frame."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from lineguard.config import LineConfig, ModelSettings
 from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imaging import ROI, ImageError, decode_image
-from lineguard.vision.detect import detect
+from lineguard.vision.detect import Prepared, detect_batch, prepare
 from lineguard.vision.model import OnnxDetector, load_model
 from lineguard.vision.postprocess import Detection
-from lineguard.v1.common_pb2 import Box
+from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import Detection as DetectionMessage
 from lineguard.v1.inference_pb2 import InferenceResult
@@ -19,8 +25,17 @@ class InferenceInputError(ValueError):
     """This frame can never be inspected; the message says why."""
 
 
-def infer_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> InferenceResult:
-    """The defects on `frame`'s part; raises InferenceInputError for a frame that cannot be inspected."""
+@dataclass(frozen=True)
+class PreparedFrame:
+    frame: Frame
+    image: Prepared
+    width: int
+    height: int
+    started_ns: int
+
+
+def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> PreparedFrame:
+    """Decode and letterbox `frame`; raises InferenceInputError for a frame that cannot be inspected."""
     started = now_ns()
     part = frame.part
     try:
@@ -35,26 +50,41 @@ def infer_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> Inf
     except ImageError as exc:
         raise InferenceInputError(str(exc)) from None
     try:
-        found = detect(detector, image, conf_threshold=config.model.conf_threshold,
-                       iou_threshold=config.model.iou_threshold, roi=ROI.from_list(recipe.inspect_roi))
+        prepared = prepare(detector, image, ROI.from_list(recipe.inspect_roi))
     except ImageError as exc:
         raise InferenceInputError(f"recipe {part.recipe_id!r} inspect_roi: {exc}") from None
-
     height, width = image.shape[:2]
-    result = InferenceResult(
-        part=copy_part(part),
-        model_id=detector.card.model_id,
-        model_version=detector.card.version,
-        detections=[detection_message(d, frame.px_per_mm) for d in found.detections],
-        image_width=width,
-        image_height=height,
-    )
-    # Decoding counts as preprocessing: it is the cost of getting pixels ready for the model.
-    result.timings.append(timing("preprocess", started, found.marks["preprocess"][1]))
-    for stage in ("infer", "postprocess"):
-        result.timings.append(timing(stage, *found.marks[stage]))
-    result.completed_unix_ns = now_ns()
-    return result
+    return PreparedFrame(frame, prepared, width, height, started)
+
+
+def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
+                   detector: OnnxDetector) -> list[InferenceResult]:
+    """Run prepared frames as one batch; one InferenceResult per frame, in order."""
+    found = detect_batch(detector, [f.image for f in frames], conf_threshold=config.model.conf_threshold,
+                         iou_threshold=config.model.iou_threshold)
+    results = []
+    for prepared, timed in zip(frames, found, strict=True):
+        frame = prepared.frame
+        result = InferenceResult(
+            part=copy_part(frame.part),
+            model_id=detector.card.model_id,
+            model_version=detector.card.version,
+            detections=[detection_message(d, frame.px_per_mm) for d in timed.detections],
+            image_width=prepared.width,
+            image_height=prepared.height,
+        )
+        # Decoding counts as preprocessing: it is the cost of getting pixels ready for the model.
+        result.timings.append(timing("preprocess", prepared.started_ns, timed.marks["preprocess"][1]))
+        for stage in ("infer", "postprocess"):
+            result.timings.append(timing(stage, *timed.marks[stage]))
+        result.completed_unix_ns = now_ns()
+        results.append(result)
+    return results
+
+
+def infer_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> InferenceResult:
+    """The defects on `frame`'s part; raises InferenceInputError for a frame that cannot be inspected."""
+    return infer_prepared([prepare_frame(frame, config, detector)], config, detector)[0]
 
 
 def detection_message(det: Detection, px_per_mm: float) -> DetectionMessage:
@@ -64,12 +94,14 @@ def detection_message(det: Detection, px_per_mm: float) -> DetectionMessage:
         class_id=det.class_id,
         score=det.score,
         box=Box(x1=det.x1, y1=det.y1, x2=det.x2, y2=det.y2),
+        mask=Polygon(points=[Point(x=x, y=y) for x, y in det.mask]) if det.mask else None,
         area_px=area,
         area_mm2=area / px_per_mm**2 if px_per_mm > 0 else 0.0,
     )
 
 
 def load_configured_model(settings: ModelSettings) -> OnnxDetector:
-    """The model ModelSettings names (default: the packaged one)."""
+    """The model ModelSettings names (default: the packaged one), on the backend and device it names."""
     return load_model(settings.path, intra_op_threads=settings.intra_op_threads, model_id=settings.id,
-                      version=settings.version)
+                      version=settings.version, backend=settings.backend, device=settings.device,
+                      providers=settings.providers, backend_options=settings.backend_options)

@@ -8,7 +8,9 @@ import structlog
 
 from lineguard.bus import BadMessage, Delivery
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.inference.detect import InferenceInputError, infer_frame, load_configured_model
+from lineguard.services.inference.batching import FrameBatcher
+from lineguard.services.inference.detect import InferenceInputError, infer_frame
+from lineguard.services.inference.holder import ModelHolder
 from lineguard.vision.model import ModelLoadError
 from lineguard.v1.frame_pb2 import Frame
 
@@ -17,15 +19,17 @@ log = structlog.get_logger("lineguard.inference")
 
 async def setup(ctx: ServiceContext) -> None:
     # Once, before consuming: a model that does not load stops the service here,
-    # rather than failing (and dead-lettering) every frame.
+    # rather than failing (and dead-lettering) every frame. Later promotions swap in (holder.py).
     try:
-        detector = await asyncio.to_thread(load_configured_model, ctx.config.model)
+        holder = await ModelHolder.start(ctx)
     except ModelLoadError as exc:
         log.error("cannot load the model; the inference service cannot run", error=str(exc))
         raise
+    detector = holder.current()
     card = detector.card
     log.info("model loaded", model=str(detector.path), model_id=card.model_id, model_version=card.version,
-             classes=list(card.classes), input_size=card.input_size)
+             classes=list(card.classes), input_size=card.input_size, backend=detector.runner.backend,
+             device=detector.runner.device, max_batch=detector.max_batch, batch_size=ctx.config.model.batch_size)
 
     async def handle(delivery: Delivery[Frame]) -> None:
         if ctx.is_stale(delivery):
@@ -33,9 +37,15 @@ async def setup(ctx: ServiceContext) -> None:
         try:
             # The model takes tens to hundreds of milliseconds: off the event loop, so
             # heartbeats and acks keep flowing meanwhile.
-            result = await asyncio.to_thread(infer_frame, delivery.message, ctx.config, detector)
+            result = await asyncio.to_thread(infer_frame, delivery.message, ctx.config, holder.current())
         except InferenceInputError as exc:
             raise BadMessage(str(exc)) from None
         await ctx.publish("inference", result)
 
-    ctx.consume("frame", Frame, handle)
+    if ctx.config.model.batch_size > 1:
+        batcher = FrameBatcher(ctx, holder.current)
+        ctx.consume("frame", Frame, batcher.handle)
+        ctx.run_task(batcher.run())
+        ctx.on_stop(batcher.drain)
+    else:
+        ctx.consume("frame", Frame, handle)

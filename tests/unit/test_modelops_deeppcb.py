@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -116,7 +117,12 @@ def test_a_folder_without_trainval_is_not_deeppcb(tmp_path: Path) -> None:
 
 
 def test_importing_the_training_module_pulls_in_no_training_runtime() -> None:
+    # In a fresh interpreter: another test in this session may have imported ultralytics already.
+    code = ("import sys, lineguard.modelops.train, lineguard.modelops.export, lineguard.cli; "
+            "print(sorted(m for m in ('ultralytics', 'torch') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
     import lineguard.modelops.train as train
 
-    assert "ultralytics" not in sys.modules and "torch" not in sys.modules
-    assert train._extra(["val=False", "warmup_epochs=1", "name=x"]) == {"val": False, "warmup_epochs": 1, "name": "x"}
+    assert train.parse_extra(["val=False", "warmup_epochs=1", "name=x"]) == {"val": False, "warmup_epochs": 1,
+                                                                             "name": "x"}

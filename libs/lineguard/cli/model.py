@@ -4,5 +4,17 @@ from __future__ import annotations
 
 import typer
 
+from lineguard.cli import model_registry
+from lineguard.cli.model_eval import eval_model, predict
+from lineguard.cli.model_train import export, train
+
 model_app = typer.Typer(no_args_is_help=True,
                         help="Models: train, export, predict, evaluate, and the registry (push, list, promote).")
+
+model_app.command("predict")(predict)
+model_app.command("eval")(eval_model)
+model_app.command("train")(train)
+model_app.command("export")(export)
+model_app.command("push")(model_registry.push)
+model_app.command("list")(model_registry.list_models)
+model_app.command("promote")(model_registry.promote)

@@ -92,6 +92,24 @@ class ModelSettings(_Strict):
     conf_threshold: float = Field(0.25, ge=0, le=1)
     iou_threshold: float = Field(0.45, ge=0, le=1)
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+    backend: Literal["onnxruntime", "tensorrt", "openvino"] = Field(
+        "onnxruntime", description="what runs the model; tensorrt and openvino need their extra installed")
+    device: str = Field("cpu", description="'cpu', 'cuda' / 'cuda:N' (onnxruntime-gpu, tensorrt), "
+                                           "or an OpenVINO device name ('GPU', 'NPU', 'AUTO')")
+    providers: list[str] | None = Field(
+        None, description="onnxruntime only: execution providers in order; default from device")
+    backend_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="the backend's own options, checked when the model loads "
+                                          "(tensorrt: engine_cache_dir, max_batch, workspace_mib; openvino: hint)")
+    batch_size: int = Field(1, ge=1, description="frames run as one batch under load; 1 = no batching")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, description="how long the first frame of a batch waits for others before it runs anyway")
+    registry: bool = Field(
+        True, description="run the version promoted for this line in the model registry (`lineguard model "
+                          "promote`) and swap to each new promotion; without a promotion, or false: `path`")
+    cache_dir: str | None = Field(
+        None, description="where registry models are downloaded; default $XDG_CACHE_HOME/lineguard/models "
+                          "(~/.cache/lineguard/models)")
 
 
 class DatabaseSettings(_Strict):

@@ -44,6 +44,9 @@ class ServiceContext:
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     ready: bool = False
     not_ready_reason: str = "starting"
+    # Sent in every heartbeat: what the service runs, and (degraded) why it is not what was asked for.
+    detail: str = ""
+    degraded: bool = False
 
     @property
     def settings(self) -> ServiceSettings:
@@ -142,8 +145,9 @@ async def _heartbeat(ctx: ServiceContext) -> None:
     subj = f"lg.heartbeat.{ctx.config.line}.{ctx.name}"
     while not ctx.stopping.is_set():
         seq += 1
+        status = HealthStatus.HEALTH_STATUS_DEGRADED if ctx.degraded else HealthStatus.HEALTH_STATUS_OK
         beat = Heartbeat(service=ctx.name, instance=instance, line=ctx.config.line, sequence=seq,
-                         sent_unix_ns=now_ns(), status=HealthStatus.HEALTH_STATUS_OK, version=__version__)
+                         sent_unix_ns=now_ns(), status=status, version=__version__, detail=ctx.detail)
         with contextlib.suppress(Exception):  # a missed heartbeat is not worth stopping for
             await ctx.bus.publish(subj, beat, msg_id=f"hb:{instance}:{seq}")
         with contextlib.suppress(asyncio.TimeoutError):

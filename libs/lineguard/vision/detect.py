@@ -1,10 +1,12 @@
-"""Detecting defects in an image: crop, letterbox, run the model, map boxes back.
+"""Detecting defects in images: crop, letterbox, run the model (one image or a batch), map
+boxes and masks back.
 
 The library half of inference, shared by the inference service and the model tools
 (`lineguard model predict / eval`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +15,7 @@ from lineguard.contracts import now_ns
 from lineguard.imaging import ROI, ImageError
 from lineguard.vision.model import OnnxDetector
 from lineguard.vision.postprocess import Detection, postprocess
-from lineguard.vision.preprocess import preprocess
+from lineguard.vision.preprocess import Letterbox, preprocess
 
 
 @dataclass(frozen=True)
@@ -24,19 +26,48 @@ class Timed:
     marks: dict[str, tuple[int, int]]
 
 
-def detect(detector: OnnxDetector, image: np.ndarray, *, conf_threshold: float, iou_threshold: float,
-           roi: ROI | None = None) -> Timed:
-    """Defects in a BGR image; with `roi`, only inside it (boxes still in the whole image's pixels)."""
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for the model: its (1, 3, S, S) tensor and how to map results back."""
+
+    tensor: np.ndarray
+    placement: Letterbox
+    offset: tuple[int, int]
+    marks: tuple[int, int]   # when preprocessing began and ended
+
+
+def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None) -> Prepared:
+    """Crop to `roi` (ImageError when it is not a region of the image) and letterbox for the model."""
     t0 = now_ns()
     region = image if roi is None else crop(image, roi)
     tensor, placement = preprocess(region, detector.card.input_size)
+    return Prepared(tensor, placement, (roi.x, roi.y) if roi else (0, 0), (t0, now_ns()))
+
+
+def detect_batch(detector: OnnxDetector, images: Sequence[Prepared], *, conf_threshold: float,
+                 iou_threshold: float) -> list[Timed]:
+    """Run prepared images as one batch (in pieces where the model takes fewer); one Timed per image."""
+    if not images:
+        return []
     t1 = now_ns()
-    output = detector.run(tensor)
+    outputs = detector.run_batch(np.concatenate([p.tensor for p in images]))
     t2 = now_ns()
-    detections = postprocess(output, detector.card.classes, placement, conf_threshold=conf_threshold,
-                             iou_threshold=iou_threshold, offset=(roi.x, roi.y) if roi else (0, 0))
-    t3 = now_ns()
-    return Timed(detections, {"preprocess": (t0, t1), "infer": (t1, t2), "postprocess": (t2, t3)})
+    segment = detector.card.task == "segment"
+    timed = []
+    for i, item in enumerate(images):
+        started = now_ns()
+        found = postprocess(outputs[0][i:i + 1], detector.card.classes, item.placement,
+                            conf_threshold=conf_threshold, iou_threshold=iou_threshold, offset=item.offset,
+                            protos=outputs[1][i:i + 1] if segment else None)
+        timed.append(Timed(found, {"preprocess": item.marks, "infer": (t1, t2), "postprocess": (started, now_ns())}))
+    return timed
+
+
+def detect(detector: OnnxDetector, image: np.ndarray, *, conf_threshold: float, iou_threshold: float,
+           roi: ROI | None = None) -> Timed:
+    """Defects in a BGR image; with `roi`, only inside it (boxes still in the whole image's pixels)."""
+    return detect_batch(detector, [prepare(detector, image, roi)], conf_threshold=conf_threshold,
+                        iou_threshold=iou_threshold)[0]
 
 
 def crop(image: np.ndarray, roi: ROI) -> np.ndarray:

@@ -1,32 +1,31 @@
-"""Load a YOLO11 detection model exported to ONNX and run it on ONNX Runtime's CPU provider.
+"""Load a YOLO11 detection or segmentation model exported to ONNX and run it on a backend
+(ONNX Runtime by default; TensorRT, OpenVINO: lineguard.vision.backends).
 
 What the model detects comes from its model card, `<name>.json` beside `<name>.onnx`
 (written by lineguard.modelops.train); without a card, from the metadata Ultralytics
-writes into the ONNX file (`names`, `imgsz`). Anything that does not add up is a
+writes into the ONNX file (`names`, `imgsz`, `task`). Anything that does not add up is a
 ModelLoadError naming the file and the cause, raised at load time, not at the first frame."""
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lineguard.vision.backends import Runner, load_runner
+from lineguard.vision.backends.base import file_sha256
+from lineguard.vision.errors import BackendUnavailable, ModelLoadError
+
 PACKAGED_MODEL = "deeppcb-yolo11n.onnx"
+TASKS = ("detect", "segment")
 
-
-class ModelLoadError(RuntimeError):
-    """The model file cannot be used; the message names the file and the cause."""
-
-    def __init__(self, path: Path | str, cause: str):
-        super().__init__(f"model {path}: {cause}")
-        self.path = Path(path)
-        self.cause = cause
+__all__ = ["BackendUnavailable", "ModelCard", "ModelLoadError", "OnnxDetector", "load_model", "packaged_model_path"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,8 @@ class ModelCard:
     version: str
     classes: tuple[str, ...]
     input_size: int
+    task: str = "detect"          # "detect" or "segment"
+    mask_channels: int = 0        # segment: prototype masks (32 for YOLO11-seg)
 
 
 def packaged_model_path() -> Path:
@@ -83,11 +84,7 @@ def _size_from_metadata(meta: dict[str, str]) -> int | None:
 
 
 def _short_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, model_id: str | None,
@@ -105,70 +102,123 @@ def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, m
     if not size:
         raise ModelLoadError(path, "no input size: neither the card's input.width nor Ultralytics 'imgsz' metadata")
     card = card or {}
+    task = str(card.get("task") or meta.get("task") or "detect")
+    if task not in TASKS:
+        raise ModelLoadError(path, f"task {task!r} is not one lineguard runs ({', '.join(TASKS)})")
     return ModelCard(
         model_id=model_id or str(card.get("model_id") or path.stem),
         # Without a card the file's own hash is the version: a record still names exactly which model judged it.
         version=version or str(card.get("version") or f"sha256:{_short_sha256(path)}"),
         classes=classes,
         input_size=size,
+        task=task,
     )
 
 
 class OnnxDetector:
-    """One loaded ONNX detection model and what its card says it detects."""
+    """One loaded detection / segmentation model, the backend running it, and what its card says it detects."""
 
-    def __init__(self, path: Path, session: Any, card: ModelCard):
+    def __init__(self, path: Path, runner: Runner, card: ModelCard):
         self.path = path
-        self.session = session
+        self.runner = runner
         self.card = card
-        self.input_name = session.get_inputs()[0].name
+
+    @property
+    def max_batch(self) -> int | None:
+        """The most images one run takes (a fixed-batch export, an engine's profile), None for any."""
+        return self.runner.input.fixed_batch or getattr(self.runner, "max_batch", None)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        """(1, 3, S, S) float32 -> (1, 4 + classes, anchors)."""
-        return self.session.run(None, {self.input_name: tensor})[0]
+        """(1, 3, S, S) float32 -> the first output, (1, 4 + classes [+ masks], anchors)."""
+        return self.run_batch(tensor)[0]
+
+    def run_batch(self, batch: np.ndarray) -> list[np.ndarray]:
+        """(N, 3, S, S) float32 -> every output with N first; runs in pieces a fixed-batch model takes."""
+        batch = batch.astype(self.runner.input.dtype, copy=False)
+        step = self.max_batch or len(batch)
+        if len(batch) <= step:
+            return [np.asarray(o, dtype=np.float32) for o in self.runner.run(batch)]
+        pieces = [self.runner.run(batch[i:i + step]) for i in range(0, len(batch), step)]
+        return [np.concatenate([np.asarray(p[k], dtype=np.float32) for p in pieces]) for k in range(len(pieces[0]))]
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 def load_model(path: str | Path | None = None, *, intra_op_threads: int = 0, model_id: str | None = None,
-               version: str | None = None) -> OnnxDetector:
-    """Load `path` (default: the packaged model) on the CPU; raises ModelLoadError with the cause."""
-    import onnxruntime as ort  # heavy: only where a model is loaded
+               version: str | None = None, backend: str = "onnxruntime", device: str = "cpu",
+               providers: list[str] | None = None, backend_options: Mapping[str, Any] | None = None) -> OnnxDetector:
+    """Load `path` (default: the packaged model) on `backend`; raises ModelLoadError with the cause.
 
+    `backend_options` are the chosen backend's own (lineguard.vision.backends.<backend>.Options)."""
     path = Path(path) if path is not None else packaged_model_path()
     if not path.is_file():
         raise ModelLoadError(path, "file not found" if not path.exists() else "not a file")
+    card_json = read_card(path)
+    options: dict[str, Any] = {"device": device, "threads": intra_op_threads, **(backend_options or {})}
+    if providers:
+        options["providers"] = providers
+    if backend == "tensorrt" and "input_size" not in options:
+        # An engine for an ONNX with open height / width needs the side the card gives.
+        size = ((card_json or {}).get("input") or {}).get("width")
+        if size:
+            options["input_size"] = int(size)
+    runner = load_runner(path, backend, options)
+    try:
+        meta = runner.metadata or (onnx_metadata(path) if not card_json else {})
+        card = describe(path, card_json, meta, model_id=model_id, version=version)
+        card = _check_shapes(path, runner, card)
+    except BaseException:
+        runner.close()
+        raise
+    return OnnxDetector(path, runner, card)
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    """The ONNX file's metadata_props (Ultralytics writes names, imgsz, task there), read with ONNX Runtime."""
+    import onnxruntime as ort  # a base dependency; only needed where a backend does not expose metadata
+
     options = ort.SessionOptions()
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise ModelLoadError(path, f"not a loadable ONNX model ({type(exc).__name__}: {exc})") from None
-    meta = dict(session.get_modelmeta().custom_metadata_map)
-    card = describe(path, read_card(path), meta, model_id=model_id, version=version)
-    _check_shapes(path, session, card)
-    return OnnxDetector(path, session, card)
+    except Exception:  # noqa: BLE001 - the backend loaded it; without metadata the card must say it all
+        return {}
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def _check_shapes(path: Path, session: Any, card: ModelCard) -> None:
-    """Input and output agree with the card; one run on a blank image proves it (and warms the session up)."""
-    inputs = session.get_inputs()
-    if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        raise ModelLoadError(path, f"expected one NCHW image input, got {[(i.name, i.shape) for i in inputs]}")
-    _, channels, height, width = inputs[0].shape
-    if isinstance(channels, int) and channels != 3:
+def _check_shapes(path: Path, runner: Runner, card: ModelCard) -> ModelCard:
+    """Input and outputs agree with the card; one run on a blank image proves it (and warms the model up).
+
+    Returns the card with what the outputs tell (the number of mask channels of a segmentation model)."""
+    shape = runner.input.shape
+    if len(shape) != 4:
+        raise ModelLoadError(path, f"expected one NCHW image input, got {[(runner.input.name, list(shape))]}")
+    batch, channels, height, width = shape
+    if channels is not None and channels != 3:
         raise ModelLoadError(path, f"input has {channels} channels, expected 3")
     for side in (height, width):
-        if isinstance(side, int) and side != card.input_size:
+        if side is not None and side != card.input_size:
             raise ModelLoadError(path, f"input is {height}x{width} but the card says {card.input_size}")
-    blank = np.zeros((1, 3, card.input_size, card.input_size), np.float32)
+    blank = np.zeros((batch or 1, 3, card.input_size, card.input_size), runner.input.dtype)
     try:
-        output = session.run(None, {inputs[0].name: blank})[0]
+        outputs = runner.run(blank)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(path, f"a test run on a blank image failed ({type(exc).__name__}: {exc})") from None
-    if output.ndim != 3 or output.shape[0] != 1:
-        raise ModelLoadError(path, f"output has shape {output.shape}; expected (1, 4 + classes, anchors): "
-                                   "a detection model exported without NMS")
+    output = outputs[0]
+    if card.task == "segment":
+        if len(outputs) < 2 or outputs[1].ndim != 4:
+            raise ModelLoadError(path, f"a segmentation model needs a second output of prototype masks "
+                                       f"(N, masks, h, w); got {[o.shape for o in outputs]}")
+        card = replace(card, mask_channels=int(outputs[1].shape[1]))
+    if output.ndim != 3 or output.shape[0] != len(blank):
+        expected = "(1, 4 + classes + masks, anchors)" if card.task == "segment" else "(1, 4 + classes, anchors)"
+        raise ModelLoadError(path, f"output has shape {output.shape}; expected {expected}: "
+                                   f"a {card.task} model exported without NMS")
     rows = output.shape[1]
-    if rows != 4 + len(card.classes):
-        raise ModelLoadError(path, f"output has {rows} rows = 4 box + {rows - 4} class scores, "
-                                   f"but the card / metadata names {len(card.classes)} classes {list(card.classes)}")
+    if rows != 4 + len(card.classes) + card.mask_channels:
+        masks = f" + {card.mask_channels} mask coefficients" if card.mask_channels else ""
+        raise ModelLoadError(path, f"output has {rows} rows = 4 box{masks} + {rows - 4 - card.mask_channels} "
+                                   f"class scores, but the card / metadata names {len(card.classes)} classes "
+                                   f"{list(card.classes)}")
+    return card

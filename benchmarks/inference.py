@@ -1,0 +1,181 @@
+"""Inference speed: the inference service against a bare runtime loop, same model, same threads, one run.
+
+Prints, on one machine in one run:
+  bare      images/s of onnxruntime session.run in a loop on a preprocessed board (no decode, no
+            letterbox, no NMS, no bus), and its latency p50 / p99 per run;
+  service   images/s through the inference service (run in-process on the real runtime): JPEG
+            sample boards published to lg.frame on an embedded nats-server all at once, results
+            counted as they arrive on lg.inference; the ratio service / bare; and the latency
+            p50 / p99 of one frame at a time, publish to result;
+  batching  the same service throughput at each --batch-sizes with --batch-model (which needs a
+            dynamic batch axis to batch for real), next to the bare loop at that batch size.
+
+    python benchmarks/inference.py [--frames 60] [--threads 2] [--model M] [--batch-model M]
+                                   [--batch-sizes 1,4] [--batch-wait-ms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import structlog
+
+from lineguard.bus import Bus
+from lineguard.config import LineConfig, NatsSettings
+from lineguard.contracts import msg_id, new_inspection_id, stream_name, subject
+from lineguard.natsserver import EmbeddedNats
+from lineguard.samples import __file__ as samples_init
+from lineguard.services.inference.service import setup
+from lineguard.testing import demo_config_dict, running_service
+from lineguard.vision.model import packaged_model_path
+from lineguard.vision.preprocess import preprocess
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.frame_pb2 import Frame
+
+BOARDS = sorted((Path(samples_init).parent / "deeppcb").glob("*_test.jpg"))
+FRAME_SUBJECT = subject("frame", "l1", "s1")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def bare_loop(model: Path, threads: int, runs: int, batch: int = 1) -> tuple[float, list[float]]:
+    """images/s and per-run latencies (ms) of session.run alone, on the CPU provider."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    fixed = session.get_inputs()[0].shape[0]
+    tensor, _ = preprocess(cv2.imread(str(BOARDS[0])), 640)
+    # A model exported with a fixed batch takes the batch in pieces of that size, as the service runs it.
+    piece = fixed if isinstance(fixed, int) and fixed < batch else batch
+    tensor = np.repeat(tensor, piece, axis=0)
+    for _ in range(3):
+        session.run(None, {name: tensor})
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(max(1, runs // batch)):
+        t = time.perf_counter()
+        for _ in range(batch // piece):
+            session.run(None, {name: tensor})
+        latencies.append((time.perf_counter() - t) * 1000)
+    elapsed = time.perf_counter() - started
+    return len(latencies) * batch / elapsed, latencies
+
+
+def frame(seq: int, data: bytes) -> Frame:
+    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id="pcb-a", sequence=seq)
+    return Frame(part=part, encoding="jpeg", data=data, width=640, height=640, px_per_mm=48.0)
+
+
+async def through_service(url: str, model: Path, threads: int, batch_size: int, wait_ms: float, frames: int,
+                          one_at_a_time: int) -> tuple[float, list[float]]:
+    """images/s with every frame published at once, and latencies (ms) of `one_at_a_time` lone frames."""
+    config_dict = demo_config_dict(nats_url=url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    config_dict["model"] = {"path": str(model), "intra_op_threads": threads, "batch_size": batch_size,
+                            "batch_wait_ms": wait_ms}
+    config = LineConfig(**config_dict)
+    driver = await Bus.connect(NatsSettings(url=url), "bench")
+    for kind in ("frame", "inference"):
+        await driver.js.purge_stream(stream_name(kind))
+    images = [b.read_bytes() for b in BOARDS]
+    arrived: dict[str, int] = {}
+    waiting: dict[str, asyncio.Future[None]] = {}
+
+    async def on_result(msg) -> None:
+        inspection_id = msg.headers["Nats-Msg-Id"].rsplit(":", 1)[0]
+        arrived[inspection_id] = time.perf_counter_ns()
+        future = waiting.pop(inspection_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    sub = await driver.nc.subscribe(subject("inference", "l1", "s1"), cb=on_result)
+    window = asyncio.Semaphore(64)
+
+    async def send(f: Frame) -> None:
+        done = asyncio.get_running_loop().create_future()
+        waiting[f.part.inspection_id] = done
+        async with window:
+            await driver.publish(FRAME_SUBJECT, f, msg_id=msg_id(f.part.inspection_id, "frame"))
+        await done
+
+    try:
+        async with running_service("inference", config, setup):
+            for i in range(3):   # warm up
+                await send(frame(i, images[i % len(images)]))
+            batch = [frame(i, images[i % len(images)]) for i in range(frames)]
+            started = time.perf_counter()
+            async with asyncio.timeout(600):
+                await asyncio.gather(*(send(f) for f in batch))
+            rate = frames / (time.perf_counter() - started)
+            latencies = []
+            for i in range(one_at_a_time):
+                f = frame(i, images[i % len(images)])
+                t = time.perf_counter_ns()
+                await send(f)
+                latencies.append((arrived[f.part.inspection_id] - t) / 1e6)
+    finally:
+        await sub.unsubscribe()
+        await driver.close()
+    return rate, latencies
+
+
+def row(label: str, rate: float, latencies: list[float], ratio: str = "") -> str:
+    return (f"{label:<34} {rate:8.2f} img/s   p50 {percentile(latencies, 50):7.1f} ms   "
+            f"p99 {percentile(latencies, 99):7.1f} ms   {ratio}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=60, help="frames per throughput run")
+    parser.add_argument("--latency-frames", type=int, default=30, help="lone frames for the service's latency")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads, both sides")
+    parser.add_argument("--model", type=Path, default=packaged_model_path())
+    parser.add_argument("--batch-model", type=Path, default=None, help="default: --model")
+    parser.add_argument("--batch-sizes", default="1,4")
+    parser.add_argument("--batch-wait-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    batch_model = args.batch_model or args.model
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+
+    with tempfile.TemporaryDirectory() as store:
+        nats = EmbeddedNats(store_dir=Path(store)).start()
+        try:
+            print(f"model {args.model.name}, {args.threads} threads, {args.frames} frames, "
+                  f"{len(BOARDS)} sample boards (640 x 640 JPEG)")
+            # The bare loop before and after the service, so that a change in the machine's load shows.
+            before, before_lat = bare_loop(args.model, args.threads, args.frames)
+            print(row("bare onnxruntime session.run", before, before_lat))
+            rate, lat = await through_service(nats.url, args.model, args.threads, 1, 0, args.frames,
+                                              args.latency_frames)
+            after, after_lat = bare_loop(args.model, args.threads, args.frames)
+            print(row("bare onnxruntime session.run, again", after, after_lat))
+            bare_rate = (before + after) / 2
+            print(row("service (NATS in, results out)", rate, lat,
+                      f"ratio {rate / bare_rate:.3f} to the bare mean (target >= 0.9)"))
+            print(f"\nbatching, model {batch_model.name}, batch_wait_ms {args.batch_wait_ms:g}")
+            for size in sizes:
+                b_rate, b_lat = bare_loop(batch_model, args.threads, args.frames, batch=size)
+                print(row(f"bare session.run, batch {size}", b_rate, b_lat, "(latency per batch)"))
+                s_rate, s_lat = await through_service(nats.url, batch_model, args.threads, size, args.batch_wait_ms,
+                                                      args.frames, args.latency_frames)
+                print(row(f"service, batch_size {size}", s_rate, s_lat,
+                          f"ratio {s_rate / b_rate:.3f} to bare batch {size}"))
+        finally:
+            nats.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

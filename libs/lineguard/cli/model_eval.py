@@ -1,0 +1,112 @@
+"""`lineguard model predict` and `lineguard model eval`: a model over images, and its scores on a split."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ModelOption = Annotated[Path, typer.Option("--model", help="the ONNX model (its card <name>.json beside it)")]
+ConfOption = Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="keep detections scoring at least this")]
+IouOption = Annotated[float, typer.Option("--iou", min=0.0, max=1.0,
+                                          help="NMS: drop same-class boxes overlapping more")]
+
+
+def _progress():  # noqa: ANN202 - rich is imported here, not at CLI start
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+def _load(model: Path):  # noqa: ANN202
+    from lineguard.vision.model import ModelLoadError, load_model
+
+    try:
+        return load_model(model)
+    except ModelLoadError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def predict(
+    model: ModelOption,
+    source: Annotated[Path, typer.Option("--source", help="folder of images (searched at any depth)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the JSON files, one per image")],
+    conf: ConfOption = 0.25,
+    iou: IouOption = 0.45,
+) -> None:
+    """Run a model over a folder of images: one JSON per image.
+
+    Each JSON holds the image's size, the model's id and version, and each detection's class,
+    score and box in pixels. Unreadable images are reported and skipped (exit code 1)."""
+    from lineguard.modelops.predict import PredictError, Skipped, list_images, predict_folder
+
+    try:
+        images = list_images(source)
+    except PredictError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    detector = _load(model)
+    with _progress() as progress:
+        task = progress.add_task(f"{detector.card.model_id} {detector.card.version}", total=len(images))
+
+        def advance(path: Path, skipped: Skipped | None) -> None:
+            if skipped is not None:
+                progress.console.print(f"skipped {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
+            progress.advance(task)
+
+        summary = predict_folder(detector, source, out, conf=conf, iou=iou, images=images, on_image=advance)
+    typer.echo(f"{len(summary.written)} images, {summary.detections} detections -> {out}; "
+               f"{len(summary.skipped)} unreadable images skipped")
+    if summary.skipped:
+        raise typer.Exit(1)
+
+
+def eval_model(
+    model: ModelOption,
+    data: Annotated[Path, typer.Option("--data", help="an Ultralytics data.yaml")],
+    split: Annotated[str, typer.Option("--split", help="the split to score")] = "val",
+    conf: ConfOption = 0.25,
+    iou: IouOption = 0.45,
+    out: Annotated[Path | None, typer.Option("--out", help="report folder (default runs/eval/<model>-<split>)")] = None,
+) -> None:
+    """Score a model on a labelled split of a data.yaml: report.md, metrics.json and plots.
+
+    Per-class precision, recall, AP50, mAP50-95 (COCO evaluation); DeepPCB's F-score (IoU > 0.33,
+    same class); escape and false-reject rates of whole boards at --conf; PR curves and a
+    confusion matrix as PNG."""
+    from lineguard.modelops.datasets import DatasetError
+    from lineguard.modelops.eval_report import evaluate_model
+    from lineguard.modelops.evaluate import EvalError
+
+    out = out or Path("runs/eval") / f"{model.stem}-{split}"
+    command = shlex.join(["lineguard", "model", "eval", "--model", str(model), "--data", str(data), "--split", split,
+                          "--conf", f"{conf:g}", "--iou", f"{iou:g}", "--out", str(out)])
+    detector = _load(model)
+    with _progress() as progress:
+        task = progress.add_task(f"eval {model.name} on {split}", total=None)
+        try:
+            evaluation, paths = evaluate_model(
+                detector, data, split=split, conf=conf, iou=iou, out=out, command=command,
+                on_start=lambda total: progress.update(task, total=total),
+                on_image=lambda _path: progress.advance(task))
+        except (EvalError, DatasetError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    parts, deeppcb = evaluation.parts, evaluation.deeppcb
+    typer.echo(f"{evaluation.images} images: mAP50 {fmt(evaluation.map50)}, mAP50-95 {fmt(evaluation.map50_95)}; "
+               f"at score >= {conf:g}: precision {fmt(evaluation.at_conf.precision)}, "
+               f"recall {fmt(evaluation.at_conf.recall)}")
+    typer.echo(f"DeepPCB (IoU > 0.33): precision {fmt(deeppcb.precision)}, recall {fmt(deeppcb.recall)}, "
+               f"F {fmt(deeppcb.f)}")
+    typer.echo(f"parts: escapes {parts.escapes}/{parts.defective} ({fmt(parts.escape_rate)}), "
+               f"false rejects {parts.false_rejects}/{parts.good} ({fmt(parts.false_reject_rate)})")
+    typer.echo(f"report: {paths['report']}")

@@ -1,0 +1,116 @@
+"""`lineguard model push / list / promote`: the model registry (lineguard.registry) from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from lineguard.config import ConfigError, LineConfig, NatsSettings, load_config
+from lineguard.config.loader import ENV_CONFIG_PATH
+from lineguard.registry import ModelRegistry, RegistryError, connect_registry
+
+T = TypeVar("T")
+
+NatsOption = Annotated[str | None, typer.Option(
+    "--nats", help="NATS server URL (default: --config's nats.url, else nats://127.0.0.1:4222)")]
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help=f"the line's YAML, for its NATS URL and line id (default ${ENV_CONFIG_PATH})")]
+
+
+def _config(config: Path | None) -> LineConfig | None:
+    if config is None and not os.environ.get(ENV_CONFIG_PATH):
+        return None
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(nats: str | None, config: LineConfig | None, work: Callable[[ModelRegistry], Awaitable[T]]) -> T:
+    url = nats or (config.nats.url if config else NatsSettings().url)
+
+    async def go() -> T:
+        async with connect_registry(url) as registry:
+            return await work(registry)
+
+    try:
+        return asyncio.run(go())
+    except RegistryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def push(
+    model: Annotated[Path, typer.Argument(help="the .onnx file")],
+    card: Annotated[Path | None, typer.Option(help="its model card (default: <model>.json beside it)")] = None,
+    nats: NatsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Store a model version (the .onnx and its card) in the registry.
+
+    Refused when the file's sha256 is not its card's onnx_sha256, or when the version is already
+    there with another file or card; pushing the same file and card again changes nothing."""
+    stored = _run(nats, _config(config), lambda registry: registry.push(model, card))
+    typer.echo(f"{stored.model_id} {stored.version}: in the registry ({stored.size} bytes, sha256 {stored.sha256})")
+
+
+def list_models(
+    nats: NatsOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document instead of a table")] = False,
+) -> None:
+    """The versions in the registry, and which one each line runs."""
+
+    async def gather(registry: ModelRegistry) -> tuple[list[Any], dict[str, Any]]:
+        return await registry.list_models(), await registry.lines()
+
+    versions, lines = _run(nats, _config(config), gather)
+    rows = []
+    for v in versions:
+        on = sorted(line for line, p in lines.items() if p.names(v))
+        rows.append({"model_id": v.model_id, "version": v.version, "bytes": v.size, "sha256": v.sha256,
+                     "classes": v.classes, "pushed": v.pushed, "promoted_on": on})
+    if as_json:
+        promoted = {line: {"model_id": p.model_id, "version": p.version, "by": p.by, "at": p.at}
+                    for line, p in sorted(lines.items())}
+        typer.echo(json.dumps({"models": rows, "promoted": promoted}, indent=2))
+        return
+    if not rows:
+        typer.echo("the registry holds no models yet (lineguard model push MODEL.onnx)")
+        return
+    table = [("MODEL", "VERSION", "SIZE", "SHA256", "CLASSES", "PUSHED", "PROMOTED ON")]
+    table += [(r["model_id"], r["version"], f"{r['bytes'] / 1e6:.1f} MB", r["sha256"][:12], str(len(r["classes"])),
+               r["pushed"][:19], ", ".join(r["promoted_on"]) or "-") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def promote(
+    model_id: Annotated[str, typer.Argument(help="the model id (its card's model_id)")],
+    version: Annotated[str, typer.Argument(help="the version to run")],
+    line: Annotated[str | None, typer.Option(help="the line to run it on (default: --config's line, else l1)")] = None,
+    nats: NatsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make a line run a pushed version; rolling back is promoting the previous one again.
+
+    The line's inference services download it, check it, and swap to it between two frames; a
+    version that does not load there is refused and the running one keeps serving."""
+    cfg = _config(config)
+    target = line or (cfg.line if cfg else "l1")
+
+    async def work(registry: ModelRegistry) -> tuple[Any, Any]:
+        before = await registry.promoted(target)
+        return before, await registry.promote(model_id, version, target)
+
+    before, after = _run(nats, cfg, work)
+    was = f" (was {before})" if before else ""
+    typer.echo(f"line {target}: {after} promoted by {after.by}{was}")

@@ -1,0 +1,254 @@
+"""Export trained weights (Ultralytics .pt) to ONNX (FP32, FP16) and a TensorRT engine, each with its model card.
+
+The model card (`<name>.json` beside `<name>.onnx` / `<name>.engine`) is what the runtime, the registry
+and a reader trust: classes, input size and dtype, task, dataset label hash, training config, validation
+metrics, how long it trained and on what, exporter versions and the file's sha256. `model_card` is the
+one place a card is written; the training record it reads is lineguard.modelops.train's run folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lineguard.modelops.train import (
+    CardInfo,
+    metrics_of,
+    offline_ultralytics,
+    read_run_record,
+    require_train_extra,
+    versions,
+)
+from lineguard.vision.backends.base import file_sha256
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported as asked; the message names the file or the missing piece."""
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    path: Path
+    card: Path
+    precision: str                  # fp32 | fp16
+    format: str                     # onnx | tensorrt
+
+
+def _run_dir_of(weights: Path) -> Path | None:
+    return weights.parent.parent if weights.parent.name == "weights" else None
+
+
+def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What the run folder (lineguard-run.json) or, failing that, the checkpoint says about the training."""
+    run_dir = _run_dir_of(weights)
+    record = read_run_record(run_dir) if run_dir else None
+    train_args = dict(ckpt.get("train_args") or {})
+    # The checkpoint's own metrics are those of the epoch it was saved at (best.pt: its best epoch).
+    metrics = metrics_of(ckpt.get("train_metrics") or {})
+    if record and record.get("metrics") and weights.name == record["metrics"].get("weights"):
+        metrics = {k: v for k, v in record["metrics"].items() if k not in {"split", "weights"}}
+    if record:
+        sessions = record.get("sessions", [])
+        return {
+            "config": record.get("config", {}),
+            "ultralytics_args": record.get("ultralytics_args", {}),
+            "labels_sha256": record.get("dataset", {}).get("labels_sha256"),
+            "data_yaml": record.get("dataset", {}).get("data_yaml"),
+            "epochs_done": record.get("epochs_done"),
+            "epochs": record.get("epochs"),
+            "status": record.get("status"),
+            "wall_seconds": record.get("wall_seconds", round(sum(s.get("wall_seconds", 0) for s in sessions), 1)),
+            "machines": sorted({s["machine"] for s in sessions if s.get("machine")}),
+            "sessions": sessions,
+            "metrics": metrics,
+        }
+    return {
+        "config": {},
+        "ultralytics_args": {k: train_args.get(k) for k in ("data", "imgsz", "epochs", "batch", "seed", "device",
+                                                            "hsv_h", "hsv_s", "hsv_v") if k in train_args},
+        "labels_sha256": None,
+        "data_yaml": train_args.get("data"),
+        "epochs_done": int(ckpt.get("epoch", -1)) + 1 if ckpt.get("epoch", -1) >= 0 else None,
+        "epochs": train_args.get("epochs"),
+        "status": "unknown (no lineguard-run.json beside the weights)",
+        "wall_seconds": None,
+        "machines": [],
+        "sessions": [],
+        "metrics": metrics,
+    }
+
+
+def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str, task: str, architecture: str,
+               classes: list[str], imgsz: int, facts: dict[str, Any], info: CardInfo, export: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card for one exported ONNX file; a TensorRT engine's card is its ONNX's card plus the engine's facts."""
+    outputs = "(1, 4 + classes, anchors)" if task == "detect" else \
+        "(1, 4 + classes + 32 mask coefficients, anchors) and prototypes (1, 32, S/4, S/4)"
+    return {
+        "model_id": info.model_id,
+        "version": info.version,
+        "description": info.description,
+        "task": task,
+        "architecture": architecture,
+        "classes": list(classes),
+        "input": {"width": imgsz, "height": imgsz, "channels": 3, "layout": "NCHW", "dtype": input_dtype,
+                  "color": "RGB", "scale": "1/255", "resize": "letterbox", "pad_value": 114},
+        "output": {"layout": outputs, "box": "cx, cy, w, h in input pixels", "nms": False},
+        "dataset": {"source": info.dataset_source, "labels_sha256": facts["labels_sha256"],
+                    "data_yaml": facts["data_yaml"]},
+        "training": {
+            "config": facts["config"],
+            "ultralytics_args": facts["ultralytics_args"],
+            "epochs_run": facts["epochs_done"],
+            "epochs_planned": facts["epochs"],
+            "status": facts["status"],
+            "wall_seconds": facts["wall_seconds"],
+            "machine": info.machine or "; ".join(facts["machines"]) or "unknown",
+            "sessions": facts["sessions"],
+        },
+        "metrics": {"split": "val", **facts["metrics"]},
+        "export": {"format": file_format, "precision": precision, **export, "versions": versions()},
+        f"{file_format}_sha256": file_sha256(file),
+        f"{file_format}_bytes": file.stat().st_size,
+        **(extra or {}),
+    }
+
+
+def write_card(model_file: Path, card: dict[str, Any]) -> Path:
+    path = Path(model_file).with_suffix(".json")
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def _onnx_facts(path: Path) -> tuple[str, int]:
+    """The input dtype the file declares and its opset (read back, not assumed)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    elem = model.graph.input[0].type.tensor_type.elem_type
+    opset = max(o.version for o in model.opset_import if o.domain in {"", "ai.onnx"})
+    return onnx.helper.tensor_dtype_to_np_dtype(elem).name, opset
+
+
+def _check_loads(path: Path, dtype: str, imgsz: int) -> None:
+    """One run on ONNX Runtime's CPU provider with the declared input dtype: an FP16 file must still serve."""
+    import numpy as np
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, imgsz, imgsz), dtype)})
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise ExportError(f"{path}: exported, but ONNX Runtime (CPU) cannot run it ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz: int | None = None,
+                opset: int = 17, half: bool = False, device: str = "cpu", card: CardInfo | None = None
+                ) -> list[ExportedModel]:
+    """weights -> out_dir/<name>.onnx (FP32) and, with half, out_dir/<name>-fp16.onnx, each with its card.
+
+    Exports from a copy of the weights so the run folder stays as training left it. On the CPU the FP16 file
+    keeps float32 input / output with casts inside (Ultralytics' CPU conversion); exported on a GPU it takes
+    float16 input; the card's input.dtype says which."""
+    require_train_extra()
+    weights, out_dir = Path(weights).resolve(), Path(out_dir)
+    if not weights.is_file():
+        raise ExportError(f"{weights}: weights file not found")
+    run_dir = _run_dir_of(weights)
+    name = name or (run_dir.name if run_dir else weights.stem)
+    info = card or CardInfo(model_id=name, version="0.1.0")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lineguard-export-") as tmp:
+        offline_ultralytics(Path(tmp))
+        from ultralytics import YOLO
+
+        copy = Path(tmp) / weights.name
+        shutil.copyfile(weights, copy)
+        model = YOLO(str(copy))
+        ckpt = model.ckpt or {}
+        facts = training_facts(weights, ckpt)
+        size = int(imgsz or (ckpt.get("train_args") or {}).get("imgsz") or 640)
+        classes = [model.names[i] for i in sorted(model.names)]
+        architecture = str((facts["config"] or {}).get("model_yaml") or
+                           (ckpt.get("train_args") or {}).get("model") or "yolo")
+        exported = []
+        for precision in ("fp32", "fp16") if half else ("fp32",):
+            produced = Path(model.export(format="onnx", imgsz=size, opset=opset, simplify=True, dynamic=False,
+                                         nms=False, device=device, quantize=16 if precision == "fp16" else None))
+            target = out_dir / (f"{name}.onnx" if precision == "fp32" else f"{name}-fp16.onnx")
+            shutil.move(produced, target)
+            dtype, real_opset = _onnx_facts(target)
+            if real_opset != opset:
+                raise ExportError(f"{target}: asked for opset {opset}, the file has {real_opset}")
+            _check_loads(target, dtype, size)
+            card_data = model_card(
+                file=target, file_format="onnx", precision=precision, input_dtype=dtype, task=model.task,
+                architecture=Path(architecture).stem, classes=classes, imgsz=size, facts=facts, info=info,
+                export={"opset": real_opset, "simplified": True, "device": device, "weights": str(weights),
+                        "weights_sha256": file_sha256(weights)},
+            )
+            exported.append(ExportedModel(target, write_card(target, card_data), precision, "onnx"))
+    return exported
+
+
+def nvidia_gpu_name() -> str | None:
+    """GPU 0's name and driver as nvidia-smi reports them; None on a machine without an NVIDIA GPU."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
+def require_gpu() -> str:
+    gpu = nvidia_gpu_name()
+    if gpu is None:
+        raise ExportError("--tensorrt builds an engine for the GPU it runs on, and this machine has no NVIDIA GPU "
+                          "(nvidia-smi finds none); export ONNX here and build the engine on the GPU machine")
+    return gpu
+
+
+def build_tensorrt_engine(onnx_path: Path, engine_path: Path | None = None, *, workspace_mib: int = 4096
+                          ) -> ExportedModel:
+    """An engine built from an exported ONNX by TensorRT's own builder (the inference backend's, so the file
+    matches what the service builds; not Ultralytics' .engine, whose metadata header other TensorRT tools
+    reject), with a card derived from the ONNX's card. The engine keeps the ONNX's precision (strongly typed):
+    build from the -fp16.onnx for an FP16 engine. Needs an NVIDIA GPU and the tensorrt package; an engine
+    only runs on the GPU model and TensorRT version that built it, both recorded in the card."""
+    from lineguard.vision.backends import tensorrt as trt_backend
+    from lineguard.vision.backends.base import require
+    from lineguard.vision.errors import BackendUnavailable, ModelLoadError
+
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".engine")
+    gpu = require_gpu()
+    source_card_path = onnx_path.with_suffix(".json")
+    if not source_card_path.is_file():
+        raise ExportError(f"{source_card_path}: the ONNX's model card is missing; export the ONNX with lineguard")
+    source_card = json.loads(source_card_path.read_text())
+    try:
+        trt = require("tensorrt", onnx_path, trt_backend.KEY, trt_backend.INSTALL)
+        options = trt_backend.Options(device="cuda", workspace_mib=workspace_mib,
+                                      input_size=int(source_card["input"]["width"]))
+        data = trt_backend.build_engine(trt, onnx_path, trt.Logger(trt.Logger.WARNING), options)
+    except (BackendUnavailable, ModelLoadError) as exc:
+        raise ExportError(str(exc)) from None
+    engine_path.write_bytes(data)
+
+    card_data = {k: v for k, v in source_card.items() if not k.startswith("onnx_")}
+    card_data["export"] = {
+        **source_card.get("export", {}), "format": "tensorrt", "built_from": onnx_path.name,
+        "onnx_sha256": source_card.get("onnx_sha256"), "tensorrt": trt.__version__, "gpu": gpu,
+        "workspace_mib": workspace_mib, "versions": versions(),
+    }
+    card_data["engine_sha256"] = file_sha256(engine_path)
+    card_data["engine_bytes"] = engine_path.stat().st_size
+    return ExportedModel(engine_path, write_card(engine_path, card_data), card_data["export"].get("precision", "fp32"),
+                         "tensorrt")

@@ -1,0 +1,134 @@
+"""A model over a folder of images, one JSON per image (`lineguard model predict`), so any
+tool can score the predictions without lineguard.
+
+Each JSON holds the image's file name and size, the model's id and version, the thresholds,
+and the detections: class id and name, score, box corners in the image's pixels, and the
+mask polygon where the model gives one (segmentation models)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lineguard.imaging import ImageError, decode_image
+from lineguard.modelops.datasets import IMAGE_SUFFIXES
+from lineguard.vision.detect import detect
+from lineguard.vision.model import ModelCard, OnnxDetector
+from lineguard.vision.postprocess import Detection
+
+PREDICTION_FORMAT = "lineguard.prediction/1"
+
+
+class PredictError(ValueError):
+    """The source folder or output folder cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass
+class PredictSummary:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    detections: int = 0
+
+
+def list_images(source: Path) -> list[Path]:
+    """Image files under `source` (any depth), in path order; PredictError when there are none
+    or two would write the same JSON (same folder, same stem)."""
+    source = Path(source)
+    if not source.is_dir():
+        raise PredictError(f"{source}: not a folder" if source.exists() else f"{source}: no such folder")
+    images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise PredictError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    seen: dict[Path, Path] = {}
+    for image in images:
+        key = image.with_suffix("")
+        if key in seen:
+            raise PredictError(f"{seen[key]} and {image} would both write {key.name}.json: rename one")
+        seen[key] = image
+    return images
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image as BGR pixels; ImageError naming the file and the cause."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return decode_image(data)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+def detection_record(detection: Detection) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "class_id": detection.class_id,
+        "class_name": detection.class_name,
+        "score": round(detection.score, 5),
+        "box": {k: round(getattr(detection, k), 2) for k in ("x1", "y1", "x2", "y2")},
+    }
+    if detection.mask_px is not None:  # a segmentation model: the mask's outline and its size
+        record["polygon"] = [[round(float(x), 2), round(float(y), 2)] for x, y in detection.mask]
+        record["mask_px"] = detection.mask_px
+    return record
+
+
+def prediction_record(image_name: str, width: int, height: int, card: ModelCard, detections: Iterable[Detection],
+                      *, conf: float, iou: float) -> dict[str, Any]:
+    """One image's predictions as plain JSON data (boxes in pixels, x1 y1 top-left, x2 y2 bottom-right)."""
+    return {
+        "format": PREDICTION_FORMAT,
+        "image": image_name,
+        "width": int(width),
+        "height": int(height),
+        "model": {"id": card.model_id, "version": card.version, "classes": list(card.classes)},
+        "thresholds": {"conf": conf, "iou": iou},
+        "detections": [detection_record(d) for d in detections],
+    }
+
+
+def output_path(source: Path, image: Path, out: Path) -> Path:
+    """out/<the image's path under source, .json instead of its suffix>."""
+    return Path(out) / Path(image).relative_to(source).with_suffix(".json")
+
+
+def predict_folder(detector: OnnxDetector, source: Path, out: Path, *, conf: float, iou: float,
+                   images: list[Path] | None = None,
+                   on_image: Callable[[Path, Skipped | None], None] | None = None) -> PredictSummary:
+    """Run the model over every image under `source`, writing one JSON per image under `out`.
+
+    An unreadable image is skipped and recorded with its cause, and the rest go on;
+    on_image(path, skipped-or-None) is called after each image (for a progress bar)."""
+    source, out = Path(source), Path(out)
+    images = list_images(source) if images is None else images
+    summary = PredictSummary()
+    for image_path in images:
+        skipped = None
+        try:
+            image = read_image(image_path)
+        except ImageError as exc:
+            skipped = Skipped(image_path, str(exc))
+            summary.skipped.append(skipped)
+        else:
+            found = detect(detector, image, conf_threshold=conf, iou_threshold=iou).detections
+            height, width = image.shape[:2]
+            record = prediction_record(image_path.name, width, height, detector.card, found, conf=conf, iou=iou)
+            target = output_path(source, image_path, out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(record, indent=2) + "\n")
+            summary.written.append(target)
+            summary.detections += len(found)
+        if on_image is not None:
+            on_image(image_path, skipped)
+    return summary

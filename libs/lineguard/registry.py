@@ -1,0 +1,404 @@
+"""The model registry: versioned models in a JetStream object store, and which version each line runs.
+
+Layout (both buckets are provisioned idempotently, like the streams):
+- object store `lg-models`: each version is two objects, `<model_id>/<version>/model.onnx` and
+  `<model_id>/<version>/card.json` (the model card as written by `lineguard.modelops.train`). The card
+  is written last: a version exists once its card does, so an interrupted push leaves no half version,
+  and `list` reads cards without downloading models.
+- key-value bucket `lg-model-promoted`: key = line id, value = JSON `Promotion` (model id, version,
+  sha256, who, when). The bucket keeps each line's last 64 promotions: rolling back is promoting an
+  earlier version again, and the inference service can fall back along this history.
+
+A version is immutable: pushing it again with the same model file and card does nothing; with a
+different file or card it is refused. The card's `onnx_sha256` must match the file, at push and at
+every fetch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import re
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import structlog
+from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+MODELS_BUCKET = "lg-models"
+PROMOTED_BUCKET = "lg-model-promoted"
+PROMOTION_HISTORY = 64  # the most a JetStream key-value bucket keeps per key
+MODEL_OBJECT = "model.onnx"
+CARD_OBJECT = "card.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no "/" and no leading dot: object names stay unambiguous
+_LINE = re.compile(r"^[A-Za-z0-9_-]+$")
+log = structlog.get_logger("lineguard.registry")
+
+
+class RegistryError(RuntimeError):
+    """The registry refused or could not do what was asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One pushed version: its card and what the store holds."""
+
+    model_id: str
+    version: str
+    sha256: str
+    size: int
+    card: dict[str, Any]
+    pushed: str  # ISO time the card was stored
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card.get("classes", []))
+
+    def file_name(self) -> str:
+        return f"{self.model_id}-{self.version}.onnx"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Which version a line runs; `revision` orders promotions (the key-value entry's stream sequence)."""
+
+    line: str
+    model_id: str
+    version: str
+    sha256: str
+    by: str
+    at: str
+    revision: int = 0
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        del data["revision"]
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_entry(cls, entry: KeyValue.Entry) -> Promotion:
+        try:
+            data = json.loads(entry.value or b"")
+            return cls(**{k: str(data[k]) for k in ("line", "model_id", "version", "sha256", "by", "at")},
+                       revision=int(entry.revision or 0))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"promotion of line {entry.key!r} (revision {entry.revision}) is not a "
+                                f"promotion record ({type(exc).__name__}: {exc})") from None
+
+    def names(self, version: ModelVersion) -> bool:
+        return (self.model_id, self.version, self.sha256) == (version.model_id, version.version, version.sha256)
+
+    def __str__(self) -> str:
+        return f"{self.model_id} {self.version}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def object_prefix(model_id: str, version: str) -> str:
+    return f"{model_id}/{version}/"
+
+
+def check_card(card: dict[str, Any], where: str) -> None:
+    """A card the registry can store: id and version usable as names, classes, and the file's sha256."""
+    for field in ("model_id", "version"):
+        value = card.get(field)
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise RegistryError(f"{where}: {field} {value!r} must be letters, digits, '.', '_' or '-' "
+                                "(not starting with '.' or '-')")
+    classes = card.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise RegistryError(f"{where}: 'classes' must be a non-empty list of class names, got {classes!r}")
+    sha = card.get("onnx_sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise RegistryError(f"{where}: 'onnx_sha256' must be the model file's sha256 (64 hex digits), got {sha!r}; "
+                            "`lineguard model train` writes it, or add it with `sha256sum MODEL.onnx`")
+
+
+def read_card_file(path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"model card {path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(card, dict):
+        raise RegistryError(f"model card {path}: not a JSON object")
+    return card
+
+
+def default_promoter() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+async def _ensure(open_existing, create) -> Any:
+    """Open a bucket, creating it when it is missing; another process creating it meanwhile is fine."""
+    try:
+        return await open_existing()
+    except BucketNotFoundError:
+        pass
+    try:
+        return await create()
+    except Exception as exc:
+        if "already in use" not in str(exc):
+            raise
+    return await open_existing()
+
+
+async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValue]:
+    """The registry's buckets, created when missing. Safe to run from every process at every start."""
+    models = await _ensure(
+        lambda: js.object_store(MODELS_BUCKET),
+        lambda: js.create_object_store(MODELS_BUCKET, config=api.ObjectStoreConfig(
+            description="lineguard models: <model_id>/<version>/{model.onnx,card.json}",
+            storage=api.StorageType.FILE)),
+    )
+    promoted = await _ensure(
+        lambda: js.key_value(PROMOTED_BUCKET),
+        lambda: js.create_key_value(api.KeyValueConfig(
+            bucket=PROMOTED_BUCKET, description="lineguard: the model version each line runs",
+            history=PROMOTION_HISTORY, storage=api.StorageType.FILE)),
+    )
+    return models, promoted
+
+
+class ModelRegistry:
+    """push / list / promote / fetch over one JetStream connection."""
+
+    def __init__(self, models: ObjectStore, promoted: KeyValue):
+        self.models = models
+        self.promoted_kv = promoted
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> ModelRegistry:
+        return cls(*await provision_registry(js))
+
+    # -- versions -------------------------------------------------------------------------------
+
+    async def push(self, path: str | Path, card: dict[str, Any] | str | Path | None = None) -> ModelVersion:
+        """Store the model file `path` with its card (default: `<stem>.json` beside it).
+
+        Refuses a file whose sha256 is not the card's `onnx_sha256`, and a version that already exists
+        with a different file or card; pushing the same file and card again returns the stored version."""
+        path = Path(path)
+        if not path.is_file():
+            raise RegistryError(f"model {path}: file not found")
+        if card is None:
+            card = path.with_suffix(".json")
+            if not card.is_file():
+                raise RegistryError(f"model {path}: no model card {card.name} beside it (give one with --card)")
+        card_data = card if isinstance(card, dict) else read_card_file(Path(card))
+        where = f"model {path}" if isinstance(card, dict) else f"model card {card}"
+        check_card(card_data, where)
+        sha = await asyncio.to_thread(sha256_file, path)
+        if sha != card_data["onnx_sha256"]:
+            raise RegistryError(f"model {path}: its sha256 is {sha}, but its card says {card_data['onnx_sha256']}: "
+                                "the card describes another file")
+        model_id, version = card_data["model_id"], card_data["version"]
+        existing = await self._find(model_id, version)
+        if existing is not None:
+            if existing.sha256 == sha and existing.card == card_data:
+                return existing
+            what = "model file" if existing.sha256 != sha else "card"
+            raise RegistryError(f"{model_id} {version} is already in the registry with a different {what} "
+                                f"(stored sha256 {existing.sha256}); a version never changes: push a new version")
+        prefix = object_prefix(model_id, version)
+        with open(path, "rb") as f:
+            await self.models.put(prefix + MODEL_OBJECT, f)
+        # The card last: its presence is what makes the version exist.
+        await self.models.put(prefix + CARD_OBJECT, (json.dumps(card_data, indent=2) + "\n").encode())
+        stored = await self._find(model_id, version)
+        assert stored is not None
+        return stored
+
+    async def list_models(self) -> list[ModelVersion]:
+        """Every pushed version, by model id, oldest push first."""
+        try:
+            infos = await self.models.list(ignore_deletes=True)
+        except NotFoundError:
+            return []
+        sizes = {i.name: i.size for i in infos if i.name.endswith("/" + MODEL_OBJECT)}
+        found = []
+        for info in infos:
+            if not info.name.endswith("/" + CARD_OBJECT):
+                continue
+            model_id, version, _ = info.name.split("/")
+            model_name = object_prefix(model_id, version) + MODEL_OBJECT
+            if model_name in sizes:
+                found.append(await self._version(model_id, version, sizes[model_name], info.mtime or ""))
+        return sorted(found, key=lambda v: (v.model_id, v.pushed))
+
+    async def get(self, model_id: str, version: str) -> ModelVersion:
+        """The stored version, or RegistryError naming the versions there are."""
+        found = await self._find(model_id, version)
+        if found is not None:
+            return found
+        versions = [v.version for v in await self.list_models() if v.model_id == model_id]
+        if versions:
+            raise RegistryError(f"model {model_id} has no version {version!r} (pushed: {', '.join(versions)})")
+        raise RegistryError(f"no model {model_id!r} in the registry")
+
+    async def _find(self, model_id: str, version: str) -> ModelVersion | None:
+        if not (_NAME.match(model_id) and _NAME.match(version)):
+            return None
+        prefix = object_prefix(model_id, version)
+        try:
+            card_info = await self.models.get_info(prefix + CARD_OBJECT)
+            model_info = await self.models.get_info(prefix + MODEL_OBJECT)
+        except NotFoundError:
+            return None
+        return await self._version(model_id, version, model_info.size, card_info.mtime or "")
+
+    async def _version(self, model_id: str, version: str, size: int, pushed: str) -> ModelVersion:
+        raw = (await self.models.get(object_prefix(model_id, version) + CARD_OBJECT)).data
+        try:
+            card = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{model_id} {version}: stored card is not JSON ({exc})") from None
+        return ModelVersion(model_id, version, str(card.get("onnx_sha256", "")), size or 0, card, pushed)
+
+    async def fetch(self, model_id: str, version: str, dest_dir: str | Path) -> Path:
+        """Download a version to `dest_dir/<model_id>-<version>.onnx` with its card beside it (`.json`).
+
+        A file already there with the right sha256 is not downloaded again; a download whose sha256
+        is not the card's is deleted and refused."""
+        stored = await self.get(model_id, version)
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        target = dest_dir / stored.file_name()
+        card_target = target.with_suffix(".json")
+        card_text = json.dumps(stored.card, indent=2) + "\n"
+        if target.is_file() and await asyncio.to_thread(sha256_file, target) == stored.sha256:
+            if not card_target.is_file() or card_target.read_text() != card_text:
+                card_target.write_text(card_text)
+            return target
+        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            with open(partial, "wb") as f:
+                await self.models.get(object_prefix(model_id, version) + MODEL_OBJECT, writeinto=f)
+            got = await asyncio.to_thread(sha256_file, partial)
+            if got != stored.sha256:
+                raise RegistryError(f"{model_id} {version}: downloaded file has sha256 {got}, but its card says "
+                                    f"{stored.sha256}")
+            card_target.write_text(card_text)
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        return target
+
+    # -- promotions -----------------------------------------------------------------------------
+
+    async def promote(self, model_id: str, version: str, line: str, *, by: str | None = None) -> Promotion:
+        """Make `line` run this version (the line's inference services swap to it); refuses an unknown version."""
+        if not _LINE.match(line):
+            raise RegistryError(f"line {line!r}: a line id is letters, digits, '_' or '-'")
+        stored = await self.get(model_id, version)
+        promotion = Promotion(line=line, model_id=model_id, version=version, sha256=stored.sha256,
+                              by=by or default_promoter(), at=datetime.now(UTC).isoformat(timespec="seconds"))
+        revision = await self.promoted_kv.put(line, promotion.to_json())
+        return Promotion(**{**asdict(promotion), "revision": revision})
+
+    async def promoted(self, line: str) -> Promotion | None:
+        """The version `line` runs, or None when none was ever promoted there."""
+        try:
+            entry = await self.promoted_kv.get(line)
+        except KeyNotFoundError:
+            return None
+        return Promotion.from_entry(entry)
+
+    async def promotions(self, line: str) -> list[Promotion]:
+        """The line's promotions, oldest first (at most the last 64)."""
+        try:
+            entries = await self.promoted_kv.history(line)
+        except NoKeysError:
+            return []
+        return [p for p in map(_promotion_or_none, entries) if p is not None]
+
+    async def lines(self) -> dict[str, Promotion]:
+        """Every line with a promotion, and what it runs."""
+        try:
+            keys = await self.promoted_kv.keys()
+        except NoKeysError:
+            return {}
+        found = {}
+        for line in keys:
+            try:
+                promotion = await self.promoted(line)
+            except RegistryError as exc:
+                log.error("ignoring a promotion record", error=str(exc))
+                continue
+            if promotion is not None:
+                found[line] = promotion
+        return found
+
+    async def watch(self, line: str) -> AsyncIterator[Promotion | None]:
+        """The line's current promotion (None if there is none), then each new one as it is made.
+
+        A record that is not a promotion (written by hand?) is logged and skipped."""
+        # From the start of the line's history, so an unreadable latest record falls back to the one before.
+        watcher = await self.promoted_kv.watch(line, include_history=True)
+        try:
+            initial: Promotion | None = None
+            async for entry in watcher:
+                if entry is None:  # the end of what was there before the watch began
+                    break
+                if not entry.value or entry.operation is not None:  # deleted: nothing promoted now
+                    initial = None
+                else:
+                    initial = _promotion_or_none(entry) or initial
+            yield initial
+            async for entry in watcher:
+                promotion = _promotion_or_none(entry) if entry is not None else None
+                if promotion is not None:
+                    yield promotion
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+
+def _promotion_or_none(entry: KeyValue.Entry) -> Promotion | None:
+    if not entry.value or entry.operation is not None:  # deleted or purged
+        return None
+    try:
+        return Promotion.from_entry(entry)
+    except RegistryError as exc:
+        log.error("ignoring a promotion record", error=str(exc))
+        return None
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py prints connection errors itself by default; the caller reports them once, clearly."""
+
+
+@contextlib.asynccontextmanager
+async def connect_registry(url: str, *, timeout_s: float = 5.0) -> AsyncIterator[ModelRegistry]:
+    """A registry on its own NATS connection (the CLI's); fails fast when the server is not there."""
+    try:
+        nc = await nats.connect(servers=[url], name="lineguard-model-registry", connect_timeout=timeout_s,
+                                allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+                                error_cb=_quiet)
+    except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types for "not reachable"
+        raise RegistryError(f"cannot reach NATS at {url} ({type(exc).__name__}: {exc})") from None
+    try:
+        yield await ModelRegistry.open(nc.jetstream())
+    finally:
+        await nc.close()

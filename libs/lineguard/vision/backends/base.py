@@ -1,0 +1,87 @@
+"""What every backend provides: a runner that takes an NCHW batch and gives the model's outputs.
+
+A backend is a module that declares
+- `KEY`: the name configuration picks it by (`model.backend`);
+- `INSTALL`: what to install for its runtime (named in the error when it is missing);
+- `Options`: its own settings, a `BackendOptions` subclass (unknown keys are errors);
+- `load(path, options) -> Runner`, which imports the runtime itself, so choosing
+  another backend never imports this one's runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from lineguard.vision.errors import BackendUnavailable
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a loaded model; None in `shape` is a dimension the model leaves open."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model was exported with, or None when it takes any."""
+        return self.shape[0] if self.shape else None
+
+
+class Runner(Protocol):
+    """A model loaded on one backend and device, ready to run."""
+
+    backend: str
+    device: str
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    metadata: dict[str, str]   # the ONNX file's metadata_props where the backend exposes them, else empty
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """(N, C, H, W) in `input.dtype` -> the model's outputs, in the order of `outputs`."""
+        ...
+
+    def close(self) -> None:
+        """Free what the runner holds (GPU memory, sessions)."""
+        ...
+
+
+class BackendOptions(BaseModel):
+    """Settings every backend takes; each backend's own `Options` adds to these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field("cpu", description="'cpu', 'cuda' or 'cuda:N', or a backend's own device name")
+    threads: int = Field(0, ge=0, description="CPU threads for one inference; 0 = the runtime's default")
+
+
+def require(module: str, path: Path, backend: str, install: str) -> ModuleType:
+    """Import a backend's runtime, or say which package provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(path, backend, install, f"cannot import {module}: {exc}") from None
+
+
+def cuda_index(device: str) -> int:
+    """'cuda' -> 0, 'cuda:1' -> 1; anything else is not a CUDA device."""
+    name, _, index = device.partition(":")
+    if name != "cuda" or (index and not index.isdigit()):
+        raise ValueError(f"device {device!r} is not 'cuda' or 'cuda:N'")
+    return int(index or 0)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,23 @@
+"""What goes wrong when a model is loaded: the file, the backend, or the runtime it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ModelLoadError(RuntimeError):
+    """The model file cannot be used; the message names the file and the cause."""
+
+    def __init__(self, path: Path | str, cause: str):
+        super().__init__(f"model {path}: {cause}")
+        self.path = Path(path)
+        self.cause = cause
+
+
+class BackendUnavailable(ModelLoadError):
+    """The chosen backend's runtime is not installed here; the message names the package to install."""
+
+    def __init__(self, path: Path | str, backend: str, install: str, detail: str):
+        super().__init__(path, f"backend {backend!r} needs {install} ({detail})")
+        self.backend = backend
+        self.install = install

@@ -1,0 +1,179 @@
+"""Micro-batching: frames that arrive while the model is busy run together as one batch.
+
+The bus worker hands frames over one at a time. With `model.batch_size` > 1 the handler
+only queues the frame and defers its ack (`delivery.defer()`); a batching loop takes up
+to batch_size queued frames, waiting at most `batch_wait_ms` after the first for more, and
+runs them as one model call off the event loop. Each frame is then settled on its own:
+its result published and the frame acked, or, for a frame that can never be inspected,
+dead-lettered with its reason while the rest of the batch goes on. The queue holds two
+batches at most, so a busy model slows fetching down rather than piling frames up past
+their ack wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import structlog
+
+from lineguard.bus import Delivery
+from lineguard.runtime.service import ServiceContext
+from lineguard.services.inference.detect import InferenceInputError, infer_prepared, prepare_frame
+from lineguard.vision.model import OnnxDetector
+from lineguard.v1.frame_pb2 import Frame
+from lineguard.v1.inference_pb2 import InferenceResult
+
+T = TypeVar("T")
+R = TypeVar("R")
+log = structlog.get_logger("lineguard.inference")
+
+
+class Stopped(RuntimeError):
+    """The batcher stopped before this item ran; it is handed back to the bus."""
+
+
+class MicroBatcher(Generic[T, R]):
+    """Collects submitted items into batches of up to `batch_size`, runs each with `run_batch` in a thread.
+
+    `run_batch(items)` returns one outcome per item: its result, or the exception that item failed with."""
+
+    def __init__(self, run_batch: Callable[[list[T]], Sequence[R | BaseException]], *, batch_size: int,
+                 max_wait_s: float):
+        self.run_batch = run_batch
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(maxsize=2 * batch_size)
+        self.closed = False
+        self.batches: list[int] = []   # the size of each batch run, for tests and metrics
+
+    async def submit(self, item: T) -> asyncio.Future[R]:
+        """Queue `item` (waiting while the queue is full); the future resolves to its outcome."""
+        if self.closed:
+            raise Stopped("the batcher has stopped")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self.queue.put((item, future))
+        return future
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Run batches until `stopping` is set and every queued item has run."""
+        try:
+            while True:
+                first = await self._first(stopping)
+                if first is None:
+                    return
+                await self._run([first, *await self._more()])
+        finally:
+            self.closed = True
+            while not self.queue.empty():
+                _, future = self.queue.get_nowait()
+                if not future.done():
+                    future.set_exception(Stopped("the service stopped before the frame ran"))
+
+    async def _first(self, stopping: asyncio.Event) -> tuple[T, asyncio.Future[R]] | None:
+        while True:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                return self.queue.get_nowait()
+            if stopping.is_set():
+                return None
+            with contextlib.suppress(TimeoutError):
+                # Bounded, so that a stop is noticed while idle.
+                return await asyncio.wait_for(self.queue.get(), timeout=0.2)
+
+    async def _more(self) -> list[tuple[T, asyncio.Future[R]]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        more: list[tuple[T, asyncio.Future[R]]] = []
+        while len(more) < self.batch_size - 1:
+            try:
+                more.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                more.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
+            except TimeoutError:
+                break
+        return more
+
+    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        self.batches.append(len(batch))
+        try:
+            outcomes: Sequence[R | BaseException] = await asyncio.to_thread(self.run_batch, [i for i, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed: every item gets the cause
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+
+class FrameBatcher:
+    """The inference service's frame handler when batch_size > 1: queue, run in batches, settle each frame."""
+
+    def __init__(self, ctx: ServiceContext, detector: Callable[[], OnnxDetector]):
+        self.ctx = ctx
+        self.detector = detector   # a callable: the model in use when a batch runs (it may be swapped)
+        settings = ctx.config.model
+        self.batcher: MicroBatcher[Frame, InferenceResult] = MicroBatcher(
+            self._infer, batch_size=settings.batch_size, max_wait_s=settings.batch_wait_ms / 1000)
+        self.settling: set[asyncio.Task[None]] = set()
+        takes = detector().max_batch
+        if takes is not None and takes < settings.batch_size:
+            log.warning("the model takes batches of at most %d: each batch runs in pieces of that size; "
+                        "export it with a dynamic batch axis to batch for real" % takes, batch_size=settings.batch_size)
+
+    def _infer(self, frames: list[Frame]) -> list[InferenceResult | BaseException]:
+        detector, config = self.detector(), self.ctx.config
+        outcomes: list[Any] = [None] * len(frames)
+        ready = []
+        for i, frame in enumerate(frames):
+            try:
+                ready.append((i, prepare_frame(frame, config, detector)))
+            except InferenceInputError as exc:   # this frame only; the others still run
+                outcomes[i] = exc
+        if ready:
+            for (i, _), result in zip(ready, infer_prepared([p for _, p in ready], config, detector), strict=True):
+                outcomes[i] = result
+        return outcomes
+
+    async def handle(self, delivery: Delivery[Frame]) -> None:
+        if self.ctx.is_stale(delivery):
+            return
+        future = await self.batcher.submit(delivery.message)
+        delivery.defer()
+        task = asyncio.create_task(self._settle(delivery, future))
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def _settle(self, delivery: Delivery[Frame], future: asyncio.Future[InferenceResult]) -> None:
+        settings = self.ctx.bus.settings
+        try:
+            result = await future
+            await self.ctx.publish("inference", result)
+            await delivery.ack()
+        except InferenceInputError as exc:
+            await delivery.dead_letter(str(exc))
+        except Exception as exc:  # noqa: BLE001 - as the bus worker does: retry, then dead-letter
+            tries = delivery.num_delivered
+            if tries >= settings.max_deliver and not isinstance(exc, Stopped):
+                log.error("giving up on frame", tries=tries, error=f"{type(exc).__name__}: {exc}")
+                await delivery.dead_letter(f"gave up after {tries} deliveries: {type(exc).__name__}: {exc}")
+            else:
+                log.warning("frame failed, will retry", tries=tries, error=f"{type(exc).__name__}: {exc}")
+                await delivery.nak(settings.nak_delay_s)
+
+    async def run(self) -> None:
+        await self.batcher.run(self.ctx.stopping)
+
+    async def drain(self) -> None:
+        """Wait for every queued frame to be settled (on stop, before the bus closes)."""
+        if self.settling:
+            await asyncio.wait(set(self.settling), timeout=10)

@@ -1,0 +1,85 @@
+"""The inference service with micro-batching on a real nats-server: every good frame gets exactly one
+result (the same as unbatched), bad frames in a batch are dead-lettered one by one, nothing is left unacked."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from lineguard.bus import DEAD_REASON
+from lineguard.config import LineConfig
+from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
+from lineguard.natsserver import EmbeddedNats
+from lineguard.samples import __file__ as samples_init
+from lineguard.services.inference.detect import infer_frame
+from lineguard.services.inference.service import setup
+from lineguard.testing import demo_config_dict, running_service
+from lineguard.vision.model import load_model
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.frame_pb2 import Frame
+from lineguard.v1.inference_pb2 import InferenceResult
+
+SAMPLES = Path(samples_init).parent / "deeppcb"
+BOARDS = [(SAMPLES / f"{stem}_test.jpg").read_bytes() for stem in ("00041000", "50600001")]
+
+
+def frame(seq: int, data: bytes, recipe: str = "pcb-a") -> Frame:
+    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq)
+    return Frame(part=part, encoding="jpeg", data=data, px_per_mm=48.0)
+
+
+async def fetch_all(bus, subj: str, stream: str, count: int, timeout: float = 30.0) -> list:
+    sub = await bus.js.pull_subscribe(subj, stream=stream)
+    got: list = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(got) < count:
+                try:
+                    got += await sub.fetch(count - len(got), timeout=0.5)
+                except TimeoutError:
+                    pass
+    finally:
+        await sub.unsubscribe()
+    return got
+
+
+async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered(fresh_nats: EmbeddedNats,
+                                                                                   bus_factory) -> None:
+    config_dict = demo_config_dict(nats_url=fresh_nats.url, database_url="sqlite://",
+                                   opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    config_dict["model"] = {"intra_op_threads": 1, "batch_size": 4, "batch_wait_ms": 200}
+    config = LineConfig(**config_dict)
+    bus = await bus_factory("driver")
+    frames = [
+        frame(1, BOARDS[0]),
+        frame(2, b"\x00\x01 not an image at all"),
+        frame(3, BOARDS[1]),
+        frame(4, BOARDS[0], recipe="pcb-z"),
+        frame(5, BOARDS[1]),
+        frame(6, BOARDS[0]),
+    ]
+    async with running_service("inference", config, setup):
+        for f in frames:   # all at once: they queue up and run in batches
+            await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
+        results = await fetch_all(bus, "lg.inference.l1.*", stream_name("inference"), 4)
+        dead = await fetch_all(bus, dead_subject("frame"), stream_name("dead"), 2)
+        await asyncio.sleep(0.5)
+        info = await bus.js.consumer_info(stream_name("frame"), "inference-frame")
+        stored = (await bus.js.stream_info(stream_name("inference"))).state.messages
+
+    served = {r.part.sequence: r for r in (InferenceResult.FromString(m.data) for m in results)}
+    assert sorted(served) == [1, 3, 5, 6] and stored == 4          # one result per good frame, no more
+    assert info.num_ack_pending == 0 and info.num_pending == 0      # every frame settled
+    reasons = {Frame.FromString(d.data).part.sequence: d.headers[DEAD_REASON] for d in dead}
+    assert reasons[2].startswith("frame is not an image: 22 bytes")
+    assert "unknown recipe 'pcb-z' (known: pcb-a)" in reasons[4]
+
+    detector = load_model(intra_op_threads=1)
+    for sent in frames:
+        if sent.part.sequence in served:
+            alone = infer_frame(sent, config, detector)
+            got = served[sent.part.sequence]
+            assert got.part == sent.part
+            assert [t.stage for t in got.timings] == ["preprocess", "infer", "postprocess"]
+            assert [(d.class_id, round(d.score, 4), round(d.box.x1, 1)) for d in got.detections] == \
+                [(d.class_id, round(d.score, 4), round(d.box.x1, 1)) for d in alone.detections]

@@ -1,0 +1,68 @@
+"""Native TensorRT on a GPU: an engine built from the shipped ONNX once per device, then read from the
+cache; its defects match ONNX Runtime's. Skipped without tensorrt, cuda-python and a CUDA GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import pytest
+
+from lineguard.samples import __file__ as samples_init
+from lineguard.vision.detect import detect
+from lineguard.vision.model import load_model
+
+pytestmark = pytest.mark.gpu
+trt = pytest.importorskip("tensorrt", reason="tensorrt is not installed (the tensorrt extra)")
+cudart = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed (the tensorrt extra)")
+_err, _count = cudart.cudaGetDeviceCount()
+if _err != cudart.cudaError_t.cudaSuccess or _count == 0:
+    pytest.skip("no CUDA GPU here", allow_module_level=True)
+
+BOARD = Path(samples_init).parent / "deeppcb" / "00041000_test.jpg"
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    h = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    inter = w * h
+    return inter / ((a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter)
+
+
+def test_an_engine_is_built_once_per_device_and_then_read_from_the_cache(tmp_path: Path) -> None:
+    options = {"engine_cache_dir": str(tmp_path), "max_batch": 4}
+    first = load_model(backend="tensorrt", device="cuda", backend_options=options)
+    assert first.runner.built and first.runner.engine_path.is_file()
+    assert first.runner.engine_path.parent == tmp_path and f"trt{trt.__version__}" in first.runner.engine_path.name
+    first.close()
+    second = load_model(backend="tensorrt", device="cuda", backend_options=options)
+    assert not second.runner.built and second.runner.engine_path == first.runner.engine_path
+    assert len(list(tmp_path.glob("*.engine"))) == 1
+    second.close()
+
+
+def test_a_corrupt_cached_engine_is_rebuilt(tmp_path: Path) -> None:
+    options = {"engine_cache_dir": str(tmp_path)}
+    detector = load_model(backend="tensorrt", device="cuda", backend_options=options)
+    path = detector.runner.engine_path
+    detector.close()
+    path.write_bytes(b"not an engine")
+    again = load_model(backend="tensorrt", device="cuda", backend_options=options)
+    assert again.runner.built and path.stat().st_size > 1000
+    again.close()
+
+
+def test_tensorrt_finds_what_onnxruntime_finds(tmp_path: Path) -> None:
+    image = cv2.imread(str(BOARD))
+    engine = load_model(backend="tensorrt", device="cuda", backend_options={"engine_cache_dir": str(tmp_path)})
+    reference = load_model(intra_op_threads=2)
+    on_gpu = detect(engine, image, conf_threshold=0.1, iou_threshold=0.45).detections
+    on_cpu = detect(reference, image, conf_threshold=0.1, iou_threshold=0.45).detections
+    assert on_cpu
+    # Scores near the threshold may fall either side of it; the confident defects must match.
+    confident = [d for d in on_cpu if d.score >= 0.15]
+    for want in confident:
+        best = max(on_gpu, key=lambda got: iou(got, want) if got.class_id == want.class_id else 0.0)
+        assert best.class_id == want.class_id and iou(best, want) >= 0.95
+        assert best.score == pytest.approx(want.score, abs=0.02)
+    engine.close()

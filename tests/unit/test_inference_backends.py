@@ -1,0 +1,210 @@
+"""Backends behind one interface: lazy imports, clear errors, ONNX Runtime and OpenVINO giving the same
+answers, batches of any size on a dynamic-batch model and in pieces on a fixed one."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lineguard.samples import __file__ as samples_init
+from lineguard.vision.backends import BACKENDS, load_runner
+from lineguard.vision.backends.onnxruntime import Options as OrtOptions
+from lineguard.vision.backends.onnxruntime import providers_for
+from lineguard.vision.backends.tensorrt import engine_key
+from lineguard.vision.detect import detect
+from lineguard.vision.errors import BackendUnavailable, ModelLoadError
+from lineguard.vision.model import load_model, packaged_model_path
+
+BOARD = Path(samples_init).parent / "deeppcb" / "00041000_test.jpg"
+HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
+needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is not installed (the openvino extra)")
+SIDE = 32
+
+
+def tiny_model(path: Path, *, batch: int | str, segment: bool = False) -> Path:
+    """A YOLO-shaped ONNX of a few convolutions, with a card: 2 classes, 16 anchors on a 32 px input.
+
+    Every anchor says: box cx, cy, w, h = 16, 16, 8, 8, class 1 at 0.9; a -seg model adds 2 mask
+    coefficients (10, 0) and prototypes whose channel 0 is 5 everywhere (a mask filling the box)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    rows = 4 + 2 + (2 if segment else 0)
+    # Tiny weights on the image, biases that fix each row's value: an answer that is known, and an input
+    # that still flows through the graph (so a batch of different images gives different outputs).
+    w = (rng.standard_normal((rows, 3, 8, 8)) * 1e-4).astype(np.float32)
+    b = np.array([16, 16, 8, 8, 0.05, 0.9] + ([10, 0] if segment else []), np.float32)
+    nodes = [
+        helper.make_node("Conv", ["images", "w", "b"], ["grid"], strides=[8, 8]),
+        helper.make_node("Reshape", ["grid", "shape"], ["output0"]),
+    ]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+             numpy_helper.from_array(np.array([0, rows, -1], np.int64), "shape")]
+    outputs = [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, rows, 16])]
+    if segment:
+        nodes.append(helper.make_node("Conv", ["images", "pw", "pb"], ["output1"], strides=[4, 4]))
+        inits += [numpy_helper.from_array(np.zeros((2, 3, 4, 4), np.float32), "pw"),
+                  numpy_helper.from_array(np.array([5, 0], np.float32), "pb")]
+        outputs.append(helper.make_tensor_value_info("output1", TensorProto.FLOAT, [batch, 2, 8, 8]))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                            [batch, 3, SIDE, SIDE])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    card = {"model_id": "tiny", "version": "1", "classes": ["open", "short"], "input": {"width": SIDE},
+            "task": "segment" if segment else "detect"}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+def test_importing_the_runtime_library_imports_no_backend_runtime() -> None:
+    code = ("import sys, lineguard.vision.model, lineguard.vision.detect, lineguard.vision.backends, "
+            "lineguard.services.inference.service; "
+            "print(sorted(m for m in ('tensorrt', 'openvino', 'onnxruntime', 'torch', 'ultralytics', 'cuda') "
+            "if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_every_backend_declares_its_key_install_hint_and_options() -> None:
+    for key, name in BACKENDS.items():
+        module = importlib.import_module(name)
+        assert module.KEY == key and module.INSTALL
+        assert module.Options().threads == 0   # every backend's options extend the common ones
+
+
+def test_an_unknown_backend_is_named() -> None:
+    with pytest.raises(ModelLoadError, match=r"unknown backend 'tflite' \(known: onnxruntime, tensorrt, openvino\)"):
+        load_model(backend="tflite")
+
+
+def test_a_wrong_backend_option_is_named() -> None:
+    with pytest.raises(ModelLoadError, match=r"backend 'openvino' options: hint: Input should be 'latency' or "):
+        load_model(backend="openvino", backend_options={"hint": "fastest"})
+    with pytest.raises(ModelLoadError, match=r"backend 'onnxruntime' options: engine_cache_dir: Extra inputs"):
+        load_model(backend_options={"engine_cache_dir": "/tmp"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_a_missing_tensorrt_says_what_to_install() -> None:
+    with pytest.raises(BackendUnavailable, match=r"backend 'tensorrt' needs the tensorrt and cuda-python packages "
+                                                 r"\(pip install 'lineguard\[tensorrt\]'\)") as err:
+        load_model(backend="tensorrt", device="cuda")
+    assert err.value.path == packaged_model_path()
+
+
+def test_a_missing_openvino_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)   # what a box without the openvino extra sees
+    with pytest.raises(BackendUnavailable, match=r"backend 'openvino' needs the openvino package "
+                                                 r"\(pip install 'lineguard\[openvino\]'\) \(cannot import openvino"):
+        load_model(backend="openvino")
+
+
+def test_onnxruntime_providers_follow_the_device() -> None:
+    assert providers_for(OrtOptions()) == ["CPUExecutionProvider"]
+    assert providers_for(OrtOptions(device="cuda:1")) == [("CUDAExecutionProvider", {"device_id": 1}),
+                                                          "CPUExecutionProvider"]
+    assert providers_for(OrtOptions(device="cuda", providers=["CPUExecutionProvider"])) == ["CPUExecutionProvider"]
+    with pytest.raises(ModelLoadError, match=r"device 'gpu0' is not 'cuda' or 'cuda:N'; onnxruntime runs on"):
+        load_model(device="gpu0")
+
+
+def test_cuda_without_onnxruntime_gpu_is_an_error_not_a_silent_cpu_fallback() -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ModelLoadError, match=r"has no CUDAExecutionProvider .*CUDA needs the onnxruntime-gpu package"):
+        load_model(device="cuda")
+
+
+def test_tensorrt_engines_are_keyed_by_model_gpu_and_version() -> None:
+    key = engine_key("ab" * 32, "NVIDIA H100 80GB HBM3", "11.4.0.106", 8)
+    assert key == "abababababababab-nvidia-h100-80gb-hbm3-trt11.4.0.106-b8"
+    assert engine_key("ab" * 32, "NVIDIA L4", "11.4.0.106", 8) != key
+    assert engine_key("ab" * 32, "NVIDIA H100 80GB HBM3", "10.13.0", 8) != key
+    assert engine_key("cd" * 32, "NVIDIA H100 80GB HBM3", "11.4.0.106", 8) != key
+
+
+@needs_openvino
+def test_openvino_finds_what_onnxruntime_finds_on_a_sample_board() -> None:
+    image = cv2.imread(str(BOARD))
+    found = {}
+    for backend in ("onnxruntime", "openvino"):
+        detector = load_model(backend=backend, intra_op_threads=1)
+        assert detector.runner.backend == backend and detector.card.model_id == "deeppcb-yolo11n"
+        found[backend] = detect(detector, image, conf_threshold=0.05, iou_threshold=0.45).detections
+    assert found["onnxruntime"], "the board has defects above 0.05"
+    assert [d.class_id for d in found["openvino"]] == [d.class_id for d in found["onnxruntime"]]
+    for ov, ort in zip(found["openvino"], found["onnxruntime"], strict=True):
+        assert ov.score == pytest.approx(ort.score, abs=2e-3)
+        assert (ov.x1, ov.y1, ov.x2, ov.y2) == pytest.approx((ort.x1, ort.y1, ort.x2, ort.y2), abs=0.5)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_a_dynamic_batch_runs_at_once_and_equals_single_runs(tmp_path: Path, backend: str) -> None:
+    detector = load_model(tiny_model(tmp_path / "dyn.onnx", batch="batch"), backend=backend)
+    assert detector.max_batch is None
+    images = np.random.default_rng(1).random((3, 3, SIDE, SIDE), np.float32)
+    [batched] = detector.run_batch(images)
+    assert batched.shape == (3, 6, 16)
+    singles = np.concatenate([detector.run_batch(images[i:i + 1])[0] for i in range(3)])
+    np.testing.assert_allclose(batched, singles, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(batched[0], batched[1])  # different images, different outputs
+
+
+def test_a_fixed_batch_model_runs_a_batch_in_pieces(tmp_path: Path) -> None:
+    detector = load_model(tiny_model(tmp_path / "fixed.onnx", batch=1))
+    assert detector.max_batch == 1
+    images = np.random.default_rng(2).random((3, 3, SIDE, SIDE), np.float32)
+    [batched] = detector.run_batch(images)
+    singles = np.concatenate([detector.run_batch(images[i:i + 1])[0] for i in range(3)])
+    np.testing.assert_array_equal(batched, singles)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_a_segmentation_model_gives_each_defect_its_mask(tmp_path: Path, backend: str) -> None:
+    detector = load_model(tiny_model(tmp_path / "seg.onnx", batch="batch", segment=True), backend=backend)
+    assert (detector.card.task, detector.card.mask_channels) == ("segment", 2)
+    [det] = detect(detector, np.zeros((SIDE, SIDE, 3), np.uint8), conf_threshold=0.5, iou_threshold=0.45).detections
+    assert (det.class_name, det.x1, det.y1, det.x2, det.y2) == ("short", 12, 12, 20, 20)
+    assert det.mask_px == 64 and det.area_px == 64       # the mask fills its 8 x 8 box
+    assert set(det.mask) == {(12, 12), (12, 19), (19, 19), (19, 12)}
+
+
+def test_a_card_saying_segment_for_a_detection_model_is_refused(tmp_path: Path) -> None:
+    path = tiny_model(tmp_path / "det.onnx", batch=1)
+    card = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**card, "task": "segment"}))
+    with pytest.raises(ModelLoadError, match=r"a segmentation model needs a second output of prototype masks"):
+        load_model(path)
+
+
+def test_load_runner_reports_the_input_it_takes(tmp_path: Path) -> None:
+    runner = load_runner(tiny_model(tmp_path / "dyn.onnx", batch="batch"), "onnxruntime", {"threads": 1})
+    assert (runner.input.name, runner.input.shape, runner.input.dtype) == ("images", (None, 3, SIDE, SIDE),
+                                                                            np.float32)
+    assert [o.name for o in runner.outputs] == ["output0"] and runner.input.fixed_batch is None
+
+
+def test_the_line_config_chooses_the_backend_and_refuses_an_unknown_one() -> None:
+    from pydantic import ValidationError
+
+    from lineguard.config import ModelSettings
+    from lineguard.services.inference.detect import load_configured_model
+
+    with pytest.raises(ValidationError, match=r"Input should be 'onnxruntime', 'tensorrt' or 'openvino'"):
+        ModelSettings(backend="tflite")
+    settings = ModelSettings(backend="openvino" if HAVE_OPENVINO else "onnxruntime", intra_op_threads=1,
+                             backend_options={"hint": "latency"} if HAVE_OPENVINO else {})
+    detector = load_configured_model(settings)
+    assert detector.runner.backend == settings.backend and detector.runner.device == "cpu"

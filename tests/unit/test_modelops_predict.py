@@ -1,0 +1,96 @@
+"""`lineguard model predict`: the shipped model over the sample boards, one valid JSON per image;
+unreadable images reported, skipped and counted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lineguard.cli import app
+from lineguard.modelops.predict import PREDICTION_FORMAT, PredictError, detection_record, list_images
+from lineguard.samples import __file__ as samples_init
+from lineguard.vision.model import packaged_model_path
+from lineguard.vision.postprocess import Detection
+
+SAMPLES = Path(samples_init).parent / "deeppcb"
+
+
+def predict(source: Path, out: Path, *extra: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["model", "predict", "--model", str(packaged_model_path()),
+                                      "--source", str(source), "--out", str(out), *extra])
+    return result.exit_code, result.output
+
+
+def test_predict_writes_one_valid_json_per_sample_board(tmp_path: Path) -> None:
+    # Three boards, with defects and defect-free, keep the test quick.
+    for name in ("00041000_test.jpg", "00041000_temp.jpg", "50600001_test.jpg"):
+        shutil.copyfile(SAMPLES / name, tmp_path / name)
+    code, output = predict(tmp_path, tmp_path / "out", "--conf", "0.2", "--iou", "0.5")
+    assert code == 0, output
+    card = json.loads(packaged_model_path().with_suffix(".json").read_text())
+    images = sorted(tmp_path.glob("*.jpg"))
+    assert {p.name.split("_")[1] for p in images} == {"temp.jpg", "test.jpg"}
+    written = sorted((tmp_path / "out").glob("*.json"))
+    assert [p.stem for p in written] == [p.stem for p in images]
+    assert f"{len(images)} images" in output and "0 unreadable images skipped" in output
+    detections = 0
+    for path, image in zip(written, images, strict=True):
+        record = json.loads(path.read_text())
+        assert record["format"] == PREDICTION_FORMAT
+        assert (record["image"], record["width"], record["height"]) == (image.name, 640, 640)
+        assert record["model"] == {"id": card["model_id"], "version": card["version"], "classes": card["classes"]}
+        assert record["thresholds"] == {"conf": 0.2, "iou": 0.5}
+        for det in record["detections"]:
+            assert det["class_name"] == card["classes"][det["class_id"]]
+            assert 0.2 <= det["score"] <= 1.0
+            box = det["box"]
+            assert 0 <= box["x1"] < box["x2"] <= 640 and 0 <= box["y1"] < box["y2"] <= 640
+            assert "polygon" not in det  # a detection model has no masks
+        detections += len(record["detections"])
+    assert detections > 0 and f"{detections} detections" in output
+
+
+def test_unreadable_images_are_named_skipped_and_fail_the_run(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    (source / "line2").mkdir(parents=True)
+    shutil.copyfile(SAMPLES / "00041000_test.jpg", source / "good.jpg")
+    shutil.copyfile(SAMPLES / "50600001_test.jpg", source / "line2" / "also-good.jpg")
+    (source / "cut.jpg").write_bytes((SAMPLES / "00041000_test.jpg").read_bytes()[:3000])
+    (source / "notes.png").write_text("not an image")
+    (source / "readme.txt").write_text("ignored: not an image suffix")
+    code, output = predict(source, tmp_path / "out")
+    assert code == 1
+    assert "cut.jpg: truncated jpeg" in output
+    assert "notes.png: frame is not an image" in output
+    assert "2 images" in output and "2 unreadable images skipped" in output
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.json")) == [
+        "good.json", "line2/also-good.json"]
+
+
+def test_a_source_without_images_or_with_clashing_names_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PredictError, match="no such folder"):
+        list_images(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PredictError, match="no images"):
+        list_images(tmp_path / "empty")
+    (tmp_path / "twice").mkdir()
+    shutil.copyfile(SAMPLES / "00041000_test.jpg", tmp_path / "twice" / "a.jpg")
+    shutil.copyfile(SAMPLES / "00041000_test.jpg", tmp_path / "twice" / "a.png")
+    with pytest.raises(PredictError, match=r"would both write a\.json"):
+        list_images(tmp_path / "twice")
+    code, output = predict(tmp_path / "empty", tmp_path / "out")
+    assert code == 2 and "no images" in output
+
+
+def test_a_segmentation_detection_carries_its_mask_outline_and_size() -> None:
+    seg = Detection(class_id=4, class_name="copper", score=0.8, x1=10, y1=20, x2=30, y2=40,
+                    mask=((10.0, 20.0), (30.0, 20.0), (30.0, 40.0), (10.0, 40.0)), mask_px=400)
+    record = detection_record(seg)
+    assert record["polygon"] == [[10.0, 20.0], [30.0, 20.0], [30.0, 40.0], [10.0, 40.0]]
+    assert record["mask_px"] == 400
+    assert record["box"] == {"x1": 10, "y1": 20, "x2": 30, "y2": 40}
+    assert "polygon" not in detection_record(Detection(0, "open", 0.9, 1, 2, 3, 4))
