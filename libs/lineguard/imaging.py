@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from lineguard.config import LineConfig, RecipeSettings
+from lineguard.v1.frame_pb2 import Frame
+
 # Magic numbers of the encodings cameras and files deliver.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "jpeg"),
@@ -19,6 +22,10 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 
 class ImageError(ValueError):
     """The bytes are not a usable image; the message says why."""
+
+
+class FrameError(ValueError):
+    """This frame can never be inspected (not an image, unknown recipe, region outside it); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -71,3 +78,19 @@ def encode_image(image: np.ndarray, encoding: str = "png") -> bytes:
     if not ok:
         raise ImageError(f"could not encode a {image.shape} image as {encoding}")
     return buf.tobytes()
+
+
+def frame_pixels(frame: Frame, config: LineConfig) -> tuple[RecipeSettings, np.ndarray]:
+    """The recipe a frame's part is judged by, and the frame's pixels; FrameError says why not."""
+    part = frame.part
+    try:
+        recipe = config.recipe(part.recipe_id)
+    except KeyError as exc:
+        raise FrameError(f"frame of part {part.inspection_id}: {exc.args[0]}") from None
+    if frame.WhichOneof("payload") == "object_key":
+        raise FrameError(f"frame carries object_key {frame.object_key!r}: frames in the object store "
+                         "are not supported yet")
+    try:
+        return recipe, decode_image(frame.data, expected_encoding=frame.encoding or None)
+    except ImageError as exc:
+        raise FrameError(str(exc)) from None

@@ -20,7 +20,8 @@ import structlog
 
 from lineguard.bus import Delivery
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.inference.detect import InferenceInputError, infer_prepared, prepare_frame
+from lineguard.imaging import FrameError
+from lineguard.services.inference.detect import infer_prepared, prepare_frame
 from lineguard.vision.model import OnnxDetector
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
@@ -137,7 +138,7 @@ class FrameBatcher:
         for i, frame in enumerate(frames):
             try:
                 ready.append((i, prepare_frame(frame, config, detector)))
-            except InferenceInputError as exc:   # this frame only; the others still run
+            except FrameError as exc:   # this frame only; the others still run
                 outcomes[i] = exc
         if ready:
             for (i, _), result in zip(ready, infer_prepared([p for _, p in ready], config, detector), strict=True):
@@ -159,7 +160,7 @@ class FrameBatcher:
             result = await future
             await self.ctx.publish("inference", result)
             await delivery.ack()
-        except InferenceInputError as exc:
+        except FrameError as exc:
             await delivery.dead_letter(str(exc))
         except Exception as exc:  # noqa: BLE001 - as the bus worker does: retry, then dead-letter
             tries = delivery.num_delivered

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from lineguard.config import LineConfig, ModelSettings
 from lineguard.contracts import copy_part, now_ns, timing
-from lineguard.imaging import ROI, ImageError, decode_image
+from lineguard.imaging import ROI, FrameError, ImageError, frame_pixels
 from lineguard.vision.detect import Prepared, detect_batch, prepare
 from lineguard.vision.model import OnnxDetector, load_model
 from lineguard.vision.postprocess import Detection
@@ -19,10 +19,6 @@ from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import Detection as DetectionMessage
 from lineguard.v1.inference_pb2 import InferenceResult
-
-
-class InferenceInputError(ValueError):
-    """This frame can never be inspected; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -35,24 +31,14 @@ class PreparedFrame:
 
 
 def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> PreparedFrame:
-    """Decode and letterbox `frame`; raises InferenceInputError for a frame that cannot be inspected."""
+    """Decode and letterbox `frame`; raises FrameError for a frame that cannot be inspected."""
     started = now_ns()
     part = frame.part
-    try:
-        recipe = config.recipe(part.recipe_id)
-    except KeyError as exc:
-        raise InferenceInputError(f"frame of part {part.inspection_id}: {exc.args[0]}") from None
-    if frame.WhichOneof("payload") == "object_key":
-        raise InferenceInputError(f"frame carries object_key {frame.object_key!r}: frames in the object store "
-                                  "are not supported yet")
-    try:
-        image = decode_image(frame.data, expected_encoding=frame.encoding or None)
-    except ImageError as exc:
-        raise InferenceInputError(str(exc)) from None
+    recipe, image = frame_pixels(frame, config)
     try:
         prepared = prepare(detector, image, ROI.from_list(recipe.inspect_roi))
     except ImageError as exc:
-        raise InferenceInputError(f"recipe {part.recipe_id!r} inspect_roi: {exc}") from None
+        raise FrameError(f"recipe {part.recipe_id!r} inspect_roi: {exc}") from None
     height, width = image.shape[:2]
     return PreparedFrame(frame, prepared, width, height, started)
 
@@ -83,7 +69,7 @@ def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
 
 
 def infer_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> InferenceResult:
-    """The defects on `frame`'s part; raises InferenceInputError for a frame that cannot be inspected."""
+    """The defects on `frame`'s part; raises FrameError for a frame that cannot be inspected."""
     return infer_prepared([prepare_frame(frame, config, detector)], config, detector)[0]
 
 

@@ -9,7 +9,8 @@ import structlog
 from lineguard.bus import BadMessage, Delivery
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.batching import FrameBatcher
-from lineguard.services.inference.detect import InferenceInputError, infer_frame
+from lineguard.imaging import FrameError
+from lineguard.services.inference.detect import infer_frame
 from lineguard.services.inference.holder import ModelHolder
 from lineguard.vision.model import ModelLoadError
 from lineguard.v1.frame_pb2 import Frame
@@ -38,7 +39,7 @@ async def setup(ctx: ServiceContext) -> None:
             # The model takes tens to hundreds of milliseconds: off the event loop, so
             # heartbeats and acks keep flowing meanwhile.
             result = await asyncio.to_thread(infer_frame, delivery.message, ctx.config, holder.current())
-        except InferenceInputError as exc:
+        except FrameError as exc:
             raise BadMessage(str(exc)) from None
         await ctx.publish("inference", result)
 

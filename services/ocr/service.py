@@ -6,7 +6,8 @@ import asyncio
 
 from lineguard.bus import BadMessage, Delivery
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.ocr.results import OcrInputError, ocr_frame
+from lineguard.imaging import FrameError
+from lineguard.services.ocr.results import ocr_frame
 from lineguard.v1.frame_pb2 import Frame
 
 
@@ -16,7 +17,7 @@ async def setup(ctx: ServiceContext) -> None:
             # Decoding and reading take milliseconds: off the event loop, so
             # heartbeats and acks keep flowing meanwhile.
             result = await asyncio.to_thread(ocr_frame, delivery.message, ctx.config)
-        except OcrInputError as exc:
+        except FrameError as exc:
             raise BadMessage(str(exc)) from None
         await ctx.publish("ocr", result)
 

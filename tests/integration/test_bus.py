@@ -8,6 +8,7 @@ import pytest
 
 from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, BadMessage, Delivery, Worker
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
+from lineguard.testing.streams import stored
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.trigger_pb2 import Trigger
 
@@ -29,11 +30,7 @@ async def run_until(worker: Worker, condition, timeout: float = 10.0) -> None:
 
 
 async def dead_letters(bus, kind: str) -> list:
-    sub = await bus.js.pull_subscribe(dead_subject(kind), stream=stream_name("dead"))
-    try:
-        return await sub.fetch(100, timeout=1)
-    except Exception:
-        return []
+    return await stored(bus, dead_subject(kind), stream_name("dead"))
 
 
 async def test_provisioning_is_idempotent(bus_factory) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import numpy as np
 
-from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, Bus
+from lineguard.testing.streams import collect
+from lineguard.bus import DEAD_REASON, DEAD_SUBJECT
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
 from lineguard.imaging import decode_image, encode_image
@@ -28,22 +28,6 @@ def line_config(nats: EmbeddedNats) -> LineConfig:
 
 def new_part(seq: int, station: str = "s1", recipe: str = "pcb-a") -> Part:
     return Part(inspection_id=new_inspection_id(), line="l1", station=station, recipe_id=recipe, sequence=seq)
-
-
-async def collect(bus: Bus, subj: str, stream: str, count: int, timeout: float = 10.0) -> list:
-    """The first `count` messages on `subj`, waiting for them to arrive."""
-    sub = await bus.js.pull_subscribe(subj, stream=stream)
-    got: list = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(got) < count:
-                try:
-                    got += await sub.fetch(count - len(got), timeout=0.5)
-                except TimeoutError:
-                    pass
-    finally:
-        await sub.unsubscribe()
-    return got
 
 
 async def test_capture_turns_triggers_into_frames_and_dead_letters_an_unknown_station(

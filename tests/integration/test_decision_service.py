@@ -8,6 +8,7 @@ from lineguard.bus import DEAD_REASON
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, now_ns, stream_name, subject
 from lineguard.testing import demo_config_dict, running_service
+from lineguard.testing.streams import collect
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
@@ -32,16 +33,8 @@ async def send(bus, kind: str, message) -> None:
 
 
 async def decisions(bus, count: int, timeout: float = 10) -> list[Decision]:
-    sub = await bus.js.pull_subscribe("lg.decision.l1.*", stream=stream_name("decision"))
-    got: list[Decision] = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            try:
-                got += [Decision.FromString(m.data) for m in await sub.fetch(count - len(got), timeout=0.5)]
-            except Exception:
-                pass
-    await sub.unsubscribe()
-    return got
+    return [Decision.FromString(m.data)
+            for m in await collect(bus, "lg.decision.l1.*", stream_name("decision"), count, timeout)]
 
 
 async def test_joins_inference_and_ocr_into_one_verdict(bus_factory, fresh_nats) -> None:
@@ -89,7 +82,7 @@ async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_ser
         await send(bus, "ocr", OcrResult(part=good, codes=[Code(text="LG-00000002")]))
         await send(bus, "inference", InferenceResult(part=good))
         got = {d.part.inspection_id: d for d in await decisions(bus, 2)}
-        dead = await (await bus.js.pull_subscribe("lg.dead.>", stream=stream_name("dead"))).fetch(2, timeout=2)
+        dead = await collect(bus, "lg.dead.>", stream_name("dead"), 2)
     assert got[stray.inspection_id].verdict == Verdict.VERDICT_ERROR
     assert list(got[stray.inspection_id].reason_codes) == ["UNKNOWN_RECIPE"]
     assert got[good.inspection_id].verdict == Verdict.VERDICT_PASS

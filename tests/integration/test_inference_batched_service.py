@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from lineguard.testing.streams import collect
 from lineguard.bus import DEAD_REASON
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
@@ -28,21 +29,6 @@ def frame(seq: int, data: bytes, recipe: str = "pcb-a") -> Frame:
     return Frame(part=part, encoding="jpeg", data=data, px_per_mm=48.0)
 
 
-async def fetch_all(bus, subj: str, stream: str, count: int, timeout: float = 30.0) -> list:
-    sub = await bus.js.pull_subscribe(subj, stream=stream)
-    got: list = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(got) < count:
-                try:
-                    got += await sub.fetch(count - len(got), timeout=0.5)
-                except TimeoutError:
-                    pass
-    finally:
-        await sub.unsubscribe()
-    return got
-
-
 async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered(fresh_nats: EmbeddedNats,
                                                                                    bus_factory) -> None:
     config_dict = demo_config_dict(nats_url=fresh_nats.url, database_url="sqlite://",
@@ -61,8 +47,8 @@ async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered
     async with running_service("inference", config, setup):
         for f in frames:   # all at once: they queue up and run in batches
             await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
-        results = await fetch_all(bus, "lg.inference.l1.*", stream_name("inference"), 4)
-        dead = await fetch_all(bus, dead_subject("frame"), stream_name("dead"), 2)
+        results = await collect(bus, "lg.inference.l1.*", stream_name("inference"), 4)
+        dead = await collect(bus, dead_subject("frame"), stream_name("dead"), 2)
         await asyncio.sleep(0.5)
         info = await bus.js.consumer_info(stream_name("frame"), "inference-frame")
         stored = (await bus.js.stream_info(stream_name("inference"))).state.messages

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, Bus
+from lineguard.testing.streams import collect
+from lineguard.bus import DEAD_REASON, DEAD_SUBJECT
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
@@ -36,22 +37,6 @@ def config_dict(nats: EmbeddedNats) -> dict:
 def frame(seq: int, data: bytes = BOARD, recipe: str = "pcb-a") -> Frame:
     part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq)
     return Frame(part=part, encoding="jpeg", data=data, width=640, height=640, px_per_mm=48.0)
-
-
-async def collect(bus: Bus, subj: str, stream: str, count: int, timeout: float = 20.0) -> list:
-    """The first `count` messages on `subj`, waiting for them to arrive."""
-    sub = await bus.js.pull_subscribe(subj, stream=stream)
-    got: list = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(got) < count:
-                try:
-                    got += await sub.fetch(count - len(got), timeout=0.5)
-                except TimeoutError:
-                    pass
-    finally:
-        await sub.unsubscribe()
-    return got
 
 
 async def test_frames_become_results_and_bad_frames_go_to_dead_letters(fresh_nats: EmbeddedNats, bus_factory) -> None:

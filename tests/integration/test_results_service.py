@@ -13,6 +13,7 @@ from results_samples import sample_ack, sample_decision
 from sqlalchemy import Engine, Row, func, select
 from sqlalchemy.exc import OperationalError
 
+from lineguard.testing.streams import stored
 from lineguard.bus import DEAD_REASON, Bus, Delivery, Worker
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, stream_name, subject
@@ -60,11 +61,7 @@ async def wait_for(condition: Callable[[], object], timeout: float = 15.0) -> No
 
 
 async def dead_letters(bus: Bus, kind: str) -> list:
-    sub = await bus.js.pull_subscribe(dead_subject(kind), stream=stream_name("dead"))
-    try:
-        return await sub.fetch(100, timeout=1)
-    finally:
-        await sub.unsubscribe()  # an open pull subscription holds up the connection's drain
+    return await stored(bus, dead_subject(kind), stream_name("dead"))
 
 
 async def dead_count(bus: Bus) -> int:

@@ -14,7 +14,8 @@ from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id
 from lineguard.imaging import encode_image
 from lineguard.samples import __file__ as samples_init
-from lineguard.services.inference.detect import InferenceInputError, infer_frame
+from lineguard.imaging import FrameError
+from lineguard.services.inference.detect import infer_frame
 from lineguard.vision.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
 from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
@@ -162,5 +163,5 @@ def test_frames_that_cannot_be_inspected_say_why(detector, config) -> None:
          "frame says encoding 'jpeg' but its bytes are png"),
     ]
     for frame, cfg, reason in cases:
-        with pytest.raises(InferenceInputError, match=re.escape(reason)):
+        with pytest.raises(FrameError, match=re.escape(reason)):
             infer_frame(frame, cfg, detector)

@@ -13,7 +13,8 @@ from lineguard.imaging import ROI, ImageError, encode_image
 from lineguard.services.capture.stamping import stamp_serial
 from lineguard.services.capture.sources import SAMPLE_BOARDS
 from lineguard.services.ocr.codes import read_codes
-from lineguard.services.ocr.results import OcrInputError, ocr_frame
+from lineguard.imaging import FrameError
+from lineguard.services.ocr.results import ocr_frame
 from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
@@ -114,13 +115,13 @@ def test_ocr_frame_names_what_is_wrong_with_the_frame() -> None:
     stamped = stamp_serial(board(), "LG-00000005")
     not_image = frame_of(stamped)
     not_image.data = b"hello, not an image"
-    with pytest.raises(OcrInputError, match="frame is not an image: 19 bytes"):
+    with pytest.raises(FrameError, match="frame is not an image: 19 bytes"):
         ocr_frame(not_image, config)
-    with pytest.raises(OcrInputError, match=r"unknown recipe 'pcb-z' \(known: pcb-a\)"):
+    with pytest.raises(FrameError, match=r"unknown recipe 'pcb-z' \(known: pcb-a\)"):
         ocr_frame(frame_of(stamped, recipe="pcb-z"), config)
-    with pytest.raises(OcrInputError, match=r"recipe 'pcb-a' code_roi: region 0,640 640x160 lies outside"):
+    with pytest.raises(FrameError, match=r"recipe 'pcb-a' code_roi: region 0,640 640x160 lies outside"):
         ocr_frame(frame_of(board()), config)
     in_store = frame_of(stamped)
     in_store.object_key = "frames/abc"
-    with pytest.raises(OcrInputError, match="object store are not supported yet"):
+    with pytest.raises(FrameError, match="object store are not supported yet"):
         ocr_frame(in_store, config)
