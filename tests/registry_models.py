@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lineguard.registry import sha256_file
+from lineguard.hashing import file_sha256
 from lineguard.vision.model import packaged_model_path
 
 MODEL_ID = "deeppcb-yolo11n"
@@ -23,6 +23,6 @@ def model_version(folder: Path, version: str, *, data: bytes | None = None, **ca
     else:
         path.write_bytes(data)
     values = json.loads(source.with_suffix(".json").read_text())
-    values.update(version=version, onnx_sha256=sha256_file(path), onnx_bytes=path.stat().st_size, **card)
+    values.update(version=version, onnx_sha256=file_sha256(path), onnx_bytes=path.stat().st_size, **card)
     path.with_suffix(".json").write_text(json.dumps(values, indent=2))
     return path

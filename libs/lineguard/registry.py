@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,8 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+
+from lineguard.hashing import file_sha256
 
 MODELS_BUCKET = "lg-models"
 PROMOTED_BUCKET = "lg-model-promoted"
@@ -101,14 +102,6 @@ class Promotion:
 
     def __str__(self) -> str:
         return f"{self.model_id} {self.version}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def object_prefix(model_id: str, version: str) -> str:
@@ -208,7 +201,7 @@ class ModelRegistry:
         card_data = card if isinstance(card, dict) else read_card_file(Path(card))
         where = f"model {path}" if isinstance(card, dict) else f"model card {card}"
         check_card(card_data, where)
-        sha = await asyncio.to_thread(sha256_file, path)
+        sha = await asyncio.to_thread(file_sha256, path)
         if sha != card_data["onnx_sha256"]:
             raise RegistryError(f"model {path}: its sha256 is {sha}, but its card says {card_data['onnx_sha256']}: "
                                 "the card describes another file")
@@ -286,7 +279,7 @@ class ModelRegistry:
         target = dest_dir / stored.file_name()
         card_target = target.with_suffix(".json")
         card_text = json.dumps(stored.card, indent=2) + "\n"
-        if target.is_file() and await asyncio.to_thread(sha256_file, target) == stored.sha256:
+        if target.is_file() and await asyncio.to_thread(file_sha256, target) == stored.sha256:
             if not card_target.is_file() or card_target.read_text() != card_text:
                 card_target.write_text(card_text)
             return target
@@ -294,7 +287,7 @@ class ModelRegistry:
         try:
             with open(partial, "wb") as f:
                 await self.models.get(object_prefix(model_id, version) + MODEL_OBJECT, writeinto=f)
-            got = await asyncio.to_thread(sha256_file, partial)
+            got = await asyncio.to_thread(file_sha256, partial)
             if got != stored.sha256:
                 raise RegistryError(f"{model_id} {version}: downloaded file has sha256 {got}, but its card says "
                                     f"{stored.sha256}")

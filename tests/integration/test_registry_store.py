@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lineguard.cli import app
+from lineguard.hashing import file_sha256
 from lineguard.natsserver import EmbeddedNats
 from lineguard.registry import (
     MODELS_BUCKET,
@@ -16,7 +17,6 @@ from lineguard.registry import (
     ModelRegistry,
     RegistryError,
     connect_registry,
-    sha256_file,
 )
 from registry_models import MODEL_ID, model_version
 
@@ -33,7 +33,7 @@ async def test_push_list_promote_fetch_round_trip(fresh_nats: EmbeddedNats, tmp_
         listed = await registry.list_models()
         assert [(v.model_id, v.version) for v in listed] == [(MODEL_ID, "1.0.0"), (MODEL_ID, "2.0.0")]
         assert listed[0] == pushed
-        assert pushed.sha256 == sha256_file(v1) and pushed.size == v1.stat().st_size
+        assert pushed.sha256 == file_sha256(v1) and pushed.size == v1.stat().st_size
         assert pushed.classes == ["open", "short", "mousebite", "spur", "copper", "pin-hole"]
         assert listed[1].card["description"] == "the same weights, pushed again as 2.0.0"
 
@@ -47,12 +47,12 @@ async def test_push_list_promote_fetch_round_trip(fresh_nats: EmbeddedNats, tmp_
 
         fetched = await registry.fetch(MODEL_ID, "2.0.0", tmp_path / "cache")
         assert fetched == tmp_path / "cache" / f"{MODEL_ID}-2.0.0.onnx"
-        assert sha256_file(fetched) == pushed.sha256
+        assert file_sha256(fetched) == pushed.sha256
         assert json.loads(fetched.with_suffix(".json").read_text())["version"] == "2.0.0"
 
         # A cached copy that was tampered with is downloaded again, not trusted.
         fetched.write_bytes(b"tampered")
-        assert sha256_file(await registry.fetch(MODEL_ID, "2.0.0", tmp_path / "cache")) == pushed.sha256
+        assert file_sha256(await registry.fetch(MODEL_ID, "2.0.0", tmp_path / "cache")) == pushed.sha256
 
     # Provisioning again (another process, a restart) keeps what is there.
     async with connect_registry(fresh_nats.url) as registry:
@@ -76,7 +76,7 @@ async def test_push_refuses_a_file_its_card_does_not_describe(fresh_nats: Embedd
         with pytest.raises(RegistryError, match="'onnx_sha256' must be the model file's sha256"):
             await registry.push(model, card)
         with pytest.raises(RegistryError, match=r"version '\.\./x' must be letters"):
-            await registry.push(model, {**card, "version": "../x", "onnx_sha256": sha256_file(model)})
+            await registry.push(model, {**card, "version": "../x", "onnx_sha256": file_sha256(model)})
         lonely = tmp_path / "missing.onnx"
         lonely.write_bytes(model.read_bytes())
         with pytest.raises(RegistryError, match=r"no model card missing\.json beside it"):
@@ -98,7 +98,7 @@ async def test_a_version_never_changes_but_pushing_it_again_is_harmless(fresh_na
             await registry.push(other_card)
         [only] = await registry.list_models()
         assert only == first
-        assert sha256_file(await registry.fetch(MODEL_ID, "1.0.0", tmp_path / "cache")) == sha256_file(original)
+        assert file_sha256(await registry.fetch(MODEL_ID, "1.0.0", tmp_path / "cache")) == file_sha256(original)
 
 
 async def test_promoting_an_unknown_version_is_refused(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:

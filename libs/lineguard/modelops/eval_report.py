@@ -4,7 +4,6 @@ pr_curves.png, confusion_matrix.png. matplotlib (the `eval` extra) is imported i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lineguard.hashing import file_sha256
 from lineguard.modelops.deeppcb import labels_sha256
 from lineguard.modelops.evaluate import (
     AP_CONF,
@@ -47,14 +47,6 @@ class Provenance:
     iou: float
     command: str
     made: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def evaluate_model(detector: Any, data_yaml: Path, *, split: str = "val", conf: float = 0.25, iou: float = 0.45,

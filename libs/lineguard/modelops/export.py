@@ -22,7 +22,7 @@ from lineguard.modelops.train import (
     require_train_extra,
     versions,
 )
-from lineguard.vision.backends.base import file_sha256
+from lineguard.hashing import file_sha256
 
 
 class ExportError(RuntimeError):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lineguard.vision.backends import Runner, load_runner
-from lineguard.vision.backends.base import file_sha256
+from lineguard.hashing import file_sha256
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
 
 PACKAGED_MODEL = "deeppcb-yolo11n.onnx"

@@ -9,7 +9,6 @@ A backend is a module that declares
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +76,3 @@ def cuda_index(device: str) -> int:
     if name != "cuda" or (index and not index.isdigit()):
         raise ValueError(f"device {device!r} is not 'cuda' or 'cuda:N'")
     return int(index or 0)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -23,7 +23,8 @@ import numpy as np
 import structlog
 from pydantic import Field
 
-from lineguard.vision.backends.base import BackendOptions, TensorSpec, cuda_index, file_sha256, require
+from lineguard.hashing import file_sha256
+from lineguard.vision.backends.base import BackendOptions, TensorSpec, cuda_index, require
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
 
 KEY = "tensorrt"
