@@ -88,6 +88,9 @@ def test_export_fp32_and_fp16_with_cards_and_both_serve(run_dir: Path, tmp_path:
         assert card["training"]["epochs_run"] == 1 and card["training"]["machine"].startswith("CPU ")
         assert card["training"]["config"]["lighting"]["contrast"] == 0.3
         assert len(card["dataset"]["labels_sha256"]) == 64 and "mAP50" in card["metrics"]
+        assert card["export"]["dynamic_batch"] is True
+        batch_dim = __import__("onnx").load(out / name).graph.input[0].type.tensor_type.shape.dim[0]
+        assert batch_dim.dim_param and not batch_dim.dim_value, "the batch axis must be dynamic for micro-batching"
         detector = load_model(out / name)
         assert detector.card.classes == ("open", "short") and detector.card.version == "1.2.3"
         found = detect(detector, image, conf_threshold=0.0001, iou_threshold=0.5)

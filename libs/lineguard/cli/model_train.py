@@ -110,6 +110,8 @@ def export(
     imgsz: Annotated[int | None, typer.Option(help="input side (default: the training size)")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset, pinned")] = 17,
     tensorrt: Annotated[bool, typer.Option("--tensorrt", help="also a TensorRT engine (GPU machines only)")] = False,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--fixed-batch",
+                                                help="a dynamic batch axis, so the service can micro-batch")] = True,
     name: Annotated[str | None, typer.Option(help="file stem (default: the run folder's name)")] = None,
     model_id: Annotated[str | None, typer.Option(help="the card's model_id (default: the name)")] = None,
     version: Annotated[str, typer.Option(help="the card's version")] = "0.1.0",
@@ -128,7 +130,8 @@ def export(
     try:
         if tensorrt:
             require_gpu()  # fail before the (slow) ONNX export when no engine can be built here
-        exported = export_onnx(weights, out, name=stem, imgsz=imgsz, opset=opset, half=half, device=device, card=info)
+        exported = export_onnx(weights, out, name=stem, imgsz=imgsz, opset=opset, half=half, device=device, card=info,
+                               dynamic_batch=dynamic_batch)
         if tensorrt:
             source = exported[-1].path  # the FP16 ONNX with --half: the engine keeps the ONNX's precision
             exported.append(build_tensorrt_engine(source))

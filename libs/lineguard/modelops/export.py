@@ -133,27 +133,29 @@ def _onnx_facts(path: Path) -> tuple[str, int]:
     return onnx.helper.tensor_dtype_to_np_dtype(elem).name, opset
 
 
-def _check_loads(path: Path, dtype: str, imgsz: int) -> None:
-    """One run on ONNX Runtime's CPU provider with the declared input dtype: an FP16 file must still serve."""
+def _check_loads(path: Path, dtype: str, imgsz: int, batch: int = 1) -> None:
+    """One run on ONNX Runtime's CPU provider with the declared input dtype: an FP16 file must still serve,
+    and a dynamic-batch file must take a batch of more than one."""
     import numpy as np
     import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, imgsz, imgsz), dtype)})
+        session.run(None, {session.get_inputs()[0].name: np.zeros((batch, 3, imgsz, imgsz), dtype)})
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise ExportError(f"{path}: exported, but ONNX Runtime (CPU) cannot run it ({type(exc).__name__}: {exc})") \
             from None
 
 
 def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz: int | None = None,
-                opset: int = 17, half: bool = False, device: str = "cpu", card: CardInfo | None = None
-                ) -> list[ExportedModel]:
+                opset: int = 17, half: bool = False, device: str = "cpu", card: CardInfo | None = None,
+                dynamic_batch: bool = True) -> list[ExportedModel]:
     """weights -> out_dir/<name>.onnx (FP32) and, with half, out_dir/<name>-fp16.onnx, each with its card.
 
     Exports from a copy of the weights so the run folder stays as training left it. On the CPU the FP16 file
     keeps float32 input / output with casts inside (Ultralytics' CPU conversion); exported on a GPU it takes
-    float16 input; the card's input.dtype says which."""
+    float16 input; the card's input.dtype says which. With dynamic_batch (the default) the batch axis is
+    dynamic, so the inference service can micro-batch frames (model.batch_size)."""
     require_train_extra()
     weights, out_dir = Path(weights).resolve(), Path(out_dir)
     if not weights.is_file():
@@ -177,18 +179,19 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
                            (ckpt.get("train_args") or {}).get("model") or "yolo")
         exported = []
         for precision in ("fp32", "fp16") if half else ("fp32",):
-            produced = Path(model.export(format="onnx", imgsz=size, opset=opset, simplify=True, dynamic=False,
+            produced = Path(model.export(format="onnx", imgsz=size, opset=opset, simplify=True, dynamic=dynamic_batch,
                                          nms=False, device=device, quantize=16 if precision == "fp16" else None))
             target = out_dir / (f"{name}.onnx" if precision == "fp32" else f"{name}-fp16.onnx")
             shutil.move(produced, target)
             dtype, real_opset = _onnx_facts(target)
             if real_opset != opset:
                 raise ExportError(f"{target}: asked for opset {opset}, the file has {real_opset}")
-            _check_loads(target, dtype, size)
+            _check_loads(target, dtype, size, batch=2 if dynamic_batch else 1)
             card_data = model_card(
                 file=target, file_format="onnx", precision=precision, input_dtype=dtype, task=model.task,
                 architecture=Path(architecture).stem, classes=classes, imgsz=size, facts=facts, info=info,
-                export={"opset": real_opset, "simplified": True, "device": device, "weights": str(weights),
+                export={"opset": real_opset, "simplified": True, "dynamic_batch": dynamic_batch, "device": device,
+                        "weights": str(weights),
                         "weights_sha256": file_sha256(weights)},
             )
             exported.append(ExportedModel(target, write_card(target, card_data), precision, "onnx"))
