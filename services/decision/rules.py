@@ -5,6 +5,7 @@ and a reader finds every rule in this one file."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ NO_OCR = "NO_OCR"
 CODE_MISSING = "CODE_MISSING"
 CODE_INVALID = "CODE_INVALID"
 UNKNOWN_RECIPE = "UNKNOWN_RECIPE"
+INVALID_RESULT = "INVALID_RESULT"
 
 # Worse verdicts win: one failing defect fails the part whatever else is found.
 _SEVERITY = {Verdict.VERDICT_PASS: 0, Verdict.VERDICT_REWORK: 1, Verdict.VERDICT_FAIL: 2, Verdict.VERDICT_ERROR: 3}
@@ -62,6 +64,10 @@ def judge(recipe: RecipeSettings, inference: InferenceResult | None, ocr: OcrRes
 
 def _judge_defects(recipe: RecipeSettings, inference: InferenceResult, judgement: Judgement) -> None:
     for det in inference.detections:
+        if not math.isfinite(det.score):
+            # A broken model output (NaN) compares False with every threshold: it must not read as "no defect".
+            judgement.worsen(Verdict.VERDICT_ERROR, INVALID_RESULT)
+            continue
         rule = recipe.classes.get(det.class_name, ClassRule())
         if rule.verdict == "ignore":
             continue

@@ -73,6 +73,8 @@ class DecisionService:
 
     async def decide(self, entry: Pending) -> None:
         part = entry.part
+        if self.joiner.pending.get(part.inspection_id) is not entry:
+            return  # decided meanwhile (the deadline loop works from a snapshot)
         # Closed before the publish awaits, so a result arriving meanwhile is not judged again.
         self.joiner.close(part.inspection_id)
         recipe = self.recipe(part.recipe_id)

@@ -64,7 +64,10 @@ class InFlight:
 
 class Outcome(enum.Enum):
     ON_TIME = "on_time"      # the decision for an open inspection: deliver it
-    UNTRACKED = "untracked"  # never opened here (gateway restarted): deliver it once
+    # Never opened here (the gateway restarted, or a consumer replayed old decisions): not delivered. The PLC
+    # did not ask this gateway for it, and an old verdict under a reused sequence number would answer the
+    # wrong part; the PLC's own watchdog covers the parts in flight across a restart.
+    UNTRACKED = "untracked"
     LATE = "late"            # the inspection already got FAIL / TIMEOUT: do not deliver
     DUPLICATE = "duplicate"  # this decision was delivered already: do not deliver again
 
@@ -76,7 +79,7 @@ class Resolution:
 
     @property
     def deliver(self) -> bool:
-        return self.outcome in (Outcome.ON_TIME, Outcome.UNTRACKED)
+        return self.outcome is Outcome.ON_TIME
 
 
 class Handshake:

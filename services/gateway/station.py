@@ -105,10 +105,11 @@ class StationLink:
         resolution = self.handshake.resolve(decision)
         result = resolution.result
         if resolution.deliver:
-            if resolution.outcome is Outcome.UNTRACKED:
-                log.warning("decision for an inspection not triggered here (gateway restarted?); delivering once",
-                            station=self.station, inspection_id=result.inspection_id, sequence=result.sequence)
             ack = await self._deliver(result)
+        elif resolution.outcome is Outcome.UNTRACKED:
+            log.warning("decision for an inspection not triggered here (gateway restarted?); not delivered",
+                        station=self.station, inspection_id=result.inspection_id, sequence=result.sequence)
+            ack = build_ack(result, self.protocol, delivered=False)
         else:
             if resolution.outcome is Outcome.LATE:
                 log.warning("late decision not delivered: the PLC already got FAIL/TIMEOUT", station=self.station,
@@ -129,12 +130,14 @@ class StationLink:
                         inspection_id=result.inspection_id, sequence=result.sequence)
             self._unacked.append(await self._deliver(result))
         while self._unacked:
+            # Taken before the await: run_deadlines and on_decision both flush, and must not send one twice.
+            ack = self._unacked.pop(0)
             try:
-                await self.publish("ack", self._unacked[0])
+                await self.publish("ack", ack)
             except Exception as exc:  # noqa: BLE001 - kept and retried on the next tick
                 log.warning("could not publish an ack; will retry", station=self.station, error=repr(exc))
+                self._unacked.insert(0, ack)
                 break
-            self._unacked.pop(0)
         return expired
 
     async def run_deadlines(self, stopping: asyncio.Event) -> None:

@@ -148,7 +148,11 @@ class FrameBatcher:
     async def handle(self, delivery: Delivery[Frame]) -> None:
         if self.ctx.is_stale(delivery):
             return
-        future = await self.batcher.submit(delivery.message)
+        try:
+            future = await self.batcher.submit(delivery.message)
+        except Stopped:
+            await delivery.nak(0)  # the service is stopping: another instance (or the restart) takes it
+            return
         delivery.defer()
         task = asyncio.create_task(self._settle(delivery, future))
         self.settling.add(task)

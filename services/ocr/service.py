@@ -13,6 +13,8 @@ from lineguard.v1.frame_pb2 import Frame
 
 async def setup(ctx: ServiceContext) -> None:
     async def handle(delivery: Delivery[Frame]) -> None:
+        if ctx.is_stale(delivery):
+            return
         try:
             # Decoding and reading take milliseconds: off the event loop, so
             # heartbeats and acks keep flowing meanwhile.

@@ -65,7 +65,7 @@ class ResultsHandlers:
     def _backoff(self, delivery: Delivery) -> float:
         # Doubling delays, capped: a database restart is not hammered, and a long
         # outage is retried every BACKOFF_MAX_S until it is over.
-        return min(self.nak_delay_s * 2 ** (delivery.num_delivered - 1), BACKOFF_MAX_S)
+        return min(self.nak_delay_s * 2 ** min(delivery.num_delivered - 1, 16), BACKOFF_MAX_S)
 
 
 async def prepare_database(url: str) -> Engine:

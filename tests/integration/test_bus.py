@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, BadMessage, Delivery, Worker
+from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, BadMessage, Delivery, Retry, Worker
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
 from lineguard.testing.streams import stored
 from lineguard.v1.common_pb2 import Part
@@ -156,7 +156,7 @@ async def test_retry_forever_worker_never_dead_letters_a_failing_message(bus_fac
     async def handle(d: Delivery[Trigger]) -> None:
         attempts.append(d.num_delivered)
         if len(attempts) < 5:
-            raise ConnectionError("database restarting")
+            raise Retry("database restarting", delay_s=0.02)
 
     m = trigger(1)
     await bus.publish(subject("trigger", "l1", "s1"), m, msg_id=m.part.inspection_id)
@@ -164,3 +164,38 @@ async def test_retry_forever_worker_never_dead_letters_a_failing_message(bus_fac
     await run_until(worker, lambda: len(attempts) >= 5)
     assert attempts == [1, 2, 3, 4, 5]
     assert await dead_letters(bus, "trigger") == []
+
+
+async def test_retry_forever_still_dead_letters_an_unexpected_error(bus_factory) -> None:
+    bus = await bus_factory("svc", max_deliver=2, nak_delay_s=0.02)
+    attempts: list[int] = []
+
+    async def handle(d: Delivery[Trigger]) -> None:
+        attempts.append(d.num_delivered)
+        raise ValueError("value too long for column serial")  # not transient: retrying cannot help
+
+    m = trigger(1)
+    await bus.publish(subject("trigger", "l1", "s1"), m, msg_id=m.part.inspection_id)
+    worker = Worker(bus, kind="trigger", line="l1", message_type=Trigger, handler=handle, retry_forever=True)
+    await run_until(worker, lambda: len(attempts) >= 2)
+    await asyncio.sleep(0.3)
+    dead = await dead_letters(bus, "trigger")
+    assert attempts == [1, 2] and len(dead) == 1
+    assert "ValueError: value too long" in dead[0].headers[DEAD_REASON]
+
+
+async def test_part_whose_station_cannot_be_a_subject_is_dead_lettered(bus_factory) -> None:
+    bus = await bus_factory("svc")
+    handled: list[int] = []
+
+    async def handle(d: Delivery[Trigger]) -> None:
+        handled.append(d.message.part.sequence)
+
+    bad = trigger(1)
+    bad.part.station = "s1.extra"
+    for m in (bad, trigger(2)):
+        await bus.publish(subject("trigger", "l1", "s1"), m, msg_id=m.part.inspection_id)
+    worker = Worker(bus, kind="trigger", line="l1", message_type=Trigger, handler=handle)
+    await run_until(worker, lambda: handled == [2])
+    [dead] = await dead_letters(bus, "trigger")
+    assert "station id 's1.extra' cannot be part of a NATS subject" in dead.headers[DEAD_REASON]

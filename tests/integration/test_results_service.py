@@ -148,7 +148,7 @@ async def test_a_bad_decision_is_dead_lettered_with_its_reason_and_the_next_is_w
     reasons = sorted(d.headers[DEAD_REASON] for d in dead)
     assert len(reasons) == 3
     assert any(f"invalid decision {bad.part.inspection_id}: verdict: unknown value 9" in r for r in reasons)
-    assert any("part.station: missing" in r for r in reasons)
+    assert any("station id '' cannot be part of a NATS subject" in r for r in reasons)
     assert any("undecodable decision message" in r for r in reasons)
 
 

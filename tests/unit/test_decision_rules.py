@@ -86,3 +86,8 @@ def test_joiner_remembers_decided_parts_boundedly() -> None:
     assert joiner.already_decided("b") and joiner.already_decided("c")
     joiner.forget("c")
     assert not joiner.already_decided("c")
+
+
+def test_a_score_that_is_not_a_number_is_an_error_never_a_pass() -> None:
+    j = judge(RECIPE, inference(("short", float("nan"))), ocr("LG-00000001"))
+    assert (j.verdict, j.reasons) == (Verdict.VERDICT_ERROR, ["INVALID_RESULT"])

@@ -98,13 +98,13 @@ def test_result_carries_the_gateways_part_not_the_decisions() -> None:
     assert hs.resolve(d).result.sequence == 9
 
 
-def test_decision_never_triggered_here_is_delivered_once() -> None:
+def test_decision_never_triggered_here_is_not_delivered() -> None:
     hs = handshake()
     part = Part(inspection_id="0190-restart", line="l1", station="s1", recipe_id="pcb-a", sequence=41)
-    first = hs.resolve(decision(part, Verdict.VERDICT_FAIL, "DEFECT_SHORT"))
-    assert first.outcome is Outcome.UNTRACKED and first.deliver
-    assert first.result.sequence == 41 and first.result.reasons == ("DEFECT_SHORT",)
-    assert hs.resolve(decision(part, Verdict.VERDICT_FAIL, "DEFECT_SHORT")).outcome is Outcome.DUPLICATE
+    first = hs.resolve(decision(part, Verdict.VERDICT_PASS))
+    assert first.outcome is Outcome.UNTRACKED and not first.deliver
+    assert first.result.sequence == 41
+    assert hs.resolve(decision(part, Verdict.VERDICT_PASS)).outcome is Outcome.DUPLICATE
 
 
 def test_expire_closes_only_those_past_their_deadline_in_trigger_order() -> None:

@@ -122,3 +122,15 @@ def test_postprocess_of_nothing_above_threshold_is_empty() -> None:
     placement = Letterbox(scale=1.0, pad_x=0, pad_y=0, src_width=64, src_height=64, size=64)
     output = yolo_output([(20, 20, 8, 8, [0.1, 0.2])])
     assert postprocess(output, ("a", "b"), placement, conf_threshold=0.25, iou_threshold=0.45) == []
+
+
+def test_class_aware_nms_never_suppresses_across_classes_even_with_negative_corners() -> None:
+    boxes = np.array([[612, 612, 640, 640], [-29, -29, 10, 10]], dtype=np.float32)
+    kept = class_aware_nms(boxes, np.array([0.9, 0.8]), np.array([0, 1]), iou_threshold=0.45)
+    assert sorted(kept.tolist()) == [0, 1]
+
+
+def test_a_sliver_of_an_image_letterboxes_to_at_least_one_pixel() -> None:
+    image = np.zeros((1, 2000, 3), dtype=np.uint8)
+    out, _ = letterbox(image, 640)
+    assert out.shape == (640, 640, 3)

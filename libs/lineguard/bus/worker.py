@@ -4,7 +4,8 @@ A handler is `async def handle(delivery: Delivery[T]) -> None`:
 - returning normally acks the message (its work is done and durable);
 - raising `BadMessage` terminates it and copies it to `lg.dead.<kind>` with the reason;
 - raising anything else naks it with a delay; after `max_deliver` tries it is dead-lettered,
-  unless the worker retries forever (a store whose outage JetStream should buffer, however long);
+  except that a worker made to retry forever never gives up on `Retry` (a store whose outage
+  JetStream should buffer, however long);
 - calling `delivery.defer()` keeps it unacked: the handler settles it later itself.
 """
 
@@ -25,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from lineguard.bus.client import Bus
 from lineguard.bus.errors import BadMessage, Retry
-from lineguard.contracts import line_subjects, stream_name
+from lineguard.contracts import line_subjects, stream_name, subject
 from lineguard.runtime.metrics import DEAD_LETTERS, HANDLE_SECONDS, MESSAGES
 
 M = TypeVar("M", bound=Message)
@@ -154,7 +155,7 @@ class Worker(Generic[M]):
                 await delivery.dead_letter(str(exc))
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
                 tries = delivery.num_delivered
-                if tries >= self.bus.settings.max_deliver and not self.retry_forever:
+                if tries >= self.bus.settings.max_deliver and not (self.retry_forever and isinstance(exc, Retry)):
                     outcome = "dead"
                     log.exception("giving up on message", kind=self.kind, tries=tries)
                     await delivery.dead_letter(f"gave up after {tries} deliveries: {type(exc).__name__}: {exc}")
@@ -177,4 +178,9 @@ class Worker(Generic[M]):
         part = getattr(message, "part", None)
         if part is not None and not part.inspection_id:
             raise BadMessage(f"invalid {self.kind} message on {msg.subject}: {type_name} has no part.inspection_id")
+        if part is not None:
+            try:
+                subject(self.kind, part.line, part.station)  # every reply about this part is published there
+            except ValueError as exc:
+                raise BadMessage(f"invalid {self.kind} message on {msg.subject}: {exc}") from None
         return message

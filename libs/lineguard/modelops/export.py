@@ -23,6 +23,7 @@ from lineguard.modelops.train import (
     versions,
 )
 from lineguard.hashing import file_sha256
+from lineguard.vision.model import card_path
 
 
 class ExportError(RuntimeError):
@@ -118,7 +119,7 @@ def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str
 
 
 def write_card(model_file: Path, card: dict[str, Any]) -> Path:
-    path = Path(model_file).with_suffix(".json")
+    path = card_path(model_file)
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path
 
@@ -232,7 +233,7 @@ def build_tensorrt_engine(onnx_path: Path, engine_path: Path | None = None, *, w
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".engine")
     gpu = require_gpu()
-    source_card_path = onnx_path.with_suffix(".json")
+    source_card_path = card_path(onnx_path)
     if not source_card_path.is_file():
         raise ExportError(f"{source_card_path}: the ONNX's model card is missing; export the ONNX with lineguard")
     source_card = json.loads(source_card_path.read_text())

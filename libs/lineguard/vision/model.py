@@ -44,7 +44,10 @@ def packaged_model_path() -> Path:
 
 
 def card_path(model_path: Path) -> Path:
-    return Path(model_path).with_suffix(".json")
+    """The model card beside a model file: `<name>.json` for an ONNX file, `<name>.engine.json` for a
+    TensorRT engine (which shares its ONNX's stem, so the two cards must not share a name)."""
+    model_path = Path(model_path)
+    return model_path.with_suffix(".engine.json" if model_path.suffix == ".engine" else ".json")
 
 
 def read_card(model_path: Path) -> dict[str, Any] | None:

@@ -92,8 +92,10 @@ def class_aware_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     if boxes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    # Shifting each class to its own region of the plane keeps classes from overlapping.
-    offset = (np.asarray(class_ids, dtype=np.float32) * (float(boxes.max()) + 1.0))[:, None]
+    # Shifting each class to its own region of the plane keeps classes from overlapping. The shift is the
+    # span of all corners (raw boxes can have negative ones), so no two classes' regions can touch.
+    span = float(boxes.max() - boxes.min()) + 1.0
+    offset = (np.asarray(class_ids, dtype=np.float32) * span)[:, None]
     return nms(boxes + offset, scores, iou_threshold)
 
 

@@ -39,7 +39,8 @@ def letterbox(image: np.ndarray, size: int = 640, pad_value: int = PAD_VALUE) ->
         raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
     height, width = image.shape[:2]
     scale = min(size / height, size / width)
-    new_w, new_h = round(width * scale), round(height * scale)
+    # At least one pixel: a sliver of an image (a thin region) must not become an empty one.
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     if (new_w, new_h) != (width, height):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     # The same split of odd padding as Ultralytics, so exported models see what they trained on.
