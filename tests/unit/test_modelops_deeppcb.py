@@ -126,3 +126,10 @@ def test_importing_the_training_module_pulls_in_no_training_runtime() -> None:
 
     assert train.parse_extra(["val=False", "warmup_epochs=1", "name=x"]) == {"val": False, "warmup_epochs": 1,
                                                                              "name": "x"}
+
+
+def test_import_refuses_a_destination_that_already_holds_a_dataset(tmp_path: Path) -> None:
+    dst = tmp_path / "ds"
+    (dst / "images" / "val").mkdir(parents=True)
+    with pytest.raises(DeepPCBError, match="already holds images/ or labels/"):
+        import_deeppcb(tmp_path / "anything", dst)

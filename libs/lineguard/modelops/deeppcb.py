@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-# DeepPCB type 1..6 -> class id 0..6 in this order (type 0 is unused by the dataset).
+# DeepPCB type 1..6 -> class id 0..5 in this order (type 0 is unused by the dataset).
 DEEPPCB_CLASSES: tuple[str, ...] = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 DEFAULT_VAL_GROUPS: tuple[str, ...] = ("group44000", "group50600")
 
@@ -131,6 +131,9 @@ def import_deeppcb(
     those whose template joins train (a short run learns more from defects than from
     backgrounds); val is always whole, templates included."""
     src, dst = Path(src), Path(dst)
+    if (dst / "images").exists() or (dst / "labels").exists():
+        # Importing over an earlier split could leave its val boards behind while training on them.
+        raise DeepPCBError(f"{dst}: already holds images/ or labels/; choose an empty destination")
     pairs = read_pairs(src)
     groups = sorted({p.group for p in pairs})
     unknown = sorted(set(val_groups) - set(groups))
