@@ -50,6 +50,9 @@ class LocalLine:
         return self.workdir / "logs"
 
     def start(self, ready_timeout_s: float = 120.0) -> LocalLine:
+        if (self.workdir / "nats").exists() or self.database_path.exists():
+            # An earlier run's heartbeats and rows would make this one look ready early and count wrong.
+            raise LineStartError(f"{self.workdir} already holds a run; choose an empty or new folder")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self.nats = EmbeddedNats(store_dir=self.workdir / "nats", log_file=self.logs / "nats.log").start()

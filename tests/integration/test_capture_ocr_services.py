@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import numpy as np
+import pytest
 
 from lineguard.testing.streams import collect
 from lineguard.bus import DEAD_REASON, DEAD_SUBJECT
@@ -11,6 +12,7 @@ from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
 from lineguard.imaging import decode_image, encode_image
 from lineguard.natsserver import EmbeddedNats
+from lineguard.services.capture.service import PayloadLimitError
 from lineguard.services.capture.service import setup as capture_setup
 from lineguard.services.capture.stamping import stamp_serial
 from lineguard.services.ocr.service import setup as ocr_setup
@@ -85,3 +87,12 @@ async def test_trigger_to_serial_through_capture_and_ocr(fresh_nats: EmbeddedNat
     read = {OcrResult.FromString(r.data).part.sequence: [c.text for c in OcrResult.FromString(r.data).codes]
             for r in results}
     assert read == {41: ["LG-00000041"], 42: ["LG-00000042"]}
+
+
+async def test_capture_refuses_to_start_when_the_server_cannot_carry_its_frames(tmp_path) -> None:
+    with EmbeddedNats(store_dir=tmp_path / "nats", max_payload=1024 * 1024) as small:
+        config = line_config(small)
+        with pytest.raises(PayloadLimitError, match=r"takes messages up to 1048576 bytes, but "
+                                                    r"nats.inline_image_max_bytes is 4194304"):
+            async with running_service("capture", config, capture_setup):
+                pass

@@ -24,3 +24,4 @@ def test_compose_runs_each_service_by_its_console_script() -> None:
 def test_the_deployed_line_config_is_valid() -> None:
     cfg = load_config(ROOT / "deploy" / "line.yaml")
     assert cfg.database.url.startswith("postgresql")
+
