@@ -25,3 +25,13 @@ def test_the_deployed_line_config_is_valid() -> None:
     cfg = load_config(ROOT / "deploy" / "line.yaml")
     assert cfg.database.url.startswith("postgresql")
 
+
+
+def test_compose_nats_carries_the_inline_frames() -> None:
+    import re
+
+    from lineguard.config import NatsSettings
+
+    conf = (ROOT / "deploy" / "nats.conf").read_text()
+    size = re.search(r"max_payload:\s*(\d+)MB", conf)
+    assert size and int(size.group(1)) * 1024 * 1024 > NatsSettings().inline_image_max_bytes
