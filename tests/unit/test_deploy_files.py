@@ -35,3 +35,13 @@ def test_compose_nats_carries_the_inline_frames() -> None:
     conf = (ROOT / "deploy" / "nats.conf").read_text()
     size = re.search(r"max_payload:\s*(\d+)MB", conf)
     assert size and int(size.group(1)) * 1024 * 1024 > NatsSettings().inline_image_max_bytes
+
+
+def test_compose_nats_config_is_valid_for_nats_server() -> None:
+    import subprocess
+
+    from lineguard.natsserver import nats_server_binary
+
+    check = subprocess.run([nats_server_binary(), "-c", str(ROOT / "deploy" / "nats.conf"), "-t"],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
