@@ -135,6 +135,7 @@ class TrtRunner:
                  built: bool):
         self.trt, self.cudart, self.runtime, self.engine = trt, cudart, runtime, engine
         self.device = device
+        self.device_index = cuda_index(device)
         self.engine_path = engine_path
         self.built = built            # True when this load built the engine rather than reading the cache
         self.metadata: dict[str, str] = {}
@@ -163,6 +164,9 @@ class TrtRunner:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         cudart = self.cudart
+        # The current device is per thread, and run() is called from the service's worker threads, not the
+        # thread that loaded the engine: on any GPU but 0 the copies would otherwise go to the wrong one.
+        _call(cudart, cudart.cudaSetDevice(self.device_index), f"cudaSetDevice({self.device_index})")
         batch = np.ascontiguousarray(batch, dtype=self.input.dtype)
         if batch.shape[0] > self.max_batch:
             raise ValueError(f"batch of {batch.shape[0]} exceeds the engine's largest batch {self.max_batch}")
