@@ -14,14 +14,13 @@ on what machine, how long, which epochs) and the final validation metrics. The e
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,6 @@ class TrainConfig:
     threads: int = 0                      # torch CPU threads; 0 = every core (Ultralytics alone keeps one free)
     stop_after_hours: float | None = None  # end this session at the first epoch end past it; resume later
     lighting: LightingAugmentation = field(default_factory=LightingAugmentation)
-    opset: int = 17                       # for train_and_export
     extra: dict = field(default_factory=dict)   # any other Ultralytics train argument
 
 
@@ -244,7 +242,10 @@ def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def config_from_record(record: dict[str, Any]) -> TrainConfig:
-    raw = dict(record["config"])
+    # A record written by an older lineguard may hold settings since retired (e.g. `opset`, now an
+    # export option): they no longer shape training, so they are left out rather than refused.
+    known = {f.name for f in fields(TrainConfig)}
+    raw = {k: v for k, v in record["config"].items() if k in known}
     raw["data_yaml"] = Path(raw["data_yaml"])
     raw["lighting"] = LightingAugmentation(**raw.get("lighting", {}))
     return TrainConfig(**raw)
@@ -397,41 +398,6 @@ def resume(run_dir: Path, *, device: str | None = None, stop_after_hours: float 
     return _session(YOLO(str(last)), config, run_dir, record, train_args, on_epoch)
 
 
-def train_and_export(config: TrainConfig, run_dir: Path, out_onnx: Path, card: CardInfo) -> Path:
-    """Train, then export best.pt to out_onnx (FP32) with its card beside it; returns the card path."""
-    from lineguard.modelops.export import export_onnx
-
-    result = train(config, run_dir)
-    out_onnx = Path(out_onnx)
-    exported = export_onnx(result.best, out_onnx.parent, name=out_onnx.stem, imgsz=config.imgsz, opset=config.opset,
-                           card=card)
-    return exported[0].card
-
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="DeepPCB -> YOLO dataset -> YOLO11 training -> ONNX + model card")
-    parser.add_argument("--deeppcb", type=Path, required=True, help="DeepPCB folder (holds trainval.txt)")
-    parser.add_argument("--work", type=Path, required=True, help="scratch folder for the dataset and the run")
-    parser.add_argument("--out", type=Path, required=True, help="where the .onnx goes (the card lands beside it)")
-    parser.add_argument("--model-id", default="deeppcb-yolo11n")
-    parser.add_argument("--version", default="0.1.0")
-    parser.add_argument("--val-groups", nargs="+", default=None)
-    parser.add_argument("--train-fraction", type=float, default=1.0)
-    parser.add_argument("--train-template-fraction", type=float, default=1.0)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--time-hours", type=float, default=None)
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = every core")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--machine", default="", help="say in the card what trained it (default: recorded)")
-    parser.add_argument("--description", default="")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other Ultralytics train argument, e.g. --set val=False --set warmup_epochs=1")
-    return parser.parse_args(argv)
-
-
 def parse_extra(pairs: list[str]) -> dict:
     """KEY=VALUE pairs (values as YAML: 1, 0.5, true, ram) for Ultralytics arguments lineguard does not name."""
     import yaml
@@ -443,29 +409,3 @@ def parse_extra(pairs: list[str]) -> dict:
             raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
         extra[key] = yaml.safe_load(value)
     return extra
-
-
-def main(argv: list[str] | None = None) -> None:
-    from lineguard.modelops.deeppcb import DEFAULT_VAL_GROUPS, import_deeppcb
-
-    args = _parse(argv)
-    summary = import_deeppcb(
-        args.deeppcb, args.work / "dataset", tuple(args.val_groups or DEFAULT_VAL_GROUPS),
-        train_fraction=args.train_fraction, train_template_fraction=args.train_template_fraction,
-    )
-    print(f"dataset: {summary.images} images, {summary.backgrounds} backgrounds, val groups {summary.val_groups}")
-    config = TrainConfig(data_yaml=summary.data_yaml, imgsz=args.imgsz, epochs=args.epochs,
-                         time_hours=args.time_hours, batch=args.batch, workers=args.workers, device=args.device,
-                         threads=args.threads, extra=parse_extra(args.extra))
-    source = (f"DeepPCB trainval (MIT); val groups {', '.join(summary.val_groups)}; "
-              f"train fraction {args.train_fraction}, template fraction {args.train_template_fraction}")
-    card_path = train_and_export(
-        config, args.work / "runs" / "train", args.out,
-        CardInfo(model_id=args.model_id, version=args.version, dataset_source=source, machine=args.machine,
-                 description=args.description),
-    )
-    print(card_path.read_text())
-
-
-if __name__ == "__main__":
-    main()
