@@ -36,6 +36,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from lineguard.hashing import file_sha256
+from lineguard.vision.model import card_path
 
 MODELS_BUCKET = "lg-models"
 PROMOTED_BUCKET = "lg-model-promoted"
@@ -67,7 +68,8 @@ class ModelVersion:
         return list(self.card.get("classes", []))
 
     def file_name(self) -> str:
-        return f"{self.model_id}-{self.version}.onnx"
+        # A folder per id and version: "a-b" 1 and "a" "b-1" must not share a cached file.
+        return f"{self.model_id}/{self.version}/{self.model_id}.onnx"
 
 
 @dataclass(frozen=True)
@@ -176,13 +178,14 @@ async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValu
 class ModelRegistry:
     """push / list / promote / fetch over one JetStream connection."""
 
-    def __init__(self, models: ObjectStore, promoted: KeyValue):
+    def __init__(self, js: JetStreamContext, models: ObjectStore, promoted: KeyValue):
+        self.js = js
         self.models = models
         self.promoted_kv = promoted
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> ModelRegistry:
-        return cls(*await provision_registry(js))
+        return cls(js, *await provision_registry(js))
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -195,7 +198,7 @@ class ModelRegistry:
         if not path.is_file():
             raise RegistryError(f"model {path}: file not found")
         if card is None:
-            card = path.with_suffix(".json")
+            card = card_path(path)
             if not card.is_file():
                 raise RegistryError(f"model {path}: no model card {card.name} beside it (give one with --card)")
         card_data = card if isinstance(card, dict) else read_card_file(Path(card))
@@ -269,15 +272,14 @@ class ModelRegistry:
         return ModelVersion(model_id, version, str(card.get("onnx_sha256", "")), size or 0, card, pushed)
 
     async def fetch(self, model_id: str, version: str, dest_dir: str | Path) -> Path:
-        """Download a version to `dest_dir/<model_id>-<version>.onnx` with its card beside it (`.json`).
+        """Download a version to `dest_dir/<model_id>/<version>/<model_id>.onnx` with its card beside it.
 
         A file already there with the right sha256 is not downloaded again; a download whose sha256
         is not the card's is deleted and refused."""
         stored = await self.get(model_id, version)
-        dest_dir = Path(dest_dir)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        target = dest_dir / stored.file_name()
-        card_target = target.with_suffix(".json")
+        target = Path(dest_dir) / stored.file_name()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        card_target = card_path(target)
         card_text = json.dumps(stored.card, indent=2) + "\n"
         if target.is_file() and await asyncio.to_thread(file_sha256, target) == stored.sha256:
             if not card_target.is_file() or card_target.read_text() != card_text:
@@ -328,10 +330,11 @@ class ModelRegistry:
 
     async def lines(self) -> dict[str, Promotion]:
         """Every line with a promotion, and what it runs."""
-        try:
-            keys = await self.promoted_kv.keys()
-        except NoKeysError:
-            return {}
+        # The stream's own subject list, not kv.keys(): that one watches the bucket and, on a busy
+        # machine, can time out before the first key arrives and report an empty bucket.
+        prefix = f"$KV.{PROMOTED_BUCKET}."
+        info = await self.js.stream_info(f"KV_{PROMOTED_BUCKET}", subjects_filter=f"{prefix}>")
+        keys = sorted(subject[len(prefix):] for subject in (info.state.subjects or {}))
         found = {}
         for line in keys:
             try:

@@ -46,7 +46,7 @@ async def test_push_list_promote_fetch_round_trip(fresh_nats: EmbeddedNats, tmp_
         assert (await registry.lines()).keys() == {"l1"}
 
         fetched = await registry.fetch(MODEL_ID, "2.0.0", tmp_path / "cache")
-        assert fetched == tmp_path / "cache" / f"{MODEL_ID}-2.0.0.onnx"
+        assert fetched == tmp_path / "cache" / MODEL_ID / "2.0.0" / f"{MODEL_ID}.onnx"
         assert file_sha256(fetched) == pushed.sha256
         assert json.loads(fetched.with_suffix(".json").read_text())["version"] == "2.0.0"
 

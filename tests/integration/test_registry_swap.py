@@ -109,7 +109,7 @@ async def test_the_service_starts_with_the_promoted_model(fresh_nats: EmbeddedNa
         beat = await heartbeat(bus, lambda b: bool(b.detail))
     assert (result.model_id, result.model_version) == (MODEL_ID, "1.0.0")
     assert (beat.status, beat.detail) == (HealthStatus.HEALTH_STATUS_OK, f"model {MODEL_ID} 1.0.0")
-    assert (tmp_path / "cache" / f"{MODEL_ID}-1.0.0.onnx").is_file()
+    assert (tmp_path / "cache" / MODEL_ID / "1.0.0" / f"{MODEL_ID}.onnx").is_file()
     assert metric("lineguard_model_serving", service="inference", model_id=MODEL_ID, version="1.0.0") == 1
 
 
