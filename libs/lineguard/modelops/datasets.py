@@ -199,14 +199,27 @@ def _label_for(image: Path, src: Path) -> Path | None:
     beside = image.with_suffix(".txt")
     if beside.is_file():
         return beside
-    parts = list(image.relative_to(src).parts)
+    mirrored = src / label_path(image.relative_to(src))
+    return mirrored if mirrored.is_file() and mirrored != beside else None
+
+
+def label_path(image: Path) -> Path:
+    """Ultralytics' rule: the last /images/ in the path becomes /labels/, the suffix .txt."""
+    parts = list(image.parts)
     if "images" in parts:
         i = len(parts) - 1 - parts[::-1].index("images")
         parts[i] = "labels"
-        mirrored = (src / Path(*parts)).with_suffix(".txt")
-        if mirrored.is_file():
-            return mirrored
-    return None
+    return Path(*parts).with_suffix(".txt")
+
+
+def images_of(source: Path) -> list[Path]:
+    """A split entry's images: a folder (searched at any depth) or a .txt list (relative to its folder)."""
+    if source.is_dir():
+        return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if source.is_file() and source.suffix == ".txt":
+        listed = [Path(line.strip()) for line in source.read_text().splitlines() if line.strip()]
+        return [p if p.is_absolute() else source.parent / p for p in listed]
+    raise DatasetError(f"{source}: neither an image folder nor a .txt list of images")
 
 
 def import_yolo(src: Path, dst: Path, *, names: list[str] | None = None, val_fraction: float = 0.2,

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from lineguard.imaging import ImageError
-from lineguard.modelops.datasets import IMAGE_SUFFIXES, read_label_file
+from lineguard.modelops.datasets import DatasetError, images_of, label_path, read_label_file
 from lineguard.modelops.predict import read_image
-from lineguard.modelops.stats import label_path, read_data_yaml
+from lineguard.modelops.stats import read_data_yaml
 from lineguard.vision.detect import detect
 from lineguard.vision.postprocess import Detection
 
@@ -355,22 +355,15 @@ class Split:
     images: tuple[Path, ...]
 
 
-def _images_of(source: Path) -> list[Path]:
-    """A split entry's images: a folder (searched at any depth) or a .txt list (relative to its folder)."""
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if source.is_file() and source.suffix == ".txt":
-        listed = [Path(line.strip()) for line in source.read_text().splitlines() if line.strip()]
-        return [p if p.is_absolute() else source.parent / p for p in listed]
-    raise EvalError(f"{source}: neither an image folder nor a .txt list of images")
-
-
 def load_split(data_yaml: Path, split: str = "val") -> Split:
     """The images of one split and the class names (data.yaml read as `lineguard data stats` reads it)."""
     root, names, sources = read_data_yaml(data_yaml)
     if split not in sources:
         raise EvalError(f"{data_yaml}: no '{split}' split (it has {sorted(sources)})")
-    images = [image for entry in sources[split] for image in _images_of(entry)]
+    try:
+        images = [image for entry in sources[split] for image in images_of(entry)]
+    except DatasetError as exc:
+        raise EvalError(str(exc)) from None
     if not images:
         raise EvalError(f"{data_yaml}: the {split} split holds no images")
     return Split(Path(data_yaml), split, root, names, tuple(images))

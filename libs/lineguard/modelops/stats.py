@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import yaml
 
-from lineguard.modelops.datasets import IMAGE_SUFFIXES, DatasetError, read_label_file
+from lineguard.modelops.datasets import DatasetError, images_of, label_path, read_label_file
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # COCO's object size classes (by area in px²): what the model's smallest feature map has to resolve.
@@ -80,30 +80,12 @@ def read_data_yaml(data_yaml: Path) -> tuple[Path, tuple[str, ...], dict[str, li
     return root, names, sources
 
 
-def _images_of(source: Path) -> list[Path]:
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if source.is_file() and source.suffix == ".txt":  # a list of image paths, relative to the list's folder
-        return [p if p.is_absolute() else (source.parent / p) for p in
-                (Path(line.strip()) for line in source.read_text().splitlines() if line.strip())]
-    raise DatasetError(f"{source}: neither an image folder nor a .txt list of images")
-
-
-def label_path(image: Path) -> Path:
-    """Ultralytics' rule: the last /images/ in the path becomes /labels/, the suffix .txt."""
-    parts = list(image.parts)
-    if "images" in parts:
-        i = len(parts) - 1 - parts[::-1].index("images")
-        parts[i] = "labels"
-    return Path(*parts).with_suffix(".txt")
-
-
 def dataset_stats(data_yaml: Path) -> DatasetStats:
     _, names, sources = read_data_yaml(data_yaml)
     splits: dict[str, SplitStats] = {}
     for split, entries in sources.items():
         stats = splits[split] = SplitStats()
-        for image in (img for entry in entries for img in _images_of(entry)):
+        for image in (img for entry in entries for img in images_of(entry)):
             stats.images += 1
             pixels = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
             if pixels is None:
