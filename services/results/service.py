@@ -7,7 +7,9 @@ is down raises, so the worker naks and the message comes back later."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import stamina
 import structlog
@@ -39,24 +41,23 @@ class ResultsHandlers:
     engine: Engine
     nak_delay_s: float = 1.0
 
-    async def decision(self, delivery: Delivery[Decision]) -> None:
+    async def _store(self, write: Callable[[Engine, Any], bool], delivery: Delivery[Any]) -> bool:
+        """Run one write off the event loop: a bad record is a dead letter, a database down a retry."""
         try:
-            new = await asyncio.to_thread(write_decision, self.engine, delivery.message)
+            return await asyncio.to_thread(write, self.engine, delivery.message)
         except InvalidRecord as exc:
             raise BadMessage(str(exc)) from None
         except OperationalError as exc:
             raise Retry(f"database unavailable: {exc.orig or exc}", delay_s=self._backoff(delivery)) from exc
+
+    async def decision(self, delivery: Delivery[Decision]) -> None:
+        new = await self._store(write_decision, delivery)
         ROWS.labels("new" if new else "duplicate").inc()
         log.debug("inspection written" if new else "inspection already written",
                   verdict=verdict_name(delivery.message.verdict), tries=delivery.num_delivered)
 
     async def ack(self, delivery: Delivery[PlcAck]) -> None:
-        try:
-            found = await asyncio.to_thread(record_plc_ack, self.engine, delivery.message)
-        except InvalidRecord as exc:
-            raise BadMessage(str(exc)) from None
-        except OperationalError as exc:
-            raise Retry(f"database unavailable: {exc.orig or exc}", delay_s=self._backoff(delivery)) from exc
+        found = await self._store(record_plc_ack, delivery)
         if not found:
             # The ack can overtake its decision (a backlog of decisions after a restart).
             raise Retry(f"no inspection row for {delivery.inspection_id} yet: its decision is not written",
