@@ -171,6 +171,11 @@ def test_a_fixed_batch_model_runs_a_batch_in_pieces(tmp_path: Path) -> None:
     np.testing.assert_array_equal(batched, singles)
 
 
+def test_a_model_fixed_at_a_batch_above_one_is_refused_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="input batch is fixed at 4; export with batch 1 or a dynamic batch axis"):
+        load_model(tiny_model(tmp_path / "fixed4.onnx", batch=4))
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
 def test_a_segmentation_model_gives_each_defect_its_mask(tmp_path: Path, backend: str) -> None:
     detector = load_model(tiny_model(tmp_path / "seg.onnx", batch="batch", segment=True), backend=backend)

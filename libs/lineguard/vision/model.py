@@ -198,6 +198,10 @@ def _check_shapes(path: Path, runner: Runner, card: ModelCard) -> ModelCard:
     if len(shape) != 4:
         raise ModelLoadError(path, f"expected one NCHW image input, got {[(runner.input.name, list(shape))]}")
     batch, channels, height, width = shape
+    if batch is not None and batch != 1:
+        # A lone frame is a batch of one: a model fixed at N > 1 would take the blank test run below and
+        # then refuse every real frame.
+        raise ModelLoadError(path, f"input batch is fixed at {batch}; export with batch 1 or a dynamic batch axis")
     if channels is not None and channels != 3:
         raise ModelLoadError(path, f"input has {channels} channels, expected 3")
     for side in (height, width):
