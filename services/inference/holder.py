@@ -61,7 +61,11 @@ def load_for_line(config: LineConfig, path: str | Path | None = None, *, model_i
     if path is not None:
         settings = settings.model_copy(update={"path": str(path), "id": model_id, "version": version})
     detector = load_configured_model(settings)
-    check_recipe_classes(detector.card, config.recipes, detector.path)
+    try:
+        check_recipe_classes(detector.card, config.recipes, detector.path)
+    except ModelLoadError:
+        detector.close()  # refused: its runtime's memory is not kept for nothing
+        raise
     return detector
 
 
@@ -82,6 +86,9 @@ class ModelHolder:
         self.promotion: Promotion | None = None
         self.refused: str = ""
         self._detector = detector
+        # The model swapped out last: frames that took it may still be running, so it is closed (its
+        # runtime's memory, on a GPU too) at the next swap, not at this one.
+        self._retired: OnnxDetector | None = None
 
     def current(self) -> OnnxDetector:
         return self._detector
@@ -172,7 +179,9 @@ class ModelHolder:
             self._set_refused(f"promotion of {promotion} refused: {cause}")
             return False
         # The swap: frames already running finish with the old model; the next one gets the new.
-        self._detector = detector
+        if self._retired is not None:
+            self._retired.close()
+        self._retired, self._detector = self._detector, detector
         self.promotion = promotion
         self._set_refused("")
         self._serve(detector, promotion, previous=serving)

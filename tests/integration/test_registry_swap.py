@@ -232,3 +232,28 @@ async def test_a_model_whose_classes_disagree_with_the_recipe_stops_the_service(
                                              r"deeppcb-yolo11n 0\.1\.0 does not detect \(it detects \['open', "):
         async with running_service("inference", config, setup):
             pass
+
+
+async def test_a_swapped_out_model_is_closed_at_the_next_swap_and_a_refused_one_at_once(
+        fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
+    from lineguard.runtime.service import ServiceContext
+    from lineguard.services.inference.holder import ModelHolder, load_for_line
+
+    config = line_config(fresh_nats, tmp_path / "cache")
+    async with connect_registry(fresh_nats.url) as registry:
+        for version in ("2.0.0", "3.0.0"):
+            await registry.push(model_version(tmp_path, version))
+        bus = await Bus.connect(config.nats, "inference")
+        try:
+            first = load_for_line(config)
+            holder = ModelHolder(ServiceContext(name="inference", config=config, bus=bus), first, registry)
+            assert await holder.apply(await registry.promote(MODEL_ID, "2.0.0", "l1"))
+            second = holder.current()
+            assert first.runner.session is not None  # frames that took it may still be running
+            assert await holder.apply(await registry.promote(MODEL_ID, "3.0.0", "l1"))
+            assert first.runner.session is None and second.runner.session is not None
+        finally:
+            await bus.close()
+    renamed = model_version(tmp_path, "9.0.0", classes=RENAMED)
+    with pytest.raises(ModelLoadError, match="classes disagree with the recipes"):
+        load_for_line(config, renamed)
