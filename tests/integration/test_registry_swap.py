@@ -4,6 +4,8 @@ a swap while frames stream in (none lost, none handled twice), and promotions th
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -22,11 +24,12 @@ from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
 from lineguard.v1.inference_pb2 import InferenceResult
-from lineguard.vision.model import ModelLoadError
+from lineguard.vision.model import ModelLoadError, card_path, packaged_model_path
 from registry_models import MODEL_ID, model_version
 
 BOARD = (Path(samples_init).parent / "deeppcb" / "00041000_test.jpg").read_bytes()
 RENAMED = ["a", "b", "c", "d", "e", "f"]
+PACKAGED_VERSION = json.loads(card_path(packaged_model_path()).read_text())["version"]
 
 
 def line_config(nats: EmbeddedNats, cache: Path, **model: object) -> LineConfig:
@@ -221,7 +224,7 @@ async def test_without_the_registry_the_configured_model_serves(fresh_nats: Embe
     async with running_service("inference", line_config(fresh_nats, tmp_path / "cache", registry=False), setup):
         await send(bus, frame(1))
         [result] = await results.take(1)
-    assert result.model_version == "0.1.0"  # the packaged model's card
+    assert result.model_version == PACKAGED_VERSION
 
 
 async def test_a_model_whose_classes_disagree_with_the_recipe_stops_the_service(fresh_nats: EmbeddedNats,
@@ -229,7 +232,8 @@ async def test_a_model_whose_classes_disagree_with_the_recipe_stops_the_service(
     config = line_config(fresh_nats, tmp_path / "cache")
     config.recipes["pcb-a"].classes["scratch"] = config.recipes["pcb-a"].classes["open"]
     with pytest.raises(ModelLoadError, match=r"recipe 'pcb-a' has rules for \['scratch'\], which model "
-                                             r"deeppcb-yolo11n 0\.1\.0 does not detect \(it detects \['open', "):
+                                             rf"deeppcb-yolo11n {re.escape(PACKAGED_VERSION)} does not detect "
+                                             r"\(it detects \['open', "):
         async with running_service("inference", config, setup):
             pass
 
