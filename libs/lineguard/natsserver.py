@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +92,3 @@ def _ready(host: str, port: int) -> bool:
             return s.recv(4).startswith(b"INFO")
     except OSError:
         return False
-
-
-def start_embedded(store_dir: Path | None = None, **kwargs: object) -> EmbeddedNats:
-    store = store_dir or Path(tempfile.mkdtemp(prefix="lineguard-nats-"))
-    return EmbeddedNats(store_dir=store, **kwargs).start()  # type: ignore[arg-type]

@@ -25,7 +25,6 @@ VERDICT_NAMES: dict[int, str] = {
     Verdict.VERDICT_REWORK: "REWORK",
     Verdict.VERDICT_ERROR: "ERROR",
 }
-VERDICTS_BY_NAME: dict[str, int] = {name: value for value, name in VERDICT_NAMES.items()}
 
 
 def subject(kind: str, line: str, station: str) -> str:
