@@ -40,10 +40,11 @@ class StationCameras:
         except CameraError as exc:
             raise CaptureError(str(exc)) from None
         limit = self.config.nats.inline_image_max_bytes
-        if len(image.data) > limit:
+        size = len(image.data) + len(image.reference)
+        if size > limit:
             # Until frames can go through the object store, an oversize one is refused here
             # rather than rejected by the server as an oversize message.
-            raise CaptureError(f"frame from {source.camera_id} is {len(image.data)} bytes, over the inline limit "
+            raise CaptureError(f"frame from {source.camera_id} is {size} bytes (image and reference), over the inline limit "
                                f"nats.inline_image_max_bytes={limit}; larger frames need the object store, "
                                "which is not supported yet")
         frame = Frame(
@@ -57,6 +58,8 @@ class StationCameras:
             data=image.data,
             source_uri=image.source_uri,
             px_per_mm=self.config.station(part.station).camera.px_per_mm,
+            reference_data=image.reference,
+            reference_encoding=image.reference_encoding,
         )
         frame.timings.append(timing("capture", started))
         return frame

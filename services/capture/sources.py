@@ -6,7 +6,7 @@ test) always sees the same parts in the same order."""
 from __future__ import annotations
 
 import importlib.resources
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +36,8 @@ class CapturedImage:
     channels: int
     source_uri: str
     captured_unix_ns: int
+    reference: bytes = b""          # the part's defect-free reference image, encoded; empty when none
+    reference_encoding: str = ""
 
 
 class CameraSource(Protocol):
@@ -100,17 +102,31 @@ class SimulatorSource:
         self.playlist = _Playlist(self.camera_id, paths, settings.loop)
         self.stamp = settings.stamp_serial
         self._boards: dict[Path, np.ndarray] = {}
+        self._references: dict[Path, _Reference] = {}
 
     def grab(self, part: Part) -> CapturedImage:
         path = self.playlist.next()
         captured = now_ns()
         uri = f"simulator:{path.name}"
+        reference = self._reference(path)
         if not self.stamp:
-            return _file_image(self.camera_id, path, uri, captured)
+            return replace(_file_image(self.camera_id, path, uri, captured), reference=reference.data,
+                           reference_encoding=reference.encoding)
+        # The serial strip goes below the board, so the board keeps its place and the reference
+        # (the board's size) still covers the recipe's inspect_roi.
         image = stamp_serial(self._board(path), serial_for_sequence(part.sequence))
         # PNG: lossless, so the printed code reads back exactly.
         return CapturedImage(encode_image(image, "png"), "png", image.shape[1], image.shape[0], _channels(image),
-                             uri, captured)
+                             uri, captured, reference.data, reference.encoding)
+
+    def _reference(self, path: Path) -> _Reference:
+        """A board's defect-free template (DeepPCB's `_temp.jpg`); a template is its own reference."""
+        found = self._references.get(path)
+        if found is None:
+            template = path.with_name(path.name.replace("_test.jpg", "_temp.jpg"))
+            found = self._references[path] = _read_reference(self.camera_id, template) if template.is_file() \
+                else _Reference(b"", "")
+        return found
 
     def _board(self, path: Path) -> np.ndarray:
         board = self._boards.get(path)
@@ -137,9 +153,24 @@ class FolderSource:
             raise CameraError(f"camera {self.camera_id}: folder {folder} holds no images ({', '.join(FOLDER_SUFFIXES)})")
         self.playlist = _Playlist(self.camera_id, paths, settings.loop)
 
+        self.reference = _read_reference(self.camera_id, Path(settings.reference)) if settings.reference \
+            else _Reference(b"", "")
+
     def grab(self, part: Part) -> CapturedImage:
         path = self.playlist.next()
-        return _file_image(self.camera_id, path, path.resolve().as_uri(), now_ns())
+        return replace(_file_image(self.camera_id, path, path.resolve().as_uri(), now_ns()),
+                       reference=self.reference.data, reference_encoding=self.reference.encoding)
+
+
+@dataclass(frozen=True)
+class _Reference:
+    data: bytes
+    encoding: str
+
+
+def _read_reference(camera_id: str, path: Path) -> _Reference:
+    image = _file_image(camera_id, path, path.as_posix(), 0)
+    return _Reference(image.data, image.encoding)
 
 
 def _file_image(camera_id: str, path: Path, uri: str, captured: int) -> CapturedImage:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from lineguard.config import LineConfig, ModelSettings
 from lineguard.contracts import copy_part, now_ns, timing
-from lineguard.imaging import ROI, FrameError, ImageError, frame_pixels
+from lineguard.imaging import ROI, FrameError, ImageError, decode_image, frame_pixels
 from lineguard.vision.detect import Prepared, detect_batch, prepare
 from lineguard.vision.model import OnnxDetector, load_model
 from lineguard.vision.postprocess import Detection
@@ -35,10 +35,17 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> P
     started = now_ns()
     part = frame.part
     recipe, image = frame_pixels(frame, config)
+    reference = None
+    if detector.card.input_mode == "paired" and frame.reference_data:
+        try:
+            reference = decode_image(frame.reference_data, expected_encoding=frame.reference_encoding or None)
+        except ImageError as exc:
+            raise FrameError(f"reference image: {exc}") from None
     try:
-        prepared = prepare(detector, image, ROI.from_list(recipe.inspect_roi))
+        prepared = prepare(detector, image, ROI.from_list(recipe.inspect_roi), reference)
     except ImageError as exc:
-        raise FrameError(f"recipe {part.recipe_id!r} inspect_roi: {exc}") from None
+        raise FrameError(f"part {part.inspection_id} (recipe {part.recipe_id!r}, inspect_roi "
+                         f"{recipe.inspect_roi}): {exc}") from None
     height, width = image.shape[:2]
     return PreparedFrame(frame, prepared, width, height, started)
 

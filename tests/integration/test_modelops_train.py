@@ -138,3 +138,43 @@ def test_a_session_budget_stops_resumably_and_resume_finishes(dataset: Path, tmp
     assert [(s["status"], s["first_epoch"], s["last_epoch"]) for s in record["sessions"]] == \
         [("stopped", 1, 1), ("finished", 2, 2)]
     assert record["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in record["sessions"]), abs=0.2)
+
+
+def test_a_paired_dataset_trains_a_model_that_asks_for_a_reference(tmp_path: Path) -> None:
+    """Paired inputs (image, reference, difference) train without colour jitter, the card says so, and the loaded
+    model refuses an image without its reference."""
+    from lineguard.imaging import ImageError
+    from lineguard.vision.detect import detect
+    from lineguard.vision.model import load_model
+    from lineguard.vision.paired import compose
+
+    src = tmp_path / "src"
+    src.mkdir()
+    golden = np.full((64, 64), 60, np.uint8)
+    for i in range(8):
+        board = golden.copy()
+        cv2.rectangle(board, (10 + i, 12), (30 + i, 42), 255, -1)
+        cv2.imwrite(str(src / f"board{i}.png"), compose(board, golden))
+        (src / f"board{i}.txt").write_text(f"0 {(20 + i) / 64:.5f} {27 / 64:.5f} {20 / 64:.5f} {30 / 64:.5f}\n")
+    (src / "classes.txt").write_text("open\n")
+    assert runner.invoke(app, ["data", "import-yolo", str(src), str(tmp_path / "ds")]).exit_code == 0
+    data = tmp_path / "ds" / "data.yaml"
+    data.write_text(data.read_text() + "lineguard_input: paired\n")
+    result = runner.invoke(app, ["model", "train", "--data", str(data), "--epochs", "1", "--imgsz", "64", "--batch",
+                                 "4", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "run" / "lineguard-run.json").read_text())
+    assert record["config"]["input"] == "paired"
+    assert [record["ultralytics_args"][k] for k in ("hsv_h", "hsv_s", "hsv_v")] == [0.0, 0.0, 0.0]
+    assert record["sessions"][0]["train_transforms"][-2:] == ["BrightnessContrast", "Format"]
+    result = runner.invoke(app, ["model", "export", "--weights", str(tmp_path / "run" / "weights" / "best.pt"),
+                                 "--out", str(tmp_path / "out"), "--name", "paired"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "out" / "paired.json").read_text())
+    assert card["input"]["mode"] == "paired" and card["input"]["bgr_channels"] == ["image", "reference", "difference"]
+    detector = load_model(tmp_path / "out" / "paired.onnx")
+    assert detector.card.input_mode == "paired"
+    board = cv2.imread(str(src / "board0.png"))[:, :, 0]
+    detect(detector, board, conf_threshold=0.001, iou_threshold=0.5, reference=golden)
+    with pytest.raises(ImageError, match="compares each image with the part's reference image, and none was given"):
+        detect(detector, board, conf_threshold=0.001, iou_threshold=0.5)

@@ -91,6 +91,27 @@ def test_unstamped_simulator_frame_is_the_sample_file_itself() -> None:
     assert (image.encoding, image.width, image.height, image.channels) == ("jpeg", 640, 640, 1)
 
 
+def test_simulator_frames_carry_the_boards_template_as_reference() -> None:
+    for stamp in (True, False):
+        source = SimulatorSource("s1", CameraSettings(stamp_serial=stamp))
+        board, good = source.grab(part(1)), source.grab(part(2))
+        assert board.source_uri.endswith("00041000_test.jpg") and good.source_uri.endswith("00041000_temp.jpg")
+        template = (SAMPLE_BOARDS / "00041000_temp.jpg").read_bytes()
+        assert board.reference == good.reference == template and board.reference_encoding == "jpeg"
+
+
+def test_a_folder_camera_sends_its_golden_reference_with_every_frame(tmp_path: Path) -> None:
+    _write(tmp_path / "a", 10, ".png")
+    _write(tmp_path / "b", 20, ".png")
+    golden = tmp_path.parent / f"{tmp_path.name}-golden.png"
+    _write(golden, 15, ".png")
+    source = FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path), reference=str(golden)))
+    assert {source.grab(part(i)).reference for i in range(2)} == {golden.read_bytes()}
+    assert FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path))).grab(part()).reference == b""
+    with pytest.raises(CameraError, match=r"folder:s1: cannot read .*missing.png"):
+        FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path), reference=str(tmp_path / "missing.png")))
+
+
 def _write(path: Path, value: int, ext: str) -> None:
     assert cv2.imwrite(str(path.with_suffix(ext)), np.full((8, 12, 3), value, np.uint8))
 
@@ -144,6 +165,8 @@ def test_capture_builds_the_frame_of_the_triggered_part() -> None:
     assert frame.captured_unix_ns >= trigger.part.triggered_unix_ns
     assert [t.stage for t in frame.timings] == ["capture"] and frame.timings[0].ms > 0
     assert decode_image(frame.data).shape == (800, 640, 3)
+    assert frame.reference_data == (SAMPLE_BOARDS / "00041000_temp.jpg").read_bytes()
+    assert frame.reference_encoding == "jpeg"
 
 
 def test_capture_refuses_an_unknown_station() -> None:
@@ -154,5 +177,5 @@ def test_capture_refuses_an_unknown_station() -> None:
 
 def test_capture_refuses_a_frame_over_the_inline_limit() -> None:
     cameras = StationCameras.from_config(demo_config(inline_image_max_bytes=10_000))
-    with pytest.raises(CaptureError, match=r"is \d+ bytes, over the inline limit nats.inline_image_max_bytes=10000"):
+    with pytest.raises(CaptureError, match=r"is \d+ bytes \(image and reference\), over the inline limit nats.inline_image_max_bytes=10000"):
         cameras.capture(Trigger(part=part()))

@@ -165,7 +165,7 @@ def test_frames_that_cannot_be_inspected_say_why(detector, config) -> None:
         (frame_of(jpeg[: len(jpeg) // 2]), config, "truncated jpeg"),
         (frame_of(jpeg, recipe="pcb-z"), config, "unknown recipe 'pcb-z'"),
         (object_frame, config, "object_key 'frames/abc': frames in the object store are not supported yet"),
-        (frame_of(jpeg), outside, "recipe 'pcb-a' inspect_roi: region 600,0 100x100 lies outside the 640x640 image"),
+        (frame_of(jpeg), outside, "(recipe 'pcb-a', inspect_roi [600, 0, 100, 100]): region 600,0 100x100 lies outside the 640x640 image"),
         (frame_of(encode_image(np.zeros((8, 8, 3), np.uint8), "png")), config,
          "frame says encoding 'jpeg' but its bytes are png"),
     ]

@@ -204,6 +204,18 @@ def test_brightness_contrast_changes_pixels_about_the_mean() -> None:
     assert BrightnessContrast(0.2, 0.3, p=0.0)(labels)["img"].tolist() == image.tolist()
 
 
+def test_on_a_paired_input_only_the_image_is_relit_and_the_difference_follows() -> None:
+    from lineguard.vision.paired import compose
+
+    rng = np.random.default_rng(0)
+    image, reference = rng.integers(0, 256, (32, 32), np.uint8), rng.integers(0, 256, (32, 32), np.uint8)
+    paired = compose(image, reference)
+    out = BrightnessContrast(0.3, 0.3, p=1.0, paired=True)({"img": paired.copy()})["img"]
+    assert not np.array_equal(out[:, :, 0], image), "the image channel is relit"
+    assert np.array_equal(out[:, :, 1], reference), "the golden reference was taken once: it keeps its light"
+    assert np.array_equal(out[:, :, 2], cv2.absdiff(out[:, :, 0], reference))
+
+
 runner = CliRunner()
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -78,6 +80,25 @@ def test_data_yaml_names_the_six_classes_in_deeppcb_order(deeppcb: Path, tmp_pat
     assert (data["train"], data["val"]) == ("images/train", "images/val")
     assert Path(data["path"]) == (tmp_path / "yolo").resolve()
     assert sum(summary.boxes_per_class.values()) > 0 and set(summary.boxes_per_class) == set(DEEPPCB_CLASSES)
+
+
+def test_paired_import_writes_each_board_beside_its_template(deeppcb: Path, tmp_path: Path) -> None:
+    summary = import_deeppcb(deeppcb, tmp_path / "yolo", val_groups=("group50600",), paired=True)
+    assert yaml.safe_load(summary.data_yaml.read_text())["lineguard_input"] == "paired"
+    val = tmp_path / "yolo/images/val"
+    assert {"50600000_test.png", "50600000_temp.png"} <= names_in(val)
+    board = cv2.imread(str(SAMPLES / "50600000_test.jpg"), cv2.IMREAD_GRAYSCALE)
+    template = cv2.imread(str(SAMPLES / "50600000_temp.jpg"), cv2.IMREAD_GRAYSCALE)
+    paired = cv2.imread(str(val / "50600000_test.png"))
+    assert np.array_equal(paired[:, :, 0], board) and np.array_equal(paired[:, :, 1], template)
+    assert np.array_equal(paired[:, :, 2], cv2.absdiff(board, template))
+    assert paired[:, :, 2].max() > 128, "the defects stand out in the difference"
+    good = cv2.imread(str(val / "50600000_temp.png"))
+    assert np.array_equal(good[:, :, 0], template) and not good[:, :, 2].any()
+    assert (tmp_path / "yolo/labels/val/50600000_test.txt").read_text().strip()
+    # The labels do not depend on how the images are stored.
+    plain = import_deeppcb(deeppcb, tmp_path / "plain", val_groups=("group50600",))
+    assert plain.labels_sha256 == summary.labels_sha256
 
 
 def test_fractions_thin_train_evenly_but_never_val(deeppcb: Path, tmp_path: Path) -> None:

@@ -56,13 +56,15 @@ def import_deeppcb_command(
     train_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="evenly spaced share of train pairs")] = 1.0,
     train_template_fraction: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="share of train pairs whose template joins train")] = 1.0,
+    paired: Annotated[bool, typer.Option(
+        help="write each board beside its template, as a paired (reference-comparing) model's input")] = False,
 ) -> None:
     """DeepPCB -> YOLO detection dataset; validation split by board group, so val boards are never trained on."""
     from lineguard.modelops.deeppcb import DEEPPCB_CLASSES, DEFAULT_VAL_GROUPS, DeepPCBError, import_deeppcb
 
     try:
         summary = import_deeppcb(src, dst, tuple(val_groups or DEFAULT_VAL_GROUPS), templates=templates,
-                                 train_fraction=train_fraction, train_template_fraction=train_template_fraction)
+                                 train_fraction=train_fraction, train_template_fraction=train_template_fraction, paired=paired)
     except (DeepPCBError, OSError) as exc:
         raise _fail(exc) from None
     _print_summary("DeepPCB -> YOLO", summary.dst, summary.data_yaml, DEEPPCB_CLASSES, summary.images,

@@ -41,6 +41,9 @@ class CameraSettings(_Strict):
     px_per_mm: float = Field(0.0, ge=0, description="calibration; 0 = uncalibrated (no mm² areas)")
     stamp_serial: bool = Field(True, description="simulator: print the part's serial as a DataMatrix in a strip below the board")
     loop: bool = Field(True, description="start again from the first image when the source runs out")
+    reference: str | None = Field(None, description="folder camera: the golden (defect-free) image every frame is "
+                                  "compared with by a paired model, registered to the camera's view; the simulator "
+                                  "sends each board's own template")
 
 
 class PlcSettings(_Strict):

@@ -13,6 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lineguard.vision.paired import recompose
+
 
 @dataclass(frozen=True)
 class LightingAugmentation:
@@ -25,7 +27,11 @@ class LightingAugmentation:
     contrast: float = 0.3     # contrast factor drawn from 1 +- this, about the image mean
     p: float = 0.5            # probability that an image gets the brightness / contrast change
 
-    def ultralytics_args(self) -> dict[str, float]:
+    def ultralytics_args(self, paired: bool = False) -> dict[str, float]:
+        if paired:
+            # A paired input's channels are image / reference / difference, not colours: hue and saturation
+            # would mix them, and exposure would change the reference too. BrightnessContrast lights the image.
+            return {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
         return {"hsv_h": self.hsv_h, "hsv_s": self.hsv_s, "hsv_v": self.hsv_v}
 
 
@@ -33,10 +39,11 @@ class BrightnessContrast:
     """An Ultralytics-style transform: labels dict in, labels dict out, only labels['img'] (uint8 HxWxC) changes.
 
     Random draws use Python's `random`, which Ultralytics seeds (seed, per worker), so a run with the same seed
-    draws the same changes."""
+    draws the same changes. On a paired input (lineguard.vision.paired) only the inspected image's channel is
+    relit and the difference recomputed: the shift's light changes, the golden reference was taken once."""
 
-    def __init__(self, brightness: float, contrast: float, p: float):
-        self.brightness, self.contrast, self.p = brightness, contrast, p
+    def __init__(self, brightness: float, contrast: float, p: float, paired: bool = False):
+        self.brightness, self.contrast, self.p, self.paired = brightness, contrast, p, paired
 
     def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
         if self.p <= 0 or random.random() >= self.p:
@@ -44,7 +51,11 @@ class BrightnessContrast:
         image = labels["img"]
         alpha = random.uniform(1 - self.contrast, 1 + self.contrast)
         beta = random.uniform(-self.brightness, self.brightness) * 255
-        labels["img"] = adjust(image, alpha, beta)
+        if self.paired:
+            image[:, :, 0] = adjust(np.ascontiguousarray(image[:, :, 0]), alpha, beta)
+            labels["img"] = recompose(image)
+        else:
+            labels["img"] = adjust(image, alpha, beta)
         return labels
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import cv2
 
+from lineguard.vision.paired import compose
+
 # DeepPCB type 1..6 -> class id 0..5 in this order (type 0 is unused by the dataset).
 DEEPPCB_CLASSES: tuple[str, ...] = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 DEFAULT_VAL_GROUPS: tuple[str, ...] = ("group44000", "group50600")
@@ -112,6 +114,24 @@ def _evenly(pairs: list[DeepPCBPair], fraction: float) -> list[DeepPCBPair]:
     return [pairs[int(i * step)] for i in range(keep)]
 
 
+def _write_image(image: Path, reference: Path | None, image_dir: Path) -> None:
+    """The image as published, or with a reference the paired input built from both (lossless PNG)."""
+    if reference is None:
+        shutil.copyfile(image, image_dir / image.name)
+        return
+    if not reference.is_file():
+        raise DeepPCBError(f"{reference}: template missing")
+    board = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
+    template = cv2.imread(str(reference), cv2.IMREAD_GRAYSCALE)
+    if board is None or template is None:
+        raise DeepPCBError(f"{image if board is None else reference}: not a readable image")
+    try:
+        paired_input = compose(board, template)
+    except ValueError as exc:
+        raise DeepPCBError(f"{image}: {exc}") from None
+    cv2.imwrite(str(image_dir / f"{image.stem}.png"), paired_input)
+
+
 def import_deeppcb(
     src: Path,
     dst: Path,
@@ -120,6 +140,7 @@ def import_deeppcb(
     templates: bool = True,
     train_fraction: float = 1.0,
     train_template_fraction: float = 1.0,
+    paired: bool = False,
 ) -> ImportSummary:
     """Write an Ultralytics dataset under dst: images/{train,val}, labels/{train,val}, data.yaml.
 
@@ -129,7 +150,11 @@ def import_deeppcb(
     metrics count its false alarms on good boards. train_fraction keeps an evenly spaced
     share of the training pairs (for quick runs) and train_template_fraction the share of
     those whose template joins train (a short run learns more from defects than from
-    backgrounds); val is always whole, templates included."""
+    backgrounds); val is always whole, templates included.
+
+    With paired, every image is written as a paired model's input (lineguard.vision.paired): the
+    board beside its template, as PNG. A template's own entry pairs it with itself: a good board
+    whose reference matches it."""
     src, dst = Path(src), Path(dst)
     if (dst / "images").exists() or (dst / "labels").exists():
         # Importing over an earlier split could leave its val boards behind while training on them.
@@ -161,20 +186,22 @@ def import_deeppcb(
         for pair in members:
             width, height = _image_size(pair.test_image)
             lines = yolo_label_lines(pair.annotation, width, height)
-            shutil.copyfile(pair.test_image, image_dir / pair.test_image.name)
+            _write_image(pair.test_image, pair.template_image if paired else None, image_dir)
             (label_dir / f"{pair.test_image.stem}.txt").write_text("".join(f"{line}\n" for line in lines))
             boxes.update(DEEPPCB_CLASSES[int(line.split()[0])] for line in lines)
             images[split] += 1
             if templates and pair.stem in with_template:
                 if not pair.template_image.is_file():
                     raise DeepPCBError(f"{pair.template_image}: template missing")
-                shutil.copyfile(pair.template_image, image_dir / pair.template_image.name)
+                _write_image(pair.template_image, pair.template_image if paired else None, image_dir)
                 (label_dir / f"{pair.template_image.stem}.txt").write_text("")
                 backgrounds[split] += 1
 
     data_yaml = dst / "data.yaml"
     names = "\n".join(f"  {i}: {name}" for i, name in enumerate(DEEPPCB_CLASSES))
-    data_yaml.write_text(f"path: {dst.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    # lineguard_input tells training (and so the model card) what the model's input is; Ultralytics ignores it.
+    data_yaml.write_text(f"path: {dst.resolve()}\ntrain: images/train\nval: images/val\n"
+                         f"lineguard_input: {'paired' if paired else 'image'}\nnames:\n{names}\n")
     return ImportSummary(
         dst=dst,
         data_yaml=data_yaml,

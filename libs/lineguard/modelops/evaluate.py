@@ -30,7 +30,7 @@ from lineguard.imaging import ImageError
 from lineguard.modelops.datasets import DatasetError, images_of, label_path, read_label_file
 from lineguard.modelops.predict import read_image
 from lineguard.modelops.stats import read_data_yaml
-from lineguard.vision.detect import detect
+from lineguard.vision.detect import detect, stored_input
 from lineguard.vision.postprocess import Detection
 
 # AP needs the whole ranking, so detections are kept down to this score (as Ultralytics' val does);
@@ -410,7 +410,11 @@ def predict_split(detector: Any, split: Split, *, iou: float,
             raise EvalError(f"cannot evaluate on an unreadable image: {exc}") from None
         height, width = image.shape[:2]
         truths.append(read_truth(image_path, width, height, len(split.class_names)))
-        found = detect(detector, image, conf_threshold=AP_CONF, iou_threshold=iou).detections
+        try:
+            image, reference = stored_input(detector, image)
+        except ImageError as exc:
+            raise EvalError(f"{image_path}: {exc}") from None
+        found = detect(detector, image, conf_threshold=AP_CONF, iou_threshold=iou, reference=reference).detections
         predictions.append(Predicted.from_detections(image_path.name, found))
         if on_image is not None:
             on_image(image_path)

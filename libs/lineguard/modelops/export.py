@@ -24,6 +24,7 @@ from lineguard.modelops.train import (
 )
 from lineguard.hashing import file_sha256
 from lineguard.vision.model import card_path
+from lineguard.vision.paired import PAIRED_CHANNELS
 
 
 class ExportError(RuntimeError):
@@ -82,6 +83,14 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def input_mode_fields(mode: str) -> dict[str, Any]:
+    """The card's word on what the input is: the part's image, or it beside its reference (vision.paired)."""
+    if mode == "paired":
+        # BGR channels 0, 1, 2 as the loader builds them; the model sees them reversed (RGB order).
+        return {"mode": "paired", "bgr_channels": list(PAIRED_CHANNELS)}
+    return {"mode": "image"}
+
+
 def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str, task: str, architecture: str,
                classes: list[str], imgsz: int, facts: dict[str, Any], info: CardInfo, export: dict[str, Any],
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -96,7 +105,8 @@ def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str
         "architecture": architecture,
         "classes": list(classes),
         "input": {"width": imgsz, "height": imgsz, "channels": 3, "layout": "NCHW", "dtype": input_dtype,
-                  "color": "RGB", "scale": "1/255", "resize": "letterbox", "pad_value": 114},
+                  "color": "RGB", "scale": "1/255", "resize": "letterbox", "pad_value": 114,
+                  **input_mode_fields((facts["config"] or {}).get("input", "image"))},
         "output": {"layout": outputs, "box": "cx, cy, w, h in input pixels", "nms": False},
         "dataset": {"source": info.dataset_source, "labels_sha256": facts["labels_sha256"],
                     "data_yaml": facts["data_yaml"]},

@@ -17,7 +17,7 @@ import numpy as np
 
 from lineguard.imaging import ImageError, decode_image
 from lineguard.modelops.datasets import IMAGE_SUFFIXES
-from lineguard.vision.detect import detect
+from lineguard.vision.detect import detect, stored_input
 from lineguard.vision.model import ModelCard, OnnxDetector
 from lineguard.vision.postprocess import Detection
 
@@ -116,12 +116,12 @@ def predict_folder(detector: OnnxDetector, source: Path, out: Path, *, conf: flo
     for image_path in images:
         skipped = None
         try:
-            image = read_image(image_path)
+            image, reference = stored_input(detector, read_image(image_path))
         except ImageError as exc:
             skipped = Skipped(image_path, str(exc))
             summary.skipped.append(skipped)
         else:
-            found = detect(detector, image, conf_threshold=conf, iou_threshold=iou).detections
+            found = detect(detector, image, conf_threshold=conf, iou_threshold=iou, reference=reference).detections
             height, width = image.shape[:2]
             record = prediction_record(image_path.name, width, height, detector.card, found, conf=conf, iou=iou)
             target = output_path(source, image_path, out)

@@ -60,6 +60,7 @@ class TrainConfig:
     threads: int = 0                      # torch CPU threads; 0 = every core (Ultralytics alone keeps one free)
     stop_after_hours: float | None = None  # end this session at the first epoch end past it; resume later
     lighting: LightingAugmentation = field(default_factory=LightingAugmentation)
+    input: str = "image"                  # or "paired" (lineguard.vision.paired): from data.yaml's lineguard_input
     extra: dict = field(default_factory=dict)   # any other Ultralytics train argument
 
 
@@ -158,7 +159,7 @@ def metrics_of(raw: dict[str, Any], validator: Any = None) -> dict[str, Any]:
     return found
 
 
-def _trainer_class(task: str, lighting: LightingAugmentation) -> type:
+def _trainer_class(task: str, lighting: LightingAugmentation, paired: bool) -> type:
     """Ultralytics' trainer for the task, with the brightness / contrast transform in every training dataset
     (also after close_mosaic rebuilds the transforms)."""
     from ultralytics.models import yolo
@@ -176,7 +177,8 @@ def _trainer_class(task: str, lighting: LightingAugmentation) -> type:
                 def with_lighting(transforms):
                     # before the final Format step, after mosaic / HSV: the pixels the model will see
                     transforms.insert(len(transforms.transforms) - 1,
-                                      BrightnessContrast(lighting.brightness, lighting.contrast, lighting.p))
+                                      BrightnessContrast(lighting.brightness, lighting.contrast, lighting.p,
+                                                         paired))
                     return transforms
 
                 dataset.build_transforms = lambda hyp: with_lighting(own(hyp))
@@ -207,7 +209,7 @@ def _ultralytics_args(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
         "name": run_dir.name,
         "exist_ok": True,
         "verbose": True,
-        **config.lighting.ultralytics_args(),
+        **config.lighting.ultralytics_args(paired=config.input == "paired"),
         **config.extra,
     }
 
@@ -302,7 +304,7 @@ def _session(model: Any, config: TrainConfig, run_dir: Path, record: dict[str, A
     model.add_callback("on_pretrain_routine_start", on_pretrain_start)
     model.add_callback("on_pretrain_routine_end", on_pretrain_end)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
-    trainer_cls = _trainer_class(model.task, config.lighting)
+    trainer_cls = _trainer_class(model.task, config.lighting, config.input == "paired")
     status = "finished"
     try:
         model.train(trainer=trainer_cls, **train_args)
@@ -344,7 +346,7 @@ def train(config: TrainConfig, run_dir: Path, *, on_epoch: Callable[[EpochReport
         raise RunError(f"{run_dir}: already holds a run; resume it (--resume {run_dir}) or choose another folder")
     if not Path(config.data_yaml).is_file():
         raise RunError(f"{config.data_yaml}: dataset file not found")
-    config = replace(config, data_yaml=Path(config.data_yaml).resolve())
+    config = replace(config, data_yaml=Path(config.data_yaml).resolve(), input=input_mode_of(config.data_yaml))
     run_dir.mkdir(parents=True, exist_ok=True)
     offline_ultralytics(run_dir)
     from ultralytics import YOLO  # the train extra: never at run time
@@ -364,6 +366,18 @@ def train(config: TrainConfig, run_dir: Path, *, on_epoch: Callable[[EpochReport
         "versions": versions(),
     }
     return _session(model, config, run_dir, record, record["ultralytics_args"], on_epoch)
+
+
+def input_mode_of(data_yaml: Path) -> str:
+    """What the dataset's images are: plain images, or paired inputs (`lineguard_input: paired`)."""
+    import yaml
+
+    from lineguard.vision.paired import INPUT_MODES
+
+    mode = (yaml.safe_load(Path(data_yaml).read_text()) or {}).get("lineguard_input", "image")
+    if mode not in INPUT_MODES:
+        raise RunError(f"{data_yaml}: lineguard_input {mode!r} is not one of {', '.join(INPUT_MODES)}")
+    return mode
 
 
 def resume(run_dir: Path, *, device: str | None = None, stop_after_hours: float | None = None,

@@ -14,6 +14,7 @@ import numpy as np
 from lineguard.contracts import now_ns
 from lineguard.imaging import ROI, ImageError
 from lineguard.vision.model import OnnxDetector
+from lineguard.vision.paired import compose
 from lineguard.vision.postprocess import Detection, postprocess
 from lineguard.vision.preprocess import Letterbox, preprocess
 
@@ -36,10 +37,25 @@ class Prepared:
     marks: tuple[int, int]   # when preprocessing began and ended
 
 
-def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None) -> Prepared:
-    """Crop to `roi` (ImageError when it is not a region of the image) and letterbox for the model."""
+def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None,
+            reference: np.ndarray | None = None) -> Prepared:
+    """Crop to `roi` (ImageError when it is not a region of the image) and letterbox for the model.
+
+    A paired model (card input mode "paired") needs the part's `reference`, registered to `image`: the
+    two are cropped alike and composed (lineguard.vision.paired); ImageError when it is missing or
+    does not match. Other models ignore a reference."""
     t0 = now_ns()
     region = image if roi is None else crop(image, roi)
+    if detector.card.input_mode == "paired":
+        if reference is None:
+            raise ImageError(f"model {detector.card.model_id} {detector.card.version} compares each image with "
+                             "the part's reference image, and none was given")
+        try:
+            region = compose(region, reference if roi is None else crop(reference, roi))
+        except ImageError as exc:
+            raise ImageError(f"reference image: {exc}") from None
+        except ValueError as exc:
+            raise ImageError(str(exc)) from None
     tensor, placement = preprocess(region, detector.card.input_size)
     return Prepared(tensor, placement, (roi.x, roi.y) if roi else (0, 0), (t0, now_ns()))
 
@@ -64,10 +80,21 @@ def detect_batch(detector: OnnxDetector, images: Sequence[Prepared], *, conf_thr
 
 
 def detect(detector: OnnxDetector, image: np.ndarray, *, conf_threshold: float, iou_threshold: float,
-           roi: ROI | None = None) -> Timed:
+           roi: ROI | None = None, reference: np.ndarray | None = None) -> Timed:
     """Defects in a BGR image; with `roi`, only inside it (boxes still in the whole image's pixels)."""
-    return detect_batch(detector, [prepare(detector, image, roi)], conf_threshold=conf_threshold,
+    return detect_batch(detector, [prepare(detector, image, roi, reference)], conf_threshold=conf_threshold,
                         iou_threshold=iou_threshold)[0]
+
+
+def stored_input(detector: OnnxDetector, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image as a dataset stores it, as detect() takes it: a paired model's dataset holds paired
+    inputs (`lineguard data import-deeppcb --paired`), split here into the image and its reference."""
+    if detector.card.input_mode != "paired":
+        return pixels, None
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ImageError(f"a paired model's dataset image has 3 channels (image, reference, difference); "
+                         f"this one has shape {pixels.shape}")
+    return pixels[:, :, 0], pixels[:, :, 1]
 
 
 def crop(image: np.ndarray, roi: ROI) -> np.ndarray:

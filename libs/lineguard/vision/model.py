@@ -21,6 +21,7 @@ import numpy as np
 from lineguard.vision.backends import Runner, load_runner
 from lineguard.hashing import file_sha256
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
+from lineguard.vision.paired import INPUT_MODES
 
 PACKAGED_MODEL = "deeppcb-yolo11n.onnx"
 TASKS = ("detect", "segment")
@@ -36,6 +37,7 @@ class ModelCard:
     input_size: int
     task: str = "detect"          # "detect" or "segment"
     mask_channels: int = 0        # segment: prototype masks (32 for YOLO11-seg)
+    input_mode: str = "image"     # "paired": the image beside its reference (lineguard.vision.paired)
 
 
 def packaged_model_path() -> Path:
@@ -108,6 +110,9 @@ def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, m
     task = str(card.get("task") or meta.get("task") or "detect")
     if task not in TASKS:
         raise ModelLoadError(path, f"task {task!r} is not one lineguard runs ({', '.join(TASKS)})")
+    input_mode = str((card.get("input") or {}).get("mode") or "image")
+    if input_mode not in INPUT_MODES:
+        raise ModelLoadError(path, f"input mode {input_mode!r} is not one lineguard runs ({', '.join(INPUT_MODES)})")
     return ModelCard(
         model_id=model_id or str(card.get("model_id") or path.stem),
         # Without a card the file's own hash is the version: a record still names exactly which model judged it.
@@ -115,6 +120,7 @@ def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, m
         classes=classes,
         input_size=size,
         task=task,
+        input_mode=input_mode,
     )
 
 

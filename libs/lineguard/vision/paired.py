@@ -1,0 +1,46 @@
+"""Reference comparison: a model that sees the part beside its defect-free reference.
+
+Printed-circuit inspection compares each board with a golden board registered to it; DeepPCB
+publishes every image with such a template for that reason. A "paired" model gets one 3-channel
+input built from the two greyscale images, in OpenCV's BGR order as written to a PNG:
+
+    channel 0 (B): the inspected image
+    channel 1 (G): the reference image
+    channel 2 (R): |image - reference|, where a defect stands out
+
+The dataset importer writes training images this way and the inference service builds the same
+input from a frame and its reference, so training and run time see the same pixels."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+INPUT_MODES: tuple[str, ...] = ("image", "paired")
+PAIRED_CHANNELS: tuple[str, ...] = ("image", "reference", "difference")
+
+
+def greyscale(image: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 from a greyscale or BGR image."""
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    raise ValueError(f"expected a greyscale or BGR image, got shape {image.shape}")
+
+
+def compose(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The paired model's (H, W, 3) uint8 input for an image and its registered reference."""
+    image, reference = greyscale(image), greyscale(reference)
+    if image.shape != reference.shape:
+        raise ValueError(f"the reference image is {reference.shape[1]}x{reference.shape[0]} but the image is "
+                         f"{image.shape[1]}x{image.shape[0]}: a reference must be registered to the image, same size")
+    return np.dstack((image, reference, cv2.absdiff(image, reference)))
+
+
+def recompose(paired: np.ndarray) -> np.ndarray:
+    """A paired input whose image channel was changed (a lighting augmentation): the difference again."""
+    paired[:, :, 2] = cv2.absdiff(paired[:, :, 0], paired[:, :, 1])
+    return paired

@@ -1,0 +1,118 @@
+"""Reference comparison: the paired input, a paired model's card, and what happens without a reference."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lineguard.config import LineConfig
+from lineguard.contracts import new_inspection_id
+from lineguard.imaging import ROI, FrameError, ImageError
+from lineguard.samples import __file__ as samples_init
+from lineguard.services.inference.detect import infer_frame
+from lineguard.testing import demo_config_dict
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.frame_pb2 import Frame
+from lineguard.vision.detect import detect, stored_input
+from lineguard.vision.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
+from lineguard.vision.paired import compose
+
+SAMPLES = Path(samples_init).parent / "deeppcb"
+STEM = "00041000"
+
+
+def as_model(tmp_path: Path, mode: str) -> Path:
+    """The packaged model with its card saying input mode `mode` (the weights do not matter here)."""
+    target = tmp_path / f"{mode}.onnx"
+    shutil.copyfile(packaged_model_path(), target)
+    card = json.loads(packaged_model_path().with_suffix(".json").read_text())
+    card["input"]["mode"] = mode
+    target.with_suffix(".json").write_text(json.dumps(card))
+    return target
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OnnxDetector]:
+    folder = tmp_path_factory.mktemp("models")
+    return {mode: load_model(as_model(folder, mode), intra_op_threads=1) for mode in ("image", "paired")}
+
+
+def grey(suffix: str) -> np.ndarray:
+    return cv2.imread(str(SAMPLES / f"{STEM}_{suffix}.jpg"), cv2.IMREAD_GRAYSCALE)
+
+
+def boxes(found) -> list[tuple]:
+    return [(d.class_id, round(d.x1, 2), round(d.y1, 2), round(d.x2, 2), round(d.y2, 2), round(d.score, 4))
+            for d in found.detections]
+
+
+def test_the_paired_input_is_image_reference_and_their_difference() -> None:
+    board, template = grey("test"), grey("temp")
+    paired = compose(cv2.cvtColor(board, cv2.COLOR_GRAY2BGR), template)
+    assert paired.shape == (*board.shape, 3) and paired.dtype == np.uint8
+    assert np.array_equal(paired[:, :, 0], board) and np.array_equal(paired[:, :, 1], template)
+    assert np.array_equal(paired[:, :, 2], cv2.absdiff(board, template))
+    assert not compose(template, template)[:, :, 2].any()
+    with pytest.raises(ValueError, match=r"the reference image is 600x640 but the image is 640x640"):
+        compose(board, template[:, :600])
+
+
+def test_the_card_names_the_input_mode(models: dict[str, OnnxDetector], tmp_path: Path) -> None:
+    assert models["paired"].card.input_mode == "paired" and models["image"].card.input_mode == "image"
+    with pytest.raises(ModelLoadError, match=r"input mode 'stereo' is not one lineguard runs \(image, paired\)"):
+        load_model(as_model(tmp_path, "stereo"))
+
+
+def test_a_paired_model_sees_what_a_plain_one_sees_on_the_composed_input(models: dict[str, OnnxDetector]) -> None:
+    board, template = grey("test"), grey("temp")
+    composed = compose(board, template)
+    for roi in (None, ROI(100, 40, 400, 500)):
+        ours = detect(models["paired"], board, conf_threshold=0.01, iou_threshold=0.5, roi=roi, reference=template)
+        plain = detect(models["image"], composed, conf_threshold=0.01, iou_threshold=0.5, roi=roi)
+        assert boxes(ours) == boxes(plain) and ours.detections
+    # A plain model ignores a reference.
+    image = cv2.cvtColor(board, cv2.COLOR_GRAY2BGR)
+    assert boxes(detect(models["image"], image, conf_threshold=0.01, iou_threshold=0.5, reference=template)) == \
+        boxes(detect(models["image"], image, conf_threshold=0.01, iou_threshold=0.5))
+
+
+def test_a_dataset_image_of_a_paired_model_is_split_back(models: dict[str, OnnxDetector]) -> None:
+    composed = compose(grey("test"), grey("temp"))
+    image, reference = stored_input(models["paired"], composed)
+    assert np.array_equal(image, grey("test")) and np.array_equal(reference, grey("temp"))
+    assert stored_input(models["image"], composed) == (composed, None)
+    with pytest.raises(ImageError, match=r"3 channels \(image, reference, difference\); this one has shape \(640, 640\)"):
+        stored_input(models["paired"], grey("test"))
+
+
+def frame(reference: bytes, *, encoding: str = "jpeg") -> Frame:
+    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id="pcb-a", sequence=1)
+    return Frame(part=part, encoding="jpeg", data=(SAMPLES / f"{STEM}_test.jpg").read_bytes(), px_per_mm=48.0,
+                 reference_data=reference, reference_encoding=encoding)
+
+
+def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, OnnxDetector]) -> None:
+    config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
+                                           opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
+    template = (SAMPLES / f"{STEM}_temp.jpg").read_bytes()
+    small = cv2.imencode(".png", grey("temp")[:320])[1].tobytes()
+    cases = [
+        (frame(b""), "compares each image with the part's reference image, and none was given"),
+        (frame(template[:3000]), "reference image: truncated jpeg"),
+        (frame(small, encoding="png"), "inspect_roi [0, 0, 640, 640]): reference image: region 0,0 640x640 lies "
+                                       "outside the 640x320 image"),
+    ]
+    for bad, reason in cases:
+        with pytest.raises(FrameError, match=re.escape(reason)):
+            infer_frame(bad, config, models["paired"])
+    result = infer_frame(frame(template), config, models["paired"])
+    plain = detect(models["image"], compose(grey("test"), grey("temp")), conf_threshold=config.model.conf_threshold,
+                   iou_threshold=config.model.iou_threshold)
+    assert [(d.class_id, round(d.score, 4)) for d in result.detections] == \
+        [(d.class_id, round(d.score, 4)) for d in plain.detections]
