@@ -29,17 +29,17 @@ import structlog
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig, NatsSettings
-from lineguard.contracts import msg_id, new_inspection_id, stream_name, subject
+from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
-from lineguard.samples import __file__ as samples_init
 from lineguard.services.inference.service import setup
 from lineguard.testing import demo_config_dict, running_service
 from lineguard.vision.model import packaged_model_path
 from lineguard.vision.preprocess import preprocess
-from lineguard.v1.common_pb2 import Part
+from lineguard.samples import SAMPLE_BOARDS
+from lineguard.testing.boards import BOARD_STEMS, board_frame
 from lineguard.v1.frame_pb2 import Frame
 
-BOARDS = sorted((Path(samples_init).parent / "deeppcb").glob("*_test.jpg"))
+BOARDS = [SAMPLE_BOARDS / f"{stem}_test.jpg" for stem in BOARD_STEMS]
 FRAME_SUBJECT = subject("frame", "l1", "s1")
 
 
@@ -73,9 +73,9 @@ def bare_loop(model: Path, threads: int, runs: int, batch: int = 1) -> tuple[flo
     return len(latencies) * batch / elapsed, latencies
 
 
-def frame(seq: int, data: bytes) -> Frame:
-    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id="pcb-a", sequence=seq)
-    return Frame(part=part, encoding="jpeg", data=data, width=640, height=640, px_per_mm=48.0)
+def frame(seq: int) -> Frame:
+    """Board seq mod 12 as the simulator camera sends it: the JPEG, its template as the reference."""
+    return board_frame(seq, BOARD_STEMS[seq % len(BOARD_STEMS)])
 
 
 async def through_service(url: str, model: Path, threads: int, batch_size: int, wait_ms: float, frames: int,
@@ -88,7 +88,6 @@ async def through_service(url: str, model: Path, threads: int, batch_size: int, 
     driver = await Bus.connect(NatsSettings(url=url), "bench")
     for kind in ("frame", "inference"):
         await driver.js.purge_stream(stream_name(kind))
-    images = [b.read_bytes() for b in BOARDS]
     arrived: dict[str, int] = {}
     waiting: dict[str, asyncio.Future[None]] = {}
 
@@ -112,15 +111,15 @@ async def through_service(url: str, model: Path, threads: int, batch_size: int, 
     try:
         async with running_service("inference", config, setup):
             for i in range(3):   # warm up
-                await send(frame(i, images[i % len(images)]))
-            batch = [frame(i, images[i % len(images)]) for i in range(frames)]
+                await send(frame(i))
+            batch = [frame(i) for i in range(frames)]
             started = time.perf_counter()
             async with asyncio.timeout(600):
                 await asyncio.gather(*(send(f) for f in batch))
             rate = frames / (time.perf_counter() - started)
             latencies = []
             for i in range(one_at_a_time):
-                f = frame(i, images[i % len(images)])
+                f = frame(i)
                 t = time.perf_counter_ns()
                 await send(f)
                 latencies.append((arrived[f.part.inspection_id] - t) / 1e6)
@@ -153,7 +152,7 @@ async def main() -> None:
         nats = EmbeddedNats(store_dir=Path(store)).start()
         try:
             print(f"model {args.model.name}, {args.threads} threads, {args.frames} frames, "
-                  f"{len(BOARDS)} sample boards (640 x 640 JPEG)")
+                  f"{len(BOARDS)} sample boards (640 x 640 JPEG, each with its template as the reference)")
             # The bare loop before and after the service, so that a change in the machine's load shows.
             before, before_lat = bare_loop(args.model, args.threads, args.frames)
             print(row("bare onnxruntime session.run", before, before_lat))

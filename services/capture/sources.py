@@ -5,7 +5,6 @@ test) always sees the same parts in the same order."""
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -16,10 +15,10 @@ import numpy as np
 from lineguard.config import CameraSettings
 from lineguard.contracts import now_ns, serial_for_sequence
 from lineguard.imaging import encode_image, sniff_encoding
+from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.capture.stamping import stamp_serial
 from lineguard.v1.common_pb2 import Part
 
-SAMPLE_BOARDS = Path(str(importlib.resources.files("lineguard.samples") / "deeppcb"))
 FOLDER_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 

@@ -4,29 +4,28 @@ result (the same as unbatched), bad frames in a batch are dead-lettered one by o
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from lineguard.testing.streams import collect
 from lineguard.bus import DEAD_REASON
 from lineguard.config import LineConfig
-from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
+from lineguard.contracts import dead_subject, msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
-from lineguard.samples import __file__ as samples_init
 from lineguard.services.inference.detect import infer_frame
 from lineguard.services.inference.service import setup
 from lineguard.testing import demo_config_dict, running_service
-from lineguard.vision.model import load_model
-from lineguard.v1.common_pb2 import Part
+from lineguard.testing.boards import board_bytes, board_frame
+from lineguard.testing.streams import collect
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
+from lineguard.vision.model import load_model
 
-SAMPLES = Path(samples_init).parent / "deeppcb"
-BOARDS = [(SAMPLES / f"{stem}_test.jpg").read_bytes() for stem in ("00041000", "50600001")]
+STEMS = ("00041000", "50600001")
+BOARDS = [board_bytes(stem) for stem in STEMS]
 
 
 def frame(seq: int, data: bytes, recipe: str = "pcb-a") -> Frame:
-    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq)
-    return Frame(part=part, encoding="jpeg", data=data, px_per_mm=48.0)
+    # The board's own template as its reference, whichever board the bytes are (bad bytes: the first's).
+    stem = STEMS[BOARDS.index(data)] if data in BOARDS else STEMS[0]
+    return board_frame(seq, stem, data=data, recipe=recipe)
 
 
 async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered(fresh_nats: EmbeddedNats,

@@ -1,5 +1,6 @@
 """Parity: lineguard's numpy pre/post-processing finds the same defects as Ultralytics' own predict
-on the same ONNX model and sample boards (same classes, IoU >= 0.95, same scores)."""
+on the same ONNX model and sample boards (same classes, IoU >= 0.95, same scores). For a paired model
+Ultralytics gets the paired input as the dataset stores it, lineguard the board and its template."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from lineguard.samples import __file__ as samples_init
 from lineguard.vision.detect import detect
 from lineguard.vision.model import load_model, packaged_model_path
+from lineguard.vision.paired import compose
 
 ultralytics = pytest.importorskip("ultralytics", reason="ultralytics is not installed (the train extra)")
 
@@ -36,9 +38,12 @@ def test_the_service_finds_what_ultralytics_finds_on_the_sample_boards() -> None
     compared = 0
     for board in BOARDS:
         image = cv2.imread(str(board))
-        [theirs] = reference.predict(image, conf=CONF, iou=IOU, imgsz=detector.card.input_size, device="cpu",
+        template = cv2.imread(str(board).replace("_test.jpg", "_temp.jpg"))
+        # Ultralytics gets the model's input as training stored it; lineguard builds it from the pair.
+        model_input = compose(image, template) if detector.card.input_mode == "paired" else image
+        [theirs] = reference.predict(model_input, conf=CONF, iou=IOU, imgsz=detector.card.input_size, device="cpu",
                                      verbose=False)
-        ours = detect(detector, image, conf_threshold=CONF, iou_threshold=IOU).detections
+        ours = detect(detector, image, conf_threshold=CONF, iou_threshold=IOU, reference=template).detections
         their_boxes = theirs.boxes.xyxy.numpy()
         their_classes = theirs.boxes.cls.numpy().astype(int)
         assert len(ours) == len(their_boxes), f"{board.name}: {len(ours)} defects, Ultralytics {len(their_boxes)}"

@@ -11,21 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lineguard.testing.streams import collect
 from lineguard.bus import DEAD_REASON, DEAD_SUBJECT
 from lineguard.config import LineConfig
-from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
+from lineguard.contracts import dead_subject, msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
-from lineguard.samples import __file__ as samples_init
-from lineguard.vision.model import ModelLoadError
 from lineguard.services.inference.service import setup
 from lineguard.testing import demo_config_dict, running_service, write_config
-from lineguard.v1.common_pb2 import Part
+from lineguard.testing.boards import board_bytes, board_frame
+from lineguard.testing.streams import collect
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
+from lineguard.vision.model import ModelLoadError
 
-BOARD = (Path(samples_init).parent / "deeppcb" / "00041000_test.jpg").read_bytes()
+BOARD = board_bytes()
 
 
 def config_dict(nats: EmbeddedNats) -> dict:
@@ -35,8 +33,7 @@ def config_dict(nats: EmbeddedNats) -> dict:
 
 
 def frame(seq: int, data: bytes = BOARD, recipe: str = "pcb-a") -> Frame:
-    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq)
-    return Frame(part=part, encoding="jpeg", data=data, width=640, height=640, px_per_mm=48.0)
+    return board_frame(seq, data=data, recipe=recipe)
 
 
 async def test_frames_become_results_and_bad_frames_go_to_dead_letters(fresh_nats: EmbeddedNats, bus_factory) -> None:

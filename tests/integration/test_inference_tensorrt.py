@@ -53,11 +53,11 @@ def test_a_corrupt_cached_engine_is_rebuilt(tmp_path: Path) -> None:
 
 
 def test_tensorrt_finds_what_onnxruntime_finds(tmp_path: Path) -> None:
-    image = cv2.imread(str(BOARD))
+    image, template = cv2.imread(str(BOARD)), cv2.imread(str(BOARD).replace("_test.jpg", "_temp.jpg"))
     engine = load_model(backend="tensorrt", device="cuda", backend_options={"engine_cache_dir": str(tmp_path)})
-    reference = load_model(intra_op_threads=2)
-    on_gpu = detect(engine, image, conf_threshold=0.1, iou_threshold=0.45).detections
-    on_cpu = detect(reference, image, conf_threshold=0.1, iou_threshold=0.45).detections
+    on_onnxruntime = load_model(intra_op_threads=2)
+    on_gpu = detect(engine, image, conf_threshold=0.1, iou_threshold=0.45, reference=template).detections
+    on_cpu = detect(on_onnxruntime, image, conf_threshold=0.1, iou_threshold=0.45, reference=template).detections
     assert on_cpu
     # Scores near the threshold may fall either side of it; the confident defects must match.
     confident = [d for d in on_cpu if d.score >= 0.15]

@@ -14,20 +14,18 @@ from prometheus_client import REGISTRY
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
-from lineguard.contracts import msg_id, new_inspection_id, stream_name, subject
+from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.registry import connect_registry
-from lineguard.samples import __file__ as samples_init
 from lineguard.services.inference.service import setup
 from lineguard.testing import demo_config_dict, running_service
-from lineguard.v1.common_pb2 import Part
+from lineguard.testing.boards import board_frame
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.vision.model import ModelLoadError, card_path, packaged_model_path
 from registry_models import MODEL_ID, model_version
 
-BOARD = (Path(samples_init).parent / "deeppcb" / "00041000_test.jpg").read_bytes()
 RENAMED = ["a", "b", "c", "d", "e", "f"]
 PACKAGED_VERSION = json.loads(card_path(packaged_model_path()).read_text())["version"]
 
@@ -40,8 +38,7 @@ def line_config(nats: EmbeddedNats, cache: Path, **model: object) -> LineConfig:
 
 
 def frame(seq: int) -> Frame:
-    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id="pcb-a", sequence=seq)
-    return Frame(part=part, encoding="jpeg", data=BOARD, width=640, height=640, px_per_mm=48.0)
+    return board_frame(seq)
 
 
 async def send(bus: Bus, f: Frame) -> None:

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 from lineguard.config import LineConfig
-from lineguard.contracts import new_inspection_id
 from lineguard.imaging import encode_image
 from lineguard.samples import __file__ as samples_init
 from lineguard.imaging import FrameError
 from lineguard.services.inference.detect import infer_frame
 from lineguard.vision.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
 from lineguard.testing import demo_config_dict
-from lineguard.v1.common_pb2 import Part
+from lineguard.testing.boards import board_frame
 from lineguard.v1.frame_pb2 import Frame
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
@@ -36,9 +35,11 @@ def config() -> LineConfig:
                                          opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
 
 
-def frame_of(data: bytes, *, recipe: str = "pcb-a", encoding: str = "jpeg", px_per_mm: float = 48.0) -> Frame:
-    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=1)
-    return Frame(part=part, encoding=encoding, data=data, px_per_mm=px_per_mm)
+def frame_of(data: bytes, *, recipe: str = "pcb-a", encoding: str = "jpeg", px_per_mm: float = 48.0,
+             stem: str = BOARDS[0]) -> Frame:
+    frame = board_frame(1, stem, data=data, recipe=recipe, px_per_mm=px_per_mm)
+    frame.encoding = encoding
+    return frame
 
 
 def board(stem: str) -> bytes:
@@ -119,7 +120,7 @@ def test_settings_override_the_cards_id_and_version(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stem", BOARDS)
 def test_the_shipped_model_turns_a_sample_board_into_a_valid_result(detector, config, stem: str) -> None:
     card = json.loads(packaged_model_path().with_suffix(".json").read_text())
-    frame = frame_of(board(stem))
+    frame = frame_of(board(stem), stem=stem)
     result = infer_frame(frame, config, detector)
     assert result.part == frame.part
     assert (result.model_id, result.model_version) == (card["model_id"], card["version"])
@@ -165,7 +166,8 @@ def test_frames_that_cannot_be_inspected_say_why(detector, config) -> None:
         (frame_of(jpeg[: len(jpeg) // 2]), config, "truncated jpeg"),
         (frame_of(jpeg, recipe="pcb-z"), config, "unknown recipe 'pcb-z'"),
         (object_frame, config, "object_key 'frames/abc': frames in the object store are not supported yet"),
-        (frame_of(jpeg), outside, "(recipe 'pcb-a', inspect_roi [600, 0, 100, 100]): region 600,0 100x100 lies outside the 640x640 image"),
+        (frame_of(jpeg), outside,
+         "(recipe 'pcb-a', inspect_roi [600, 0, 100, 100]): region 600,0 100x100 lies outside the 640x640 image"),
         (frame_of(encode_image(np.zeros((8, 8, 3), np.uint8), "png")), config,
          "frame says encoding 'jpeg' but its bytes are png"),
     ]

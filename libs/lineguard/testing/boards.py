@@ -1,0 +1,30 @@
+"""Frames of the packaged sample boards, as the simulator camera sends them unstamped: the board's JPEG with
+its defect-free template as the reference."""
+
+from __future__ import annotations
+
+from lineguard.contracts import new_inspection_id
+from lineguard.samples import SAMPLE_BOARDS
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.frame_pb2 import Frame
+
+BOARD_STEMS: tuple[str, ...] = tuple(sorted(p.name.removesuffix("_test.jpg") for p in SAMPLE_BOARDS.glob("*_test.jpg")))
+
+
+def board_bytes(stem: str = "00041000") -> bytes:
+    return (SAMPLE_BOARDS / f"{stem}_test.jpg").read_bytes()
+
+
+def template_bytes(stem: str = "00041000") -> bytes:
+    return (SAMPLE_BOARDS / f"{stem}_temp.jpg").read_bytes()
+
+
+def board_frame(seq: int, stem: str = "00041000", *, data: bytes | None = None, reference: bytes | None = None,
+                recipe: str = "pcb-a", px_per_mm: float = 48.0) -> Frame:
+    """Board `stem` as part `seq` of line l1, station s1 (the demo config's); `data` replaces the image bytes
+    (a bad frame), `reference` the template (b"" for none)."""
+    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq)
+    reference = template_bytes(stem) if reference is None else reference
+    return Frame(part=part, encoding="jpeg", data=board_bytes(stem) if data is None else data, width=640,
+                 height=640, px_per_mm=px_per_mm, reference_data=reference,
+                 reference_encoding="jpeg" if reference else "")
