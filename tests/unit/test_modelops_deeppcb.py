@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import yaml
 
-from lineguard.modelops.deeppcb import DEEPPCB_CLASSES, DeepPCBError, import_deeppcb, labels_sha256, read_pairs
+from lineguard.modelops.deeppcb import (
+    DEEPPCB_CLASSES,
+    REPAIR_MARGIN_PX,
+    DeepPCBError,
+    import_deeppcb,
+    labels_sha256,
+    read_boxes,
+    read_pairs,
+)
 from lineguard.samples import __file__ as samples_init
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
@@ -93,8 +101,15 @@ def test_paired_import_writes_each_board_beside_its_template(deeppcb: Path, tmp_
     assert np.array_equal(paired[:, :, 0], board) and np.array_equal(paired[:, :, 1], template)
     assert np.array_equal(paired[:, :, 2], cv2.absdiff(board, template))
     assert paired[:, :, 2].max() > 128, "the defects stand out in the difference"
+    # The good part: the board repaired from its template (an own capture, not the template itself).
     good = cv2.imread(str(val / "50600000_temp.png"))
-    assert np.array_equal(good[:, :, 0], template) and not good[:, :, 2].any()
+    assert np.array_equal(good[:, :, 1], template)
+    inside = np.zeros(board.shape, bool)
+    for _, x1, y1, x2, y2 in read_boxes(deeppcb / "group50600/50600_not/50600000.txt", 640, 640):
+        m = REPAIR_MARGIN_PX
+        inside[max(0, y1 - m):y2 + m, max(0, x1 - m):x2 + m] = True
+    assert np.array_equal(good[:, :, 0][inside], template[inside]) and not good[:, :, 2][inside].any()
+    assert np.array_equal(good[:, :, 0][~inside], board[~inside]) and good[:, :, 2][~inside].any()
     assert (tmp_path / "yolo/labels/val/50600000_test.txt").read_text().strip()
     # The labels do not depend on how the images are stored.
     plain = import_deeppcb(deeppcb, tmp_path / "plain", val_groups=("group50600",))
