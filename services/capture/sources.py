@@ -15,9 +15,11 @@ import numpy as np
 from lineguard.config import CameraSettings
 from lineguard.contracts import now_ns, serial_for_sequence
 from lineguard.imaging import encode_image, sniff_encoding
+from lineguard.modelops.deeppcb import DeepPCBError, read_boxes
 from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.capture.stamping import stamp_serial
 from lineguard.v1.common_pb2 import Part
+from lineguard.vision.paired import repaired_board
 
 FOLDER_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -77,7 +79,8 @@ class _Playlist:
 
 def simulator_playlist(folder: Path = SAMPLE_BOARDS) -> list[Path]:
     """The boards the simulator replays: each board with defects (`_test.jpg`) followed by its
-    defect-free template (`_temp.jpg`), boards in name order, so bad and good parts alternate."""
+    defect-free template (`_temp.jpg`), whose turn is a good part; boards in name order, so bad and
+    good parts alternate."""
     paths: list[Path] = []
     for test in sorted(folder.glob("*_test.jpg")):
         paths.append(test)
@@ -106,14 +109,17 @@ class SimulatorSource:
     def grab(self, part: Part) -> CapturedImage:
         path = self.playlist.next()
         captured = now_ns()
-        uri = f"simulator:{path.name}"
         reference = self._reference(path)
-        if not self.stamp:
+        good = _is_template(path)
+        uri = f"simulator:{path.name.replace('_temp.jpg', '_test.jpg')}#repaired" if good else f"simulator:{path.name}"
+        if not self.stamp and not good:
             return replace(_file_image(self.camera_id, path, uri, captured), reference=reference.data,
                            reference_encoding=reference.encoding)
-        # The serial strip goes below the board, so the board keeps its place and the reference
-        # (the board's size) still covers the recipe's inspect_roi.
-        image = stamp_serial(self._board(path), serial_for_sequence(part.sequence))
+        image = self._board(path)
+        if self.stamp:
+            # The serial strip goes below the board, so the board keeps its place and the reference
+            # (the board's size) still covers the recipe's inspect_roi.
+            image = stamp_serial(image, serial_for_sequence(part.sequence))
         # PNG: lossless, so the printed code reads back exactly.
         return CapturedImage(encode_image(image, "png"), "png", image.shape[1], image.shape[0], _channels(image),
                              uri, captured, reference.data, reference.encoding)
@@ -128,13 +134,33 @@ class SimulatorSource:
         return found
 
     def _board(self, path: Path) -> np.ndarray:
+        """The board's pixels; for a template's turn, the good part: the board with defects repaired from
+        the template (lineguard.vision.paired.repaired_board), so that a good part carries its own capture
+        noise as on a real line, rather than being its reference's exact copy."""
         board = self._boards.get(path)
         if board is None:
-            board = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if board is None:
-                raise CameraError(f"camera {self.camera_id}: cannot read board image {path}")
+            board = self._read(path)
+            test, annotation = path.with_name(path.name.replace("_temp.jpg", "_test.jpg")), \
+                path.with_name(path.name.replace("_temp.jpg", ".txt"))
+            if _is_template(path) and test.is_file() and annotation.is_file():
+                damaged = self._read(test)
+                try:
+                    boxes = read_boxes(annotation, damaged.shape[1], damaged.shape[0])
+                except DeepPCBError as exc:
+                    raise CameraError(f"camera {self.camera_id}: {exc}") from None
+                board = repaired_board(damaged, board, [box[1:] for box in boxes])
             self._boards[path] = board
         return board
+
+    def _read(self, path: Path) -> np.ndarray:
+        board = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if board is None:
+            raise CameraError(f"camera {self.camera_id}: cannot read board image {path}")
+        return board
+
+
+def _is_template(path: Path) -> bool:
+    return path.name.endswith("_temp.jpg")
 
 
 class FolderSource:

@@ -58,7 +58,8 @@ def test_simulator_playlist_alternates_boards_with_defects_and_their_templates()
 
 def test_simulator_grabs_in_playlist_order_and_loops() -> None:
     source = SimulatorSource("s1", CameraSettings(stamp_serial=False))
-    expected = [f"simulator:{p.name}" for p in simulator_playlist()]
+    # A template's turn is the good part: its board repaired from the template.
+    expected = [f"simulator:{p.name.replace('_temp.jpg', '_test.jpg#repaired')}" for p in simulator_playlist()]
     uris = [source.grab(part(i)).source_uri for i in range(len(expected) + 2)]
     assert uris == expected + expected[:2]
     again = SimulatorSource("s1", CameraSettings(stamp_serial=False))
@@ -95,9 +96,20 @@ def test_simulator_frames_carry_the_boards_template_as_reference() -> None:
     for stamp in (True, False):
         source = SimulatorSource("s1", CameraSettings(stamp_serial=stamp))
         board, good = source.grab(part(1)), source.grab(part(2))
-        assert board.source_uri.endswith("00041000_test.jpg") and good.source_uri.endswith("00041000_temp.jpg")
+        assert board.source_uri == "simulator:00041000_test.jpg"
+        assert good.source_uri == "simulator:00041000_test.jpg#repaired"
         template = (SAMPLE_BOARDS / "00041000_temp.jpg").read_bytes()
         assert board.reference == good.reference == template and board.reference_encoding == "jpeg"
+    # The good part is the board with its defects repaired from the template: its own capture elsewhere.
+    pixels = decode_image(good.data, expected_encoding="png")[:, :, 0]
+    damaged = cv2.imread(str(SAMPLE_BOARDS / "00041000_test.jpg"), cv2.IMREAD_GRAYSCALE)
+    clean = cv2.imread(str(SAMPLE_BOARDS / "00041000_temp.jpg"), cv2.IMREAD_GRAYSCALE)
+    inside = np.zeros(pixels.shape, bool)
+    for line in (SAMPLE_BOARDS / "00041000.txt").read_text().splitlines():
+        x1, y1, x2, y2 = (int(v) for v in line.split()[:4])
+        inside[y1 - 2:y2 + 2, x1 - 2:x2 + 2] = True
+    assert np.array_equal(pixels[inside], clean[inside]) and np.array_equal(pixels[~inside], damaged[~inside])
+    assert not np.array_equal(pixels, clean)
 
 
 def test_a_folder_camera_sends_its_golden_reference_with_every_frame(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import yaml
 
 from lineguard.modelops.deeppcb import (
     DEEPPCB_CLASSES,
-    REPAIR_MARGIN_PX,
     DeepPCBError,
     import_deeppcb,
     labels_sha256,
@@ -22,6 +21,7 @@ from lineguard.modelops.deeppcb import (
     read_pairs,
 )
 from lineguard.samples import __file__ as samples_init
+from lineguard.vision.paired import REPAIR_MARGIN_PX
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lineguard.vision.paired import compose
+from lineguard.vision.paired import compose, repaired_board
 
 # DeepPCB type 1..6 -> class id 0..5 in this order (type 0 is unused by the dataset).
 DEEPPCB_CLASSES: tuple[str, ...] = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 DEFAULT_VAL_GROUPS: tuple[str, ...] = ("group44000", "group50600")
-REPAIR_MARGIN_PX = 2   # around a defect box: the box is drawn tight, the defect's edge pixels may lie on it
 
 
 class DeepPCBError(ValueError):
@@ -103,21 +102,6 @@ def yolo_label_lines(annotation: Path, width: int, height: int) -> list[str]:
             f"{(y2 - y1) / height:.6f}" for cls, x1, y1, x2, y2 in read_boxes(annotation, width, height)]
 
 
-def repaired_board(board: np.ndarray, template: np.ndarray, boxes: list[tuple[int, int, int, int, int]],
-                   margin: int = REPAIR_MARGIN_PX) -> np.ndarray:
-    """The board with every defect box (and a margin) copied from its template: a defect-free board that is
-    still its own capture, so it differs from the template by the same registration and binarisation noise
-    a good part on the line does (0.1 - 7 % of DeepPCB's pixels outside the boxes). Compared with its
-    template it is an honest good part; the template compared with itself would be a trivial one."""
-    repaired = board.copy()
-    height, width = board.shape[:2]
-    for _, x1, y1, x2, y2 in boxes:
-        top, bottom = max(0, y1 - margin), min(height, y2 + margin)
-        left, right = max(0, x1 - margin), min(width, x2 + margin)
-        repaired[top:bottom, left:right] = template[top:bottom, left:right]
-    return repaired
-
-
 def _image_size(path: Path) -> tuple[int, int]:
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
@@ -149,7 +133,8 @@ def _write_paired(pair: DeepPCBPair, image_dir: Path, *, good: bool) -> None:
     board repaired from its template beside the template, written as the template's entry."""
     board, template = _read_grey(pair.test_image), _read_grey(pair.template_image)
     if good:
-        board = repaired_board(board, template, read_boxes(pair.annotation, board.shape[1], board.shape[0]))
+        boxes = read_boxes(pair.annotation, board.shape[1], board.shape[0])
+        board = repaired_board(board, template, [box[1:] for box in boxes])
     try:
         paired_input = compose(board, template)
     except ValueError as exc:
@@ -180,7 +165,7 @@ def import_deeppcb(
 
     With paired, every image is written as a paired model's input (lineguard.vision.paired): the
     board beside its template, as PNG. A template's entry (the good part) is the board repaired from
-    its template (repaired_board) beside the template."""
+    its template (lineguard.vision.paired.repaired_board) beside the template."""
     src, dst = Path(src), Path(dst)
     if (dst / "images").exists() or (dst / "labels").exists():
         # Importing over an earlier split could leave its val boards behind while training on them.

@@ -13,11 +13,14 @@ input from a frame and its reference, so training and run time see the same pixe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 INPUT_MODES: tuple[str, ...] = ("image", "paired")
 PAIRED_CHANNELS: tuple[str, ...] = ("image", "reference", "difference")
+REPAIR_MARGIN_PX = 2   # around a defect box: boxes are drawn tight, a defect's edge pixels may lie on them
 
 
 def greyscale(image: np.ndarray) -> np.ndarray:
@@ -44,3 +47,20 @@ def recompose(paired: np.ndarray) -> np.ndarray:
     """A paired input whose image channel was changed (a lighting augmentation): the difference again."""
     paired[:, :, 2] = cv2.absdiff(paired[:, :, 0], paired[:, :, 1])
     return paired
+
+
+def repaired_board(board: np.ndarray, reference: np.ndarray, boxes: Sequence[Sequence[int]],
+                   margin: int = REPAIR_MARGIN_PX) -> np.ndarray:
+    """`board` with every defect box (x1, y1, x2, y2, and a margin) copied from its reference: a defect-free
+    board that is still its own capture, so it differs from the reference by the registration and
+    binarisation noise a good part on the line shows (0.1 - 7 % of DeepPCB's pixels outside the boxes).
+    Compared with its reference it is an honest good part; the reference against itself is a trivial one."""
+    repaired = board.copy()
+    if reference.ndim != board.ndim:
+        reference = greyscale(reference) if board.ndim == 2 else cv2.cvtColor(greyscale(reference), cv2.COLOR_GRAY2BGR)
+    height, width = board.shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        top, bottom = max(0, y1 - margin), min(height, y2 + margin)
+        left, right = max(0, x1 - margin), min(width, x2 + margin)
+        repaired[top:bottom, left:right] = reference[top:bottom, left:right]
+    return repaired
