@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -243,23 +242,14 @@ def test_cli_import_coco_and_deeppcb(tmp_path: Path) -> None:
 
 
 def test_cli_import_deeppcb_prints_the_split(tmp_path: Path) -> None:
-    from lineguard.samples import __file__ as samples_init
+    from lineguard.testing.boards import deeppcb_layout
 
-    samples = Path(samples_init).parent / "deeppcb"
-    src, lines = tmp_path / "deeppcb", []
-    for annotation in sorted(samples.glob("*.txt")):
-        stem, group = annotation.stem, annotation.stem[:5]
-        (src / f"group{group}" / group).mkdir(parents=True, exist_ok=True)
-        (src / f"group{group}" / f"{group}_not").mkdir(parents=True, exist_ok=True)
-        for suffix in ("_test.jpg", "_temp.jpg"):
-            shutil.copyfile(samples / f"{stem}{suffix}", src / f"group{group}" / group / f"{stem}{suffix}")
-        shutil.copyfile(annotation, src / f"group{group}" / f"{group}_not" / annotation.name)
-        lines.append(f"group{group}/{group}/{stem}.jpg group{group}/{group}_not/{stem}.txt")
-    (src / "trainval.txt").write_text("\n".join(lines))
+    src = deeppcb_layout(tmp_path / "deeppcb")
     result = runner.invoke(app, ["data", "import-deeppcb", str(src), str(tmp_path / "yolo"), "--val-groups",
-                                 "group50600", "--val-groups", "group77000"])
+                                 "group50600", "--val-groups", "group77000", "--paired"])
     assert result.exit_code == 0, result.output
     assert "val groups: group50600, group77000" in result.output
+    assert "lineguard_input: paired" in (tmp_path / "yolo" / "data.yaml").read_text()
 
 
 def test_train_without_the_train_extra_exits_2_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from lineguard.modelops.deeppcb import (
     read_pairs,
 )
 from lineguard.samples import __file__ as samples_init
+from lineguard.testing.boards import deeppcb_layout
 from lineguard.vision.paired import REPAIR_MARGIN_PX
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
@@ -28,22 +28,7 @@ SAMPLES = Path(samples_init).parent / "deeppcb"
 
 @pytest.fixture
 def deeppcb(tmp_path: Path) -> Path:
-    """The sample boards laid out as DeepPCB publishes them: groupG/G/<stem>_{test,temp}.jpg,
-    groupG/G_not/<stem>.txt and trainval.txt."""
-    src = tmp_path / "deeppcb"
-    lines = []
-    for annotation in sorted(SAMPLES.glob("*.txt")):
-        stem = annotation.stem
-        group = stem[:5]
-        images, labels = src / f"group{group}" / group, src / f"group{group}" / f"{group}_not"
-        images.mkdir(parents=True, exist_ok=True)
-        labels.mkdir(parents=True, exist_ok=True)
-        for suffix in ("_test.jpg", "_temp.jpg"):
-            shutil.copyfile(SAMPLES / f"{stem}{suffix}", images / f"{stem}{suffix}")
-        shutil.copyfile(annotation, labels / annotation.name)
-        lines.append(f"group{group}/{group}/{stem}.jpg group{group}/{group}_not/{stem}.txt")
-    (src / "trainval.txt").write_text("\n".join(lines))
-    return src
+    return deeppcb_layout(tmp_path / "deeppcb")
 
 
 def names_in(folder: Path) -> set[str]:

@@ -73,6 +73,8 @@ def eval_model(
     conf: ConfOption = 0.25,
     iou: IouOption = 0.45,
     out: Annotated[Path | None, typer.Option("--out", help="report folder (default runs/eval/<model>-<split>)")] = None,
+    into_card: Annotated[bool, typer.Option("--into-card", help="also record the headline figures in the model "
+                                            "card's `evaluation` (the card beside the model)")] = False,
 ) -> None:
     """Score a model on a labelled split of a data.yaml: report.md, metrics.json and plots.
 
@@ -90,7 +92,7 @@ def eval_model(
     with _progress() as progress:
         task = progress.add_task(f"eval {model.name} on {split}", total=None)
         try:
-            evaluation, paths = evaluate_model(
+            evaluation, provenance, paths = evaluate_model(
                 detector, data, split=split, conf=conf, iou=iou, out=out, command=command,
                 on_start=lambda total: progress.update(task, total=total),
                 on_image=lambda _path: progress.advance(task))
@@ -110,3 +112,14 @@ def eval_model(
     typer.echo(f"parts: escapes {parts.escapes}/{parts.defective} ({fmt(parts.escape_rate)}), "
                f"false rejects {parts.false_rejects}/{parts.good} ({fmt(parts.false_reject_rate)})")
     typer.echo(f"report: {paths['report']}")
+    if into_card:
+        from lineguard.modelops.eval_report import card_evaluation
+        from lineguard.modelops.export import write_card
+        from lineguard.vision.model import read_card
+
+        card = read_card(model)
+        if card is None:
+            typer.echo(f"error: {model} has no model card to record the evaluation in", err=True)
+            raise typer.Exit(2)
+        card["evaluation"] = card_evaluation(evaluation, provenance)
+        typer.echo(f"card: {write_card(model, card)}")

@@ -51,9 +51,10 @@ class Provenance:
 
 def evaluate_model(detector: Any, data_yaml: Path, *, split: str = "val", conf: float = 0.25, iou: float = 0.45,
                    out: Path, command: str, on_start: Callable[[int], None] | None = None,
-                   on_image: Callable[[Path], None] | None = None) -> tuple[Evaluation, dict[str, Path]]:
+                   on_image: Callable[[Path], None] | None = None
+                   ) -> tuple[Evaluation, Provenance, dict[str, Path]]:
     """Run a loaded model (lineguard.vision.load_model) over the split, score it, and write the
-    report under out; returns both."""
+    report under out; returns the scores, what they are of, and the files written."""
     data = load_split(data_yaml, split)
     if on_start is not None:
         on_start(len(data.images))
@@ -68,7 +69,7 @@ def evaluate_model(detector: Any, data_yaml: Path, *, split: str = "val", conf: 
         labels_sha256=labels_sha256(data.root) if (data.root / "labels").is_dir() else None,
         split_labels_sha256=split_labels_sha256(data), conf=conf, iou=iou, command=command,
     )
-    return evaluation, write_report(evaluation, provenance, out)
+    return evaluation, provenance, write_report(evaluation, provenance, out)
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -238,3 +239,27 @@ def write_report(evaluation: Evaluation, provenance: Provenance, out: Path) -> d
     paths["metrics"].write_text(json.dumps(metrics, indent=2) + "\n")
     paths["report"].write_text(report_markdown(evaluation, provenance))
     return paths
+
+
+def card_evaluation(evaluation: Evaluation, provenance: Provenance) -> dict[str, Any]:
+    """The headline figures for the model card's `evaluation`: what a reader of the card asks first, with
+    the command and label hash that reproduce them (the full figures stay in metrics.json)."""
+    parts, deeppcb = evaluation.parts, evaluation.deeppcb
+    return {
+        "command": provenance.command,
+        "made": provenance.made,
+        "data_yaml": provenance.data_yaml,
+        "split": provenance.split,
+        "split_labels_sha256": provenance.split_labels_sha256,
+        "images": evaluation.images,
+        "mAP50": evaluation.map50,
+        "mAP50-95": evaluation.map50_95,
+        "deeppcb_f": deeppcb.f,
+        "deeppcb_precision": deeppcb.precision,
+        "deeppcb_recall": deeppcb.recall,
+        "conf": provenance.conf,
+        "escape_rate": parts.escape_rate,
+        "escapes": f"{parts.escapes} of {parts.defective}",
+        "false_reject_rate": parts.false_reject_rate,
+        "false_rejects": f"{parts.false_rejects} of {parts.good}",
+    }

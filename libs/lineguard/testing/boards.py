@@ -3,6 +3,9 @@ its defect-free template as the reference."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from lineguard.contracts import new_inspection_id
 from lineguard.samples import SAMPLE_BOARDS
 from lineguard.v1.common_pb2 import Part
@@ -28,3 +31,20 @@ def board_frame(seq: int, stem: str = "00041000", *, data: bytes | None = None, 
     return Frame(part=part, encoding="jpeg", data=board_bytes(stem) if data is None else data, width=640,
                  height=640, px_per_mm=px_per_mm, reference_data=reference,
                  reference_encoding="jpeg" if reference else "")
+
+
+def deeppcb_layout(dst: Path) -> Path:
+    """The sample boards laid out under dst as DeepPCB publishes them (groupG/G/<stem>_{test,temp}.jpg,
+    groupG/G_not/<stem>.txt, trainval.txt), for `lineguard data import-deeppcb`."""
+    lines = []
+    for annotation in sorted(SAMPLE_BOARDS.glob("*.txt")):
+        stem, group = annotation.stem, annotation.stem[:5]
+        images, labels = dst / f"group{group}" / group, dst / f"group{group}" / f"{group}_not"
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        for suffix in ("_test.jpg", "_temp.jpg"):
+            shutil.copyfile(SAMPLE_BOARDS / f"{stem}{suffix}", images / f"{stem}{suffix}")
+        shutil.copyfile(annotation, labels / annotation.name)
+        lines.append(f"group{group}/{group}/{stem}.jpg group{group}/{group}_not/{stem}.txt")
+    (dst / "trainval.txt").write_text("\n".join(lines))
+    return dst
