@@ -26,9 +26,12 @@ from lineguard.modelops.evaluate import (
     read_truth,
 )
 from lineguard.samples import __file__ as samples_init
-from lineguard.vision.model import load_model, packaged_model_path
+from lineguard.testing.boards import write_model_input
+from lineguard.vision.model import load_model, packaged_model_path, read_card
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
+PAIRED = read_card(packaged_model_path())["input"].get("mode") == "paired"
+EXT = ".png" if PAIRED else ".jpg"   # a paired model's dataset stores the paired input as PNG
 
 
 def deeppcb_boxes(stem: str) -> list[tuple[int, int, int, int, int]]:
@@ -42,20 +45,18 @@ def deeppcb_boxes(stem: str) -> list[tuple[int, int, int, int, int]]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 12 sample boards as a YOLO val split: each _test.jpg with its boxes, each defect-free
-    _temp.jpg with an empty label file (a good part)."""
+    """The 12 sample boards as a YOLO val split in the shipped model's input form: each board with
+    its boxes, each board's good part (its template's entry) with an empty label file."""
     root = tmp_path_factory.mktemp("tiny-deeppcb")
     images, labels = root / "images" / "val", root / "labels" / "val"
-    images.mkdir(parents=True)
     labels.mkdir(parents=True)
     for annotation in sorted(SAMPLES.glob("*.txt")):
-        test, template = SAMPLES / f"{annotation.stem}_test.jpg", SAMPLES / f"{annotation.stem}_temp.jpg"
-        height, width = cv2.imread(str(test), cv2.IMREAD_GRAYSCALE).shape
-        shutil.copyfile(test, images / test.name)
-        shutil.copyfile(template, images / template.name)
-        (labels / f"{test.stem}.txt").write_text("".join(f"{line}\n" for line in yolo_label_lines(annotation, width,
-                                                                                                   height)))
-        (labels / f"{template.stem}.txt").write_text("")
+        for kind in ("test", "temp"):
+            write_model_input(annotation.stem, kind, images, paired=PAIRED)
+        height, width = cv2.imread(str(SAMPLES / f"{annotation.stem}_test.jpg"), cv2.IMREAD_GRAYSCALE).shape
+        (labels / f"{annotation.stem}_test.txt").write_text(
+            "".join(f"{line}\n" for line in yolo_label_lines(annotation, width, height)))
+        (labels / f"{annotation.stem}_temp.txt").write_text("")
     names = "".join(f"  {i}: {name}\n" for i, name in enumerate(DEEPPCB_CLASSES))
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n{names}")
     return root / "data.yaml"
@@ -83,10 +84,10 @@ def test_the_split_lists_every_image_and_reads_labels_back_to_deeppcb_pixels(dat
     by_name = {t.name: t for t in truths}
     for stem in ("00041000", "50600001", "92000001"):
         expected = np.array(deeppcb_boxes(stem), dtype=float)
-        truth = by_name[f"{stem}_test.jpg"]
+        truth = by_name[f"{stem}_test{EXT}"]
         assert truth.class_ids.tolist() == expected[:, 0].astype(int).tolist()
         np.testing.assert_allclose(truth.boxes, expected[:, 1:], atol=0.01)
-        assert len(by_name[f"{stem}_temp.jpg"].class_ids) == 0
+        assert len(by_name[f"{stem}_temp{EXT}"].class_ids) == 0
 
 
 def test_a_segment_label_is_read_as_its_bounding_box(tmp_path: Path) -> None:
@@ -209,13 +210,15 @@ def test_a_model_whose_classes_are_not_the_datasets_is_refused(dataset: Path, tm
 
 def test_eval_of_the_shipped_model_writes_the_report_metrics_and_plots(dataset: Path, tmp_path: Path) -> None:
     # Four boards keep the test quick; the split as a .txt list of images, which data.yaml allows too.
-    listed = [f"images/val/{stem}_{kind}.jpg" for stem in ("00041000", "50600001") for kind in ("test", "temp")]
+    listed = [f"images/val/{stem}_{kind}{EXT}" for stem in ("00041000", "50600001") for kind in ("test", "temp")]
     (dataset.parent / "four.txt").write_text("\n".join(listed) + "\n")
     four = tmp_path / "four.yaml"
     four.write_text(dataset.read_text().replace("val: images/val", "val: four.txt"))
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["model", "eval", "--model", str(packaged_model_path()), "--data", str(four),
-                                      "--conf", "0.25", "--out", str(out)])
+    model = Path(shutil.copyfile(packaged_model_path(), tmp_path / "shipped.onnx"))
+    shutil.copyfile(packaged_model_path().with_suffix(".json"), tmp_path / "shipped.json")
+    result = CliRunner().invoke(app, ["model", "eval", "--model", str(model), "--data", str(four),
+                                      "--conf", "0.25", "--out", str(out), "--into-card"])
     assert result.exit_code == 0, result.output
     assert "mAP50" in result.output and "escapes" in result.output
     card = json.loads(packaged_model_path().with_suffix(".json").read_text())
@@ -230,3 +233,8 @@ def test_eval_of_the_shipped_model_writes_the_report_metrics_and_plots(dataset: 
         assert expected in report
     for png in ("pr_curves.png", "confusion_matrix.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --into-card: the card beside the evaluated copy now carries the headline figures, and how to redo them.
+    recorded = json.loads((tmp_path / "shipped.json").read_text())["evaluation"]
+    assert recorded["mAP50"] == metrics["map50"] and recorded["images"] == 4
+    assert recorded["escapes"] == f"{metrics['parts']['escapes']} of 2" and "--into-card" not in recorded["command"]
+    assert recorded["split_labels_sha256"] == metrics["provenance"]["split_labels_sha256"]

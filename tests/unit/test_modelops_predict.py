@@ -13,10 +13,12 @@ from typer.testing import CliRunner
 from lineguard.cli import app
 from lineguard.modelops.predict import PREDICTION_FORMAT, PredictError, detection_record, list_images
 from lineguard.samples import __file__ as samples_init
+from lineguard.testing.boards import write_model_input
 from lineguard.vision.model import packaged_model_path
 from lineguard.vision.postprocess import Detection
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
+PAIRED = json.loads(packaged_model_path().with_suffix(".json").read_text())["input"].get("mode") == "paired"
 
 
 def predict(source: Path, out: Path, *extra: str) -> tuple[int, str]:
@@ -26,14 +28,13 @@ def predict(source: Path, out: Path, *extra: str) -> tuple[int, str]:
 
 
 def test_predict_writes_one_valid_json_per_sample_board(tmp_path: Path) -> None:
-    # Three boards, with defects and defect-free, keep the test quick.
-    for name in ("00041000_test.jpg", "00041000_temp.jpg", "50600001_test.jpg"):
-        shutil.copyfile(SAMPLES / name, tmp_path / name)
+    # Three boards, with defects and defect-free, keep the test quick; as the shipped model's dataset holds them.
+    card = json.loads(packaged_model_path().with_suffix(".json").read_text())
+    images = sorted(write_model_input(stem, kind, tmp_path, paired=PAIRED)
+                    for stem, kind in (("00041000", "test"), ("00041000", "temp"), ("50600001", "test")))
     code, output = predict(tmp_path, tmp_path / "out", "--conf", "0.2", "--iou", "0.5")
     assert code == 0, output
-    card = json.loads(packaged_model_path().with_suffix(".json").read_text())
-    images = sorted(tmp_path.glob("*.jpg"))
-    assert {p.name.split("_")[1] for p in images} == {"temp.jpg", "test.jpg"}
+    assert {p.stem.split("_")[1] for p in images} == {"temp", "test"}
     written = sorted((tmp_path / "out").glob("*.json"))
     assert [p.stem for p in written] == [p.stem for p in images]
     assert f"{len(images)} images" in output and "0 unreadable images skipped" in output
@@ -57,8 +58,9 @@ def test_predict_writes_one_valid_json_per_sample_board(tmp_path: Path) -> None:
 def test_unreadable_images_are_named_skipped_and_fail_the_run(tmp_path: Path) -> None:
     source = tmp_path / "in"
     (source / "line2").mkdir(parents=True)
-    shutil.copyfile(SAMPLES / "00041000_test.jpg", source / "good.jpg")
-    shutil.copyfile(SAMPLES / "50600001_test.jpg", source / "line2" / "also-good.jpg")
+    for stem, target in (("00041000", source / "good"), ("50600001", source / "line2" / "also-good")):
+        readable = write_model_input(stem, "test", tmp_path / "stage", paired=PAIRED)
+        shutil.copyfile(readable, target.with_suffix(readable.suffix))
     (source / "cut.jpg").write_bytes((SAMPLES / "00041000_test.jpg").read_bytes()[:3000])
     (source / "notes.png").write_text("not an image")
     (source / "readme.txt").write_text("ignored: not an image suffix")

@@ -128,7 +128,7 @@ def _read_grey(path: Path) -> np.ndarray:
     return image
 
 
-def _write_paired(pair: DeepPCBPair, image_dir: Path, *, good: bool) -> None:
+def write_paired(pair: DeepPCBPair, image_dir: Path, *, good: bool) -> None:
     """The pair as a paired model's input (lossless PNG): the board beside its template, or (good) the
     board repaired from its template beside the template, written as the template's entry."""
     board, template = _read_grey(pair.test_image), _read_grey(pair.template_image)
@@ -198,7 +198,7 @@ def import_deeppcb(
             width, height = _image_size(pair.test_image)
             lines = yolo_label_lines(pair.annotation, width, height)
             if paired:
-                _write_paired(pair, image_dir, good=False)
+                write_paired(pair, image_dir, good=False)
             else:
                 shutil.copyfile(pair.test_image, image_dir / pair.test_image.name)
             (label_dir / f"{pair.test_image.stem}.txt").write_text("".join(f"{line}\n" for line in lines))
@@ -208,7 +208,7 @@ def import_deeppcb(
                 if not pair.template_image.is_file():
                     raise DeepPCBError(f"{pair.template_image}: template missing")
                 if paired:
-                    _write_paired(pair, image_dir, good=True)
+                    write_paired(pair, image_dir, good=True)
                 else:
                     shutil.copyfile(pair.template_image, image_dir / pair.template_image.name)
                 (label_dir / f"{pair.template_image.stem}.txt").write_text("")

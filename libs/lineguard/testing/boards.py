@@ -48,3 +48,17 @@ def deeppcb_layout(dst: Path) -> Path:
         lines.append(f"group{group}/{group}/{stem}.jpg group{group}/{group}_not/{stem}.txt")
     (dst / "trainval.txt").write_text("\n".join(lines))
     return dst
+
+
+def write_model_input(stem: str, kind: str, dst_dir: Path, *, paired: bool) -> Path:
+    """Sample board `stem` as a dataset stores it: kind "test" the board with defects, "temp" its good part.
+    For a plain model the published JPEG; for a paired model the PNG `import-deeppcb --paired` writes."""
+    from lineguard.modelops.deeppcb import DeepPCBPair, write_paired
+
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    if not paired:
+        return Path(shutil.copyfile(SAMPLE_BOARDS / f"{stem}_{kind}.jpg", dst_dir / f"{stem}_{kind}.jpg"))
+    pair = DeepPCBPair(group=f"group{stem[:5]}", stem=stem, test_image=SAMPLE_BOARDS / f"{stem}_test.jpg",
+                       template_image=SAMPLE_BOARDS / f"{stem}_temp.jpg", annotation=SAMPLE_BOARDS / f"{stem}.txt")
+    write_paired(pair, dst_dir, good=kind == "temp")
+    return dst_dir / f"{stem}_{kind}.png"
