@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from lineguard.config import LineConfig, RecipeSettings
 from lineguard.registry import ModelRegistry, Promotion, RegistryError
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.detect import load_configured_model
+from lineguard.vision.cache import user_cache_dir
 from lineguard.vision.model import ModelCard, ModelLoadError, OnnxDetector
 
 log = structlog.get_logger("lineguard.inference")
@@ -73,8 +73,7 @@ def cache_dir(config: LineConfig) -> Path:
     """Where registry models are downloaded to."""
     if config.model.cache_dir:
         return Path(config.model.cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lineguard" / "models"
+    return user_cache_dir("models")
 
 
 class ModelHolder:

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from lineguard.hashing import file_sha256
 from lineguard.vision.backends.base import BackendOptions, TensorSpec, cuda_index, require
+from lineguard.vision.cache import user_cache_dir
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
 
 KEY = "tensorrt"
@@ -48,10 +49,6 @@ def engine_key(model_sha256: str, gpu_name: str, trt_version: str, max_batch: in
     """The cache name of the engine for one model on one GPU model with one TensorRT version."""
     gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
     return f"{model_sha256[:16]}-{gpu}-trt{trt_version}-b{max_batch}"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lineguard" / "engines"
 
 
 def _cudart(path: Path) -> Any:
@@ -204,7 +201,7 @@ def load(path: Path, options: Options) -> TrtRunner:
         gpu = gpu_name(cudart, index)
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(path, f"TensorRT needs a CUDA GPU: {exc}") from None
-    cache_dir = Path(options.engine_cache_dir) if options.engine_cache_dir else default_cache_dir()
+    cache_dir = Path(options.engine_cache_dir) if options.engine_cache_dir else user_cache_dir("engines")
     engine_path = cache_dir / f"{engine_key(file_sha256(path), gpu, trt.__version__, options.max_batch)}.engine"
     logger = trt.Logger(trt.Logger.WARNING)
     runtime = trt.Runtime(logger)
