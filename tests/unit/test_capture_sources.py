@@ -189,5 +189,6 @@ def test_capture_refuses_an_unknown_station() -> None:
 
 def test_capture_refuses_a_frame_over_the_inline_limit() -> None:
     cameras = StationCameras.from_config(demo_config(inline_image_max_bytes=10_000))
-    with pytest.raises(CaptureError, match=r"is \d+ bytes \(image and reference\), over the inline limit nats.inline_image_max_bytes=10000"):
+    with pytest.raises(CaptureError, match=r"is \d+ bytes \(image and reference\), over the inline limit "
+                                           r"nats.inline_image_max_bytes=10000"):
         cameras.capture(Trigger(part=part()))

@@ -87,7 +87,8 @@ def test_a_dataset_image_of_a_paired_model_is_split_back(models: dict[str, OnnxD
     image, reference = stored_input(models["paired"], composed)
     assert np.array_equal(image, grey("test")) and np.array_equal(reference, grey("temp"))
     assert stored_input(models["image"], composed) == (composed, None)
-    with pytest.raises(ImageError, match=r"3 channels \(image, reference, difference\); this one has shape \(640, 640\)"):
+    with pytest.raises(ImageError, match=r"3 channels \(image, reference, difference\); this one has shape "
+                                         r"\(640, 640\)"):
         stored_input(models["paired"], grey("test"))
 
 

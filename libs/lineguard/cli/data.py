@@ -64,7 +64,8 @@ def import_deeppcb_command(
 
     try:
         summary = import_deeppcb(src, dst, tuple(val_groups or DEFAULT_VAL_GROUPS), templates=templates,
-                                 train_fraction=train_fraction, train_template_fraction=train_template_fraction, paired=paired)
+                                 train_fraction=train_fraction, train_template_fraction=train_template_fraction,
+                                 paired=paired)
     except (DeepPCBError, OSError) as exc:
         raise _fail(exc) from None
     _print_summary("DeepPCB -> YOLO", summary.dst, summary.data_yaml, DEEPPCB_CLASSES, summary.images,
