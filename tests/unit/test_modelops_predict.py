@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,7 +16,8 @@ from lineguard.cli import app
 from lineguard.modelops.predict import PREDICTION_FORMAT, PredictError, detection_record, list_images
 from lineguard.samples import __file__ as samples_init
 from lineguard.testing.boards import write_model_input
-from lineguard.vision.model import packaged_model_path
+from lineguard.vision.detect import detect
+from lineguard.vision.model import load_model, packaged_model_path
 from lineguard.vision.postprocess import Detection
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
@@ -96,3 +99,28 @@ def test_a_segmentation_detection_carries_its_mask_outline_and_size() -> None:
     assert record["mask_px"] == 400
     assert record["box"] == {"x1": 10, "y1": 20, "x2": 30, "y2": 40}
     assert "polygon" not in detection_record(Detection(0, "open", 0.9, 1, 2, 3, 4))
+
+
+def test_a_paired_model_compares_each_image_with_the_given_golden_reference(tmp_path: Path) -> None:
+    """--reference: raw line images and one golden image, as a line without a paired dataset has them."""
+    model = Path(shutil.copyfile(packaged_model_path(), tmp_path / "paired.onnx"))
+    card = json.loads(packaged_model_path().with_suffix(".json").read_text())
+    card["input"]["mode"] = "paired"
+    (tmp_path / "paired.json").write_text(json.dumps(card))
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copyfile(SAMPLES / "00041000_test.jpg", source / "board.jpg")
+    cv2.imwrite(str(source / "small.png"), np.zeros((100, 100), np.uint8))
+    result = CliRunner().invoke(app, ["model", "predict", "--model", str(model), "--source", str(source), "--out",
+                                      str(tmp_path / "out"), "--reference", str(SAMPLES / "00041000_temp.jpg"),
+                                      "--conf", "0.05"])
+    assert result.exit_code == 1, result.output
+    assert "small.png: the reference image is 640x640 but the image is 100x100" in result.output.replace("\n", "")
+    record = json.loads((tmp_path / "out" / "board.json").read_text())
+    expected = detect(load_model(model), cv2.imread(str(SAMPLES / "00041000_test.jpg")), conf_threshold=0.05,
+                      iou_threshold=0.45, reference=cv2.imread(str(SAMPLES / "00041000_temp.jpg")))
+    assert [d["score"] for d in record["detections"]] == pytest.approx([d.score for d in expected.detections], abs=1e-4)
+    assert record["detections"]
+    result = CliRunner().invoke(app, ["model", "predict", "--model", str(model), "--source", str(source), "--out",
+                                      str(tmp_path / "out2"), "--reference", str(tmp_path / "nowhere.png")])
+    assert result.exit_code == 2 and "--reference:" in result.output and "nowhere.png" in result.output

@@ -38,6 +38,9 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="folder for the JSON files, one per image")],
     conf: ConfOption = 0.25,
     iou: IouOption = 0.45,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", help="paired models: the golden image every source image is compared with (without it, "
+                            "the source holds paired inputs as a paired dataset stores them)")] = None,
 ) -> None:
     """Run a model over a folder of images: one JSON per image.
 
@@ -51,6 +54,16 @@ def predict(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     detector = _load(model)
+    golden = None
+    if reference is not None:
+        from lineguard.imaging import ImageError
+        from lineguard.modelops.predict import read_image
+
+        try:
+            golden = read_image(reference)
+        except ImageError as exc:
+            typer.echo(f"error: --reference: {exc}", err=True)
+            raise typer.Exit(2) from None
     with _progress() as progress:
         task = progress.add_task(f"{detector.card.model_id} {detector.card.version}", total=len(images))
 
@@ -59,7 +72,8 @@ def predict(
                 progress.console.print(f"skipped {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
             progress.advance(task)
 
-        summary = predict_folder(detector, source, out, conf=conf, iou=iou, images=images, on_image=advance)
+        summary = predict_folder(detector, source, out, conf=conf, iou=iou, images=images, reference=golden,
+                                 on_image=advance)
     typer.echo(f"{len(summary.written)} images, {summary.detections} detections -> {out}; "
                f"{len(summary.skipped)} unreadable images skipped")
     if summary.skipped:

@@ -103,25 +103,38 @@ def output_path(source: Path, image: Path, out: Path) -> Path:
     return Path(out) / Path(image).relative_to(source).with_suffix(".json")
 
 
+def _detections(detector: OnnxDetector, image_path: Path, reference: np.ndarray | None, *, conf: float,
+                iou: float) -> tuple[np.ndarray, list[Detection]]:
+    """The image's pixels and what the model finds; ImageError naming the file (a reference of another size
+    than this image is this image's problem)."""
+    pixels = read_image(image_path)
+    try:
+        image, given = (pixels, reference) if reference is not None else stored_input(detector, pixels)
+        return image, detect(detector, image, conf_threshold=conf, iou_threshold=iou, reference=given).detections
+    except ImageError as exc:
+        raise ImageError(f"{image_path}: {exc}") from None
+
+
 def predict_folder(detector: OnnxDetector, source: Path, out: Path, *, conf: float, iou: float,
-                   images: list[Path] | None = None,
+                   images: list[Path] | None = None, reference: np.ndarray | None = None,
                    on_image: Callable[[Path, Skipped | None], None] | None = None) -> PredictSummary:
     """Run the model over every image under `source`, writing one JSON per image under `out`.
 
-    An unreadable image is skipped and recorded with its cause, and the rest go on;
-    on_image(path, skipped-or-None) is called after each image (for a progress bar)."""
+    A paired model compares every image with `reference` (a golden image registered to them) or,
+    without one, reads the paired inputs a paired dataset stores. An unreadable image is skipped and
+    recorded with its cause, and the rest go on; on_image(path, skipped-or-None) is called after each
+    image (for a progress bar)."""
     source, out = Path(source), Path(out)
     images = list_images(source) if images is None else images
     summary = PredictSummary()
     for image_path in images:
         skipped = None
         try:
-            image, reference = stored_input(detector, read_image(image_path))
+            image, found = _detections(detector, image_path, reference, conf=conf, iou=iou)
         except ImageError as exc:
             skipped = Skipped(image_path, str(exc))
             summary.skipped.append(skipped)
         else:
-            found = detect(detector, image, conf_threshold=conf, iou_threshold=iou, reference=reference).detections
             height, width = image.shape[:2]
             record = prediction_record(image_path.name, width, height, detector.card, found, conf=conf, iou=iou)
             target = output_path(source, image_path, out)
