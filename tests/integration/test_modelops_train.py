@@ -178,3 +178,14 @@ def test_a_paired_dataset_trains_a_model_that_asks_for_a_reference(tmp_path: Pat
     detect(detector, board, conf_threshold=0.001, iou_threshold=0.5, reference=golden)
     with pytest.raises(ImageError, match="compares each image with the part's reference image, and none was given"):
         detect(detector, board, conf_threshold=0.001, iou_threshold=0.5)
+
+
+def test_a_new_run_continues_from_trained_weights_and_says_so(run_dir: Path, dataset: Path, tmp_path: Path) -> None:
+    best = run_dir / "weights" / "best.pt"
+    result = runner.invoke(app, ["model", "train", "--data", str(dataset), "--model", str(best), "--epochs", "1",
+                                 "--imgsz", "64", "--batch", "4", "--out", str(tmp_path / "more")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "more" / "lineguard-run.json").read_text())
+    assert record["architecture"] == "yolo11n"
+    assert record["initial_weights"] == {"path": str(best.resolve()),
+                                         "sha256": __import__("hashlib").sha256(best.read_bytes()).hexdigest()}

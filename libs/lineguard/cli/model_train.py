@@ -33,7 +33,8 @@ def _print_epoch(report) -> None:
 def train(
     data: Annotated[Path | None, typer.Option(help="the dataset's data.yaml (not with --resume)")] = None,
     model: Annotated[str, typer.Option(help="architecture: yolo11n.yaml (boxes), yolo11n-seg.yaml (masks), "
-                                            "or s / m / l / x sizes")] = "yolo11n.yaml",
+                                            "or s / m / l / x sizes; or a trained .pt to continue from in a "
+                                            "new run (a new schedule)")] = "yolo11n.yaml",
     epochs: Annotated[int, typer.Option(min=1)] = 100,
     imgsz: Annotated[int, typer.Option(min=32, help="square training input side in px")] = 640,
     batch: Annotated[int, typer.Option(min=1)] = 16,

@@ -186,7 +186,9 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
         facts = training_facts(weights, ckpt)
         size = int(imgsz or (ckpt.get("train_args") or {}).get("imgsz") or 640)
         classes = [model.names[i] for i in sorted(model.names)]
-        architecture = str((facts["config"] or {}).get("model_yaml") or
+        # The network's own YAML first: a run continued from earlier weights names a .pt as its model.
+        architecture = str((getattr(model.model, "yaml", None) or {}).get("yaml_file") or
+                           (facts["config"] or {}).get("model_yaml") or
                            (ckpt.get("train_args") or {}).get("model") or "yolo")
         exported = []
         for precision in ("fp32", "fp16") if half else ("fp32",):

@@ -47,7 +47,7 @@ class SessionTimeUp(Exception):
 @dataclass(frozen=True)
 class TrainConfig:
     data_yaml: Path
-    model_yaml: str = "yolo11n.yaml"      # architecture only: no pretrained weights to download; -seg for masks
+    model_yaml: str = "yolo11n.yaml"      # architecture (from scratch; -seg for masks) or a .pt to continue from
     imgsz: int = 640
     epochs: int = 100
     time_hours: float | None = None       # budget for the whole run: Ultralytics refits the epoch count to it
@@ -358,13 +358,20 @@ def train(config: TrainConfig, run_dir: Path, *, on_epoch: Callable[[EpochReport
     record: dict[str, Any] = {
         "format": 1,
         "task": model.task,
-        "architecture": Path(config.model_yaml).stem,
+        "architecture": Path(str((getattr(model.model, "yaml", None) or {}).get("yaml_file") or
+                                 config.model_yaml)).stem,
         "config": asdict(config),
         "ultralytics_args": _ultralytics_args(config, run_dir),
         "dataset": {"data_yaml": str(Path(config.data_yaml).resolve()), "names": list(names),
                     "labels_sha256": labels_sha256(root)},
         "versions": versions(),
     }
+    if Path(config.model_yaml).suffix == ".pt":
+        # Continued from earlier weights: which ones, so the card can say the model's whole history.
+        from lineguard.hashing import file_sha256
+
+        record["initial_weights"] = {"path": str(Path(config.model_yaml).resolve()),
+                                     "sha256": file_sha256(Path(config.model_yaml))}
     return _session(model, config, run_dir, record, record["ultralytics_args"], on_epoch)
 
 
