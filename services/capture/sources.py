@@ -110,9 +110,9 @@ class SimulatorSource:
         path = self.playlist.next()
         captured = now_ns()
         reference = self._reference(path)
-        good = _is_template(path)
-        uri = f"simulator:{path.name.replace('_temp.jpg', '_test.jpg')}#repaired" if good else f"simulator:{path.name}"
-        if not self.stamp and not good:
+        repair = _repair_sources(path)
+        uri = f"simulator:{repair[0].name}#repaired" if repair else f"simulator:{path.name}"
+        if not self.stamp and not repair:
             return replace(_file_image(self.camera_id, path, uri, captured), reference=reference.data,
                            reference_encoding=reference.encoding)
         image = self._board(path)
@@ -135,14 +135,14 @@ class SimulatorSource:
 
     def _board(self, path: Path) -> np.ndarray:
         """The board's pixels; for a template's turn, the good part: the board with defects repaired from
-        the template (lineguard.vision.paired.repaired_board), so that a good part carries its own capture
+        the template where its boxes are known (else the template itself) (lineguard.vision.paired.repaired_board), so that a good part carries its own capture
         noise as on a real line, rather than being its reference's exact copy."""
         board = self._boards.get(path)
         if board is None:
             board = self._read(path)
-            test, annotation = path.with_name(path.name.replace("_temp.jpg", "_test.jpg")), \
-                path.with_name(path.name.replace("_temp.jpg", ".txt"))
-            if _is_template(path) and test.is_file() and annotation.is_file():
+            repair = _repair_sources(path)
+            if repair:
+                test, annotation = repair
                 damaged = self._read(test)
                 try:
                     boxes = read_boxes(annotation, damaged.shape[1], damaged.shape[0])
@@ -159,8 +159,13 @@ class SimulatorSource:
         return board
 
 
-def _is_template(path: Path) -> bool:
-    return path.name.endswith("_temp.jpg")
+def _repair_sources(path: Path) -> tuple[Path, Path] | None:
+    """For a template's turn, the board with defects and its boxes to repair it from, when both are there."""
+    if not path.name.endswith("_temp.jpg"):
+        return None
+    test = path.with_name(path.name.replace("_temp.jpg", "_test.jpg"))
+    annotation = path.with_name(path.name.replace("_temp.jpg", ".txt"))
+    return (test, annotation) if test.is_file() and annotation.is_file() else None
 
 
 class FolderSource:
