@@ -17,13 +17,13 @@ from lineguard.contracts import dead_subject, msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.services.inference.service import setup
 from lineguard.testing import demo_config_dict, running_service, write_config
-from lineguard.testing.boards import board_bytes, board_frame
+from lineguard.testing.boards import board_bytes, board_frame, template_bytes
 from lineguard.testing.streams import collect
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.vision.model import ModelLoadError
 
-BOARD = board_bytes()
+BOARD, TEMPLATE = board_bytes(), template_bytes()
 
 
 def config_dict(nats: EmbeddedNats) -> dict:
@@ -43,19 +43,21 @@ async def test_frames_become_results_and_bad_frames_go_to_dead_letters(fresh_nat
         frame(2, data=b"\x00\x01 not an image at all"),
         frame(3, data=BOARD[:5000]),
         frame(4, recipe="pcb-z"),
-        frame(5),  # still served after three bad ones
+        board_frame(5, reference=b""),  # the shipped model compares with the reference: none, no verdict
+        board_frame(6, reference=TEMPLATE[:4000]),
+        frame(7),  # still served after five bad ones
     ]
     async with running_service("inference", LineConfig(**config_dict(fresh_nats)), setup):
         for f in frames:
             await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
         results = await collect(bus, "lg.inference.l1.*", stream_name("inference"), 2)
-        dead = await collect(bus, dead_subject("frame"), stream_name("dead"), 3)
+        dead = await collect(bus, dead_subject("frame"), stream_name("dead"), 5)
 
     served = [InferenceResult.FromString(r.data) for r in results]
-    assert [r.part.sequence for r in served] == [1, 5]
+    assert [r.part.sequence for r in served] == [1, 7]
     assert results[1].subject == "lg.inference.l1.s1"
-    assert results[1].headers["Nats-Msg-Id"] == f"{frames[4].part.inspection_id}:inference"
-    for result, sent in zip(served, (frames[0], frames[4]), strict=True):
+    assert results[1].headers["Nats-Msg-Id"] == f"{frames[6].part.inspection_id}:inference"
+    for result, sent in zip(served, (frames[0], frames[6]), strict=True):
         assert result.part == sent.part
         assert result.model_id == "deeppcb-yolo11n" and result.model_version
         assert (result.image_width, result.image_height) == (640, 640)
@@ -68,6 +70,8 @@ async def test_frames_become_results_and_bad_frames_go_to_dead_letters(fresh_nat
     assert reasons[2].startswith("frame is not an image: 22 bytes")
     assert reasons[3] == "truncated jpeg: 5000 bytes without the end-of-image marker"
     assert "unknown recipe 'pcb-z' (known: pcb-a)" in reasons[4]
+    assert reasons[5].endswith("compares each image with the part's reference image, and none was given")
+    assert reasons[6] == "reference image: truncated jpeg: 4000 bytes without the end-of-image marker"
     assert {d.headers[DEAD_SUBJECT] for d in dead} == {"lg.frame.l1.s1"}
 
 
