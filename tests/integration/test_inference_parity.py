@@ -41,10 +41,16 @@ def test_the_service_finds_what_ultralytics_finds_on_the_sample_boards() -> None
         template = cv2.imread(str(board).replace("_test.jpg", "_temp.jpg"))
         # Ultralytics gets the model's input as training stored it; lineguard builds it from the pair.
         model_input = compose(image, template) if detector.card.input_mode == "paired" else image
+        pad = 0
+        if not detector.card.scaleup:
+            # Ultralytics' predict enlarges an image smaller than its input; a card without scaleup pads it
+            # instead (as Ultralytics' validation does), so Ultralytics gets the board already padded.
+            pad = (detector.card.input_size - model_input.shape[0]) // 2
+            model_input = cv2.copyMakeBorder(model_input, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(114,) * 3)
         [theirs] = reference.predict(model_input, conf=CONF, iou=IOU, imgsz=detector.card.input_size, device="cpu",
                                      verbose=False)
         ours = detect(detector, image, conf_threshold=CONF, iou_threshold=IOU, reference=template).detections
-        their_boxes = theirs.boxes.xyxy.numpy()
+        their_boxes = np.clip(theirs.boxes.xyxy.numpy() - pad, 0, image.shape[0])
         their_classes = theirs.boxes.cls.numpy().astype(int)
         assert len(ours) == len(their_boxes), f"{board.name}: {len(ours)} defects, Ultralytics {len(their_boxes)}"
         if not ours:

@@ -25,6 +25,16 @@ def test_letterbox_scales_down_to_the_longer_side() -> None:
     assert (placement.scale, placement.pad_x, placement.pad_y) == (0.32, 0, 16)
 
 
+def test_without_scaleup_a_smaller_image_is_padded_not_enlarged() -> None:
+    image = np.full((640, 640, 3), 7, np.uint8)
+    boxed, placement = letterbox(image, 672, scaleup=False)
+    assert boxed.shape == (672, 672, 3)
+    assert (placement.scale, placement.pad_x, placement.pad_y) == (1.0, 16, 16)
+    assert (boxed[16:656, 16:656] == 7).all() and (boxed[:16] == PAD_VALUE).all() and (boxed[:, 656:] == PAD_VALUE).all()
+    assert letterbox(image, 672)[1].scale == 1.05                           # with scaleup: enlarged
+    assert letterbox(np.zeros((800, 800, 3), np.uint8), 672, scaleup=False)[1].scale == 0.84   # larger: shrunk
+
+
 def test_letterbox_splits_odd_padding_like_ultralytics() -> None:
     boxed, placement = letterbox(np.zeros((10, 13, 3), np.uint8), 13)
     assert boxed.shape == (13, 13, 3)

@@ -109,6 +109,8 @@ def export(
     out: Annotated[Path, typer.Option(help="folder for the .onnx / .engine files and their cards")],
     half: Annotated[bool, typer.Option("--half", help="also an FP16 ONNX (<name>-fp16.onnx)")] = False,
     imgsz: Annotated[int | None, typer.Option(help="input side (default: the training size)")] = None,
+    scaleup: Annotated[bool, typer.Option("--scaleup/--no-scaleup", help="enlarge an image smaller than the input "
+                                          "(Ultralytics' predict) or only pad it (its validation); docs/models.md")] = True,
     opset: Annotated[int, typer.Option(help="ONNX opset, pinned")] = 17,
     tensorrt: Annotated[bool, typer.Option("--tensorrt", help="also a TensorRT engine (GPU machines only)")] = False,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--fixed-batch",
@@ -132,7 +134,7 @@ def export(
         if tensorrt:
             require_gpu()  # fail before the (slow) ONNX export when no engine can be built here
         exported = export_onnx(weights, out, name=stem, imgsz=imgsz, opset=opset, half=half, device=device, card=info,
-                               dynamic_batch=dynamic_batch)
+                               dynamic_batch=dynamic_batch, scaleup=scaleup)
         if tensorrt:
             source = exported[-1].path  # the FP16 ONNX with --half: the engine keeps the ONNX's precision
             exported.append(build_tensorrt_engine(source))

@@ -93,7 +93,7 @@ def input_mode_fields(mode: str) -> dict[str, Any]:
 
 def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str, task: str, architecture: str,
                classes: list[str], imgsz: int, facts: dict[str, Any], info: CardInfo, export: dict[str, Any],
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra: dict[str, Any] | None = None, scaleup: bool = True) -> dict[str, Any]:
     """The card for one exported ONNX file; a TensorRT engine's card is its ONNX's card plus the engine's facts."""
     outputs = "(1, 4 + classes, anchors)" if task == "detect" else \
         "(1, 4 + classes + 32 mask coefficients, anchors) and prototypes (1, 32, S/4, S/4)"
@@ -105,7 +105,7 @@ def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str
         "architecture": architecture,
         "classes": list(classes),
         "input": {"width": imgsz, "height": imgsz, "channels": 3, "layout": "NCHW", "dtype": input_dtype,
-                  "color": "RGB", "scale": "1/255", "resize": "letterbox", "pad_value": 114,
+                  "color": "RGB", "scale": "1/255", "resize": "letterbox", "scaleup": scaleup, "pad_value": 114,
                   **input_mode_fields((facts["config"] or {}).get("input", "image"))},
         "output": {"layout": outputs, "box": "cx, cy, w, h in input pixels", "nms": False},
         "dataset": {"source": info.dataset_source, "labels_sha256": facts["labels_sha256"],
@@ -160,13 +160,14 @@ def _check_loads(path: Path, dtype: str, imgsz: int, batch: int = 1) -> None:
 
 def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz: int | None = None,
                 opset: int = 17, half: bool = False, device: str = "cpu", card: CardInfo | None = None,
-                dynamic_batch: bool = True) -> list[ExportedModel]:
+                dynamic_batch: bool = True, scaleup: bool = True) -> list[ExportedModel]:
     """weights -> out_dir/<name>.onnx (FP32) and, with half, out_dir/<name>-fp16.onnx, each with its card.
 
     Exports from a copy of the weights so the run folder stays as training left it. On the CPU the FP16 file
     keeps float32 input / output with casts inside (Ultralytics' CPU conversion); exported on a GPU it takes
     float16 input; the card's input.dtype says which. With dynamic_batch (the default) the batch axis is
-    dynamic, so the inference service can micro-batch frames (model.batch_size)."""
+    dynamic, so the inference service can micro-batch frames (model.batch_size). Without scaleup the card tells
+    the service to pad an image smaller than the input rather than enlarge it."""
     require_train_extra()
     weights, out_dir = Path(weights).resolve(), Path(out_dir)
     if not weights.is_file():
@@ -203,6 +204,7 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
             card_data = model_card(
                 file=target, file_format="onnx", precision=precision, input_dtype=dtype, task=model.task,
                 architecture=Path(architecture).stem, classes=classes, imgsz=size, facts=facts, info=info,
+                scaleup=scaleup,
                 export={"opset": real_opset, "simplified": True, "dynamic_batch": dynamic_batch, "device": device,
                         "weights": str(weights),
                         "weights_sha256": file_sha256(weights)},

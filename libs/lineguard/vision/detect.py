@@ -56,7 +56,7 @@ def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None,
             raise ImageError(f"reference image: {exc}") from None
         except ValueError as exc:
             raise ImageError(str(exc)) from None
-    tensor, placement = preprocess(region, detector.card.input_size)
+    tensor, placement = preprocess(region, detector.card.input_size, scaleup=detector.card.scaleup)
     return Prepared(tensor, placement, (roi.x, roi.y) if roi else (0, 0), (t0, now_ns()))
 
 

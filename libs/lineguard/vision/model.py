@@ -38,6 +38,7 @@ class ModelCard:
     task: str = "detect"          # "detect" or "segment"
     mask_channels: int = 0        # segment: prototype masks (32 for YOLO11-seg)
     input_mode: str = "image"     # "paired": the image beside its reference (lineguard.vision.paired)
+    scaleup: bool = True          # False: an image smaller than the input is padded, never enlarged
 
 
 def packaged_model_path() -> Path:
@@ -121,6 +122,7 @@ def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, m
         input_size=size,
         task=task,
         input_mode=input_mode,
+        scaleup=bool((card.get("input") or {}).get("scaleup", True)),
     )
 
 

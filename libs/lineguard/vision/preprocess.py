@@ -33,12 +33,18 @@ class Letterbox:
         return out
 
 
-def letterbox(image: np.ndarray, size: int = 640, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
-    """`image` (H, W, 3) resized to fit `size` x `size` with its aspect kept, centred, padded."""
+def letterbox(image: np.ndarray, size: int = 640, pad_value: int = PAD_VALUE, *,
+              scaleup: bool = True) -> tuple[np.ndarray, Letterbox]:
+    """`image` (H, W, 3) resized to fit `size` x `size` with its aspect kept, centred, padded.
+
+    Without scaleup a smaller image keeps its pixels' scale and is only padded (Ultralytics'
+    validation does this): a model trained at the camera's px/mm sees defects at their trained size."""
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
     height, width = image.shape[:2]
     scale = min(size / height, size / width)
+    if not scaleup:
+        scale = min(scale, 1.0)
     # At least one pixel: a sliver of an image (a thin region) must not become an empty one.
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     if (new_w, new_h) != (width, height):
@@ -58,7 +64,7 @@ def to_tensor(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb, dtype=np.float32)[None] / np.float32(255.0)
 
 
-def preprocess(image: np.ndarray, size: int = 640) -> tuple[np.ndarray, Letterbox]:
+def preprocess(image: np.ndarray, size: int = 640, *, scaleup: bool = True) -> tuple[np.ndarray, Letterbox]:
     """The model input tensor for a BGR image, and how to map its boxes back."""
-    boxed, placement = letterbox(image, size)
+    boxed, placement = letterbox(image, size, scaleup=scaleup)
     return to_tensor(boxed), placement
