@@ -188,4 +188,6 @@ def test_a_new_run_continues_from_trained_weights_and_says_so(run_dir: Path, dat
     record = json.loads((tmp_path / "more" / "lineguard-run.json").read_text())
     assert record["architecture"] == "yolo11n"
     assert record["initial_weights"] == {"path": str(best.resolve()),
-                                         "sha256": __import__("hashlib").sha256(best.read_bytes()).hexdigest()}
+                                         "sha256": __import__("hashlib").sha256(best.read_bytes()).hexdigest(),
+                                         "loaded": True}   # checked on the model about to train
+    assert record["ultralytics_args"]["pretrained"] is True

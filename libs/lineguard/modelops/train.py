@@ -159,6 +159,17 @@ def metrics_of(raw: dict[str, Any], validator: Any = None) -> dict[str, Any]:
     return found
 
 
+def _same_weights(model: Any, checkpoint: str) -> bool:
+    """Whether the model about to train holds the checkpoint's weights (its first tensor, exactly)."""
+    import torch
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = (saved.get("ema") or saved.get("model")).float().state_dict()
+    ours = model.state_dict()
+    key = next(k for k in saved if k in ours and saved[k].is_floating_point())
+    return bool(torch.equal(saved[key], ours[key].detach().float().cpu()))
+
+
 def _trainer_class(task: str, lighting: LightingAugmentation, paired: bool) -> type:
     """Ultralytics' trainer for the task, with the brightness / contrast transform in every training dataset
     (also after close_mosaic rebuilds the transforms)."""
@@ -202,7 +213,8 @@ def _ultralytics_args(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
         "seed": config.seed,
         "deterministic": config.deterministic,
         "device": config.device,
-        "pretrained": False,
+        # Ultralytics drops a .pt model's weights when pretrained is False: only from-scratch runs say so.
+        "pretrained": Path(config.model_yaml).suffix == ".pt",
         "amp": False,         # the AMP check downloads weights; set extra amp=True on a GPU with network
         "plots": False,       # plotting downloads a font
         "project": str(run_dir.parent),
@@ -275,6 +287,9 @@ def _session(model: Any, config: TrainConfig, run_dir: Path, record: dict[str, A
         # What the training images go through, as built: proof the lighting change is in the pipeline.
         transforms = getattr(getattr(trainer.train_loader, "dataset", None), "transforms", None)
         session["train_transforms"] = [type(t).__name__ for t in getattr(transforms, "transforms", [])]
+        initial = record.get("initial_weights")
+        if initial is not None and "loaded" not in initial:
+            initial["loaded"] = _same_weights(trainer.model, initial["path"])
         record["epochs"] = trainer.epochs
         _write_record(run_dir, record)
         state["epoch_started"] = time.monotonic()
