@@ -168,12 +168,16 @@ def test_a_paired_dataset_trains_a_model_that_asks_for_a_reference(tmp_path: Pat
     assert [record["ultralytics_args"][k] for k in ("hsv_h", "hsv_s", "hsv_v")] == [0.0, 0.0, 0.0]
     assert record["sessions"][0]["train_transforms"][-2:] == ["BrightnessContrast", "Format"]
     result = runner.invoke(app, ["model", "export", "--weights", str(tmp_path / "run" / "weights" / "best.pt"),
-                                 "--out", str(tmp_path / "out"), "--name", "paired"])
+                                 "--out", str(tmp_path / "out"), "--name", "paired", "--no-scaleup"])
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "out" / "paired.json").read_text())
     assert card["input"]["mode"] == "paired" and card["input"]["bgr_channels"] == ["image", "reference", "difference"]
+    assert card["input"]["scaleup"] is False
     detector = load_model(tmp_path / "out" / "paired.onnx")
-    assert detector.card.input_mode == "paired"
+    assert (detector.card.input_mode, detector.card.scaleup) == ("paired", False)
+    # The file alone (a card lost on the way) still says how it must be fed.
+    alone = Path(shutil.copyfile(tmp_path / "out" / "paired.onnx", tmp_path / "alone.onnx"))
+    assert (load_model(alone).card.input_mode, load_model(alone).card.scaleup) == ("paired", False)
     board = cv2.imread(str(src / "board0.png"))[:, :, 0]
     detect(detector, board, conf_threshold=0.001, iou_threshold=0.5, reference=golden)
     with pytest.raises(ImageError, match="compares each image with the part's reference image, and none was given"):

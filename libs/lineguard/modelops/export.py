@@ -144,6 +144,18 @@ def _onnx_facts(path: Path) -> tuple[str, int]:
     return onnx.helper.tensor_dtype_to_np_dtype(elem).name, opset
 
 
+def _stamp_input(path: Path, mode: str, scaleup: bool) -> None:
+    """What the input is, in the ONNX file's own metadata too (beside Ultralytics' names / imgsz), so a model
+    that travels without its card is still fed right: a paired model fed the board alone finds nothing."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in (("lineguard_input_mode", mode), ("lineguard_scaleup", str(scaleup).lower())):
+        entry = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
 def _check_loads(path: Path, dtype: str, imgsz: int, batch: int = 1) -> None:
     """One run on ONNX Runtime's CPU provider with the declared input dtype: an FP16 file must still serve,
     and a dynamic-batch file must take a batch of more than one."""
@@ -197,6 +209,7 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
                                          nms=False, device=device, quantize=16 if precision == "fp16" else None))
             target = out_dir / (f"{name}.onnx" if precision == "fp32" else f"{name}-fp16.onnx")
             shutil.move(produced, target)
+            _stamp_input(target, (facts["config"] or {}).get("input", "image"), scaleup)
             dtype, real_opset = _onnx_facts(target)
             if real_opset != opset:
                 raise ExportError(f"{target}: asked for opset {opset}, the file has {real_opset}")

@@ -111,7 +111,7 @@ def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, m
     task = str(card.get("task") or meta.get("task") or "detect")
     if task not in TASKS:
         raise ModelLoadError(path, f"task {task!r} is not one lineguard runs ({', '.join(TASKS)})")
-    input_mode = str((card.get("input") or {}).get("mode") or "image")
+    input_mode = str((card.get("input") or {}).get("mode") or meta.get("lineguard_input_mode") or "image")
     if input_mode not in INPUT_MODES:
         raise ModelLoadError(path, f"input mode {input_mode!r} is not one lineguard runs ({', '.join(INPUT_MODES)})")
     return ModelCard(
@@ -122,7 +122,7 @@ def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, m
         input_size=size,
         task=task,
         input_mode=input_mode,
-        scaleup=bool((card.get("input") or {}).get("scaleup", True)),
+        scaleup=bool((card.get("input") or {}).get("scaleup", meta.get("lineguard_scaleup", "true") == "true")),
     )
 
 
