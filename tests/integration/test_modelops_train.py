@@ -195,3 +195,8 @@ def test_a_new_run_continues_from_trained_weights_and_says_so(run_dir: Path, dat
                                          "sha256": __import__("hashlib").sha256(best.read_bytes()).hexdigest(),
                                          "loaded": True}   # checked on the model about to train
     assert record["ultralytics_args"]["pretrained"] is True
+    result = runner.invoke(app, ["model", "export", "--weights", str(tmp_path / "more" / "weights" / "best.pt"),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "out" / "more.json").read_text())
+    assert card["training"]["initial_weights"] == record["initial_weights"]

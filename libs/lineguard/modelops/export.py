@@ -66,6 +66,7 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
             "machines": sorted({s["machine"] for s in sessions if s.get("machine")}),
             "sessions": sessions,
             "metrics": metrics,
+            "initial_weights": record.get("initial_weights"),
         }
     return {
         "config": {},
@@ -119,6 +120,8 @@ def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str
             "wall_seconds": facts["wall_seconds"],
             "machine": info.machine or "; ".join(facts["machines"]) or "unknown",
             "sessions": facts["sessions"],
+            # A run continued from earlier weights: which (their own card tells their training).
+            **({"initial_weights": facts["initial_weights"]} if facts.get("initial_weights") else {}),
         },
         "metrics": {"split": "val", **facts["metrics"]},
         "export": {"format": file_format, "precision": precision, **export, "versions": versions()},
