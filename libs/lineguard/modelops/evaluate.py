@@ -28,9 +28,8 @@ import numpy as np
 
 from lineguard.imaging import ImageError
 from lineguard.modelops.datasets import DatasetError, images_of, label_path, read_label_file
-from lineguard.modelops.predict import read_image
+from lineguard.modelops.predict import detect_file
 from lineguard.modelops.stats import read_data_yaml
-from lineguard.vision.detect import detect, stored_input
 from lineguard.vision.postprocess import Detection
 
 # AP needs the whole ranking, so detections are kept down to this score (as Ultralytics' val does);
@@ -405,16 +404,11 @@ def predict_split(detector: Any, split: Split, *, iou: float,
     truths, predictions = [], []
     for image_path in split.images:
         try:
-            image = read_image(image_path)
+            image, found = detect_file(detector, image_path, conf=AP_CONF, iou=iou)
         except ImageError as exc:
-            raise EvalError(f"cannot evaluate on an unreadable image: {exc}") from None
+            raise EvalError(f"cannot evaluate on this image: {exc}") from None
         height, width = image.shape[:2]
         truths.append(read_truth(image_path, width, height, len(split.class_names)))
-        try:
-            image, reference = stored_input(detector, image)
-        except ImageError as exc:
-            raise EvalError(f"{image_path}: {exc}") from None
-        found = detect(detector, image, conf_threshold=AP_CONF, iou_threshold=iou, reference=reference).detections
         predictions.append(Predicted.from_detections(image_path.name, found))
         if on_image is not None:
             on_image(image_path)

@@ -94,7 +94,8 @@ def input_mode_fields(mode: str) -> dict[str, Any]:
 
 def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str, task: str, architecture: str,
                classes: list[str], imgsz: int, facts: dict[str, Any], info: CardInfo, export: dict[str, Any],
-               extra: dict[str, Any] | None = None, scaleup: bool = True) -> dict[str, Any]:
+               extra: dict[str, Any] | None = None, input_mode: str = "image",
+               scaleup: bool = True) -> dict[str, Any]:
     """The card for one exported ONNX file; a TensorRT engine's card is its ONNX's card plus the engine's facts."""
     outputs = "(1, 4 + classes, anchors)" if task == "detect" else \
         "(1, 4 + classes + 32 mask coefficients, anchors) and prototypes (1, 32, S/4, S/4)"
@@ -107,7 +108,7 @@ def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str
         "classes": list(classes),
         "input": {"width": imgsz, "height": imgsz, "channels": 3, "layout": "NCHW", "dtype": input_dtype,
                   "color": "RGB", "scale": "1/255", "resize": "letterbox", "scaleup": scaleup, "pad_value": 114,
-                  **input_mode_fields((facts["config"] or {}).get("input", "image"))},
+                  **input_mode_fields(input_mode)},
         "output": {"layout": outputs, "box": "cx, cy, w, h in input pixels", "nms": False},
         "dataset": {"source": info.dataset_source, "labels_sha256": facts["labels_sha256"],
                     "data_yaml": facts["data_yaml"]},
@@ -206,13 +207,14 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
         architecture = str((getattr(model.model, "yaml", None) or {}).get("yaml_file") or
                            (facts["config"] or {}).get("model_yaml") or
                            (ckpt.get("train_args") or {}).get("model") or "yolo")
+        input_mode = (facts["config"] or {}).get("input", "image")
         exported = []
         for precision in ("fp32", "fp16") if half else ("fp32",):
             produced = Path(model.export(format="onnx", imgsz=size, opset=opset, simplify=True, dynamic=dynamic_batch,
                                          nms=False, device=device, quantize=16 if precision == "fp16" else None))
             target = out_dir / (f"{name}.onnx" if precision == "fp32" else f"{name}-fp16.onnx")
             shutil.move(produced, target)
-            _stamp_input(target, (facts["config"] or {}).get("input", "image"), scaleup)
+            _stamp_input(target, input_mode, scaleup)
             dtype, real_opset = _onnx_facts(target)
             if real_opset != opset:
                 raise ExportError(f"{target}: asked for opset {opset}, the file has {real_opset}")
@@ -220,7 +222,7 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
             card_data = model_card(
                 file=target, file_format="onnx", precision=precision, input_dtype=dtype, task=model.task,
                 architecture=Path(architecture).stem, classes=classes, imgsz=size, facts=facts, info=info,
-                scaleup=scaleup,
+                input_mode=input_mode, scaleup=scaleup,
                 export={"opset": real_opset, "simplified": True, "dynamic_batch": dynamic_batch, "device": device,
                         "weights": str(weights),
                         "weights_sha256": file_sha256(weights)},

@@ -103,10 +103,11 @@ def output_path(source: Path, image: Path, out: Path) -> Path:
     return Path(out) / Path(image).relative_to(source).with_suffix(".json")
 
 
-def _detections(detector: OnnxDetector, image_path: Path, reference: np.ndarray | None, *, conf: float,
-                iou: float) -> tuple[np.ndarray, list[Detection]]:
-    """The image's pixels and what the model finds; ImageError naming the file (a reference of another size
-    than this image is this image's problem)."""
+def detect_file(detector: OnnxDetector, image_path: Path, *, conf: float, iou: float,
+                reference: np.ndarray | None = None) -> tuple[np.ndarray, list[Detection]]:
+    """An image file's pixels and what the model finds in them: a paired model compares it with `reference`
+    or, without one, reads it as a paired dataset stores it. ImageError naming the file (a reference of
+    another size than this image is this image's problem)."""
     pixels = read_image(image_path)
     try:
         image, given = (pixels, reference) if reference is not None else stored_input(detector, pixels)
@@ -130,7 +131,7 @@ def predict_folder(detector: OnnxDetector, source: Path, out: Path, *, conf: flo
     for image_path in images:
         skipped = None
         try:
-            image, found = _detections(detector, image_path, reference, conf=conf, iou=iou)
+            image, found = detect_file(detector, image_path, conf=conf, iou=iou, reference=reference)
         except ImageError as exc:
             skipped = Skipped(image_path, str(exc))
             summary.skipped.append(skipped)
