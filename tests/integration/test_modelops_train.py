@@ -200,3 +200,6 @@ def test_a_new_run_continues_from_trained_weights_and_says_so(run_dir: Path, dat
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "out" / "more.json").read_text())
     assert card["training"]["initial_weights"] == record["initial_weights"]
+    # How long the weights trained in all: the run it continued, then this one.
+    assert [s["run"] for s in card["training"]["history"]] == [run_dir.name, "more"]
+    assert card["training"]["total_epochs"] == 2

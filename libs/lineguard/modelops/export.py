@@ -67,6 +67,7 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
             "sessions": sessions,
             "metrics": metrics,
             "initial_weights": record.get("initial_weights"),
+            "history": training_history(run_dir, record),
         }
     return {
         "config": {},
@@ -82,6 +83,45 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
         "sessions": [],
         "metrics": metrics,
     }
+
+
+def _stage(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    sessions = record.get("sessions", [])
+    metrics = record.get("metrics") or {}
+    return {"run": run_dir.name, "epochs": record.get("epochs_done"),
+            "wall_seconds": record.get("wall_seconds", round(sum(s.get("wall_seconds", 0) for s in sessions), 1)),
+            "machines": sorted({s["machine"] for s in sessions if s.get("machine")}),
+            "started": sessions[0].get("started") if sessions else None,
+            "metrics": {k: metrics[k] for k in ("mAP50", "mAP50-95") if k in metrics}}
+
+
+def _ancestor(initial: dict[str, Any], beside: Path) -> Path | None:
+    """The run folder whose weights a run started from: at the recorded path, or in a folder of the same name
+    beside the run (the runs moved together, e.g. into the repository's training/), if the file still is them."""
+    recorded = Path(initial.get("path", ""))
+    for weights in (recorded, beside.parent / recorded.parent.parent.name / "weights" / recorded.name):
+        run_dir = _run_dir_of(weights)
+        if run_dir and weights.is_file() and file_sha256(weights) == initial.get("sha256"):
+            return run_dir
+    return None
+
+
+def training_history(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run that made these weights, oldest first: a run continued from earlier weights is preceded by the
+    run that trained them, as far back as the records go (an ancestor not found is named by its weights)."""
+    stages = [_stage(run_dir, record)]
+    seen = {run_dir.resolve()}
+    while initial := record.get("initial_weights"):
+        parent = _ancestor(initial, run_dir)
+        parent_record = read_run_record(parent) if parent and parent.resolve() not in seen else None
+        if parent_record is None:
+            stages.append({"weights": initial.get("path"), "sha256": initial.get("sha256"),
+                           "record": "not found"})
+            break
+        seen.add(parent.resolve())
+        stages.append(_stage(parent, parent_record))
+        run_dir, record = parent, parent_record
+    return stages[::-1]
 
 
 def input_mode_fields(mode: str) -> dict[str, Any]:
@@ -123,6 +163,11 @@ def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str
             "sessions": facts["sessions"],
             # A run continued from earlier weights: which (their own card tells their training).
             **({"initial_weights": facts["initial_weights"]} if facts.get("initial_weights") else {}),
+            # How long the weights trained in all, and on what, across the runs that continued each other.
+            **({"history": facts["history"],
+                "total_epochs": sum(s.get("epochs") or 0 for s in facts["history"]),
+                "total_wall_seconds": round(sum(s.get("wall_seconds") or 0 for s in facts["history"]), 1)}
+               if len(facts.get("history", [])) > 1 else {}),
         },
         "metrics": {"split": "val", **facts["metrics"]},
         "export": {"format": file_format, "precision": precision, **export, "versions": versions()},
