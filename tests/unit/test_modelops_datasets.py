@@ -15,6 +15,7 @@ from lineguard.cli import app
 from lineguard.modelops.augment import BrightnessContrast, adjust
 from lineguard.modelops.datasets import DatasetError, import_coco, import_yolo, parse_label_line, split_val
 from lineguard.modelops.stats import dataset_stats
+from lineguard.testing import unwrapped
 
 NAMES = ["scratch", "dent"]
 
@@ -229,7 +230,7 @@ def test_cli_import_yolo_stats_and_a_clear_exit_2(yolo_folder: Path, tmp_path: P
     (yolo_folder / "b.txt").write_text("0 0.5 0.5 0.5\n")
     result = runner.invoke(app, ["data", "import-yolo", str(yolo_folder), str(tmp_path / "ds2")])
     assert result.exit_code == 2
-    assert "b.txt:1: expected 'class cx cy w h'" in result.output.replace("\n", "")
+    assert unwrapped("b.txt:1: expected 'class cx cy w h'") in unwrapped(result.output)
 
 
 def test_cli_import_coco_and_deeppcb(tmp_path: Path) -> None:
@@ -238,7 +239,7 @@ def test_cli_import_coco_and_deeppcb(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ds/data.yaml").is_file()
     result = runner.invoke(app, ["data", "import-deeppcb", str(tmp_path / "nowhere"), str(tmp_path / "d2")])
-    assert result.exit_code == 2 and "trainval.txt: missing" in result.output.replace("\n", "")
+    assert result.exit_code == 2 and unwrapped("trainval.txt: missing") in unwrapped(result.output)
 
 
 def test_cli_import_deeppcb_prints_the_split(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from lineguard.cli import app
 from lineguard.modelops.predict import PREDICTION_FORMAT, PredictError, detection_record, list_images
 from lineguard.samples import __file__ as samples_init
+from lineguard.testing import unwrapped
 from lineguard.testing.boards import write_model_input
 from lineguard.vision.detect import detect
 from lineguard.vision.model import load_model, packaged_model_path
@@ -115,7 +116,7 @@ def test_a_paired_model_compares_each_image_with_the_given_golden_reference(tmp_
                                       str(tmp_path / "out"), "--reference", str(SAMPLES / "00041000_temp.jpg"),
                                       "--conf", "0.05"])
     assert result.exit_code == 1, result.output
-    assert "small.png: the reference image is 640x640 but the image is 100x100" in result.output.replace("\n", "")
+    assert unwrapped("small.png: the reference image is 640x640 but the image is 100x100") in unwrapped(result.output)
     record = json.loads((tmp_path / "out" / "board.json").read_text())
     expected = detect(load_model(model), cv2.imread(str(SAMPLES / "00041000_test.jpg")), conf_threshold=0.05,
                       iou_threshold=0.45, reference=cv2.imread(str(SAMPLES / "00041000_temp.jpg")))
