@@ -53,8 +53,9 @@ def sniff_encoding(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, expected_encoding: str | None = None) -> np.ndarray:
-    """Decode an encoded image to a BGR uint8 array (H, W, 3).
+def decode_image(data: bytes, *, expected_encoding: str | None = None, grey: bool = False) -> np.ndarray:
+    """Decode an encoded image to a BGR uint8 array (H, W, 3), or with grey to (H, W): what a model that
+    looks at intensity alone takes (a paired one), in a fifth of the time of colour and a conversion.
 
     Raises ImageError naming the cause: empty, not an image, truncated, or of
     an unexpected encoding."""
@@ -67,7 +68,7 @@ def decode_image(data: bytes, *, expected_encoding: str | None = None) -> np.nda
         raise ImageError(f"frame says encoding {expected_encoding!r} but its bytes are {found}")
     if found == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         raise ImageError(f"truncated jpeg: {len(data)} bytes without the end-of-image marker")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise ImageError(f"corrupt {found}: the decoder could not read {len(data)} bytes")
     return image
@@ -80,8 +81,9 @@ def encode_image(image: np.ndarray, encoding: str = "png") -> bytes:
     return buf.tobytes()
 
 
-def frame_pixels(frame: Frame, config: LineConfig) -> tuple[RecipeSettings, np.ndarray]:
-    """The recipe a frame's part is judged by, and the frame's pixels; FrameError says why not."""
+def frame_pixels(frame: Frame, config: LineConfig, *, grey: bool = False) -> tuple[RecipeSettings, np.ndarray]:
+    """The recipe a frame's part is judged by, and the frame's pixels (BGR, or with grey (H, W));
+    FrameError says why not."""
     part = frame.part
     try:
         recipe = config.recipe(part.recipe_id)
@@ -91,6 +93,6 @@ def frame_pixels(frame: Frame, config: LineConfig) -> tuple[RecipeSettings, np.n
         raise FrameError(f"frame carries object_key {frame.object_key!r}: frames in the object store "
                          "are not supported yet")
     try:
-        return recipe, decode_image(frame.data, expected_encoding=frame.encoding or None)
+        return recipe, decode_image(frame.data, expected_encoding=frame.encoding or None, grey=grey)
     except ImageError as exc:
         raise FrameError(str(exc)) from None

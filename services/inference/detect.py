@@ -34,11 +34,14 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> P
     """Decode and letterbox `frame`; raises FrameError for a frame that cannot be inspected."""
     started = now_ns()
     part = frame.part
-    recipe, image = frame_pixels(frame, config)
+    paired = detector.card.input_mode == "paired"
+    # A paired model compares intensities: both images decode straight to grey, as the importer reads them.
+    recipe, image = frame_pixels(frame, config, grey=paired)
     reference = None
-    if detector.card.input_mode == "paired" and frame.reference_data:
+    if paired and frame.reference_data:
         try:
-            reference = decode_image(frame.reference_data, expected_encoding=frame.reference_encoding or None)
+            reference = decode_image(frame.reference_data, expected_encoding=frame.reference_encoding or None,
+                                     grey=True)
         except ImageError as exc:
             raise FrameError(f"reference image: {exc}") from None
     try:

@@ -56,6 +56,12 @@ def test_to_tensor_is_rgb_nchw_float_in_unit_range() -> None:
     assert tensor.flags.c_contiguous
 
 
+def test_to_tensor_gives_exactly_the_values_of_a_transpose_and_divide() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    plain = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32)[None] / np.float32(255.0)
+    assert np.array_equal(to_tensor(image), plain)
+
+
 def test_to_source_undoes_scale_and_padding_and_clips() -> None:
     placement = Letterbox(scale=0.5, pad_x=0, pad_y=20, src_width=100, src_height=80, size=64)
     mapped = placement.to_source(np.array([[10, 30, 50, 70], [-5, 10, 60, 64]], np.float32))

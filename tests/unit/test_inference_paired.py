@@ -13,7 +13,7 @@ import pytest
 
 from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id
-from lineguard.imaging import ROI, FrameError, ImageError
+from lineguard.imaging import ROI, FrameError, ImageError, decode_image
 from lineguard.samples import __file__ as samples_init
 from lineguard.services.inference.detect import infer_frame
 from lineguard.testing import demo_config_dict
@@ -90,6 +90,12 @@ def test_a_dataset_image_of_a_paired_model_is_split_back(models: dict[str, OnnxD
     with pytest.raises(ImageError, match=r"3 channels \(image, reference, difference\); this one has shape "
                                          r"\(640, 640\)"):
         stored_input(models["paired"], grey("test"))
+
+
+def test_a_paired_frame_decodes_to_grey_as_the_importer_reads_it() -> None:
+    for suffix in ("test", "temp"):
+        decoded = decode_image((SAMPLES / f"{STEM}_{suffix}.jpg").read_bytes(), grey=True)
+        assert decoded.shape == (640, 640) and np.array_equal(decoded, grey(suffix))
 
 
 def frame(reference: bytes, *, encoding: str = "jpeg") -> Frame:
