@@ -1,13 +1,14 @@
-"""Micro-batching: frames that arrive while the model is busy run together as one batch.
+"""The inference service's frame pipeline: prepare a frame while the model runs the one before,
+run frames that arrive while the model is busy as one batch, settle each on its own.
 
-The bus worker hands frames over one at a time. With `model.batch_size` > 1 the handler
-only queues the frame and defers its ack (`delivery.defer()`); a batching loop takes up
-to batch_size queued frames, waiting at most `batch_wait_ms` after the first for more, and
-runs them as one model call off the event loop. Each frame is then settled on its own:
-its result published and the frame acked, or, for a frame that can never be inspected,
-dead-lettered with its reason while the rest of the batch goes on. The queue holds two
-batches at most, so a busy model slows fetching down rather than piling frames up past
-their ack wait."""
+The bus worker hands frames over one at a time. The handler decodes and letterboxes the
+frame (in a thread: the model is meanwhile running the frames queued before it), queues it
+and defers its ack (`delivery.defer()`); a frame that can never be inspected is dead-lettered
+there with its reason. A loop takes up to `model.batch_size` queued frames, waiting at most
+`batch_wait_ms` after the first for more (with batch_size 1 it never waits), and runs them as
+one model call off the event loop. Each frame is then settled on its own: its result published
+and the frame acked while the next batch already runs. The queue holds two batches at most, so
+a busy model slows fetching down rather than piling frames up past their ack wait."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from lineguard.bus import Delivery
+from lineguard.bus import BadMessage, Delivery
 from lineguard.runtime.service import ServiceContext
 from lineguard.imaging import FrameError
-from lineguard.services.inference.detect import infer_prepared, prepare_frame
+from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
 from lineguard.vision.model import OnnxDetector
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
@@ -117,13 +118,13 @@ class MicroBatcher(Generic[T, R]):
 
 
 class FrameBatcher:
-    """The inference service's frame handler when batch_size > 1: queue, run in batches, settle each frame."""
+    """The inference service's frame handler: prepare, queue, run in batches, settle each frame."""
 
     def __init__(self, ctx: ServiceContext, detector: Callable[[], OnnxDetector]):
         self.ctx = ctx
         self.detector = detector   # a callable: the model in use when a batch runs (it may be swapped)
         settings = ctx.config.model
-        self.batcher: MicroBatcher[Frame, InferenceResult] = MicroBatcher(
+        self.batcher: MicroBatcher[PreparedFrame, InferenceResult] = MicroBatcher(
             self._infer, batch_size=settings.batch_size, max_wait_s=settings.batch_wait_ms / 1000)
         self.settling: set[asyncio.Task[None]] = set()
         takes = detector().max_batch
@@ -131,13 +132,15 @@ class FrameBatcher:
             log.warning("the model takes batches of at most %d: each batch runs in pieces of that size; "
                         "export it with a dynamic batch axis to batch for real" % takes, batch_size=settings.batch_size)
 
-    def _infer(self, frames: list[Frame]) -> list[InferenceResult | BaseException]:
+    def _infer(self, frames: list[PreparedFrame]) -> list[InferenceResult | BaseException]:
+        # One model for the whole batch; a frame prepared for the model it replaced is prepared again.
         detector, config = self.detector(), self.ctx.config
         outcomes: list[Any] = [None] * len(frames)
         ready = []
-        for i, frame in enumerate(frames):
+        for i, prepared in enumerate(frames):
             try:
-                ready.append((i, prepare_frame(frame, config, detector)))
+                ready.append((i, prepared if prepared.detector is detector else
+                              prepare_frame(prepared.frame, config, detector)))
             except FrameError as exc:   # this frame only; the others still run
                 outcomes[i] = exc
         if ready:
@@ -149,7 +152,11 @@ class FrameBatcher:
         if self.ctx.is_stale(delivery):
             return
         try:
-            future = await self.batcher.submit(delivery.message)
+            prepared = await asyncio.to_thread(prepare_frame, delivery.message, self.ctx.config, self.detector())
+        except FrameError as exc:
+            raise BadMessage(str(exc)) from None
+        try:
+            future = await self.batcher.submit(prepared)
         except Stopped:
             await delivery.nak(0)  # the service is stopping: another instance (or the restart) takes it
             return

@@ -28,6 +28,7 @@ class PreparedFrame:
     width: int
     height: int
     started_ns: int
+    detector: OnnxDetector    # the model it was prepared for (its input size and mode)
 
 
 def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> PreparedFrame:
@@ -50,7 +51,7 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> P
         raise FrameError(f"part {part.inspection_id} (recipe {part.recipe_id!r}, inspect_roi "
                          f"{recipe.inspect_roi}): {exc}") from None
     height, width = image.shape[:2]
-    return PreparedFrame(frame, prepared, width, height, started)
+    return PreparedFrame(frame, prepared, width, height, started, detector)
 
 
 def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
