@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -15,7 +16,8 @@ from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id
 from lineguard.imaging import ROI, FrameError, ImageError, decode_image
 from lineguard.samples import __file__ as samples_init
-from lineguard.services.inference.detect import infer_frame
+from lineguard.services.inference.batching import FrameBatcher
+from lineguard.services.inference.detect import infer_frame, prepare_frame
 from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
@@ -123,3 +125,22 @@ def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, OnnxDetect
                    iou_threshold=config.model.iou_threshold)
     assert [(d.class_id, round(d.score, 4)) for d in result.detections] == \
         [(d.class_id, round(d.score, 4)) for d in plain.detections]
+
+
+def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(models: dict[str, OnnxDetector]) -> None:
+    # The pipeline prepares a frame while the model runs the one before; a promotion may swap the model
+    # in between. The frame must then be judged whole by the new model, as if it had come after the swap.
+    config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
+                                           opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
+    serving = {"model": models["paired"]}
+    pipeline = FrameBatcher(SimpleNamespace(config=config), lambda: serving["model"])
+    sent = frame((SAMPLES / f"{STEM}_temp.jpg").read_bytes())
+    prepared = prepare_frame(sent, config, models["paired"])
+    serving["model"] = models["image"]
+    (result,) = pipeline._infer([prepared])
+
+    def found(r) -> list[tuple]:
+        return [(d.class_id, round(d.score, 4), round(d.box.x1, 1)) for d in r.detections]
+
+    assert found(result) == found(infer_frame(sent, config, models["image"]))
+    assert found(result) != found(infer_frame(sent, config, models["paired"]))
