@@ -84,6 +84,7 @@ def test_export_fp32_and_fp16_with_cards_and_both_serve(run_dir: Path, tmp_path:
         assert card["input"]["width"] == 64 and card["export"]["opset"] == 17
         assert card["export"]["precision"] == precision
         assert {"torch", "ultralytics", "onnx"} <= set(card["export"]["versions"])
+        assert card["license"].startswith("AGPL-3.0")   # Ultralytics' stamp on the weights, carried to the card
         assert card["onnx_sha256"] == __import__("hashlib").sha256((out / name).read_bytes()).hexdigest()
         assert card["training"]["epochs_run"] == 1 and card["training"]["machine"].startswith("CPU ")
         assert card["training"]["config"]["lighting"]["contrast"] == 0.3

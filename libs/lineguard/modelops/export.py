@@ -135,7 +135,7 @@ def input_mode_fields(mode: str) -> dict[str, Any]:
 def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str, task: str, architecture: str,
                classes: list[str], imgsz: int, facts: dict[str, Any], info: CardInfo, export: dict[str, Any],
                extra: dict[str, Any] | None = None, input_mode: str = "image",
-               scaleup: bool = True) -> dict[str, Any]:
+               scaleup: bool = True, license: str = "") -> dict[str, Any]:
     """The card for one exported ONNX file; a TensorRT engine's card is its ONNX's card plus the engine's facts."""
     outputs = "(1, 4 + classes, anchors)" if task == "detect" else \
         "(1, 4 + classes + 32 mask coefficients, anchors) and prototypes (1, 32, S/4, S/4)"
@@ -170,6 +170,8 @@ def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str
                if len(facts.get("history", [])) > 1 else {}),
         },
         "metrics": {"split": "val", **facts["metrics"]},
+        # The weights' licence as their trainer stamped it: not lineguard's (Apache-2.0); README "Licences".
+        "license": license or "not stated by the exporter",
         "export": {"format": file_format, "precision": precision, **export, "versions": versions()},
         f"{file_format}_sha256": file_sha256(file),
         f"{file_format}_bytes": file.stat().st_size,
@@ -183,19 +185,19 @@ def write_card(model_file: Path, card: dict[str, Any]) -> Path:
     return path
 
 
-def _onnx_facts(path: Path) -> tuple[str, int]:
-    """The input dtype the file declares and its opset (read back, not assumed)."""
-    import onnx
+@dataclass(frozen=True)
+class OnnxFacts:
+    """What an exported file declares, read back rather than assumed."""
 
-    model = onnx.load(str(path), load_external_data=False)
-    elem = model.graph.input[0].type.tensor_type.elem_type
-    opset = max(o.version for o in model.opset_import if o.domain in {"", "ai.onnx"})
-    return onnx.helper.tensor_dtype_to_np_dtype(elem).name, opset
+    input_dtype: str
+    opset: int
+    license: str          # the exporter's licence stamp (Ultralytics: AGPL-3.0), "" when there is none
 
 
-def _stamp_input(path: Path, mode: str, scaleup: bool) -> None:
+def _stamp_input(path: Path, mode: str, scaleup: bool) -> OnnxFacts:
     """What the input is, in the ONNX file's own metadata too (beside Ultralytics' names / imgsz), so a model
-    that travels without its card is still fed right: a paired model fed the board alone finds nothing."""
+    that travels without its card is still fed right: a paired model fed the board alone finds nothing.
+    Returns the file's facts for its card."""
     import onnx
 
     model = onnx.load(str(path))
@@ -203,6 +205,10 @@ def _stamp_input(path: Path, mode: str, scaleup: bool) -> None:
         entry = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
+    elem = model.graph.input[0].type.tensor_type.elem_type
+    return OnnxFacts(input_dtype=onnx.helper.tensor_dtype_to_np_dtype(elem).name,
+                     opset=max(o.version for o in model.opset_import if o.domain in {"", "ai.onnx"}),
+                     license=next((p.value for p in model.metadata_props if p.key == "license"), ""))
 
 
 def _check_loads(path: Path, dtype: str, imgsz: int, batch: int = 1) -> None:
@@ -259,16 +265,16 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
                                          nms=False, device=device, quantize=16 if precision == "fp16" else None))
             target = out_dir / (f"{name}.onnx" if precision == "fp32" else f"{name}-fp16.onnx")
             shutil.move(produced, target)
-            _stamp_input(target, input_mode, scaleup)
-            dtype, real_opset = _onnx_facts(target)
-            if real_opset != opset:
-                raise ExportError(f"{target}: asked for opset {opset}, the file has {real_opset}")
-            _check_loads(target, dtype, size, batch=2 if dynamic_batch else 1)
+            onnx_facts = _stamp_input(target, input_mode, scaleup)
+            if onnx_facts.opset != opset:
+                raise ExportError(f"{target}: asked for opset {opset}, the file has {onnx_facts.opset}")
+            _check_loads(target, onnx_facts.input_dtype, size, batch=2 if dynamic_batch else 1)
             card_data = model_card(
-                file=target, file_format="onnx", precision=precision, input_dtype=dtype, task=model.task,
-                architecture=Path(architecture).stem, classes=classes, imgsz=size, facts=facts, info=info,
-                input_mode=input_mode, scaleup=scaleup,
-                export={"opset": real_opset, "simplified": True, "dynamic_batch": dynamic_batch, "device": device,
+                file=target, file_format="onnx", precision=precision, input_dtype=onnx_facts.input_dtype,
+                task=model.task, architecture=Path(architecture).stem, classes=classes, imgsz=size, facts=facts,
+                info=info, input_mode=input_mode, scaleup=scaleup, license=onnx_facts.license,
+                export={"opset": onnx_facts.opset, "simplified": True, "dynamic_batch": dynamic_batch,
+                        "device": device,
                         "weights": str(weights),
                         "weights_sha256": file_sha256(weights)},
             )
