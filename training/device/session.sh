@@ -5,8 +5,10 @@
 set -uo pipefail
 HOURS=${HOURS:-0.125}
 LIMIT=${LIMIT:-560}          # seconds for import + training; collect runs even when this kills the session
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl \
-  || exit 1
+# A machine kept warm between calls keeps /tmp: each session starts from a fresh work folder.
+rm -rf /tmp/work
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .device/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
