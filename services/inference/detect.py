@@ -13,6 +13,7 @@ from lineguard.config import LineConfig, ModelSettings
 from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imaging import ROI, FrameError, ImageError, decode_image, frame_pixels
 from lineguard.vision.detect import Prepared, detect_batch, prepare
+from lineguard.vision.errors import ModelOutputError
 from lineguard.vision.model import OnnxDetector, load_model
 from lineguard.vision.postprocess import Detection
 from lineguard.v1.common_pb2 import Box, Point, Polygon
@@ -55,13 +56,17 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> P
 
 
 def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
-                   detector: OnnxDetector) -> list[InferenceResult]:
-    """Run prepared frames as one batch; one InferenceResult per frame, in order."""
+                   detector: OnnxDetector) -> list[InferenceResult | FrameError]:
+    """Run prepared frames as one batch; per frame, in order, its InferenceResult or the FrameError that says
+    why the model's output for it cannot be judged."""
     found = detect_batch(detector, [f.image for f in frames], conf_threshold=config.model.conf_threshold,
                          iou_threshold=config.model.iou_threshold)
-    results = []
+    results: list[InferenceResult | FrameError] = []
     for prepared, timed in zip(frames, found, strict=True):
         frame = prepared.frame
+        if isinstance(timed, ModelOutputError):
+            results.append(FrameError(f"part {frame.part.inspection_id}: {timed}"))
+            continue
         result = InferenceResult(
             part=copy_part(frame.part),
             model_id=detector.card.model_id,
@@ -81,7 +86,10 @@ def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
 
 def infer_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> InferenceResult:
     """The defects on `frame`'s part; raises FrameError for a frame that cannot be inspected."""
-    return infer_prepared([prepare_frame(frame, config, detector)], config, detector)[0]
+    (outcome,) = infer_prepared([prepare_frame(frame, config, detector)], config, detector)
+    if isinstance(outcome, FrameError):
+        raise outcome
+    return outcome
 
 
 def detection_message(det: Detection, px_per_mm: float) -> DetectionMessage:

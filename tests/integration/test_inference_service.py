@@ -22,6 +22,7 @@ from lineguard.testing.streams import collect
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.vision.model import ModelLoadError
+from tiny_models import tiny_model
 
 BOARD, TEMPLATE = board_bytes(), template_bytes()
 
@@ -113,3 +114,21 @@ async def test_a_frame_whose_verdict_is_already_due_is_skipped_and_the_next_serv
         info = await bus.js.consumer_info(stream_name("frame"), "inference-frame")
     assert [InferenceResult.FromString(r.data).part.sequence for r in results] == [2]
     assert info.num_ack_pending == 0 and info.num_pending == 0  # the stale frame was acked, not left behind
+
+
+async def test_a_model_output_that_is_not_a_number_dead_letters_the_frame(fresh_nats: EmbeddedNats, bus_factory,
+                                                                          tmp_path: Path) -> None:
+    # NaN scores read as "nothing found" would pass the part: the frame is dead-lettered with the cause instead,
+    # and the decision fails the part for want of a result. The service goes on serving.
+    config = config_dict(fresh_nats)
+    config["model"]["path"] = str(tiny_model(tmp_path / "nan.onnx", batch=1, scores=(float("nan"), 0.9)))
+    config["recipes"]["pcb-a"]["classes"] = {}
+    bus = await bus_factory("driver")
+    frames = [frame(1), frame(2)]
+    async with running_service("inference", LineConfig(**config), setup):
+        for f in frames:
+            await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
+        dead = await collect(bus, dead_subject("frame"), stream_name("dead"), 2)
+    for sent, letter in zip(frames, dead, strict=True):
+        assert letter.headers[DEAD_REASON] == (f"part {sent.part.inspection_id}: model tiny 1 gave 16 values that are "
+                                               "not numbers (NaN / inf) for this image: it cannot be judged")

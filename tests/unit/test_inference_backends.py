@@ -19,53 +19,14 @@ from lineguard.vision.backends.onnxruntime import Options as OrtOptions
 from lineguard.vision.backends.onnxruntime import providers_for
 from lineguard.vision.backends.tensorrt import engine_key
 from lineguard.vision.detect import detect
-from lineguard.vision.errors import BackendUnavailable, ModelLoadError
+from lineguard.vision.errors import BackendUnavailable, ModelLoadError, ModelOutputError
 from lineguard.vision.model import load_model, packaged_model_path
+from tiny_models import SIDE, tiny_model
 
 BOARD = Path(samples_init).parent / "deeppcb" / "00041000_test.jpg"
 TEMPLATE = BOARD.with_name("00041000_temp.jpg")
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is not installed (the openvino extra)")
-SIDE = 32
-
-
-def tiny_model(path: Path, *, batch: int | str, segment: bool = False) -> Path:
-    """A YOLO-shaped ONNX of a few convolutions, with a card: 2 classes, 16 anchors on a 32 px input.
-
-    Every anchor says: box cx, cy, w, h = 16, 16, 8, 8, class 1 at 0.9; a -seg model adds 2 mask
-    coefficients (10, 0) and prototypes whose channel 0 is 5 everywhere (a mask filling the box)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    rows = 4 + 2 + (2 if segment else 0)
-    # Tiny weights on the image, biases that fix each row's value: an answer that is known, and an input
-    # that still flows through the graph (so a batch of different images gives different outputs).
-    w = (rng.standard_normal((rows, 3, 8, 8)) * 1e-4).astype(np.float32)
-    b = np.array([16, 16, 8, 8, 0.05, 0.9] + ([10, 0] if segment else []), np.float32)
-    nodes = [
-        helper.make_node("Conv", ["images", "w", "b"], ["grid"], strides=[8, 8]),
-        helper.make_node("Reshape", ["grid", "shape"], ["output0"]),
-    ]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-             numpy_helper.from_array(np.array([0, rows, -1], np.int64), "shape")]
-    outputs = [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, rows, 16])]
-    if segment:
-        nodes.append(helper.make_node("Conv", ["images", "pw", "pb"], ["output1"], strides=[4, 4]))
-        inits += [numpy_helper.from_array(np.zeros((2, 3, 4, 4), np.float32), "pw"),
-                  numpy_helper.from_array(np.array([5, 0], np.float32), "pb")]
-        outputs.append(helper.make_tensor_value_info("output1", TensorProto.FLOAT, [batch, 2, 8, 8]))
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
-                                                                            [batch, 3, SIDE, SIDE])],
-                              outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.save(model, str(path))
-    card = {"model_id": "tiny", "version": "1", "classes": ["open", "short"], "input": {"width": SIDE},
-            "task": "segment" if segment else "detect"}
-    path.with_suffix(".json").write_text(json.dumps(card))
-    return path
-
-
 def test_importing_the_runtime_library_imports_no_backend_runtime() -> None:
     code = ("import sys, lineguard.vision.model, lineguard.vision.detect, lineguard.vision.backends, "
             "lineguard.services.inference.service; "
@@ -218,3 +179,11 @@ def test_the_line_config_chooses_the_backend_and_refuses_an_unknown_one() -> Non
                              backend_options={"hint": "latency"} if HAVE_OPENVINO else {})
     detector = load_configured_model(settings)
     assert detector.runner.backend == settings.backend and detector.runner.device == "cpu"
+
+
+def test_a_model_output_that_is_not_a_number_is_an_error_never_a_pass(tmp_path: Path) -> None:
+    # NaN compares False with every threshold: read as scores it would drop every box and pass the part.
+    detector = load_model(tiny_model(tmp_path / "nan.onnx", batch=1, scores=(float("nan"), 0.9)))
+    with pytest.raises(ModelOutputError, match=r"model tiny 1 gave 16 values that are not numbers \(NaN / inf\) "
+                                               r"for this image: it cannot be judged"):
+        detect(detector, np.zeros((SIDE, SIDE, 3), np.uint8), conf_threshold=0.25, iou_threshold=0.45)

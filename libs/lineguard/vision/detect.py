@@ -13,6 +13,7 @@ import numpy as np
 
 from lineguard.contracts import now_ns
 from lineguard.imaging import ROI, ImageError
+from lineguard.vision.errors import ModelOutputError
 from lineguard.vision.model import OnnxDetector
 from lineguard.vision.paired import compose
 from lineguard.vision.postprocess import Detection, postprocess
@@ -61,29 +62,40 @@ def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None,
 
 
 def detect_batch(detector: OnnxDetector, images: Sequence[Prepared], *, conf_threshold: float,
-                 iou_threshold: float) -> list[Timed]:
-    """Run prepared images as one batch (in pieces where the model takes fewer); one Timed per image."""
+                 iou_threshold: float) -> list[Timed | ModelOutputError]:
+    """Run prepared images as one batch (in pieces where the model takes fewer); per image its Timed, or the
+    ModelOutputError that says its output cannot be judged (the other images of the batch still are)."""
     if not images:
         return []
     t1 = now_ns()
     outputs = detector.run_batch(np.concatenate([p.tensor for p in images]))
     t2 = now_ns()
     segment = detector.card.task == "segment"
-    timed = []
+    timed: list[Timed | ModelOutputError] = []
     for i, item in enumerate(images):
         started = now_ns()
-        found = postprocess(outputs[0][i:i + 1], detector.card.classes, item.placement,
-                            conf_threshold=conf_threshold, iou_threshold=iou_threshold, offset=item.offset,
-                            protos=outputs[1][i:i + 1] if segment else None)
+        raw, protos = outputs[0][i:i + 1], outputs[1][i:i + 1] if segment else None
+        broken = sum(int(a.size - np.count_nonzero(np.isfinite(a))) for a in (raw, protos) if a is not None)
+        if broken:
+            timed.append(ModelOutputError(
+                f"model {detector.card.model_id} {detector.card.version} gave {broken} values that are not numbers "
+                "(NaN / inf) for this image: it cannot be judged"))
+            continue
+        found = postprocess(raw, detector.card.classes, item.placement, conf_threshold=conf_threshold,
+                            iou_threshold=iou_threshold, offset=item.offset, protos=protos)
         timed.append(Timed(found, {"preprocess": item.marks, "infer": (t1, t2), "postprocess": (started, now_ns())}))
     return timed
 
 
 def detect(detector: OnnxDetector, image: np.ndarray, *, conf_threshold: float, iou_threshold: float,
            roi: ROI | None = None, reference: np.ndarray | None = None) -> Timed:
-    """Defects in a BGR image; with `roi`, only inside it (boxes still in the whole image's pixels)."""
-    return detect_batch(detector, [prepare(detector, image, roi, reference)], conf_threshold=conf_threshold,
-                        iou_threshold=iou_threshold)[0]
+    """Defects in a BGR image; with `roi`, only inside it (boxes still in the whole image's pixels).
+    ImageError (ModelOutputError among them) says why an image cannot be judged."""
+    (found,) = detect_batch(detector, [prepare(detector, image, roi, reference)], conf_threshold=conf_threshold,
+                            iou_threshold=iou_threshold)
+    if isinstance(found, ModelOutputError):
+        raise found
+    return found
 
 
 def stored_input(detector: OnnxDetector, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

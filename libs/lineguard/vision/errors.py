@@ -1,8 +1,10 @@
-"""What goes wrong when a model is loaded: the file, the backend, or the runtime it needs."""
+"""What goes wrong when a model is loaded (the file, the backend, or the runtime it needs) or runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from lineguard.imaging import ImageError
 
 
 class ModelLoadError(RuntimeError):
@@ -21,3 +23,8 @@ class BackendUnavailable(ModelLoadError):
         super().__init__(path, f"backend {backend!r} needs {install} ({detail})")
         self.backend = backend
         self.install = install
+
+
+class ModelOutputError(ImageError):
+    """The model's output for one image holds values that are not numbers: that image cannot be judged (NaN
+    compares False with every threshold, so read as scores it would drop every box and pass the part)."""
