@@ -8,6 +8,7 @@ microseconds, which the bus's pull loop never notices."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,12 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+# Alembic's `context` (what env.py configures and runs) is one per process: two upgrades on two threads would
+# run each other's migrations on each other's connections. One at a time here; replicas in other processes are
+# serialised by the database (PostgreSQL's advisory lock, SQLite's BEGIN IMMEDIATE).
+_ALEMBIC = threading.Lock()
+
+
 def upgrade_database(url: str, revision: str = "head") -> str | None:
     """Create or migrate the database at `url` to `revision`; returns the revision it is at.
 
@@ -88,7 +95,7 @@ def upgrade_database(url: str, revision: str = "head") -> str | None:
     engine = make_engine(url)
     try:
         # One transaction for the whole upgrade, on SQLite too: all of it applies, or none.
-        with engine.connect() as conn, conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin():
+        with _ALEMBIC, engine.connect() as conn, conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin():
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             config.attributes["connection"] = conn
@@ -103,7 +110,7 @@ def downgrade_database(url: str, revision: str) -> None:
     config = alembic_config()
     engine = make_engine(url)
     try:
-        with engine.connect() as conn, conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin():
+        with _ALEMBIC, engine.connect() as conn, conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}).begin():
             config.attributes["connection"] = conn
             command.downgrade(config, revision)
     finally:

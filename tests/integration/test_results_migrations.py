@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,15 @@ def test_the_alembic_command_line_takes_the_url_from_x_argument(tmp_path: Path) 
 
 
 def test_replicas_starting_together_migrate_once(empty_url: str) -> None:
+    # Replicas are processes: the database's own lock serialises them.
+    with ProcessPoolExecutor(max_workers=3, mp_context=multiprocessing.get_context("spawn")) as pool:
+        revisions = list(pool.map(upgrade_database, [empty_url] * 3))
+    assert revisions == [head_revision()] * 3
+    assert schema_differences(empty_url) == []
+
+
+def test_threads_of_one_process_upgrading_together_take_turns(empty_url: str) -> None:
+    # Alembic's context is one per process: without taking turns, they would run each other's migrations.
     with ThreadPoolExecutor(max_workers=3) as pool:
         revisions = list(pool.map(lambda _: upgrade_database(empty_url), range(3)))
     assert revisions == [head_revision()] * 3
