@@ -2,8 +2,10 @@
 
 Prints, on one machine in one run:
   bare      images/s of onnxruntime session.run in a loop on a preprocessed board (no decode, no
-            letterbox, no NMS, no bus), and its latency p50 / p99 per run;
-  service   images/s through the inference service (run in-process on the real runtime): JPEG
+            letterbox, no NMS, no bus), and its latency p50 / p99 per run; with --backend tensorrt
+            --device cuda (a GPU), the TensorRT engine's own execute in a loop instead (as another
+            backend's or device's: its runner, without the service);
+  service   images/s through the inference service (run in-process on the same runtime): JPEG
             sample boards published to lg.frame on an embedded nats-server all at once, results
             counted as they arrive on lg.inference; the ratio service / bare; and the latency
             p50 / p99 of one frame at a time, publish to result; --rounds times (bare, service, bare),
@@ -12,7 +14,8 @@ Prints, on one machine in one run:
             dynamic batch axis to batch for real), next to the bare loop at that batch size.
 
     python benchmarks/inference.py [--frames 60] [--rounds 3] [--threads 2] [--model M] [--batch-model M]
-                                   [--batch-sizes 1,4] [--batch-wait-ms 20]
+                                   [--batch-sizes 1,4] [--batch-wait-ms 20] [--backend B --device D]
+    python benchmarks/inference.py --backend tensorrt --device cuda      # on a GPU, the tensorrt extra
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -48,31 +52,62 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def bare_loop(model: Path, threads: int, runs: int, batch: int = 1) -> tuple[float, list[float]]:
-    """images/s and per-run latencies (ms) of session.run alone, on the CPU provider."""
-    import onnxruntime as ort
+@dataclass(frozen=True)
+class Runtime:
+    """What runs the model, on both sides: the backend, its device and its CPU threads."""
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    fixed = session.get_inputs()[0].shape[0]
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    threads: int = 2
+
+    @property
+    def raw_onnxruntime(self) -> bool:
+        return self.backend == "onnxruntime" and self.device == "cpu"
+
+    @property
+    def bare(self) -> str:
+        return "bare onnxruntime session.run" if self.raw_onnxruntime else f"bare {self.backend} run ({self.device})"
+
+
+def bare_loop(model: Path, runtime: Runtime, runs: int, batch: int = 1) -> tuple[float, list[float]]:
+    """images/s and per-run latencies (ms) of the runtime alone: onnxruntime's session.run on the CPU provider,
+    or, for another backend or device (TensorRT on a GPU), that backend's runner (the engine's own execute
+    with its host / device copies), as the service loads it."""
     # The input the service gives this model (its card's size, padding and, for a paired model, the board
-    # beside its template), prepared once: the loop times session.run alone.
+    # beside its template), prepared once: the loop times the runtime alone.
     board = cv2.imread(str(BOARDS[0]))
     template = cv2.imread(str(BOARDS[0]).replace("_test.jpg", "_temp.jpg"))
     tensor = prepare(load_model(model, intra_op_threads=1), board, reference=template).tensor
-    # A model exported with a fixed batch takes the batch in pieces of that size, as the service runs it.
-    piece = fixed if isinstance(fixed, int) and fixed < batch else batch
+    if runtime.raw_onnxruntime:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = runtime.threads
+        session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        fixed = session.get_inputs()[0].shape[0]
+        fixed = fixed if isinstance(fixed, int) else None
+
+        def run(x: np.ndarray) -> None:
+            session.run(None, {name: x})
+    else:
+        detector = load_model(model, backend=runtime.backend, device=runtime.device,
+                              intra_op_threads=runtime.threads)
+        fixed = detector.max_batch
+
+        def run(x: np.ndarray) -> None:
+            detector.runner.run(x)
+    # A model that takes a fixed batch takes the batch in pieces of that size, as the service runs it.
+    piece = fixed if fixed is not None and fixed < batch else batch
     tensor = np.repeat(tensor, piece, axis=0)
     for _ in range(3):
-        session.run(None, {name: tensor})
+        run(tensor)
     latencies = []
     started = time.perf_counter()
     for _ in range(max(1, runs // batch)):
         t = time.perf_counter()
         for _ in range(batch // piece):
-            session.run(None, {name: tensor})
+            run(tensor)
         latencies.append((time.perf_counter() - t) * 1000)
     elapsed = time.perf_counter() - started
     return len(latencies) * batch / elapsed, latencies
@@ -83,12 +118,12 @@ def frame(seq: int) -> Frame:
     return board_frame(seq, BOARD_STEMS[seq % len(BOARD_STEMS)])
 
 
-async def through_service(url: str, model: Path, threads: int, batch_size: int, wait_ms: float, frames: int,
+async def through_service(url: str, model: Path, runtime: Runtime, batch_size: int, wait_ms: float, frames: int,
                           one_at_a_time: int) -> tuple[float, list[float]]:
     """images/s with every frame published at once, and latencies (ms) of `one_at_a_time` lone frames."""
     config_dict = demo_config_dict(nats_url=url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:4840/")
-    config_dict["model"] = {"path": str(model), "intra_op_threads": threads, "batch_size": batch_size,
-                            "batch_wait_ms": wait_ms}
+    config_dict["model"] = {"path": str(model), "intra_op_threads": runtime.threads, "backend": runtime.backend,
+                            "device": runtime.device, "batch_size": batch_size, "batch_wait_ms": wait_ms}
     config = LineConfig(**config_dict)
     driver = await Bus.connect(NatsSettings(url=url), "bench")
     for kind in ("frame", "inference"):
@@ -144,12 +179,16 @@ async def main() -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames per throughput run")
     parser.add_argument("--latency-frames", type=int, default=30, help="lone frames for the service's latency")
     parser.add_argument("--rounds", type=int, default=3, help="bare / service / bare rounds; the ratio is their median")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads, both sides")
+    parser.add_argument("--threads", type=int, default=2, help="the runtime's CPU threads, both sides")
+    parser.add_argument("--backend", default="onnxruntime", help="onnxruntime, tensorrt or openvino, both sides")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (TensorRT, onnxruntime-gpu) or an OpenVINO "
+                                                         "device, both sides")
     parser.add_argument("--model", type=Path, default=packaged_model_path())
     parser.add_argument("--batch-model", type=Path, default=None, help="default: --model")
     parser.add_argument("--batch-sizes", default="1,4")
     parser.add_argument("--batch-wait-ms", type=float, default=20.0)
     args = parser.parse_args()
+    runtime = Runtime(args.backend, args.device, args.threads)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     batch_model = args.batch_model or args.model
     sizes = [int(s) for s in args.batch_sizes.split(",")]
@@ -157,30 +196,31 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as store:
         nats = EmbeddedNats(store_dir=Path(store)).start()
         try:
-            print(f"model {args.model.name}, {args.threads} threads, {args.frames} frames, "
+            print(f"model {args.model.name} on {args.backend} ({args.device}), {args.threads} threads, "
+                  f"{args.frames} frames, "
                   f"{len(BOARDS)} sample boards (640 x 640 JPEG, each with its template as the reference)")
             # The bare loop before and after the service in each round, so that a change in the machine's load
             # shows; on a shared VM the rate swings by 20 % from one run to the next, so the figure is the median
             # of the rounds' ratios.
             ratios = []
             for round_no in range(1, args.rounds + 1):
-                before, before_lat = bare_loop(args.model, args.threads, args.frames)
-                rate, lat = await through_service(nats.url, args.model, args.threads, 1, 0, args.frames,
+                before, before_lat = bare_loop(args.model, runtime, args.frames)
+                rate, lat = await through_service(nats.url, args.model, runtime, 1, 0, args.frames,
                                                   args.latency_frames)
-                after, after_lat = bare_loop(args.model, args.threads, args.frames)
+                after, after_lat = bare_loop(args.model, runtime, args.frames)
                 ratios.append(rate / ((before + after) / 2))
                 print(f"round {round_no}")
-                print(row("  bare onnxruntime session.run", before, before_lat))
+                print(row(f"  {runtime.bare}", before, before_lat))
                 print(row("  service (NATS in, results out)", rate, lat,
                           f"ratio {ratios[-1]:.3f} to the bare mean around it"))
-                print(row("  bare onnxruntime session.run, again", after, after_lat))
+                print(row(f"  {runtime.bare}, again", after, after_lat))
             print(f"service / bare: median {float(np.median(ratios)):.3f} of {len(ratios)} rounds "
                   f"({', '.join(f'{r:.3f}' for r in ratios)}); target >= 0.9")
             print(f"\nbatching, model {batch_model.name}, batch_wait_ms {args.batch_wait_ms:g}")
             for size in sizes:
-                b_rate, b_lat = bare_loop(batch_model, args.threads, args.frames, batch=size)
-                print(row(f"bare session.run, batch {size}", b_rate, b_lat, "(latency per batch)"))
-                s_rate, s_lat = await through_service(nats.url, batch_model, args.threads, size, args.batch_wait_ms,
+                b_rate, b_lat = bare_loop(batch_model, runtime, args.frames, batch=size)
+                print(row(f"{runtime.bare}, batch {size}", b_rate, b_lat, "(latency per batch)"))
+                s_rate, s_lat = await through_service(nats.url, batch_model, runtime, size, args.batch_wait_ms,
                                                       args.frames, args.latency_frames)
                 print(row(f"service, batch_size {size}", s_rate, s_lat,
                           f"ratio {s_rate / b_rate:.3f} to bare batch {size}"))
