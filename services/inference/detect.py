@@ -6,8 +6,11 @@ one batch (batching.py); `infer_frame` is both for one frame."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from lineguard.config import LineConfig, ModelSettings
 from lineguard.contracts import copy_part, now_ns, timing
@@ -20,6 +23,10 @@ from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import Detection as DetectionMessage
 from lineguard.v1.inference_pb2 import InferenceResult
+
+
+# References decoded and kept: a few products' golden images (a failed decode is not kept).
+REFERENCES_CACHED = 16
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,7 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> P
     reference = None
     if paired and frame.reference_data:
         try:
-            reference = decode_image(frame.reference_data, expected_encoding=frame.reference_encoding or None,
-                                     grey=True)
+            reference = _reference(frame.reference_data, frame.reference_encoding or None)
         except ImageError as exc:
             raise FrameError(f"reference image: {exc}") from None
     try:
@@ -53,6 +59,14 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> P
                          f"{recipe.inspect_roi}): {exc}") from None
     height, width = image.shape[:2]
     return PreparedFrame(frame, prepared, width, height, started, detector)
+
+
+@functools.lru_cache(maxsize=REFERENCES_CACHED)
+def _reference(data: bytes, encoding: str | None) -> np.ndarray:
+    """A reference image, decoded once: a station compares every part of a product with the same golden image."""
+    image = decode_image(data, expected_encoding=encoding, grey=True)
+    image.flags.writeable = False   # shared by every frame that brings it
+    return image
 
 
 def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,

@@ -17,13 +17,14 @@ from lineguard.contracts import new_inspection_id
 from lineguard.imaging import ROI, FrameError, ImageError, decode_image
 from lineguard.samples import __file__ as samples_init
 from lineguard.services.inference.batching import FrameBatcher
-from lineguard.services.inference.detect import infer_frame, prepare_frame
+from lineguard.services.inference.detect import _reference, infer_frame, prepare_frame
 from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.vision.detect import detect, stored_input
 from lineguard.vision.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
-from lineguard.vision.paired import compose
+from lineguard.vision.paired import compose, paired_tensor
+from lineguard.vision.preprocess import preprocess
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
 STEM = "00041000"
@@ -144,3 +145,29 @@ def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(models: d
 
     assert found(result) == found(infer_frame(sent, config, models["image"]))
     assert found(result) != found(infer_frame(sent, config, models["paired"]))
+
+
+def test_the_paired_tensor_is_the_composed_image_letterboxed() -> None:
+    # One pass from the planes must give exactly what composing and letterboxing the image gives, whether the
+    # input is padded only, shrunk, or enlarged.
+    board, template = grey("test"), grey("temp")
+    large = cv2.resize(board, (800, 700)), cv2.resize(template, (800, 700))
+    cases = [(board, template, 672, False), (*large, 640, False), (board[:300, :200], template[:300, :200], 640, True)]
+    for image, reference, size, scaleup in cases:
+        tensor, placement = paired_tensor(image, reference, size, scaleup=scaleup)
+        expected, expected_placement = preprocess(compose(image, reference), size, scaleup=scaleup)
+        assert np.array_equal(tensor, expected) and placement == expected_placement
+
+
+def test_a_reference_is_decoded_once_for_every_frame_that_brings_it(models: dict[str, OnnxDetector]) -> None:
+    config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
+                                           opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
+    template = (SAMPLES / f"{STEM}_temp.jpg").read_bytes()
+    _reference.cache_clear()
+    first, second = (infer_frame(frame(template), config, models["paired"]) for _ in range(2))
+    assert (_reference.cache_info().misses, _reference.cache_info().hits) == (1, 1)
+    assert [d.score for d in first.detections] == [d.score for d in second.detections]
+    for _ in range(2):   # a reference that does not decode is refused every time, never kept
+        with pytest.raises(FrameError, match="reference image: truncated jpeg"):
+            infer_frame(frame(template[:3000]), config, models["paired"])
+    assert _reference.cache_info().currsize == 1

@@ -15,7 +15,7 @@ from lineguard.contracts import now_ns
 from lineguard.imaging import ROI, ImageError
 from lineguard.vision.errors import ModelOutputError
 from lineguard.vision.model import OnnxDetector
-from lineguard.vision.paired import compose
+from lineguard.vision.paired import paired_tensor
 from lineguard.vision.postprocess import Detection, postprocess
 from lineguard.vision.preprocess import Letterbox, preprocess
 
@@ -47,17 +47,20 @@ def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None,
     does not match. Other models ignore a reference."""
     t0 = now_ns()
     region = image if roi is None else crop(image, roi)
+    size, scaleup = detector.card.input_size, detector.card.scaleup
     if detector.card.input_mode == "paired":
         if reference is None:
             raise ImageError(f"model {detector.card.model_id} {detector.card.version} compares each image with "
                              "the part's reference image, and none was given")
         try:
-            region = compose(region, reference if roi is None else crop(reference, roi))
+            tensor, placement = paired_tensor(region, reference if roi is None else crop(reference, roi), size,
+                                              scaleup=scaleup)
         except ImageError as exc:
             raise ImageError(f"reference image: {exc}") from None
         except ValueError as exc:
             raise ImageError(str(exc)) from None
-    tensor, placement = preprocess(region, detector.card.input_size, scaleup=detector.card.scaleup)
+    else:
+        tensor, placement = preprocess(region, size, scaleup=scaleup)
     return Prepared(tensor, placement, (roi.x, roi.y) if roi else (0, 0), (t0, now_ns()))
 
 
