@@ -53,7 +53,8 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> P
         except ImageError as exc:
             raise FrameError(f"reference image: {exc}") from None
     try:
-        prepared = prepare(detector, image, ROI.from_list(recipe.inspect_roi), reference)
+        prepared = prepare(detector, image, ROI.from_list(recipe.inspect_roi), reference,
+                           align_px=recipe.align_reference_px)
     except ImageError as exc:
         raise FrameError(f"part {part.inspection_id} (recipe {part.recipe_id!r}, inspect_roi "
                          f"{recipe.inspect_roi}): {exc}") from None

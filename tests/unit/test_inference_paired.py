@@ -23,7 +23,7 @@ from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.vision.detect import detect, stored_input
 from lineguard.vision.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
-from lineguard.vision.paired import compose, paired_tensor
+from lineguard.vision.paired import compose, paired_tensor, register
 from lineguard.vision.preprocess import preprocess
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
@@ -171,3 +171,51 @@ def test_a_reference_is_decoded_once_for_every_frame_that_brings_it(models: dict
         with pytest.raises(FrameError, match="reference image: truncated jpeg"):
             infer_frame(frame(template[:3000]), config, models["paired"])
     assert _reference.cache_info().currsize == 1
+
+
+def moved(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """The image as a camera would see the part dx, dy px further on (the edge repeated where it came from)."""
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, move, image.shape[::-1], flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_a_reference_is_shifted_onto_a_part_that_moved() -> None:
+    board, template = grey("test"), grey("temp")
+    assert np.array_equal(register(moved(board, 7, -4), template, 16), moved(template, 7, -4))
+    assert register(board, template, 16) is not None and np.array_equal(register(board, template, 16), template)
+    with pytest.raises(ValueError, match=r"the part sits \+7, -4 px from its reference, more than the 4 px the "
+                                         r"recipe aligns \(align_reference_px\): it cannot be compared"):
+        register(moved(board, 7, -4), template, 4)
+
+
+def test_a_part_that_moved_is_judged_as_if_it_had_not_when_the_recipe_aligns(
+        models: dict[str, OnnxDetector]) -> None:
+    board, template = grey("test"), grey("temp")
+    settings = {"conf_threshold": 0.25, "iou_threshold": 0.45}
+    still = detect(models["paired"], board, reference=template, **settings).detections
+    part = moved(board, 7, -4)
+    aligned = detect(models["paired"], part, reference=template, align_px=16, **settings).detections
+    def placed(found, dx: int = 0, dy: int = 0) -> list[tuple]:
+        return sorted((d.class_name, round(d.x1 + dx), round(d.y1 + dy)) for d in found)
+
+    assert still and len(aligned) == len(still)
+    for a, s in zip(placed(aligned), placed(still, 7, -4), strict=True):
+        assert a[0] == s[0] and abs(a[1] - s[1]) <= 2 and abs(a[2] - s[2]) <= 2
+    # Unaligned, the shift itself reads as defects: what a recipe without align_reference_px must not meet.
+    unaligned = detect(models["paired"], part, reference=template, **settings).detections
+    assert len(unaligned) > len(still)
+
+
+def test_the_recipe_says_how_far_the_service_aligns(models: dict[str, OnnxDetector]) -> None:
+    config_dict = demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
+                                   opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    part = frame((SAMPLES / f"{STEM}_temp.jpg").read_bytes())
+    part.data, part.encoding = cv2.imencode(".png", moved(grey("test"), 7, -4))[1].tobytes(), "png"
+    config_dict["recipes"]["pcb-a"]["align_reference_px"] = 4
+    with pytest.raises(FrameError, match=r"the part sits \+7, -4 px from its reference, more than the 4 px"):
+        infer_frame(part, LineConfig(**config_dict), models["paired"])
+    config_dict["recipes"]["pcb-a"]["align_reference_px"] = 16
+    aligned = infer_frame(part, LineConfig(**config_dict), models["paired"])
+    still = infer_frame(frame((SAMPLES / f"{STEM}_temp.jpg").read_bytes()), LineConfig(**config_dict),
+                        models["paired"])
+    assert sorted(d.class_name for d in aligned.detections) == sorted(d.class_name for d in still.detections)

@@ -15,7 +15,7 @@ from lineguard.contracts import now_ns
 from lineguard.imaging import ROI, ImageError
 from lineguard.vision.errors import ModelOutputError
 from lineguard.vision.model import OnnxDetector
-from lineguard.vision.paired import paired_tensor
+from lineguard.vision.paired import paired_tensor, register
 from lineguard.vision.postprocess import Detection, postprocess
 from lineguard.vision.preprocess import Letterbox, preprocess
 
@@ -39,12 +39,13 @@ class Prepared:
 
 
 def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None,
-            reference: np.ndarray | None = None) -> Prepared:
+            reference: np.ndarray | None = None, *, align_px: int = 0) -> Prepared:
     """Crop to `roi` (ImageError when it is not a region of the image) and letterbox for the model.
 
     A paired model (card input mode "paired") needs the part's `reference`, registered to `image`: the
     two are cropped alike and composed (lineguard.vision.paired); ImageError when it is missing or
-    does not match. Other models ignore a reference."""
+    does not match. With align_px the reference is first shifted onto the whole image (vision.paired.register),
+    ImageError when the part sits further off. Other models ignore a reference."""
     t0 = now_ns()
     region = image if roi is None else crop(image, roi)
     size, scaleup = detector.card.input_size, detector.card.scaleup
@@ -53,6 +54,8 @@ def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None,
             raise ImageError(f"model {detector.card.model_id} {detector.card.version} compares each image with "
                              "the part's reference image, and none was given")
         try:
+            if align_px:
+                reference = register(image, reference, align_px)
             tensor, placement = paired_tensor(region, reference if roi is None else crop(reference, roi), size,
                                               scaleup=scaleup)
         except ImageError as exc:
@@ -91,11 +94,11 @@ def detect_batch(detector: OnnxDetector, images: Sequence[Prepared], *, conf_thr
 
 
 def detect(detector: OnnxDetector, image: np.ndarray, *, conf_threshold: float, iou_threshold: float,
-           roi: ROI | None = None, reference: np.ndarray | None = None) -> Timed:
+           roi: ROI | None = None, reference: np.ndarray | None = None, align_px: int = 0) -> Timed:
     """Defects in a BGR image; with `roi`, only inside it (boxes still in the whole image's pixels).
     ImageError (ModelOutputError among them) says why an image cannot be judged."""
-    (found,) = detect_batch(detector, [prepare(detector, image, roi, reference)], conf_threshold=conf_threshold,
-                            iou_threshold=iou_threshold)
+    (found,) = detect_batch(detector, [prepare(detector, image, roi, reference, align_px=align_px)],
+                            conf_threshold=conf_threshold, iou_threshold=iou_threshold)
     if isinstance(found, ModelOutputError):
         raise found
     return found
