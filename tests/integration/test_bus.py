@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, BadMessage, Delivery, Retry, Worker
+from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, BadMessage, Delivery, PublishRefused, Retry, Worker
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
 from lineguard.testing.streams import stored
 from lineguard.v1.common_pb2 import Part
@@ -199,3 +199,21 @@ async def test_part_whose_station_cannot_be_a_subject_is_dead_lettered(bus_facto
     await run_until(worker, lambda: handled == [2])
     [dead] = await dead_letters(bus, "trigger")
     assert "station id 's1.extra' cannot be part of a NATS subject" in dead.headers[DEAD_REASON]
+
+
+async def test_a_full_stream_of_records_refuses_new_ones_and_a_full_frame_stream_drops_its_oldest(
+        bus_factory) -> None:
+    # Decisions are what the MES must get: a full stream refuses (the publisher retries, then dead-letters with
+    # the reason) rather than silently dropping the oldest unwritten ones. Frames are worthless past their
+    # deadline: the oldest make room.
+    bus = await bus_factory(stream_max_bytes=8 * 1024)
+    record = bytes(1500)
+    with pytest.raises(PublishRefused, match=r"publish to lg.decision.l1.s1 refused: maximum bytes exceeded"):
+        for i in range(10):
+            await bus.publish(subject("decision", "l1", "s1"), record, msg_id=f"d{i}")
+    decisions = await bus.js.stream_info(stream_name("decision"))
+    assert decisions.state.first_seq == 1 and decisions.config.discard == "new"
+    for i in range(10):
+        await bus.publish(subject("frame", "l1", "s1"), record, msg_id=f"f{i}")
+    frames = await bus.js.stream_info(stream_name("frame"))
+    assert frames.state.first_seq > 1 and frames.state.last_seq == 10

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 from typing import Any
 
 import nats
@@ -26,6 +26,15 @@ DEAD_SUBJECT = "Lg-Dead-Subject"
 DEAD_SERVICE = "Lg-Dead-Service"
 DEAD_DELIVERIES = "Lg-Dead-Deliveries"
 INSPECTION_ID = "Lg-Inspection-Id"
+
+
+class PublishRefused(RuntimeError):
+    """The stream did not store the message (full, or none takes the subject); says what the server said."""
+
+    def __init__(self, subject: str, reason: str):
+        super().__init__(f"publish to {subject} refused: {reason}")
+        self.subject = subject
+        self.reason = reason
 
 
 class Bus:
@@ -70,11 +79,20 @@ class Bus:
         all_headers = {"Nats-Msg-Id": msg_id}
         if headers:
             all_headers.update(headers)
-        # publish_async + one timeout scope costs about half of js.publish's request
-        # round trip machinery (a task per wait_for), and reports the same errors.
-        future = await self.js.publish_async(subject, payload, headers=all_headers)
-        async with asyncio.timeout(self.settings.publish_timeout_s):
-            return await future
+        # A plain request, not js.publish_async: nats-py 2.16's async ack handler raises the stream's
+        # refusal inside its callback instead of handing it over, so a full stream read as a 5 s timeout.
+        # The request is as fast (about 280 us a publish on loopback) and says what the stream said.
+        try:
+            reply = await self.nc.request(subject, payload, timeout=self.settings.publish_timeout_s,
+                                          headers=all_headers)
+        except nats.errors.NoRespondersError:
+            raise PublishRefused(subject, "no stream takes this subject") from None
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            error = answer["error"]
+            raise PublishRefused(subject, f"{error.get('description')} (code {error.get('code')}, "
+                                          f"{error.get('err_code')})")
+        return PubAck.from_response(answer)
 
     async def dead_letter(self, msg: Msg, kind: str, reason: str) -> None:
         """Copy `msg` to `lg.dead.<kind>` with why it could not be handled."""

@@ -12,6 +12,13 @@ from lineguard.config import NatsSettings
 from lineguard.contracts import DEAD_KIND, KINDS, stream_name
 
 
+# What a full stream does. Records the MES must get (decisions, the PLC's acks) and the dead letters are
+# never dropped to make room: a publish to a full stream fails, the publisher retries and, failing that,
+# dead-letters with the reason. Frames, results and triggers are worth nothing past their part's deadline:
+# the oldest go first.
+KEEP_WHEN_FULL: frozenset[str] = frozenset({"decision", "ack", DEAD_KIND})
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     name: str
@@ -20,6 +27,7 @@ class StreamSpec:
     max_bytes: int
     duplicate_window_s: float
     max_msgs_per_subject: int = -1
+    discard: DiscardPolicy = DiscardPolicy.OLD
 
     def to_config(self) -> StreamConfig:
         return StreamConfig(
@@ -27,7 +35,7 @@ class StreamSpec:
             subjects=list(self.subjects),
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
-            discard=DiscardPolicy.OLD,
+            discard=self.discard,
             max_age=self.max_age_s,
             max_bytes=self.max_bytes,
             max_msgs_per_subject=self.max_msgs_per_subject,
@@ -48,6 +56,7 @@ def line_streams(settings: NatsSettings) -> list[StreamSpec]:
                 duplicate_window_s=settings.duplicate_window_s,
                 # Only the latest heartbeat of each service matters.
                 max_msgs_per_subject=1 if kind == "heartbeat" else -1,
+                discard=DiscardPolicy.NEW if kind in KEEP_WHEN_FULL else DiscardPolicy.OLD,
             )
         )
     return specs
