@@ -53,7 +53,8 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     if record and record.get("metrics") and weights.name == record["metrics"].get("weights"):
         metrics = {k: v for k, v in record["metrics"].items() if k not in {"split", "weights"}}
     if record:
-        sessions = record.get("sessions", [])
+        history = training_history(run_dir, record)
+        this_run = history[-1]
         return {
             "config": record.get("config", {}),
             "ultralytics_args": record.get("ultralytics_args", {}),
@@ -62,12 +63,12 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
             "epochs_done": record.get("epochs_done"),
             "epochs": record.get("epochs"),
             "status": record.get("status"),
-            "wall_seconds": record.get("wall_seconds", round(sum(s.get("wall_seconds", 0) for s in sessions), 1)),
-            "machines": sorted({s["machine"] for s in sessions if s.get("machine")}),
-            "sessions": sessions,
+            "wall_seconds": this_run["wall_seconds"],
+            "machines": this_run["machines"],
+            "sessions": record.get("sessions", []),
             "metrics": metrics,
             "initial_weights": record.get("initial_weights"),
-            "history": training_history(run_dir, record),
+            "history": history,
         }
     return {
         "config": {},
@@ -86,6 +87,7 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """One run of a model's history: how long, on what, and how far it got."""
     sessions = record.get("sessions", [])
     metrics = record.get("metrics") or {}
     return {"run": run_dir.name, "epochs": record.get("epochs_done"),
