@@ -134,9 +134,9 @@ class SimulatorSource:
         return found
 
     def _board(self, path: Path) -> np.ndarray:
-        """The board's pixels; for a template's turn, the good part: the board with defects repaired from
-        the template where its boxes are known (else the template itself) (lineguard.vision.paired.repaired_board), so that a good part carries its own capture
-        noise as on a real line, rather than being its reference's exact copy."""
+        """The board's pixels; for a template's turn, the good part: the board with defects repaired from the
+        template where its boxes are known, else the template itself (lineguard.vision.paired.repaired_board), so
+        that a good part carries its own capture noise as on a real line, rather than its reference's exact copy."""
         board = self._boards.get(path)
         if board is None:
             board = self._read(path)

@@ -63,6 +63,11 @@ class TrainConfig:
     input: str = "image"                  # or "paired" (lineguard.vision.paired): from data.yaml's lineguard_input
     extra: dict = field(default_factory=dict)   # any other Ultralytics train argument
 
+    @property
+    def continues(self) -> bool:
+        """Whether the run starts from trained weights (a .pt) rather than from an architecture."""
+        return Path(self.model_yaml).suffix == ".pt"
+
 
 @dataclass(frozen=True)
 class CardInfo:
@@ -214,7 +219,7 @@ def _ultralytics_args(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
         "deterministic": config.deterministic,
         "device": config.device,
         # Ultralytics drops a .pt model's weights when pretrained is False: only from-scratch runs say so.
-        "pretrained": Path(config.model_yaml).suffix == ".pt",
+        "pretrained": config.continues,
         "amp": False,         # the AMP check downloads weights; set extra amp=True on a GPU with network
         "plots": False,       # plotting downloads a font
         "project": str(run_dir.parent),
@@ -381,7 +386,7 @@ def train(config: TrainConfig, run_dir: Path, *, on_epoch: Callable[[EpochReport
                     "labels_sha256": labels_sha256(root)},
         "versions": versions(),
     }
-    if Path(config.model_yaml).suffix == ".pt":
+    if config.continues:
         # Continued from earlier weights: which ones, so the card can say the model's whole history.
         from lineguard.hashing import file_sha256
 
