@@ -106,6 +106,10 @@ class Handshake:
     def busy(self) -> bool:
         return bool(self._in_flight)
 
+    def is_open(self, sequence: int) -> bool:
+        """The PLC's trigger `sequence` is in flight (a call with it again is a retry)."""
+        return sequence in self._by_sequence
+
     def trigger(self, sequence: int, part_id: str = "", *, now: float | None = None) -> Triggered:
         if not 0 <= sequence <= 0xFFFFFFFF:
             raise ValueError(f"a trigger sequence is a UInt32, got {sequence}")

@@ -1,7 +1,8 @@
 """Gateway service: PLCs trigger inspections over OPC UA and get each verdict back once.
 
 Consumes decisions; publishes triggers (when a PLC calls Trigger) and acks
-(when a result reached the PLC, or the gateway gave FAIL / TIMEOUT itself)."""
+(when a result reached the PLC, or the gateway gave FAIL / TIMEOUT itself). Asked to stop,
+it first refuses new triggers and answers every part in flight (StationLinks.finish)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.run_task(server.run_heartbeat(ctx.stopping))
     for link in links.links.values():
         ctx.run_task(link.run_deadlines(ctx.stopping))
+    ctx.before_stop(links.finish)
 
     async def on_decision(delivery: Delivery[Decision]) -> None:
         await links.route(delivery.message).on_decision(delivery.message)

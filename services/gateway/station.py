@@ -32,6 +32,8 @@ Publish = Callable[[str, Message], Awaitable[None]]  # ServiceContext.publish(ki
 
 # How long the deadline loop sleeps at most: how soon it notices `stopping` and retries acks.
 IDLE_WAIT_S = 0.25
+# On a stop, how long past the longest result timeout the gateway keeps trying to publish its last acks.
+ACK_GRACE_S = 2.0
 _DELIVERABLE = frozenset(RESULT_VERDICTS.values())
 
 
@@ -68,6 +70,7 @@ class StationLink:
         self._busy_shown: bool | None = None
         self._unacked: list[PlcAck] = []
         self._wake = asyncio.Event()
+        self.refusing = ""   # why new triggers are refused (the gateway is stopping); empty while it serves
 
     @property
     def station(self) -> str:
@@ -80,8 +83,19 @@ class StationLink:
     def protocol(self) -> str:
         return self.plc.protocol if self.plc is not None else "none"
 
+    @property
+    def settled(self) -> bool:
+        """Every part triggered here has its result at the PLC and its ack on the bus."""
+        return not self.handshake.busy and not self._unacked
+
+    @property
+    def unpublished_acks(self) -> int:
+        return len(self._unacked)
+
     async def trigger(self, sequence: int, part_id: str) -> str:
         """The PLC says "part here": open an inspection (or find the open one) and put it on the bus."""
+        if self.refusing and not self.handshake.is_open(sequence):
+            raise TriggerRefused(f"trigger {sequence} of station {self.station} refused: {self.refusing}")
         triggered = self.handshake.trigger(sequence, part_id)
         part = triggered.part
         if triggered.repeated:
@@ -186,6 +200,24 @@ class StationLinks:
 
     async def trigger(self, station_id: str, sequence: int, part_id: str) -> str:
         return await self.links[station_id].trigger(sequence, part_id)
+
+    async def finish(self) -> None:
+        """Before a stop: refuse new triggers, and answer every part in flight (its decision, or FAIL / TIMEOUT at
+        its deadline) with its ack on the bus, so that no PLC is left waiting on a gateway that went away."""
+        for link in self.links.values():
+            link.refusing = "the gateway is stopping"
+        timeout = max((link.handshake.timeout_s for link in self.links.values()), default=0.0) + ACK_GRACE_S
+        deadline = time.monotonic() + timeout
+        open_links = [link for link in self.links.values() if not link.settled]
+        if open_links:
+            log.info("answering the parts in flight before stopping",
+                     in_flight={link.station: link.handshake.in_flight for link in open_links})
+        while open_links and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            open_links = [link for link in open_links if not link.settled]
+        for link in open_links:
+            log.error("stopping with parts unanswered or acks unpublished", station=link.station,
+                      in_flight=link.handshake.in_flight, unpublished_acks=link.unpublished_acks, waited_s=timeout)
 
     def route(self, decision: Decision) -> StationLink:
         """The station a decision is for; BadMessage naming the cause when there is none."""

@@ -3,7 +3,9 @@
 A service is a `setup(ctx)` coroutine that registers its consumers and tasks on
 a `ServiceContext`; `service_main(name, setup)` does the rest: command line,
 configuration, logs, /metrics and health, the bus, heartbeats, and a graceful
-stop on SIGTERM (in-flight messages finish, the rest are handed back)."""
+stop on SIGTERM: the service reports not ready, runs its `before_stop` steps while it
+still serves (the gateway answers the parts in flight), then its workers finish the
+message in hand and hand the rest back."""
 
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class ServiceContext:
     workers: list[Worker[Any]] = field(default_factory=list)
     tasks: list[Coroutine[Any, Any, None]] = field(default_factory=list)
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    finishing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     ready: bool = False
     not_ready_reason: str = "starting"
     # Sent in every heartbeat: what the service runs, and (degraded) why it is not what was asked for.
@@ -65,7 +68,12 @@ class ServiceContext:
         self.tasks.append(coro)
 
     def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Run `cleanup` once the workers have stopped, before the bus closes."""
         self.cleanups.append(cleanup)
+
+    def before_stop(self, finish: Callable[[], Awaitable[None]]) -> None:
+        """Run `finish` when a stop is asked for, while consumers and tasks still run; it bounds its own wait."""
+        self.finishing.append(finish)
 
     def is_stale(self, delivery: Delivery[Any]) -> bool:
         """True (logged, counted) when the part's deadline has passed: skip the work, ack the message."""
@@ -93,14 +101,16 @@ async def run_service(name: str, config: LineConfig, setup: Setup, *,
                       stopping: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
     """Run one service until SIGTERM / SIGINT (or until `stopping` is set); `ready` is set once it serves."""
     bus = await Bus.connect(config.nats, name)
-    ctx = ServiceContext(name=name, config=config, bus=bus, stopping=stopping or asyncio.Event())
+    # The stop asked for; ctx.stopping is set once the service's before_stop steps are done.
+    requested = stopping or asyncio.Event()
+    ctx = ServiceContext(name=name, config=config, bus=bus)
     settings = ctx.settings
     health = HealthServer(settings.http_host, settings.http_port, lambda: ctx.ready, lambda: ctx.not_ready_reason)
     port = await health.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, ctx.stopping.set)
+            loop.add_signal_handler(sig, requested.set)
     log.info("service starting", version=__version__, nats=config.nats.url, http_port=port, pid=os.getpid())
     running: list[asyncio.Task[None]] = []
     try:
@@ -115,12 +125,18 @@ async def run_service(name: str, config: LineConfig, setup: Setup, *,
         if ready is not None:
             ready.set()
         log.info("service ready", consumes=[w.kind for w in ctx.workers])
-        stop_wait = asyncio.create_task(ctx.stopping.wait())
+        stop_wait = asyncio.create_task(requested.wait())
         done, _ = await asyncio.wait([stop_wait, *running], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stop_wait and task.exception() is not None:
                 log.error("a service task failed; stopping", task=task.get_name(), error=repr(task.exception()))
                 raise task.exception()  # type: ignore[misc]
+        ctx.ready = False
+        READY.labels(name).set(0)
+        ctx.not_ready_reason = "stopping"
+        for finish in ctx.finishing:
+            log.info("finishing before the stop", step=getattr(finish, "__qualname__", repr(finish)))
+            await finish()
     finally:
         ctx.ready = False
         READY.labels(name).set(0)
