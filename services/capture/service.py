@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
 from lineguard.bus import BadMessage, Delivery
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.capture.frames import CaptureError, StationCameras
+from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.trigger_pb2 import Trigger
 
 # Room for the Frame message around the image bytes, and the headers.
 ENVELOPE_BYTES = 64 * 1024
+# Frames grabbed but not yet on the bus, kept for their trigger's redelivery (oldest dropped beyond this).
+UNSENT_KEPT = 16
 
 
 class PayloadLimitError(RuntimeError):
@@ -26,16 +30,26 @@ async def setup(ctx: ServiceContext) -> None:
             f"the NATS server takes messages up to {server_limit} bytes, but nats.inline_image_max_bytes is "
             f"{inline_limit}: raise max_payload on the server or lower nats.inline_image_max_bytes")
     cameras = StationCameras.from_config(ctx.config)
+    # A trigger whose frame could not be published comes back (nak, redelivery): it gets the image grabbed
+    # the first time, not a new grab, which could show the next part (or read the camera's next buffer).
+    unsent: OrderedDict[str, Frame] = OrderedDict()
 
     async def handle(delivery: Delivery[Trigger]) -> None:
         if ctx.is_stale(delivery):
             return
-        try:
-            # Decoding and encoding images takes milliseconds: off the event loop, so
-            # heartbeats and acks keep flowing meanwhile.
-            frame = await asyncio.to_thread(cameras.capture, delivery.message)
-        except CaptureError as exc:
-            raise BadMessage(str(exc)) from None
+        inspection_id = delivery.message.part.inspection_id
+        frame = unsent.get(inspection_id)
+        if frame is None:
+            try:
+                # Decoding and encoding images takes milliseconds: off the event loop, so
+                # heartbeats and acks keep flowing meanwhile.
+                frame = await asyncio.to_thread(cameras.capture, delivery.message)
+            except CaptureError as exc:
+                raise BadMessage(str(exc)) from None
+            unsent[inspection_id] = frame
+            while len(unsent) > UNSENT_KEPT:
+                unsent.popitem(last=False)
         await ctx.publish("frame", frame)
+        unsent.pop(inspection_id, None)
 
     ctx.consume("trigger", Trigger, handle)

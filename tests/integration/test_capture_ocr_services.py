@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from lineguard.testing.streams import collect
 from lineguard.bus import DEAD_REASON, DEAD_SUBJECT
+from lineguard.bus.streams import line_streams, provision_streams
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
 from lineguard.imaging import decode_image, encode_image
@@ -87,6 +90,33 @@ async def test_trigger_to_serial_through_capture_and_ocr(fresh_nats: EmbeddedNat
     read = {OcrResult.FromString(r.data).part.sequence: [c.text for c in OcrResult.FromString(r.data).codes]
             for r in results}
     assert read == {41: ["LG-00000041"], 42: ["LG-00000042"]}
+
+
+async def test_a_trigger_redelivered_after_a_failed_publish_gets_the_image_grabbed_first(
+        fresh_nats: EmbeddedNats, bus_factory) -> None:
+    # The simulated camera shows the next board at every grab, as a real line shows the next part: a second
+    # grab for the same trigger would put the wrong part's image under this inspection.
+    bus = await bus_factory("driver")
+    raw = demo_config_dict(nats_url=fresh_nats.url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    raw["nats"] = {**raw.get("nats", {}), "nak_delay_s": 2.0}
+    config = LineConfig(**raw)
+    first, second = (Trigger(part=new_part(seq), source="cli") for seq in (51, 52))
+    labels = {"service": "capture", "kind": "trigger", "outcome": "retry"}
+    async with running_service("capture", config, capture_setup):
+        await bus.js.delete_stream(stream_name("frame"))   # the frame's publish fails: no stream takes it
+        retries = REGISTRY.get_sample_value("lineguard_messages_total", labels) or 0.0
+        await bus.publish(subject("trigger", "l1", "s1"), first, msg_id=msg_id(first.part.inspection_id, "trigger"))
+        async with asyncio.timeout(10):
+            while (REGISTRY.get_sample_value("lineguard_messages_total", labels) or 0.0) == retries:
+                await asyncio.sleep(0.02)
+        await provision_streams(bus.js, line_streams(config.nats))   # back before the redelivery, 2 s on
+        [redelivered] = await collect(bus, "lg.frame.l1.*", stream_name("frame"), 1)
+        await bus.publish(subject("trigger", "l1", "s1"), second, msg_id=msg_id(second.part.inspection_id, "trigger"))
+        frames = [Frame.FromString(m.data) for m in await collect(bus, "lg.frame.l1.*", stream_name("frame"), 2)]
+    assert Frame.FromString(redelivered.data).part == first.part
+    uris = {f.part.sequence: f.source_uri for f in frames}
+    # The first grab (the playlist's first board) went out with the redelivery; the next trigger got the next.
+    assert uris == {51: "simulator:00041000_test.jpg", 52: "simulator:00041000_test.jpg#repaired"}
 
 
 async def test_capture_refuses_to_start_when_the_server_cannot_carry_its_frames(tmp_path) -> None:
