@@ -8,10 +8,12 @@ sequence numbers and finds its own messages by inspection id."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -42,29 +44,39 @@ class Gateway:
     config: LineConfig
     endpoint: str
     bus: Bus
+    stopping: asyncio.Event    # set to ask the gateway to stop
+    service: asyncio.Task      # the gateway itself
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    store: Path = tmp_path_factory.mktemp("gateway-nats")
+@contextlib.asynccontextmanager
+async def started_gateway(store: Path, *, quick_deadline_ms: int, **settings: Any) -> AsyncIterator[Gateway]:
+    """A gateway on its own nats-server, one endpoint, two stations: s1 waits up to 10 s for a decision, s2
+    (recipe "quick") gives FAIL / TIMEOUT after quick_deadline_ms + 100 ms grace. `settings`: more of the line's
+    configuration."""
     nats = EmbeddedNats(store_dir=store, log_file=store / "nats.log").start()
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
     raw = demo_config_dict(nats_url=nats.url, database_url="sqlite://", opcua_endpoint=endpoint, deadline_ms=10_000)
-    raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": 300}
+    raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": quick_deadline_ms}
     raw["stations"].append({**raw["stations"][0], "id": "s2", "recipe": "quick"})
     raw["gateway"] = {"result_grace_ms": 100}
-    config = LineConfig(**raw)
+    config = LineConfig(**{**raw, **settings})
     stopping = asyncio.Event()
     service = asyncio.create_task(run_service("gateway", config, setup, stopping=stopping))
     bus = await Bus.connect(config.nats, "gateway-test")
     try:
         await service_ready(bus, service)
-        yield Gateway(config, endpoint, bus)
+        yield Gateway(config, endpoint, bus, stopping, service)
     finally:
         stopping.set()
         await asyncio.wait_for(service, timeout=30)
         await bus.close()
         nats.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    async with started_gateway(tmp_path_factory.mktemp("gateway-nats"), quick_deadline_ms=300) as started:
+        yield started
 
 
 async def service_ready(bus: Bus, service: asyncio.Task, timeout: float = 60.0) -> None:

@@ -13,18 +13,13 @@ import urllib.request
 import pytest
 from asyncua import ua
 
-from lineguard.bus import Bus
-from lineguard.config import LineConfig
-from lineguard.natsserver import EmbeddedNats, free_port
-from lineguard.runtime.service import run_service
-from lineguard.services.gateway.service import setup
-from lineguard.testing import demo_config_dict
+from lineguard.natsserver import free_port
 from lineguard.testing.plcsim import SimulatedPlc
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
 
-from tests.integration.test_gateway_opcua import find, publish_decision, service_ready
+from tests.integration.test_gateway_opcua import find, publish_decision, started_gateway
 
 QUICK_TIMEOUT_S = 1.0 + 0.1  # s2: recipe deadline + gateway grace
 
@@ -44,25 +39,15 @@ def readiness(port: int, timeout_s: float = 5.0) -> tuple[int, str]:
 
 
 async def test_a_stopping_gateway_refuses_new_triggers_and_answers_every_part_in_flight(tmp_path) -> None:
-    nats = EmbeddedNats(store_dir=tmp_path, log_file=tmp_path / "nats.log").start()
-    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
-    raw = demo_config_dict(nats_url=nats.url, database_url="sqlite://", opcua_endpoint=endpoint, deadline_ms=10_000)
-    raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": 1000}
-    raw["stations"].append({**raw["stations"][0], "id": "s2", "recipe": "quick"})
-    raw["gateway"] = {"result_grace_ms": 100}
     health_port = free_port()
-    raw["services"] = {"gateway": {"http_port": health_port}}
-    config = LineConfig(**raw)
-    stopping = asyncio.Event()
-    service = asyncio.create_task(run_service("gateway", config, setup, stopping=stopping))
-    bus = await Bus.connect(config.nats, "gateway-stop-test")
-    try:
-        await service_ready(bus, service)
-        async with SimulatedPlc(endpoint, "s1") as plc1, SimulatedPlc(endpoint, "s2") as plc2:
+    async with started_gateway(tmp_path, quick_deadline_ms=1000,
+                               services={"gateway": {"http_port": health_port}}) as gateway:
+        bus, service = gateway.bus, gateway.service
+        async with SimulatedPlc(gateway.endpoint, "s1") as plc1, SimulatedPlc(gateway.endpoint, "s2") as plc2:
             waiting_id = await plc1.trigger(11, "tray-1")
             timing_out_id = await plc2.trigger(21)
             asked = time.monotonic()
-            stopping.set()
+            gateway.stopping.set()
             # Not ready (Kubernetes routes no more to it), and from then on refusing.
             assert await asyncio.to_thread(readiness, health_port) == (503, "not ready: stopping")
             # A new part is refused at once; the PLC's retry of a part in flight still gets its inspection.
@@ -87,9 +72,3 @@ async def test_a_stopping_gateway_refuses_new_triggers_and_answers_every_part_in
             ("s1", Verdict.VERDICT_REWORK, True, False), ("s2", Verdict.VERDICT_FAIL, True, True)]
         refused_triggers = await find(bus, "trigger", Trigger, lambda t: t.part.sequence == 12, timeout=0.5)
         assert refused_triggers == []
-    finally:
-        stopping.set()
-        if not service.done():
-            service.cancel()
-        await bus.close()
-        nats.stop()
