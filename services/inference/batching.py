@@ -23,7 +23,7 @@ from lineguard.bus import BadMessage, Delivery
 from lineguard.runtime.service import ServiceContext
 from lineguard.imaging import FrameError
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
-from lineguard.vision.model import OnnxDetector
+from lineguard.vision.model import Detector
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
 
@@ -120,7 +120,7 @@ class MicroBatcher(Generic[T, R]):
 class FrameBatcher:
     """The inference service's frame handler: prepare, queue, run in batches, settle each frame."""
 
-    def __init__(self, ctx: ServiceContext, detector: Callable[[], OnnxDetector]):
+    def __init__(self, ctx: ServiceContext, detector: Callable[[], Detector]):
         self.ctx = ctx
         self.detector = detector   # a callable: the model in use when a batch runs (it may be swapped)
         settings = ctx.config.model

@@ -17,7 +17,7 @@ from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imaging import ROI, FrameError, ImageError, decode_image, frame_pixels
 from lineguard.vision.detect import Prepared, detect_batch, prepare
 from lineguard.vision.errors import ModelOutputError
-from lineguard.vision.model import OnnxDetector, load_model
+from lineguard.vision.model import Detector, load_model
 from lineguard.vision.postprocess import Detection
 from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
@@ -36,10 +36,10 @@ class PreparedFrame:
     width: int
     height: int
     started_ns: int
-    detector: OnnxDetector    # the model it was prepared for (its input size and mode)
+    detector: Detector    # the model it was prepared for (its input size and mode)
 
 
-def prepare_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> PreparedFrame:
+def prepare_frame(frame: Frame, config: LineConfig, detector: Detector) -> PreparedFrame:
     """Decode and letterbox `frame`; raises FrameError for a frame that cannot be inspected."""
     started = now_ns()
     part = frame.part
@@ -71,7 +71,7 @@ def _reference(data: bytes, encoding: str | None) -> np.ndarray:
 
 
 def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
-                   detector: OnnxDetector) -> list[InferenceResult | FrameError]:
+                   detector: Detector) -> list[InferenceResult | FrameError]:
     """Run prepared frames as one batch; per frame, in order, its InferenceResult or the FrameError that says
     why the model's output for it cannot be judged."""
     found = detect_batch(detector, [f.image for f in frames], conf_threshold=config.model.conf_threshold,
@@ -99,7 +99,7 @@ def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
     return results
 
 
-def infer_frame(frame: Frame, config: LineConfig, detector: OnnxDetector) -> InferenceResult:
+def infer_frame(frame: Frame, config: LineConfig, detector: Detector) -> InferenceResult:
     """The defects on `frame`'s part; raises FrameError for a frame that cannot be inspected."""
     (outcome,) = infer_prepared([prepare_frame(frame, config, detector)], config, detector)
     if isinstance(outcome, FrameError):
@@ -120,7 +120,7 @@ def detection_message(det: Detection, px_per_mm: float) -> DetectionMessage:
     )
 
 
-def load_configured_model(settings: ModelSettings) -> OnnxDetector:
+def load_configured_model(settings: ModelSettings) -> Detector:
     """The model ModelSettings names (default: the packaged one), on the backend and device it names."""
     return load_model(settings.path, intra_op_threads=settings.intra_op_threads, model_id=settings.id,
                       version=settings.version, backend=settings.backend, device=settings.device,

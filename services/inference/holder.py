@@ -29,7 +29,7 @@ from lineguard.registry import ModelRegistry, Promotion, RegistryError
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.detect import load_configured_model
 from lineguard.vision.cache import user_cache_dir
-from lineguard.vision.model import ModelCard, ModelLoadError, OnnxDetector
+from lineguard.vision.model import ModelCard, ModelLoadError, Detector
 
 log = structlog.get_logger("lineguard.inference")
 
@@ -55,7 +55,7 @@ def check_recipe_classes(card: ModelCard, recipes: dict[str, RecipeSettings], pa
 
 
 def load_for_line(config: LineConfig, path: str | Path | None = None, *, model_id: str | None = None,
-                  version: str | None = None) -> OnnxDetector:
+                  version: str | None = None) -> Detector:
     """Load a model with the line's backend settings and check it against the recipes (blocking)."""
     settings = config.model
     if path is not None:
@@ -79,7 +79,7 @@ def cache_dir(config: LineConfig) -> Path:
 class ModelHolder:
     """The model in use (`current()`) and where it came from (`promotion`: None = the configured model)."""
 
-    def __init__(self, ctx: ServiceContext, detector: OnnxDetector, registry: ModelRegistry | None = None):
+    def __init__(self, ctx: ServiceContext, detector: Detector, registry: ModelRegistry | None = None):
         self.ctx = ctx
         self.registry = registry
         self.promotion: Promotion | None = None
@@ -87,9 +87,9 @@ class ModelHolder:
         self._detector = detector
         # The model swapped out last: frames that took it may still be running, so it is closed (its
         # runtime's memory, on a GPU too) at the next swap, not at this one.
-        self._retired: OnnxDetector | None = None
+        self._retired: Detector | None = None
 
-    def current(self) -> OnnxDetector:
+    def current(self) -> Detector:
         return self._detector
 
     @classmethod
@@ -190,7 +190,7 @@ class ModelHolder:
                  promoted_by=promotion.by)
         return True
 
-    def _serve(self, detector: OnnxDetector, promotion: Promotion | None, previous: ModelCard | None = None) -> None:
+    def _serve(self, detector: Detector, promotion: Promotion | None, previous: ModelCard | None = None) -> None:
         card = detector.card
         if previous is not None:
             MODEL_SERVING.labels(self.ctx.name, previous.model_id, previous.version).set(0)
@@ -221,7 +221,7 @@ async def _newest_first(registry: ModelRegistry, latest: Promotion) -> list[Prom
     return ordered
 
 
-async def _load_promoted(registry: ModelRegistry, ctx: ServiceContext, promotion: Promotion) -> OnnxDetector:
+async def _load_promoted(registry: ModelRegistry, ctx: ServiceContext, promotion: Promotion) -> Detector:
     stored = await registry.get(promotion.model_id, promotion.version)
     if stored.sha256 != promotion.sha256:
         raise RegistryError(f"{promotion} in the registry has sha256 {stored.sha256}, but the promotion names "

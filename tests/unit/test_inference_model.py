@@ -15,7 +15,7 @@ from lineguard.imaging import encode_image
 from lineguard.samples import __file__ as samples_init
 from lineguard.imaging import FrameError
 from lineguard.services.inference.detect import infer_frame
-from lineguard.vision.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
+from lineguard.vision.model import ModelLoadError, Detector, load_model, packaged_model_path
 from lineguard.testing import demo_config_dict
 from lineguard.testing.boards import board_frame
 from lineguard.v1.frame_pb2 import Frame
@@ -25,7 +25,7 @@ BOARDS = ("00041000", "50600001")
 
 
 @pytest.fixture(scope="module")
-def detector() -> OnnxDetector:
+def detector() -> Detector:
     return load_model(intra_op_threads=1)
 
 

@@ -22,7 +22,7 @@ from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.vision.detect import detect, stored_input
-from lineguard.vision.model import ModelLoadError, OnnxDetector, load_model, packaged_model_path
+from lineguard.vision.model import ModelLoadError, Detector, load_model, packaged_model_path
 from lineguard.vision.paired import compose, paired_tensor, register
 from lineguard.vision.preprocess import preprocess
 
@@ -41,7 +41,7 @@ def as_model(tmp_path: Path, mode: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OnnxDetector]:
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Detector]:
     folder = tmp_path_factory.mktemp("models")
     return {mode: load_model(as_model(folder, mode), intra_op_threads=1) for mode in ("image", "paired")}
 
@@ -66,13 +66,13 @@ def test_the_paired_input_is_image_reference_and_their_difference() -> None:
         compose(board, template[:, :600])
 
 
-def test_the_card_names_the_input_mode(models: dict[str, OnnxDetector], tmp_path: Path) -> None:
+def test_the_card_names_the_input_mode(models: dict[str, Detector], tmp_path: Path) -> None:
     assert models["paired"].card.input_mode == "paired" and models["image"].card.input_mode == "image"
     with pytest.raises(ModelLoadError, match=r"input mode 'stereo' is not one lineguard runs \(image, paired\)"):
         load_model(as_model(tmp_path, "stereo"))
 
 
-def test_a_paired_model_sees_what_a_plain_one_sees_on_the_composed_input(models: dict[str, OnnxDetector]) -> None:
+def test_a_paired_model_sees_what_a_plain_one_sees_on_the_composed_input(models: dict[str, Detector]) -> None:
     board, template = grey("test"), grey("temp")
     composed = compose(board, template)
     for roi in (None, ROI(100, 40, 400, 500)):
@@ -85,7 +85,7 @@ def test_a_paired_model_sees_what_a_plain_one_sees_on_the_composed_input(models:
         boxes(detect(models["image"], image, conf_threshold=0.01, iou_threshold=0.5))
 
 
-def test_a_dataset_image_of_a_paired_model_is_split_back(models: dict[str, OnnxDetector]) -> None:
+def test_a_dataset_image_of_a_paired_model_is_split_back(models: dict[str, Detector]) -> None:
     composed = compose(grey("test"), grey("temp"))
     image, reference = stored_input(models["paired"], composed)
     assert np.array_equal(image, grey("test")) and np.array_equal(reference, grey("temp"))
@@ -107,7 +107,7 @@ def frame(reference: bytes, *, encoding: str = "jpeg") -> Frame:
                  reference_data=reference, reference_encoding=encoding)
 
 
-def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, OnnxDetector]) -> None:
+def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, Detector]) -> None:
     config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
                                            opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
     template = (SAMPLES / f"{STEM}_temp.jpg").read_bytes()
@@ -128,7 +128,7 @@ def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, OnnxDetect
         [(d.class_id, round(d.score, 4)) for d in plain.detections]
 
 
-def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(models: dict[str, OnnxDetector]) -> None:
+def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(models: dict[str, Detector]) -> None:
     # The pipeline prepares a frame while the model runs the one before; a promotion may swap the model
     # in between. The frame must then be judged whole by the new model, as if it had come after the swap.
     config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
@@ -159,7 +159,7 @@ def test_the_paired_tensor_is_the_composed_image_letterboxed() -> None:
         assert np.array_equal(tensor, expected) and placement == expected_placement
 
 
-def test_a_reference_is_decoded_once_for_every_frame_that_brings_it(models: dict[str, OnnxDetector]) -> None:
+def test_a_reference_is_decoded_once_for_every_frame_that_brings_it(models: dict[str, Detector]) -> None:
     config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
                                            opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
     template = (SAMPLES / f"{STEM}_temp.jpg").read_bytes()
@@ -189,7 +189,7 @@ def test_a_reference_is_shifted_onto_a_part_that_moved() -> None:
 
 
 def test_a_part_that_moved_is_judged_as_if_it_had_not_when_the_recipe_aligns(
-        models: dict[str, OnnxDetector]) -> None:
+        models: dict[str, Detector]) -> None:
     board, template = grey("test"), grey("temp")
     settings = {"conf_threshold": 0.25, "iou_threshold": 0.45}
     still = detect(models["paired"], board, reference=template, **settings).detections
@@ -206,7 +206,7 @@ def test_a_part_that_moved_is_judged_as_if_it_had_not_when_the_recipe_aligns(
     assert len(unaligned) > len(still)
 
 
-def test_the_recipe_says_how_far_the_service_aligns(models: dict[str, OnnxDetector]) -> None:
+def test_the_recipe_says_how_far_the_service_aligns(models: dict[str, Detector]) -> None:
     config_dict = demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
                                    opcua_endpoint="opc.tcp://127.0.0.1:4840/")
     part = frame((SAMPLES / f"{STEM}_temp.jpg").read_bytes())

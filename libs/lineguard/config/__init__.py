@@ -2,21 +2,28 @@
 
 from lineguard.config.loader import ConfigError, Problem, load_config, parse_config
 from lineguard.config.model import (
-    CameraSettings,
     ClassRule,
     DatabaseSettings,
     GatewaySettings,
     LineConfig,
     ModelSettings,
     NatsSettings,
-    PlcSettings,
     RecipeSettings,
     ServiceSettings,
     StationSettings,
 )
+from lineguard.config.seams import (
+    BACKENDS,
+    CAMERAS,
+    PLC_PROTOCOLS,
+    BackendSettings,
+    CameraSettings,
+    KindSettings,
+    PlcSettings,
+)
 
 __all__ = [
-    "CameraSettings", "ClassRule", "ConfigError", "DatabaseSettings", "GatewaySettings", "LineConfig",
+    "BACKENDS", "CAMERAS", "PLC_PROTOCOLS", "BackendSettings", "CameraSettings", "KindSettings", "ClassRule", "ConfigError", "DatabaseSettings", "GatewaySettings", "LineConfig",
     "ModelSettings", "NatsSettings", "PlcSettings", "Problem", "RecipeSettings", "ServiceSettings",
     "StationSettings", "load_config", "parse_config",
 ]

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lineguard.config.seams import BackendField, CameraField, PlcField
+
 MiB = 1024 * 1024
 _ID = r"^[A-Za-z0-9_-]+$"
 
@@ -35,27 +37,13 @@ class NatsSettings(_Strict):
     fetch_batch: int = Field(16, ge=1)
 
 
-class CameraSettings(_Strict):
-    kind: Literal["simulator", "folder"] = "simulator"
-    path: str | None = Field(None, description="folder of images; the simulator's default is the packaged sample boards")
-    px_per_mm: float = Field(0.0, ge=0, description="calibration; 0 = uncalibrated (no mm² areas)")
-    stamp_serial: bool = Field(True, description="simulator: print the part's serial as a DataMatrix in a strip below the board")
-    loop: bool = Field(True, description="start again from the first image when the source runs out")
-    reference: str | None = Field(None, description="folder camera: the golden (defect-free) image every frame is "
-                                  "compared with by a paired model, registered to the camera's view; the simulator "
-                                  "sends each board's own template")
-
-
-class PlcSettings(_Strict):
-    protocol: Literal["opcua"] = "opcua"
-    endpoint: str = "opc.tcp://127.0.0.1:4840/lineguard/"
-
-
 class StationSettings(_Strict):
     id: str = Field(pattern=_ID)
     recipe: str = Field(description="the recipe id parts at this station are judged by")
-    camera: CameraSettings = CameraSettings()
-    plc: PlcSettings = PlcSettings()
+    camera: CameraField = Field("simulator", validate_default=True,
+                                description="the camera kind (`kind`) and its own options; see lineguard.config.seams")
+    plc: PlcField = Field("opcua", validate_default=True,
+                          description="the PLC protocol (`protocol`) and its own options; see lineguard.config.seams")
 
 
 class ClassRule(_Strict):
@@ -99,15 +87,12 @@ class ModelSettings(_Strict):
     conf_threshold: float = Field(0.25, ge=0, le=1)
     iou_threshold: float = Field(0.45, ge=0, le=1)
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
-    backend: Literal["onnxruntime", "tensorrt", "openvino"] = Field(
-        "onnxruntime", description="what runs the model; tensorrt and openvino need their extra installed")
     device: str = Field("cpu", description="'cpu', 'cuda' / 'cuda:N' (onnxruntime-gpu, tensorrt), "
                                            "or an OpenVINO device name ('GPU', 'NPU', 'AUTO')")
-    providers: list[str] | None = Field(
-        None, description="onnxruntime only: execution providers in order; default from device")
-    backend_options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict, description="the backend's own options, checked when the model loads "
-                                          "(tensorrt: engine_cache_dir, max_batch, workspace_mib; openvino: hint)")
+    backend: BackendField = Field(
+        "onnxruntime", validate_default=True,
+        description="what runs the model: a backend's key (onnxruntime, tensorrt, openvino: the last two need their "
+                    "extra installed), or a mapping of `kind` and that backend's own options, checked here")
     batch_size: int = Field(1, ge=1, description="frames run as one batch under load; 1 = no batching")
     batch_wait_ms: float = Field(
         5.0, ge=0, description="how long the first frame of a batch waits for others before it runs anyway")

@@ -18,7 +18,7 @@ import numpy as np
 from lineguard.imaging import ImageError, decode_image
 from lineguard.modelops.datasets import IMAGE_SUFFIXES
 from lineguard.vision.detect import detect, stored_input
-from lineguard.vision.model import ModelCard, OnnxDetector
+from lineguard.vision.model import ModelCard, Detector
 from lineguard.vision.postprocess import Detection
 
 PREDICTION_FORMAT = "lineguard.prediction/1"
@@ -103,7 +103,7 @@ def output_path(source: Path, image: Path, out: Path) -> Path:
     return Path(out) / Path(image).relative_to(source).with_suffix(".json")
 
 
-def detect_file(detector: OnnxDetector, image_path: Path, *, conf: float, iou: float,
+def detect_file(detector: Detector, image_path: Path, *, conf: float, iou: float,
                 reference: np.ndarray | None = None) -> tuple[np.ndarray, list[Detection]]:
     """An image file's pixels and what the model finds in them: a paired model compares it with `reference`
     or, without one, reads it as a paired dataset stores it. ImageError naming the file (a reference of
@@ -116,7 +116,7 @@ def detect_file(detector: OnnxDetector, image_path: Path, *, conf: float, iou: f
         raise ImageError(f"{image_path}: {exc}") from None
 
 
-def predict_folder(detector: OnnxDetector, source: Path, out: Path, *, conf: float, iou: float,
+def predict_folder(detector: Detector, source: Path, out: Path, *, conf: float, iou: float,
                    images: list[Path] | None = None, reference: np.ndarray | None = None,
                    on_image: Callable[[Path, Skipped | None], None] | None = None) -> PredictSummary:
     """Run the model over every image under `source`, writing one JSON per image under `out`.

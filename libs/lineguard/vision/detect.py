@@ -14,7 +14,7 @@ import numpy as np
 from lineguard.contracts import now_ns
 from lineguard.imaging import ROI, ImageError
 from lineguard.vision.errors import ModelOutputError
-from lineguard.vision.model import OnnxDetector
+from lineguard.vision.model import Detector
 from lineguard.vision.paired import paired_tensor, register
 from lineguard.vision.postprocess import Detection, postprocess
 from lineguard.vision.preprocess import Letterbox, preprocess
@@ -38,7 +38,7 @@ class Prepared:
     marks: tuple[int, int]   # when preprocessing began and ended
 
 
-def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None,
+def prepare(detector: Detector, image: np.ndarray, roi: ROI | None = None,
             reference: np.ndarray | None = None, *, align_px: int = 0) -> Prepared:
     """Crop to `roi` (ImageError when it is not a region of the image) and letterbox for the model.
 
@@ -67,7 +67,7 @@ def prepare(detector: OnnxDetector, image: np.ndarray, roi: ROI | None = None,
     return Prepared(tensor, placement, (roi.x, roi.y) if roi else (0, 0), (t0, now_ns()))
 
 
-def detect_batch(detector: OnnxDetector, images: Sequence[Prepared], *, conf_threshold: float,
+def detect_batch(detector: Detector, images: Sequence[Prepared], *, conf_threshold: float,
                  iou_threshold: float) -> list[Timed | ModelOutputError]:
     """Run prepared images as one batch (in pieces where the model takes fewer); per image its Timed, or the
     ModelOutputError that says its output cannot be judged (the other images of the batch still are)."""
@@ -93,7 +93,7 @@ def detect_batch(detector: OnnxDetector, images: Sequence[Prepared], *, conf_thr
     return timed
 
 
-def detect(detector: OnnxDetector, image: np.ndarray, *, conf_threshold: float, iou_threshold: float,
+def detect(detector: Detector, image: np.ndarray, *, conf_threshold: float, iou_threshold: float,
            roi: ROI | None = None, reference: np.ndarray | None = None, align_px: int = 0) -> Timed:
     """Defects in a BGR image; with `roi`, only inside it (boxes still in the whole image's pixels).
     ImageError (ModelOutputError among them) says why an image cannot be judged."""
@@ -104,7 +104,7 @@ def detect(detector: OnnxDetector, image: np.ndarray, *, conf_threshold: float, 
     return found
 
 
-def stored_input(detector: OnnxDetector, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def stored_input(detector: Detector, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """An image as a dataset stores it, as detect() takes it: a paired model's dataset holds paired
     inputs (`lineguard data import-deeppcb --paired`), split here into the image and its reference."""
     if detector.card.input_mode != "paired":

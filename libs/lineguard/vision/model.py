@@ -26,7 +26,7 @@ from lineguard.vision.paired import INPUT_MODES
 PACKAGED_MODEL = "deeppcb-yolo11n.onnx"
 TASKS = ("detect", "segment")
 
-__all__ = ["BackendUnavailable", "ModelCard", "ModelLoadError", "OnnxDetector", "load_model", "packaged_model_path"]
+__all__ = ["BackendUnavailable", "ModelCard", "ModelLoadError", "Detector", "load_model", "packaged_model_path"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, m
     )
 
 
-class OnnxDetector:
+class Detector:
     """One loaded detection / segmentation model, the backend running it, and what its card says it detects."""
 
     def __init__(self, path: Path, runner: Runner, card: ModelCard):
@@ -158,7 +158,7 @@ class OnnxDetector:
 
 def load_model(path: str | Path | None = None, *, intra_op_threads: int = 0, model_id: str | None = None,
                version: str | None = None, backend: str = "onnxruntime", device: str = "cpu",
-               providers: list[str] | None = None, backend_options: Mapping[str, Any] | None = None) -> OnnxDetector:
+               providers: list[str] | None = None, backend_options: Mapping[str, Any] | None = None) -> Detector:
     """Load `path` (default: the packaged model) on `backend`; raises ModelLoadError with the cause.
 
     `backend_options` are the chosen backend's own (lineguard.vision.backends.<backend>.Options)."""
@@ -182,7 +182,7 @@ def load_model(path: str | Path | None = None, *, intra_op_threads: int = 0, mod
     except BaseException:
         runner.close()
         raise
-    return OnnxDetector(path, runner, card)
+    return Detector(path, runner, card)
 
 
 def onnx_metadata(path: Path) -> dict[str, str]:

@@ -1,0 +1,54 @@
+"""The three seams of the line's configuration: camera kinds, PLC protocols, model backends.
+
+Each seam has a base settings class (what every kind shares) and a config field type that
+validates a station's `camera`, `plc` or the model's `backend` as the Settings of the kind it
+names (lineguard.plugins). The kinds themselves are modules elsewhere, declared as entry points:
+
+| seam | key field | entry points | factory | kinds live in |
+| --- | --- | --- | --- | --- |
+| CAMERAS | `kind` | lineguard.cameras | `open_camera(station_id, settings)` | lineguard.services.capture.sources |
+| PLC_PROTOCOLS | `protocol` | lineguard.plc | `open_endpoints(stations, on_trigger)` | lineguard.services.gateway.protocols |
+| BACKENDS | `kind` | lineguard.backends | `load(path, settings, device, threads)` | lineguard.vision.backends |
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, WrapValidator
+
+from lineguard.plugins import Seam
+
+
+class KindSettings(BaseModel):
+    # A typo in a field name is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class CameraSettings(KindSettings):
+    """What every camera kind takes; each kind's Settings adds its own options."""
+
+    kind: str
+    px_per_mm: float = Field(0.0, ge=0, description="calibration; 0 = uncalibrated (no mm² areas)")
+
+
+class PlcSettings(KindSettings):
+    """What every PLC protocol takes; each protocol's Settings adds its own (endpoint, registers, ...)."""
+
+    protocol: str
+
+
+class BackendSettings(KindSettings):
+    """What every model backend takes beyond the model's device and threads (`model.device`,
+    `model.intra_op_threads`); each backend's Settings adds its own options."""
+
+    kind: str
+
+
+CAMERAS: Seam[CameraSettings] = Seam("cameras", base=CameraSettings, key_field="kind", factory="open_camera")
+PLC_PROTOCOLS: Seam[PlcSettings] = Seam("plc", base=PlcSettings, key_field="protocol", factory="open_endpoints")
+BACKENDS: Seam[BackendSettings] = Seam("backends", base=BackendSettings, key_field="kind", factory="load")
+
+CameraField = Annotated[SerializeAsAny[CameraSettings], WrapValidator(CAMERAS.validate)]
+PlcField = Annotated[SerializeAsAny[PlcSettings], WrapValidator(PLC_PROTOCOLS.validate)]
+BackendField = Annotated[SerializeAsAny[BackendSettings], WrapValidator(BACKENDS.validate)]

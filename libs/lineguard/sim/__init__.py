@@ -1,0 +1,3 @@
+"""What `lineguard demo` simulates, shipped with the package: the simulated PLCs and the demo line's configuration.
+
+Not test code: the demo runs it on a user's machine. Tests use it too, through lineguard.testing."""
