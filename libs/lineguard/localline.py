@@ -21,7 +21,7 @@ import nats
 
 from lineguard.contracts import stream_name
 from lineguard.natsserver import EmbeddedNats, free_port
-from lineguard.testing.lineconfig import demo_config_dict, write_config
+from lineguard.sim.lineconfig import demo_config_dict, write_config
 
 SERVICES: tuple[str, ...] = ("capture", "inference", "ocr", "decision", "gateway", "results")
 

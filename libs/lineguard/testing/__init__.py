@@ -1,6 +1,6 @@
 """Helpers for tests and benchmarks: real servers on free ports, sample configs."""
 
-from lineguard.testing.lineconfig import demo_config_dict, write_config
+from lineguard.sim.lineconfig import demo_config_dict, write_config
 from lineguard.testing.postgres import throwaway_database
 from lineguard.testing.services import running_service
 from lineguard.testing.text import unwrapped
