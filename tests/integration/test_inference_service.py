@@ -18,11 +18,11 @@ from lineguard.natsserver import EmbeddedNats
 from lineguard.services.inference.service import setup
 from lineguard.testing import demo_config_dict, running_service, write_config
 from lineguard.testing.boards import board_bytes, board_frame, template_bytes
+from lineguard.testing.models import tiny_model
 from lineguard.testing.streams import collect
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.vision.model import ModelLoadError
-from tiny_models import tiny_model
 
 BOARD, TEMPLATE = board_bytes(), template_bytes()
 

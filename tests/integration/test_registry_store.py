@@ -18,7 +18,7 @@ from lineguard.registry import (
     RegistryError,
     connect_registry,
 )
-from registry_models import MODEL_ID, model_version
+from lineguard.testing.models import MODEL_ID, model_version
 
 
 async def test_push_list_promote_fetch_round_trip(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:

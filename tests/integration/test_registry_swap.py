@@ -20,11 +20,11 @@ from lineguard.registry import connect_registry
 from lineguard.services.inference.service import setup
 from lineguard.testing import demo_config_dict, running_service
 from lineguard.testing.boards import board_frame
+from lineguard.testing.models import MODEL_ID, model_version
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.vision.model import ModelLoadError, card_path, packaged_model_path
-from registry_models import MODEL_ID, model_version
 
 RENAMED = ["a", "b", "c", "d", "e", "f"]
 PACKAGED_VERSION = json.loads(card_path(packaged_model_path()).read_text())["version"]

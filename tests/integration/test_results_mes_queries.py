@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from results_samples import sample_decision
 
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.store import write_decision
+from lineguard.testing.records import sample_decision
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "mes-schema.md"
 

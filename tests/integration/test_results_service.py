@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from results_samples import sample_ack, sample_decision
 from sqlalchemy import Engine, Row, func, select
 from sqlalchemy.exc import OperationalError
 
@@ -23,6 +22,7 @@ from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.schema import Defect, Inspection
 from lineguard.services.results.service import ResultsHandlers, setup
 from lineguard.testing import demo_config_dict
+from lineguard.testing.records import sample_ack, sample_decision
 from lineguard.v1.decision_pb2 import Decision
 
 

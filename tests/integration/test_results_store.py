@@ -8,7 +8,6 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from results_samples import sample_ack, sample_decision
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -17,6 +16,7 @@ from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.records import InvalidRecord, from_unix_ns
 from lineguard.services.results.schema import Code, Defect, Inspection
 from lineguard.services.results.store import record_plc_ack, write_decision
+from lineguard.testing.records import sample_ack, sample_decision
 from lineguard.v1.decision_pb2 import Verdict
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lineguard.samples import __file__ as samples_init
+from lineguard.testing.models import SIDE, tiny_model
 from lineguard.vision.backends import BACKENDS, load_runner
 from lineguard.vision.backends.onnxruntime import Options as OrtOptions
 from lineguard.vision.backends.onnxruntime import providers_for
@@ -21,7 +22,6 @@ from lineguard.vision.backends.tensorrt import engine_key
 from lineguard.vision.detect import detect
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError, ModelOutputError
 from lineguard.vision.model import load_model, packaged_model_path
-from tiny_models import SIDE, tiny_model
 
 BOARD = Path(samples_init).parent / "deeppcb" / "00041000_test.jpg"
 TEMPLATE = BOARD.with_name("00041000_temp.jpg")

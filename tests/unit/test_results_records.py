@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from results_samples import T0_NS, sample_ack, sample_decision
 
 from lineguard.services.results.records import (
     InvalidRecord,
@@ -14,6 +13,7 @@ from lineguard.services.results.records import (
     from_unix_ns,
     to_unix_ns,
 )
+from lineguard.testing.records import T0_NS, sample_ack, sample_decision
 from lineguard.v1.decision_pb2 import Decision, Verdict
 
 

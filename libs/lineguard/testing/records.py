@@ -1,4 +1,4 @@
-"""Decisions and PLC acks for the results service's tests (importable: tests/ is on sys.path via conftest)."""
+"""Decisions and PLC acks as the results service receives them, for its tests."""
 
 from __future__ import annotations
 

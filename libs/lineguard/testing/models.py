@@ -1,14 +1,21 @@
-"""A YOLO-shaped ONNX model small enough to build in a test, whose output is known."""
+"""Model files for tests: a YOLO-shaped ONNX small enough to build in a test, whose output is known, and the
+packaged model under other versions (a broken file, renamed classes) for the registry."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from lineguard.hashing import file_sha256
+from lineguard.vision.model import packaged_model_path
+
 SIDE = 32
+MODEL_ID = "deeppcb-yolo11n"
 
 
 def tiny_model(path: Path, *, batch: int | str, segment: bool = False,
@@ -46,4 +53,19 @@ def tiny_model(path: Path, *, batch: int | str, segment: bool = False,
     card = {"model_id": "tiny", "version": "1", "classes": ["open", "short"], "input": {"width": SIDE},
             "task": "segment" if segment else "detect"}
     path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+def model_version(folder: Path, version: str, *, data: bytes | None = None, **card: Any) -> Path:
+    """`folder/<version>/model.onnx` + its card: the packaged model (or `data`) as `version`."""
+    source = packaged_model_path()
+    path = folder / version / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        shutil.copyfile(source, path)
+    else:
+        path.write_bytes(data)
+    values = json.loads(source.with_suffix(".json").read_text())
+    values.update(version=version, onnx_sha256=file_sha256(path), onnx_bytes=path.stat().st_size, **card)
+    path.with_suffix(".json").write_text(json.dumps(values, indent=2))
     return path
