@@ -37,7 +37,8 @@ from lineguard.config import LineConfig, NatsSettings
 from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.services.inference.service import setup
-from lineguard.testing import demo_config_dict, running_service
+from lineguard.sim.lineconfig import demo_config_dict
+from lineguard.testing import running_service
 from lineguard.vision.model import load_model, packaged_model_path
 from lineguard.vision.detect import prepare
 from lineguard.samples import SAMPLE_BOARDS

@@ -1,16 +1,24 @@
-"""Real servers for the tests: nats-server -js on a free port, a throwaway PostgreSQL database."""
+"""Real servers for the tests (nats-server -js on a free port, a throwaway PostgreSQL database, a gateway) and the
+line configuration every test starts from."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lineguard.bus import Bus
-from lineguard.config import NatsSettings
-from lineguard.natsserver import EmbeddedNats
+from lineguard.config import LineConfig, NatsSettings
+from lineguard.natsserver import EmbeddedNats, free_port
+from lineguard.runtime.service import run_service
+from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.testing import throwaway_database
+from lineguard.testing.gateway import Gateway, service_ready
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +61,55 @@ def postgres_url() -> Iterator[str]:
     """A throwaway database on the local PostgreSQL; its absence is a failure, not a skip."""
     with throwaway_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def line_config_dict() -> Callable[..., dict[str, Any]]:
+    """The demo line's configuration (one station, the packaged boards and model) as a dict for the test to adjust.
+
+    `nats_url`: the test's server; the default reaches nothing, for tests that never connect. `sections` replace
+    the top-level sections they name (`model={...}`, `services={...}`)."""
+
+    def make(*, nats_url: str = "nats://127.0.0.1:1", database_url: str = "sqlite://",
+             opcua_endpoint: str = "opc.tcp://127.0.0.1:4840/", deadline_ms: int = 3000,
+             **sections: Any) -> dict[str, Any]:
+        raw = demo_config_dict(nats_url=nats_url, database_url=database_url, opcua_endpoint=opcua_endpoint,
+                               deadline_ms=deadline_ms)
+        return {**raw, **sections}
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def started_gateway(line_config_dict: Callable[..., dict[str, Any]]
+                    ) -> Callable[..., AbstractAsyncContextManager[Gateway]]:
+    """`started_gateway(store, quick_deadline_ms=..., **settings)`: a gateway of the test's own (or the module's)."""
+
+    @contextlib.asynccontextmanager
+    async def started_gateway(store: Path, *, quick_deadline_ms: int, **settings: Any) -> AsyncIterator[Gateway]:
+        """A gateway on its own nats-server, one endpoint, two stations: s1 waits up to 10 s for a decision, s2
+        (recipe "quick") gives FAIL / TIMEOUT after quick_deadline_ms + 100 ms grace. `settings`: more of the line's
+        configuration."""
+        # Imported here: a test run that starts no gateway does not need it to import.
+        from lineguard.services.gateway.service import setup
+
+        nats = EmbeddedNats(store_dir=store, log_file=store / "nats.log").start()
+        endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
+        raw = line_config_dict(nats_url=nats.url, opcua_endpoint=endpoint, deadline_ms=10_000)
+        raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": quick_deadline_ms}
+        raw["stations"].append({**raw["stations"][0], "id": "s2", "recipe": "quick"})
+        raw["gateway"] = {"result_grace_ms": 100}
+        config = LineConfig(**{**raw, **settings})
+        stopping = asyncio.Event()
+        service = asyncio.create_task(run_service("gateway", config, setup, stopping=stopping))
+        bus = await Bus.connect(config.nats, "gateway-test")
+        try:
+            await service_ready(bus, service)
+            yield Gateway(config, endpoint, bus, stopping, service)
+        finally:
+            stopping.set()
+            await asyncio.wait_for(service, timeout=30)
+            await bus.close()
+            nats.stop()
+
+    return started_gateway

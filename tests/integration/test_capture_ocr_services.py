@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from lineguard.testing.streams import collect
 from lineguard.bus import DEAD_REASON, DEAD_SUBJECT
 from lineguard.bus.streams import line_streams, provision_streams
 from lineguard.config import LineConfig
@@ -19,16 +18,12 @@ from lineguard.services.capture.service import PayloadLimitError
 from lineguard.services.capture.service import setup as capture_setup
 from lineguard.services.capture.stamping import stamp_serial
 from lineguard.services.ocr.service import setup as ocr_setup
-from lineguard.testing import demo_config_dict, running_service
+from lineguard.testing import running_service
+from lineguard.testing.streams import collect
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.ocr_pb2 import OcrResult
 from lineguard.v1.trigger_pb2 import Trigger
-
-
-def line_config(nats: EmbeddedNats) -> LineConfig:
-    return LineConfig(**demo_config_dict(nats_url=nats.url, database_url="sqlite://",
-                                         opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
 
 
 def new_part(seq: int, station: str = "s1", recipe: str = "pcb-a") -> Part:
@@ -36,11 +31,11 @@ def new_part(seq: int, station: str = "s1", recipe: str = "pcb-a") -> Part:
 
 
 async def test_capture_turns_triggers_into_frames_and_dead_letters_an_unknown_station(
-        fresh_nats: EmbeddedNats, bus_factory) -> None:
+        fresh_nats: EmbeddedNats, bus_factory, line_config_dict) -> None:
     bus = await bus_factory("driver")
     unknown = Trigger(part=new_part(1, station="s9"), source="cli")
     good = Trigger(part=new_part(42), source="cli")
-    async with running_service("capture", line_config(fresh_nats), capture_setup):
+    async with running_service("capture", LineConfig(**line_config_dict(nats_url=fresh_nats.url)), capture_setup):
         # s9 is not a station, but the subject is well formed: only capture can tell.
         for trig in (unknown, good):
             await bus.publish(subject("trigger", "l1", trig.part.station), trig,
@@ -58,14 +53,15 @@ async def test_capture_turns_triggers_into_frames_and_dead_letters_an_unknown_st
     assert Trigger.FromString(dead[0].data) == unknown
 
 
-async def test_ocr_reads_frames_and_dead_letters_what_it_cannot_read(fresh_nats: EmbeddedNats, bus_factory) -> None:
+async def test_ocr_reads_frames_and_dead_letters_what_it_cannot_read(fresh_nats: EmbeddedNats, bus_factory,
+                                                                     line_config_dict) -> None:
     bus = await bus_factory("driver")
     board = np.full((640, 640), 255, np.uint8)
     png = encode_image(stamp_serial(board, "LG-00000003"), "png")
     not_image = Frame(part=new_part(1), encoding="png", data=b"GIF89a not what it says")
     unknown_recipe = Frame(part=new_part(2, recipe="pcb-z"), encoding="png", data=png)
     good = Frame(part=new_part(3), encoding="png", data=png, width=640, height=800)
-    async with running_service("ocr", line_config(fresh_nats), ocr_setup):
+    async with running_service("ocr", LineConfig(**line_config_dict(nats_url=fresh_nats.url)), ocr_setup):
         for frame in (not_image, unknown_recipe, good):
             await bus.publish(subject("frame", "l1", "s1"), frame, msg_id=msg_id(frame.part.inspection_id, "frame"))
         results = await collect(bus, "lg.ocr.l1.*", stream_name("ocr"), 1)
@@ -79,9 +75,10 @@ async def test_ocr_reads_frames_and_dead_letters_what_it_cannot_read(fresh_nats:
     assert "unknown recipe 'pcb-z'" in reasons[2]
 
 
-async def test_trigger_to_serial_through_capture_and_ocr(fresh_nats: EmbeddedNats, bus_factory) -> None:
+async def test_trigger_to_serial_through_capture_and_ocr(fresh_nats: EmbeddedNats, bus_factory,
+                                                        line_config_dict) -> None:
     bus = await bus_factory("driver")
-    config = line_config(fresh_nats)
+    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url))
     triggers = [Trigger(part=new_part(seq), source="cli") for seq in (41, 42)]
     async with running_service("capture", config, capture_setup), running_service("ocr", config, ocr_setup):
         for trig in triggers:
@@ -93,11 +90,11 @@ async def test_trigger_to_serial_through_capture_and_ocr(fresh_nats: EmbeddedNat
 
 
 async def test_a_trigger_redelivered_after_a_failed_publish_gets_the_image_grabbed_first(
-        fresh_nats: EmbeddedNats, bus_factory) -> None:
+        fresh_nats: EmbeddedNats, bus_factory, line_config_dict) -> None:
     # The simulated camera shows the next board at every grab, as a real line shows the next part: a second
     # grab for the same trigger would put the wrong part's image under this inspection.
     bus = await bus_factory("driver")
-    raw = demo_config_dict(nats_url=fresh_nats.url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    raw = line_config_dict(nats_url=fresh_nats.url)
     raw["nats"] = {**raw.get("nats", {}), "nak_delay_s": 2.0}
     config = LineConfig(**raw)
     first, second = (Trigger(part=new_part(seq), source="cli") for seq in (51, 52))
@@ -119,9 +116,9 @@ async def test_a_trigger_redelivered_after_a_failed_publish_gets_the_image_grabb
     assert uris == {51: "simulator:00041000_test.jpg", 52: "simulator:00041000_test.jpg#repaired"}
 
 
-async def test_capture_refuses_to_start_when_the_server_cannot_carry_its_frames(tmp_path) -> None:
+async def test_capture_refuses_to_start_when_the_server_cannot_carry_its_frames(tmp_path, line_config_dict) -> None:
     with EmbeddedNats(store_dir=tmp_path / "nats", max_payload=1024 * 1024) as small:
-        config = line_config(small)
+        config = LineConfig(**line_config_dict(nats_url=small.url))
         with pytest.raises(PayloadLimitError, match=r"takes messages up to 1048576 bytes, but "
                                                     r"nats.inline_image_max_bytes is 4194304"):
             async with running_service("capture", config, capture_setup):

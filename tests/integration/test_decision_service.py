@@ -7,7 +7,7 @@ import asyncio
 from lineguard.bus import DEAD_REASON
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, now_ns, stream_name, subject
-from lineguard.testing import demo_config_dict, running_service
+from lineguard.testing import running_service
 from lineguard.testing.streams import collect
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
@@ -15,12 +15,6 @@ from lineguard.v1.inference_pb2 import Detection, InferenceResult
 from lineguard.v1.ocr_pb2 import Code, OcrResult
 from lineguard.v1.trigger_pb2 import Trigger
 from lineguard.services.decision.service import setup
-
-
-def config(nats_url: str, deadline_ms: int = 400) -> LineConfig:
-    raw = demo_config_dict(nats_url=nats_url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:1/",
-                           deadline_ms=deadline_ms)
-    return LineConfig(**raw)
 
 
 def part(recipe: str = "pcb-a", seq: int = 1) -> Part:
@@ -37,9 +31,10 @@ async def decisions(bus, count: int, timeout: float = 10) -> list[Decision]:
             for m in await collect(bus, "lg.decision.l1.*", stream_name("decision"), count, timeout)]
 
 
-async def test_joins_inference_and_ocr_into_one_verdict(bus_factory, fresh_nats) -> None:
+async def test_joins_inference_and_ocr_into_one_verdict(bus_factory, fresh_nats, line_config_dict) -> None:
     bus = await bus_factory("driver")
-    async with running_service("decision", config(fresh_nats.url), setup):
+    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=400))
+    async with running_service("decision", config, setup):
         good, bad = part(seq=1), part(seq=2)
         for p, dets in ((good, []), (bad, [Detection(class_name="short", score=0.9)])):
             await send(bus, "trigger", Trigger(part=p))
@@ -56,9 +51,10 @@ async def test_joins_inference_and_ocr_into_one_verdict(bus_factory, fresh_nats)
     assert {t.stage for t in failed.timings} >= {"total", "decision"}
 
 
-async def test_missing_result_at_deadline_is_fail_timeout(bus_factory, fresh_nats) -> None:
+async def test_missing_result_at_deadline_is_fail_timeout(bus_factory, fresh_nats, line_config_dict) -> None:
     bus = await bus_factory("driver")
-    async with running_service("decision", config(fresh_nats.url, deadline_ms=300), setup):
+    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=300))
+    async with running_service("decision", config, setup):
         p = part()
         await send(bus, "trigger", Trigger(part=p))
         await send(bus, "ocr", OcrResult(part=p, codes=[Code(text="LG-00000001")]))
@@ -72,9 +68,11 @@ async def test_missing_result_at_deadline_is_fail_timeout(bus_factory, fresh_nat
     assert info.state.messages == 1
 
 
-async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_serving(bus_factory, fresh_nats) -> None:
+async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_serving(bus_factory, fresh_nats,
+                                                                                     line_config_dict) -> None:
     bus = await bus_factory("driver")
-    async with running_service("decision", config(fresh_nats.url), setup):
+    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=400))
+    async with running_service("decision", config, setup):
         stray, good = part(recipe="no-such-recipe"), part(seq=2)
         await send(bus, "trigger", Trigger(part=stray))
         await bus.publish(subject("inference", "l1", "s1"), b"\x08\x96\x01garbage\xff", msg_id="garbage")

@@ -8,26 +8,17 @@ sequence numbers and finds its own messages by inspection id."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from asyncua import Client, ua
-from google.protobuf.message import Message
 
 from lineguard.bus import DEAD_REASON, Bus
-from lineguard.config import LineConfig
-from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.contracts import opcua as contract
-from lineguard.natsserver import EmbeddedNats, free_port
-from lineguard.runtime.service import run_service
-from lineguard.services.gateway.service import setup
-from lineguard.testing import demo_config_dict
+from lineguard.contracts import stream_name
+from lineguard.testing.gateway import Gateway, find, publish_decision
 from lineguard.testing.plcsim import SimulatedPlc
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
@@ -39,92 +30,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 QUICK_TIMEOUT_S = 0.3 + 0.1  # s2: recipe deadline + gateway grace
 
 
-@dataclass
-class Gateway:
-    config: LineConfig
-    endpoint: str
-    bus: Bus
-    stopping: asyncio.Event    # set to ask the gateway to stop
-    service: asyncio.Task      # the gateway itself
-
-
-@contextlib.asynccontextmanager
-async def started_gateway(store: Path, *, quick_deadline_ms: int, **settings: Any) -> AsyncIterator[Gateway]:
-    """A gateway on its own nats-server, one endpoint, two stations: s1 waits up to 10 s for a decision, s2
-    (recipe "quick") gives FAIL / TIMEOUT after quick_deadline_ms + 100 ms grace. `settings`: more of the line's
-    configuration."""
-    nats = EmbeddedNats(store_dir=store, log_file=store / "nats.log").start()
-    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
-    raw = demo_config_dict(nats_url=nats.url, database_url="sqlite://", opcua_endpoint=endpoint, deadline_ms=10_000)
-    raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": quick_deadline_ms}
-    raw["stations"].append({**raw["stations"][0], "id": "s2", "recipe": "quick"})
-    raw["gateway"] = {"result_grace_ms": 100}
-    config = LineConfig(**{**raw, **settings})
-    stopping = asyncio.Event()
-    service = asyncio.create_task(run_service("gateway", config, setup, stopping=stopping))
-    bus = await Bus.connect(config.nats, "gateway-test")
-    try:
-        await service_ready(bus, service)
-        yield Gateway(config, endpoint, bus, stopping, service)
-    finally:
-        stopping.set()
-        await asyncio.wait_for(service, timeout=30)
-        await bus.close()
-        nats.stop()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+async def gateway(tmp_path_factory: pytest.TempPathFactory, started_gateway) -> AsyncIterator[Gateway]:
     async with started_gateway(tmp_path_factory.mktemp("gateway-nats"), quick_deadline_ms=300) as started:
         yield started
-
-
-async def service_ready(bus: Bus, service: asyncio.Task, timeout: float = 60.0) -> None:
-    """The decision consumer exists once setup is done, and setup starts the OPC UA server."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.done():
-            service.result()  # raises what stopped it
-        try:
-            await bus.js.consumer_info(stream_name("decision"), "gateway-decision")
-            return
-        except Exception:  # not yet
-            await asyncio.sleep(0.1)
-    raise AssertionError("the gateway did not get ready in time")
-
-
-async def find(bus: Bus, kind: str, message_type: type[Message], match: Callable[[Message], bool],
-               *, subj: str | None = None, timeout: float = 10.0) -> list:
-    """Every stored `kind` message that `match`es, waiting until there is at least one."""
-    sub = await bus.js.pull_subscribe(subj or f"lg.{kind}.>", stream=stream_name(kind))
-    found: list = []
-    deadline = time.monotonic() + timeout
-    try:
-        while not found and time.monotonic() < deadline:
-            try:
-                msgs = await sub.fetch(100, timeout=0.3)
-            except Exception:  # nothing new yet
-                continue
-            for msg in msgs:
-                await msg.ack()
-                if kind == "dead":
-                    if match(msg):
-                        found.append(msg)
-                else:
-                    message = message_type.FromString(msg.data)
-                    if match(message):
-                        found.append(message)
-    finally:
-        await sub.unsubscribe()
-    return found
-
-
-async def publish_decision(bus: Bus, part: Part, verdict: int, *reasons: str) -> Decision:
-    decision = Decision(verdict=verdict, reason_codes=list(reasons))
-    decision.part.CopyFrom(part)
-    await bus.publish(subject("decision", part.line, part.station), decision,
-                      msg_id=msg_id(part.inspection_id, "decision"))
-    return decision
 
 
 async def gateway_idle(bus: Bus, timeout: float = 10.0) -> None:

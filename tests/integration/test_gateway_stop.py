@@ -14,12 +14,11 @@ import pytest
 from asyncua import ua
 
 from lineguard.natsserver import free_port
+from lineguard.testing.gateway import find, publish_decision
 from lineguard.testing.plcsim import SimulatedPlc
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
-
-from tests.integration.test_gateway_opcua import find, publish_decision, started_gateway
 
 QUICK_TIMEOUT_S = 1.0 + 0.1  # s2: recipe deadline + gateway grace
 
@@ -38,7 +37,8 @@ def readiness(port: int, timeout_s: float = 5.0) -> tuple[int, str]:
         time.sleep(0.01)
 
 
-async def test_a_stopping_gateway_refuses_new_triggers_and_answers_every_part_in_flight(tmp_path) -> None:
+async def test_a_stopping_gateway_refuses_new_triggers_and_answers_every_part_in_flight(tmp_path,
+                                                                                        started_gateway) -> None:
     health_port = free_port()
     async with started_gateway(tmp_path, quick_deadline_ms=1000,
                                services={"gateway": {"http_port": health_port}}) as gateway:

@@ -11,7 +11,7 @@ from lineguard.contracts import dead_subject, msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.services.inference.detect import infer_frame
 from lineguard.services.inference.service import setup
-from lineguard.testing import demo_config_dict, running_service
+from lineguard.testing import running_service
 from lineguard.testing.boards import board_bytes, board_frame
 from lineguard.testing.streams import collect
 from lineguard.v1.frame_pb2 import Frame
@@ -29,11 +29,10 @@ def frame(seq: int, data: bytes, recipe: str = "pcb-a") -> Frame:
 
 
 async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered(fresh_nats: EmbeddedNats,
-                                                                                   bus_factory) -> None:
-    config_dict = demo_config_dict(nats_url=fresh_nats.url, database_url="sqlite://",
-                                   opcua_endpoint="opc.tcp://127.0.0.1:4840/")
-    config_dict["model"] = {"intra_op_threads": 1, "batch_size": 4, "batch_wait_ms": 200}
-    config = LineConfig(**config_dict)
+                                                                                   bus_factory,
+                                                                                   line_config_dict) -> None:
+    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url,
+                                           model={"intra_op_threads": 1, "batch_size": 4, "batch_wait_ms": 200}))
     bus = await bus_factory("driver")
     frames = [
         frame(1, BOARDS[0]),

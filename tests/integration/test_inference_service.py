@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+
 from lineguard.bus import DEAD_REASON, DEAD_SUBJECT
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.services.inference.service import setup
-from lineguard.testing import demo_config_dict, running_service, write_config
+from lineguard.sim.lineconfig import write_config
+from lineguard.testing import running_service
 from lineguard.testing.boards import board_bytes, board_frame, template_bytes
 from lineguard.testing.models import tiny_model
 from lineguard.testing.streams import collect
@@ -27,17 +29,17 @@ from lineguard.vision.model import ModelLoadError
 BOARD, TEMPLATE = board_bytes(), template_bytes()
 
 
-def config_dict(nats: EmbeddedNats) -> dict:
-    config = demo_config_dict(nats_url=nats.url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:4840/")
-    config["model"] = {"intra_op_threads": 1}
-    return config
+@pytest.fixture
+def config_dict(fresh_nats: EmbeddedNats, line_config_dict) -> dict:
+    """The line on the test's own server, the model on one thread."""
+    return line_config_dict(nats_url=fresh_nats.url, model={"intra_op_threads": 1})
 
 
 def frame(seq: int, data: bytes = BOARD, recipe: str = "pcb-a") -> Frame:
     return board_frame(seq, data=data, recipe=recipe)
 
 
-async def test_frames_become_results_and_bad_frames_go_to_dead_letters(fresh_nats: EmbeddedNats, bus_factory) -> None:
+async def test_frames_become_results_and_bad_frames_go_to_dead_letters(config_dict: dict, bus_factory) -> None:
     bus = await bus_factory("driver")
     frames = [
         frame(1),
@@ -48,7 +50,7 @@ async def test_frames_become_results_and_bad_frames_go_to_dead_letters(fresh_nat
         board_frame(6, reference=TEMPLATE[:4000]),
         frame(7),  # still served after five bad ones
     ]
-    async with running_service("inference", LineConfig(**config_dict(fresh_nats)), setup):
+    async with running_service("inference", LineConfig(**config_dict), setup):
         for f in frames:
             await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
         results = await collect(bus, "lg.inference.l1.*", stream_name("inference"), 2)
@@ -76,18 +78,18 @@ async def test_frames_become_results_and_bad_frames_go_to_dead_letters(fresh_nat
     assert {d.headers[DEAD_SUBJECT] for d in dead} == {"lg.frame.l1.s1"}
 
 
-async def test_a_model_that_does_not_load_stops_the_service(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
-    config = config_dict(fresh_nats)
+async def test_a_model_that_does_not_load_stops_the_service(config_dict: dict, tmp_path: Path) -> None:
+    config = config_dict
     config["model"]["path"] = str(tmp_path / "missing.onnx")
     with pytest.raises(ModelLoadError, match=r"missing\.onnx: file not found"):
         async with running_service("inference", LineConfig(**config), setup):
             pass
 
 
-def test_the_console_script_exits_with_the_models_error(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
+def test_the_console_script_exits_with_the_models_error(config_dict: dict, tmp_path: Path) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not onnx")
-    config = config_dict(fresh_nats)
+    config = config_dict
     config["model"]["path"] = str(broken)
     path = write_config(tmp_path / "line.yaml", config)
     run = subprocess.run([sys.executable, "-m", "lineguard.services.inference", "--config", str(path)],
@@ -99,14 +101,14 @@ def test_the_console_script_exits_with_the_models_error(fresh_nats: EmbeddedNats
     assert errors[0]["error"].startswith(f"model {broken}: not a loadable ONNX model")
 
 
-async def test_a_frame_whose_verdict_is_already_due_is_skipped_and_the_next_served(fresh_nats: EmbeddedNats,
+async def test_a_frame_whose_verdict_is_already_due_is_skipped_and_the_next_served(config_dict: dict,
                                                                                    bus_factory) -> None:
     bus = await bus_factory("driver")
     stale, fresh = frame(1), frame(2)
     # Triggered a minute ago: the decision service gave FAIL / TIMEOUT long since.
     stale.part.triggered_unix_ns = time.time_ns() - 60 * 10**9
     fresh.part.triggered_unix_ns = time.time_ns()
-    async with running_service("inference", LineConfig(**config_dict(fresh_nats)), setup):
+    async with running_service("inference", LineConfig(**config_dict), setup):
         for f in (stale, fresh):
             await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
         results = await collect(bus, "lg.inference.l1.*", stream_name("inference"), 1)
@@ -116,11 +118,11 @@ async def test_a_frame_whose_verdict_is_already_due_is_skipped_and_the_next_serv
     assert info.num_ack_pending == 0 and info.num_pending == 0  # the stale frame was acked, not left behind
 
 
-async def test_a_model_output_that_is_not_a_number_dead_letters_the_frame(fresh_nats: EmbeddedNats, bus_factory,
+async def test_a_model_output_that_is_not_a_number_dead_letters_the_frame(config_dict: dict, bus_factory,
                                                                           tmp_path: Path) -> None:
     # NaN scores read as "nothing found" would pass the part: the frame is dead-lettered with the cause instead,
     # and the decision fails the part for want of a result. The service goes on serving.
-    config = config_dict(fresh_nats)
+    config = config_dict
     config["model"]["path"] = str(tiny_model(tmp_path / "nan.onnx", batch=1, scores=(float("nan"), 0.9)))
     config["recipes"]["pcb-a"]["classes"] = {}
     bus = await bus_factory("driver")

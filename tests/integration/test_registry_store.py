@@ -35,7 +35,7 @@ async def test_push_list_promote_fetch_round_trip(fresh_nats: EmbeddedNats, tmp_
         assert listed[0] == pushed
         assert pushed.sha256 == file_sha256(v1) and pushed.size == v1.stat().st_size
         assert pushed.classes == ["open", "short", "mousebite", "spur", "copper", "pin-hole"]
-        assert listed[1].card["description"] == "the same weights, pushed again as 2.0.0"
+        assert listed[1].card.description == "the same weights, pushed again as 2.0.0"
 
         first = await registry.promote(MODEL_ID, "1.0.0", "l1", by="tester")
         second = await registry.promote(MODEL_ID, "2.0.0", "l1")
@@ -169,12 +169,11 @@ def test_the_cli_pushes_lists_and_promotes(fresh_nats: EmbeddedNats, tmp_path: P
     assert listed["promoted"]["l1"]["version"] == "2.0.0"
 
 
-def test_the_cli_reads_the_nats_url_and_line_from_the_config(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
-    from lineguard.testing import demo_config_dict, write_config
+def test_the_cli_reads_the_nats_url_and_line_from_the_config(fresh_nats: EmbeddedNats, tmp_path: Path,
+                                                             line_config_dict) -> None:
+    from lineguard.sim.lineconfig import write_config
 
-    config = demo_config_dict(nats_url=fresh_nats.url, database_url="sqlite://", opcua_endpoint="opc.tcp://x:4840/")
-    config["line"] = "l7"
-    path = write_config(tmp_path / "line.yaml", config)
+    path = write_config(tmp_path / "line.yaml", line_config_dict(nats_url=fresh_nats.url, line="l7"))
     runner = CliRunner()
     model = model_version(tmp_path, "1.0.0")
     assert runner.invoke(app, ["model", "push", str(model), "--config", str(path)]).exit_code == 0

@@ -18,7 +18,7 @@ from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.registry import connect_registry
 from lineguard.services.inference.service import setup
-from lineguard.testing import demo_config_dict, running_service
+from lineguard.testing import running_service
 from lineguard.testing.boards import board_frame
 from lineguard.testing.models import MODEL_ID, model_version
 from lineguard.v1.frame_pb2 import Frame
@@ -30,11 +30,17 @@ RENAMED = ["a", "b", "c", "d", "e", "f"]
 PACKAGED_VERSION = json.loads(card_path(packaged_model_path()).read_text())["version"]
 
 
-def line_config(nats: EmbeddedNats, cache: Path, **model: object) -> LineConfig:
-    config = demo_config_dict(nats_url=nats.url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:4840/")
-    config["model"] = {"intra_op_threads": 1, "cache_dir": str(cache), **model}
-    config["services"] = {"inference": {"heartbeat_s": 0.1}}
-    return LineConfig(**config)
+@pytest.fixture
+def line_config(fresh_nats: EmbeddedNats, tmp_path: Path, line_config_dict) -> Callable[..., LineConfig]:
+    """`line_config(**model)`: the line on the test's server, its model cache in tmp_path, `model` added to the
+    model section."""
+
+    def make(**model: object) -> LineConfig:
+        return LineConfig(**line_config_dict(
+            nats_url=fresh_nats.url, model={"intra_op_threads": 1, "cache_dir": str(tmp_path / "cache"), **model},
+            services={"inference": {"heartbeat_s": 0.1}}))
+
+    return make
 
 
 def frame(seq: int) -> Frame:
@@ -98,12 +104,12 @@ def metric(name: str, **labels: str) -> float:
 
 
 async def test_the_service_starts_with_the_promoted_model(fresh_nats: EmbeddedNats, driver,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, line_config) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.promote(MODEL_ID, "1.0.0", "l1")
     bus, results = driver
-    async with running_service("inference", line_config(fresh_nats, tmp_path / "cache"), setup):
+    async with running_service("inference", line_config(), setup):
         await send(bus, frame(1))
         [result] = await results.take(1)
         beat = await heartbeat(bus, lambda b: bool(b.detail))
@@ -115,7 +121,7 @@ async def test_the_service_starts_with_the_promoted_model(fresh_nats: EmbeddedNa
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 async def test_a_promotion_swaps_models_between_frames_without_losing_or_repeating_one(
-        fresh_nats: EmbeddedNats, driver, tmp_path: Path, batch_size: int) -> None:
+        fresh_nats: EmbeddedNats, driver, tmp_path: Path, batch_size: int, line_config) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.push(model_version(tmp_path, "2.0.0"))
@@ -132,8 +138,7 @@ async def test_a_promotion_swaps_models_between_frames_without_losing_or_repeati
                 await send(bus, f)
                 await asyncio.sleep(0.02)
 
-        async with running_service("inference", line_config(fresh_nats, tmp_path / "cache", batch_size=batch_size),
-                                   setup):
+        async with running_service("inference", line_config(batch_size=batch_size), setup):
             streaming = asyncio.create_task(stream_frames())
             got = await results.take(5)
             await registry.promote(MODEL_ID, "2.0.0", "l1")  # while frames keep coming
@@ -158,14 +163,14 @@ async def test_a_promotion_swaps_models_between_frames_without_losing_or_repeati
 
 
 async def test_a_promoted_model_that_does_not_load_is_refused_and_the_old_one_serves(
-        fresh_nats: EmbeddedNats, driver, tmp_path: Path) -> None:
+        fresh_nats: EmbeddedNats, driver, tmp_path: Path, line_config) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.push(model_version(tmp_path, "9.0.0-broken", data=b"not an onnx model"))
         await registry.push(model_version(tmp_path, "8.0.0-renamed", classes=RENAMED))
         await registry.promote(MODEL_ID, "1.0.0", "l1")
         bus, results = driver
-        async with running_service("inference", line_config(fresh_nats, tmp_path / "cache"), setup):
+        async with running_service("inference", line_config(), setup):
             await registry.promoted_kv.put("l1", b"written by hand")  # logged and skipped
             await registry.promote(MODEL_ID, "9.0.0-broken", "l1")
             broken = await heartbeat(bus, lambda b: b.status == HealthStatus.HEALTH_STATUS_DEGRADED)
@@ -195,7 +200,7 @@ async def test_a_promoted_model_that_does_not_load_is_refused_and_the_old_one_se
 
 
 async def test_at_start_a_refused_promotion_falls_back_to_the_one_before(fresh_nats: EmbeddedNats, driver,
-                                                                         tmp_path: Path) -> None:
+                                                                         tmp_path: Path, line_config) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.push(model_version(tmp_path, "9.0.0-broken", data=b"not an onnx model"))
@@ -203,7 +208,7 @@ async def test_at_start_a_refused_promotion_falls_back_to_the_one_before(fresh_n
         await registry.promote(MODEL_ID, "9.0.0-broken", "l1")
         await registry.promoted_kv.put("l1", b"written by hand")  # unreadable: the record before it counts
     bus, results = driver
-    async with running_service("inference", line_config(fresh_nats, tmp_path / "cache"), setup):
+    async with running_service("inference", line_config(), setup):
         await send(bus, frame(1))
         [result] = await results.take(1)
         beat = await heartbeat(bus, lambda b: bool(b.detail))
@@ -213,20 +218,20 @@ async def test_at_start_a_refused_promotion_falls_back_to_the_one_before(fresh_n
 
 
 async def test_without_the_registry_the_configured_model_serves(fresh_nats: EmbeddedNats, driver,
-                                                                tmp_path: Path) -> None:
+                                                                tmp_path: Path, line_config) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.promote(MODEL_ID, "1.0.0", "l1")
     bus, results = driver
-    async with running_service("inference", line_config(fresh_nats, tmp_path / "cache", registry=False), setup):
+    async with running_service("inference", line_config(registry=False), setup):
         await send(bus, frame(1))
         [result] = await results.take(1)
     assert result.model_version == PACKAGED_VERSION
 
 
 async def test_a_model_whose_classes_disagree_with_the_recipe_stops_the_service(fresh_nats: EmbeddedNats,
-                                                                               tmp_path: Path) -> None:
-    config = line_config(fresh_nats, tmp_path / "cache")
+                                                                               tmp_path: Path, line_config) -> None:
+    config = line_config()
     config.recipes["pcb-a"].classes["scratch"] = config.recipes["pcb-a"].classes["open"]
     with pytest.raises(ModelLoadError, match=r"recipe 'pcb-a' has rules for \['scratch'\], which model "
                                              rf"deeppcb-yolo11n {re.escape(PACKAGED_VERSION)} does not detect "
@@ -236,11 +241,11 @@ async def test_a_model_whose_classes_disagree_with_the_recipe_stops_the_service(
 
 
 async def test_a_swapped_out_model_is_closed_at_the_next_swap_and_a_refused_one_at_once(
-        fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
+        fresh_nats: EmbeddedNats, tmp_path: Path, line_config) -> None:
     from lineguard.runtime.service import ServiceContext
     from lineguard.services.inference.holder import ModelHolder, load_for_line
 
-    config = line_config(fresh_nats, tmp_path / "cache")
+    config = line_config()
     async with connect_registry(fresh_nats.url) as registry:
         for version in ("2.0.0", "3.0.0"):
             await registry.push(model_version(tmp_path, version))

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import Engine, Row, func, select
 from sqlalchemy.exc import OperationalError
 
-from lineguard.testing.streams import stored
 from lineguard.bus import DEAD_REASON, Bus, Delivery, Worker
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, stream_name, subject
@@ -21,8 +20,8 @@ from lineguard.runtime.service import run_service
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.schema import Defect, Inspection
 from lineguard.services.results.service import ResultsHandlers, setup
-from lineguard.testing import demo_config_dict
 from lineguard.testing.records import sample_ack, sample_decision
+from lineguard.testing.streams import stored
 from lineguard.v1.decision_pb2 import Decision
 
 
@@ -69,10 +68,10 @@ async def dead_count(bus: Bus) -> int:
 
 
 @pytest.fixture
-async def results(fresh_nats: EmbeddedNats, tmp_path: Path, bus_factory) -> AsyncIterator[Running]:
+async def results(fresh_nats: EmbeddedNats, tmp_path: Path, bus_factory, line_config_dict) -> AsyncIterator[Running]:
     """The service as `lineguard-results` runs it, on a SQLite file that does not exist yet."""
     url = f"sqlite:///{tmp_path / 'data' / 'lineguard.db'}"
-    raw = demo_config_dict(nats_url=fresh_nats.url, database_url=url, opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    raw = line_config_dict(nats_url=fresh_nats.url, database_url=url)
     raw["nats"].update(nak_delay_s=0.05)
     stopping = asyncio.Event()
     service = asyncio.create_task(run_service("results", LineConfig(**raw), setup, stopping=stopping))

@@ -22,20 +22,12 @@ from lineguard.services.capture.sources import (
     open_source,
     simulator_playlist,
 )
-from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.trigger_pb2 import Trigger
 
 
 def part(seq: int = 1, station: str = "s1") -> Part:
     return Part(inspection_id=new_inspection_id(), line="l1", station=station, recipe_id="pcb-a", sequence=seq)
-
-
-def demo_config(**nats: object) -> LineConfig:
-    raw = demo_config_dict(nats_url="nats://127.0.0.1:4222", database_url="sqlite://",
-                           opcua_endpoint="opc.tcp://127.0.0.1:4840/")
-    raw["nats"].update(nats)
-    return LineConfig(**raw)
 
 
 def test_serial_is_lg_and_eight_digits_of_the_sequence() -> None:
@@ -166,8 +158,8 @@ def test_folder_source_names_a_file_that_is_not_an_image(tmp_path: Path) -> None
         source.grab(part())
 
 
-def test_capture_builds_the_frame_of_the_triggered_part() -> None:
-    cameras = StationCameras.from_config(demo_config())
+def test_capture_builds_the_frame_of_the_triggered_part(line_config_dict) -> None:
+    cameras = StationCameras.from_config(LineConfig(**line_config_dict()))
     trigger = Trigger(part=part(7), source="cli")
     frame = cameras.capture(trigger)
     assert frame.part == trigger.part
@@ -181,14 +173,16 @@ def test_capture_builds_the_frame_of_the_triggered_part() -> None:
     assert frame.reference_encoding == "jpeg"
 
 
-def test_capture_refuses_an_unknown_station() -> None:
-    cameras = StationCameras.from_config(demo_config())
+def test_capture_refuses_an_unknown_station(line_config_dict) -> None:
+    cameras = StationCameras.from_config(LineConfig(**line_config_dict()))
     with pytest.raises(CaptureError, match=r"station 's9', which is not configured on line 'l1' \(known: s1\)"):
         cameras.capture(Trigger(part=part(station="s9")))
 
 
-def test_capture_refuses_a_frame_over_the_inline_limit() -> None:
-    cameras = StationCameras.from_config(demo_config(inline_image_max_bytes=10_000))
+def test_capture_refuses_a_frame_over_the_inline_limit(line_config_dict) -> None:
+    raw = line_config_dict()
+    raw["nats"]["inline_image_max_bytes"] = 10_000
+    cameras = StationCameras.from_config(LineConfig(**raw))
     with pytest.raises(CaptureError, match=r"is \d+ bytes \(image and reference\), over the inline limit "
                                            r"nats.inline_image_max_bytes=10000"):
         cameras.capture(Trigger(part=part()))

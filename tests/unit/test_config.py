@@ -10,20 +10,22 @@ import pytest
 import yaml
 
 from lineguard.config import ConfigError, load_config, parse_config
-from lineguard.testing import demo_config_dict
-
-GOOD = yaml.safe_dump(demo_config_dict(nats_url="nats://127.0.0.1:4222", database_url="sqlite:///x.db",
-                                       opcua_endpoint="opc.tcp://127.0.0.1:4840/"), sort_keys=False)
 
 
-def test_demo_config_is_valid() -> None:
-    cfg = parse_config(GOOD)
+@pytest.fixture
+def good_yaml(line_config_dict) -> str:
+    """The demo line's configuration as a file holds it."""
+    return yaml.safe_dump(line_config_dict(database_url="sqlite:///x.db"), sort_keys=False)
+
+
+def test_demo_config_is_valid(good_yaml: str) -> None:
+    cfg = parse_config(good_yaml)
     assert cfg.station("s1").recipe == "pcb-a"
     assert cfg.recipe("pcb-a").classes["short"].verdict == "fail"
 
 
-def test_wrong_type_names_line_and_path() -> None:
-    text = GOOD.replace("px_per_mm: 48.0", "px_per_mm: lots")
+def test_wrong_type_names_line_and_path(good_yaml: str) -> None:
+    text = good_yaml.replace("px_per_mm: 48.0", "px_per_mm: lots")
     line = text.splitlines().index("    px_per_mm: lots") + 1
     with pytest.raises(ConfigError) as err:
         parse_config(text, "line.yaml")
@@ -34,13 +36,14 @@ def test_wrong_type_names_line_and_path() -> None:
     assert "'lots'" in str(err.value)
 
 
-def test_unknown_field_and_unknown_recipe_are_reported() -> None:
-    text = GOOD.replace("recipe: pcb-a", "recipe: pcb-z").replace("kind: simulator", "kind: simulator\n    exposure_us: 100")
+def test_unknown_field_and_unknown_recipe_are_reported(good_yaml: str) -> None:
+    text = (good_yaml.replace("recipe: pcb-a", "recipe: pcb-z")
+            .replace("kind: simulator", "kind: simulator\n    exposure_us: 100"))
     with pytest.raises(ConfigError) as err:
         parse_config(text, "line.yaml")
     rendered = str(err.value)
     assert "stations[0].camera.exposure_us: unknown field" in rendered
-    text = GOOD.replace("recipe: pcb-a", "recipe: pcb-z")
+    text = good_yaml.replace("recipe: pcb-a", "recipe: pcb-z")
     with pytest.raises(ConfigError, match="names recipe 'pcb-z', which is not defined"):
         parse_config(text)
 
@@ -52,30 +55,30 @@ def test_bad_yaml_and_missing_file() -> None:
         load_config("/nonexistent/line.yaml")
 
 
-def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, good_yaml: str) -> None:
     monkeypatch.setenv("LINEGUARD_NATS__URL", "nats://elsewhere:4222")
     monkeypatch.setenv("LINEGUARD_DATABASE__URL", "postgresql+psycopg://db/mes")
-    cfg = parse_config(GOOD)
+    cfg = parse_config(good_yaml)
     assert cfg.nats.url == "nats://elsewhere:4222"
     assert cfg.database.url == "postgresql+psycopg://db/mes"
     assert cfg.nats.max_deliver == 5  # the rest of the section is kept
 
 
-def test_environment_value_of_wrong_type_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_value_of_wrong_type_is_an_error(monkeypatch: pytest.MonkeyPatch, good_yaml: str) -> None:
     monkeypatch.setenv("LINEGUARD_NATS__MAX_DELIVER", "many")
     with pytest.raises(ConfigError, match="nats.max_deliver"):
-        parse_config(GOOD)
+        parse_config(good_yaml)
 
 
 @pytest.mark.parametrize("command", [["lineguard", "validate-config"], ["lineguard-decision", "--validate-config", "--config"]])
-def test_validate_config_commands(tmp_path: Path, command: list[str]) -> None:
+def test_validate_config_commands(tmp_path: Path, command: list[str], good_yaml: str) -> None:
     bin_dir = Path(sys.executable).parent
     good = tmp_path / "good.yaml"
-    good.write_text(GOOD)
+    good.write_text(good_yaml)
     ok = subprocess.run([str(bin_dir / command[0]), *command[1:], str(good)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     bad = tmp_path / "bad.yaml"
-    bad.write_text(GOOD.replace("deadline_ms: 3000", "deadline_ms: soon"))
+    bad.write_text(good_yaml.replace("deadline_ms: 3000", "deadline_ms: soon"))
     fail = subprocess.run([str(bin_dir / command[0]), *command[1:], str(bad)], capture_output=True, text=True)
     assert fail.returncode == 2
     assert "recipes.pcb-a.deadline_ms: Input should be a valid integer" in fail.stderr

@@ -7,6 +7,7 @@ recording publish function that can be told to fail."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -16,7 +17,6 @@ from lineguard.bus import BadMessage
 from lineguard.config import LineConfig
 from lineguard.services.gateway.handshake import Handshake, Outcome, Result
 from lineguard.services.gateway.station import StationLink, StationLinks, TriggerRefused, station_timeout_s
-from lineguard.testing import demo_config_dict
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
@@ -145,14 +145,18 @@ async def test_deadline_loop_delivers_the_timeout_without_any_decision() -> None
     assert [r.reasons for r in plc.results] == [("TIMEOUT",)]
 
 
-def config(**overrides) -> LineConfig:
-    cfg = demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
-                           opcua_endpoint="opc.tcp://127.0.0.1:4840/lineguard/", deadline_ms=1200)
-    cfg.update(overrides)
-    return LineConfig(**cfg)
+@pytest.fixture
+def config(line_config_dict) -> Callable[..., LineConfig]:
+    """`config(**sections)`: the demo line with a 1.2 s recipe deadline."""
+
+    def make(**sections: object) -> LineConfig:
+        return LineConfig(**line_config_dict(opcua_endpoint="opc.tcp://127.0.0.1:4840/lineguard/", deadline_ms=1200,
+                                             **sections))
+
+    return make
 
 
-def test_gateway_deadline_is_the_recipes_plus_grace() -> None:
+def test_gateway_deadline_is_the_recipes_plus_grace(config) -> None:
     assert station_timeout_s(config(gateway={"result_grace_ms": 300}), "s1") == pytest.approx(1.5)
 
 
@@ -162,7 +166,7 @@ def test_gateway_deadline_is_the_recipes_plus_grace() -> None:
     (lambda d: setattr(d, "verdict", Verdict.VERDICT_UNSPECIFIED), "has verdict 0 (UNSPECIFIED); a PLC can only be"),
     (lambda d: setattr(d, "verdict", 17), "has verdict 17 (not a Verdict value)"),
 ])
-def test_route_refuses_a_decision_it_cannot_deliver(mutate, reason: str) -> None:
+def test_route_refuses_a_decision_it_cannot_deliver(mutate, reason: str, config) -> None:
     links = StationLinks(config(), RecordingBus().publish)
     d = Decision(verdict=Verdict.VERDICT_PASS)
     d.part.inspection_id, d.part.line, d.part.station = "id-1", "l1", "s1"

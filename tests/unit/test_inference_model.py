@@ -16,7 +16,6 @@ from lineguard.samples import __file__ as samples_init
 from lineguard.imaging import FrameError
 from lineguard.services.inference.detect import infer_frame
 from lineguard.vision.model import ModelLoadError, Detector, load_model, packaged_model_path
-from lineguard.testing import demo_config_dict
 from lineguard.testing.boards import board_frame
 from lineguard.v1.frame_pb2 import Frame
 
@@ -30,9 +29,8 @@ def detector() -> Detector:
 
 
 @pytest.fixture(scope="module")
-def config() -> LineConfig:
-    return LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
-                                         opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
+def config(line_config_dict) -> LineConfig:
+    return LineConfig(**line_config_dict())
 
 
 def frame_of(data: bytes, *, recipe: str = "pcb-a", encoding: str = "jpeg", px_per_mm: float = 48.0,

@@ -18,7 +18,6 @@ from lineguard.imaging import ROI, FrameError, ImageError, decode_image
 from lineguard.samples import __file__ as samples_init
 from lineguard.services.inference.batching import FrameBatcher
 from lineguard.services.inference.detect import _reference, infer_frame, prepare_frame
-from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.vision.detect import detect, stored_input
@@ -107,9 +106,8 @@ def frame(reference: bytes, *, encoding: str = "jpeg") -> Frame:
                  reference_data=reference, reference_encoding=encoding)
 
 
-def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, Detector]) -> None:
-    config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
-                                           opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
+def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, Detector], line_config_dict) -> None:
+    config = LineConfig(**line_config_dict())
     template = (SAMPLES / f"{STEM}_temp.jpg").read_bytes()
     small = cv2.imencode(".png", grey("temp")[:320])[1].tobytes()
     cases = [
@@ -128,11 +126,11 @@ def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, Detector])
         [(d.class_id, round(d.score, 4)) for d in plain.detections]
 
 
-def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(models: dict[str, Detector]) -> None:
+def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(models: dict[str, Detector],
+                                                                       line_config_dict) -> None:
     # The pipeline prepares a frame while the model runs the one before; a promotion may swap the model
     # in between. The frame must then be judged whole by the new model, as if it had come after the swap.
-    config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
-                                           opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
+    config = LineConfig(**line_config_dict())
     serving = {"model": models["paired"]}
     pipeline = FrameBatcher(SimpleNamespace(config=config), lambda: serving["model"])
     sent = frame((SAMPLES / f"{STEM}_temp.jpg").read_bytes())
@@ -159,9 +157,9 @@ def test_the_paired_tensor_is_the_composed_image_letterboxed() -> None:
         assert np.array_equal(tensor, expected) and placement == expected_placement
 
 
-def test_a_reference_is_decoded_once_for_every_frame_that_brings_it(models: dict[str, Detector]) -> None:
-    config = LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
-                                           opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
+def test_a_reference_is_decoded_once_for_every_frame_that_brings_it(models: dict[str, Detector],
+                                                                    line_config_dict) -> None:
+    config = LineConfig(**line_config_dict())
     template = (SAMPLES / f"{STEM}_temp.jpg").read_bytes()
     _reference.cache_clear()
     first, second = (infer_frame(frame(template), config, models["paired"]) for _ in range(2))
@@ -206,9 +204,8 @@ def test_a_part_that_moved_is_judged_as_if_it_had_not_when_the_recipe_aligns(
     assert len(unaligned) > len(still)
 
 
-def test_the_recipe_says_how_far_the_service_aligns(models: dict[str, Detector]) -> None:
-    config_dict = demo_config_dict(nats_url="nats://127.0.0.1:1", database_url="sqlite://",
-                                   opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+def test_the_recipe_says_how_far_the_service_aligns(models: dict[str, Detector], line_config_dict) -> None:
+    config_dict = line_config_dict()
     part = frame((SAMPLES / f"{STEM}_temp.jpg").read_bytes())
     part.data, part.encoding = cv2.imencode(".png", moved(grey("test"), 7, -4))[1].tobytes(), "png"
     config_dict["recipes"]["pcb-a"]["align_reference_px"] = 4

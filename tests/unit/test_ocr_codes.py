@@ -15,7 +15,6 @@ from lineguard.services.capture.sources import SAMPLE_BOARDS
 from lineguard.services.ocr.codes import read_codes
 from lineguard.imaging import FrameError
 from lineguard.services.ocr.results import ocr_frame
-from lineguard.testing import demo_config_dict
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 
@@ -24,11 +23,6 @@ CODE_ROI = ROI(0, 640, 640, 160)  # the demo recipe's code_roi: the strip below 
 
 def board() -> np.ndarray:
     return cv2.imread(str(SAMPLE_BOARDS / "13000000_temp.jpg"), cv2.IMREAD_GRAYSCALE)
-
-
-def demo_config() -> LineConfig:
-    return LineConfig(**demo_config_dict(nats_url="nats://127.0.0.1:4222", database_url="sqlite://",
-                                         opcua_endpoint="opc.tcp://127.0.0.1:4840/"))
 
 
 def frame_of(image: np.ndarray, recipe: str = "pcb-a", encoding: str = "png") -> Frame:
@@ -97,9 +91,9 @@ def test_a_region_outside_the_image_is_an_image_error() -> None:
         read_codes(board(), CODE_ROI)
 
 
-def test_ocr_frame_reads_the_serial_of_a_stamped_frame() -> None:
+def test_ocr_frame_reads_the_serial_of_a_stamped_frame(line_config_dict) -> None:
     frame = frame_of(stamp_serial(board(), "LG-00000005"))
-    result = ocr_frame(frame, demo_config())
+    result = ocr_frame(frame, LineConfig(**line_config_dict()))
     assert result.part == frame.part
     assert [(c.symbology, c.text) for c in result.codes] == [("DataMatrix", "LG-00000005")]
     code = result.codes[0]
@@ -110,8 +104,8 @@ def test_ocr_frame_reads_the_serial_of_a_stamped_frame() -> None:
     assert result.completed_unix_ns > 0
 
 
-def test_ocr_frame_names_what_is_wrong_with_the_frame() -> None:
-    config = demo_config()
+def test_ocr_frame_names_what_is_wrong_with_the_frame(line_config_dict) -> None:
+    config = LineConfig(**line_config_dict())
     stamped = stamp_serial(board(), "LG-00000005")
     not_image = frame_of(stamped)
     not_image.data = b"hello, not an image"

@@ -1,8 +1,9 @@
-"""Helpers for tests and benchmarks: real servers on free ports, sample configs."""
+"""Helpers for tests and benchmarks: real servers on free ports, services run in-process, sample frames, models
+and records. Nothing that ships to run a line imports this package (import-linter says so); the demo's
+configuration and simulated PLC are lineguard.sim."""
 
-from lineguard.sim.lineconfig import demo_config_dict, write_config
 from lineguard.testing.postgres import throwaway_database
 from lineguard.testing.services import running_service
 from lineguard.testing.text import unwrapped
 
-__all__ = ["demo_config_dict", "running_service", "throwaway_database", "unwrapped", "write_config"]
+__all__ = ["running_service", "throwaway_database", "unwrapped"]

@@ -1,0 +1,75 @@
+"""A gateway under test, driven from the bus side: its handles, waiting until it serves, what it published, and
+the decision service's part (publishing a decision)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from lineguard.bus import Bus
+from lineguard.config import LineConfig
+from lineguard.contracts import msg_id, stream_name, subject
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.decision_pb2 import Decision
+
+
+@dataclass
+class Gateway:
+    config: LineConfig
+    endpoint: str
+    bus: Bus
+    stopping: asyncio.Event    # set to ask the gateway to stop
+    service: asyncio.Task      # the gateway itself
+
+
+async def service_ready(bus: Bus, service: asyncio.Task, timeout: float = 60.0) -> None:
+    """The decision consumer exists once setup is done, and setup starts the OPC UA server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.done():
+            service.result()  # raises what stopped it
+        try:
+            await bus.js.consumer_info(stream_name("decision"), "gateway-decision")
+            return
+        except Exception:  # not yet
+            await asyncio.sleep(0.1)
+    raise AssertionError("the gateway did not get ready in time")
+
+
+async def find(bus: Bus, kind: str, message_type: type[Message], match: Callable[[Message], bool],
+               *, subj: str | None = None, timeout: float = 10.0) -> list:
+    """Every stored `kind` message that `match`es, waiting until there is at least one."""
+    sub = await bus.js.pull_subscribe(subj or f"lg.{kind}.>", stream=stream_name(kind))
+    found: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not found and time.monotonic() < deadline:
+            try:
+                msgs = await sub.fetch(100, timeout=0.3)
+            except Exception:  # nothing new yet
+                continue
+            for msg in msgs:
+                await msg.ack()
+                if kind == "dead":
+                    if match(msg):
+                        found.append(msg)
+                else:
+                    message = message_type.FromString(msg.data)
+                    if match(message):
+                        found.append(message)
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+async def publish_decision(bus: Bus, part: Part, verdict: int, *reasons: str) -> Decision:
+    decision = Decision(verdict=verdict, reason_codes=list(reasons))
+    decision.part.CopyFrom(part)
+    await bus.publish(subject("decision", part.line, part.station), decision,
+                      msg_id=msg_id(part.inspection_id, "decision"))
+    return decision
+
