@@ -25,16 +25,30 @@ def test_import_contracts_are_kept(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
     assert "Services never import each other" in result.stdout
+    assert "Production code never imports lineguard.testing" in result.stdout
 
 
-def test_every_library_module_is_under_the_no_services_rule() -> None:
-    import tomllib
-
-    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-    [rule] = [c for c in contracts if c["type"] == "forbidden" and "lineguard.services" in c["forbidden_modules"]]
-    library = {
+def library_modules() -> set[str]:
+    return {
         f"lineguard.{p.stem}" for p in (ROOT / "libs" / "lineguard").iterdir()
         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
     }
-    missing = library - set(rule["source_modules"])
+
+
+def forbidden_rule(forbidden: str) -> dict:
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    [rule] = [c for c in contracts if c["type"] == "forbidden" and forbidden in c["forbidden_modules"]]
+    return rule
+
+
+def test_every_library_module_is_under_the_no_services_rule() -> None:
+    missing = library_modules() - set(forbidden_rule("lineguard.services")["source_modules"])
+    assert not missing, f"add {sorted(missing)} to the import-linter rule in pyproject.toml"
+
+
+def test_every_module_but_the_test_helpers_is_under_the_no_testing_rule() -> None:
+    production = (library_modules() - {"lineguard.testing"}) | {"lineguard.services"}
+    missing = production - set(forbidden_rule("lineguard.testing")["source_modules"])
     assert not missing, f"add {sorted(missing)} to the import-linter rule in pyproject.toml"
