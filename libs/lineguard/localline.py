@@ -19,7 +19,7 @@ from typing import Any
 
 import nats
 
-from lineguard.contracts import stream_name
+from lineguard.contracts import kind_subjects, stream_name
 from lineguard.natsserver import EmbeddedNats, free_port
 from lineguard.sim.lineconfig import demo_config_dict, write_config
 
@@ -90,7 +90,7 @@ class LocalLine:
             while True:
                 self._check_alive()
                 try:
-                    info = await js.stream_info(stream_name("heartbeat"), subjects_filter="lg.heartbeat.>")
+                    info = await js.stream_info(stream_name("heartbeat"), subjects_filter=kind_subjects("heartbeat"))
                     seen = {s.rsplit(".", 1)[-1] for s in (info.state.subjects or {})}
                 except Exception:
                     seen = set()

@@ -3,14 +3,17 @@
 Everything about one part arrives on separate subjects (trigger, inference,
 ocr) in any order; the joiner holds them until both results are in or the
 recipe's deadline passes, whichever comes first, and remembers what it decided
-so a redelivered or late result is not judged twice."""
+so a redelivered or late result is not judged twice. The deadlines are kept in
+a `Deadlines` heap that the decision service's loop sleeps on."""
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from lineguard.runtime.deadlines import Deadlines
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import OcrResult
@@ -33,6 +36,8 @@ class Pending:
 class Joiner:
     def __init__(self, remember: int = 50_000):
         self.pending: dict[str, Pending] = {}
+        # By inspection id, in wall-clock ns like the trigger time they count from (stamped by the gateway).
+        self.deadlines: Deadlines[str] = Deadlines(clock=time.time_ns, per_second=1_000_000_000)
         self._decided: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
 
@@ -48,13 +53,20 @@ class Joiner:
         if entry is None:
             entry = Pending(part=part, deadline_ns=part.triggered_unix_ns + deadline_ms * 1_000_000)
             self.pending[part.inspection_id] = entry
+            self.deadlines.add(part.inspection_id, entry.deadline_ns)
         return entry
 
+    def entries(self, inspection_ids: list[str]) -> list[Pending]:
+        """The entries of those parts still pending (the deadline loop hands over ids)."""
+        return [entry for i in inspection_ids if (entry := self.pending.get(i)) is not None]
+
     def expired(self, now_ns: int) -> list[Pending]:
-        return [entry for entry in self.pending.values() if entry.deadline_ns <= now_ns]
+        """Take the pending parts whose deadline is `now_ns` or earlier, each once."""
+        return self.entries(self.deadlines.due(now_ns))
 
     def close(self, inspection_id: str) -> Pending | None:
         """Forget the pending entry and remember the part as decided."""
+        self.deadlines.cancel(inspection_id)
         self._decided[inspection_id] = None
         while len(self._decided) > self._remember:
             self._decided.popitem(last=False)

@@ -5,7 +5,6 @@ part: the bus redelivers them and the part is judged again."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import structlog
@@ -23,7 +22,6 @@ from lineguard.v1.ocr_pb2 import OcrResult
 from lineguard.v1.trigger_pb2 import Trigger
 
 log = structlog.get_logger("lineguard.decision")
-DEADLINE_TICK_S = 0.02
 
 
 class DecisionService:
@@ -83,11 +81,11 @@ class DecisionService:
         decision = build_decision(part, recipe, judgement, now_ns(), entry.inference, entry.ocr)
         try:
             await self.ctx.publish("decision", decision)
-        except Exception:
-            log.exception("could not publish the verdict; inputs handed back for redelivery")
+        except Exception as exc:  # noqa: BLE001 - every held input meets the bus's one failure policy
+            log.exception("could not publish the verdict; its inputs are retried, dead-lettered after max_deliver")
             self.joiner.forget(part.inspection_id)
             for delivery in entry.held:
-                await delivery.nak(self.ctx.config.nats.nak_delay_s)
+                await delivery.fail(exc)
             return
         log.info("decided", verdict=Verdict.Name(judgement.verdict), reasons=judgement.reasons,
                  inspection_id=part.inspection_id)
@@ -96,10 +94,11 @@ class DecisionService:
 
     async def deadlines(self) -> None:
         """A part whose results are not all in by its deadline is decided without them: FAIL, TIMEOUT."""
-        while not self.ctx.stopping.is_set():
-            for entry in self.joiner.expired(now_ns()):
-                await self.decide(entry)
-            await asyncio.sleep(DEADLINE_TICK_S)
+        await self.joiner.deadlines.run(self.ctx.stopping, self._expired)
+
+    async def _expired(self, inspection_ids: list[str]) -> None:
+        for entry in self.joiner.entries(inspection_ids):
+            await self.decide(entry)
 
 
 async def setup(ctx: ServiceContext) -> None:

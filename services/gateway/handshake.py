@@ -53,6 +53,7 @@ class Triggered:
     part: Part
     part_id: str
     repeated: bool  # the PLC called again with a sequence still in flight
+    deadline: float  # monotonic: when the inspection gets FAIL / TIMEOUT without a decision
 
 
 @dataclass
@@ -116,13 +117,14 @@ class Handshake:
         open_id = self._by_sequence.get(sequence)
         if open_id is not None:
             entry = self._in_flight[open_id]
-            return Triggered(entry.part, entry.part_id, repeated=True)
+            return Triggered(entry.part, entry.part_id, repeated=True, deadline=entry.deadline)
         now = time.monotonic() if now is None else now
         part = Part(inspection_id=new_inspection_id(), line=self.line, station=self.station,
                     recipe_id=self.recipe_id, sequence=sequence, triggered_unix_ns=now_ns())
-        self._in_flight[part.inspection_id] = InFlight(part, part_id, now + self.timeout_s)
+        entry = InFlight(part, part_id, now + self.timeout_s)
+        self._in_flight[part.inspection_id] = entry
         self._by_sequence[sequence] = part.inspection_id
-        return Triggered(part, part_id, repeated=False)
+        return Triggered(part, part_id, repeated=False, deadline=entry.deadline)
 
     def next_deadline(self) -> float | None:
         # Every station inspection has the same timeout, so trigger order is deadline order.

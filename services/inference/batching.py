@@ -7,8 +7,10 @@ and defers its ack (`delivery.defer()`); a frame that can never be inspected is 
 there with its reason. A loop takes up to `model.batch_size` queued frames, waiting at most
 `batch_wait_ms` after the first for more (with batch_size 1 it never waits), and runs them as
 one model call off the event loop. Each frame is then settled on its own: its result published
-and the frame acked while the next batch already runs. The queue holds two batches at most, so
-a busy model slows fetching down rather than piling frames up past their ack wait."""
+and the frame acked while the next batch already runs, or its failure settled by the bus's one
+failure policy (`delivery.fail`; a frame the stopping batcher never ran is handed back). The
+queue holds two batches at most, so a busy model slows fetching down rather than piling frames
+up past their ack wait."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from lineguard.bus import BadMessage, Delivery
+from lineguard.bus import BadMessage, Delivery, HandBack
 from lineguard.runtime.service import ServiceContext
 from lineguard.imaging import FrameError
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
@@ -32,8 +34,8 @@ R = TypeVar("R")
 log = structlog.get_logger("lineguard.inference")
 
 
-class Stopped(RuntimeError):
-    """The batcher stopped before this item ran; it is handed back to the bus."""
+class Stopped(HandBack):
+    """The batcher stopped before this item ran; it is handed back to the bus, never dead-lettered."""
 
 
 class MicroBatcher(Generic[T, R]):
@@ -155,32 +157,22 @@ class FrameBatcher:
             prepared = await asyncio.to_thread(prepare_frame, delivery.message, self.ctx.config, self.detector())
         except FrameError as exc:
             raise BadMessage(str(exc)) from None
-        try:
-            future = await self.batcher.submit(prepared)
-        except Stopped:
-            await delivery.nak(0)  # the service is stopping: another instance (or the restart) takes it
-            return
+        # Stopped, when the service is stopping, hands the frame back: another instance (or the restart) takes it.
+        future = await self.batcher.submit(prepared)
         delivery.defer()
         task = asyncio.create_task(self._settle(delivery, future))
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
 
     async def _settle(self, delivery: Delivery[Frame], future: asyncio.Future[InferenceResult]) -> None:
-        settings = self.ctx.bus.settings
         try:
             result = await future
             await self.ctx.publish("inference", result)
             await delivery.ack()
-        except FrameError as exc:
-            await delivery.dead_letter(str(exc))
-        except Exception as exc:  # noqa: BLE001 - as the bus worker does: retry, then dead-letter
-            tries = delivery.num_delivered
-            if tries >= settings.max_deliver and not isinstance(exc, Stopped):
-                log.error("giving up on frame", tries=tries, error=f"{type(exc).__name__}: {exc}")
-                await delivery.dead_letter(f"gave up after {tries} deliveries: {type(exc).__name__}: {exc}")
-            else:
-                log.warning("frame failed, will retry", tries=tries, error=f"{type(exc).__name__}: {exc}")
-                await delivery.nak(settings.nak_delay_s)
+        except FrameError as exc:   # this frame can never be inspected
+            await delivery.fail(BadMessage(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - deferred, so settled here by the bus's one failure policy
+            await delivery.fail(exc)
 
     async def run(self) -> None:
         await self.batcher.run(self.ctx.stopping)

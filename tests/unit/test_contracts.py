@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lineguard import contracts
-from lineguard.contracts import msg_id, new_inspection_id, subject
+from lineguard.contracts import heartbeat_subject, kind_subjects, msg_id, new_inspection_id, subject
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "libs" / "lineguard" / "v1"
@@ -47,3 +47,10 @@ def test_subjects_and_message_ids() -> None:
     with pytest.raises(ValueError, match="cannot be part of a NATS subject"):
         subject("frame", "l1.x", "s1")
     assert contracts.verdict_name(2) == "FAIL"
+
+
+def test_heartbeat_subject_is_a_subject_like_any_other() -> None:
+    assert heartbeat_subject("l1", "inference") == "lg.heartbeat.l1.inference"
+    assert kind_subjects("heartbeat") == "lg.heartbeat.>"
+    with pytest.raises(ValueError, match="cannot be part of a NATS subject"):
+        heartbeat_subject("l1", "infer.ence")

@@ -14,3 +14,10 @@ class Retry(Exception):
     def __init__(self, reason: str, delay_s: float | None = None):
         super().__init__(reason)
         self.delay_s = delay_s
+
+
+class HandBack(Exception):
+    """Not the message's failure: this instance cannot handle it now (it is stopping).
+
+    The message is handed back to the bus at once, for another instance or the restart;
+    it is never dead-lettered, however often that happens."""

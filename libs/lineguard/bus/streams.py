@@ -9,7 +9,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 
 from lineguard.config import NatsSettings
-from lineguard.contracts import DEAD_KIND, KINDS, stream_name
+from lineguard.contracts import DEAD_KIND, KINDS, kind_subjects, stream_name
 
 
 # What a full stream does. Records the MES must get (decisions, the PLC's acks) and the dead letters are
@@ -50,7 +50,7 @@ def line_streams(settings: NatsSettings) -> list[StreamSpec]:
         specs.append(
             StreamSpec(
                 name=stream_name(kind),
-                subjects=(f"lg.{kind}.>",),
+                subjects=(kind_subjects(kind),),
                 max_age_s=settings.stream_max_age_s,
                 max_bytes=settings.stream_max_bytes,
                 duplicate_window_s=settings.duplicate_window_s,

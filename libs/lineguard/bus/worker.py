@@ -2,11 +2,12 @@
 
 A handler is `async def handle(delivery: Delivery[T]) -> None`:
 - returning normally acks the message (its work is done and durable);
-- raising `BadMessage` terminates it and copies it to `lg.dead.<kind>` with the reason;
-- raising anything else naks it with a delay; after `max_deliver` tries it is dead-lettered,
-  except that a worker made to retry forever never gives up on `Retry` (a store whose outage
-  JetStream should buffer, however long);
-- calling `delivery.defer()` keeps it unacked: the handler settles it later itself.
+- raising settles it by the failure policy (`delivery.fail`, lineguard.bus.policy): `BadMessage`
+  terminates it and copies it to `lg.dead.<kind>` with the reason; anything else naks it with a
+  delay, and after `max_deliver` tries dead-letters it, except that a worker made to retry forever
+  never gives up on `Retry`; `HandBack` (the service is stopping) naks it at once, never given up on;
+- calling `delivery.defer()` keeps it unacked: the handler settles it later itself, with `ack()` or
+  `fail(exc)`, so a deferred message meets the same policy.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import structlog
 from google.protobuf.message import DecodeError, Message
@@ -25,7 +26,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from lineguard.bus.client import Bus
-from lineguard.bus.errors import BadMessage, Retry
+from lineguard.bus.errors import BadMessage
+from lineguard.bus.policy import Outcome, describe, settle_failure
 from lineguard.contracts import line_subjects, stream_name, subject
 from lineguard.runtime.metrics import DEAD_LETTERS, HANDLE_SECONDS, MESSAGES
 
@@ -41,6 +43,7 @@ class Delivery(Generic[M]):
     msg: Msg
     kind: str
     bus: Bus
+    retry_forever: bool = False   # the worker's: never give up on `Retry`
     deferred: bool = False
     settled: bool = False
     received_ns: int = field(default_factory=time.time_ns)
@@ -73,6 +76,26 @@ class Delivery(Generic[M]):
             await self.bus.dead_letter(self.msg, self.kind, reason)
             await self.msg.term()
             DEAD_LETTERS.labels(self.bus.service, self.kind).inc()
+
+    async def fail(self, exc: BaseException) -> Outcome:
+        """Settle the message by the failure policy, as handling it raised `exc`; the outcome for the metrics."""
+        settings = self.bus.settings
+        tries = self.num_delivered
+        settlement = settle_failure(exc, tries=tries, max_deliver=settings.max_deliver,
+                                    nak_delay_s=settings.nak_delay_s, retry_forever=self.retry_forever)
+        if settlement.action == "dead_letter":
+            await self.dead_letter(settlement.reason)
+        elif settlement.action == "give_up":
+            log.error("giving up on message", kind=self.kind, tries=tries, error=describe(exc), exc_info=exc)
+            await self.dead_letter(settlement.reason)
+        elif settlement.action == "hand_back":
+            log.info("handed back to the bus", kind=self.kind, tries=tries, reason=str(exc))
+            await self.nak(settlement.delay_s)
+        else:
+            log.warning("handling failed, will retry", kind=self.kind, tries=tries, delay_s=settlement.delay_s,
+                        error=describe(exc))
+            await self.nak(settlement.delay_s)
+        return settlement.outcome
 
 
 Handler = Callable[[Delivery[M]], Awaitable[None]]
@@ -140,32 +163,17 @@ class Worker(Generic[M]):
         try:
             message = self._decode(msg)
         except BadMessage as exc:
-            await Delivery(self.message_type(), msg, self.kind, self.bus).dead_letter(str(exc))
-            self._outcomes["dead"].inc()
+            self._outcomes[await Delivery(self.message_type(), msg, self.kind, self.bus).fail(exc)].inc()
             return
-        delivery: Delivery[M] = Delivery(message, msg, self.kind, self.bus)
+        delivery: Delivery[M] = Delivery(message, msg, self.kind, self.bus, retry_forever=self.retry_forever)
         with structlog.contextvars.bound_contextvars(inspection_id=delivery.inspection_id):
-            outcome = "ok"
+            outcome: Outcome | Literal["ok"] = "ok"
             try:
                 await self.handler(delivery)
                 if not delivery.deferred:
                     await delivery.ack()
-            except BadMessage as exc:
-                outcome = "dead"
-                await delivery.dead_letter(str(exc))
-            except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
-                tries = delivery.num_delivered
-                if tries >= self.bus.settings.max_deliver and not (self.retry_forever and isinstance(exc, Retry)):
-                    outcome = "dead"
-                    log.exception("giving up on message", kind=self.kind, tries=tries)
-                    await delivery.dead_letter(f"gave up after {tries} deliveries: {type(exc).__name__}: {exc}")
-                else:
-                    outcome = "retry"
-                    delay = exc.delay_s if isinstance(exc, Retry) and exc.delay_s is not None \
-                        else self.bus.settings.nak_delay_s
-                    log.warning("handling failed, will retry", kind=self.kind, tries=tries, delay_s=delay,
-                                error=f"{type(exc).__name__}: {exc}")
-                    await delivery.nak(delay)
+            except Exception as exc:  # noqa: BLE001 - every failure is settled by the one policy
+                outcome = await delivery.fail(exc)
             self._outcomes[outcome].inc()
             self._seconds.observe(time.perf_counter() - started)
 

@@ -42,6 +42,16 @@ def line_subjects(kind: str, line: str) -> str:
     return f"lg.{kind}.{line}.*"
 
 
+def kind_subjects(kind: str) -> str:
+    """Every subject of one kind, on every line: `lg.<kind>.>` (its stream's subjects)."""
+    return f"lg.{kind}.>"
+
+
+def heartbeat_subject(line: str, service: str) -> str:
+    """`lg.heartbeat.<line>.<service>`: where each service of a line says it is alive."""
+    return subject("heartbeat", line, service)
+
+
 def dead_subject(kind: str) -> str:
     """Where messages of `kind` that can never succeed are copied, with the reason."""
     return f"lg.{DEAD_KIND}.{kind}"

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from lineguard import __version__
 from lineguard.bus import Bus, Delivery, Handler, Worker
 from lineguard.config import ConfigError, LineConfig, ServiceSettings, load_config
-from lineguard.contracts import msg_id, now_ns, past_deadline, subject
+from lineguard.contracts import heartbeat_subject, msg_id, now_ns, past_deadline, subject
 from lineguard.runtime.http import HealthServer
 from lineguard.runtime.logging import configure_logging
 from lineguard.runtime.metrics import PUBLISHED, READY, STALE_SKIPPED
@@ -158,7 +158,7 @@ async def run_service(name: str, config: LineConfig, setup: Setup, *,
 async def _heartbeat(ctx: ServiceContext) -> None:
     instance = f"{socket.gethostname()}:{os.getpid()}"
     seq = 0
-    subj = f"lg.heartbeat.{ctx.config.line}.{ctx.name}"
+    subj = heartbeat_subject(ctx.config.line, ctx.name)
     while not ctx.stopping.is_set():
         seq += 1
         status = HealthStatus.HEALTH_STATUS_DEGRADED if ctx.degraded else HealthStatus.HEALTH_STATUS_OK
