@@ -88,3 +88,22 @@ async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_ser
     assert any("unknown recipe 'no-such-recipe'" in r for r in reasons)
     assert any(r.startswith("undecodable inference message") for r in reasons)
     assert {m.subject for m in dead} == {dead_subject("trigger"), dead_subject("inference")}
+
+
+async def test_inputs_of_a_verdict_that_cannot_be_published_are_retried_then_dead_lettered(
+        bus_factory, fresh_nats, line_config_dict) -> None:
+    # The held inputs meet the bus's one failure policy: retried, and after max_deliver dead-lettered with the cause
+    # (the verdict cannot be published: its stream is gone), never nak'd until the server stops delivering them.
+    bus = await bus_factory("driver")
+    raw = line_config_dict(nats_url=fresh_nats.url, deadline_ms=300)
+    raw["nats"].update(max_deliver=3, nak_delay_s=0.05)
+    async with running_service("decision", LineConfig(**raw), setup):
+        await bus.js.delete_stream(stream_name("decision"))
+        p = part()
+        await send(bus, "trigger", Trigger(part=p))
+        await send(bus, "ocr", OcrResult(part=p, codes=[Code(text="LG-00000001")]))
+        await send(bus, "inference", InferenceResult(part=p))
+        dead = await collect(bus, "lg.dead.>", stream_name("dead"), 3)
+    assert {m.subject for m in dead} == {dead_subject("trigger"), dead_subject("ocr"), dead_subject("inference")}
+    assert all(m.headers[DEAD_REASON].startswith("gave up after 3 deliveries: ") for m in dead), \
+        [m.headers[DEAD_REASON] for m in dead]

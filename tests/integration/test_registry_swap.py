@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
-from lineguard.contracts import msg_id, stream_name, subject
+from lineguard.contracts import heartbeat_subject, msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.registry import connect_registry
 from lineguard.services.inference.service import setup
@@ -90,7 +90,7 @@ async def heartbeat(bus: Bus, until: Callable[[Heartbeat], bool], timeout: float
     async with asyncio.timeout(timeout):
         while True:
             try:
-                msg = await bus.js.get_last_msg(stream_name("heartbeat"), "lg.heartbeat.l1.inference")
+                msg = await bus.js.get_last_msg(stream_name("heartbeat"), heartbeat_subject("l1", "inference"))
                 beat = Heartbeat.FromString(msg.data)
                 if until(beat):
                     return beat
