@@ -27,7 +27,7 @@ def serial_datamatrix(serial: str, max_side: int) -> np.ndarray:
 def stamp_serial(board: np.ndarray, serial: str) -> np.ndarray:
     """The board with a STRIP_HEIGHT white strip appended below it: the serial as a DataMatrix
     at the left and as printed text beside it (for the text reader)."""
-    height, width = board.shape[:2]
+    width = board.shape[1]
     strip = np.full((STRIP_HEIGHT, width, *board.shape[2:]), 255, np.uint8)
     code = serial_datamatrix(serial, min(STRIP_HEIGHT, width) - 2 * _MARGIN)
     side = code.shape[0]

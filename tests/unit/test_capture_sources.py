@@ -9,19 +9,16 @@ import cv2
 import numpy as np
 import pytest
 import zxingcpp
+from pydantic import ValidationError
 
-from lineguard.config import CameraSettings, LineConfig
+from lineguard.config import LineConfig
 from lineguard.contracts import SERIAL_PATTERN, new_inspection_id, serial_for_sequence
 from lineguard.imaging import decode_image
+from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.capture.frames import CaptureError, StationCameras
-from lineguard.services.capture.sources import (
-    SAMPLE_BOARDS,
-    CameraError,
-    FolderSource,
-    SimulatorSource,
-    open_source,
-    simulator_playlist,
-)
+from lineguard.services.capture.sources import CameraError, folder, open_source, simulator
+from lineguard.services.capture.sources.folder import FolderSource
+from lineguard.services.capture.sources.simulator import SimulatorSource, simulator_playlist
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.trigger_pb2 import Trigger
 
@@ -49,17 +46,17 @@ def test_simulator_playlist_alternates_boards_with_defects_and_their_templates()
 
 
 def test_simulator_grabs_in_playlist_order_and_loops() -> None:
-    source = SimulatorSource("s1", CameraSettings(stamp_serial=False))
+    source = SimulatorSource("s1", simulator.Settings(stamp_serial=False))
     # A template's turn is the good part: its board repaired from the template.
     expected = [f"simulator:{p.name.replace('_temp.jpg', '_test.jpg#repaired')}" for p in simulator_playlist()]
     uris = [source.grab(part(i)).source_uri for i in range(len(expected) + 2)]
     assert uris == expected + expected[:2]
-    again = SimulatorSource("s1", CameraSettings(stamp_serial=False))
+    again = SimulatorSource("s1", simulator.Settings(stamp_serial=False))
     assert again.grab(part()).source_uri == expected[0]  # a fresh run starts at the same board
 
 
 def test_simulator_without_loop_says_when_it_ran_out() -> None:
-    source = SimulatorSource("s1", CameraSettings(stamp_serial=False, loop=False))
+    source = SimulatorSource("s1", simulator.Settings(stamp_serial=False, loop=False))
     for i in range(24):
         source.grab(part(i))
     with pytest.raises(CameraError, match=r"simulator:s1: all 24 images were given and loop is off"):
@@ -67,7 +64,7 @@ def test_simulator_without_loop_says_when_it_ran_out() -> None:
 
 
 def test_stamped_frame_is_640x800_and_its_code_reads_back_as_the_serial() -> None:
-    image = SimulatorSource("s1", CameraSettings()).grab(part(42))
+    image = SimulatorSource("s1", simulator.Settings()).grab(part(42))
     assert (image.encoding, image.width, image.height, image.channels) == ("png", 640, 800, 1)
     pixels = decode_image(image.data, expected_encoding="png")
     assert pixels.shape == (800, 640, 3)
@@ -79,14 +76,14 @@ def test_stamped_frame_is_640x800_and_its_code_reads_back_as_the_serial() -> Non
 
 
 def test_unstamped_simulator_frame_is_the_sample_file_itself() -> None:
-    image = SimulatorSource("s1", CameraSettings(stamp_serial=False)).grab(part())
+    image = SimulatorSource("s1", simulator.Settings(stamp_serial=False)).grab(part())
     assert image.data == (SAMPLE_BOARDS / "00041000_test.jpg").read_bytes()
     assert (image.encoding, image.width, image.height, image.channels) == ("jpeg", 640, 640, 1)
 
 
 def test_simulator_frames_carry_the_boards_template_as_reference() -> None:
     for stamp in (True, False):
-        source = SimulatorSource("s1", CameraSettings(stamp_serial=stamp))
+        source = SimulatorSource("s1", simulator.Settings(stamp_serial=stamp))
         board, good = source.grab(part(1)), source.grab(part(2))
         assert board.source_uri == "simulator:00041000_test.jpg"
         assert good.source_uri == "simulator:00041000_test.jpg#repaired"
@@ -109,11 +106,11 @@ def test_a_folder_camera_sends_its_golden_reference_with_every_frame(tmp_path: P
     _write(tmp_path / "b", 20, ".png")
     golden = tmp_path.parent / f"{tmp_path.name}-golden.png"
     _write(golden, 15, ".png")
-    source = FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path), reference=str(golden)))
+    source = FolderSource("s1", folder.Settings(path=str(tmp_path), reference=str(golden)))
     assert {source.grab(part(i)).reference for i in range(2)} == {golden.read_bytes()}
-    assert FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path))).grab(part()).reference == b""
+    assert FolderSource("s1", folder.Settings(path=str(tmp_path))).grab(part()).reference == b""
     with pytest.raises(CameraError, match=r"folder:s1: cannot read .*missing.png"):
-        FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path), reference=str(tmp_path / "missing.png")))
+        FolderSource("s1", folder.Settings(path=str(tmp_path), reference=str(tmp_path / "missing.png")))
 
 
 def _write(path: Path, value: int, ext: str) -> None:
@@ -125,7 +122,7 @@ def test_folder_source_replays_images_in_name_order_and_loops(tmp_path: Path) ->
     _write(tmp_path / "c", 30, ".bmp")
     _write(tmp_path / "a", 10, ".jpg")
     (tmp_path / "notes.txt").write_text("not an image")
-    source = open_source("s1", CameraSettings(kind="folder", path=str(tmp_path)))
+    source = open_source("s1", folder.Settings(path=str(tmp_path)))
     grabs = [source.grab(part(i)) for i in range(4)]
     assert [Path(g.source_uri).name for g in grabs] == ["a.jpg", "b.png", "c.bmp", "a.jpg"]
     assert [g.encoding for g in grabs[:3]] == ["jpeg", "png", "bmp"]
@@ -135,7 +132,7 @@ def test_folder_source_replays_images_in_name_order_and_loops(tmp_path: Path) ->
 
 def test_folder_source_without_loop_stops(tmp_path: Path) -> None:
     _write(tmp_path / "only", 0, ".png")
-    source = FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path), loop=False))
+    source = FolderSource("s1", folder.Settings(path=str(tmp_path), loop=False))
     source.grab(part())
     with pytest.raises(CameraError, match="all 1 images were given"):
         source.grab(part())
@@ -143,17 +140,17 @@ def test_folder_source_without_loop_stops(tmp_path: Path) -> None:
 
 def test_folder_source_names_a_missing_or_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(CameraError, match=r"folder:s1: folder .*nowhere does not exist"):
-        FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path / "nowhere")))
+        FolderSource("s1", folder.Settings(path=str(tmp_path / "nowhere")))
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(CameraError, match=r"holds no images \(.jpg, .jpeg, .png, .bmp\)"):
-        FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path)))
-    with pytest.raises(CameraError, match="camera.path must name the folder"):
-        FolderSource("s1", CameraSettings(kind="folder"))
+        FolderSource("s1", folder.Settings(path=str(tmp_path)))
+    with pytest.raises(ValidationError, match=r"path\n  Field required"):
+        folder.Settings()  # type: ignore[call-arg]
 
 
 def test_folder_source_names_a_file_that_is_not_an_image(tmp_path: Path) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    source = FolderSource("s1", CameraSettings(kind="folder", path=str(tmp_path)))
+    source = FolderSource("s1", folder.Settings(path=str(tmp_path)))
     with pytest.raises(CameraError, match=r"broken.jpg is not a readable jpeg, png or bmp image"):
         source.grab(part())
 

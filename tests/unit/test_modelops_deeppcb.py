@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from lineguard.modelops.deeppcb import (
-    DEEPPCB_CLASSES,
-    DeepPCBError,
-    import_deeppcb,
-    labels_sha256,
-    read_boxes,
-    read_pairs,
-)
+from lineguard.deeppcb_format import DEEPPCB_CLASSES, DeepPCBError, read_boxes
+from lineguard.modelops.deeppcb import import_deeppcb, labels_sha256, read_pairs
 from lineguard.samples import __file__ as samples_init
 from lineguard.testing.boards import deeppcb_layout
 from lineguard.vision.paired import REPAIR_MARGIN_PX

@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from lineguard.cli import app
+from lineguard.deeppcb_format import DEEPPCB_CLASSES
 from lineguard.modelops.datasets import DatasetError
-from lineguard.modelops.deeppcb import DEEPPCB_CLASSES, yolo_label_lines
+from lineguard.modelops.deeppcb import yolo_label_lines
 from lineguard.modelops.evaluate import (
     EvalError,
     Predicted,

@@ -10,8 +10,8 @@ import zxingcpp
 from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id
 from lineguard.imaging import ROI, ImageError, encode_image
+from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.capture.stamping import stamp_serial
-from lineguard.services.capture.sources import SAMPLE_BOARDS
 from lineguard.services.ocr.codes import read_codes
 from lineguard.imaging import FrameError
 from lineguard.services.ocr.results import ocr_frame

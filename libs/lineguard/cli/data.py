@@ -60,7 +60,8 @@ def import_deeppcb_command(
         help="write each board beside its template, as a paired (reference-comparing) model's input")] = False,
 ) -> None:
     """DeepPCB -> YOLO detection dataset; validation split by board group, so val boards are never trained on."""
-    from lineguard.modelops.deeppcb import DEEPPCB_CLASSES, DEFAULT_VAL_GROUPS, DeepPCBError, import_deeppcb
+    from lineguard.deeppcb_format import DEEPPCB_CLASSES, DeepPCBError
+    from lineguard.modelops.deeppcb import DEFAULT_VAL_GROUPS, import_deeppcb
 
     try:
         summary = import_deeppcb(src, dst, tuple(val_groups or DEFAULT_VAL_GROUPS), templates=templates,

@@ -15,15 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lineguard.deeppcb_format import DEEPPCB_CLASSES, DeepPCBError, read_boxes
 from lineguard.vision.paired import compose, repaired_board
 
-# DeepPCB type 1..6 -> class id 0..5 in this order (type 0 is unused by the dataset).
-DEEPPCB_CLASSES: tuple[str, ...] = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 DEFAULT_VAL_GROUPS: tuple[str, ...] = ("group44000", "group50600")
-
-
-class DeepPCBError(ValueError):
-    """The source folder is not DeepPCB as published; the message names the file and the cause."""
 
 
 @dataclass(frozen=True)
@@ -73,27 +68,6 @@ def read_pairs(src: Path) -> list[DeepPCBPair]:
             annotation=src / annotation_rel,
         ))
     return pairs
-
-
-def read_boxes(annotation: Path, width: int, height: int) -> list[tuple[int, int, int, int, int]]:
-    """DeepPCB boxes (`x1 y1 x2 y2 type` in pixels, spaces or commas) as (class id, x1, y1, x2, y2),
-    clipped to the image."""
-    boxes = []
-    for lineno, raw in enumerate(annotation.read_text().splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            x1, y1, x2, y2, kind = (int(float(v)) for v in raw.replace(",", " ").split())
-        except ValueError as exc:
-            raise DeepPCBError(f"{annotation}:{lineno}: expected 'x1 y1 x2 y2 type', got {raw!r}") from exc
-        if not 1 <= kind <= len(DEEPPCB_CLASSES):
-            raise DeepPCBError(f"{annotation}:{lineno}: defect type {kind} is not one of 1..{len(DEEPPCB_CLASSES)}")
-        x1, x2 = sorted((max(0, x1), min(width, x2)))
-        y1, y2 = sorted((max(0, y1), min(height, y2)))
-        if x2 <= x1 or y2 <= y1:
-            raise DeepPCBError(f"{annotation}:{lineno}: empty box {raw!r} in a {width}x{height} image")
-        boxes.append((kind - 1, x1, y1, x2, y2))
-    return boxes
 
 
 def yolo_label_lines(annotation: Path, width: int, height: int) -> list[str]:

@@ -1,0 +1,46 @@
+"""Where capture gets its images: one small interface, one module per camera kind.
+
+A kind (simulator.py, folder.py, ...) declares KEY, its own Settings and `open_camera`; the list of
+kinds is the `lineguard.cameras` entry points (lineguard.config.seams.CAMERAS), so a station's
+`camera.kind` picks its module without this package naming any of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from lineguard.config import CAMERAS, CameraSettings
+from lineguard.v1.common_pb2 import Part
+
+__all__ = ["CameraError", "CameraSource", "CapturedImage", "open_source"]
+
+
+class CameraError(RuntimeError):
+    """The camera cannot deliver an image; the message names the camera and the cause."""
+
+
+@dataclass(frozen=True)
+class CapturedImage:
+    data: bytes            # the encoded file, as it goes into Frame.data
+    encoding: str          # "png", "jpeg", "bmp"
+    width: int
+    height: int
+    channels: int
+    source_uri: str
+    captured_unix_ns: int
+    reference: bytes = b""          # the part's defect-free reference image, encoded; empty when none
+    reference_encoding: str = ""
+
+
+class CameraSource(Protocol):
+    camera_id: str
+
+    def grab(self, part: Part) -> CapturedImage:
+        """One image of `part`; raises CameraError when there is none to give."""
+        ...
+
+
+def open_source(station_id: str, settings: CameraSettings) -> CameraSource:
+    """The source of the kind the station's `camera.kind` names; raises CameraError when it cannot deliver."""
+    source: CameraSource = CAMERAS.factory_of(settings.kind)(station_id, settings)
+    return source
