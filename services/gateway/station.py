@@ -9,7 +9,6 @@ handed to the PLC once and recorded as a PlcAck. The protocol is behind
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -21,6 +20,7 @@ from lineguard.bus import BadMessage
 from lineguard.config import LineConfig
 from lineguard.contracts import VERDICT_NAMES, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS
+from lineguard.runtime.deadlines import Deadlines
 from lineguard.services.gateway.handshake import Handshake, Outcome, Resolution, Result
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
@@ -30,8 +30,9 @@ log = structlog.get_logger("lineguard.gateway")
 
 Publish = Callable[[str, Message], Awaitable[None]]  # ServiceContext.publish(kind, message)
 
-# How long the deadline loop sleeps at most: how soon it notices `stopping` and retries acks.
-IDLE_WAIT_S = 0.25
+# How soon an ack the bus refused is tried again (the deadline loop's next tick).
+ACK_RETRY_S = 0.25
+_ACK_RETRY = "retry-acks"   # its key among the inspections' deadlines (those are inspection ids)
 # On a stop, how long past the longest result timeout the gateway keeps trying to publish its last acks.
 ACK_GRACE_S = 2.0
 _DELIVERABLE = frozenset(RESULT_VERDICTS.values())
@@ -69,7 +70,8 @@ class StationLink:
         self.plc: PlcInterface | None = None
         self._busy_shown: bool | None = None
         self._unacked: list[PlcAck] = []
-        self._wake = asyncio.Event()
+        # Each open inspection's deadline (monotonic), and when to retry acks not yet published.
+        self.deadlines: Deadlines[str] = Deadlines()
         self.refusing = ""   # why new triggers are refused (the gateway is stopping); empty while it serves
 
     @property
@@ -102,7 +104,7 @@ class StationLink:
             log.info("PLC repeated a trigger still in flight; same inspection", station=self.station,
                      sequence=sequence, inspection_id=part.inspection_id)
         else:
-            self._wake.set()
+            self.deadlines.add(part.inspection_id, triggered.deadline)
             await self._show_busy()
         try:
             # Published again on a repeat: the message id makes it stored once, and a failed first try is healed.
@@ -118,6 +120,7 @@ class StationLink:
         await self.expire_due()  # a deadline already passed makes this decision late, however close
         resolution = self.handshake.resolve(decision)
         result = resolution.result
+        self.deadlines.cancel(result.inspection_id)
         if resolution.deliver:
             ack = await self._deliver(result)
         elif resolution.outcome is Outcome.UNTRACKED:
@@ -140,6 +143,7 @@ class StationLink:
         """Give FAIL / TIMEOUT to every inspection past its deadline, and retry acks not yet published."""
         expired = self.handshake.expire()
         for result in expired:
+            self.deadlines.cancel(result.inspection_id)
             log.warning("no decision in time: FAIL/TIMEOUT to the PLC", station=self.station,
                         inspection_id=result.inspection_id, sequence=result.sequence)
             self._unacked.append(await self._deliver(result))
@@ -151,17 +155,13 @@ class StationLink:
             except Exception as exc:  # noqa: BLE001 - kept and retried on the next tick
                 log.warning("could not publish an ack; will retry", station=self.station, error=repr(exc))
                 self._unacked.insert(0, ack)
+                self.deadlines.add(_ACK_RETRY, time.monotonic() + ACK_RETRY_S)
                 break
         return expired
 
     async def run_deadlines(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            self._wake.clear()
-            await self.expire_due()
-            deadline = self.handshake.next_deadline()
-            wait = IDLE_WAIT_S if deadline is None else min(IDLE_WAIT_S, max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        """Sleep until the next deadline (an inspection's, or the ack retry's), then expire and retry what is due."""
+        await self.deadlines.run(stopping, lambda _due: self.expire_due())
 
     async def _deliver(self, result: Result) -> PlcAck:
         delivered = False

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from lineguard.bus import BadMessage
 from lineguard.config import LineConfig
 from lineguard.services.gateway.handshake import Handshake, Outcome, Result
-from lineguard.services.gateway.station import StationLink, StationLinks, TriggerRefused, station_timeout_s
+from lineguard.services.gateway.station import ACK_RETRY_S, StationLink, StationLinks, TriggerRefused, station_timeout_s
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
@@ -174,3 +174,16 @@ def test_route_refuses_a_decision_it_cannot_deliver(mutate, reason: str, config)
     mutate(d)
     with pytest.raises(BadMessage, match=reason.replace("(", r"\(").replace(")", r"\)")):
         links.route(d)
+
+async def test_deadline_loop_retries_an_ack_the_bus_refused_on_its_next_tick() -> None:
+    lk, plc, bus = link(timeout_s=0.05)
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(lk.run_deadlines(stopping))
+    await lk.trigger(1, "")
+    bus.failures = 2   # the timeout's ack is refused twice, then published; nothing else wakes the loop
+    await asyncio.sleep(0.05 + 3 * ACK_RETRY_S)
+    stopping.set()
+    await loop
+    assert [r.reasons for r in plc.results] == [("TIMEOUT",)]
+    [ack] = bus.of("ack")
+    assert ack.gateway_timeout and lk.unpublished_acks == 0 and lk.settled
