@@ -89,7 +89,8 @@ def main() -> int:
     run = verbs.add_parser("train")
     run.add_argument("--deeppcb", required=True, help="the published DeepPCB folder")
     run.add_argument("--work", required=True, help="where the dataset and the run folder go")
-    run.add_argument("--model", default="training/deeppcb-yolo11n-paired-continued/weights/best.pt")
+    # The one run whose weights are committed (.gitignore): the only ones the device machine's copy of the tree has.
+    run.add_argument("--model", default="training/deeppcb-yolo11n-paired-cpu-polish/weights/best.pt")
     run.add_argument("--hours", type=float, required=True, help="training budget: Ultralytics fits the epochs to it")
     run.add_argument("--epochs", type=int, default=300, help="upper bound on the epochs")
     run.add_argument("--batch", type=int, default=16)
