@@ -15,15 +15,14 @@ import numpy as np
 from lineguard.config import LineConfig, ModelSettings
 from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imaging import ROI, FrameError, ImageError, decode_image, frame_pixels
-from lineguard.vision.detect import Prepared, detect_batch, prepare
-from lineguard.vision.errors import ModelOutputError
-from lineguard.vision.model import Detector, load_model
-from lineguard.vision.postprocess import Detection
 from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import Detection as DetectionMessage
 from lineguard.v1.inference_pb2 import InferenceResult
-
+from lineguard.vision.detect import Prepared, detect_batch, prepare
+from lineguard.vision.detections import Detections
+from lineguard.vision.errors import ModelOutputError
+from lineguard.vision.model import Detector, load_model
 
 # References decoded and kept: a few products' golden images (a failed decode is not kept).
 REFERENCES_CACHED = 16
@@ -86,7 +85,7 @@ def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
             part=copy_part(frame.part),
             model_id=detector.card.model_id,
             model_version=detector.card.version,
-            detections=[detection_message(d, frame.px_per_mm) for d in timed.detections],
+            detections=to_proto(timed.detections, detector.card.classes, frame.px_per_mm),
             image_width=prepared.width,
             image_height=prepared.height,
         )
@@ -107,17 +106,26 @@ def infer_frame(frame: Frame, config: LineConfig, detector: Detector) -> Inferen
     return outcome
 
 
-def detection_message(det: Detection, px_per_mm: float) -> DetectionMessage:
-    area = det.area_px
-    return DetectionMessage(
-        class_name=det.class_name,
-        class_id=det.class_id,
-        score=det.score,
-        box=Box(x1=det.x1, y1=det.y1, x2=det.x2, y2=det.y2),
-        mask=Polygon(points=[Point(x=x, y=y) for x, y in det.mask]) if det.mask else None,
-        area_px=area,
-        area_mm2=area / px_per_mm**2 if px_per_mm > 0 else 0.0,
-    )
+def to_proto(detections: Detections, classes: Sequence[str], px_per_mm: float) -> list[DetectionMessage]:
+    """The messages of one frame's detections: class ids named from the model's `classes`, areas in px² and,
+    through the station's calibration, mm² (0 when uncalibrated)."""
+    areas = detections.area_px
+    messages = []
+    for i in range(len(detections)):
+        class_id = int(detections.class_id[i])
+        x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])
+        outline = () if detections.polygon is None else detections.polygon[i]
+        area = float(areas[i])
+        messages.append(DetectionMessage(
+            class_name=classes[class_id],
+            class_id=class_id,
+            score=float(detections.confidence[i]),
+            box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
+            mask=Polygon(points=[Point(x=float(x), y=float(y)) for x, y in outline]) if len(outline) else None,
+            area_px=area,
+            area_mm2=area / px_per_mm**2 if px_per_mm > 0 else 0.0,
+        ))
+    return messages
 
 
 def load_configured_model(settings: ModelSettings) -> Detector:

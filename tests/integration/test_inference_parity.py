@@ -55,12 +55,14 @@ def test_the_service_finds_what_ultralytics_finds_on_the_sample_boards() -> None
         assert len(ours) == len(their_boxes), f"{board.name}: {len(ours)} defects, Ultralytics {len(their_boxes)}"
         if not ours:
             continue
-        our_boxes = np.array([[d.x1, d.y1, d.x2, d.y2] for d in ours], np.float32)
-        overlap = box_iou(our_boxes, their_boxes)
-        for i, det in enumerate(ours):
+        overlap = box_iou(ours.xyxy, their_boxes)
+        for i in range(len(ours)):
             j = int(overlap[i].argmax())
-            assert overlap[i, j] >= 0.95, f"{board.name}: {det} has no Ultralytics box with IoU >= 0.95"
-            assert det.class_id == their_classes[j], f"{board.name}: class {det.class_id} vs {their_classes[j]}"
-            assert det.score == pytest.approx(float(theirs.boxes.conf[j]), abs=1e-3)
+            det = ours[i]
+            class_id, score = int(det.class_id[0]), float(det.confidence[0])
+            assert overlap[i, j] >= 0.95, \
+                f"{board.name}: box {det.xyxy[0].tolist()} has no Ultralytics box with IoU >= 0.95"
+            assert class_id == their_classes[j], f"{board.name}: class {class_id} vs {their_classes[j]}"
+            assert score == pytest.approx(float(theirs.boxes.conf[j]), abs=1e-3)
             compared += 1
     assert compared >= 10, "too few defects above the threshold to show anything"

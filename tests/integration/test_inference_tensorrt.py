@@ -23,10 +23,12 @@ BOARD = Path(samples_init).parent / "deeppcb" / "00041000_test.jpg"
 
 
 def iou(a, b) -> float:
-    w = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    h = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    """Of two x1 y1 x2 y2 boxes."""
+    (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = (float(v) for v in a), (float(v) for v in b)
+    w = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+    h = max(0.0, min(ay2, by2) - max(ay1, by1))
     inter = w * h
-    return inter / ((a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter)
+    return inter / ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter)
 
 
 def test_an_engine_is_built_once_per_device_and_then_read_from_the_cache(tmp_path: Path) -> None:
@@ -60,9 +62,11 @@ def test_tensorrt_finds_what_onnxruntime_finds(tmp_path: Path) -> None:
     on_cpu = detect(on_onnxruntime, image, conf_threshold=0.1, iou_threshold=0.45, reference=template).detections
     assert on_cpu
     # Scores near the threshold may fall either side of it; the confident defects must match.
-    confident = [d for d in on_cpu if d.score >= 0.15]
-    for want in confident:
-        best = max(on_gpu, key=lambda got: iou(got, want) if got.class_id == want.class_id else 0.0)
-        assert best.class_id == want.class_id and iou(best, want) >= 0.95
-        assert best.score == pytest.approx(want.score, abs=0.02)
+    confident = on_cpu[on_cpu.confidence >= 0.15]
+    for k in range(len(confident)):
+        want_box, want_class, want_score = confident.xyxy[k], confident.class_id[k], float(confident.confidence[k])
+        best = max(range(len(on_gpu)),
+                   key=lambda g: iou(on_gpu.xyxy[g], want_box) if on_gpu.class_id[g] == want_class else 0.0)
+        assert on_gpu.class_id[best] == want_class and iou(on_gpu.xyxy[best], want_box) >= 0.95
+        assert float(on_gpu.confidence[best]) == pytest.approx(want_score, abs=0.02)
     engine.close()

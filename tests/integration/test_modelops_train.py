@@ -95,7 +95,7 @@ def test_export_fp32_and_fp16_with_cards_and_both_serve(run_dir: Path, tmp_path:
         detector = load_model(out / name)
         assert detector.card.classes == ("open", "short") and detector.card.version == "1.2.3"
         found = detect(detector, image, conf_threshold=0.0001, iou_threshold=0.5)
-        assert all(d.class_name in {"open", "short"} for d in found.detections)
+        assert all(detector.card.classes[c] in {"open", "short"} for c in found.detections.class_id)
     assert (out / "smoke-fp16.onnx").stat().st_size < 0.6 * (out / "smoke.onnx").stat().st_size
 
 

@@ -110,10 +110,11 @@ def test_openvino_finds_what_onnxruntime_finds_on_a_sample_board() -> None:
         found[backend] = detect(detector, image, conf_threshold=0.05, iou_threshold=0.45,
                                 reference=template).detections
     assert found["onnxruntime"], "the board has defects above 0.05"
-    assert [d.class_id for d in found["openvino"]] == [d.class_id for d in found["onnxruntime"]]
-    for ov, ort in zip(found["openvino"], found["onnxruntime"], strict=True):
-        assert ov.score == pytest.approx(ort.score, abs=2e-3)
-        assert (ov.x1, ov.y1, ov.x2, ov.y2) == pytest.approx((ort.x1, ort.y1, ort.x2, ort.y2), abs=0.5)
+    ov, ort = found["openvino"], found["onnxruntime"]
+    assert ov.class_id.tolist() == ort.class_id.tolist()
+    for i in range(len(ort)):
+        assert float(ov.confidence[i]) == pytest.approx(float(ort.confidence[i]), abs=2e-3)
+        assert tuple(ov.xyxy[i].tolist()) == pytest.approx(tuple(ort.xyxy[i].tolist()), abs=0.5)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
@@ -146,10 +147,11 @@ def test_a_model_fixed_at_a_batch_above_one_is_refused_at_load(tmp_path: Path) -
 def test_a_segmentation_model_gives_each_defect_its_mask(tmp_path: Path, backend: str) -> None:
     detector = load_model(tiny_model(tmp_path / "seg.onnx", batch="batch", segment=True), backend=backend)
     assert (detector.card.task, detector.card.mask_channels) == ("segment", 2)
-    [det] = detect(detector, np.zeros((SIDE, SIDE, 3), np.uint8), conf_threshold=0.5, iou_threshold=0.45).detections
-    assert (det.class_name, det.x1, det.y1, det.x2, det.y2) == ("short", 12, 12, 20, 20)
-    assert det.mask_px == 64 and det.area_px == 64       # the mask fills its 8 x 8 box
-    assert set(det.mask) == {(12, 12), (12, 19), (19, 19), (19, 12)}
+    det = detect(detector, np.zeros((SIDE, SIDE, 3), np.uint8), conf_threshold=0.5, iou_threshold=0.45).detections
+    assert len(det) == 1 and det.polygon is not None and det.mask_px is not None
+    assert (detector.card.classes[det.class_id[0]], *det.xyxy[0].tolist()) == ("short", 12, 12, 20, 20)
+    assert det.mask_px[0] == 64 and det.area_px[0] == 64       # the mask fills its 8 x 8 box
+    assert {(float(x), float(y)) for x, y in det.polygon[0]} == {(12, 12), (12, 19), (19, 19), (19, 12)}
 
 
 def test_a_card_saying_segment_for_a_detection_model_is_refused(tmp_path: Path) -> None:

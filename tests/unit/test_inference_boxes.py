@@ -88,10 +88,10 @@ def test_decode_keeps_each_anchors_best_class_above_threshold() -> None:
         (10, 10, 4, 4, [0.2, 0.3]),    # best class below the threshold
         (30, 60, 10, 20, [0.1, 0.6]),
     ])
-    found = decode(output, num_classes=2, conf_threshold=0.5)
-    assert found.boxes.tolist() == [[40, 45, 60, 55], [25, 50, 35, 70]]
-    assert found.scores.tolist() == pytest.approx([0.9, 0.6])
-    assert found.class_ids.tolist() == [0, 1]
+    found, _ = decode(output, num_classes=2, conf_threshold=0.5)
+    assert found.xyxy.tolist() == [[40, 45, 60, 55], [25, 50, 35, 70]]
+    assert found.confidence.tolist() == pytest.approx([0.9, 0.6])
+    assert found.class_id.tolist() == [0, 1]
 
 
 def test_decode_names_a_class_count_the_output_does_not_have() -> None:
@@ -124,20 +124,19 @@ def test_postprocess_maps_boxes_through_letterbox_and_roi_offset() -> None:
         (21, 28, 8, 8, [0.1, 0.90]),   # the same defect again: suppressed
         (40, 3, 6, 4, [0.8, 0.1]),     # wholly in the top padding: clipped to nothing, dropped
     ])
-    found = postprocess(output, ("open", "short"), placement, conf_threshold=0.5, iou_threshold=0.45,
-                        offset=(200, 300))
+    found = postprocess(output, 2, placement, conf_threshold=0.5, iou_threshold=0.45, offset=(200, 300))
     assert len(found) == 1
     det = found[0]
-    assert (det.class_id, det.class_name) == (1, "short")
-    assert det.score == pytest.approx(0.95)
-    assert (det.x1, det.y1, det.x2, det.y2) == (232, 332, 248, 348)
-    assert det.area_px == 256
+    assert (int(det.class_id[0]), ("open", "short")[det.class_id[0]]) == (1, "short")
+    assert det.confidence[0] == pytest.approx(0.95)
+    assert tuple(det.xyxy[0].tolist()) == (232, 332, 248, 348)
+    assert det.area_px[0] == 256
 
 
 def test_postprocess_of_nothing_above_threshold_is_empty() -> None:
     placement = Letterbox(scale=1.0, pad_x=0, pad_y=0, src_width=64, src_height=64, size=64)
     output = yolo_output([(20, 20, 8, 8, [0.1, 0.2])])
-    assert postprocess(output, ("a", "b"), placement, conf_threshold=0.25, iou_threshold=0.45) == []
+    assert len(postprocess(output, 2, placement, conf_threshold=0.25, iou_threshold=0.45)) == 0
 
 
 def test_class_aware_nms_never_suppresses_across_classes_even_with_negative_corners() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lineguard.services.inference.detect import detection_message
+from lineguard.services.inference.detect import to_proto
 from lineguard.vision.masks import Mask, box_mask, logits
 from lineguard.vision.postprocess import postprocess
 from lineguard.vision.preprocess import Letterbox
@@ -13,6 +13,7 @@ from lineguard.vision.preprocess import Letterbox
 # A 128 x 96 region letterboxed to 64: scale 0.5, 8 rows of padding above. Prototypes are 16 x 16
 # (a quarter of the input), so one prototype cell is 4 input pixels = 8 source pixels.
 PLACEMENT = Letterbox(scale=0.5, pad_x=0, pad_y=8, src_width=128, src_height=96, size=64)
+CLASSES = ("open", "short")
 
 
 def stripe_protos() -> np.ndarray:
@@ -32,6 +33,10 @@ def seg_output(anchors: list[tuple[float, float, float, float, list[float], list
     return np.array([[cx, cy, w, h, *s, *m] for cx, cy, w, h, s, m in anchors], np.float32).T[None]
 
 
+def points(outline: np.ndarray) -> set[tuple[float, float]]:
+    return {(float(x), float(y)) for x, y in outline}
+
+
 # Input box 12..36 x 28..36 = source 24..72 x 40..56: around the stripe's width.
 AROUND = (24, 32, 24, 8, [0.9, 0.1], [1.0, 0.0])
 # Input box 8..24 x 28..36 = source 16..48 x 40..56: the stripe's left half only.
@@ -39,21 +44,22 @@ LEFT_HALF = (16, 32, 16, 8, [0.1, 0.8], [1.0, 0.0])
 
 
 def test_masks_are_the_stripe_cropped_to_each_box_in_frame_pixels() -> None:
-    found = postprocess(seg_output([AROUND, LEFT_HALF]), ("open", "short"), PLACEMENT, conf_threshold=0.5,
+    found = postprocess(seg_output([AROUND, LEFT_HALF]), len(CLASSES), PLACEMENT, conf_threshold=0.5,
                         iou_threshold=0.45, offset=(200, 300), protos=stripe_protos())
-    around, half = found
-    assert (around.x1, around.y1, around.x2, around.y2) == (224, 340, 272, 356)
-    assert around.mask_px == 32 * 16 and around.area_px == 512      # source x 32..63, y 40..55
-    assert set(around.mask) == {(232, 340), (232, 355), (263, 355), (263, 340)}   # plus the ROI offset
-    assert half.class_name == "short"
-    assert half.mask_px == 16 * 16                                   # cropped by its box at source x 48
-    assert set(half.mask) == {(232, 340), (232, 355), (247, 355), (247, 340)}
+    assert found.polygon is not None and found.mask_px is not None
+    around, half = 0, 1
+    assert tuple(found.xyxy[around].tolist()) == (224, 340, 272, 356)
+    assert found.mask_px[around] == 32 * 16 and found.area_px[around] == 512      # source x 32..63, y 40..55
+    assert points(found.polygon[around]) == {(232, 340), (232, 355), (263, 355), (263, 340)}   # plus the ROI offset
+    assert CLASSES[found.class_id[half]] == "short"
+    assert found.mask_px[half] == 16 * 16                                   # cropped by its box at source x 48
+    assert points(found.polygon[half]) == {(232, 340), (232, 355), (247, 355), (247, 340)}
 
 
 def test_the_mask_area_goes_to_mm2_through_the_calibration() -> None:
-    [det] = postprocess(seg_output([AROUND]), ("open", "short"), PLACEMENT, conf_threshold=0.5,
-                        iou_threshold=0.45, protos=stripe_protos())
-    message = detection_message(det, px_per_mm=48.0)   # DeepPCB: about 48 px per mm
+    det = postprocess(seg_output([AROUND]), len(CLASSES), PLACEMENT, conf_threshold=0.5,
+                      iou_threshold=0.45, protos=stripe_protos())
+    [message] = to_proto(det, CLASSES, px_per_mm=48.0)   # DeepPCB: about 48 px per mm
     assert message.area_px == 512
     assert message.area_mm2 == pytest.approx(512 / 48.0**2)
     assert {(p.x, p.y) for p in message.mask.points} == {(32, 40), (32, 55), (63, 55), (63, 40)}
@@ -81,9 +87,10 @@ def test_a_prototypes_own_corner_is_rounded_as_bilinear_upsampling_rounds_it() -
 
 def test_detection_without_masks_keeps_the_box_area() -> None:
     output = np.array([[[24], [32], [24], [24], [0.9], [0.1]]], np.float32)
-    [det] = postprocess(output, ("open", "short"), PLACEMENT, conf_threshold=0.5, iou_threshold=0.45)
-    assert det.mask == () and det.mask_px is None and det.area_px == 48 * 48
-    assert not detection_message(det, 48.0).HasField("mask")
+    det = postprocess(output, len(CLASSES), PLACEMENT, conf_threshold=0.5, iou_threshold=0.45)
+    assert len(det) == 1
+    assert det.polygon is None and det.mask_px is None and det.area_px[0] == 48 * 48
+    assert not to_proto(det, CLASSES, 48.0)[0].HasField("mask")
 
 
 def test_an_empty_mask_has_no_outline_and_no_area() -> None:
@@ -98,5 +105,5 @@ def test_coefficients_that_do_not_fit_the_prototypes_are_named() -> None:
 
 def test_a_seg_output_without_room_for_the_masks_is_named() -> None:
     with pytest.raises(ValueError, match=r"expected output \(1, 8, anchors\) for 2 classes and 2 masks"):
-        postprocess(np.zeros((1, 6, 3), np.float32), ("open", "short"), PLACEMENT, conf_threshold=0.5,
+        postprocess(np.zeros((1, 6, 3), np.float32), len(CLASSES), PLACEMENT, conf_threshold=0.5,
                     iou_threshold=0.45, protos=stripe_protos())

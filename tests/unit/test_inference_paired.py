@@ -50,8 +50,9 @@ def grey(suffix: str) -> np.ndarray:
 
 
 def boxes(found) -> list[tuple]:
-    return [(d.class_id, round(d.x1, 2), round(d.y1, 2), round(d.x2, 2), round(d.y2, 2), round(d.score, 4))
-            for d in found.detections]
+    found = found.detections
+    return [(int(c), *(round(float(v), 2) for v in box), round(float(s), 4))
+            for c, box, s in zip(found.class_id, found.xyxy, found.confidence, strict=True)]
 
 
 def test_the_paired_input_is_image_reference_and_their_difference() -> None:
@@ -123,7 +124,8 @@ def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, Detector],
     plain = detect(models["image"], compose(grey("test"), grey("temp")), conf_threshold=config.model.conf_threshold,
                    iou_threshold=config.model.iou_threshold)
     assert [(d.class_id, round(d.score, 4)) for d in result.detections] == \
-        [(d.class_id, round(d.score, 4)) for d in plain.detections]
+        [(int(c), round(float(s), 4)) for c, s in zip(plain.detections.class_id, plain.detections.confidence,
+                                                      strict=True)]
 
 
 def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(models: dict[str, Detector],
@@ -194,7 +196,9 @@ def test_a_part_that_moved_is_judged_as_if_it_had_not_when_the_recipe_aligns(
     part = moved(board, 7, -4)
     aligned = detect(models["paired"], part, reference=template, align_px=16, **settings).detections
     def placed(found, dx: int = 0, dy: int = 0) -> list[tuple]:
-        return sorted((d.class_name, round(d.x1 + dx), round(d.y1 + dy)) for d in found)
+        names = models["paired"].card.classes
+        return sorted((names[c], round(float(box[0]) + dx), round(float(box[1]) + dy))
+                      for c, box in zip(found.class_id, found.xyxy, strict=True))
 
     assert still and len(aligned) == len(still)
     for a, s in zip(placed(aligned), placed(still, 7, -4), strict=True):

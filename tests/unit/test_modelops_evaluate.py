@@ -28,6 +28,7 @@ from lineguard.modelops.evaluate import (
 )
 from lineguard.samples import __file__ as samples_init
 from lineguard.testing.boards import write_model_input
+from lineguard.vision.detections import Detections
 from lineguard.vision.model import load_model, packaged_model_path, read_card
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
@@ -137,8 +138,8 @@ def test_one_missed_box_and_one_false_box_give_the_exact_precision_recall_and_f(
     good = next(t for t in truths if not len(t.class_ids))
     missed_class = int(several.class_ids[0])
     predictions = [Predicted.from_truth(t) for t in truths if t.name not in (several.name, good.name)]
-    predictions.append(Predicted(several.name, several.boxes[1:], several.class_ids[1:],
-                                 np.ones(len(several.class_ids) - 1)))
+    predictions.append(Predicted(several.name, Detections(xyxy=several.boxes[1:], class_id=several.class_ids[1:],
+                                                          confidence=np.ones(len(several.class_ids) - 1))))
     predictions.append(Predicted.of(good.name, [(4, 0.8, 100, 100, 140, 130)]))  # copper on a good board
 
     result = evaluate(truths, predictions, DEEPPCB_CLASSES, conf=0.25)

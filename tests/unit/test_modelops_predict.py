@@ -13,13 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from lineguard.cli import app
-from lineguard.modelops.predict import PREDICTION_FORMAT, PredictError, detection_record, list_images
+from lineguard.modelops.predict import PREDICTION_FORMAT, PredictError, detection_records, list_images
 from lineguard.samples import __file__ as samples_init
 from lineguard.testing import unwrapped
 from lineguard.testing.boards import write_model_input
 from lineguard.vision.detect import detect
+from lineguard.vision.detections import Detections
 from lineguard.vision.model import load_model, packaged_model_path
-from lineguard.vision.postprocess import Detection
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
 PAIRED = json.loads(packaged_model_path().with_suffix(".json").read_text())["input"].get("mode") == "paired"
@@ -93,13 +93,14 @@ def test_a_source_without_images_or_with_clashing_names_is_refused(tmp_path: Pat
 
 
 def test_a_segmentation_detection_carries_its_mask_outline_and_size() -> None:
-    seg = Detection(class_id=4, class_name="copper", score=0.8, x1=10, y1=20, x2=30, y2=40,
-                    mask=((10.0, 20.0), (30.0, 20.0), (30.0, 40.0), (10.0, 40.0)), mask_px=400)
-    record = detection_record(seg)
+    classes = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
+    seg = Detections(xyxy=[[10, 20, 30, 40]], class_id=[4], confidence=[0.8],
+                     polygon=(np.array([(10.0, 20.0), (30.0, 20.0), (30.0, 40.0), (10.0, 40.0)]),), mask_px=[400])
+    [record] = detection_records(seg, classes)
     assert record["polygon"] == [[10.0, 20.0], [30.0, 20.0], [30.0, 40.0], [10.0, 40.0]]
     assert record["mask_px"] == 400
     assert record["box"] == {"x1": 10, "y1": 20, "x2": 30, "y2": 40}
-    assert "polygon" not in detection_record(Detection(0, "open", 0.9, 1, 2, 3, 4))
+    assert "polygon" not in detection_records(Detections([[1, 2, 3, 4]], [0], [0.9]), classes)[0]
 
 
 def test_a_paired_model_compares_each_image_with_the_given_golden_reference(tmp_path: Path) -> None:
@@ -120,7 +121,8 @@ def test_a_paired_model_compares_each_image_with_the_given_golden_reference(tmp_
     record = json.loads((tmp_path / "out" / "board.json").read_text())
     expected = detect(load_model(model), cv2.imread(str(SAMPLES / "00041000_test.jpg")), conf_threshold=0.05,
                       iou_threshold=0.45, reference=cv2.imread(str(SAMPLES / "00041000_temp.jpg")))
-    assert [d["score"] for d in record["detections"]] == pytest.approx([d.score for d in expected.detections], abs=1e-4)
+    scores = expected.detections.confidence.tolist()
+    assert [d["score"] for d in record["detections"]] == pytest.approx(scores, abs=1e-4)
     assert record["detections"]
     result = CliRunner().invoke(app, ["model", "predict", "--model", str(model), "--source", str(source), "--out",
                                       str(tmp_path / "out2"), "--reference", str(tmp_path / "nowhere.png")])

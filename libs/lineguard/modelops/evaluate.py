@@ -30,7 +30,7 @@ from lineguard.imaging import ImageError
 from lineguard.modelops.datasets import DatasetError, images_of, label_path, read_label_file
 from lineguard.modelops.predict import detect_file
 from lineguard.modelops.stats import read_data_yaml
-from lineguard.vision.postprocess import Detection
+from lineguard.vision.detections import Detections
 
 # AP needs the whole ranking, so detections are kept down to this score (as Ultralytics' val does);
 # every thresholded figure (precision, recall, F, escapes, false rejects) uses --conf.
@@ -63,27 +63,22 @@ class Truth:
 
 @dataclass(frozen=True)
 class Predicted:
-    """One image's detections: boxes (N, 4) x1 y1 x2 y2 in pixels, class_ids (N,), scores (N,)."""
+    """One image's detections, named by the image."""
 
     name: str
-    boxes: np.ndarray
-    class_ids: np.ndarray
-    scores: np.ndarray
+    detections: Detections
 
     @classmethod
     def of(cls, name: str, boxes: Sequence[tuple[int, float, float, float, float, float]]) -> Predicted:
         """From (class_id, score, x1, y1, x2, y2) rows."""
         rows = np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
-        return cls(name, rows[:, 2:6], rows[:, 0].astype(np.int64), rows[:, 1])
-
-    @classmethod
-    def from_detections(cls, name: str, detections: Sequence[Detection]) -> Predicted:
-        return cls.of(name, [(d.class_id, d.score, d.x1, d.y1, d.x2, d.y2) for d in detections])
+        return cls(name, Detections(xyxy=rows[:, 2:6], class_id=rows[:, 0].astype(np.int64), confidence=rows[:, 1]))
 
     @classmethod
     def from_truth(cls, truth: Truth, score: float = 1.0) -> Predicted:
         """The labels themselves as predictions: what a perfect model would say."""
-        return cls(truth.name, truth.boxes.copy(), truth.class_ids.copy(), np.full(len(truth.class_ids), score))
+        return cls(truth.name, Detections(xyxy=truth.boxes, class_id=truth.class_ids,
+                                          confidence=np.full(len(truth.class_ids), score)))
 
 
 @dataclass(frozen=True)
@@ -225,7 +220,9 @@ def _coco_predictions(gt: Any, predictions: Sequence[Predicted], min_score: floa
     for predicted in predictions:
         if predicted.name not in image_ids:
             raise EvalError(f"prediction for {predicted.name}, which is not an image of the split")
-        for box, class_id, score in zip(predicted.boxes, predicted.class_ids, predicted.scores, strict=True):
+        found = predicted.detections
+        # Scores as Python floats: numpy would compare a float32 score with min_score rounded to float32.
+        for box, class_id, score in zip(found.xyxy, found.class_id, found.confidence.tolist(), strict=True):
             if score < min_score:
                 continue
             if not 0 <= class_id < num_classes:
@@ -298,7 +295,7 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 def _parts(truths: Sequence[Truth], predictions: Sequence[Predicted], conf: float) -> PartMetrics:
-    rejected = {p.name for p in predictions if (p.scores >= conf).any()}
+    rejected = {p.name for p in predictions if (p.detections.confidence.astype(np.float64) >= conf).any()}
     defective = [t.name for t in truths if len(t.class_ids)]
     good = [t.name for t in truths if not len(t.class_ids)]
     escaped = tuple(name for name in defective if name not in rejected)
@@ -409,7 +406,7 @@ def predict_split(detector: Any, split: Split, *, iou: float,
             raise EvalError(f"cannot evaluate on this image: {exc}") from None
         height, width = image.shape[:2]
         truths.append(read_truth(image_path, width, height, len(split.class_names)))
-        predictions.append(Predicted.from_detections(image_path.name, found))
+        predictions.append(Predicted(image_path.name, found))
         if on_image is not None:
             on_image(image_path)
     return truths, predictions

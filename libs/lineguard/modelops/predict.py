@@ -8,7 +8,7 @@ mask polygon where the model gives one (segmentation models)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,8 @@ import numpy as np
 from lineguard.imaging import ImageError, decode_image
 from lineguard.modelops.datasets import IMAGE_SUFFIXES
 from lineguard.vision.detect import detect, stored_input
-from lineguard.vision.model import ModelCard, Detector
-from lineguard.vision.postprocess import Detection
+from lineguard.vision.detections import Detections
+from lineguard.vision.model import Detector, ModelCard
 
 PREDICTION_FORMAT = "lineguard.prediction/1"
 
@@ -71,20 +71,25 @@ def read_image(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: {exc}") from None
 
 
-def detection_record(detection: Detection) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "class_id": detection.class_id,
-        "class_name": detection.class_name,
-        "score": round(detection.score, 5),
-        "box": {k: round(getattr(detection, k), 2) for k in ("x1", "y1", "x2", "y2")},
-    }
-    if detection.mask_px is not None:  # a segmentation model: the mask's outline and its size
-        record["polygon"] = [[round(float(x), 2), round(float(y), 2)] for x, y in detection.mask]
-        record["mask_px"] = detection.mask_px
-    return record
+def detection_records(detections: Detections, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """One JSON object per detection, its class id named from the model's `classes`."""
+    records = []
+    for i in range(len(detections)):
+        class_id = int(detections.class_id[i])
+        record: dict[str, Any] = {
+            "class_id": class_id,
+            "class_name": classes[class_id],
+            "score": round(float(detections.confidence[i]), 5),
+            "box": {k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), detections.xyxy[i], strict=True)},
+        }
+        if detections.polygon is not None and detections.mask_px is not None:  # a segmentation model
+            record["polygon"] = [[round(float(x), 2), round(float(y), 2)] for x, y in detections.polygon[i]]
+            record["mask_px"] = int(detections.mask_px[i])
+        records.append(record)
+    return records
 
 
-def prediction_record(image_name: str, width: int, height: int, card: ModelCard, detections: Iterable[Detection],
+def prediction_record(image_name: str, width: int, height: int, card: ModelCard, detections: Detections,
                       *, conf: float, iou: float) -> dict[str, Any]:
     """One image's predictions as plain JSON data (boxes in pixels, x1 y1 top-left, x2 y2 bottom-right)."""
     return {
@@ -94,7 +99,7 @@ def prediction_record(image_name: str, width: int, height: int, card: ModelCard,
         "height": int(height),
         "model": {"id": card.model_id, "version": card.version, "classes": list(card.classes)},
         "thresholds": {"conf": conf, "iou": iou},
-        "detections": [detection_record(d) for d in detections],
+        "detections": detection_records(detections, card.classes),
     }
 
 
@@ -104,7 +109,7 @@ def output_path(source: Path, image: Path, out: Path) -> Path:
 
 
 def detect_file(detector: Detector, image_path: Path, *, conf: float, iou: float,
-                reference: np.ndarray | None = None) -> tuple[np.ndarray, list[Detection]]:
+                reference: np.ndarray | None = None) -> tuple[np.ndarray, Detections]:
     """An image file's pixels and what the model finds in them: a paired model compares it with `reference`
     or, without one, reads it as a paired dataset stores it. ImageError naming the file (a reference of
     another size than this image is this image's problem)."""

@@ -13,10 +13,11 @@ import numpy as np
 
 from lineguard.contracts import now_ns
 from lineguard.imaging import ROI, ImageError
+from lineguard.vision.detections import Detections
 from lineguard.vision.errors import ModelOutputError
 from lineguard.vision.model import Detector
 from lineguard.vision.paired import paired_tensor, register
-from lineguard.vision.postprocess import Detection, postprocess
+from lineguard.vision.postprocess import postprocess
 from lineguard.vision.preprocess import Letterbox, preprocess
 
 
@@ -24,7 +25,7 @@ from lineguard.vision.preprocess import Letterbox, preprocess
 class Timed:
     """Detections in frame pixels and the nanoseconds each stage began and ended at."""
 
-    detections: list[Detection]
+    detections: Detections
     marks: dict[str, tuple[int, int]]
 
 
@@ -87,7 +88,7 @@ def detect_batch(detector: Detector, images: Sequence[Prepared], *, conf_thresho
                 f"model {detector.card.model_id} {detector.card.version} gave {broken} values that are not numbers "
                 "(NaN / inf) for this image: it cannot be judged"))
             continue
-        found = postprocess(raw, detector.card.classes, item.placement, conf_threshold=conf_threshold,
+        found = postprocess(raw, len(detector.card.classes), item.placement, conf_threshold=conf_threshold,
                             iou_threshold=iou_threshold, offset=item.offset, protos=protos)
         timed.append(Timed(found, {"preprocess": item.marks, "infer": (t1, t2), "postprocess": (started, now_ns())}))
     return timed

@@ -7,51 +7,19 @@ M mask coefficient rows and a second output of prototype masks (lineguard.vision
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
-from lineguard.vision.masks import Mask, box_mask, logits
+from lineguard.vision.detections import Detections
+from lineguard.vision.masks import box_mask, logits
 from lineguard.vision.preprocess import Letterbox
 
 MAX_DETECTIONS = 300
 
 
-@dataclass(frozen=True)
-class Detection:
-    class_id: int
-    class_name: str
-    score: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    mask: tuple[tuple[float, float], ...] = ()   # outline polygon in source pixels (segmentation only)
-    mask_px: int | None = None                   # pixels in the mask (segmentation only)
-
-    @property
-    def area_px(self) -> float:
-        """The mask's pixel count where there is a mask, else the box's area."""
-        if self.mask_px is not None:
-            return float(self.mask_px)
-        return max(0.0, self.x2 - self.x1) * max(0.0, self.y2 - self.y1)
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Boxes that passed the threshold: boxes (N, 4) x1 y1 x2 y2, scores (N,), class_ids (N,),
-    mask coefficients (N, M) (M = 0 for detection)."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    class_ids: np.ndarray
-    coefficients: np.ndarray
-
-
-def decode(output: np.ndarray, num_classes: int, conf_threshold: float, mask_channels: int = 0) -> Candidates:
-    """The anchors whose best class scores at least conf_threshold, as xyxy boxes in input pixels."""
+def decode(output: np.ndarray, num_classes: int, conf_threshold: float,
+           mask_channels: int = 0) -> tuple[Detections, np.ndarray]:
+    """The anchors whose best class scores at least conf_threshold, as Detections in input pixels (before NMS),
+    and their (N, M) mask coefficients (M = 0 for detection)."""
     rows_expected = 4 + num_classes + mask_channels
     if output.ndim != 3 or output.shape[0] != 1 or output.shape[1] != rows_expected:
         masks = f" and {mask_channels} masks" if mask_channels else ""
@@ -64,8 +32,8 @@ def decode(output: np.ndarray, num_classes: int, conf_threshold: float, mask_cha
     keep = scores >= conf_threshold
     cx, cy, w, h = rows[:4, keep]
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
-    return Candidates(boxes=boxes, scores=scores[keep].astype(np.float32), class_ids=class_ids[keep],
-                      coefficients=rows[4 + num_classes:, keep].T)
+    found = Detections(xyxy=boxes, class_id=class_ids[keep], confidence=scores[keep].astype(np.float32))
+    return found, rows[4 + num_classes:, keep].T
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -101,7 +69,7 @@ def class_aware_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
 
 def postprocess(
     output: np.ndarray,
-    class_names: Sequence[str],
+    num_classes: int,
     placement: Letterbox,
     *,
     conf_threshold: float,
@@ -109,33 +77,26 @@ def postprocess(
     offset: tuple[int, int] = (0, 0),
     max_detections: int = MAX_DETECTIONS,
     protos: np.ndarray | None = None,
-) -> list[Detection]:
+) -> Detections:
     """Detections in the full image's pixels, best score first.
 
     `offset` is the top-left of the region the model saw (the recipe's inspect_roi),
     added back so boxes land in the original frame. With `protos` (1, M, h, w), the
     output of a -seg model: each detection also gets its mask outline and pixel count."""
     mask_channels = 0 if protos is None else protos.shape[1]
-    found = decode(output, len(class_names), conf_threshold, mask_channels)
-    keep = class_aware_nms(found.boxes, found.scores, found.class_ids, iou_threshold)[:max_detections]
-    boxes = placement.to_source(found.boxes[keep])
+    found, coefficients = decode(output, num_classes, conf_threshold, mask_channels)
+    keep = class_aware_nms(found.xyxy, found.confidence, found.class_id, iou_threshold)[:max_detections]
+    boxes = placement.to_source(found.xyxy[keep])
     # A box wholly in the padding clips to nothing.
     inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     keep, boxes = keep[inside], boxes[inside]
-    masks = [None] * len(keep)
+    polygon, mask_px = None, None
     if protos is not None:
-        per_detection = logits(found.coefficients[keep], protos[0])
+        per_detection = logits(coefficients[keep], protos[0])
         masks = [box_mask(m, b, placement) for m, b in zip(per_detection, boxes, strict=True)]
+        polygon = tuple(m.outline() + np.asarray(offset, np.float32) for m in masks)
+        mask_px = np.array([m.area_px for m in masks], dtype=np.int64)
     boxes[:, [0, 2]] += offset[0]
     boxes[:, [1, 3]] += offset[1]
-    return [
-        Detection(class_id=int(c), class_name=class_names[int(c)], score=float(s),
-                  x1=float(b[0]), y1=float(b[1]), x2=float(b[2]), y2=float(b[3]),
-                  **({} if m is None else _mask_fields(m, offset)))
-        for b, s, c, m in zip(boxes, found.scores[keep], found.class_ids[keep], masks, strict=True)
-    ]
-
-
-def _mask_fields(mask: Mask, offset: tuple[int, int]) -> dict[str, Any]:
-    outline = mask.outline() + np.float32(offset)
-    return {"mask": tuple((float(x), float(y)) for x, y in outline), "mask_px": mask.area_px}
+    return Detections(xyxy=boxes, class_id=found.class_id[keep], confidence=found.confidence[keep],
+                      polygon=polygon, mask_px=mask_px)
