@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -14,7 +15,7 @@ from lineguard.bus import Bus
 from lineguard.config import LineConfig
 from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.v1.common_pb2 import Part
-from lineguard.v1.decision_pb2 import Decision
+from lineguard.v1.decision_pb2 import Decision, Verdict
 
 
 @dataclass
@@ -40,9 +41,10 @@ async def service_ready(bus: Bus, service: asyncio.Task, timeout: float = 60.0) 
     raise AssertionError("the gateway did not get ready in time")
 
 
-async def find(bus: Bus, kind: str, message_type: type[Message], match: Callable[[Message], bool],
+async def find(bus: Bus, kind: str, message_type: type[Message], match: Callable[[Any], bool],
                *, subj: str | None = None, timeout: float = 10.0) -> list:
-    """Every stored `kind` message that `match`es, waiting until there is at least one."""
+    """Every stored `kind` message that `match`es, waiting until there is at least one. `match` sees the decoded
+    message, or for "dead" the raw one (its headers say why it died)."""
     sub = await bus.js.pull_subscribe(subj or f"lg.{kind}.>", stream=stream_name(kind))
     found: list = []
     deadline = time.monotonic() + timeout
@@ -66,7 +68,7 @@ async def find(bus: Bus, kind: str, message_type: type[Message], match: Callable
     return found
 
 
-async def publish_decision(bus: Bus, part: Part, verdict: int, *reasons: str) -> Decision:
+async def publish_decision(bus: Bus, part: Part, verdict: Verdict, *reasons: str) -> Decision:
     decision = Decision(verdict=verdict, reason_codes=list(reasons))
     decision.part.CopyFrom(part)
     await bus.publish(subject("decision", part.line, part.station), decision,

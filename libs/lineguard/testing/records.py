@@ -12,7 +12,7 @@ from lineguard.v1.plc_pb2 import PlcAck
 T0_NS = 1_780_000_000_123_456_789  # 2026-05-28T20:26:40.123456789Z
 
 
-def sample_decision(sequence: int = 1, *, verdict: int = Verdict.VERDICT_FAIL, station: str = "s1",
+def sample_decision(sequence: int = 1, *, verdict: Verdict = Verdict.VERDICT_FAIL, station: str = "s1",
                     serial: str = "LG-00000001", triggered_ns: int | None = None) -> Decision:
     """A decision with two defects (one with a mask), one code and the usual timings."""
     triggered = triggered_ns if triggered_ns is not None else T0_NS + sequence * 1_000_000_000
@@ -41,7 +41,7 @@ def sample_decision(sequence: int = 1, *, verdict: int = Verdict.VERDICT_FAIL, s
 
 
 def sample_ack(decision: Decision, *, delivered: bool = True, delivered_ns: int | None = None,
-               verdict: int | None = None) -> PlcAck:
+               verdict: Verdict | None = None) -> PlcAck:
     return PlcAck(part=decision.part, verdict=decision.verdict if verdict is None else verdict,
                   reason_codes=decision.reason_codes, protocol="opcua", delivered=delivered,
                   delivered_unix_ns=(delivered_ns or decision.decided_unix_ns + 3_000_000) if delivered else 0)
