@@ -1,34 +1,34 @@
-"""Gateway service: PLCs trigger inspections over OPC UA and get each verdict back once.
+"""Gateway service: PLCs trigger inspections and get each verdict back once, over each station's protocol.
 
-Consumes decisions; publishes triggers (when a PLC calls Trigger) and acks
-(when a result reached the PLC, or the gateway gave FAIL / TIMEOUT itself). Asked to stop,
-it first refuses new triggers and answers every part in flight (StationLinks.finish)."""
+Consumes decisions; publishes triggers (when a PLC triggers a part) and acks (when a result
+reached the PLC, or the gateway gave FAIL / TIMEOUT itself). The protocols are plugins
+(endpoint.py, protocols/): this module only groups the stations by `plc.protocol` and opens
+each protocol's endpoints. Asked to stop, it first refuses new triggers and answers every
+part in flight (StationLinks.finish)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from lineguard.bus import Delivery
+from lineguard.config import PLC_PROTOCOLS, PlcSettings
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.gateway.opcua_server import OpcuaEndpoint, quiet_asyncua
+from lineguard.services.gateway.endpoint import PlcEndpoint
 from lineguard.services.gateway.station import StationLinks
 from lineguard.v1.decision_pb2 import Decision
 
 
 async def setup(ctx: ServiceContext) -> None:
-    quiet_asyncua()
     links = StationLinks(ctx.config, ctx.publish)
-    by_endpoint: dict[str, list[str]] = defaultdict(list)
+    by_protocol: dict[str, list[tuple[str, PlcSettings]]] = {}
     for station in ctx.config.stations:
-        if station.plc.protocol == "opcua":
-            by_endpoint[station.plc.endpoint].append(station.id)
-    for endpoint, station_ids in by_endpoint.items():
-        server = OpcuaEndpoint(endpoint, station_ids, links.trigger)
-        ctx.on_stop(server.stop)
-        await server.start()
-        for station_id, plc in server.stations.items():
-            links.links[station_id].attach(plc)
-        ctx.run_task(server.run_heartbeat(ctx.stopping))
+        by_protocol.setdefault(station.plc.protocol, []).append((station.id, station.plc))
+    for protocol, stations in by_protocol.items():
+        endpoints: list[PlcEndpoint] = PLC_PROTOCOLS.factory_of(protocol)(stations, links.trigger)
+        for endpoint in endpoints:
+            ctx.on_stop(endpoint.stop)
+            await endpoint.start()
+            for station_id in endpoint.stations:
+                links.links[station_id].attach(endpoint)
+            ctx.run_task(endpoint.run_heartbeat(ctx.stopping))
     for link in links.links.values():
         ctx.run_task(link.run_deadlines(ctx.stopping))
     ctx.before_stop(links.finish)

@@ -3,7 +3,7 @@
 A trigger from the PLC becomes a lineguard.v1 Trigger on the bus; a decision
 from the bus (or the gateway's own FAIL / TIMEOUT when none comes in time) is
 handed to the PLC once and recorded as a PlcAck. The protocol is behind
-`PlcInterface`, so this module knows nothing of OPC UA.
+`PlcEndpoint` (endpoint.py), so this module knows no protocol.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import structlog
 from google.protobuf.message import Message
@@ -21,6 +20,7 @@ from lineguard.config import LineConfig
 from lineguard.contracts import VERDICT_NAMES, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS
 from lineguard.runtime.deadlines import Deadlines
+from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerRefused
 from lineguard.services.gateway.handshake import Handshake, Outcome, Resolution, Result
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
@@ -36,18 +36,6 @@ _ACK_RETRY = "retry-acks"   # its key among the inspections' deadlines (those ar
 # On a stop, how long past the longest result timeout the gateway keeps trying to publish its last acks.
 ACK_GRACE_S = 2.0
 _DELIVERABLE = frozenset(RESULT_VERDICTS.values())
-
-
-class PlcInterface(Protocol):
-    protocol: str
-
-    async def deliver(self, result: Result, delivered_unix_ns: int) -> None: ...
-
-    async def set_busy(self, busy: bool) -> None: ...
-
-
-class TriggerRefused(Exception):
-    """The trigger could not be put on the bus; the PLC may call again with the same sequence."""
 
 
 def build_ack(result: Result, protocol: str, delivered: bool) -> PlcAck:
@@ -67,7 +55,7 @@ class StationLink:
     def __init__(self, handshake: Handshake, publish: Publish):
         self.handshake = handshake
         self.publish = publish
-        self.plc: PlcInterface | None = None
+        self.plc: PlcEndpoint | None = None  # the endpoint serving this station
         self._busy_shown: bool | None = None
         self._unacked: list[PlcAck] = []
         # Each open inspection's deadline (monotonic), and when to retry acks not yet published.
@@ -78,7 +66,7 @@ class StationLink:
     def station(self) -> str:
         return self.handshake.station
 
-    def attach(self, plc: PlcInterface) -> None:
+    def attach(self, plc: PlcEndpoint) -> None:
         self.plc = plc
 
     @property
@@ -166,10 +154,10 @@ class StationLink:
     async def _deliver(self, result: Result) -> PlcAck:
         delivered = False
         if self.plc is None:
-            log.error("no PLC interface for the station; result not delivered", station=self.station)
+            log.error("no PLC endpoint serves the station; result not delivered", station=self.station)
         else:
             try:
-                await self.plc.deliver(result, result.closed_unix_ns)
+                await self.plc.deliver(self.station, result)
                 delivered = True
             except Exception:  # noqa: BLE001 - recorded in the ack; the PLC's own watchdog takes over
                 log.exception("could not hand the result to the PLC", station=self.station,
@@ -183,7 +171,7 @@ class StationLink:
     async def _show_busy(self) -> None:
         busy = self.handshake.busy
         if self.plc is not None and busy != self._busy_shown:
-            await self.plc.set_busy(busy)
+            await self.plc.set_busy(self.station, busy)
             self._busy_shown = busy
 
 

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from lineguard.localline import LocalLine
-from lineguard.testing.plcsim import PlcRunReport, SimulatedPlc
+from lineguard.sim.plc import PlcRunReport, SimulatedPlc
 
 PARTS = 60
 

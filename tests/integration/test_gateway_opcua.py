@@ -18,8 +18,8 @@ from asyncua import Client, ua
 from lineguard.bus import DEAD_REASON, Bus
 from lineguard.contracts import opcua as contract
 from lineguard.contracts import stream_name
+from lineguard.sim.plc import SimulatedPlc
 from lineguard.testing.gateway import Gateway, find, publish_decision
-from lineguard.testing.plcsim import SimulatedPlc
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.plc_pb2 import PlcAck

@@ -14,8 +14,8 @@ import pytest
 from asyncua import ua
 
 from lineguard.natsserver import free_port
+from lineguard.sim.plc import SimulatedPlc
 from lineguard.testing.gateway import find, publish_decision
-from lineguard.testing.plcsim import SimulatedPlc
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lineguard.testing.plcsim import PlcResult, PlcRunReport, percentile
+from lineguard.sim.plc import PlcResult, PlcRunReport, percentile
 
 
 def result(seq: int, latency_s: float = 0.1) -> PlcResult:

@@ -1,6 +1,6 @@
 """A station's link: triggers to the bus, one result to the PLC, one ack per inspection.
 
-The PLC side here is a recording PlcInterface (the OPC UA one is tested against a
+The PLC side here is a recording PlcEndpoint (the OPC UA one is tested against a
 real server in tests/integration/test_gateway_opcua.py); the bus side is a
 recording publish function that can be told to fail."""
 
@@ -15,8 +15,9 @@ from google.protobuf.message import Message
 
 from lineguard.bus import BadMessage
 from lineguard.config import LineConfig
+from lineguard.services.gateway.endpoint import TriggerRefused
 from lineguard.services.gateway.handshake import Handshake, Outcome, Result
-from lineguard.services.gateway.station import ACK_RETRY_S, StationLink, StationLinks, TriggerRefused, station_timeout_s
+from lineguard.services.gateway.station import ACK_RETRY_S, StationLink, StationLinks, station_timeout_s
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
@@ -25,13 +26,25 @@ from lineguard.v1.trigger_pb2 import Trigger
 @dataclass
 class RecordingPlc:
     protocol: str = "opcua"
+    stations: tuple[str, ...] = ("s1",)
     results: list[Result] = field(default_factory=list)
     busy: list[bool] = field(default_factory=list)
 
-    async def deliver(self, result: Result, delivered_unix_ns: int) -> None:
+    async def on_trigger(self, station: str, sequence: int, part_id: str) -> str:
+        raise AssertionError("these tests trigger the link directly")
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def run_heartbeat(self, stopping: asyncio.Event) -> None: ...
+
+    async def deliver(self, station: str, result: Result) -> None:
+        assert station in self.stations
         self.results.append(result)
 
-    async def set_busy(self, busy: bool) -> None:
+    async def set_busy(self, station: str, busy: bool) -> None:
+        assert station in self.stations
         self.busy.append(busy)
 
 
@@ -174,6 +187,7 @@ def test_route_refuses_a_decision_it_cannot_deliver(mutate, reason: str, config)
     mutate(d)
     with pytest.raises(BadMessage, match=reason.replace("(", r"\(").replace(")", r"\)")):
         links.route(d)
+
 
 async def test_deadline_loop_retries_an_ack_the_bus_refused_on_its_next_tick() -> None:
     lk, plc, bus = link(timeout_s=0.05)

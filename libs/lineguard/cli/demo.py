@@ -19,7 +19,7 @@ from rich.table import Table
 from lineguard.localline import LineStartError, LocalLine
 
 if TYPE_CHECKING:
-    from lineguard.testing.plcsim import PlcResult, PlcRunReport
+    from lineguard.sim.plc import PlcResult, PlcRunReport
 
 
 def demo(
@@ -54,7 +54,7 @@ def demo(
 
 
 def _drive(line: LocalLine, parts: int, rate: float, console: Console) -> tuple[PlcRunReport, float]:
-    from lineguard.testing.plcsim import SimulatedPlc  # asyncua is only needed once the line runs
+    from lineguard.sim.plc import SimulatedPlc  # asyncua is only needed once the line runs
 
     verdicts: Counter[str] = Counter()
     progress = Progress(

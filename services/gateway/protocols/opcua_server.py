@@ -1,8 +1,9 @@
 """The OPC UA server a PLC talks to: the address space of lineguard.contracts.opcua.
 
-One asyncua server per endpoint; each station on it is an object with the
-Trigger method, the result variables and the result event. What a trigger or
-a result means is decided elsewhere (station.py): this module only speaks OPC UA.
+One asyncua server per endpoint URL (a PlcEndpoint); each station on it is an object with
+the Trigger method, the result variables and the result event. What a trigger or a result
+means is decided elsewhere (station.py): this module only speaks OPC UA. Imported when the
+protocol is opened (opcua.py), so validating a line's configuration never loads asyncua.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,13 +21,11 @@ from asyncua.server.event_generator import EventGenerator
 
 from lineguard.contracts import opcua as contract
 from lineguard.contracts import verdict_name
+from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
-from lineguard.services.gateway.station import TriggerRefused
+from lineguard.services.gateway.protocols.opcua import KEY
 
 log = structlog.get_logger("lineguard.gateway")
-
-# station id, sequence, part id -> inspection id
-TriggerHandler = Callable[[str, int, str], Awaitable[str]]
 
 # OPC UA's "no date": the result timestamp before the first result.
 NULL_DATETIME = datetime(1601, 1, 1, tzinfo=timezone.utc)
@@ -61,8 +60,6 @@ _INITIAL: dict[str, Any] = {
 class OpcuaStation:
     """One station's node set: where its results are written and its events emitted."""
 
-    protocol = "opcua"
-
     def __init__(self, server: Server, station_id: str, node: Node, variables: dict[str, Node],
                  events: EventGenerator):
         self.server = server
@@ -77,9 +74,9 @@ class OpcuaStation:
         dv = ua.DataValue(_variant(value, _FIELDS[name].ua_type), SourceTimestamp=now, ServerTimestamp=now)
         await self.server.write_attribute_value(self._variables[name].nodeid, dv)
 
-    async def deliver(self, result: Result, delivered_unix_ns: int) -> None:
+    async def deliver(self, result: Result) -> None:
         """Write the result variables (ResultSequence last) and emit the result event."""
-        when = datetime.fromtimestamp(delivered_unix_ns / 1e9, tz=timezone.utc)
+        when = datetime.fromtimestamp(result.closed_unix_ns / 1e9, tz=timezone.utc)
         values = {
             contract.RESULT_SEQUENCE: result.sequence,
             contract.RESULT_INSPECTION_ID: result.inspection_id,
@@ -106,14 +103,16 @@ class OpcuaStation:
 
 
 class OpcuaEndpoint:
-    """One asyncua server listening at one endpoint, serving the stations configured on it."""
+    """One asyncua server listening at one endpoint, serving the stations configured on it (a PlcEndpoint)."""
 
-    def __init__(self, endpoint: str, station_ids: list[str], on_trigger: TriggerHandler):
+    protocol = KEY
+
+    def __init__(self, endpoint: str, stations: Sequence[str], on_trigger: TriggerHandler):
         self.endpoint = endpoint
-        self.station_ids = list(station_ids)
+        self.stations = tuple(stations)
         self.on_trigger = on_trigger
         self.server = Server()
-        self.stations: dict[str, OpcuaStation] = {}
+        self._nodes: dict[str, OpcuaStation] = {}
         self.namespace_index = 0
 
     async def start(self) -> None:
@@ -127,23 +126,29 @@ class OpcuaEndpoint:
         folder = await self.server.nodes.objects.add_folder(
             ua.NodeId(contract.STATIONS_FOLDER, idx), ua.QualifiedName(contract.STATIONS_FOLDER, idx)
         )
-        for station_id in self.station_ids:
-            self.stations[station_id] = await self._add_station(idx, folder, station_id, event_type)
+        for station_id in self.stations:
+            self._nodes[station_id] = await self._add_station(idx, folder, station_id, event_type)
         try:
             await self.server.start()
         except OSError as exc:
             raise OSError(f"the OPC UA server cannot listen at {self.endpoint}: {exc}") from exc
-        log.info("OPC UA server listening", endpoint=self.endpoint, stations=self.station_ids)
+        log.info("OPC UA server listening", endpoint=self.endpoint, stations=list(self.stations))
 
     async def stop(self) -> None:
         await self.server.stop()
+
+    async def deliver(self, station: str, result: Result) -> None:
+        await self._nodes[station].deliver(result)
+
+    async def set_busy(self, station: str, busy: bool) -> None:
+        await self._nodes[station].set_busy(busy)
 
     async def run_heartbeat(self, stopping: asyncio.Event) -> None:
         """Count up every station's Heartbeat once a period, so the PLC sees the gateway alive."""
         count = 0
         while not stopping.is_set():
             count += 1
-            for station in self.stations.values():
+            for station in self._nodes.values():
                 await station.beat(count)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=contract.HEARTBEAT_PERIOD_S)

@@ -1,0 +1,35 @@
+"""OPC UA: the gateway is a server, each station an object the PLC calls Trigger on (lineguard.contracts.opcua).
+
+Stations that name the same endpoint URL share one server; the server itself is opcua_server.py,
+imported only when endpoints are opened, so reading this module's Settings never loads asyncua."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from lineguard.config.seams import PlcSettings
+
+if TYPE_CHECKING:  # every service validates the config, and so imports this module: keep it light
+    from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerHandler
+
+KEY = "opcua"
+
+
+class Settings(PlcSettings):
+    protocol: Literal["opcua"] = "opcua"
+    endpoint: str = Field("opc.tcp://127.0.0.1:4840/lineguard/",
+                          description="where the gateway's OPC UA server listens; stations on one URL share it")
+
+
+def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: TriggerHandler) -> list[PlcEndpoint]:
+    """One server per endpoint URL, serving the stations configured on it, in configuration order."""
+    from lineguard.services.gateway.protocols.opcua_server import OpcuaEndpoint, quiet_asyncua
+
+    quiet_asyncua()
+    by_url: dict[str, list[str]] = {}
+    for station_id, settings in stations:
+        by_url.setdefault(settings.endpoint, []).append(station_id)
+    return [OpcuaEndpoint(url, station_ids, on_trigger) for url, station_ids in by_url.items()]
