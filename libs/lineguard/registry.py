@@ -2,7 +2,7 @@
 
 Layout (both buckets are provisioned idempotently, like the streams):
 - object store `lg-models`: each version is two objects, `<model_id>/<version>/model.onnx` and
-  `<model_id>/<version>/card.json` (the model card as written by `lineguard.modelops.train`). The card
+  `<model_id>/<version>/card.json` (the model card, lineguard.vision.card.ModelCard). The card
   is written last: a version exists once its card does, so an interrupted push leaves no half version,
   and `list` reads cards without downloading models.
 - key-value bucket `lg-model-promoted`: key = line id, value = JSON `Promotion` (model id, version,
@@ -36,7 +36,8 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from lineguard.hashing import file_sha256
-from lineguard.vision.model import card_path
+from lineguard.vision.card import ModelCard, card_path
+from lineguard.vision.errors import ModelLoadError
 
 MODELS_BUCKET = "lg-models"
 PROMOTED_BUCKET = "lg-model-promoted"
@@ -60,12 +61,12 @@ class ModelVersion:
     version: str
     sha256: str
     size: int
-    card: dict[str, Any]
+    card: ModelCard
     pushed: str  # ISO time the card was stored
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card.get("classes", []))
+        return list(self.card.classes)
 
     def file_name(self) -> str:
         # A folder per id and version: "a-b" 1 and "a" "b-1" must not share a cached file.
@@ -110,30 +111,29 @@ def object_prefix(model_id: str, version: str) -> str:
     return f"{model_id}/{version}/"
 
 
-def check_card(card: dict[str, Any], where: str) -> None:
-    """A card the registry can store: id and version usable as names, classes, and the file's sha256."""
+def check_card(card: ModelCard, where: str) -> None:
+    """A card the registry can store (beyond a valid card): id and version usable as names, the file's sha256."""
     for field in ("model_id", "version"):
-        value = card.get(field)
-        if not isinstance(value, str) or not _NAME.match(value):
+        value = getattr(card, field)
+        if not _NAME.match(value):
             raise RegistryError(f"{where}: {field} {value!r} must be letters, digits, '.', '_' or '-' "
                                 "(not starting with '.' or '-')")
-    classes = card.get("classes")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise RegistryError(f"{where}: 'classes' must be a non-empty list of class names, got {classes!r}")
-    sha = card.get("onnx_sha256")
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise RegistryError(f"{where}: 'onnx_sha256' must be the model file's sha256 (64 hex digits), got {sha!r}; "
-                            "`lineguard model train` writes it, or add it with `sha256sum MODEL.onnx`")
+    if card.onnx_sha256 is None:
+        raise RegistryError(f"{where}: 'onnx_sha256' must be the model file's sha256 (64 hex digits), got None; "
+                            "`lineguard model export` writes it, or add it with `sha256sum MODEL.onnx`")
 
 
-def read_card_file(path: Path) -> dict[str, Any]:
+def push_card(card: ModelCard | dict[str, Any] | str | Path, path: Path) -> tuple[ModelCard, str]:
+    """The card to push with the model file `path` (as given, from a mapping or from its file) and how the
+    errors name it; RegistryError naming the file and field when it is not a valid card."""
     try:
-        card = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"model card {path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(card, dict):
-        raise RegistryError(f"model card {path}: not a JSON object")
-    return card
+        if isinstance(card, ModelCard):
+            return card, f"model {path}"
+        if isinstance(card, dict):
+            return ModelCard.validated(card, path=path, what="model card"), f"model {path}"
+        return ModelCard.read(Path(card), model=path), f"model card {card}"
+    except ModelLoadError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def default_promoter() -> str:
@@ -189,7 +189,8 @@ class ModelRegistry:
 
     # -- versions -------------------------------------------------------------------------------
 
-    async def push(self, path: str | Path, card: dict[str, Any] | str | Path | None = None) -> ModelVersion:
+    async def push(self, path: str | Path, card: ModelCard | dict[str, Any] | str | Path | None = None
+                   ) -> ModelVersion:
         """Store the model file `path` with its card (default: `<stem>.json` beside it).
 
         Refuses a file whose sha256 is not the card's `onnx_sha256`, and a version that already exists
@@ -201,17 +202,16 @@ class ModelRegistry:
             card = card_path(path)
             if not card.is_file():
                 raise RegistryError(f"model {path}: no model card {card.name} beside it (give one with --card)")
-        card_data = card if isinstance(card, dict) else read_card_file(Path(card))
-        where = f"model {path}" if isinstance(card, dict) else f"model card {card}"
+        card_data, where = push_card(card, path)
         check_card(card_data, where)
         sha = await asyncio.to_thread(file_sha256, path)
-        if sha != card_data["onnx_sha256"]:
-            raise RegistryError(f"model {path}: its sha256 is {sha}, but its card says {card_data['onnx_sha256']}: "
+        if sha != card_data.onnx_sha256:
+            raise RegistryError(f"model {path}: its sha256 is {sha}, but its card says {card_data.onnx_sha256}: "
                                 "the card describes another file")
-        model_id, version = card_data["model_id"], card_data["version"]
+        model_id, version = card_data.model_id, card_data.version
         existing = await self._find(model_id, version)
         if existing is not None:
-            if existing.sha256 == sha and existing.card == card_data:
+            if existing.sha256 == sha and existing.card.to_json() == card_data.to_json():
                 return existing
             what = "model file" if existing.sha256 != sha else "card"
             raise RegistryError(f"{model_id} {version} is already in the registry with a different {what} "
@@ -220,7 +220,7 @@ class ModelRegistry:
         with open(path, "rb") as f:
             await self.models.put(prefix + MODEL_OBJECT, f)
         # The card last: its presence is what makes the version exist.
-        await self.models.put(prefix + CARD_OBJECT, (json.dumps(card_data, indent=2) + "\n").encode())
+        await self.models.put(prefix + CARD_OBJECT, card_data.to_json().encode())
         stored = await self._find(model_id, version)
         assert stored is not None
         return stored
@@ -266,10 +266,15 @@ class ModelRegistry:
     async def _version(self, model_id: str, version: str, size: int, pushed: str) -> ModelVersion:
         raw = (await self.models.get(object_prefix(model_id, version) + CARD_OBJECT)).data
         try:
-            card = json.loads(raw)
+            data = json.loads(raw or b"")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RegistryError(f"{model_id} {version}: stored card is not JSON ({exc})") from None
-        return ModelVersion(model_id, version, str(card.get("onnx_sha256", "")), size or 0, card, pushed)
+        try:
+            card = ModelCard.validated(data, path=Path(object_prefix(model_id, version) + CARD_OBJECT),
+                                       what="stored card")
+        except ModelLoadError as exc:
+            raise RegistryError(f"{model_id} {version}: {exc.cause}") from None
+        return ModelVersion(model_id, version, card.onnx_sha256 or "", size or 0, card, pushed)
 
     async def fetch(self, model_id: str, version: str, dest_dir: str | Path) -> Path:
         """Download a version to `dest_dir/<model_id>/<version>/<model_id>.onnx` with its card beside it.
@@ -280,7 +285,7 @@ class ModelRegistry:
         target = Path(dest_dir) / stored.file_name()
         target.parent.mkdir(parents=True, exist_ok=True)
         card_target = card_path(target)
-        card_text = json.dumps(stored.card, indent=2) + "\n"
+        card_text = stored.card.to_json()
         if target.is_file() and await asyncio.to_thread(file_sha256, target) == stored.sha256:
             if not card_target.is_file() or card_target.read_text() != card_text:
                 card_target.write_text(card_text)

@@ -130,6 +130,5 @@ def to_proto(detections: Detections, classes: Sequence[str], px_per_mm: float) -
 
 def load_configured_model(settings: ModelSettings) -> Detector:
     """The model ModelSettings names (default: the packaged one), on the backend and device it names."""
-    return load_model(settings.path, intra_op_threads=settings.intra_op_threads, model_id=settings.id,
-                      version=settings.version, backend=settings.backend, device=settings.device,
-                      providers=settings.providers, backend_options=settings.backend_options)
+    return load_model(settings.path, backend=settings.backend, device=settings.device,
+                      intra_op_threads=settings.intra_op_threads, model_id=settings.id, version=settings.version)

@@ -9,6 +9,7 @@ import cv2
 import pytest
 
 from lineguard.samples import __file__ as samples_init
+from lineguard.vision.backends.tensorrt import Settings
 from lineguard.vision.detect import detect
 from lineguard.vision.model import load_model
 
@@ -32,31 +33,32 @@ def iou(a, b) -> float:
 
 
 def test_an_engine_is_built_once_per_device_and_then_read_from_the_cache(tmp_path: Path) -> None:
-    options = {"engine_cache_dir": str(tmp_path), "max_batch": 4}
-    first = load_model(backend="tensorrt", device="cuda", backend_options=options)
+    settings = Settings(engine_cache_dir=str(tmp_path), max_batch=4)
+    first = load_model(backend=settings, device="cuda")
     assert first.runner.built and first.runner.engine_path.is_file()
     assert first.runner.engine_path.parent == tmp_path and f"trt{trt.__version__}" in first.runner.engine_path.name
     first.close()
-    second = load_model(backend="tensorrt", device="cuda", backend_options=options)
+    second = load_model(backend=settings)   # no device: tensorrt's default, cuda (GPU 0)
+    assert second.runner.device == "cuda"
     assert not second.runner.built and second.runner.engine_path == first.runner.engine_path
     assert len(list(tmp_path.glob("*.engine"))) == 1
     second.close()
 
 
 def test_a_corrupt_cached_engine_is_rebuilt(tmp_path: Path) -> None:
-    options = {"engine_cache_dir": str(tmp_path)}
-    detector = load_model(backend="tensorrt", device="cuda", backend_options=options)
+    settings = Settings(engine_cache_dir=str(tmp_path))
+    detector = load_model(backend=settings, device="cuda")
     path = detector.runner.engine_path
     detector.close()
     path.write_bytes(b"not an engine")
-    again = load_model(backend="tensorrt", device="cuda", backend_options=options)
+    again = load_model(backend=settings, device="cuda")
     assert again.runner.built and path.stat().st_size > 1000
     again.close()
 
 
 def test_tensorrt_finds_what_onnxruntime_finds(tmp_path: Path) -> None:
     image, template = cv2.imread(str(BOARD)), cv2.imread(str(BOARD).replace("_test.jpg", "_temp.jpg"))
-    engine = load_model(backend="tensorrt", device="cuda", backend_options={"engine_cache_dir": str(tmp_path)})
+    engine = load_model(backend=Settings(engine_cache_dir=str(tmp_path)), device="cuda")
     on_onnxruntime = load_model(intra_op_threads=2)
     on_gpu = detect(engine, image, conf_threshold=0.1, iou_threshold=0.45, reference=template).detections
     on_cpu = detect(on_onnxruntime, image, conf_threshold=0.1, iou_threshold=0.45, reference=template).detections

@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
+from lineguard.config import BackendSettings, ModelSettings
 from lineguard.samples import __file__ as samples_init
 from lineguard.testing.models import SIDE, tiny_model
 from lineguard.vision.backends import BACKENDS, load_runner
-from lineguard.vision.backends.onnxruntime import Options as OrtOptions
+from lineguard.vision.backends.onnxruntime import Settings as OrtSettings
 from lineguard.vision.backends.onnxruntime import providers_for
 from lineguard.vision.backends.tensorrt import engine_key
 from lineguard.vision.detect import detect
@@ -38,22 +39,31 @@ def test_importing_the_runtime_library_imports_no_backend_runtime() -> None:
 
 
 def test_every_backend_declares_its_key_install_hint_and_options() -> None:
-    for key, name in BACKENDS.items():
-        module = importlib.import_module(name)
+    assert {"onnxruntime", "tensorrt", "openvino"} <= set(BACKENDS.keys())   # the entry points
+    for key in ("onnxruntime", "tensorrt", "openvino"):
+        module = BACKENDS.module(key)
         assert module.KEY == key and module.INSTALL
-        assert module.Options().threads == 0   # every backend's options extend the common ones
+        # every backend's settings extend the common ones, and a key alone gives its defaults
+        assert issubclass(module.Settings, BackendSettings) and module.Settings().kind == key
 
 
 def test_an_unknown_backend_is_named() -> None:
-    with pytest.raises(ModelLoadError, match=r"unknown backend 'tflite' \(known: onnxruntime, tensorrt, openvino\)"):
+    with pytest.raises(ModelLoadError, match=r"unknown backends kind 'tflite' \(known: onnxruntime, openvino, "
+                                             r"tensorrt\)"):
         load_model(backend="tflite")
 
 
 def test_a_wrong_backend_option_is_named() -> None:
-    with pytest.raises(ModelLoadError, match=r"backend 'openvino' options: hint: Input should be 'latency' or "):
-        load_model(backend="openvino", backend_options={"hint": "fastest"})
-    with pytest.raises(ModelLoadError, match=r"backend 'onnxruntime' options: engine_cache_dir: Extra inputs"):
-        load_model(backend_options={"engine_cache_dir": "/tmp"})
+    # A backend's own options are its Settings: a wrong one is refused, with its field's path, when the line's
+    # configuration is validated, not when the model loads.
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"backend\.hint\n  Input should be 'latency' or "):
+        ModelSettings(backend={"kind": "openvino", "hint": "fastest"})
+    with pytest.raises(ValidationError, match=r"backend\.engine_cache_dir\n  Extra inputs"):
+        ModelSettings(backend={"kind": "onnxruntime", "engine_cache_dir": "/tmp"})
+    with pytest.raises(ValidationError, match=r"backend\.max_batch\n  Input should be greater than or equal to 1"):
+        ModelSettings(backend={"kind": "tensorrt", "max_batch": 0})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
@@ -72,10 +82,10 @@ def test_a_missing_openvino_says_what_to_install(monkeypatch: pytest.MonkeyPatch
 
 
 def test_onnxruntime_providers_follow_the_device() -> None:
-    assert providers_for(OrtOptions()) == ["CPUExecutionProvider"]
-    assert providers_for(OrtOptions(device="cuda:1")) == [("CUDAExecutionProvider", {"device_id": 1}),
-                                                          "CPUExecutionProvider"]
-    assert providers_for(OrtOptions(device="cuda", providers=["CPUExecutionProvider"])) == ["CPUExecutionProvider"]
+    assert providers_for(OrtSettings(), "cpu") == ["CPUExecutionProvider"]
+    assert providers_for(OrtSettings(), "cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}),
+                                                      "CPUExecutionProvider"]
+    assert providers_for(OrtSettings(providers=["CPUExecutionProvider"]), "cuda") == ["CPUExecutionProvider"]
     with pytest.raises(ModelLoadError, match=r"device 'gpu0' is not 'cuda' or 'cuda:N'; onnxruntime runs on"):
         load_model(device="gpu0")
 
@@ -146,7 +156,7 @@ def test_a_model_fixed_at_a_batch_above_one_is_refused_at_load(tmp_path: Path) -
 @pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
 def test_a_segmentation_model_gives_each_defect_its_mask(tmp_path: Path, backend: str) -> None:
     detector = load_model(tiny_model(tmp_path / "seg.onnx", batch="batch", segment=True), backend=backend)
-    assert (detector.card.task, detector.card.mask_channels) == ("segment", 2)
+    assert (detector.card.task, detector.mask_channels) == ("segment", 2)
     det = detect(detector, np.zeros((SIDE, SIDE, 3), np.uint8), conf_threshold=0.5, iou_threshold=0.45).detections
     assert len(det) == 1 and det.polygon is not None and det.mask_px is not None
     assert (detector.card.classes[det.class_id[0]], *det.xyxy[0].tolist()) == ("short", 12, 12, 20, 20)
@@ -163,7 +173,7 @@ def test_a_card_saying_segment_for_a_detection_model_is_refused(tmp_path: Path) 
 
 
 def test_load_runner_reports_the_input_it_takes(tmp_path: Path) -> None:
-    runner = load_runner(tiny_model(tmp_path / "dyn.onnx", batch="batch"), "onnxruntime", {"threads": 1})
+    runner = load_runner(tiny_model(tmp_path / "dyn.onnx", batch="batch"), "onnxruntime", threads=1)
     assert (runner.input.name, runner.input.shape, runner.input.dtype) == ("images", (None, 3, SIDE, SIDE),
                                                                             np.float32)
     assert [o.name for o in runner.outputs] == ["output0"] and runner.input.fixed_batch is None
@@ -172,15 +182,15 @@ def test_load_runner_reports_the_input_it_takes(tmp_path: Path) -> None:
 def test_the_line_config_chooses_the_backend_and_refuses_an_unknown_one() -> None:
     from pydantic import ValidationError
 
-    from lineguard.config import ModelSettings
     from lineguard.services.inference.detect import load_configured_model
 
-    with pytest.raises(ValidationError, match=r"Input should be 'onnxruntime', 'tensorrt' or 'openvino'"):
+    with pytest.raises(ValidationError, match=r"unknown backends kind 'tflite' \(known: onnxruntime, openvino, "
+                                              r"tensorrt"):
         ModelSettings(backend="tflite")
-    settings = ModelSettings(backend="openvino" if HAVE_OPENVINO else "onnxruntime", intra_op_threads=1,
-                             backend_options={"hint": "latency"} if HAVE_OPENVINO else {})
+    settings = ModelSettings(backend={"kind": "openvino", "hint": "latency"} if HAVE_OPENVINO else "onnxruntime",
+                             intra_op_threads=1)
     detector = load_configured_model(settings)
-    assert detector.runner.backend == settings.backend and detector.runner.device == "cpu"
+    assert detector.runner.backend == settings.backend.kind and detector.runner.device == "cpu"
 
 
 def test_a_model_output_that_is_not_a_number_is_an_error_never_a_pass(tmp_path: Path) -> None:

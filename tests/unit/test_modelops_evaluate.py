@@ -29,10 +29,10 @@ from lineguard.modelops.evaluate import (
 from lineguard.samples import __file__ as samples_init
 from lineguard.testing.boards import write_model_input
 from lineguard.vision.detections import Detections
-from lineguard.vision.model import load_model, packaged_model_path, read_card
+from lineguard.vision.model import ModelCard, load_model, packaged_model_path
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
-PAIRED = read_card(packaged_model_path())["input"].get("mode") == "paired"
+PAIRED = ModelCard.beside(packaged_model_path()).input_mode == "paired"
 EXT = ".png" if PAIRED else ".jpg"   # a paired model's dataset stores the paired input as PNG
 
 

@@ -128,12 +128,17 @@ def eval_model(
     typer.echo(f"report: {paths['report']}")
     if into_card:
         from lineguard.modelops.eval_report import card_evaluation
-        from lineguard.modelops.export import write_card
-        from lineguard.vision.model import read_card
+        from lineguard.vision.card import ModelCard
+        from lineguard.vision.errors import ModelLoadError
 
-        card = read_card(model)
+        try:
+            # As it is written: a card that leaves its classes or input size to the file's metadata is refused.
+            card = ModelCard.beside(model)
+        except ModelLoadError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         if card is None:
             typer.echo(f"error: {model} has no model card to record the evaluation in", err=True)
             raise typer.Exit(2)
-        card["evaluation"] = card_evaluation(evaluation, provenance)
-        typer.echo(f"card: {write_card(model, card)}")
+        card = card.model_copy(update={"evaluation": card_evaluation(evaluation, provenance)})
+        typer.echo(f"card: {card.write_beside(model)}")

@@ -86,9 +86,10 @@ class ModelSettings(_Strict):
     version: str | None = None
     conf_threshold: float = Field(0.25, ge=0, le=1)
     iou_threshold: float = Field(0.45, ge=0, le=1)
-    intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
-    device: str = Field("cpu", description="'cpu', 'cuda' / 'cuda:N' (onnxruntime-gpu, tensorrt), "
-                                           "or an OpenVINO device name ('GPU', 'NPU', 'AUTO')")
+    intra_op_threads: int = Field(0, ge=0, description="CPU threads per inference; 0 = the runtime's default")
+    device: str | None = Field(None, description="'cpu', 'cuda' / 'cuda:N' (onnxruntime-gpu, tensorrt), or an "
+                                                 "OpenVINO device name ('GPU', 'NPU', 'AUTO'); default: the "
+                                                 "backend's own (cpu; tensorrt: cuda, GPU 0)")
     backend: BackendField = Field(
         "onnxruntime", validate_default=True,
         description="what runs the model: a backend's key (onnxruntime, tensorrt, openvino: the last two need their "
@@ -139,7 +140,9 @@ class LineConfig(BaseSettings):
     nats: NatsSettings = NatsSettings()
     stations: list[StationSettings] = Field(min_length=1)
     recipes: dict[str, RecipeSettings] = Field(min_length=1)
-    model: ModelSettings = ModelSettings()
+    # A factory, not an instance: validating the default backend imports its module, which must not happen
+    # while lineguard.config itself is still being imported.
+    model: ModelSettings = Field(default_factory=ModelSettings)
     database: DatabaseSettings = DatabaseSettings()
     gateway: GatewaySettings = GatewaySettings()
     services: ServicesSettings = ServicesSettings()

@@ -26,7 +26,7 @@ from lineguard.modelops.evaluate import (
     predict_split,
     split_labels_sha256,
 )
-from lineguard.vision.model import read_card
+from lineguard.vision.card import Evaluation as CardEvaluation
 
 
 @dataclass
@@ -60,11 +60,11 @@ def evaluate_model(detector: Any, data_yaml: Path, *, split: str = "val", conf: 
         on_start(len(data.images))
     truths, predictions = predict_split(detector, data, iou=iou, on_image=on_image)
     evaluation = evaluate(truths, predictions, data.class_names, conf=conf)
-    card = read_card(detector.path) or {}
+    card = detector.card
     provenance = Provenance(
-        model_path=str(detector.path), model_id=detector.card.model_id, model_version=detector.card.version,
-        model_sha256=file_sha256(detector.path), card_sha256=card.get("onnx_sha256"),
-        card_labels_sha256=(card.get("dataset") or {}).get("labels_sha256"),
+        model_path=str(detector.path), model_id=card.model_id, model_version=card.version,
+        model_sha256=file_sha256(detector.path), card_sha256=card.onnx_sha256,
+        card_labels_sha256=card.dataset.labels_sha256 if card.dataset else None,
         data_yaml=str(data.data_yaml), split=split,
         labels_sha256=labels_sha256(data.root) if (data.root / "labels").is_dir() else None,
         split_labels_sha256=split_labels_sha256(data), conf=conf, iou=iou, command=command,
@@ -241,11 +241,11 @@ def write_report(evaluation: Evaluation, provenance: Provenance, out: Path) -> d
     return paths
 
 
-def card_evaluation(evaluation: Evaluation, provenance: Provenance) -> dict[str, Any]:
+def card_evaluation(evaluation: Evaluation, provenance: Provenance) -> CardEvaluation:
     """The headline figures for the model card's `evaluation`: what a reader of the card asks first, with
     the command and label hash that reproduce them (the full figures stay in metrics.json)."""
     parts, deeppcb = evaluation.parts, evaluation.deeppcb
-    return {
+    return CardEvaluation.model_validate({
         "command": provenance.command,
         "made": provenance.made,
         "data_yaml": provenance.data_yaml,
@@ -262,4 +262,4 @@ def card_evaluation(evaluation: Evaluation, provenance: Provenance) -> dict[str,
         "escapes": f"{parts.escapes} of {parts.defective}",
         "false_reject_rate": parts.false_reject_rate,
         "false_rejects": f"{parts.false_rejects} of {parts.good}",
-    }
+    })

@@ -1,13 +1,13 @@
 """Export trained weights (Ultralytics .pt) to ONNX (FP32, FP16) and a TensorRT engine, each with its model card.
 
-The model card (`<name>.json` beside `<name>.onnx` / `<name>.engine`) is what the runtime, the registry
-and a reader trust: classes, input size and dtype, task, dataset label hash, training config, validation
-metrics, how long it trained and on what, exporter versions and the file's sha256. `model_card` is the
-one place a card is written; the training record it reads is lineguard.modelops.train's run folder."""
+The model card (`<name>.json` beside `<name>.onnx` / `<name>.engine`; lineguard.vision.card.ModelCard) is
+what the runtime, the registry and a reader trust: classes, input size and dtype, task, dataset label hash,
+training config, validation metrics, how long it trained and on what, exporter versions and the file's
+sha256. `model_card` is the one place a card is made; the training record it reads is
+lineguard.modelops.train's run folder."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +23,16 @@ from lineguard.modelops.train import (
     versions,
 )
 from lineguard.hashing import file_sha256
-from lineguard.vision.model import card_path
+from lineguard.vision.card import (
+    DatasetFacts,
+    ExportFacts,
+    InputSpec,
+    Metrics,
+    ModelCard,
+    OutputSpec,
+    TrainingRecord,
+    card_path,
+)
 from lineguard.vision.paired import PAIRED_CHANNELS
 
 
@@ -134,57 +143,51 @@ def input_mode_fields(mode: str) -> dict[str, Any]:
     return {"mode": "image"}
 
 
-def model_card(*, file: Path, file_format: str, precision: str, input_dtype: str, task: str, architecture: str,
-               classes: list[str], imgsz: int, facts: dict[str, Any], info: CardInfo, export: dict[str, Any],
-               extra: dict[str, Any] | None = None, input_mode: str = "image",
-               scaleup: bool = True, license: str = "") -> dict[str, Any]:
+def model_card(*, file: Path, precision: str, input_dtype: str, task: str, architecture: str, classes: list[str],
+               imgsz: int, facts: dict[str, Any], info: CardInfo, export: dict[str, Any], input_mode: str = "image",
+               scaleup: bool = True, license: str = "") -> ModelCard:
     """The card for one exported ONNX file; a TensorRT engine's card is its ONNX's card plus the engine's facts."""
     outputs = "(1, 4 + classes, anchors)" if task == "detect" else \
         "(1, 4 + classes + 32 mask coefficients, anchors) and prototypes (1, 32, S/4, S/4)"
-    return {
-        "model_id": info.model_id,
-        "version": info.version,
-        "description": info.description,
-        "task": task,
-        "architecture": architecture,
-        "classes": list(classes),
-        "input": {"width": imgsz, "height": imgsz, "channels": 3, "layout": "NCHW", "dtype": input_dtype,
-                  "color": "RGB", "scale": "1/255", "resize": "letterbox", "scaleup": scaleup, "pad_value": 114,
-                  **input_mode_fields(input_mode)},
-        "output": {"layout": outputs, "box": "cx, cy, w, h in input pixels", "nms": False},
-        "dataset": {"source": info.dataset_source, "labels_sha256": facts["labels_sha256"],
-                    "data_yaml": facts["data_yaml"]},
-        "training": {
-            "config": facts["config"],
-            "ultralytics_args": facts["ultralytics_args"],
-            "epochs_run": facts["epochs_done"],
-            "epochs_planned": facts["epochs"],
-            "status": facts["status"],
-            "wall_seconds": facts["wall_seconds"],
-            "machine": info.machine or "; ".join(facts["machines"]) or "unknown",
-            "sessions": facts["sessions"],
+    history = facts.get("history", [])
+    return ModelCard(
+        model_id=info.model_id,
+        version=info.version,
+        description=info.description,
+        task=task,
+        architecture=architecture,
+        classes=tuple(classes),
+        input=InputSpec(width=imgsz, height=imgsz, channels=3, layout="NCHW", dtype=input_dtype, color="RGB",
+                        scale="1/255", resize="letterbox", scaleup=scaleup, pad_value=114,
+                        **input_mode_fields(input_mode)),
+        output=OutputSpec(layout=outputs, box="cx, cy, w, h in input pixels", nms=False),
+        dataset=DatasetFacts(source=info.dataset_source, labels_sha256=facts["labels_sha256"],
+                             data_yaml=facts["data_yaml"]),
+        training=TrainingRecord(
+            config=facts["config"],
+            ultralytics_args=facts["ultralytics_args"],
+            epochs_run=facts["epochs_done"],
+            epochs_planned=facts["epochs"],
+            status=facts["status"],
+            wall_seconds=facts["wall_seconds"],
+            machine=info.machine or "; ".join(facts["machines"]) or "unknown",
+            sessions=facts["sessions"],
             # A run continued from earlier weights: which (their own card tells their training).
             **({"initial_weights": facts["initial_weights"]} if facts.get("initial_weights") else {}),
             # How long the weights trained in all, and on what, across the runs that continued each other.
-            **({"history": facts["history"],
-                "total_epochs": sum(s.get("epochs") or 0 for s in facts["history"]),
-                "total_wall_seconds": round(sum(s.get("wall_seconds") or 0 for s in facts["history"]), 1)}
-               if len(facts.get("history", [])) > 1 else {}),
-        },
-        "metrics": {"split": "val", **facts["metrics"]},
+            **({"history": history,
+                "total_epochs": sum(s.get("epochs") or 0 for s in history),
+                "total_wall_seconds": round(sum(s.get("wall_seconds") or 0 for s in history), 1)}
+               if len(history) > 1 else {}),
+        ),
+        metrics=Metrics.model_validate({"split": "val", **facts["metrics"]}),
         # The weights' licence as their trainer stamped it: not lineguard's (Apache-2.0); README "Licences".
-        "license": license or "not stated by the exporter",
-        "export": {"format": file_format, "precision": precision, **export, "versions": versions()},
-        f"{file_format}_sha256": file_sha256(file),
-        f"{file_format}_bytes": file.stat().st_size,
-        **(extra or {}),
-    }
-
-
-def write_card(model_file: Path, card: dict[str, Any]) -> Path:
-    path = card_path(model_file)
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    return path
+        license=license or "not stated by the exporter",
+        export=ExportFacts.model_validate({"format": "onnx", "precision": precision, **export,
+                                           "versions": versions()}),
+        onnx_sha256=file_sha256(file),
+        onnx_bytes=file.stat().st_size,
+    )
 
 
 @dataclass(frozen=True)
@@ -271,8 +274,8 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
             if onnx_facts.opset != opset:
                 raise ExportError(f"{target}: asked for opset {opset}, the file has {onnx_facts.opset}")
             _check_loads(target, onnx_facts.input_dtype, size, batch=2 if dynamic_batch else 1)
-            card_data = model_card(
-                file=target, file_format="onnx", precision=precision, input_dtype=onnx_facts.input_dtype,
+            target_card = model_card(
+                file=target, precision=precision, input_dtype=onnx_facts.input_dtype,
                 task=model.task, architecture=Path(architecture).stem, classes=classes, imgsz=size, facts=facts,
                 info=info, input_mode=input_mode, scaleup=scaleup, license=onnx_facts.license,
                 export={"opset": onnx_facts.opset, "simplified": True, "dynamic_batch": dynamic_batch,
@@ -280,7 +283,7 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
                         "weights": str(weights),
                         "weights_sha256": file_sha256(weights)},
             )
-            exported.append(ExportedModel(target, write_card(target, card_data), precision, "onnx"))
+            exported.append(ExportedModel(target, target_card.write_beside(target), precision, "onnx"))
     return exported
 
 
@@ -321,23 +324,23 @@ def build_tensorrt_engine(onnx_path: Path, engine_path: Path | None = None, *, w
     source_card_path = card_path(onnx_path)
     if not source_card_path.is_file():
         raise ExportError(f"{source_card_path}: the ONNX's model card is missing; export the ONNX with lineguard")
-    source_card = json.loads(source_card_path.read_text())
     try:
+        source = ModelCard.read(source_card_path, model=onnx_path)
         trt = require("tensorrt", onnx_path, trt_backend.KEY, trt_backend.INSTALL)
-        options = trt_backend.Options(device="cuda", workspace_mib=workspace_mib,
-                                      input_size=int(source_card["input"]["width"]))
-        data = trt_backend.build_engine(trt, onnx_path, trt.Logger(trt.Logger.WARNING), options)
+        settings = trt_backend.Settings(workspace_mib=workspace_mib, input_size=source.input.width)
+        data = trt_backend.build_engine(trt, onnx_path, trt.Logger(trt.Logger.WARNING), settings)
     except (BackendUnavailable, ModelLoadError) as exc:
         raise ExportError(str(exc)) from None
     engine_path.write_bytes(data)
 
-    card_data = {k: v for k, v in source_card.items() if not k.startswith("onnx_")}
-    card_data["export"] = {
-        **source_card.get("export", {}), "format": "tensorrt", "built_from": onnx_path.name,
-        "onnx_sha256": source_card.get("onnx_sha256"), "tensorrt": trt.__version__, "gpu": gpu,
+    # The ONNX's card, less its file's facts (onnx_sha256, onnx_bytes: the export section names the ONNX).
+    fields = {k: v for k, v in source.model_dump(mode="json", exclude_unset=True).items() if not k.startswith("onnx_")}
+    fields["export"] = {
+        **fields.get("export", {}), "format": "tensorrt", "built_from": onnx_path.name,
+        "onnx_sha256": source.onnx_sha256, "tensorrt": trt.__version__, "gpu": gpu,
         "workspace_mib": workspace_mib, "versions": versions(),
     }
-    card_data["engine_sha256"] = file_sha256(engine_path)
-    card_data["engine_bytes"] = engine_path.stat().st_size
-    return ExportedModel(engine_path, write_card(engine_path, card_data), card_data["export"].get("precision", "fp32"),
-                         "tensorrt")
+    card = ModelCard.model_validate({**fields, "engine_sha256": file_sha256(engine_path),
+                                     "engine_bytes": engine_path.stat().st_size})
+    precision = card.export.precision if card.export else None
+    return ExportedModel(engine_path, card.write_beside(engine_path), precision or "fp32", "tensorrt")

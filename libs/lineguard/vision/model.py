@@ -2,69 +2,35 @@
 (ONNX Runtime by default; TensorRT, OpenVINO: lineguard.vision.backends).
 
 What the model detects comes from its model card, `<name>.json` beside `<name>.onnx`
-(written by lineguard.modelops.train); without a card, from the metadata Ultralytics
-writes into the ONNX file (`names`, `imgsz`, `task`). Anything that does not add up is a
-ModelLoadError naming the file and the cause, raised at load time, not at the first frame."""
+(lineguard.vision.card, written by lineguard.modelops.export); what the card leaves out, or
+everything without a card, from the metadata Ultralytics writes into the ONNX file (`names`,
+`imgsz`, `task`). Anything that does not add up is a ModelLoadError naming the file and the
+cause, raised at load time, not at the first frame."""
 
 from __future__ import annotations
 
 import ast
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lineguard.vision.backends import Runner, load_runner
 from lineguard.hashing import file_sha256
+from lineguard.vision.backends import BackendSettings, Runner, load_runner
+from lineguard.vision.card import ModelCard, card_path, read_json
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
-from lineguard.vision.paired import INPUT_MODES
 
 PACKAGED_MODEL = "deeppcb-yolo11n.onnx"
-TASKS = ("detect", "segment")
 
-__all__ = ["BackendUnavailable", "ModelCard", "ModelLoadError", "Detector", "load_model", "packaged_model_path"]
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    model_id: str
-    version: str
-    classes: tuple[str, ...]
-    input_size: int
-    task: str = "detect"          # "detect" or "segment"
-    mask_channels: int = 0        # segment: prototype masks (32 for YOLO11-seg)
-    input_mode: str = "image"     # "paired": the image beside its reference (lineguard.vision.paired)
-    scaleup: bool = True          # False: an image smaller than the input is padded, never enlarged
+__all__ = ["BackendUnavailable", "Detector", "ModelCard", "ModelLoadError", "card_path", "load_model",
+           "packaged_model_path"]
 
 
 def packaged_model_path() -> Path:
     """The placeholder model shipped in the package (trained briefly on DeepPCB)."""
     return Path(str(files("lineguard.vision.models") / PACKAGED_MODEL))
-
-
-def card_path(model_path: Path) -> Path:
-    """The model card beside a model file: `<name>.json` for an ONNX file, `<name>.engine.json` for a
-    TensorRT engine (which shares its ONNX's stem, so the two cards must not share a name)."""
-    model_path = Path(model_path)
-    return model_path.with_suffix(".engine.json" if model_path.suffix == ".engine" else ".json")
-
-
-def read_card(model_path: Path) -> dict[str, Any] | None:
-    """The model card beside model_path, or None when there is none."""
-    path = card_path(model_path)
-    if not path.is_file():
-        return None
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(model_path, f"model card {path.name} is not valid JSON ({exc})") from None
-    if not isinstance(card, dict):
-        raise ModelLoadError(model_path, f"model card {path.name} is not a JSON object")
-    return card
 
 
 def _names_from_metadata(meta: dict[str, str]) -> tuple[str, ...] | None:
@@ -93,46 +59,54 @@ def _short_sha256(path: Path) -> str:
     return file_sha256(path)[:12]
 
 
+def _from_metadata(path: Path, read: Callable[[], Any], missing: str) -> Any:
+    try:
+        value = read()
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise ModelLoadError(path, f"cannot read class names / input size from its card or metadata ({exc})") \
+            from None
+    if not value:
+        raise ModelLoadError(path, missing)
+    return value
+
+
 def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, model_id: str | None,
              version: str | None) -> ModelCard:
-    """What the model is: the card first, Ultralytics' metadata second; settings override id and version."""
-    try:
-        classes = tuple(card["classes"]) if card and "classes" in card else _names_from_metadata(meta)
-        size_from_card = (card or {}).get("input", {}).get("width")
-        size = int(size_from_card) if size_from_card else _size_from_metadata(meta)
-    except (ValueError, SyntaxError, TypeError, AttributeError, KeyError) as exc:
-        raise ModelLoadError(path, f"cannot read class names / input size from its card or metadata ({exc})") from None
-    if not classes:
-        raise ModelLoadError(path, f"no class names: neither a model card {card_path(path).name} with 'classes' "
-                                   "nor Ultralytics 'names' metadata in the file")
-    if not size:
-        raise ModelLoadError(path, "no input size: neither the card's input.width nor Ultralytics 'imgsz' metadata")
-    card = card or {}
-    task = str(card.get("task") or meta.get("task") or "detect")
-    if task not in TASKS:
-        raise ModelLoadError(path, f"task {task!r} is not one lineguard runs ({', '.join(TASKS)})")
-    input_mode = str((card.get("input") or {}).get("mode") or meta.get("lineguard_input_mode") or "image")
-    if input_mode not in INPUT_MODES:
-        raise ModelLoadError(path, f"input mode {input_mode!r} is not one lineguard runs ({', '.join(INPUT_MODES)})")
-    return ModelCard(
-        model_id=model_id or str(card.get("model_id") or path.stem),
-        # Without a card the file's own hash is the version: a record still names exactly which model judged it.
-        version=version or str(card.get("version") or f"sha256:{_short_sha256(path)}"),
-        classes=classes,
-        input_size=size,
-        task=task,
-        input_mode=input_mode,
-        scaleup=bool((card.get("input") or {}).get("scaleup", meta.get("lineguard_scaleup", "true") == "true")),
-    )
+    """What the model is: its card (the JSON `card`), what it leaves out from Ultralytics' metadata, and without
+    a card the file's stem as id and its hash as version; settings override id and version."""
+    data = dict(card or {})
+    if "classes" not in data:
+        data["classes"] = _from_metadata(path, lambda: _names_from_metadata(meta),
+                                         f"no class names: neither a model card {card_path(path).name} with "
+                                         "'classes' nor Ultralytics 'names' metadata in the file")
+    inputs = data.get("input") or {}
+    if isinstance(inputs, dict):   # anything else: the card's validation says what is wrong
+        inputs = dict(inputs)
+        if "width" not in inputs:
+            inputs["width"] = _from_metadata(path, lambda: _size_from_metadata(meta),
+                                             "no input size: neither the card's input.width nor Ultralytics "
+                                             "'imgsz' metadata")
+        if "mode" not in inputs and meta.get("lineguard_input_mode"):
+            inputs["mode"] = meta["lineguard_input_mode"]
+        if "scaleup" not in inputs and "lineguard_scaleup" in meta:
+            inputs["scaleup"] = meta["lineguard_scaleup"] == "true"
+    data["input"] = inputs
+    data.setdefault("task", meta.get("task") or "detect")
+    data["model_id"] = model_id or data.get("model_id") or path.stem
+    # Without a card the file's own hash is the version: a record still names exactly which model judged it.
+    data["version"] = version or data.get("version") or f"sha256:{_short_sha256(path)}"
+    what = f"model card {card_path(path).name}" if card is not None else "its Ultralytics metadata"
+    return ModelCard.validated(data, path=path, what=what)
 
 
 class Detector:
     """One loaded detection / segmentation model, the backend running it, and what its card says it detects."""
 
-    def __init__(self, path: Path, runner: Runner, card: ModelCard):
+    def __init__(self, path: Path, runner: Runner, card: ModelCard, mask_channels: int = 0):
         self.path = path
         self.runner = runner
         self.card = card
+        self.mask_channels = mask_channels   # segment: prototype masks (32 for YOLO11-seg), from its outputs
 
     @property
     def max_batch(self) -> int | None:
@@ -156,33 +130,26 @@ class Detector:
         self.runner.close()
 
 
-def load_model(path: str | Path | None = None, *, intra_op_threads: int = 0, model_id: str | None = None,
-               version: str | None = None, backend: str = "onnxruntime", device: str = "cpu",
-               providers: list[str] | None = None, backend_options: Mapping[str, Any] | None = None) -> Detector:
-    """Load `path` (default: the packaged model) on `backend`; raises ModelLoadError with the cause.
-
-    `backend_options` are the chosen backend's own (lineguard.vision.backends.<backend>.Options)."""
+def load_model(path: str | Path | None = None, *, backend: BackendSettings | str = "onnxruntime",
+               device: str | None = None, intra_op_threads: int = 0, model_id: str | None = None,
+               version: str | None = None) -> Detector:
+    """Load `path` (default: the packaged model) on `backend` (a backend's Settings, e.g. `model.backend` of the
+    line's configuration, or a key for that backend's defaults) and `device` (None: the backend's default);
+    raises ModelLoadError with the cause."""
     path = Path(path) if path is not None else packaged_model_path()
     if not path.is_file():
         raise ModelLoadError(path, "file not found" if not path.exists() else "not a file")
-    card_json = read_card(path)
-    options: dict[str, Any] = {"device": device, "threads": intra_op_threads, **(backend_options or {})}
-    if providers:
-        options["providers"] = providers
-    if backend == "tensorrt" and "input_size" not in options:
-        # An engine for an ONNX with open height / width needs the side the card gives.
-        size = ((card_json or {}).get("input") or {}).get("width")
-        if size:
-            options["input_size"] = int(size)
-    runner = load_runner(path, backend, options)
+    card_file = card_path(path)
+    card = read_json(card_file, model=path) if card_file.is_file() else None
+    runner = load_runner(path, backend, device=device, threads=intra_op_threads)
     try:
-        meta = runner.metadata or (onnx_metadata(path) if not card_json else {})
-        card = describe(path, card_json, meta, model_id=model_id, version=version)
-        card = _check_shapes(path, runner, card)
+        meta = runner.metadata or (onnx_metadata(path) if card is None else {})
+        described = describe(path, card, meta, model_id=model_id, version=version)
+        mask_channels = _check_shapes(path, runner, described)
     except BaseException:
         runner.close()
         raise
-    return Detector(path, runner, card)
+    return Detector(path, runner, described, mask_channels)
 
 
 def onnx_metadata(path: Path) -> dict[str, str]:
@@ -198,10 +165,10 @@ def onnx_metadata(path: Path) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def _check_shapes(path: Path, runner: Runner, card: ModelCard) -> ModelCard:
+def _check_shapes(path: Path, runner: Runner, card: ModelCard) -> int:
     """Input and outputs agree with the card; one run on a blank image proves it (and warms the model up).
 
-    Returns the card with what the outputs tell (the number of mask channels of a segmentation model)."""
+    Returns what the outputs tell: the number of mask channels of a segmentation model (0 for detection)."""
     shape = runner.input.shape
     if len(shape) != 4:
         raise ModelLoadError(path, f"expected one NCHW image input, got {[(runner.input.name, list(shape))]}")
@@ -221,19 +188,20 @@ def _check_shapes(path: Path, runner: Runner, card: ModelCard) -> ModelCard:
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(path, f"a test run on a blank image failed ({type(exc).__name__}: {exc})") from None
     output = outputs[0]
+    mask_channels = 0
     if card.task == "segment":
         if len(outputs) < 2 or outputs[1].ndim != 4:
             raise ModelLoadError(path, f"a segmentation model needs a second output of prototype masks "
                                        f"(N, masks, h, w); got {[o.shape for o in outputs]}")
-        card = replace(card, mask_channels=int(outputs[1].shape[1]))
+        mask_channels = int(outputs[1].shape[1])
     if output.ndim != 3 or output.shape[0] != len(blank):
         expected = "(1, 4 + classes + masks, anchors)" if card.task == "segment" else "(1, 4 + classes, anchors)"
         raise ModelLoadError(path, f"output has shape {output.shape}; expected {expected}: "
                                    f"a {card.task} model exported without NMS")
     rows = output.shape[1]
-    if rows != 4 + len(card.classes) + card.mask_channels:
-        masks = f" + {card.mask_channels} mask coefficients" if card.mask_channels else ""
-        raise ModelLoadError(path, f"output has {rows} rows = 4 box{masks} + {rows - 4 - card.mask_channels} "
+    if rows != 4 + len(card.classes) + mask_channels:
+        masks = f" + {mask_channels} mask coefficients" if mask_channels else ""
+        raise ModelLoadError(path, f"output has {rows} rows = 4 box{masks} + {rows - 4 - mask_channels} "
                                    f"class scores, but the card / metadata names {len(card.classes)} classes "
                                    f"{list(card.classes)}")
-    return card
+    return mask_channels

@@ -1,62 +1,46 @@
 """Inference backends behind one interface, chosen by key and imported only when chosen.
 
-    runner = load_runner(path, "onnxruntime", {"device": "cpu", "threads": 2})
+    runner = load_runner(path, "onnxruntime", device="cpu", threads=2)   # or a backend's own Settings
     outputs = runner.run(batch)        # (N, 3, S, S) -> [output0, ...]
 
-Each backend is a module of this package (see base.py for what it declares). Importing
+Each backend is a module (see base.py for what it declares) on the BACKENDS seam
+(lineguard.config.seams); the one list of them is the package's entry points. Importing
 this package imports none of them: `load_runner` imports the one named, and that
 module imports its runtime (onnxruntime, tensorrt, openvino) only inside `load`."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
-from lineguard.vision.backends.base import BackendOptions, Runner, TensorSpec
+from lineguard.config.seams import BACKENDS, BackendSettings
+from lineguard.plugins import PluginError
+from lineguard.vision.backends.base import Runner, TensorSpec
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
 
-# key -> module; the key is what `model.backend` says in the line's configuration.
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "lineguard.vision.backends.onnxruntime",
-    "tensorrt": "lineguard.vision.backends.tensorrt",
-    "openvino": "lineguard.vision.backends.openvino",
-}
-
-__all__ = ["BACKENDS", "BackendOptions", "BackendUnavailable", "Runner", "TensorSpec", "backend_module",
-           "load_runner", "make_options"]
+__all__ = ["BACKENDS", "BackendSettings", "BackendUnavailable", "Runner", "TensorSpec", "backend_settings",
+           "load_runner"]
 
 
-def backend_module(key: str) -> Any:
-    """The module of backend `key` (its runtime not yet imported)."""
-    try:
-        name = BACKENDS[key]
-    except KeyError:
-        raise ValueError(f"unknown backend {key!r} (known: {', '.join(BACKENDS)})") from None
-    module = importlib.import_module(name)
-    assert module.KEY == key, f"{name} declares KEY {module.KEY!r}, registered as {key!r}"
-    return module
+def backend_settings(backend: BackendSettings | str) -> BackendSettings:
+    """The Settings of a backend: as given, or the defaults of the backend a key names (PluginError: no such key)."""
+    if isinstance(backend, str):
+        return BACKENDS.settings_class(backend)(kind=backend)
+    expected = BACKENDS.settings_class(backend.kind)
+    if not isinstance(backend, expected):
+        raise PluginError(f"backend {backend.kind!r} takes {expected.__module__}.Settings, "
+                          f"not {type(backend).__name__}")
+    return backend
 
 
-def make_options(key: str, values: Mapping[str, Any]) -> BackendOptions:
-    """Backend `key`'s own Options from plain values; a wrong key or value is a ValueError naming it."""
-    module = backend_module(key)
-    try:
-        return module.Options(**values)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"backend {key!r} options: {problems}") from None
-
-
-def load_runner(path: str | Path, key: str = "onnxruntime", options: Mapping[str, Any] | None = None) -> Runner:
-    """Load the model file at `path` on backend `key`; any failure is a ModelLoadError naming the cause."""
+def load_runner(path: str | Path, backend: BackendSettings | str = "onnxruntime", *, device: str | None = None,
+                threads: int = 0) -> Runner:
+    """Load the model file at `path` on a backend (its Settings, or a key for its defaults) and device (None:
+    the backend's default), with `threads` CPU threads (0: the runtime's); any failure is a ModelLoadError."""
     path = Path(path)
     try:
-        module = backend_module(key)
-        opts = make_options(key, options or {})
-    except ValueError as exc:
+        settings = backend_settings(backend)
+        load = BACKENDS.factory_of(settings.kind)
+    except PluginError as exc:
         raise ModelLoadError(path, str(exc)) from None
-    return module.load(path, opts)
+    runner: Runner = load(path, settings, device, threads)
+    return runner

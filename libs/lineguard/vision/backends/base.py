@@ -1,11 +1,13 @@
 """What every backend provides: a runner that takes an NCHW batch and gives the model's outputs.
 
-A backend is a module that declares
-- `KEY`: the name configuration picks it by (`model.backend`);
+A backend is a module on the BACKENDS seam (lineguard.config.seams) that declares
+- `KEY`: the name configuration picks it by (`model.backend: KEY` or `model.backend: {kind: KEY, ...}`);
 - `INSTALL`: what to install for its runtime (named in the error when it is missing);
-- `Options`: its own settings, a `BackendOptions` subclass (unknown keys are errors);
-- `load(path, options) -> Runner`, which imports the runtime itself, so choosing
-  another backend never imports this one's runtime."""
+- `Settings`: its own options, a `BackendSettings` subclass with `kind: Literal[KEY]` (unknown keys are
+  errors, found when the line's configuration is validated);
+- `load(path, settings, device, threads) -> Runner`: `device` is `model.device` (None: the backend's own
+  default device), `threads` is `model.intra_op_threads` (0: the runtime's default). It imports the
+  runtime itself, so choosing another backend never imports this one's runtime."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from types import ModuleType
 from typing import Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from lineguard.vision.errors import BackendUnavailable
 
@@ -51,15 +52,6 @@ class Runner(Protocol):
     def close(self) -> None:
         """Free what the runner holds (GPU memory, sessions)."""
         ...
-
-
-class BackendOptions(BaseModel):
-    """Settings every backend takes; each backend's own `Options` adds to these."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: str = Field("cpu", description="'cpu', 'cuda' or 'cuda:N', or a backend's own device name")
-    threads: int = Field(0, ge=0, description="CPU threads for one inference; 0 = the runtime's default")
 
 
 def require(module: str, path: Path, backend: str, install: str) -> ModuleType:

@@ -1,18 +1,19 @@
 """ONNX Runtime: the CPU provider everywhere, the CUDA provider with onnxruntime-gpu.
 
-Providers come from `device` ('cpu' -> CPU; 'cuda[:N]' -> CUDA then CPU) unless listed
-explicitly. A requested provider this onnxruntime build lacks is an error, not the silent
-fall-back to the CPU that onnxruntime itself would make."""
+Providers come from the model's `device` ('cpu', the default -> CPU; 'cuda[:N]' -> CUDA then
+CPU) unless the backend's `providers` lists them. A requested provider this onnxruntime build
+lacks is an error, not the silent fall-back to the CPU that onnxruntime itself would make."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from lineguard.vision.backends.base import BackendOptions, TensorSpec, cuda_index, require
+from lineguard.config.seams import BackendSettings
+from lineguard.vision.backends.base import TensorSpec, cuda_index, require
 from lineguard.vision.errors import ModelLoadError
 
 KEY = "onnxruntime"
@@ -21,20 +22,21 @@ INSTALL = "the onnxruntime package (onnxruntime-gpu for CUDA)"
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 
 
-class Options(BackendOptions):
+class Settings(BackendSettings):
+    kind: Literal["onnxruntime"] = "onnxruntime"
     providers: list[str] | None = Field(
         None, description="execution providers in order of preference; default from device "
                           "(cpu: CPUExecutionProvider; cuda[:N]: CUDAExecutionProvider, CPUExecutionProvider)")
 
 
-def providers_for(options: Options) -> list[Any]:
+def providers_for(settings: Settings, device: str) -> list[Any]:
     """What InferenceSession is given: names, with the CUDA device id where the device names one."""
-    if options.providers:
-        return list(options.providers)
-    if options.device == "cpu":
+    if settings.providers:
+        return list(settings.providers)
+    if device == "cpu":
         return ["CPUExecutionProvider"]
     try:
-        index = cuda_index(options.device)
+        index = cuda_index(device)
     except ValueError as exc:
         raise ValueError(f"{exc}; onnxruntime runs on 'cpu' or 'cuda[:N]'") from None
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
@@ -63,12 +65,13 @@ class OrtRunner:
         self.session = None
 
 
-def load(path: Path, options: Options) -> OrtRunner:
+def load(path: Path, settings: Settings, device: str | None, threads: int) -> OrtRunner:
     ort = require("onnxruntime", path, KEY, INSTALL)
     if not path.is_file():
         raise ModelLoadError(path, "file not found" if not path.exists() else "not a file")
+    device = device or "cpu"
     try:
-        providers = providers_for(options)
+        providers = providers_for(settings, device)
     except ValueError as exc:
         raise ModelLoadError(path, str(exc)) from None
     available = ort.get_available_providers()
@@ -77,8 +80,8 @@ def load(path: Path, options: Options) -> OrtRunner:
         raise ModelLoadError(path, f"onnxruntime {ort.__version__} here has no {', '.join(missing)} "
                                    f"(it has {', '.join(available)}); CUDA needs the onnxruntime-gpu package")
     session_options = ort.SessionOptions()
-    if options.threads:
-        session_options.intra_op_num_threads = options.threads
+    if threads:
+        session_options.intra_op_num_threads = threads
     try:
         session = ort.InferenceSession(str(path), sess_options=session_options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
@@ -86,4 +89,4 @@ def load(path: Path, options: Options) -> OrtRunner:
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ModelLoadError(path, f"expected one NCHW image input, got {[(i.name, i.shape) for i in inputs]}")
-    return OrtRunner(session, options.device)
+    return OrtRunner(session, device)

@@ -1,7 +1,7 @@
 """OpenVINO: Intel CPUs, integrated GPUs and NPUs, reading the ONNX file directly.
 
-`device` is 'cpu' or an OpenVINO device name ('GPU', 'NPU', 'AUTO'); the `openvino`
-extra installs the runtime."""
+The model's `device` is 'cpu' (the default) or an OpenVINO device name ('GPU', 'NPU',
+'AUTO'); the `openvino` extra installs the runtime."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from lineguard.vision.backends.base import BackendOptions, TensorSpec, require
+from lineguard.config.seams import BackendSettings
+from lineguard.vision.backends.base import TensorSpec, require
 from lineguard.vision.errors import ModelLoadError
 
 KEY = "openvino"
 INSTALL = "the openvino package (pip install 'lineguard[openvino]')"
 
 
-class Options(BackendOptions):
+class Settings(BackendSettings):
+    kind: Literal["openvino"] = "openvino"
     hint: Literal["latency", "throughput"] = Field(
         "latency", description="OpenVINO's performance hint: one frame fast, or many frames in parallel")
     precision: Literal["f32", "bf16", "f16"] = Field(
@@ -61,14 +63,15 @@ class OpenVinoRunner:
         self.compiled = None
 
 
-def load(path: Path, options: Options) -> OpenVinoRunner:
+def load(path: Path, settings: Settings, device: str | None, threads: int) -> OpenVinoRunner:
     ov = require("openvino", path, KEY, INSTALL)
     if not path.is_file():
         raise ModelLoadError(path, "file not found" if not path.exists() else "not a file")
     core = ov.Core()
-    device = "CPU" if options.device == "cpu" else options.device
-    if device.split(".")[0] not in (*core.available_devices, "AUTO", "MULTI", "HETERO"):
-        raise ModelLoadError(path, f"OpenVINO has no device {device!r} here "
+    device = device or "cpu"
+    ov_device = "CPU" if device == "cpu" else device
+    if ov_device.split(".")[0] not in (*core.available_devices, "AUTO", "MULTI", "HETERO"):
+        raise ModelLoadError(path, f"OpenVINO has no device {ov_device!r} here "
                                    f"(it has {', '.join(core.available_devices)})")
     try:
         model = core.read_model(str(path))
@@ -77,11 +80,13 @@ def load(path: Path, options: Options) -> OpenVinoRunner:
     if len(model.inputs) != 1:
         raise ModelLoadError(path, f"expected one NCHW image input, got {[p.get_any_name() for p in model.inputs]}")
     # The precision is pinned: left to OpenVINO, the same model scores differently on different CPUs.
-    config: dict[str, Any] = {"PERFORMANCE_HINT": options.hint.upper(), "INFERENCE_PRECISION_HINT": options.precision}
-    if options.threads:
-        config["INFERENCE_NUM_THREADS"] = options.threads
+    config: dict[str, Any] = {"PERFORMANCE_HINT": settings.hint.upper(),
+                              "INFERENCE_PRECISION_HINT": settings.precision}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
     try:
-        compiled = core.compile_model(model, device, config)
+        compiled = core.compile_model(model, ov_device, config)
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(path, f"OpenVINO cannot compile it for {device} ({type(exc).__name__}: {exc})") from None
-    return OpenVinoRunner(compiled, options.device, _metadata(model))
+        raise ModelLoadError(path, f"OpenVINO cannot compile it for {ov_device} ({type(exc).__name__}: {exc})") \
+            from None
+    return OpenVinoRunner(compiled, device, _metadata(model))

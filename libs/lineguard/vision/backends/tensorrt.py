@@ -8,8 +8,9 @@ own `.engine` files are not used: they start with a JSON metadata header that pl
 TensorRT runtimes reject.
 
 The engine runs in the ONNX file's own precision (TensorRT 11 builds strongly typed
-networks only): for FP16, give it the FP16 ONNX export. GPU memory is managed with
-cuda-python (`cuda.bindings.runtime`); both come with the `tensorrt` extra."""
+networks only): for FP16, give it the FP16 ONNX export. The model's `device` is 'cuda:N';
+without one, 'cuda' (GPU 0). GPU memory is managed with cuda-python (`cuda.bindings.runtime`);
+both come with the `tensorrt` extra."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import structlog
 from pydantic import Field
 
+from lineguard.config.seams import BackendSettings
 from lineguard.hashing import file_sha256
-from lineguard.vision.backends.base import BackendOptions, TensorSpec, cuda_index, require
+from lineguard.vision.backends.base import TensorSpec, cuda_index, require
 from lineguard.vision.cache import user_cache_dir
+from lineguard.vision.card import card_input_size
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
 
 KEY = "tensorrt"
@@ -34,8 +37,8 @@ INSTALL = "the tensorrt and cuda-python packages (pip install 'lineguard[tensorr
 log = structlog.get_logger("lineguard.vision")
 
 
-class Options(BackendOptions):
-    device: str = Field("cuda", description="'cuda' or 'cuda:N'")
+class Settings(BackendSettings):
+    kind: Literal["tensorrt"] = "tensorrt"
     engine_cache_dir: str | None = Field(
         None, description="where built engines are kept; default $XDG_CACHE_HOME/lineguard/engines")
     max_batch: int = Field(8, ge=1, description="the largest batch the engine takes (dynamic-batch ONNX only)")
@@ -76,7 +79,7 @@ def gpu_name(cudart: Any, index: int) -> str:
     return (name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)).strip()
 
 
-def build_engine(trt: Any, path: Path, logger: Any, options: Options) -> bytes:
+def build_engine(trt: Any, path: Path, logger: Any, settings: Settings) -> bytes:
     """Parse the ONNX and build a serialized engine; a batch-open input gets a profile up to max_batch."""
     builder = trt.Builder(logger)
     flags = 0
@@ -91,18 +94,18 @@ def build_engine(trt: Any, path: Path, logger: Any, options: Options) -> bytes:
     if network.num_inputs != 1:
         raise ModelLoadError(path, f"expected one NCHW image input, got {network.num_inputs} inputs")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     tensor = network.get_input(0)
     shape = tuple(tensor.shape)
     if len(shape) != 4:
         raise ModelLoadError(path, f"expected an NCHW input, got shape {shape}")
     if any(d < 0 for d in shape):
-        if any(d < 0 for d in shape[2:]) and not options.input_size:
+        if any(d < 0 for d in shape[2:]) and not settings.input_size:
             raise ModelLoadError(path, "the ONNX leaves the input height / width open and no input_size is known "
                                        "(give the model a card, or set the backend option input_size)")
-        side = options.input_size
+        side = settings.input_size
         low = [1 if shape[0] < 0 else shape[0], shape[1], *(side if d < 0 else d for d in shape[2:])]
-        high = [options.max_batch if shape[0] < 0 else shape[0], *low[1:]]
+        high = [settings.max_batch if shape[0] < 0 else shape[0], *low[1:]]
         profile = builder.create_optimization_profile()
         profile.set_shape(tensor.name, low, high, high)  # opt = max: batching is for throughput
         config.add_optimization_profile(profile)
@@ -190,19 +193,23 @@ class TrtRunner:
         self.context = self.engine = None
 
 
-def load(path: Path, options: Options) -> TrtRunner:
+def load(path: Path, settings: Settings, device: str | None, threads: int) -> TrtRunner:
     trt = require("tensorrt", path, KEY, INSTALL)
     cudart = _cudart(path)
     if not path.is_file():
         raise ModelLoadError(path, "file not found" if not path.exists() else "not a file")
+    device = device or "cuda"  # GPU 0; `threads` is for CPU backends, TensorRT runs on the GPU
+    if settings.input_size is None:
+        # An engine for an ONNX with open height / width needs the side its card gives.
+        settings = settings.model_copy(update={"input_size": card_input_size(path)})
     try:
-        index = cuda_index(options.device)
+        index = cuda_index(device)
         _call(cudart, cudart.cudaSetDevice(index), f"cudaSetDevice({index})")
         gpu = gpu_name(cudart, index)
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(path, f"TensorRT needs a CUDA GPU: {exc}") from None
-    cache_dir = Path(options.engine_cache_dir) if options.engine_cache_dir else user_cache_dir("engines")
-    engine_path = cache_dir / f"{engine_key(file_sha256(path), gpu, trt.__version__, options.max_batch)}.engine"
+    cache_dir = Path(settings.engine_cache_dir) if settings.engine_cache_dir else user_cache_dir("engines")
+    engine_path = cache_dir / f"{engine_key(file_sha256(path), gpu, trt.__version__, settings.max_batch)}.engine"
     logger = trt.Logger(trt.Logger.WARNING)
     runtime = trt.Runtime(logger)
     engine, built = None, False
@@ -213,12 +220,12 @@ def load(path: Path, options: Options) -> TrtRunner:
     if engine is None:
         log.info("building a TensorRT engine (once per model, GPU and TensorRT version)", model=str(path), gpu=gpu,
                  tensorrt=trt.__version__, engine=str(engine_path))
-        data = build_engine(trt, path, logger, options)
+        data = build_engine(trt, path, logger, settings)
         _write_atomically(engine_path, data)
         engine, built = runtime.deserialize_cuda_engine(data), True
         if engine is None:
             raise ModelLoadError(path, "TensorRT built an engine it cannot load back")
     try:
-        return TrtRunner(trt, cudart, runtime, engine, options.device, engine_path, built)
+        return TrtRunner(trt, cudart, runtime, engine, device, engine_path, built)
     except RuntimeError as exc:
         raise ModelLoadError(path, f"cannot set the engine up on {gpu}: {exc}") from None
