@@ -1,4 +1,4 @@
-"""The MES database: one row per inspection, its defects and its codes.
+"""The MES database: one row per inspection, its defects and its codes, and what each PLC was given.
 
 MES teams query these tables directly (docs/mes-schema.md), so they are an
 interface: any change here needs an Alembic migration in `migrations/versions/`,
@@ -153,3 +153,22 @@ class Code(Base):
     outline: Mapped[list[Any] | None] = mapped_column(comment="[[x, y], ...] in pixels; NULL when not given")
 
     inspection: Mapped[Inspection] = relationship(back_populates="codes")
+
+
+class PlcResult(Base):
+    """What the gateway reported giving (or trying to give) the PLC for one inspection.
+
+    Kept apart from `inspections` because the report can arrive before the decision's row
+    (the two travel on different streams): it is stored here whatever the order, and
+    copied into the inspection's plc_* columns by whichever of the two is written second."""
+
+    __tablename__ = "plc_results"
+
+    inspection_id: Mapped[str] = mapped_column(String(36), primary_key=True,
+                                               comment="the inspection; its row may not be written yet")
+    plc_verdict: Mapped[str] = mapped_column(String(8), comment="what the PLC was given (or was to be given)")
+    plc_delivered_at: Mapped[datetime | None] = mapped_column(comment="verdict reached the PLC (UTC); NULL: it did not")
+
+    __table_args__ = (
+        CheckConstraint(f"plc_verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="plc_verdict"),
+    )

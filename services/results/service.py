@@ -1,12 +1,15 @@
 """The results service: decisions and PLC acks in, MES rows out.
 
 At start the database is brought to the current schema (a fresh SQLite file gets
-it whole). A decision is acked only after its row is committed; a database that
-is down raises, so the worker naks and the message comes back later."""
+it whole). A decision or an ack is acked only after its rows are committed, in
+whichever order the two come; a database that is down raises, so the worker naks
+and the message comes back later, for as long as the outage lasts. A stop first
+writes what the streams already hold."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +18,10 @@ import stamina
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lineguard.bus import BadMessage, Delivery, Retry
-from lineguard.contracts import verdict_name
+from lineguard.contracts import stream_name, verdict_name
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.records import InvalidRecord
@@ -32,6 +35,10 @@ ROWS = Counter("lineguard_results_inspections_total",
                "Decisions handled by the results service: new rows, or duplicates already written",
                ["outcome"])
 BACKOFF_MAX_S = 30.0
+# How long a stop waits for the messages already on the streams to be written. A line's backlog
+# of a few seconds is written in well under it; what is left (the database is away) stays on the
+# streams for the next start.
+STOP_DRAIN_S = 10.0
 
 
 @dataclass
@@ -47,8 +54,12 @@ class ResultsHandlers:
             return await asyncio.to_thread(write, self.engine, delivery.message)
         except InvalidRecord as exc:
             raise BadMessage(str(exc)) from None
-        except OperationalError as exc:
-            raise Retry(f"database unavailable: {exc.orig or exc}", delay_s=self._backoff(delivery)) from exc
+        except DBAPIError as exc:
+            # Unreachable, restarting, refusing connections, or a connection cut under us: the database is
+            # away, not the message wrong. Anything else (a bug) is retried max_deliver times, then dead-lettered.
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise Retry(f"database unavailable: {exc.orig or exc}", delay_s=self._backoff(delivery)) from exc
+            raise
 
     async def decision(self, delivery: Delivery[Decision]) -> None:
         new = await self._store(write_decision, delivery)
@@ -58,10 +69,10 @@ class ResultsHandlers:
 
     async def ack(self, delivery: Delivery[PlcAck]) -> None:
         found = await self._store(record_plc_ack, delivery)
-        if not found:
-            # The ack can overtake its decision (a backlog of decisions after a restart).
-            raise Retry(f"no inspection row for {delivery.inspection_id} yet: its decision is not written",
-                        delay_s=self._backoff(delivery))
+        # An ack can overtake its decision (a backlog of decisions, a decision service restarted under load):
+        # it is kept all the same, and the decision's write fills the row in.
+        log.debug("PLC result recorded" if found else "PLC result recorded before its inspection row",
+                  delivered=delivery.message.delivered, tries=delivery.num_delivered)
 
     def _backoff(self, delivery: Delivery) -> float:
         # Doubling delays, capped: a database restart is not hammered, and a long
@@ -88,8 +99,34 @@ async def setup(ctx: ServiceContext) -> None:
 
     ctx.on_stop(dispose)
     handlers = ResultsHandlers(engine, nak_delay_s=ctx.config.nats.nak_delay_s)
-    # A decision is never given up on: JetStream holds it through a database outage of
-    # any length (bad records are still dead-lettered at once). An ack whose decision
-    # never comes is given up on after max_deliver tries.
+    # Neither a decision nor an ack (what the PLC was given) is given up on while the database is away:
+    # JetStream holds them through an outage of any length. A bad record is still dead-lettered at once.
     ctx.consume("decision", Decision, handlers.decision, retry_forever=True)
-    ctx.consume("ack", PlcAck, handlers.ack)
+    ctx.consume("ack", PlcAck, handlers.ack, retry_forever=True)
+
+    async def write_what_is_queued() -> None:
+        await drain(ctx, STOP_DRAIN_S)
+
+    ctx.before_stop(write_what_is_queued)
+
+
+async def drain(ctx: ServiceContext, timeout_s: float) -> None:
+    """Wait, up to `timeout_s`, until the consumers have nothing left to write: none waiting, none unacked.
+
+    Run while the workers still consume, so a message nak'd for a retry is written when it comes back."""
+    deadline = time.monotonic() + timeout_s
+    left: dict[str, int | str] = {}
+    while True:
+        for worker in ctx.workers:
+            try:
+                info = await ctx.bus.js.consumer_info(stream_name(worker.kind), worker.durable)
+                left[worker.kind] = info.num_pending + info.num_ack_pending
+            except Exception as exc:  # the bus away: not known to be drained
+                left[worker.kind] = f"unknown ({type(exc).__name__})"
+        if not any(left.values()):
+            return
+        if time.monotonic() >= deadline:
+            log.error("stopping with messages not yet written; they stay on the streams for the next start",
+                      left=left, waited_s=timeout_s)
+            return
+        await asyncio.sleep(0.05)

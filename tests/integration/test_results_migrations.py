@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
 
 from lineguard.services.results.db import (
     current_revision,
@@ -21,10 +21,14 @@ from lineguard.services.results.db import (
     make_engine,
     upgrade_database,
 )
-from lineguard.services.results.schema import Base
+from lineguard.services.results.records import decision_rows, from_unix_ns
+from lineguard.services.results.schema import Base, Inspection, PlcResult
+from lineguard.services.results.store import record_plc_ack
 from lineguard.testing import throwaway_database
+from lineguard.testing.records import sample_ack, sample_decision
+from lineguard.v1.decision_pb2 import Verdict
 
-TABLES = {"inspections", "defects", "codes", "alembic_version"}
+TABLES = {"inspections", "defects", "codes", "plc_results", "alembic_version"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -116,5 +120,26 @@ def test_a_failing_migration_leaves_nothing_behind_on_sqlite(tmp_path: Path, mon
     engine = make_engine(url)
     try:
         assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+def test_0002_keeps_the_plc_deliveries_already_recorded(empty_url: str) -> None:
+    # A database from before plc_results: its rows' deliveries are copied in, so a late ack still changes nothing.
+    upgrade_database(empty_url, "0001")
+    decision = sample_decision()
+    rows = decision_rows(decision).inspection
+    delivered_at = from_unix_ns(decision.decided_unix_ns + 3_000_000)
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(Inspection.__table__).values({**rows, "plc_verdict": "FAIL",
+                                                                 "plc_delivered_at": delivered_at}))
+        assert upgrade_database(empty_url) == head_revision()
+        assert record_plc_ack(engine, sample_ack(decision, delivered=False, verdict=Verdict.VERDICT_PASS)) is True
+        with engine.connect() as conn:
+            row = conn.execute(select(Inspection.plc_verdict, Inspection.plc_delivered_at)).one()
+            report = conn.execute(select(PlcResult.plc_verdict, PlcResult.plc_delivered_at)).one()
+        assert tuple(row) == tuple(report) == ("FAIL", delivered_at)
     finally:
         engine.dispose()

@@ -1,20 +1,24 @@
-"""The store on a real SQLite file and a real PostgreSQL: one row per inspection, whatever arrives twice."""
+"""The store on a real SQLite file and a real PostgreSQL: one row per inspection, whatever arrives twice,
+and its PLC columns filled whichever of the decision and its ack comes first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.records import InvalidRecord, from_unix_ns
-from lineguard.services.results.schema import Code, Defect, Inspection
+from lineguard.services.results.schema import Code, Defect, Inspection, PlcResult
 from lineguard.services.results.store import record_plc_ack, write_decision
 from lineguard.testing.records import sample_ack, sample_decision
 from lineguard.v1.decision_pb2 import Verdict
@@ -30,6 +34,46 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def other_engine(engine: Engine) -> Iterator[Engine]:
+    """A second engine on the same database: another writer, on connections of its own."""
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    yield other
+    other.dispose()
+
+
+def plc_columns(engine: Engine, inspection_id: str) -> tuple[Any, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(select(Inspection.plc_verdict, Inspection.plc_delivered_at)
+                           .where(Inspection.inspection_id == inspection_id)).one()
+    return row.plc_verdict, row.plc_delivered_at
+
+
+@contextlib.contextmanager
+def in_between(engine: Engine, other: Callable[[], object]) -> Iterator[list[Future[Any]]]:
+    """Run `other` right after `engine` executes its first INSERT or UPDATE, before its transaction goes on.
+
+    `other` runs in a thread, on connections of its own, and is waited for: it commits in the
+    middle of `engine`'s transaction unless it has to wait for that transaction (on SQLite a
+    second writer always does; then it goes on once the first commits)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    started: list[Future[Any]] = []
+    wait_s = 0.5 if engine.dialect.name == "sqlite" else 10.0
+
+    def after_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not started and statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            started.append(pool.submit(other))
+            with contextlib.suppress(TimeoutError):
+                started[0].result(timeout=wait_s)
+
+    event.listen(engine, "after_cursor_execute", after_statement)
+    try:
+        yield started
+    finally:
+        event.remove(engine, "after_cursor_execute", after_statement)
+        pool.shutdown(wait=True)
 
 
 def counts(engine: Engine, inspection_id: str) -> tuple[int, int, int]:
@@ -143,6 +187,66 @@ def test_plc_ack_before_its_decision_reports_no_row(engine: Engine) -> None:
     decision = sample_decision()
     assert record_plc_ack(engine, sample_ack(decision)) is False
     assert counts(engine, decision.part.inspection_id) == (0, 0, 0)
+
+
+def test_a_decision_committed_in_the_middle_of_its_acks_write_still_gets_the_plc_columns(
+        engine: Engine, other_engine: Engine) -> None:
+    # The defect of issue 9: the ack's UPDATE found no committed row, its decision committed, and the ack's
+    # second statement (SELECT EXISTS) found the row: the ack counted as recorded, the row kept NULL.
+    decision = sample_decision()
+    ack = sample_ack(decision)
+    with in_between(engine, lambda: write_decision(other_engine, decision)) as decided:
+        found = record_plc_ack(engine, ack)
+    assert decided and decided[0].result() is True
+    if not found:
+        # How the ack consumer took False before plc_results: it retried. (A retry is harmless now, and no longer
+        # made.) The defect was True, the message acked on it, with the row's PLC columns still NULL.
+        record_plc_ack(engine, ack)
+    assert plc_columns(engine, decision.part.inspection_id) == ("FAIL", from_unix_ns(ack.delivered_unix_ns))
+
+
+def test_an_ack_committed_in_the_middle_of_its_decisions_write_fills_the_row(
+        engine: Engine, other_engine: Engine) -> None:
+    decision = sample_decision()
+    ack = sample_ack(decision)
+    with in_between(engine, lambda: record_plc_ack(other_engine, ack)) as acked:
+        assert write_decision(engine, decision) is True
+    assert acked and acked[0].exception() is None
+    assert plc_columns(engine, decision.part.inspection_id) == ("FAIL", from_unix_ns(ack.delivered_unix_ns))
+
+
+def test_an_ack_long_before_its_decision_is_kept_and_filled_in_by_the_decision(engine: Engine) -> None:
+    decision = sample_decision()
+    iid = decision.part.inspection_id
+    missed, delivered = sample_ack(decision, delivered=False), sample_ack(decision)
+    assert record_plc_ack(engine, missed) is False
+    assert record_plc_ack(engine, delivered) is False
+    assert record_plc_ack(engine, missed) is False  # a late redelivery does not undo the delivery
+    assert write_decision(engine, decision) is True
+    assert plc_columns(engine, iid) == ("FAIL", from_unix_ns(delivered.delivered_unix_ns))
+    # Redeliveries of both change nothing.
+    assert write_decision(engine, decision) is False
+    assert record_plc_ack(engine, sample_ack(decision, delivered_ns=delivered.delivered_unix_ns + 10**9)) is True
+    assert plc_columns(engine, iid) == ("FAIL", from_unix_ns(delivered.delivered_unix_ns))
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(PlcResult)
+                            .where(PlcResult.inspection_id == iid)).scalar_one() == 1
+
+
+def test_decisions_and_acks_written_at_once_in_any_order_fill_every_row(engine: Engine) -> None:
+    decisions = [sample_decision(i) for i in range(100)]
+    writes: list[Callable[[], bool]] = []
+    for decision in decisions:
+        writes += [lambda d=decision: write_decision(engine, d),
+                   lambda d=decision: record_plc_ack(engine, sample_ack(d))]
+    random.Random(9).shuffle(writes)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda write: write(), writes))
+    ids = [d.part.inspection_id for d in decisions]
+    with engine.connect() as conn:
+        filled = conn.execute(select(func.count()).select_from(Inspection).where(
+            Inspection.inspection_id.in_(ids), Inspection.plc_delivered_at.is_not(None))).scalar_one()
+    assert filled == 100
 
 
 def test_an_invalid_decision_writes_nothing(engine: Engine) -> None:

@@ -1,0 +1,205 @@
+"""The results service keeps every PLC ack: through a PostgreSQL outage longer than max_deliver tries, ahead of
+its decision by longer than those tries, and across a stop (real nats-server, real SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine, func, make_url, select
+
+from lineguard.bus import Bus
+from lineguard.config import LineConfig
+from lineguard.contracts import msg_id, stream_name, subject
+from lineguard.natsserver import EmbeddedNats
+from lineguard.runtime.service import run_service
+from lineguard.services.results.db import make_engine
+from lineguard.services.results.schema import Inspection
+from lineguard.services.results.service import setup
+from lineguard.sim.lineconfig import demo_config_dict
+from lineguard.testing import throwaway_database
+from lineguard.testing.postgres import ADMIN_URL_ENV, DEFAULT_ADMIN
+from lineguard.testing.records import sample_ack, sample_decision
+from lineguard.v1.decision_pb2 import Decision
+
+MAX_DELIVER = 3
+NAK_DELAY_S = 0.1
+# What the ack consumer used to try before it gave up: NAK_DELAY_S doubling, MAX_DELIVER times.
+GIVE_UP_AFTER_S = sum(NAK_DELAY_S * 2**i for i in range(MAX_DELIVER))
+
+
+@dataclass
+class Results:
+    """A results service running in this test, its bus and its database."""
+
+    bus: Bus
+    engine: Engine
+    stopping: asyncio.Event
+    service: asyncio.Task[None]
+
+    async def decide(self, decision: Decision) -> None:
+        part = decision.part
+        await self.bus.publish(subject("decision", part.line, part.station), decision,
+                               msg_id=msg_id(part.inspection_id, "decision"))
+
+    async def ack(self, decision: Decision) -> None:
+        await self.bus.publish(subject("ack", "l1", "s1"), sample_ack(decision),
+                               msg_id=msg_id(decision.part.inspection_id, "ack"))
+
+    def filled(self, decisions: list[Decision]) -> int:
+        """How many of `decisions` have their row with the PLC columns filled."""
+        ids = [d.part.inspection_id for d in decisions]
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(Inspection).where(
+                Inspection.inspection_id.in_(ids), Inspection.plc_delivered_at.is_not(None))).scalar_one()
+
+    async def settled(self, kind: str) -> bool:
+        info = await self.bus.js.consumer_info(stream_name(kind), f"results-{kind}")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    async def dead(self) -> int:
+        return (await self.bus.js.stream_info(stream_name("dead"))).state.messages
+
+
+async def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.05)
+
+
+def retries(kind: str) -> float:
+    return REGISTRY.get_sample_value("lineguard_messages_total",
+                                     {"service": "results", "kind": kind, "outcome": "retry"}) or 0.0
+
+
+@contextlib.asynccontextmanager
+async def results_service(nats: EmbeddedNats, url: str) -> AsyncIterator[Results]:
+    raw = demo_config_dict(nats_url=nats.url, database_url=url, opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    raw["nats"].update(max_deliver=MAX_DELIVER, nak_delay_s=NAK_DELAY_S)
+    config = LineConfig(**raw)
+    stopping, ready = asyncio.Event(), asyncio.Event()
+    service = asyncio.create_task(run_service("results", config, setup, stopping=stopping, ready=ready))
+    await wait_for(lambda: ready.is_set() or service.done(), timeout=60)
+    assert not service.done(), service.exception()
+    bus = await Bus.connect(config.nats, "producer")
+    engine = make_engine(url)
+    try:
+        yield Results(bus, engine, stopping, service)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(service, 30)
+        await bus.close()
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this test's own: it is taken away and given back, never the server."""
+    with throwaway_database() as url:
+        yield url
+
+
+def _admin(sql: str, *params: object) -> None:
+    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
+        conn.execute(sql, params)
+
+
+def take_away(url: str) -> None:
+    """The database refuses new connections and its open ones are cut, as in an outage."""
+    name = make_url(url).database
+    _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+           name)
+
+
+def give_back(url: str) -> None:
+    _admin(f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS true')
+
+
+async def test_acks_through_a_postgresql_outage_longer_than_max_deliver_tries_are_all_recorded(
+        fresh_nats: EmbeddedNats, pg_database: str) -> None:
+    before = [sample_decision(i) for i in range(10)]   # written before the outage, acked during it
+    during = [sample_decision(i) for i in range(10, 20)]  # acked, then decided, during the outage
+    async with results_service(fresh_nats, pg_database) as results:
+        for decision in before:
+            await results.decide(decision)
+        await wait_for(lambda: results.settled("decision"))
+        tried = retries("ack")
+        take_away(pg_database)
+        try:
+            for decision in before + during:
+                await results.ack(decision)
+            for decision in during:
+                await results.decide(decision)
+            await asyncio.sleep(4 * GIVE_UP_AFTER_S)
+            assert await results.dead() == 0
+            # Every ack was tried more often than the ack consumer used to before it dead-lettered it.
+            assert retries("ack") - tried >= len(before + during) * MAX_DELIVER
+        finally:
+            give_back(pg_database)
+        await wait_for(lambda: results.filled(before + during) == 20, timeout=30)
+        await wait_for(lambda: results.settled("ack"))
+        await wait_for(lambda: results.settled("decision"))
+        assert await results.dead() == 0
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+async def test_an_ack_far_ahead_of_its_decision_is_recorded_at_once_and_fills_the_row_later(
+        dialect: str, fresh_nats: EmbeddedNats, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # A decision service killed under load: its held inputs come back after ack_wait_s (30 s), the part's ack
+    # (FAIL / TIMEOUT at the PLC) long before its decision.
+    url = f"sqlite:///{tmp_path / 'lineguard.db'}" if dialect == "sqlite" else request.getfixturevalue("postgres_url")
+    decision = sample_decision()
+    async with results_service(fresh_nats, url) as results:
+        await results.ack(decision)
+        await wait_for(lambda: results.settled("ack"))  # written at once, not waiting for the decision
+        await asyncio.sleep(GIVE_UP_AFTER_S)
+        await results.decide(decision)
+        await wait_for(lambda: results.filled([decision]) == 1)
+        assert await results.dead() == 0
+
+
+async def test_a_stop_first_writes_the_acks_waiting_for_a_retry(fresh_nats: EmbeddedNats, pg_database: str) -> None:
+    # The demo's last part: its ack was waiting for a retry when the results service was told to stop.
+    decisions = [sample_decision(i) for i in range(5)]
+    async with results_service(fresh_nats, pg_database) as results:
+        for decision in decisions:
+            await results.decide(decision)
+        await wait_for(lambda: results.settled("decision"))
+        tried = retries("ack")
+        take_away(pg_database)
+        try:
+            for decision in decisions:
+                await results.ack(decision)
+            await wait_for(lambda: retries("ack") - tried >= len(decisions))
+            results.stopping.set()
+            await asyncio.sleep(0.5)
+            assert not results.service.done()  # still draining
+        finally:
+            give_back(pg_database)
+        await asyncio.wait_for(results.service, 30)
+        assert results.filled(decisions) == len(decisions)
+
+
+async def test_a_stop_first_writes_the_backlog_on_the_streams(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
+    decisions = [sample_decision(i) for i in range(60)]
+    async with results_service(fresh_nats, f"sqlite:///{tmp_path / 'lineguard.db'}") as results:
+        for decision in decisions:
+            await results.decide(decision)
+            await results.ack(decision)
+        results.stopping.set()
+        await asyncio.wait_for(results.service, 30)
+        assert results.filled(decisions) == len(decisions)
