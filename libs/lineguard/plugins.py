@@ -34,8 +34,10 @@ class PluginError(ValueError):
 class Seam(Generic[S]):
     """One place where kinds plug in: its base settings class, its key field and its factory's name."""
 
-    def __init__(self, name: str, *, base: type[S], key_field: str, factory: str, group: str | None = None):
+    def __init__(self, name: str, *, noun: str, base: type[S], key_field: str, factory: str,
+                 group: str | None = None):
         self.name = name
+        self.noun = noun  # what one kind is called in messages: "camera kind", "PLC protocol", "model backend"
         self.base = base
         self.key_field = key_field
         self.factory = factory
@@ -57,6 +59,10 @@ class Seam(Generic[S]):
         key = self._check(module, getattr(module, "KEY", None))
         self._modules[key] = module
 
+    def unregister(self, key: str) -> None:
+        """Forget a kind added by `register` (a test's own kind must not outlive its tests)."""
+        self._modules.pop(key, None)
+
     def module(self, key: str) -> ModuleType | Any:
         """The module of kind `key`, imported on first use; PluginError naming the known kinds."""
         found = self._modules.get(key)
@@ -64,7 +70,7 @@ class Seam(Generic[S]):
             return found
         target = self._entry_points().get(key)
         if target is None:
-            raise PluginError(f"unknown {self.name} {self.key_field} {key!r} (known: {', '.join(self.keys())})")
+            raise PluginError(f"unknown {self.noun} {key!r} (known: {', '.join(self.keys())})")
         module = importlib.import_module(target)
         self._check(module, key)
         self._modules[key] = module
@@ -80,12 +86,12 @@ class Seam(Generic[S]):
         name = getattr(module, "__name__", repr(module))
         declared = getattr(module, "KEY", None)
         if not isinstance(declared, str) or (key is not None and declared != key):
-            raise PluginError(f"{self.name} module {name} declares KEY {declared!r}, registered as {key!r}")
+            raise PluginError(f"{self.noun} module {name} declares KEY {declared!r}, registered as {key!r}")
         settings = getattr(module, "Settings", None)
         if not (isinstance(settings, type) and issubclass(settings, self.base)):
-            raise PluginError(f"{self.name} module {name}: Settings must be a subclass of {self.base.__name__}")
+            raise PluginError(f"{self.noun} module {name}: Settings must be a subclass of {self.base.__name__}")
         if not callable(getattr(module, self.factory, None)):
-            raise PluginError(f"{self.name} module {name} has no factory {self.factory}()")
+            raise PluginError(f"{self.noun} module {name} has no factory {self.factory}()")
         return declared
 
     def validate(self, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> S:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -92,7 +92,12 @@ def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: Trigger
     return [endpoint]
 
 
-PLC_PROTOCOLS.register(sys.modules[__name__])
+@pytest.fixture(autouse=True)
+def loopback_protocol() -> Iterator[None]:
+    # Registered for this module's tests only: other tests see the protocols the package declares.
+    PLC_PROTOCOLS.register(sys.modules[__name__])
+    yield
+    PLC_PROTOCOLS.unregister(KEY)
 
 
 LineDict = Callable[..., dict[str, Any]]

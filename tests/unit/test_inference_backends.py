@@ -48,7 +48,7 @@ def test_every_backend_declares_its_key_install_hint_and_options() -> None:
 
 
 def test_an_unknown_backend_is_named() -> None:
-    with pytest.raises(ModelLoadError, match=r"unknown backends kind 'tflite' \(known: onnxruntime, openvino, "
+    with pytest.raises(ModelLoadError, match=r"unknown model backend 'tflite' \(known: onnxruntime, openvino, "
                                              r"tensorrt\)"):
         load_model(backend="tflite")
 
@@ -184,7 +184,7 @@ def test_the_line_config_chooses_the_backend_and_refuses_an_unknown_one() -> Non
 
     from lineguard.services.inference.detect import load_configured_model
 
-    with pytest.raises(ValidationError, match=r"unknown backends kind 'tflite' \(known: onnxruntime, openvino, "
+    with pytest.raises(ValidationError, match=r"unknown model backend 'tflite' \(known: onnxruntime, openvino, "
                                               r"tensorrt"):
         ModelSettings(backend="tflite")
     settings = ModelSettings(backend={"kind": "openvino", "hint": "latency"} if HAVE_OPENVINO else "onnxruntime",

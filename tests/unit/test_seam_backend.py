@@ -80,7 +80,7 @@ def registered() -> Iterator[None]:
     BACKENDS.register(sys.modules[__name__])
     yield
     # The seam keeps what is registered for the process; this module's kind must not outlive its tests.
-    BACKENDS._modules.pop(KEY, None)
+    BACKENDS.unregister(KEY)
 
 
 def config_with(line_config_dict: Callable[..., dict[str, Any]], backend: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ options belong to their own kind."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -42,10 +42,11 @@ def open_camera(station_id: str, settings: Settings) -> PatternSource:
 
 
 @pytest.fixture(autouse=True)
-def pattern_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+def pattern_kind() -> Iterator[None]:
     # Registered for this module's tests only: other tests see the kinds the package declares.
-    monkeypatch.setattr(CAMERAS, "_modules", dict(CAMERAS._modules))
     CAMERAS.register(sys.modules[__name__])
+    yield
+    CAMERAS.unregister(KEY)
 
 
 Line = Callable[[object], dict[str, Any]]
@@ -95,7 +96,7 @@ def test_a_wrong_option_of_the_kind_fails_with_its_field_path(line: Line) -> Non
 def test_an_unknown_kind_fails_naming_the_known_kinds(line: Line) -> None:
     [(loc, _, message)] = problems(line({"kind": "gige", "px_per_mm": 10.0}))
     assert loc == ("stations", 0, "camera")
-    assert "unknown cameras kind 'gige' (known: folder, simulator, test-pattern)" in message
+    assert "unknown camera kind 'gige' (known: folder, simulator, test-pattern)" in message
 
 
 def test_open_source_returns_the_kinds_source_which_grabs_an_image(line: Line) -> None:

@@ -45,9 +45,9 @@ class BackendSettings(KindSettings):
     kind: str
 
 
-CAMERAS: Seam[CameraSettings] = Seam("cameras", base=CameraSettings, key_field="kind", factory="open_camera")
-PLC_PROTOCOLS: Seam[PlcSettings] = Seam("plc", base=PlcSettings, key_field="protocol", factory="open_endpoints")
-BACKENDS: Seam[BackendSettings] = Seam("backends", base=BackendSettings, key_field="kind", factory="load")
+CAMERAS: Seam[CameraSettings] = Seam("cameras", noun="camera kind", base=CameraSettings, key_field="kind", factory="open_camera")
+PLC_PROTOCOLS: Seam[PlcSettings] = Seam("plc", noun="PLC protocol", base=PlcSettings, key_field="protocol", factory="open_endpoints")
+BACKENDS: Seam[BackendSettings] = Seam("backends", noun="model backend", base=BackendSettings, key_field="kind", factory="load")
 
 CameraField = Annotated[SerializeAsAny[CameraSettings], WrapValidator(CAMERAS.validate)]
 PlcField = Annotated[SerializeAsAny[PlcSettings], WrapValidator(PLC_PROTOCOLS.validate)]
