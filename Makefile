@@ -27,7 +27,7 @@ format:                  ## let ruff fix what it can and format the tree
 	$(VENV)/bin/ruff format $(SRC)
 
 typecheck:
-	$(VENV)/bin/mypy
+	PATH=$(VENV)/bin:$$PATH scripts/typecheck
 
 layering:                ## the import-linter contracts in pyproject.toml
 	$(VENV)/bin/lint-imports

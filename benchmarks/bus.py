@@ -35,10 +35,25 @@ SUBJECT = subject("inference", "l1", "s1")
 
 def payload_message(seq: int) -> InferenceResult:
     """About 1 KiB: an inference result with ten detections, what most hops carry."""
-    part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id="pcb-a", sequence=seq,
-                triggered_unix_ns=time.time_ns())
-    dets = [Detection(class_name="short", class_id=1, score=0.9, box=Box(x1=i, y1=i, x2=i + 20, y2=i + 20),
-                      area_px=400, area_mm2=0.17) for i in range(10)]
+    part = Part(
+        inspection_id=new_inspection_id(),
+        line="l1",
+        station="s1",
+        recipe_id="pcb-a",
+        sequence=seq,
+        triggered_unix_ns=time.time_ns(),
+    )
+    dets = [
+        Detection(
+            class_name="short",
+            class_id=1,
+            score=0.9,
+            box=Box(x1=i, y1=i, x2=i + 20, y2=i + 20),
+            area_px=400,
+            area_mm2=0.17,
+        )
+        for i in range(10)
+    ]
     return InferenceResult(part=part, model_id="yolo11n-deeppcb", model_version="1", detections=dets)
 
 
@@ -59,8 +74,14 @@ async def library_throughput(url: str, n: int) -> float:
         if received >= n:
             done.set()
 
-    worker = Worker(bus, kind="inference", line="l1", message_type=InferenceResult, handler=handle,
-                    durable=f"bench-lib-{time.time_ns()}")
+    worker = Worker(
+        bus,
+        kind="inference",
+        line="l1",
+        message_type=InferenceResult,
+        handler=handle,
+        durable=f"bench-lib-{time.time_ns()}",
+    )
     await worker.start()
     stopping = asyncio.Event()
     started = time.perf_counter()
@@ -120,8 +141,14 @@ async def library_hop(url: str, hops: int) -> list[float]:
     async def handle(d: Delivery[InferenceResult]) -> None:
         arrived.put_nowait(time.perf_counter_ns())
 
-    worker = Worker(bus, kind="inference", line="l1", message_type=InferenceResult, handler=handle,
-                    durable=f"bench-hop-{time.time_ns()}")
+    worker = Worker(
+        bus,
+        kind="inference",
+        line="l1",
+        message_type=InferenceResult,
+        handler=handle,
+        durable=f"bench-hop-{time.time_ns()}",
+    )
     await worker.start()
     stopping = asyncio.Event()
     consumer = asyncio.create_task(worker.run(stopping))
@@ -185,11 +212,15 @@ async def main(n: int, hops: int) -> None:
     lib_best, bare_best = max(lib_rate, lib_rate2), max(bare_rate, bare_rate2)
     size = len(payload_message(0).SerializeToString())
     print(f"payload {size} bytes, {n} messages, fetch batch {batch}, publish window {WINDOW}")
-    print(f"throughput  library {lib_best:9.0f} msg/s   bare nats-py {bare_best:9.0f} msg/s   "
-          f"ratio {lib_best / bare_best:.2f}")
-    print(f"one hop     library p50 {pct(lib_hop, 50):.3f} ms p99 {pct(lib_hop, 99):.3f} ms   "
-          f"bare p50 {pct(raw_hop, 50):.3f} ms p99 {pct(raw_hop, 99):.3f} ms   "
-          f"added p50 {pct(lib_hop, 50) - pct(raw_hop, 50):+.3f} ms")
+    print(
+        f"throughput  library {lib_best:9.0f} msg/s   bare nats-py {bare_best:9.0f} msg/s   "
+        f"ratio {lib_best / bare_best:.2f}"
+    )
+    print(
+        f"one hop     library p50 {pct(lib_hop, 50):.3f} ms p99 {pct(lib_hop, 99):.3f} ms   "
+        f"bare p50 {pct(raw_hop, 50):.3f} ms p99 {pct(raw_hop, 99):.3f} ms   "
+        f"added p50 {pct(lib_hop, 50) - pct(raw_hop, 50):+.3f} ms"
+    )
 
 
 if __name__ == "__main__":

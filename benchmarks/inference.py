@@ -36,14 +36,14 @@ from lineguard.bus import Bus
 from lineguard.config import LineConfig, NatsSettings
 from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
+from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.inference.service import setup
 from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.testing import running_service
-from lineguard.vision.model import load_model, packaged_model_path
-from lineguard.vision.detect import prepare
-from lineguard.samples import SAMPLE_BOARDS
 from lineguard.testing.boards import BOARD_STEMS, board_frame
 from lineguard.v1.frame_pb2 import Frame
+from lineguard.vision.detect import prepare
+from lineguard.vision.model import load_model, packaged_model_path
 
 BOARDS = [SAMPLE_BOARDS / f"{stem}_test.jpg" for stem in BOARD_STEMS]
 FRAME_SUBJECT = subject("frame", "l1", "s1")
@@ -92,12 +92,12 @@ def bare_loop(model: Path, runtime: Runtime, runs: int, batch: int = 1) -> tuple
         def run(x: np.ndarray) -> None:
             session.run(None, {name: x})
     else:
-        detector = load_model(model, backend=runtime.backend, device=runtime.device,
-                              intra_op_threads=runtime.threads)
+        detector = load_model(model, backend=runtime.backend, device=runtime.device, intra_op_threads=runtime.threads)
         fixed = detector.max_batch
 
         def run(x: np.ndarray) -> None:
             detector.runner.run(x)
+
     # A model that takes a fixed batch takes the batch in pieces of that size, as the service runs it.
     piece = fixed if fixed is not None and fixed < batch else batch
     tensor = np.repeat(tensor, piece, axis=0)
@@ -119,12 +119,19 @@ def frame(seq: int) -> Frame:
     return board_frame(seq, BOARD_STEMS[seq % len(BOARD_STEMS)])
 
 
-async def through_service(url: str, model: Path, runtime: Runtime, batch_size: int, wait_ms: float, frames: int,
-                          one_at_a_time: int) -> tuple[float, list[float]]:
+async def through_service(
+    url: str, model: Path, runtime: Runtime, batch_size: int, wait_ms: float, frames: int, one_at_a_time: int
+) -> tuple[float, list[float]]:
     """images/s with every frame published at once, and latencies (ms) of `one_at_a_time` lone frames."""
     config_dict = demo_config_dict(nats_url=url, database_url="sqlite://", opcua_endpoint="opc.tcp://127.0.0.1:4840/")
-    config_dict["model"] = {"path": str(model), "intra_op_threads": runtime.threads, "backend": runtime.backend,
-                            "device": runtime.device, "batch_size": batch_size, "batch_wait_ms": wait_ms}
+    config_dict["model"] = {
+        "path": str(model),
+        "intra_op_threads": runtime.threads,
+        "backend": runtime.backend,
+        "device": runtime.device,
+        "batch_size": batch_size,
+        "batch_wait_ms": wait_ms,
+    }
     config = LineConfig(**config_dict)
     driver = await Bus.connect(NatsSettings(url=url), "bench")
     for kind in ("frame", "inference"):
@@ -151,7 +158,7 @@ async def through_service(url: str, model: Path, runtime: Runtime, batch_size: i
 
     try:
         async with running_service("inference", config, setup):
-            for i in range(3):   # warm up
+            for i in range(3):  # warm up
                 await send(frame(i))
             batch = [frame(i) for i in range(frames)]
             started = time.perf_counter()
@@ -171,8 +178,10 @@ async def through_service(url: str, model: Path, runtime: Runtime, batch_size: i
 
 
 def row(label: str, rate: float, latencies: list[float], ratio: str = "") -> str:
-    return (f"{label:<34} {rate:8.2f} img/s   p50 {percentile(latencies, 50):7.1f} ms   "
-            f"p99 {percentile(latencies, 99):7.1f} ms   {ratio}")
+    return (
+        f"{label:<34} {rate:8.2f} img/s   p50 {percentile(latencies, 50):7.1f} ms   "
+        f"p99 {percentile(latencies, 99):7.1f} ms   {ratio}"
+    )
 
 
 async def main() -> None:
@@ -182,8 +191,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="bare / service / bare rounds; the ratio is their median")
     parser.add_argument("--threads", type=int, default=2, help="the runtime's CPU threads, both sides")
     parser.add_argument("--backend", default="onnxruntime", help="onnxruntime, tensorrt or openvino, both sides")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda (TensorRT, onnxruntime-gpu) or an OpenVINO "
-                                                         "device, both sides")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda (TensorRT, onnxruntime-gpu) or an OpenVINO device, both sides"
+    )
     parser.add_argument("--model", type=Path, default=packaged_model_path())
     parser.add_argument("--batch-model", type=Path, default=None, help="default: --model")
     parser.add_argument("--batch-sizes", default="1,4")
@@ -197,34 +207,50 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as store:
         nats = EmbeddedNats(store_dir=Path(store)).start()
         try:
-            print(f"model {args.model.name} on {args.backend} ({args.device}), {args.threads} threads, "
-                  f"{args.frames} frames, "
-                  f"{len(BOARDS)} sample boards (640 x 640 JPEG, each with its template as the reference)")
+            print(
+                f"model {args.model.name} on {args.backend} ({args.device}), {args.threads} threads, "
+                f"{args.frames} frames, "
+                f"{len(BOARDS)} sample boards (640 x 640 JPEG, each with its template as the reference)"
+            )
             # The bare loop before and after the service in each round, so that a change in the machine's load
             # shows; on a shared VM the rate swings by 20 % from one run to the next, so the figure is the median
             # of the rounds' ratios.
             ratios = []
             for round_no in range(1, args.rounds + 1):
                 before, before_lat = bare_loop(args.model, runtime, args.frames)
-                rate, lat = await through_service(nats.url, args.model, runtime, 1, 0, args.frames,
-                                                  args.latency_frames)
+                rate, lat = await through_service(nats.url, args.model, runtime, 1, 0, args.frames, args.latency_frames)
                 after, after_lat = bare_loop(args.model, runtime, args.frames)
                 ratios.append(rate / ((before + after) / 2))
                 print(f"round {round_no}")
                 print(row(f"  {runtime.bare}", before, before_lat))
-                print(row("  service (NATS in, results out)", rate, lat,
-                          f"ratio {ratios[-1]:.3f} to the bare mean around it"))
+                print(
+                    row(
+                        "  service (NATS in, results out)",
+                        rate,
+                        lat,
+                        f"ratio {ratios[-1]:.3f} to the bare mean around it",
+                    )
+                )
                 print(row(f"  {runtime.bare}, again", after, after_lat))
-            print(f"service / bare: median {float(np.median(ratios)):.3f} of {len(ratios)} rounds "
-                  f"({', '.join(f'{r:.3f}' for r in ratios)}); target >= 0.9")
+            print(
+                f"service / bare: median {float(np.median(ratios)):.3f} of {len(ratios)} rounds "
+                f"({', '.join(f'{r:.3f}' for r in ratios)}); target >= 0.9"
+            )
             print(f"\nbatching, model {batch_model.name}, batch_wait_ms {args.batch_wait_ms:g}")
             for size in sizes:
                 b_rate, b_lat = bare_loop(batch_model, runtime, args.frames, batch=size)
                 print(row(f"{runtime.bare}, batch {size}", b_rate, b_lat, "(latency per batch)"))
-                s_rate, s_lat = await through_service(nats.url, batch_model, runtime, size, args.batch_wait_ms,
-                                                      args.frames, args.latency_frames)
-                print(row(f"service, batch_size {size}", s_rate, s_lat,
-                          f"ratio {s_rate / b_rate:.3f} to bare batch {size}"))
+                s_rate, s_lat = await through_service(
+                    nats.url, batch_model, runtime, size, args.batch_wait_ms, args.frames, args.latency_frames
+                )
+                print(
+                    row(
+                        f"service, batch_size {size}",
+                        s_rate,
+                        s_lat,
+                        f"ratio {s_rate / b_rate:.3f} to bare batch {size}",
+                    )
+                )
         finally:
             nats.stop()
 

@@ -70,19 +70,26 @@ def line_config_dict() -> Callable[..., dict[str, Any]]:
     `nats_url`: the test's server; the default reaches nothing, for tests that never connect. `sections` replace
     the top-level sections they name (`model={...}`, `services={...}`)."""
 
-    def make(*, nats_url: str = "nats://127.0.0.1:1", database_url: str = "sqlite://",
-             opcua_endpoint: str = "opc.tcp://127.0.0.1:4840/", deadline_ms: int = 3000,
-             **sections: Any) -> dict[str, Any]:
-        raw = demo_config_dict(nats_url=nats_url, database_url=database_url, opcua_endpoint=opcua_endpoint,
-                               deadline_ms=deadline_ms)
+    def make(
+        *,
+        nats_url: str = "nats://127.0.0.1:1",
+        database_url: str = "sqlite://",
+        opcua_endpoint: str = "opc.tcp://127.0.0.1:4840/",
+        deadline_ms: int = 3000,
+        **sections: Any,
+    ) -> dict[str, Any]:
+        raw = demo_config_dict(
+            nats_url=nats_url, database_url=database_url, opcua_endpoint=opcua_endpoint, deadline_ms=deadline_ms
+        )
         return {**raw, **sections}
 
     return make
 
 
 @pytest.fixture(scope="session")
-def started_gateway(line_config_dict: Callable[..., dict[str, Any]]
-                    ) -> Callable[..., AbstractAsyncContextManager[Gateway]]:
+def started_gateway(
+    line_config_dict: Callable[..., dict[str, Any]],
+) -> Callable[..., AbstractAsyncContextManager[Gateway]]:
     """`started_gateway(store, quick_deadline_ms=..., **settings)`: a gateway of the test's own (or the module's)."""
 
     @contextlib.asynccontextmanager

@@ -43,7 +43,7 @@ class ROI:
         h, w = image.shape[:2]
         if self.x + self.width > w or self.y + self.height > h:
             raise ImageError(f"region {self.x},{self.y} {self.width}x{self.height} lies outside the {w}x{h} image")
-        return image[self.y:self.y + self.height, self.x:self.x + self.width]
+        return image[self.y : self.y + self.height, self.x : self.x + self.width]
 
 
 def sniff_encoding(data: bytes) -> str | None:
@@ -90,8 +90,9 @@ def frame_pixels(frame: Frame, config: LineConfig, *, grey: bool = False) -> tup
     except KeyError as exc:
         raise FrameError(f"frame of part {part.inspection_id}: {exc.args[0]}") from None
     if frame.WhichOneof("payload") == "object_key":
-        raise FrameError(f"frame carries object_key {frame.object_key!r}: frames in the object store "
-                         "are not supported yet")
+        raise FrameError(
+            f"frame carries object_key {frame.object_key!r}: frames in the object store are not supported yet"
+        )
     try:
         return recipe, decode_image(frame.data, expected_encoding=frame.encoding or None, grey=grey)
     except ImageError as exc:

@@ -67,11 +67,14 @@ class LocalLine:
         self.config_path = write_config(self.workdir / "line.yaml", config)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for name in SERVICES:
-            log = open(self.logs / f"{name}.log", "ab")
+            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the service writes it until it is stopped
             # By module path, not by import: the library never imports a service.
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"lineguard.services.{name}", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         try:
             asyncio.run(self._wait_ready(ready_timeout_s))
@@ -92,7 +95,7 @@ class LocalLine:
                 try:
                     info = await js.stream_info(stream_name("heartbeat"), subjects_filter=kind_subjects("heartbeat"))
                     seen = {s.rsplit(".", 1)[-1] for s in (info.state.subjects or {})}
-                except Exception:
+                except Exception:  # noqa: BLE001 - the stream not made yet, the server starting: nothing seen yet
                     seen = set()
                 if seen >= set(SERVICES):
                     return

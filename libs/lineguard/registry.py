@@ -94,11 +94,15 @@ class Promotion:
     def from_entry(cls, entry: KeyValue.Entry) -> Promotion:
         try:
             data = json.loads(entry.value or b"")
-            return cls(**{k: str(data[k]) for k in ("line", "model_id", "version", "sha256", "by", "at")},
-                       revision=int(entry.revision or 0))
+            return cls(
+                **{k: str(data[k]) for k in ("line", "model_id", "version", "sha256", "by", "at")},
+                revision=int(entry.revision or 0),
+            )
         except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"promotion of line {entry.key!r} (revision {entry.revision}) is not a "
-                                f"promotion record ({type(exc).__name__}: {exc})") from None
+            raise RegistryError(
+                f"promotion of line {entry.key!r} (revision {entry.revision}) is not a "
+                f"promotion record ({type(exc).__name__}: {exc})"
+            ) from None
 
     def names(self, version: ModelVersion) -> bool:
         return (self.model_id, self.version, self.sha256) == (version.model_id, version.version, version.sha256)
@@ -116,11 +120,14 @@ def check_card(card: ModelCard, where: str) -> None:
     for field in ("model_id", "version"):
         value = getattr(card, field)
         if not _NAME.match(value):
-            raise RegistryError(f"{where}: {field} {value!r} must be letters, digits, '.', '_' or '-' "
-                                "(not starting with '.' or '-')")
+            raise RegistryError(
+                f"{where}: {field} {value!r} must be letters, digits, '.', '_' or '-' (not starting with '.' or '-')"
+            )
     if card.onnx_sha256 is None:
-        raise RegistryError(f"{where}: 'onnx_sha256' must be the model file's sha256 (64 hex digits), got None; "
-                            "`lineguard model export` writes it, or add it with `sha256sum MODEL.onnx`")
+        raise RegistryError(
+            f"{where}: 'onnx_sha256' must be the model file's sha256 (64 hex digits), got None; "
+            "`lineguard model export` writes it, or add it with `sha256sum MODEL.onnx`"
+        )
 
 
 def push_card(card: ModelCard | dict[str, Any] | str | Path, path: Path) -> tuple[ModelCard, str]:
@@ -162,15 +169,24 @@ async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValu
     """The registry's buckets, created when missing. Safe to run from every process at every start."""
     models = await _ensure(
         lambda: js.object_store(MODELS_BUCKET),
-        lambda: js.create_object_store(MODELS_BUCKET, config=api.ObjectStoreConfig(
-            description="lineguard models: <model_id>/<version>/{model.onnx,card.json}",
-            storage=api.StorageType.FILE)),
+        lambda: js.create_object_store(
+            MODELS_BUCKET,
+            config=api.ObjectStoreConfig(
+                description="lineguard models: <model_id>/<version>/{model.onnx,card.json}",
+                storage=api.StorageType.FILE,
+            ),
+        ),
     )
     promoted = await _ensure(
         lambda: js.key_value(PROMOTED_BUCKET),
-        lambda: js.create_key_value(api.KeyValueConfig(
-            bucket=PROMOTED_BUCKET, description="lineguard: the model version each line runs",
-            history=PROMOTION_HISTORY, storage=api.StorageType.FILE)),
+        lambda: js.create_key_value(
+            api.KeyValueConfig(
+                bucket=PROMOTED_BUCKET,
+                description="lineguard: the model version each line runs",
+                history=PROMOTION_HISTORY,
+                storage=api.StorageType.FILE,
+            )
+        ),
     )
     return models, promoted
 
@@ -189,8 +205,7 @@ class ModelRegistry:
 
     # -- versions -------------------------------------------------------------------------------
 
-    async def push(self, path: str | Path, card: ModelCard | dict[str, Any] | str | Path | None = None
-                   ) -> ModelVersion:
+    async def push(self, path: str | Path, card: ModelCard | dict[str, Any] | str | Path | None = None) -> ModelVersion:
         """Store the model file `path` with its card (default: `<stem>.json` beside it).
 
         Refuses a file whose sha256 is not the card's `onnx_sha256`, and a version that already exists
@@ -206,16 +221,20 @@ class ModelRegistry:
         check_card(card_data, where)
         sha = await asyncio.to_thread(file_sha256, path)
         if sha != card_data.onnx_sha256:
-            raise RegistryError(f"model {path}: its sha256 is {sha}, but its card says {card_data.onnx_sha256}: "
-                                "the card describes another file")
+            raise RegistryError(
+                f"model {path}: its sha256 is {sha}, but its card says {card_data.onnx_sha256}: "
+                "the card describes another file"
+            )
         model_id, version = card_data.model_id, card_data.version
         existing = await self._find(model_id, version)
         if existing is not None:
             if existing.sha256 == sha and existing.card.to_json() == card_data.to_json():
                 return existing
             what = "model file" if existing.sha256 != sha else "card"
-            raise RegistryError(f"{model_id} {version} is already in the registry with a different {what} "
-                                f"(stored sha256 {existing.sha256}); a version never changes: push a new version")
+            raise RegistryError(
+                f"{model_id} {version} is already in the registry with a different {what} "
+                f"(stored sha256 {existing.sha256}); a version never changes: push a new version"
+            )
         prefix = object_prefix(model_id, version)
         with open(path, "rb") as f:
             await self.models.put(prefix + MODEL_OBJECT, f)
@@ -270,8 +289,9 @@ class ModelRegistry:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RegistryError(f"{model_id} {version}: stored card is not JSON ({exc})") from None
         try:
-            card = ModelCard.validated(data, path=Path(object_prefix(model_id, version) + CARD_OBJECT),
-                                       what="stored card")
+            card = ModelCard.validated(
+                data, path=Path(object_prefix(model_id, version) + CARD_OBJECT), what="stored card"
+            )
         except ModelLoadError as exc:
             raise RegistryError(f"{model_id} {version}: {exc.cause}") from None
         return ModelVersion(model_id, version, card.onnx_sha256 or "", size or 0, card, pushed)
@@ -296,8 +316,9 @@ class ModelRegistry:
                 await self.models.get(object_prefix(model_id, version) + MODEL_OBJECT, writeinto=f)
             got = await asyncio.to_thread(file_sha256, partial)
             if got != stored.sha256:
-                raise RegistryError(f"{model_id} {version}: downloaded file has sha256 {got}, but its card says "
-                                    f"{stored.sha256}")
+                raise RegistryError(
+                    f"{model_id} {version}: downloaded file has sha256 {got}, but its card says {stored.sha256}"
+                )
             card_target.write_text(card_text)
             os.replace(partial, target)
         finally:
@@ -312,8 +333,14 @@ class ModelRegistry:
         if not _LINE.match(line):
             raise RegistryError(f"line {line!r}: a line id is letters, digits, '_' or '-'")
         stored = await self.get(model_id, version)
-        promotion = Promotion(line=line, model_id=model_id, version=version, sha256=stored.sha256,
-                              by=by or default_promoter(), at=datetime.now(UTC).isoformat(timespec="seconds"))
+        promotion = Promotion(
+            line=line,
+            model_id=model_id,
+            version=version,
+            sha256=stored.sha256,
+            by=by or default_promoter(),
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
         revision = await self.promoted_kv.put(line, promotion.to_json())
         return Promotion(**{**asdict(promotion), "revision": revision})
 
@@ -339,7 +366,7 @@ class ModelRegistry:
         # machine, can time out before the first key arrives and report an empty bucket.
         prefix = f"$KV.{PROMOTED_BUCKET}."
         info = await self.js.stream_info(f"KV_{PROMOTED_BUCKET}", subjects_filter=f"{prefix}>")
-        keys = sorted(subject[len(prefix):] for subject in (info.state.subjects or {}))
+        keys = sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))
         found = {}
         for line in keys:
             try:
@@ -394,9 +421,15 @@ async def _quiet(exc: Exception) -> None:
 async def connect_registry(url: str, *, timeout_s: float = 5.0) -> AsyncIterator[ModelRegistry]:
     """A registry on its own NATS connection (the CLI's); fails fast when the server is not there."""
     try:
-        nc = await nats.connect(servers=[url], name="lineguard-model-registry", connect_timeout=timeout_s,
-                                allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.2,
-                                error_cb=_quiet)
+        nc = await nats.connect(
+            servers=[url],
+            name="lineguard-model-registry",
+            connect_timeout=timeout_s,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
+            error_cb=_quiet,
+        )
     except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types for "not reachable"
         raise RegistryError(f"cannot reach NATS at {url} ({type(exc).__name__}: {exc})") from None
     try:

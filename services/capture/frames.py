@@ -33,8 +33,10 @@ class StationCameras:
         source = self.sources.get(part.station)
         if source is None:
             known = ", ".join(sorted(self.sources))
-            raise CaptureError(f"trigger names station {part.station!r}, which is not configured on line "
-                               f"{self.config.line!r} (known: {known})")
+            raise CaptureError(
+                f"trigger names station {part.station!r}, which is not configured on line "
+                f"{self.config.line!r} (known: {known})"
+            )
         try:
             image = source.grab(part)
         except CameraError as exc:
@@ -44,9 +46,11 @@ class StationCameras:
         if size > limit:
             # Until frames can go through the object store, an oversize one is refused here
             # rather than rejected by the server as an oversize message.
-            raise CaptureError(f"frame from {source.camera_id} is {size} bytes (image and reference), over the "
-                               f"inline limit nats.inline_image_max_bytes={limit}; larger frames need the object "
-                               "store, which is not supported yet")
+            raise CaptureError(
+                f"frame from {source.camera_id} is {size} bytes (image and reference), over the "
+                f"inline limit nats.inline_image_max_bytes={limit}; larger frames need the object "
+                "store, which is not supported yet"
+            )
         frame = Frame(
             part=copy_part(part),
             camera_id=source.camera_id,

@@ -28,7 +28,8 @@ async def setup(ctx: ServiceContext) -> None:
         # Found at start, not frame by frame: every frame above the server's limit would fail.
         raise PayloadLimitError(
             f"the NATS server takes messages up to {server_limit} bytes, but nats.inline_image_max_bytes is "
-            f"{inline_limit}: raise max_payload on the server or lower nats.inline_image_max_bytes")
+            f"{inline_limit}: raise max_payload on the server or lower nats.inline_image_max_bytes"
+        )
     cameras = StationCameras.from_config(ctx.config)
     # A trigger whose frame could not be published comes back (nak, redelivery): it gets the image grabbed
     # the first time, not a new grab, which could show the next part (or read the camera's next buffer).

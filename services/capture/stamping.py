@@ -32,7 +32,7 @@ def stamp_serial(board: np.ndarray, serial: str) -> np.ndarray:
     code = serial_datamatrix(serial, min(STRIP_HEIGHT, width) - 2 * _MARGIN)
     side = code.shape[0]
     top = (STRIP_HEIGHT - side) // 2
-    strip[top:top + side, _MARGIN:_MARGIN + side] = code if board.ndim == 2 else code[..., None]
+    strip[top : top + side, _MARGIN : _MARGIN + side] = code if board.ndim == 2 else code[..., None]
     baseline = STRIP_HEIGHT // 2 + 14
     cv2.putText(strip, serial, (_MARGIN + side + 32, baseline), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 0, 2, cv2.LINE_AA)
     return np.vstack([board, strip])

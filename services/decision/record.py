@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from lineguard.config import RecipeSettings
 from lineguard.contracts import copy_part
+from lineguard.services.decision.rules import Judgement
 from lineguard.v1.common_pb2 import Part, StageTiming
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import OcrResult
-from lineguard.services.decision.rules import Judgement
 
 
-def build_decision(part: Part, recipe: RecipeSettings | None, judgement: Judgement, decided_ns: int,
-                   inference: InferenceResult | None = None, ocr: OcrResult | None = None) -> Decision:
+def build_decision(
+    part: Part,
+    recipe: RecipeSettings | None,
+    judgement: Judgement,
+    decided_ns: int,
+    inference: InferenceResult | None = None,
+    ocr: OcrResult | None = None,
+) -> Decision:
     decision = Decision(
         part=copy_part(part),
         verdict=judgement.verdict,
@@ -31,8 +37,9 @@ def build_decision(part: Part, recipe: RecipeSettings | None, judgement: Judgeme
     return decision
 
 
-def _timings(triggered_ns: int, decided_ns: int, inference: InferenceResult | None,
-             ocr: OcrResult | None) -> list[StageTiming]:
+def _timings(
+    triggered_ns: int, decided_ns: int, inference: InferenceResult | None, ocr: OcrResult | None
+) -> list[StageTiming]:
     """Milliseconds from the trigger to each result, and to the verdict."""
     out = []
     last = triggered_ns

@@ -81,14 +81,18 @@ class DecisionService:
         decision = build_decision(part, recipe, judgement, now_ns(), entry.inference, entry.ocr)
         try:
             await self.ctx.publish("decision", decision)
-        except Exception as exc:  # noqa: BLE001 - every held input meets the bus's one failure policy
+        except Exception as exc:
             log.exception("could not publish the verdict; its inputs are retried, dead-lettered after max_deliver")
             self.joiner.forget(part.inspection_id)
             for delivery in entry.held:
                 await delivery.fail(exc)
             return
-        log.info("decided", verdict=Verdict.Name(judgement.verdict), reasons=judgement.reasons,
-                 inspection_id=part.inspection_id)
+        log.info(
+            "decided",
+            verdict=Verdict.Name(judgement.verdict),
+            reasons=judgement.reasons,
+            inspection_id=part.inspection_id,
+        )
         for delivery in entry.held:
             await delivery.ack()
 

@@ -64,12 +64,12 @@ class InFlight:
 
 
 class Outcome(enum.Enum):
-    ON_TIME = "on_time"      # the decision for an open inspection: deliver it
+    ON_TIME = "on_time"  # the decision for an open inspection: deliver it
     # Never opened here (the gateway restarted, or a consumer replayed old decisions): not delivered. The PLC
     # did not ask this gateway for it, and an old verdict under a reused sequence number would answer the
     # wrong part; the PLC's own watchdog covers the parts in flight across a restart.
     UNTRACKED = "untracked"
-    LATE = "late"            # the inspection already got FAIL / TIMEOUT: do not deliver
+    LATE = "late"  # the inspection already got FAIL / TIMEOUT: do not deliver
     DUPLICATE = "duplicate"  # this decision was delivered already: do not deliver again
 
 
@@ -86,8 +86,9 @@ class Resolution:
 class Handshake:
     """The in-flight table of one station."""
 
-    def __init__(self, *, line: str, station: str, recipe_id: str, timeout_s: float,
-                 remember: int = REMEMBERED_RESULTS):
+    def __init__(
+        self, *, line: str, station: str, recipe_id: str, timeout_s: float, remember: int = REMEMBERED_RESULTS
+    ):
         if timeout_s <= 0:
             raise ValueError(f"the result timeout must be positive, got {timeout_s}")
         self.line = line
@@ -119,8 +120,14 @@ class Handshake:
             entry = self._in_flight[open_id]
             return Triggered(entry.part, entry.part_id, repeated=True, deadline=entry.deadline)
         now = time.monotonic() if now is None else now
-        part = Part(inspection_id=new_inspection_id(), line=self.line, station=self.station,
-                    recipe_id=self.recipe_id, sequence=sequence, triggered_unix_ns=now_ns())
+        part = Part(
+            inspection_id=new_inspection_id(),
+            line=self.line,
+            station=self.station,
+            recipe_id=self.recipe_id,
+            sequence=sequence,
+            triggered_unix_ns=now_ns(),
+        )
         entry = InFlight(part, part_id, now + self.timeout_s)
         self._in_flight[part.inspection_id] = entry
         self._by_sequence[sequence] = part.inspection_id
@@ -135,8 +142,10 @@ class Handshake:
         """Close every inspection past its deadline: FAIL, TIMEOUT (fail safe, never a pass)."""
         now = time.monotonic() if now is None else now
         expired = [e for e in self._in_flight.values() if e.deadline <= now]
-        return [self._close(e.part, Result(e.part, Verdict.VERDICT_FAIL, (TIMEOUT_REASON,), True, now_ns()))
-                for e in expired]
+        return [
+            self._close(e.part, Result(e.part, Verdict.VERDICT_FAIL, (TIMEOUT_REASON,), True, now_ns()))
+            for e in expired
+        ]
 
     def resolve(self, decision: Decision) -> Resolution:
         """What to do with a decision. Call `expire()` first: a deadline passed is a timeout."""
@@ -151,12 +160,14 @@ class Handshake:
             return Resolution(Outcome.LATE if delivered.gateway_timeout else Outcome.DUPLICATE, delivered)
         part = Part()
         part.CopyFrom(decision.part)
-        return Resolution(Outcome.UNTRACKED, self._close(part, Result(part, decision.verdict, reasons, False, now_ns())))
+        return Resolution(
+            Outcome.UNTRACKED, self._close(part, Result(part, decision.verdict, reasons, False, now_ns()))
+        )
 
     def _close(self, part: Part, result: Result) -> Result:
-        if self._in_flight.pop(part.inspection_id, None) is not None:
-            if self._by_sequence.get(part.sequence) == part.inspection_id:
-                del self._by_sequence[part.sequence]
+        opened = self._in_flight.pop(part.inspection_id, None) is not None
+        if opened and self._by_sequence.get(part.sequence) == part.inspection_id:
+            del self._by_sequence[part.sequence]
         self._closed[part.inspection_id] = result
         while len(self._closed) > self._remember:
             self._closed.popitem(last=False)

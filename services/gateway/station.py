@@ -32,15 +32,21 @@ Publish = Callable[[str, Message], Awaitable[None]]  # ServiceContext.publish(ki
 
 # How soon an ack the bus refused is tried again (the deadline loop's next tick).
 ACK_RETRY_S = 0.25
-_ACK_RETRY = "retry-acks"   # its key among the inspections' deadlines (those are inspection ids)
+_ACK_RETRY = "retry-acks"  # its key among the inspections' deadlines (those are inspection ids)
 # On a stop, how long past the longest result timeout the gateway keeps trying to publish its last acks.
 ACK_GRACE_S = 2.0
 _DELIVERABLE = frozenset(RESULT_VERDICTS.values())
 
 
 def build_ack(result: Result, protocol: str, delivered: bool) -> PlcAck:
-    ack = PlcAck(verdict=result.verdict, reason_codes=list(result.reasons), protocol=protocol, delivered=delivered,
-                 delivered_unix_ns=result.closed_unix_ns, gateway_timeout=result.gateway_timeout)
+    ack = PlcAck(
+        verdict=result.verdict,
+        reason_codes=list(result.reasons),
+        protocol=protocol,
+        delivered=delivered,
+        delivered_unix_ns=result.closed_unix_ns,
+        gateway_timeout=result.gateway_timeout,
+    )
     ack.part.CopyFrom(result.part)
     return ack
 
@@ -60,7 +66,7 @@ class StationLink:
         self._unacked: list[PlcAck] = []
         # Each open inspection's deadline (monotonic), and when to retry acks not yet published.
         self.deadlines: Deadlines[str] = Deadlines()
-        self.refusing = ""   # why new triggers are refused (the gateway is stopping); empty while it serves
+        self.refusing = ""  # why new triggers are refused (the gateway is stopping); empty while it serves
 
     @property
     def station(self) -> str:
@@ -89,15 +95,19 @@ class StationLink:
         triggered = self.handshake.trigger(sequence, part_id)
         part = triggered.part
         if triggered.repeated:
-            log.info("PLC repeated a trigger still in flight; same inspection", station=self.station,
-                     sequence=sequence, inspection_id=part.inspection_id)
+            log.info(
+                "PLC repeated a trigger still in flight; same inspection",
+                station=self.station,
+                sequence=sequence,
+                inspection_id=part.inspection_id,
+            )
         else:
             self.deadlines.add(part.inspection_id, triggered.deadline)
             await self._show_busy()
         try:
             # Published again on a repeat: the message id makes it stored once, and a failed first try is healed.
             await self.publish("trigger", Trigger(part=part, part_id=triggered.part_id, source=self.protocol))
-        except Exception as exc:  # noqa: BLE001 - any bus failure is the PLC's to retry
+        except Exception as exc:
             raise TriggerRefused(f"trigger {sequence} of station {self.station} not published: {exc!r}") from exc
         if not triggered.repeated:
             log.info("triggered", station=self.station, sequence=sequence, inspection_id=part.inspection_id)
@@ -112,16 +122,25 @@ class StationLink:
         if resolution.deliver:
             ack = await self._deliver(result)
         elif resolution.outcome is Outcome.UNTRACKED:
-            log.warning("decision for an inspection not triggered here (gateway restarted?); not delivered",
-                        station=self.station, inspection_id=result.inspection_id, sequence=result.sequence)
+            log.warning(
+                "decision for an inspection not triggered here (gateway restarted?); not delivered",
+                station=self.station,
+                inspection_id=result.inspection_id,
+                sequence=result.sequence,
+            )
             ack = build_ack(result, self.protocol, delivered=False)
         else:
             if resolution.outcome is Outcome.LATE:
-                log.warning("late decision not delivered: the PLC already got FAIL/TIMEOUT", station=self.station,
-                            inspection_id=result.inspection_id, verdict=verdict_name(decision.verdict))
+                log.warning(
+                    "late decision not delivered: the PLC already got FAIL/TIMEOUT",
+                    station=self.station,
+                    inspection_id=result.inspection_id,
+                    verdict=verdict_name(decision.verdict),
+                )
             else:
-                log.info("decision delivered already; not again", station=self.station,
-                         inspection_id=result.inspection_id)
+                log.info(
+                    "decision delivered already; not again", station=self.station, inspection_id=result.inspection_id
+                )
             # Published again in case the first publish failed: the message id stores it once.
             ack = build_ack(result, self.protocol, delivered=True)
         await self.publish("ack", ack)
@@ -132,8 +151,12 @@ class StationLink:
         expired = self.handshake.expire()
         for result in expired:
             self.deadlines.cancel(result.inspection_id)
-            log.warning("no decision in time: FAIL/TIMEOUT to the PLC", station=self.station,
-                        inspection_id=result.inspection_id, sequence=result.sequence)
+            log.warning(
+                "no decision in time: FAIL/TIMEOUT to the PLC",
+                station=self.station,
+                inspection_id=result.inspection_id,
+                sequence=result.sequence,
+            )
             self._unacked.append(await self._deliver(result))
         while self._unacked:
             # Taken before the await: run_deadlines and on_decision both flush, and must not send one twice.
@@ -159,13 +182,20 @@ class StationLink:
             try:
                 await self.plc.deliver(self.station, result)
                 delivered = True
-            except Exception:  # noqa: BLE001 - recorded in the ack; the PLC's own watchdog takes over
-                log.exception("could not hand the result to the PLC", station=self.station,
-                              inspection_id=result.inspection_id)
+            except Exception:
+                log.exception(
+                    "could not hand the result to the PLC", station=self.station, inspection_id=result.inspection_id
+                )
         await self._show_busy()
         if delivered:
-            log.info("result to PLC", station=self.station, inspection_id=result.inspection_id,
-                     sequence=result.sequence, verdict=verdict_name(result.verdict), reasons=list(result.reasons))
+            log.info(
+                "result to PLC",
+                station=self.station,
+                inspection_id=result.inspection_id,
+                sequence=result.sequence,
+                verdict=verdict_name(result.verdict),
+                reasons=list(result.reasons),
+            )
         return build_ack(result, self.protocol, delivered)
 
     async def _show_busy(self) -> None:
@@ -182,8 +212,12 @@ class StationLinks:
         self.line = config.line
         self.links: dict[str, StationLink] = {}
         for station in config.stations:
-            handshake = Handshake(line=config.line, station=station.id, recipe_id=station.recipe,
-                                  timeout_s=station_timeout_s(config, station.id))
+            handshake = Handshake(
+                line=config.line,
+                station=station.id,
+                recipe_id=station.recipe,
+                timeout_s=station_timeout_s(config, station.id),
+            )
             self.links[station.id] = StationLink(handshake, publish)
 
     async def trigger(self, station_id: str, sequence: int, part_id: str) -> str:
@@ -198,28 +232,40 @@ class StationLinks:
         deadline = time.monotonic() + timeout
         open_links = [link for link in self.links.values() if not link.settled]
         if open_links:
-            log.info("answering the parts in flight before stopping",
-                     in_flight={link.station: link.handshake.in_flight for link in open_links})
+            log.info(
+                "answering the parts in flight before stopping",
+                in_flight={link.station: link.handshake.in_flight for link in open_links},
+            )
         while open_links and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
             open_links = [link for link in open_links if not link.settled]
         for link in open_links:
-            log.error("stopping with parts unanswered or acks unpublished", station=link.station,
-                      in_flight=link.handshake.in_flight, unpublished_acks=link.unpublished_acks, waited_s=timeout)
+            log.error(
+                "stopping with parts unanswered or acks unpublished",
+                station=link.station,
+                in_flight=link.handshake.in_flight,
+                unpublished_acks=link.unpublished_acks,
+                waited_s=timeout,
+            )
 
     def route(self, decision: Decision) -> StationLink:
         """The station a decision is for; BadMessage naming the cause when there is none."""
         part = decision.part
         if part.line != self.line:
-            raise BadMessage(f"decision {part.inspection_id} is for line {part.line!r}; this gateway serves line "
-                             f"{self.line!r}")
+            raise BadMessage(
+                f"decision {part.inspection_id} is for line {part.line!r}; this gateway serves line {self.line!r}"
+            )
         link = self.links.get(part.station)
         if link is None:
             known = ", ".join(sorted(self.links)) or "none"
-            raise BadMessage(f"decision {part.inspection_id} is for station {part.station!r}, which this gateway "
-                             f"does not serve (stations: {known})")
+            raise BadMessage(
+                f"decision {part.inspection_id} is for station {part.station!r}, which this gateway "
+                f"does not serve (stations: {known})"
+            )
         if decision.verdict not in _DELIVERABLE:
             name = VERDICT_NAMES.get(decision.verdict, "not a Verdict value")
-            raise BadMessage(f"decision {part.inspection_id} has verdict {decision.verdict} ({name}); a PLC can only "
-                             f"be given {', '.join(RESULT_VERDICTS)}")
+            raise BadMessage(
+                f"decision {part.inspection_id} has verdict {decision.verdict} ({name}); a PLC can only "
+                f"be given {', '.join(RESULT_VERDICTS)}"
+            )
         return link

@@ -22,12 +22,12 @@ from typing import Any, Generic, TypeVar
 import structlog
 
 from lineguard.bus import BadMessage, Delivery, HandBack
-from lineguard.runtime.service import ServiceContext
 from lineguard.imaging import FrameError
+from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
-from lineguard.vision.model import Detector
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
+from lineguard.vision.model import Detector
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,14 +43,15 @@ class MicroBatcher(Generic[T, R]):
 
     `run_batch(items)` returns one outcome per item: its result, or the exception that item failed with."""
 
-    def __init__(self, run_batch: Callable[[list[T]], Sequence[R | BaseException]], *, batch_size: int,
-                 max_wait_s: float):
+    def __init__(
+        self, run_batch: Callable[[list[T]], Sequence[R | BaseException]], *, batch_size: int, max_wait_s: float
+    ):
         self.run_batch = run_batch
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self.queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(maxsize=2 * batch_size)
         self.closed = False
-        self.batches: list[int] = []   # the size of each batch run, for tests and metrics
+        self.batches: list[int] = []  # the size of each batch run, for tests and metrics
 
     async def submit(self, item: T) -> asyncio.Future[R]:
         """Queue `item` (waiting while the queue is full); the future resolves to its outcome."""
@@ -124,15 +125,19 @@ class FrameBatcher:
 
     def __init__(self, ctx: ServiceContext, detector: Callable[[], Detector]):
         self.ctx = ctx
-        self.detector = detector   # a callable: the model in use when a batch runs (it may be swapped)
+        self.detector = detector  # a callable: the model in use when a batch runs (it may be swapped)
         settings = ctx.config.model
         self.batcher: MicroBatcher[PreparedFrame, InferenceResult] = MicroBatcher(
-            self._infer, batch_size=settings.batch_size, max_wait_s=settings.batch_wait_ms / 1000)
+            self._infer, batch_size=settings.batch_size, max_wait_s=settings.batch_wait_ms / 1000
+        )
         self.settling: set[asyncio.Task[None]] = set()
         takes = detector().max_batch
         if takes is not None and takes < settings.batch_size:
-            log.warning("the model takes batches of at most %d: each batch runs in pieces of that size; "
-                        "export it with a dynamic batch axis to batch for real" % takes, batch_size=settings.batch_size)
+            log.warning(
+                f"the model takes batches of at most {takes}: each batch runs in pieces of that size; "
+                "export it with a dynamic batch axis to batch for real",
+                batch_size=settings.batch_size,
+            )
 
     def _infer(self, frames: list[PreparedFrame]) -> list[InferenceResult | BaseException]:
         # One model for the whole batch; a frame prepared for the model it replaced is prepared again.
@@ -141,9 +146,10 @@ class FrameBatcher:
         ready = []
         for i, prepared in enumerate(frames):
             try:
-                ready.append((i, prepared if prepared.detector is detector else
-                              prepare_frame(prepared.frame, config, detector)))
-            except FrameError as exc:   # this frame only; the others still run
+                ready.append(
+                    (i, prepared if prepared.detector is detector else prepare_frame(prepared.frame, config, detector))
+                )
+            except FrameError as exc:  # this frame only; the others still run
                 outcomes[i] = exc
         if ready:
             for (i, _), result in zip(ready, infer_prepared([p for _, p in ready], config, detector), strict=True):
@@ -169,7 +175,7 @@ class FrameBatcher:
             result = await future
             await self.ctx.publish("inference", result)
             await delivery.ack()
-        except FrameError as exc:   # this frame can never be inspected
+        except FrameError as exc:  # this frame can never be inspected
             await delivery.fail(BadMessage(str(exc)))
         except Exception as exc:  # noqa: BLE001 - deferred, so settled here by the bus's one failure policy
             await delivery.fail(exc)

@@ -35,7 +35,7 @@ class PreparedFrame:
     width: int
     height: int
     started_ns: int
-    detector: Detector    # the model it was prepared for (its input size and mode)
+    detector: Detector  # the model it was prepared for (its input size and mode)
 
 
 def prepare_frame(frame: Frame, config: LineConfig, detector: Detector) -> PreparedFrame:
@@ -52,11 +52,13 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: Detector) -> Prepa
         except ImageError as exc:
             raise FrameError(f"reference image: {exc}") from None
     try:
-        prepared = prepare(detector, image, ROI.from_list(recipe.inspect_roi), reference,
-                           align_px=recipe.align_reference_px)
+        prepared = prepare(
+            detector, image, ROI.from_list(recipe.inspect_roi), reference, align_px=recipe.align_reference_px
+        )
     except ImageError as exc:
-        raise FrameError(f"part {part.inspection_id} (recipe {part.recipe_id!r}, inspect_roi "
-                         f"{recipe.inspect_roi}): {exc}") from None
+        raise FrameError(
+            f"part {part.inspection_id} (recipe {part.recipe_id!r}, inspect_roi {recipe.inspect_roi}): {exc}"
+        ) from None
     height, width = image.shape[:2]
     return PreparedFrame(frame, prepared, width, height, started, detector)
 
@@ -65,16 +67,21 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: Detector) -> Prepa
 def _reference(data: bytes, encoding: str | None) -> np.ndarray:
     """A reference image, decoded once: a station compares every part of a product with the same golden image."""
     image = decode_image(data, expected_encoding=encoding, grey=True)
-    image.flags.writeable = False   # shared by every frame that brings it
+    image.flags.writeable = False  # shared by every frame that brings it
     return image
 
 
-def infer_prepared(frames: Sequence[PreparedFrame], config: LineConfig,
-                   detector: Detector) -> list[InferenceResult | FrameError]:
+def infer_prepared(
+    frames: Sequence[PreparedFrame], config: LineConfig, detector: Detector
+) -> list[InferenceResult | FrameError]:
     """Run prepared frames as one batch; per frame, in order, its InferenceResult or the FrameError that says
     why the model's output for it cannot be judged."""
-    found = detect_batch(detector, [f.image for f in frames], conf_threshold=config.model.conf_threshold,
-                         iou_threshold=config.model.iou_threshold)
+    found = detect_batch(
+        detector,
+        [f.image for f in frames],
+        conf_threshold=config.model.conf_threshold,
+        iou_threshold=config.model.iou_threshold,
+    )
     results: list[InferenceResult | FrameError] = []
     for prepared, timed in zip(frames, found, strict=True):
         frame = prepared.frame
@@ -116,19 +123,27 @@ def to_proto(detections: Detections, classes: Sequence[str], px_per_mm: float) -
         x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])
         outline = () if detections.polygon is None else detections.polygon[i]
         area = float(areas[i])
-        messages.append(DetectionMessage(
-            class_name=classes[class_id],
-            class_id=class_id,
-            score=float(detections.confidence[i]),
-            box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
-            mask=Polygon(points=[Point(x=float(x), y=float(y)) for x, y in outline]) if len(outline) else None,
-            area_px=area,
-            area_mm2=area / px_per_mm**2 if px_per_mm > 0 else 0.0,
-        ))
+        messages.append(
+            DetectionMessage(
+                class_name=classes[class_id],
+                class_id=class_id,
+                score=float(detections.confidence[i]),
+                box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
+                mask=Polygon(points=[Point(x=float(x), y=float(y)) for x, y in outline]) if len(outline) else None,
+                area_px=area,
+                area_mm2=area / px_per_mm**2 if px_per_mm > 0 else 0.0,
+            )
+        )
     return messages
 
 
 def load_configured_model(settings: ModelSettings) -> Detector:
     """The model ModelSettings names (default: the packaged one), on the backend and device it names."""
-    return load_model(settings.path, backend=settings.backend, device=settings.device,
-                      intra_op_threads=settings.intra_op_threads, model_id=settings.id, version=settings.version)
+    return load_model(
+        settings.path,
+        backend=settings.backend,
+        device=settings.device,
+        intra_op_threads=settings.intra_op_threads,
+        model_id=settings.id,
+        version=settings.version,
+    )

@@ -29,17 +29,25 @@ from lineguard.registry import ModelRegistry, Promotion, RegistryError
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.detect import load_configured_model
 from lineguard.vision.cache import user_cache_dir
-from lineguard.vision.model import ModelCard, ModelLoadError, Detector
+from lineguard.vision.model import Detector, ModelCard, ModelLoadError
 
 log = structlog.get_logger("lineguard.inference")
 
-MODEL_SERVING = Gauge("lineguard_model_serving", "1 for the model version the service runs, 0 for earlier ones",
-                      ["service", "model_id", "version"])
-PROMOTIONS = Counter("lineguard_model_promotions_total",
-                     "Promotions the service acted on, by outcome (swapped, refused, unchanged)",
-                     ["service", "outcome"])
-PROMOTION_REFUSED = Gauge("lineguard_model_promotion_refused",
-                          "1 while the line's promoted model is refused and an earlier one keeps serving", ["service"])
+MODEL_SERVING = Gauge(
+    "lineguard_model_serving",
+    "1 for the model version the service runs, 0 for earlier ones",
+    ["service", "model_id", "version"],
+)
+PROMOTIONS = Counter(
+    "lineguard_model_promotions_total",
+    "Promotions the service acted on, by outcome (swapped, refused, unchanged)",
+    ["service", "outcome"],
+)
+PROMOTION_REFUSED = Gauge(
+    "lineguard_model_promotion_refused",
+    "1 while the line's promoted model is refused and an earlier one keeps serving",
+    ["service"],
+)
 
 
 def check_recipe_classes(card: ModelCard, recipes: dict[str, RecipeSettings], path: Path | str) -> None:
@@ -50,12 +58,16 @@ def check_recipe_classes(card: ModelCard, recipes: dict[str, RecipeSettings], pa
         if missing:
             problems.append(f"recipe {recipe_id!r} has rules for {missing}")
     if problems:
-        raise ModelLoadError(path, f"classes disagree with the recipes: {'; '.join(problems)}, which model "
-                                   f"{card.model_id} {card.version} does not detect (it detects {list(card.classes)})")
+        raise ModelLoadError(
+            path,
+            f"classes disagree with the recipes: {'; '.join(problems)}, which model "
+            f"{card.model_id} {card.version} does not detect (it detects {list(card.classes)})",
+        )
 
 
-def load_for_line(config: LineConfig, path: str | Path | None = None, *, model_id: str | None = None,
-                  version: str | None = None) -> Detector:
+def load_for_line(
+    config: LineConfig, path: str | Path | None = None, *, model_id: str | None = None, version: str | None = None
+) -> Detector:
     """Load a model with the line's backend settings and check it against the recipes (blocking)."""
     settings = config.model
     if path is not None:
@@ -123,8 +135,13 @@ class ModelHolder:
                     break
                 except Exception as exc:  # noqa: BLE001 - any failure refuses this version; try the one before
                     cause = _cause(exc)
-                    log.error("promoted model refused", line=ctx.config.line, model_id=promotion.model_id,
-                              model_version=promotion.version, error=cause)
+                    log.error(
+                        "promoted model refused",
+                        line=ctx.config.line,
+                        model_id=promotion.model_id,
+                        model_version=promotion.version,
+                        error=cause,
+                    )
                     refused = refused or f"promotion of {promotion} refused: {cause}"
         if holder is None:
             if latest is not None:
@@ -157,13 +174,17 @@ class ModelHolder:
     async def apply(self, promotion: Promotion) -> bool:
         """Swap to `promotion`'s model; False (logged, counted, in the heartbeat) when it is refused."""
         serving = self.current().card
-        if (promotion.model_id, promotion.version) == (serving.model_id, serving.version) \
-                and self.promotion is not None and self.promotion.sha256 == promotion.sha256:
+        if (
+            (promotion.model_id, promotion.version) == (serving.model_id, serving.version)
+            and self.promotion is not None
+            and self.promotion.sha256 == promotion.sha256
+        ):
             PROMOTIONS.labels(self.ctx.name, "unchanged").inc()
             self.promotion = promotion
             self._set_refused("")
-            log.info("promotion names the model already running", model_id=serving.model_id,
-                     model_version=serving.version)
+            log.info(
+                "promotion names the model already running", model_id=serving.model_id, model_version=serving.version
+            )
             return True
         assert self.registry is not None  # follow() runs only with the registry on
         started = time.monotonic()
@@ -172,9 +193,14 @@ class ModelHolder:
         except Exception as exc:  # noqa: BLE001 - whatever the cause, the running model stays
             cause = _cause(exc)
             PROMOTIONS.labels(self.ctx.name, "refused").inc()
-            log.error("promoted model refused; the running model keeps serving", line=self.ctx.config.line,
-                      model_id=promotion.model_id, model_version=promotion.version, error=cause,
-                      serving=f"{serving.model_id} {serving.version}")
+            log.error(
+                "promoted model refused; the running model keeps serving",
+                line=self.ctx.config.line,
+                model_id=promotion.model_id,
+                model_version=promotion.version,
+                error=cause,
+                serving=f"{serving.model_id} {serving.version}",
+            )
             self._set_refused(f"promotion of {promotion} refused: {cause}")
             return False
         # The swap: frames already running finish with the old model; the next one gets the new.
@@ -185,9 +211,14 @@ class ModelHolder:
         self._set_refused("")
         self._serve(detector, promotion, previous=serving)
         PROMOTIONS.labels(self.ctx.name, "swapped").inc()
-        log.info("model swapped", model_id=promotion.model_id, model_version=promotion.version,
-                 previous=f"{serving.model_id} {serving.version}", load_s=round(time.monotonic() - started, 2),
-                 promoted_by=promotion.by)
+        log.info(
+            "model swapped",
+            model_id=promotion.model_id,
+            model_version=promotion.version,
+            previous=f"{serving.model_id} {serving.version}",
+            load_s=round(time.monotonic() - started, 2),
+            promoted_by=promotion.by,
+        )
         return True
 
     def _serve(self, detector: Detector, promotion: Promotion | None, previous: ModelCard | None = None) -> None:
@@ -224,12 +255,14 @@ async def _newest_first(registry: ModelRegistry, latest: Promotion) -> list[Prom
 async def _load_promoted(registry: ModelRegistry, ctx: ServiceContext, promotion: Promotion) -> Detector:
     stored = await registry.get(promotion.model_id, promotion.version)
     if stored.sha256 != promotion.sha256:
-        raise RegistryError(f"{promotion} in the registry has sha256 {stored.sha256}, but the promotion names "
-                            f"{promotion.sha256}")
+        raise RegistryError(
+            f"{promotion} in the registry has sha256 {stored.sha256}, but the promotion names {promotion.sha256}"
+        )
     path = await registry.fetch(promotion.model_id, promotion.version, cache_dir(ctx.config))
     # Loading takes seconds (a TensorRT engine build: minutes): in a thread, while the old model serves.
-    return await asyncio.to_thread(load_for_line, ctx.config, path, model_id=promotion.model_id,
-                                   version=promotion.version)
+    return await asyncio.to_thread(
+        load_for_line, ctx.config, path, model_id=promotion.model_id, version=promotion.version
+    )
 
 
 def _cause(exc: BaseException) -> str:

@@ -7,8 +7,8 @@ import structlog
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.batching import FrameBatcher
 from lineguard.services.inference.holder import ModelHolder
-from lineguard.vision.model import ModelLoadError
 from lineguard.v1.frame_pb2 import Frame
+from lineguard.vision.model import ModelLoadError
 
 log = structlog.get_logger("lineguard.inference")
 
@@ -23,9 +23,18 @@ async def setup(ctx: ServiceContext) -> None:
         raise
     detector = holder.current()
     card = detector.card
-    log.info("model loaded", model=str(detector.path), model_id=card.model_id, model_version=card.version,
-             classes=list(card.classes), input_size=card.input_size, backend=detector.runner.backend,
-             device=detector.runner.device, max_batch=detector.max_batch, batch_size=ctx.config.model.batch_size)
+    log.info(
+        "model loaded",
+        model=str(detector.path),
+        model_id=card.model_id,
+        model_version=card.version,
+        classes=list(card.classes),
+        input_size=card.input_size,
+        backend=detector.runner.backend,
+        device=detector.runner.device,
+        max_batch=detector.max_batch,
+        batch_size=ctx.config.model.batch_size,
+    )
 
     pipeline = FrameBatcher(ctx, holder.current)
     ctx.consume("frame", Frame, pipeline.handle)

@@ -22,9 +22,9 @@ READ_FORMATS = (
 
 @dataclass(frozen=True)
 class FoundCode:
-    symbology: str                              # zxing's name: "DataMatrix", "QRCode", "Code128", ...
+    symbology: str  # zxing's name: "DataMatrix", "QRCode", "Code128", ...
     text: str
-    outline: tuple[tuple[float, float], ...]    # corners: top-left, top-right, bottom-right, bottom-left
+    outline: tuple[tuple[float, float], ...]  # corners: top-left, top-right, bottom-right, bottom-left
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -44,9 +44,11 @@ def read_codes(image: np.ndarray, roi: ROI | None = None) -> list[FoundCode]:
     for barcode in zxingcpp.read_barcodes(region, formats=READ_FORMATS):
         pos = barcode.position
         corners = (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
-        found.append(FoundCode(
-            symbology=barcode.format.name,
-            text=barcode.text,
-            outline=tuple((float(p.x + dx), float(p.y + dy)) for p in corners),
-        ))
+        found.append(
+            FoundCode(
+                symbology=barcode.format.name,
+                text=barcode.text,
+                outline=tuple((float(p.x + dx), float(p.y + dy)) for p in corners),
+            )
+        )
     return found

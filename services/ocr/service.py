@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from lineguard.bus import BadMessage, Delivery
-from lineguard.runtime.service import ServiceContext
 from lineguard.imaging import FrameError
+from lineguard.runtime.service import ServiceContext
 from lineguard.services.ocr.results import ocr_frame
 from lineguard.v1.frame_pb2 import Frame
 

@@ -200,8 +200,11 @@ def _defect(problems: list[str], i: int, detection: Any) -> dict[str, Any]:
     _required(problems, f"{name}.class_name", detection.class_name, Defect.__table__.c.class_name)
     if detection.class_id > _INT32_MAX:
         problems.append(f"{name}.class_id: {detection.class_id} is beyond the column's {_INT32_MAX}")
-    numbers = _finite(problems, name, {"score": detection.score, **_box(detection.box),
-                                       "area_px": detection.area_px, "area_mm2": detection.area_mm2})
+    numbers = _finite(
+        problems,
+        name,
+        {"score": detection.score, **_box(detection.box), "area_px": detection.area_px, "area_mm2": detection.area_mm2},
+    )
     return {
         "class_name": detection.class_name,
         "class_id": detection.class_id,

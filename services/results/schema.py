@@ -72,8 +72,11 @@ def _row_id() -> BigInteger:
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     # none_as_null: a missing mask is SQL NULL, not the JSON text 'null'.
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(none_as_null=True),
-                           list[Any]: JSON(none_as_null=True)}
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads it from the class
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(none_as_null=True),
+        list[Any]: JSON(none_as_null=True),
+    }
 
 
 class Inspection(Base):
@@ -120,8 +123,7 @@ class Defect(Base):
     __tablename__ = "defects"
 
     id: Mapped[int] = mapped_column(_row_id(), primary_key=True, autoincrement=True)
-    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.inspection_id", ondelete="CASCADE"),
-                                               index=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.inspection_id", ondelete="CASCADE"), index=True)
     class_name: Mapped[str] = mapped_column(String(64))
     class_id: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float, comment="0..1")
@@ -142,8 +144,7 @@ class Code(Base):
     __tablename__ = "codes"
 
     id: Mapped[int] = mapped_column(_row_id(), primary_key=True, autoincrement=True)
-    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.inspection_id", ondelete="CASCADE"),
-                                               index=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.inspection_id", ondelete="CASCADE"), index=True)
     symbology: Mapped[str] = mapped_column(String(32), comment="DataMatrix, QRCode, Code128, ...")
     text: Mapped[str] = mapped_column(Text)
     x1: Mapped[float] = mapped_column(Float, comment="box in image pixels")
@@ -164,11 +165,10 @@ class PlcResult(Base):
 
     __tablename__ = "plc_results"
 
-    inspection_id: Mapped[str] = mapped_column(String(36), primary_key=True,
-                                               comment="the inspection; its row may not be written yet")
+    inspection_id: Mapped[str] = mapped_column(
+        String(36), primary_key=True, comment="the inspection; its row may not be written yet"
+    )
     plc_verdict: Mapped[str] = mapped_column(String(8), comment="what the PLC was given (or was to be given)")
     plc_delivered_at: Mapped[datetime | None] = mapped_column(comment="verdict reached the PLC (UTC); NULL: it did not")
 
-    __table_args__ = (
-        CheckConstraint(f"plc_verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="plc_verdict"),
-    )
+    __table_args__ = (CheckConstraint(f"plc_verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="plc_verdict"),)

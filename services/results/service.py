@@ -31,9 +31,11 @@ from lineguard.v1.plc_pb2 import PlcAck
 
 log = structlog.get_logger("lineguard.results")
 
-ROWS = Counter("lineguard_results_inspections_total",
-               "Decisions handled by the results service: new rows, or duplicates already written",
-               ["outcome"])
+ROWS = Counter(
+    "lineguard_results_inspections_total",
+    "Decisions handled by the results service: new rows, or duplicates already written",
+    ["outcome"],
+)
 BACKOFF_MAX_S = 30.0
 # How long a stop waits for the messages already on the streams to be written. A line's backlog
 # of a few seconds is written in well under it; what is left (the database is away) stays on the
@@ -64,15 +66,21 @@ class ResultsHandlers:
     async def decision(self, delivery: Delivery[Decision]) -> None:
         new = await self._store(write_decision, delivery)
         ROWS.labels("new" if new else "duplicate").inc()
-        log.debug("inspection written" if new else "inspection already written",
-                  verdict=verdict_name(delivery.message.verdict), tries=delivery.num_delivered)
+        log.debug(
+            "inspection written" if new else "inspection already written",
+            verdict=verdict_name(delivery.message.verdict),
+            tries=delivery.num_delivered,
+        )
 
     async def ack(self, delivery: Delivery[PlcAck]) -> None:
         found = await self._store(record_plc_ack, delivery)
         # An ack can overtake its decision (a backlog of decisions, a decision service restarted under load):
         # it is kept all the same, and the decision's write fills the row in.
-        log.debug("PLC result recorded" if found else "PLC result recorded before its inspection row",
-                  delivered=delivery.message.delivered, tries=delivery.num_delivered)
+        log.debug(
+            "PLC result recorded" if found else "PLC result recorded before its inspection row",
+            delivered=delivery.message.delivered,
+            tries=delivery.num_delivered,
+        )
 
     def _backoff(self, delivery: Delivery) -> float:
         # Doubling delays, capped: a database restart is not hammered, and a long
@@ -121,12 +129,15 @@ async def drain(ctx: ServiceContext, timeout_s: float) -> None:
             try:
                 info = await ctx.bus.js.consumer_info(stream_name(worker.kind), worker.durable)
                 left[worker.kind] = info.num_pending + info.num_ack_pending
-            except Exception as exc:  # the bus away: not known to be drained
+            except Exception as exc:  # noqa: BLE001 - the bus away: not known to be drained
                 left[worker.kind] = f"unknown ({type(exc).__name__})"
         if not any(left.values()):
             return
         if time.monotonic() >= deadline:
-            log.error("stopping with messages not yet written; they stay on the streams for the next start",
-                      left=left, waited_s=timeout_s)
+            log.error(
+                "stopping with messages not yet written; they stay on the streams for the next start",
+                left=left,
+                waited_s=timeout_s,
+            )
             return
         await asyncio.sleep(0.05)

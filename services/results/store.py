@@ -42,9 +42,12 @@ def write_rows(engine: Engine, rows: InspectionRows) -> bool:
     # Insert-if-absent on the primary key: a concurrent duplicate waits for the first
     # writer's commit and then inserts nothing, so defects are never written twice.
     # RETURNING (SQLite >= 3.35), not rowcount: psycopg under SQLAlchemy 2.1 reports -1 for this INSERT.
-    first = (dialect_insert(Inspection).values(rows.inspection)
-             .on_conflict_do_nothing(index_elements=[Inspection.inspection_id])
-             .returning(Inspection.inspection_id))
+    first = (
+        dialect_insert(Inspection)
+        .values(rows.inspection)
+        .on_conflict_do_nothing(index_elements=[Inspection.inspection_id])
+        .returning(Inspection.inspection_id)
+    )
     with engine.begin() as conn:
         new = conn.execute(first).first() is not None
         if new and rows.defects:
@@ -65,10 +68,12 @@ def record_plc_ack(engine: Engine, ack: PlcAck) -> bool:
     that was attempted and leaves plc_delivered_at NULL, until one that was delivered."""
     change = ack_update(ack)
     report = _dialect_insert(engine)(PlcResult).values(
-        inspection_id=change.inspection_id, plc_verdict=change.plc_verdict, plc_delivered_at=change.plc_delivered_at)
+        inspection_id=change.inspection_id, plc_verdict=change.plc_verdict, plc_delivered_at=change.plc_delivered_at
+    )
     report = report.on_conflict_do_update(
         index_elements=[PlcResult.inspection_id],
-        set_=_first_delivery_stays(PlcResult, report.excluded.plc_verdict, report.excluded.plc_delivered_at))
+        set_=_first_delivery_stays(PlcResult, report.excluded.plc_verdict, report.excluded.plc_delivered_at),
+    )
     with engine.begin() as conn:
         conn.execute(report)
     with engine.begin() as conn:
@@ -84,28 +89,37 @@ def _merge_plc_result(conn: Connection, inspection_id: str) -> bool:
     merged = conn.execute(
         update(Inspection)
         .where(Inspection.inspection_id == inspection_id, exists().where(reported))
-        .values(_first_delivery_stays(Inspection, select(PlcResult.plc_verdict).where(reported).scalar_subquery(),
-                                      select(PlcResult.plc_delivered_at).where(reported).scalar_subquery()))
+        .values(
+            _first_delivery_stays(
+                Inspection,
+                select(PlcResult.plc_verdict).where(reported).scalar_subquery(),
+                select(PlcResult.plc_delivered_at).where(reported).scalar_subquery(),
+            )
+        )
         .returning(Inspection.inspection_id)
     ).first()
     return merged is not None
 
 
-def _first_delivery_stays(target: type[Inspection] | type[PlcResult], verdict: Any, delivered_at: Any
-                          ) -> dict[str, Any]:
+def _first_delivery_stays(
+    target: type[Inspection] | type[PlcResult], verdict: Any, delivered_at: Any
+) -> dict[str, Any]:
     """SET clauses writing `verdict` and `delivered_at` into `target`'s plc columns, unless it records a delivery.
 
     SET reads the row as it is when written (on PostgreSQL, the version a concurrent
     writer committed meanwhile), so a delivery recorded is never replaced, not even by
     a merge that read an older report (one not yet delivered)."""
     delivered = target.plc_delivered_at.is_not(None)
-    return {"plc_verdict": case((delivered, target.plc_verdict), else_=verdict),
-            "plc_delivered_at": func.coalesce(target.plc_delivered_at, delivered_at)}
+    return {
+        "plc_verdict": case((delivered, target.plc_verdict), else_=verdict),
+        "plc_delivered_at": func.coalesce(target.plc_delivered_at, delivered_at),
+    }
 
 
 def _dialect_insert(engine: Engine) -> Callable[..., Any]:
     try:
         return _INSERTS[engine.dialect.name]
     except KeyError:
-        raise NotImplementedError(f"the MES database supports {', '.join(_INSERTS)}, not {engine.dialect.name}") \
-            from None
+        raise NotImplementedError(
+            f"the MES database supports {', '.join(_INSERTS)}, not {engine.dialect.name}"
+        ) from None

@@ -22,9 +22,12 @@ def wait_for_rows(url: str, expected: int, timeout_s: float = 60) -> list[sa.Row
     try:
         for _ in range(int(timeout_s / 0.25)):
             with engine.connect() as conn:
-                rows = conn.execute(sa.text(
-                    "SELECT inspection_id, sequence, verdict, serial, model_id, model_version, recipe_version, "
-                    "plc_verdict FROM inspections ORDER BY sequence")).all()
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT inspection_id, sequence, verdict, serial, model_id, model_version, recipe_version, "
+                        "plc_verdict FROM inspections ORDER BY sequence"
+                    )
+                ).all()
             if len(rows) >= expected and all(r.plc_verdict for r in rows):
                 return rows
             asyncio.run(asyncio.sleep(0.25))
@@ -40,6 +43,7 @@ def line_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlcRunReport, li
     line = LocalLine(workdir=tmp_path_factory.mktemp("line"), deadline_ms=10_000)
     line.start()
     try:
+
         async def drive() -> PlcRunReport:
             async with SimulatedPlc(line.opcua_endpoint, station="s1") as plc:
                 return await plc.run(PARTS, rate_hz=4.0, result_timeout_s=60)
@@ -76,7 +80,7 @@ def test_rows_trace_model_recipe_and_the_serial_read_from_the_part(line_run) -> 
 
 
 def test_no_part_times_out(line_run) -> None:
-    report, rows, _, _ = line_run
+    report, _rows, _, _ = line_run
     assert not [r for r in report.results if "TIMEOUT" in r.reasons]
 
 
@@ -91,8 +95,12 @@ def test_demo_command_runs_to_its_summary(tmp_path: Path) -> None:
     import sys
 
     cli = Path(sys.executable).parent / "lineguard"
-    result = subprocess.run([str(cli), "demo", "--parts", "20", "--rate", "8", "--workdir", str(tmp_path / "demo"),
-                             "--json"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(cli), "demo", "--parts", "20", "--rate", "8", "--workdir", str(tmp_path / "demo"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["results_at_plc"] == 20 and summary["database_rows"] == 20

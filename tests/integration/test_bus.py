@@ -201,8 +201,7 @@ async def test_part_whose_station_cannot_be_a_subject_is_dead_lettered(bus_facto
     assert "station id 's1.extra' cannot be part of a NATS subject" in dead.headers[DEAD_REASON]
 
 
-async def test_a_full_stream_of_records_refuses_new_ones_and_a_full_frame_stream_drops_its_oldest(
-        bus_factory) -> None:
+async def test_a_full_stream_of_records_refuses_new_ones_and_a_full_frame_stream_drops_its_oldest(bus_factory) -> None:
     # Decisions are what the MES must get: a full stream refuses (the publisher retries, then dead-letters with
     # the reason) rather than silently dropping the oldest unwritten ones. Frames are worthless past their
     # deadline: the oldest make room.

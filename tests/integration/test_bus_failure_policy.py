@@ -27,8 +27,9 @@ class Consumer:
 
     async def start(self) -> Consumer:
         config = ConsumerConfig(durable_name="policy", ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_deliver=-1)
-        self.sub = await self.bus.js.pull_subscribe(subject("trigger", "l1", "s1"), durable="policy",
-                                                    stream=stream_name("trigger"), config=config)
+        self.sub = await self.bus.js.pull_subscribe(
+            subject("trigger", "l1", "s1"), durable="policy", stream=stream_name("trigger"), config=config
+        )
         return self
 
     async def next(self, timeout: float = 5.0) -> Delivery[Trigger] | None:
@@ -62,7 +63,7 @@ async def test_a_failure_is_retried_after_the_delay_then_dead_lettered_with_the_
         outcomes.append(await delivery.fail(ConnectionError("database unreachable")))
     assert outcomes == ["retry", "retry", "dead"] and tries == [1, 2, 3]
     assert all(later - earlier >= 0.35 for earlier, later in pairwise(times)), times  # nak'd with the delay
-    assert await consumer.next(timeout=1.0) is None                                        # terminated: never again
+    assert await consumer.next(timeout=1.0) is None  # terminated: never again
     [dead] = await dead_letters(bus)
     assert dead.headers[DEAD_REASON] == "gave up after 3 deliveries: ConnectionError: database unreachable"
     assert dead.headers[DEAD_SUBJECT] == "lg.trigger.l1.s1"
@@ -98,7 +99,7 @@ async def test_retry_forever_never_gives_up_on_retry_and_its_own_delay_counts(bu
         last = await consumer.next()
         assert last is not None
         await last.ack()
-    else:   # the same Retry from a worker not made to retry forever: given up at max_deliver
+    else:  # the same Retry from a worker not made to retry forever: given up at max_deliver
         assert outcomes == ["retry", "dead"]
         [dead] = await dead_letters(bus)
         assert dead.headers[DEAD_REASON] == "gave up after 2 deliveries: Retry: database restarting"
@@ -110,7 +111,7 @@ async def test_a_message_handed_back_is_never_dead_lettered_and_comes_back_at_on
     await send_one(bus)
     consumer = await Consumer(bus).start()
     outcomes = []
-    for _ in range(4):   # past max_deliver, and each one back well within nak_delay_s
+    for _ in range(4):  # past max_deliver, and each one back well within nak_delay_s
         delivery = await consumer.next(timeout=2.0)
         assert delivery is not None
         outcomes.append(await delivery.fail(HandBack("the service stopped before the frame ran")))

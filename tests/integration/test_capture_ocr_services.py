@@ -31,15 +31,17 @@ def new_part(seq: int, station: str = "s1", recipe: str = "pcb-a") -> Part:
 
 
 async def test_capture_turns_triggers_into_frames_and_dead_letters_an_unknown_station(
-        fresh_nats: EmbeddedNats, bus_factory, line_config_dict) -> None:
+    fresh_nats: EmbeddedNats, bus_factory, line_config_dict
+) -> None:
     bus = await bus_factory("driver")
     unknown = Trigger(part=new_part(1, station="s9"), source="cli")
     good = Trigger(part=new_part(42), source="cli")
     async with running_service("capture", LineConfig(**line_config_dict(nats_url=fresh_nats.url)), capture_setup):
         # s9 is not a station, but the subject is well formed: only capture can tell.
         for trig in (unknown, good):
-            await bus.publish(subject("trigger", "l1", trig.part.station), trig,
-                              msg_id=msg_id(trig.part.inspection_id, "trigger"))
+            await bus.publish(
+                subject("trigger", "l1", trig.part.station), trig, msg_id=msg_id(trig.part.inspection_id, "trigger")
+            )
         frames = await collect(bus, "lg.frame.l1.*", stream_name("frame"), 1)
         dead = await collect(bus, dead_subject("trigger"), stream_name("dead"), 1)
     frame = Frame.FromString(frames[0].data)
@@ -53,8 +55,9 @@ async def test_capture_turns_triggers_into_frames_and_dead_letters_an_unknown_st
     assert Trigger.FromString(dead[0].data) == unknown
 
 
-async def test_ocr_reads_frames_and_dead_letters_what_it_cannot_read(fresh_nats: EmbeddedNats, bus_factory,
-                                                                     line_config_dict) -> None:
+async def test_ocr_reads_frames_and_dead_letters_what_it_cannot_read(
+    fresh_nats: EmbeddedNats, bus_factory, line_config_dict
+) -> None:
     bus = await bus_factory("driver")
     board = np.full((640, 640), 255, np.uint8)
     png = encode_image(stamp_serial(board, "LG-00000003"), "png")
@@ -75,8 +78,9 @@ async def test_ocr_reads_frames_and_dead_letters_what_it_cannot_read(fresh_nats:
     assert "unknown recipe 'pcb-z'" in reasons[2]
 
 
-async def test_trigger_to_serial_through_capture_and_ocr(fresh_nats: EmbeddedNats, bus_factory,
-                                                        line_config_dict) -> None:
+async def test_trigger_to_serial_through_capture_and_ocr(
+    fresh_nats: EmbeddedNats, bus_factory, line_config_dict
+) -> None:
     bus = await bus_factory("driver")
     config = LineConfig(**line_config_dict(nats_url=fresh_nats.url))
     triggers = [Trigger(part=new_part(seq), source="cli") for seq in (41, 42)]
@@ -84,13 +88,16 @@ async def test_trigger_to_serial_through_capture_and_ocr(fresh_nats: EmbeddedNat
         for trig in triggers:
             await bus.publish(subject("trigger", "l1", "s1"), trig, msg_id=msg_id(trig.part.inspection_id, "trigger"))
         results = await collect(bus, "lg.ocr.l1.*", stream_name("ocr"), 2)
-    read = {OcrResult.FromString(r.data).part.sequence: [c.text for c in OcrResult.FromString(r.data).codes]
-            for r in results}
+    read = {
+        OcrResult.FromString(r.data).part.sequence: [c.text for c in OcrResult.FromString(r.data).codes]
+        for r in results
+    }
     assert read == {41: ["LG-00000041"], 42: ["LG-00000042"]}
 
 
 async def test_a_trigger_redelivered_after_a_failed_publish_gets_the_image_grabbed_first(
-        fresh_nats: EmbeddedNats, bus_factory, line_config_dict) -> None:
+    fresh_nats: EmbeddedNats, bus_factory, line_config_dict
+) -> None:
     # The simulated camera shows the next board at every grab, as a real line shows the next part: a second
     # grab for the same trigger would put the wrong part's image under this inspection.
     bus = await bus_factory("driver")
@@ -100,13 +107,13 @@ async def test_a_trigger_redelivered_after_a_failed_publish_gets_the_image_grabb
     first, second = (Trigger(part=new_part(seq), source="cli") for seq in (51, 52))
     labels = {"service": "capture", "kind": "trigger", "outcome": "retry"}
     async with running_service("capture", config, capture_setup):
-        await bus.js.delete_stream(stream_name("frame"))   # the frame's publish fails: no stream takes it
+        await bus.js.delete_stream(stream_name("frame"))  # the frame's publish fails: no stream takes it
         retries = REGISTRY.get_sample_value("lineguard_messages_total", labels) or 0.0
         await bus.publish(subject("trigger", "l1", "s1"), first, msg_id=msg_id(first.part.inspection_id, "trigger"))
         async with asyncio.timeout(10):
             while (REGISTRY.get_sample_value("lineguard_messages_total", labels) or 0.0) == retries:
                 await asyncio.sleep(0.02)
-        await provision_streams(bus.js, line_streams(config.nats))   # back before the redelivery, 2 s on
+        await provision_streams(bus.js, line_streams(config.nats))  # back before the redelivery, 2 s on
         [redelivered] = await collect(bus, "lg.frame.l1.*", stream_name("frame"), 1)
         await bus.publish(subject("trigger", "l1", "s1"), second, msg_id=msg_id(second.part.inspection_id, "trigger"))
         frames = [Frame.FromString(m.data) for m in await collect(bus, "lg.frame.l1.*", stream_name("frame"), 2)]
@@ -119,7 +126,10 @@ async def test_a_trigger_redelivered_after_a_failed_publish_gets_the_image_grabb
 async def test_capture_refuses_to_start_when_the_server_cannot_carry_its_frames(tmp_path, line_config_dict) -> None:
     with EmbeddedNats(store_dir=tmp_path / "nats", max_payload=1024 * 1024) as small:
         config = LineConfig(**line_config_dict(nats_url=small.url))
-        with pytest.raises(PayloadLimitError, match=r"takes messages up to 1048576 bytes, but "
-                                                    r"nats.inline_image_max_bytes is 4194304"):
+        with pytest.raises(
+            PayloadLimitError,
+            match=r"takes messages up to 1048576 bytes, but "
+            r"nats.inline_image_max_bytes is 4194304",
+        ):
             async with running_service("capture", config, capture_setup):
                 pass

@@ -7,6 +7,7 @@ import asyncio
 from lineguard.bus import DEAD_REASON
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, now_ns, stream_name, subject
+from lineguard.services.decision.service import setup
 from lineguard.testing import running_service
 from lineguard.testing.streams import collect
 from lineguard.v1.common_pb2 import Part
@@ -14,12 +15,17 @@ from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
 from lineguard.v1.ocr_pb2 import Code, OcrResult
 from lineguard.v1.trigger_pb2 import Trigger
-from lineguard.services.decision.service import setup
 
 
 def part(recipe: str = "pcb-a", seq: int = 1) -> Part:
-    return Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq,
-                triggered_unix_ns=now_ns())
+    return Part(
+        inspection_id=new_inspection_id(),
+        line="l1",
+        station="s1",
+        recipe_id=recipe,
+        sequence=seq,
+        triggered_unix_ns=now_ns(),
+    )
 
 
 async def send(bus, kind: str, message) -> None:
@@ -27,8 +33,10 @@ async def send(bus, kind: str, message) -> None:
 
 
 async def decisions(bus, count: int, timeout: float = 10) -> list[Decision]:
-    return [Decision.FromString(m.data)
-            for m in await collect(bus, "lg.decision.l1.*", stream_name("decision"), count, timeout)]
+    return [
+        Decision.FromString(m.data)
+        for m in await collect(bus, "lg.decision.l1.*", stream_name("decision"), count, timeout)
+    ]
 
 
 async def test_joins_inference_and_ocr_into_one_verdict(bus_factory, fresh_nats, line_config_dict) -> None:
@@ -38,9 +46,14 @@ async def test_joins_inference_and_ocr_into_one_verdict(bus_factory, fresh_nats,
         good, bad = part(seq=1), part(seq=2)
         for p, dets in ((good, []), (bad, [Detection(class_name="short", score=0.9)])):
             await send(bus, "trigger", Trigger(part=p))
-            await send(bus, "ocr", OcrResult(part=p, codes=[Code(text=f"LG-0000000{p.sequence}")], completed_unix_ns=now_ns()))
-            await send(bus, "inference", InferenceResult(part=p, detections=dets, model_id="m", model_version="7",
-                                                         completed_unix_ns=now_ns()))
+            await send(
+                bus, "ocr", OcrResult(part=p, codes=[Code(text=f"LG-0000000{p.sequence}")], completed_unix_ns=now_ns())
+            )
+            await send(
+                bus,
+                "inference",
+                InferenceResult(part=p, detections=dets, model_id="m", model_version="7", completed_unix_ns=now_ns()),
+            )
         got = {d.part.inspection_id: d for d in await decisions(bus, 2)}
     assert got[good.inspection_id].verdict == Verdict.VERDICT_PASS
     failed = got[bad.inspection_id]
@@ -68,8 +81,9 @@ async def test_missing_result_at_deadline_is_fail_timeout(bus_factory, fresh_nat
     assert info.state.messages == 1
 
 
-async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_serving(bus_factory, fresh_nats,
-                                                                                     line_config_dict) -> None:
+async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_serving(
+    bus_factory, fresh_nats, line_config_dict
+) -> None:
     bus = await bus_factory("driver")
     config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=400))
     async with running_service("decision", config, setup):
@@ -91,7 +105,8 @@ async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_ser
 
 
 async def test_inputs_of_a_verdict_that_cannot_be_published_are_retried_then_dead_lettered(
-        bus_factory, fresh_nats, line_config_dict) -> None:
+    bus_factory, fresh_nats, line_config_dict
+) -> None:
     # The held inputs meet the bus's one failure policy: retried, and after max_deliver dead-lettered with the cause
     # (the verdict cannot be published: its stream is gone), never nak'd until the server stops delivering them.
     # One input only: a second one redelivered while the failing verdict is in flight is acked as judged.
@@ -103,5 +118,6 @@ async def test_inputs_of_a_verdict_that_cannot_be_published_are_retried_then_dea
         await send(bus, "trigger", Trigger(part=part()))
         [dead] = await collect(bus, "lg.dead.>", stream_name("dead"), 1)
     assert dead.subject == dead_subject("trigger")
-    assert dead.headers[DEAD_REASON].startswith("gave up after 3 deliveries: PublishRefused: publish to "
-                                                "lg.decision.l1.s1 refused"), dead.headers[DEAD_REASON]
+    assert dead.headers[DEAD_REASON].startswith(
+        "gave up after 3 deliveries: PublishRefused: publish to lg.decision.l1.s1 refused"
+    ), dead.headers[DEAD_REASON]

@@ -124,8 +124,12 @@ async def test_decision_for_an_unknown_station_is_dead_lettered_and_the_next_ser
         # A decision for an inspection this gateway never triggered (it restarted since) is not delivered.
         orphan = Part(inspection_id="0193-after-restart", line="l1", station="s1", recipe_id="pcb-a", sequence=401)
         await publish_decision(gateway.bus, orphan, Verdict.VERDICT_FAIL, "DEFECT_SHORT")
-        dead = await find(gateway.bus, "dead", Decision,
-                          lambda m: Decision.FromString(m.data).part.inspection_id == stray.inspection_id)
+        dead = await find(
+            gateway.bus,
+            "dead",
+            Decision,
+            lambda m: Decision.FromString(m.data).part.inspection_id == stray.inspection_id,
+        )
         assert len(dead) == 1
         reason = dead[0].headers[DEAD_REASON]
         assert "is for station 's9', which this gateway does not serve (stations: s1, s2)" in reason

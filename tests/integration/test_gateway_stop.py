@@ -37,11 +37,13 @@ def readiness(port: int, timeout_s: float = 5.0) -> tuple[int, str]:
         time.sleep(0.01)
 
 
-async def test_a_stopping_gateway_refuses_new_triggers_and_answers_every_part_in_flight(tmp_path,
-                                                                                        started_gateway) -> None:
+async def test_a_stopping_gateway_refuses_new_triggers_and_answers_every_part_in_flight(
+    tmp_path, started_gateway
+) -> None:
     health_port = free_port()
-    async with started_gateway(tmp_path, quick_deadline_ms=1000,
-                               services={"gateway": {"http_port": health_port}}) as gateway:
+    async with started_gateway(
+        tmp_path, quick_deadline_ms=1000, services={"gateway": {"http_port": health_port}}
+    ) as gateway:
         bus, service = gateway.bus, gateway.service
         async with SimulatedPlc(gateway.endpoint, "s1") as plc1, SimulatedPlc(gateway.endpoint, "s2") as plc2:
             waiting_id = await plc1.trigger(11, "tray-1")
@@ -64,11 +66,13 @@ async def test_a_stopping_gateway_refuses_new_triggers_and_answers_every_part_in
             got1 = [(r.inspection_id, r.verdict, r.reasons) for r in plc1.received]
             got2 = [(r.inspection_id, r.verdict, r.reasons) for r in plc2.received]
         assert got1 == [(waiting_id, "REWORK", ["DEFECT_SPUR"])]
-        assert got2 == [(timing_out_id, "FAIL", ["TIMEOUT"])]   # fail safe, not left hanging
+        assert got2 == [(timing_out_id, "FAIL", ["TIMEOUT"])]  # fail safe, not left hanging
         # It waited for the slowest part in flight (s2's timeout), not for s1's 10 s deadline.
         assert QUICK_TIMEOUT_S - 0.2 <= stopped_after < QUICK_TIMEOUT_S + 3
         acks = await find(bus, "ack", PlcAck, lambda a: a.part.inspection_id in (waiting_id, timing_out_id))
         assert sorted((a.part.station, a.verdict, a.delivered, a.gateway_timeout) for a in acks) == [
-            ("s1", Verdict.VERDICT_REWORK, True, False), ("s2", Verdict.VERDICT_FAIL, True, True)]
+            ("s1", Verdict.VERDICT_REWORK, True, False),
+            ("s2", Verdict.VERDICT_FAIL, True, True),
+        ]
         refused_triggers = await find(bus, "trigger", Trigger, lambda t: t.part.sequence == 12, timeout=0.5)
         assert refused_triggers == []

@@ -28,11 +28,14 @@ def frame(seq: int, data: bytes, recipe: str = "pcb-a") -> Frame:
     return board_frame(seq, stem, data=data, recipe=recipe)
 
 
-async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered(fresh_nats: EmbeddedNats,
-                                                                                   bus_factory,
-                                                                                   line_config_dict) -> None:
-    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url,
-                                           model={"intra_op_threads": 1, "batch_size": 4, "batch_wait_ms": 200}))
+async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered(
+    fresh_nats: EmbeddedNats, bus_factory, line_config_dict
+) -> None:
+    config = LineConfig(
+        **line_config_dict(
+            nats_url=fresh_nats.url, model={"intra_op_threads": 1, "batch_size": 4, "batch_wait_ms": 200}
+        )
+    )
     bus = await bus_factory("driver")
     frames = [
         frame(1, BOARDS[0]),
@@ -43,7 +46,7 @@ async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered
         frame(6, BOARDS[0]),
     ]
     async with running_service("inference", config, setup):
-        for f in frames:   # all at once: they queue up and run in batches
+        for f in frames:  # all at once: they queue up and run in batches
             await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
         results = await collect(bus, "lg.inference.l1.*", stream_name("inference"), 4)
         dead = await collect(bus, dead_subject("frame"), stream_name("dead"), 2)
@@ -52,8 +55,8 @@ async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered
         stored = (await bus.js.stream_info(stream_name("inference"))).state.messages
 
     served = {r.part.sequence: r for r in (InferenceResult.FromString(m.data) for m in results)}
-    assert sorted(served) == [1, 3, 5, 6] and stored == 4          # one result per good frame, no more
-    assert info.num_ack_pending == 0 and info.num_pending == 0      # every frame settled
+    assert sorted(served) == [1, 3, 5, 6] and stored == 4  # one result per good frame, no more
+    assert info.num_ack_pending == 0 and info.num_pending == 0  # every frame settled
     reasons = {Frame.FromString(d.data).part.sequence: d.headers[DEAD_REASON] for d in dead}
     assert reasons[2].startswith("frame is not an image: 22 bytes")
     assert "unknown recipe 'pcb-z' (known: pcb-a)" in reasons[4]
@@ -65,5 +68,6 @@ async def test_batched_frames_get_one_result_each_and_bad_ones_are_dead_lettered
             got = served[sent.part.sequence]
             assert got.part == sent.part
             assert [t.stage for t in got.timings] == ["preprocess", "infer", "postprocess"]
-            assert [(d.class_id, round(d.score, 4), round(d.box.x1, 1)) for d in got.detections] == \
-                [(d.class_id, round(d.score, 4), round(d.box.x1, 1)) for d in alone.detections]
+            assert [(d.class_id, round(d.score, 4), round(d.box.x1, 1)) for d in got.detections] == [
+                (d.class_id, round(d.score, 4), round(d.box.x1, 1)) for d in alone.detections
+            ]

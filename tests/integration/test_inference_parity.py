@@ -47,8 +47,9 @@ def test_the_service_finds_what_ultralytics_finds_on_the_sample_boards() -> None
             # instead (as Ultralytics' validation does), so Ultralytics gets the board already padded.
             pad = (detector.card.input_size - model_input.shape[0]) // 2
             model_input = cv2.copyMakeBorder(model_input, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(114,) * 3)
-        [theirs] = reference.predict(model_input, conf=CONF, iou=IOU, imgsz=detector.card.input_size, device="cpu",
-                                     verbose=False)
+        [theirs] = reference.predict(
+            model_input, conf=CONF, iou=IOU, imgsz=detector.card.input_size, device="cpu", verbose=False
+        )
         ours = detect(detector, image, conf_threshold=CONF, iou_threshold=IOU, reference=template).detections
         their_boxes = np.clip(theirs.boxes.xyxy.numpy() - pad, 0, image.shape[0])
         their_classes = theirs.boxes.cls.numpy().astype(int)
@@ -60,8 +61,9 @@ def test_the_service_finds_what_ultralytics_finds_on_the_sample_boards() -> None
             j = int(overlap[i].argmax())
             det = ours[i]
             class_id, score = int(det.class_id[0]), float(det.confidence[0])
-            assert overlap[i, j] >= 0.95, \
+            assert overlap[i, j] >= 0.95, (
                 f"{board.name}: box {det.xyxy[0].tolist()} has no Ultralytics box with IoU >= 0.95"
+            )
             assert class_id == their_classes[j], f"{board.name}: class {class_id} vs {their_classes[j]}"
             assert score == pytest.approx(float(theirs.boxes.conf[j]), abs=1e-3)
             compared += 1

@@ -66,8 +66,9 @@ async def test_frames_become_results_and_bad_frames_go_to_dead_letters(config_di
         assert (result.image_width, result.image_height) == (640, 640)
         assert [t.stage for t in result.timings] == ["preprocess", "infer", "postprocess"]
     # The same board twice: the same defects.
-    assert [(d.class_id, round(d.score, 4)) for d in served[0].detections] == \
-        [(d.class_id, round(d.score, 4)) for d in served[1].detections]
+    assert [(d.class_id, round(d.score, 4)) for d in served[0].detections] == [
+        (d.class_id, round(d.score, 4)) for d in served[1].detections
+    ]
 
     reasons = {Frame.FromString(d.data).part.sequence: d.headers[DEAD_REASON] for d in dead}
     assert reasons[2].startswith("frame is not an image: 22 bytes")
@@ -92,8 +93,13 @@ def test_the_console_script_exits_with_the_models_error(config_dict: dict, tmp_p
     config = config_dict
     config["model"]["path"] = str(broken)
     path = write_config(tmp_path / "line.yaml", config)
-    run = subprocess.run([sys.executable, "-m", "lineguard.services.inference", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60, env={**os.environ, "LINEGUARD_LOG_LEVEL": "info"})
+    run = subprocess.run(
+        [sys.executable, "-m", "lineguard.services.inference", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LINEGUARD_LOG_LEVEL": "info"},
+    )
     assert run.returncode != 0
     logged = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
     errors = [e for e in logged if e["level"] == "error"]
@@ -101,8 +107,9 @@ def test_the_console_script_exits_with_the_models_error(config_dict: dict, tmp_p
     assert errors[0]["error"].startswith(f"model {broken}: not a loadable ONNX model")
 
 
-async def test_a_frame_whose_verdict_is_already_due_is_skipped_and_the_next_served(config_dict: dict,
-                                                                                   bus_factory) -> None:
+async def test_a_frame_whose_verdict_is_already_due_is_skipped_and_the_next_served(
+    config_dict: dict, bus_factory
+) -> None:
     bus = await bus_factory("driver")
     stale, fresh = frame(1), frame(2)
     # Triggered a minute ago: the decision service gave FAIL / TIMEOUT long since.
@@ -118,8 +125,9 @@ async def test_a_frame_whose_verdict_is_already_due_is_skipped_and_the_next_serv
     assert info.num_ack_pending == 0 and info.num_pending == 0  # the stale frame was acked, not left behind
 
 
-async def test_a_model_output_that_is_not_a_number_dead_letters_the_frame(config_dict: dict, bus_factory,
-                                                                          tmp_path: Path) -> None:
+async def test_a_model_output_that_is_not_a_number_dead_letters_the_frame(
+    config_dict: dict, bus_factory, tmp_path: Path
+) -> None:
     # NaN scores read as "nothing found" would pass the part: the frame is dead-lettered with the cause instead,
     # and the decision fails the part for want of a result. The service goes on serving.
     config = config_dict
@@ -132,5 +140,7 @@ async def test_a_model_output_that_is_not_a_number_dead_letters_the_frame(config
             await bus.publish(subject("frame", "l1", "s1"), f, msg_id=msg_id(f.part.inspection_id, "frame"))
         dead = await collect(bus, dead_subject("frame"), stream_name("dead"), 2)
     for sent, letter in zip(frames, dead, strict=True):
-        assert letter.headers[DEAD_REASON] == (f"part {sent.part.inspection_id}: model tiny 1 gave 16 values that are "
-                                               "not numbers (NaN / inf) for this image: it cannot be judged")
+        assert letter.headers[DEAD_REASON] == (
+            f"part {sent.part.inspection_id}: model tiny 1 gave 16 values that are "
+            "not numbers (NaN / inf) for this image: it cannot be judged"
+        )

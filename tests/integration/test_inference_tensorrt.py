@@ -38,7 +38,7 @@ def test_an_engine_is_built_once_per_device_and_then_read_from_the_cache(tmp_pat
     assert first.runner.built and first.runner.engine_path.is_file()
     assert first.runner.engine_path.parent == tmp_path and f"trt{trt.__version__}" in first.runner.engine_path.name
     first.close()
-    second = load_model(backend=settings)   # no device: tensorrt's default, cuda (GPU 0)
+    second = load_model(backend=settings)  # no device: tensorrt's default, cuda (GPU 0)
     assert second.runner.device == "cuda"
     assert not second.runner.built and second.runner.engine_path == first.runner.engine_path
     assert len(list(tmp_path.glob("*.engine"))) == 1
@@ -67,8 +67,9 @@ def test_tensorrt_finds_what_onnxruntime_finds(tmp_path: Path) -> None:
     confident = on_cpu[on_cpu.confidence >= 0.15]
     for k in range(len(confident)):
         want_box, want_class, want_score = confident.xyxy[k], confident.class_id[k], float(confident.confidence[k])
-        best = max(range(len(on_gpu)),
-                   key=lambda g: iou(on_gpu.xyxy[g], want_box) if on_gpu.class_id[g] == want_class else 0.0)
+        best = max(
+            range(len(on_gpu)), key=lambda g: iou(on_gpu.xyxy[g], want_box) if on_gpu.class_id[g] == want_class else 0.0
+        )
         assert on_gpu.class_id[best] == want_class and iou(on_gpu.xyxy[best], want_box) >= 0.95
         assert float(on_gpu.confidence[best]) == pytest.approx(want_score, abs=0.02)
     engine.close()

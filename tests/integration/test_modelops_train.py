@@ -39,8 +39,27 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(dataset: Path) -> Path:
     run = dataset.parent.parent / "runs" / "smoke"
-    result = runner.invoke(app, ["model", "train", "--data", str(dataset), "--model", "yolo11n.yaml", "--epochs", "1",
-                                 "--imgsz", "64", "--batch", "4", "--seed", "3", "--out", str(run)])
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "train",
+            "--data",
+            str(dataset),
+            "--model",
+            "yolo11n.yaml",
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+            "--batch",
+            "4",
+            "--seed",
+            "3",
+            "--out",
+            str(run),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return run
 
@@ -51,8 +70,14 @@ def test_training_records_config_lighting_and_session(run_dir: Path, dataset: Pa
     assert record["status"] == "finished" and record["epochs_done"] == 1 and record["task"] == "detect"
     assert record["config"]["seed"] == 3 and record["config"]["deterministic"] is True
     assert record["config"]["data_yaml"] == str(dataset.resolve())
-    assert record["config"]["lighting"] == {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "brightness": 0.2,
-                                            "contrast": 0.3, "p": 0.5}
+    assert record["config"]["lighting"] == {
+        "hsv_h": 0.015,
+        "hsv_s": 0.7,
+        "hsv_v": 0.4,
+        "brightness": 0.2,
+        "contrast": 0.3,
+        "p": 0.5,
+    }
     assert record["ultralytics_args"]["hsv_v"] == 0.4 and record["ultralytics_args"]["device"] == "cpu"
     session = record["sessions"][0]
     assert session["machine"].startswith("CPU ") and session["wall_seconds"] > 0
@@ -74,8 +99,22 @@ def test_export_fp32_and_fp16_with_cards_and_both_serve(run_dir: Path, tmp_path:
     from lineguard.vision.model import load_model
 
     out = tmp_path / "models"
-    result = runner.invoke(app, ["model", "export", "--weights", str(run_dir / "weights" / "best.pt"), "--out",
-                                 str(out), "--half", "--opset", "17", "--version", "1.2.3"])
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "export",
+            "--weights",
+            str(run_dir / "weights" / "best.pt"),
+            "--out",
+            str(out),
+            "--half",
+            "--opset",
+            "17",
+            "--version",
+            "1.2.3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     image = cv2.imread(str(next((run_dir.parent.parent / "ds" / "images").rglob("*.jpg"))))
     for name, precision in (("smoke.onnx", "fp32"), ("smoke-fp16.onnx", "fp16")):
@@ -84,7 +123,7 @@ def test_export_fp32_and_fp16_with_cards_and_both_serve(run_dir: Path, tmp_path:
         assert card["input"]["width"] == 64 and card["export"]["opset"] == 17
         assert card["export"]["precision"] == precision
         assert {"torch", "ultralytics", "onnx"} <= set(card["export"]["versions"])
-        assert card["license"].startswith("AGPL-3.0")   # Ultralytics' stamp on the weights, carried to the card
+        assert card["license"].startswith("AGPL-3.0")  # Ultralytics' stamp on the weights, carried to the card
         assert card["onnx_sha256"] == __import__("hashlib").sha256((out / name).read_bytes()).hexdigest()
         assert card["training"]["epochs_run"] == 1 and card["training"]["machine"].startswith("CPU ")
         assert card["training"]["config"]["lighting"]["contrast"] == 0.3
@@ -107,8 +146,9 @@ def test_an_fp16_input_model_is_fed_float16(run_dir: Path, tmp_path: Path) -> No
     from lineguard.vision.model import load_model
 
     out = tmp_path / "fp16io"
-    result = runner.invoke(app, ["model", "export", "--weights", str(run_dir / "weights" / "best.pt"), "--out",
-                                 str(out)])
+    result = runner.invoke(
+        app, ["model", "export", "--weights", str(run_dir / "weights" / "best.pt"), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     converted = float16.convert_float_to_float16(onnx.load(str(out / "smoke.onnx")), keep_io_types=False)
     onnx.save(converted, str(out / "io16.onnx"))
@@ -121,8 +161,18 @@ def test_an_fp16_input_model_is_fed_float16(run_dir: Path, tmp_path: Path) -> No
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU")
 def test_tensorrt_without_a_gpu_is_a_clear_error(run_dir: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["model", "export", "--weights", str(run_dir / "weights" / "best.pt"), "--out",
-                                 str(tmp_path / "trt"), "--tensorrt"])
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "export",
+            "--weights",
+            str(run_dir / "weights" / "best.pt"),
+            "--out",
+            str(tmp_path / "trt"),
+            "--tensorrt",
+        ],
+    )
     assert result.exit_code == 2 and "no NVIDIA GPU" in result.output.replace("\n", " ")
     assert not (tmp_path / "trt").exists()
 
@@ -136,8 +186,10 @@ def test_a_session_budget_stops_resumably_and_resume_finishes(dataset: Path, tmp
     second = resume(tmp_path / "run", stop_after_hours=10.0)
     assert (second.status, second.epochs_done, second.epochs) == ("finished", 2, 2)
     record = json.loads((tmp_path / "run" / "lineguard-run.json").read_text())
-    assert [(s["status"], s["first_epoch"], s["last_epoch"]) for s in record["sessions"]] == \
-        [("stopped", 1, 1), ("finished", 2, 2)]
+    assert [(s["status"], s["first_epoch"], s["last_epoch"]) for s in record["sessions"]] == [
+        ("stopped", 1, 1),
+        ("finished", 2, 2),
+    ]
     assert record["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in record["sessions"]), abs=0.2)
 
 
@@ -161,15 +213,42 @@ def test_a_paired_dataset_trains_a_model_that_asks_for_a_reference(tmp_path: Pat
     assert runner.invoke(app, ["data", "import-yolo", str(src), str(tmp_path / "ds")]).exit_code == 0
     data = tmp_path / "ds" / "data.yaml"
     data.write_text(data.read_text() + "lineguard_input: paired\n")
-    result = runner.invoke(app, ["model", "train", "--data", str(data), "--epochs", "1", "--imgsz", "64", "--batch",
-                                 "4", "--out", str(tmp_path / "run")])
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "train",
+            "--data",
+            str(data),
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+            "--batch",
+            "4",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "run" / "lineguard-run.json").read_text())
     assert record["config"]["input"] == "paired"
     assert [record["ultralytics_args"][k] for k in ("hsv_h", "hsv_s", "hsv_v")] == [0.0, 0.0, 0.0]
     assert record["sessions"][0]["train_transforms"][-2:] == ["BrightnessContrast", "Format"]
-    result = runner.invoke(app, ["model", "export", "--weights", str(tmp_path / "run" / "weights" / "best.pt"),
-                                 "--out", str(tmp_path / "out"), "--name", "paired", "--no-scaleup"])
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "export",
+            "--weights",
+            str(tmp_path / "run" / "weights" / "best.pt"),
+            "--out",
+            str(tmp_path / "out"),
+            "--name",
+            "paired",
+            "--no-scaleup",
+        ],
+    )
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "out" / "paired.json").read_text())
     assert card["input"]["mode"] == "paired" and card["input"]["bgr_channels"] == ["image", "reference", "difference"]
@@ -187,17 +266,45 @@ def test_a_paired_dataset_trains_a_model_that_asks_for_a_reference(tmp_path: Pat
 
 def test_a_new_run_continues_from_trained_weights_and_says_so(run_dir: Path, dataset: Path, tmp_path: Path) -> None:
     best = run_dir / "weights" / "best.pt"
-    result = runner.invoke(app, ["model", "train", "--data", str(dataset), "--model", str(best), "--epochs", "1",
-                                 "--imgsz", "64", "--batch", "4", "--out", str(tmp_path / "more")])
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "train",
+            "--data",
+            str(dataset),
+            "--model",
+            str(best),
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+            "--batch",
+            "4",
+            "--out",
+            str(tmp_path / "more"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "more" / "lineguard-run.json").read_text())
     assert record["architecture"] == "yolo11n"
-    assert record["initial_weights"] == {"path": str(best.resolve()),
-                                         "sha256": __import__("hashlib").sha256(best.read_bytes()).hexdigest(),
-                                         "loaded": True}   # checked on the model about to train
+    assert record["initial_weights"] == {
+        "path": str(best.resolve()),
+        "sha256": __import__("hashlib").sha256(best.read_bytes()).hexdigest(),
+        "loaded": True,
+    }  # checked on the model about to train
     assert record["ultralytics_args"]["pretrained"] is True
-    result = runner.invoke(app, ["model", "export", "--weights", str(tmp_path / "more" / "weights" / "best.pt"),
-                                 "--out", str(tmp_path / "out")])
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "export",
+            "--weights",
+            str(tmp_path / "more" / "weights" / "best.pt"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "out" / "more.json").read_text())
     assert card["training"]["initial_weights"] == record["initial_weights"]

@@ -84,8 +84,9 @@ async def test_push_refuses_a_file_its_card_does_not_describe(fresh_nats: Embedd
         assert await registry.list_models() == []
 
 
-async def test_a_version_never_changes_but_pushing_it_again_is_harmless(fresh_nats: EmbeddedNats,
-                                                                      tmp_path: Path) -> None:
+async def test_a_version_never_changes_but_pushing_it_again_is_harmless(
+    fresh_nats: EmbeddedNats, tmp_path: Path
+) -> None:
     original = model_version(tmp_path / "a", "1.0.0")
     other_file = model_version(tmp_path / "b", "1.0.0", data=b"other weights")
     other_card = model_version(tmp_path / "c", "1.0.0", description="edited afterwards")
@@ -169,8 +170,9 @@ def test_the_cli_pushes_lists_and_promotes(fresh_nats: EmbeddedNats, tmp_path: P
     assert listed["promoted"]["l1"]["version"] == "2.0.0"
 
 
-def test_the_cli_reads_the_nats_url_and_line_from_the_config(fresh_nats: EmbeddedNats, tmp_path: Path,
-                                                             line_config_dict) -> None:
+def test_the_cli_reads_the_nats_url_and_line_from_the_config(
+    fresh_nats: EmbeddedNats, tmp_path: Path, line_config_dict
+) -> None:
     from lineguard.sim.lineconfig import write_config
 
     path = write_config(tmp_path / "line.yaml", line_config_dict(nats_url=fresh_nats.url, line="l7"))

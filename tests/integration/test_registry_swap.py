@@ -36,9 +36,13 @@ def line_config(fresh_nats: EmbeddedNats, tmp_path: Path, line_config_dict) -> C
     model section."""
 
     def make(**model: object) -> LineConfig:
-        return LineConfig(**line_config_dict(
-            nats_url=fresh_nats.url, model={"intra_op_threads": 1, "cache_dir": str(tmp_path / "cache"), **model},
-            services={"inference": {"heartbeat_s": 0.1}}))
+        return LineConfig(
+            **line_config_dict(
+                nats_url=fresh_nats.url,
+                model={"intra_op_threads": 1, "cache_dir": str(tmp_path / "cache"), **model},
+                services={"inference": {"heartbeat_s": 0.1}},
+            )
+        )
 
     return make
 
@@ -103,8 +107,9 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_the_service_starts_with_the_promoted_model(fresh_nats: EmbeddedNats, driver,
-                                                         tmp_path: Path, line_config) -> None:
+async def test_the_service_starts_with_the_promoted_model(
+    fresh_nats: EmbeddedNats, driver, tmp_path: Path, line_config
+) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.promote(MODEL_ID, "1.0.0", "l1")
@@ -121,7 +126,8 @@ async def test_the_service_starts_with_the_promoted_model(fresh_nats: EmbeddedNa
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 async def test_a_promotion_swaps_models_between_frames_without_losing_or_repeating_one(
-        fresh_nats: EmbeddedNats, driver, tmp_path: Path, batch_size: int, line_config) -> None:
+    fresh_nats: EmbeddedNats, driver, tmp_path: Path, batch_size: int, line_config
+) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.push(model_version(tmp_path, "2.0.0"))
@@ -163,7 +169,8 @@ async def test_a_promotion_swaps_models_between_frames_without_losing_or_repeati
 
 
 async def test_a_promoted_model_that_does_not_load_is_refused_and_the_old_one_serves(
-        fresh_nats: EmbeddedNats, driver, tmp_path: Path, line_config) -> None:
+    fresh_nats: EmbeddedNats, driver, tmp_path: Path, line_config
+) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.push(model_version(tmp_path, "9.0.0-broken", data=b"not an onnx model"))
@@ -191,16 +198,19 @@ async def test_a_promoted_model_that_does_not_load_is_refused_and_the_old_one_se
     assert refused_gauge == 1
     assert after_broken.model_version == "1.0.0"
     assert renamed.status == HealthStatus.HEALTH_STATUS_DEGRADED
-    assert ("classes disagree with the recipes: recipe 'pcb-a' has rules for "
-            "['open', 'short', 'mousebite', 'spur', 'copper', 'pin-hole'], which model deeppcb-yolo11n "
-            "8.0.0-renamed does not detect (it detects ['a', 'b', 'c', 'd', 'e', 'f'])") in renamed.detail
+    assert (
+        "classes disagree with the recipes: recipe 'pcb-a' has rules for "
+        "['open', 'short', 'mousebite', 'spur', 'copper', 'pin-hole'], which model deeppcb-yolo11n "
+        "8.0.0-renamed does not detect (it detects ['a', 'b', 'c', 'd', 'e', 'f'])"
+    ) in renamed.detail
     assert (after_renamed.part.sequence, after_renamed.model_version) == (2, "1.0.0")
     assert healthy.detail == f"model {MODEL_ID} 1.0.0"
     assert metric("lineguard_model_promotion_refused", service="inference") == 0
 
 
-async def test_at_start_a_refused_promotion_falls_back_to_the_one_before(fresh_nats: EmbeddedNats, driver,
-                                                                         tmp_path: Path, line_config) -> None:
+async def test_at_start_a_refused_promotion_falls_back_to_the_one_before(
+    fresh_nats: EmbeddedNats, driver, tmp_path: Path, line_config
+) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.push(model_version(tmp_path, "9.0.0-broken", data=b"not an onnx model"))
@@ -217,8 +227,9 @@ async def test_at_start_a_refused_promotion_falls_back_to_the_one_before(fresh_n
     assert beat.detail.startswith(f"model {MODEL_ID} 1.0.0; promotion of {MODEL_ID} 9.0.0-broken refused")
 
 
-async def test_without_the_registry_the_configured_model_serves(fresh_nats: EmbeddedNats, driver,
-                                                                tmp_path: Path, line_config) -> None:
+async def test_without_the_registry_the_configured_model_serves(
+    fresh_nats: EmbeddedNats, driver, tmp_path: Path, line_config
+) -> None:
     async with connect_registry(fresh_nats.url) as registry:
         await registry.push(model_version(tmp_path, "1.0.0"))
         await registry.promote(MODEL_ID, "1.0.0", "l1")
@@ -229,19 +240,24 @@ async def test_without_the_registry_the_configured_model_serves(fresh_nats: Embe
     assert result.model_version == PACKAGED_VERSION
 
 
-async def test_a_model_whose_classes_disagree_with_the_recipe_stops_the_service(fresh_nats: EmbeddedNats,
-                                                                               tmp_path: Path, line_config) -> None:
+async def test_a_model_whose_classes_disagree_with_the_recipe_stops_the_service(
+    fresh_nats: EmbeddedNats, tmp_path: Path, line_config
+) -> None:
     config = line_config()
     config.recipes["pcb-a"].classes["scratch"] = config.recipes["pcb-a"].classes["open"]
-    with pytest.raises(ModelLoadError, match=r"recipe 'pcb-a' has rules for \['scratch'\], which model "
-                                             rf"deeppcb-yolo11n {re.escape(PACKAGED_VERSION)} does not detect "
-                                             r"\(it detects \['open', "):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"recipe 'pcb-a' has rules for \['scratch'\], which model "
+        rf"deeppcb-yolo11n {re.escape(PACKAGED_VERSION)} does not detect "
+        r"\(it detects \['open', ",
+    ):
         async with running_service("inference", config, setup):
             pass
 
 
 async def test_a_swapped_out_model_is_closed_at_the_next_swap_and_a_refused_one_at_once(
-        fresh_nats: EmbeddedNats, tmp_path: Path, line_config) -> None:
+    fresh_nats: EmbeddedNats, tmp_path: Path, line_config
+) -> None:
     from lineguard.runtime.service import ServiceContext
     from lineguard.services.inference.holder import ModelHolder, load_for_line
 

@@ -47,19 +47,24 @@ class Results:
 
     async def decide(self, decision: Decision) -> None:
         part = decision.part
-        await self.bus.publish(subject("decision", part.line, part.station), decision,
-                               msg_id=msg_id(part.inspection_id, "decision"))
+        await self.bus.publish(
+            subject("decision", part.line, part.station), decision, msg_id=msg_id(part.inspection_id, "decision")
+        )
 
     async def ack(self, decision: Decision) -> None:
-        await self.bus.publish(subject("ack", "l1", "s1"), sample_ack(decision),
-                               msg_id=msg_id(decision.part.inspection_id, "ack"))
+        await self.bus.publish(
+            subject("ack", "l1", "s1"), sample_ack(decision), msg_id=msg_id(decision.part.inspection_id, "ack")
+        )
 
     def filled(self, decisions: list[Decision]) -> int:
         """How many of `decisions` have their row with the PLC columns filled."""
         ids = [d.part.inspection_id for d in decisions]
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(Inspection).where(
-                Inspection.inspection_id.in_(ids), Inspection.plc_delivered_at.is_not(None))).scalar_one()
+            return conn.execute(
+                select(func.count())
+                .select_from(Inspection)
+                .where(Inspection.inspection_id.in_(ids), Inspection.plc_delivered_at.is_not(None))
+            ).scalar_one()
 
     async def settled(self, kind: str) -> bool:
         info = await self.bus.js.consumer_info(stream_name(kind), f"results-{kind}")
@@ -81,8 +86,10 @@ async def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> No
 
 
 def retries(kind: str) -> float:
-    return REGISTRY.get_sample_value("lineguard_messages_total",
-                                     {"service": "results", "kind": kind, "outcome": "retry"}) or 0.0
+    return (
+        REGISTRY.get_sample_value("lineguard_messages_total", {"service": "results", "kind": kind, "outcome": "retry"})
+        or 0.0
+    )
 
 
 @contextlib.asynccontextmanager
@@ -121,8 +128,9 @@ def take_away(url: str) -> None:
     """The database refuses new connections and its open ones are cut, as in an outage."""
     name = make_url(url).database
     _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-           name)
+    _admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", name
+    )
 
 
 def give_back(url: str) -> None:
@@ -130,8 +138,9 @@ def give_back(url: str) -> None:
 
 
 async def test_acks_through_a_postgresql_outage_longer_than_max_deliver_tries_are_all_recorded(
-        fresh_nats: EmbeddedNats, pg_database: str) -> None:
-    before = [sample_decision(i) for i in range(10)]   # written before the outage, acked during it
+    fresh_nats: EmbeddedNats, pg_database: str
+) -> None:
+    before = [sample_decision(i) for i in range(10)]  # written before the outage, acked during it
     during = [sample_decision(i) for i in range(10, 20)]  # acked, then decided, during the outage
     async with results_service(fresh_nats, pg_database) as results:
         for decision in before:
@@ -158,7 +167,8 @@ async def test_acks_through_a_postgresql_outage_longer_than_max_deliver_tries_ar
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 async def test_an_ack_far_ahead_of_its_decision_is_recorded_at_once_and_fills_the_row_later(
-        dialect: str, fresh_nats: EmbeddedNats, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    dialect: str, fresh_nats: EmbeddedNats, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     # A decision service killed under load: its held inputs come back after ack_wait_s (30 s), the part's ack
     # (FAIL / TIMEOUT at the PLC) long before its decision.
     url = f"sqlite:///{tmp_path / 'lineguard.db'}" if dialect == "sqlite" else request.getfixturevalue("postgres_url")

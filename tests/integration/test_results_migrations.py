@@ -71,8 +71,7 @@ def test_upgrade_is_safe_to_repeat_and_to_undo(empty_url: str) -> None:
     try:
         assert set(inspect(engine).get_table_names()) == TABLES
         indexes = {ix["name"] for ix in inspect(engine).get_indexes("inspections")}
-        assert {"ix_inspections_line_station_decided_at", "ix_inspections_serial",
-                "ix_inspections_verdict"} <= indexes
+        assert {"ix_inspections_line_station_decided_at", "ix_inspections_serial", "ix_inspections_verdict"} <= indexes
     finally:
         engine.dispose()
 
@@ -80,8 +79,13 @@ def test_upgrade_is_safe_to_repeat_and_to_undo(empty_url: str) -> None:
 def test_the_alembic_command_line_takes_the_url_from_x_argument(tmp_path: Path) -> None:
     ini = Path(__import__("lineguard.services.results.migrations", fromlist=["x"]).__file__).with_name("alembic.ini")
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    run = subprocess.run([sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={url}", "upgrade", "head"],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={url}", "upgrade", "head"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert schema_differences(url) == []
 
@@ -133,8 +137,9 @@ def test_0002_keeps_the_plc_deliveries_already_recorded(empty_url: str) -> None:
     engine = make_engine(empty_url)
     try:
         with engine.begin() as conn:
-            conn.execute(insert(Inspection.__table__).values({**rows, "plc_verdict": "FAIL",
-                                                                 "plc_delivered_at": delivered_at}))
+            conn.execute(
+                insert(Inspection.__table__).values({**rows, "plc_verdict": "FAIL", "plc_delivered_at": delivered_at})
+            )
         assert upgrade_database(empty_url) == head_revision()
         assert record_plc_ack(engine, sample_ack(decision, delivered=False, verdict=Verdict.VERDICT_PASS)) is True
         with engine.connect() as conn:

@@ -40,8 +40,9 @@ class Running:
 
     async def publish(self, decision: Decision, stage: str = "decision") -> None:
         part = decision.part
-        await self.bus.publish(subject("decision", part.line, part.station), decision,
-                               msg_id=msg_id(part.inspection_id, stage))
+        await self.bus.publish(
+            subject("decision", part.line, part.station), decision, msg_id=msg_id(part.inspection_id, stage)
+        )
 
     async def settled(self, kind: str) -> bool:
         info = await self.bus.js.consumer_info(stream_name(kind), f"results-{kind}")
@@ -83,7 +84,7 @@ async def results(fresh_nats: EmbeddedNats, tmp_path: Path, bus_factory, line_co
         try:
             await bus.js.consumer_info(stream_name("ack"), "results-ack")
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - not made yet, or the service ended early: its task says which
             return service.done()
 
     await wait_for(consumers_exist)
@@ -120,9 +121,13 @@ async def test_plc_acks_fill_the_rows_even_when_they_overtake_the_decision(resul
         await results.bus.publish(subject("ack", "l1", "s1"), ack, msg_id=msg_id(decision.part.inspection_id, "ack"))
     await asyncio.sleep(0.2)  # the early ack finds no row and is retried with a growing delay
     await results.publish(early)
-    await wait_for(lambda: all(results.row(d.part.inspection_id) is not None
-                               and results.row(d.part.inspection_id).plc_delivered_at is not None
-                               for d in (early, normal)))
+    await wait_for(
+        lambda: all(
+            results.row(d.part.inspection_id) is not None
+            and results.row(d.part.inspection_id).plc_delivered_at is not None
+            for d in (early, normal)
+        )
+    )
     await wait_for(lambda: results.settled("ack"))
     assert results.row(early.part.inspection_id).plc_verdict == "FAIL"
     assert await dead_count(results.bus) == 0
@@ -135,8 +140,9 @@ async def test_a_bad_decision_is_dead_lettered_with_its_reason_and_the_next_is_w
     no_station.part.ClearField("station")
     good = sample_decision(3)
     await results.publish(bad)
-    await results.bus.publish(subject("decision", "l1", "s1"), no_station,
-                              msg_id=msg_id(no_station.part.inspection_id, "decision"))
+    await results.bus.publish(
+        subject("decision", "l1", "s1"), no_station, msg_id=msg_id(no_station.part.inspection_id, "decision")
+    )
     await results.bus.publish(subject("decision", "l1", "s1"), b"\x08\xff garbage", msg_id="garbage")
     await results.publish(good)
 
@@ -170,6 +176,7 @@ async def test_a_database_that_is_down_is_retried_until_it_is_back(bus_factory, 
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
     try:
+
         def written() -> bool:
             try:
                 with engine.connect() as conn:
@@ -186,4 +193,3 @@ async def test_a_database_that_is_down_is_retried_until_it_is_back(bus_factory, 
     info = await bus.js.consumer_info(stream_name("decision"), "results-decision")
     assert info.num_ack_pending == 0 and info.num_pending == 0
     engine.dispose()
-

@@ -46,8 +46,9 @@ def other_engine(engine: Engine) -> Iterator[Engine]:
 
 def plc_columns(engine: Engine, inspection_id: str) -> tuple[Any, Any]:
     with engine.connect() as conn:
-        row = conn.execute(select(Inspection.plc_verdict, Inspection.plc_delivered_at)
-                           .where(Inspection.inspection_id == inspection_id)).one()
+        row = conn.execute(
+            select(Inspection.plc_verdict, Inspection.plc_delivered_at).where(Inspection.inspection_id == inspection_id)
+        ).one()
     return row.plc_verdict, row.plc_delivered_at
 
 
@@ -79,8 +80,9 @@ def in_between(engine: Engine, other: Callable[[], object]) -> Iterator[list[Fut
 def counts(engine: Engine, inspection_id: str) -> tuple[int, int, int]:
     with engine.connect() as conn:
         return tuple(
-            conn.execute(select(func.count()).select_from(table).where(table.inspection_id == inspection_id))
-            .scalar_one()
+            conn.execute(
+                select(func.count()).select_from(table).where(table.inspection_id == inspection_id)
+            ).scalar_one()
             for table in (Inspection, Defect, Code)
         )  # type: ignore[return-value]
 
@@ -100,8 +102,7 @@ def test_writes_the_inspection_its_defects_and_codes(engine: Engine) -> None:
     assert row.total_ms == 55.75
     assert row.timings == {"trigger_to_inference": 41.5, "decision": 0.25, "total": 55.75}
     assert row.plc_delivered_at is None and row.plc_verdict is None
-    assert [(d.class_name, d.score, d.area_mm2) for d in defects] == [("short", 0.9, 0.1777),
-                                                                              ("spur", 0.61, None)]
+    assert [(d.class_name, d.score, d.area_mm2) for d in defects] == [("short", 0.9, 0.1777), ("spur", 0.61, None)]
     assert defects[0].mask is None
     assert defects[1].mask == [[100.0, 100.0], [110.0, 100.0], [105.0, 120.0]]
     assert [(c.symbology, c.text, c.x2) for c in codes] == [("DataMatrix", "LG-00000001", 85.0)]
@@ -111,8 +112,10 @@ def test_a_missing_mask_is_sql_null(engine: Engine) -> None:
     decision = sample_decision()
     write_decision(engine, decision)
     with engine.connect() as conn:
-        nulls = conn.execute(text("SELECT count(*) FROM defects WHERE inspection_id = :i AND mask IS NULL"),
-                             {"i": decision.part.inspection_id}).scalar_one()
+        nulls = conn.execute(
+            text("SELECT count(*) FROM defects WHERE inspection_id = :i AND mask IS NULL"),
+            {"i": decision.part.inspection_id},
+        ).scalar_one()
     assert nulls == 1
 
 
@@ -121,7 +124,9 @@ def test_the_same_decision_twice_is_one_row_with_the_same_defects(engine: Engine
     iid = decision.part.inspection_id
     assert write_decision(engine, decision) is True
     with engine.connect() as conn:
-        first_ids = conn.execute(select(Defect.id).where(Defect.inspection_id == iid).order_by(Defect.id)).scalars().all()
+        first_ids = (
+            conn.execute(select(Defect.id).where(Defect.inspection_id == iid).order_by(Defect.id)).scalars().all()
+        )
     assert write_decision(engine, decision) is False
     again = sample_decision()
     again.CopyFrom(decision)
@@ -154,8 +159,11 @@ def test_a_decision_without_results_is_written_with_nulls(engine: Engine) -> Non
     assert write_decision(engine, decision)
     iid = decision.part.inspection_id
     with engine.connect() as conn:
-        row = conn.execute(select(Inspection.model_id, Inspection.serial, Inspection.image_width,
-                                  Inspection.reason_codes).where(Inspection.inspection_id == iid)).one()
+        row = conn.execute(
+            select(Inspection.model_id, Inspection.serial, Inspection.image_width, Inspection.reason_codes).where(
+                Inspection.inspection_id == iid
+            )
+        ).one()
     assert tuple(row) == (None, None, None, "TIMEOUT")
     assert counts(engine, iid) == (1, 0, 0)
 
@@ -167,8 +175,11 @@ def test_plc_ack_fills_delivery_once(engine: Engine) -> None:
 
     def plc() -> tuple:
         with engine.connect() as conn:
-            return tuple(conn.execute(select(Inspection.plc_verdict, Inspection.plc_delivered_at)
-                                      .where(Inspection.inspection_id == iid)).one())
+            return tuple(
+                conn.execute(
+                    select(Inspection.plc_verdict, Inspection.plc_delivered_at).where(Inspection.inspection_id == iid)
+                ).one()
+            )
 
     assert record_plc_ack(engine, sample_ack(decision, delivered=False)) is True
     assert plc() == ("FAIL", None)  # attempted, not delivered
@@ -190,7 +201,8 @@ def test_plc_ack_before_its_decision_reports_no_row(engine: Engine) -> None:
 
 
 def test_a_decision_committed_in_the_middle_of_its_acks_write_still_gets_the_plc_columns(
-        engine: Engine, other_engine: Engine) -> None:
+    engine: Engine, other_engine: Engine
+) -> None:
     # The defect of issue 9: the ack's UPDATE found no committed row, its decision committed, and the ack's
     # second statement (SELECT EXISTS) found the row: the ack counted as recorded, the row kept NULL.
     decision = sample_decision()
@@ -206,7 +218,8 @@ def test_a_decision_committed_in_the_middle_of_its_acks_write_still_gets_the_plc
 
 
 def test_an_ack_committed_in_the_middle_of_its_decisions_write_fills_the_row(
-        engine: Engine, other_engine: Engine) -> None:
+    engine: Engine, other_engine: Engine
+) -> None:
     decision = sample_decision()
     ack = sample_ack(decision)
     with in_between(engine, lambda: record_plc_ack(other_engine, ack)) as acked:
@@ -229,23 +242,30 @@ def test_an_ack_long_before_its_decision_is_kept_and_filled_in_by_the_decision(e
     assert record_plc_ack(engine, sample_ack(decision, delivered_ns=delivered.delivered_unix_ns + 10**9)) is True
     assert plc_columns(engine, iid) == ("FAIL", from_unix_ns(delivered.delivered_unix_ns))
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(PlcResult)
-                            .where(PlcResult.inspection_id == iid)).scalar_one() == 1
+        assert (
+            conn.execute(select(func.count()).select_from(PlcResult).where(PlcResult.inspection_id == iid)).scalar_one()
+            == 1
+        )
 
 
 def test_decisions_and_acks_written_at_once_in_any_order_fill_every_row(engine: Engine) -> None:
     decisions = [sample_decision(i) for i in range(100)]
     writes: list[Callable[[], bool]] = []
     for decision in decisions:
-        writes += [lambda d=decision: write_decision(engine, d),
-                   lambda d=decision: record_plc_ack(engine, sample_ack(d))]
+        writes += [
+            lambda d=decision: write_decision(engine, d),
+            lambda d=decision: record_plc_ack(engine, sample_ack(d)),
+        ]
     random.Random(9).shuffle(writes)
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda write: write(), writes))
     ids = [d.part.inspection_id for d in decisions]
     with engine.connect() as conn:
-        filled = conn.execute(select(func.count()).select_from(Inspection).where(
-            Inspection.inspection_id.in_(ids), Inspection.plc_delivered_at.is_not(None))).scalar_one()
+        filled = conn.execute(
+            select(func.count())
+            .select_from(Inspection)
+            .where(Inspection.inspection_id.in_(ids), Inspection.plc_delivered_at.is_not(None))
+        ).scalar_one()
     assert filled == 100
 
 

@@ -112,8 +112,9 @@ def line_dict(line_config_dict: LineDict) -> LineDict:
         raw = line_config_dict(nats_url=nats_url, deadline_ms=10_000, gateway={"result_grace_ms": 100})
         raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": 300}
         raw["stations"][0]["plc"] = {"protocol": KEY, "slot": 3}
-        raw["stations"].append({**raw["stations"][0], "id": "s2", "recipe": "quick",
-                                "plc": {"protocol": KEY, "slot": 4}})
+        raw["stations"].append(
+            {**raw["stations"][0], "id": "s2", "recipe": "quick", "plc": {"protocol": KEY, "slot": 4}}
+        )
         return raw
 
     return make
@@ -144,8 +145,9 @@ def test_a_bad_option_of_the_protocol_fails_with_its_field_path(line_dict: LineD
         parse_config(yaml.safe_dump(raw), "line.yaml")
 
 
-async def test_the_gateway_triggers_and_delivers_through_the_protocol(fresh_nats: EmbeddedNats,
-                                                                      line_dict: LineDict) -> None:
+async def test_the_gateway_triggers_and_delivers_through_the_protocol(
+    fresh_nats: EmbeddedNats, line_dict: LineDict
+) -> None:
     OPENED.clear()
     config = LineConfig(**line_dict(fresh_nats.url))
     bus = await Bus.connect(config.nats, "seam-test")
@@ -165,7 +167,10 @@ async def test_the_gateway_triggers_and_delivers_through_the_protocol(fresh_nats
             await publish_decision(bus, trigger.part, Verdict.VERDICT_REWORK, "DEFECT_SPUR")
             result = await endpoint.result_for("s1", inspection_id)
             assert (result.verdict, result.reasons, result.gateway_timeout) == (
-                Verdict.VERDICT_REWORK, ("DEFECT_SPUR",), False)
+                Verdict.VERDICT_REWORK,
+                ("DEFECT_SPUR",),
+                False,
+            )
             assert endpoint.busy["s1"] == [True, False]
 
             # s2: no decision in time, so the gateway's own FAIL / TIMEOUT.
@@ -174,13 +179,20 @@ async def test_the_gateway_triggers_and_delivers_through_the_protocol(fresh_nats
             result = await endpoint.result_for("s2", timing_out_id)
             assert QUICK_TIMEOUT_S <= time.monotonic() - asked < QUICK_TIMEOUT_S + 2
             assert (result.verdict, result.reasons, result.gateway_timeout) == (
-                Verdict.VERDICT_FAIL, ("TIMEOUT",), True)
+                Verdict.VERDICT_FAIL,
+                ("TIMEOUT",),
+                True,
+            )
 
             acks = [PlcAck.FromString(m.data) for m in await collect(bus, "lg.ack.>", stream_name("ack"), 2)]
-            assert sorted((a.part.inspection_id, a.verdict, a.protocol, a.delivered, a.gateway_timeout)
-                          for a in acks) == sorted([
-                (inspection_id, Verdict.VERDICT_REWORK, KEY, True, False),
-                (timing_out_id, Verdict.VERDICT_FAIL, KEY, True, True)])
+            assert sorted(
+                (a.part.inspection_id, a.verdict, a.protocol, a.delivered, a.gateway_timeout) for a in acks
+            ) == sorted(
+                [
+                    (inspection_id, Verdict.VERDICT_REWORK, KEY, True, False),
+                    (timing_out_id, Verdict.VERDICT_FAIL, KEY, True, True),
+                ]
+            )
             assert [len(endpoint.results[s]) for s in ("s1", "s2")] == [1, 1]
             assert endpoint.beats > 0
         assert endpoint.stopped

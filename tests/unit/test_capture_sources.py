@@ -96,7 +96,7 @@ def test_simulator_frames_carry_the_boards_template_as_reference() -> None:
     inside = np.zeros(pixels.shape, bool)
     for line in (SAMPLE_BOARDS / "00041000.txt").read_text().splitlines():
         x1, y1, x2, y2 = (int(v) for v in line.split()[:4])
-        inside[y1 - 2:y2 + 2, x1 - 2:x2 + 2] = True
+        inside[y1 - 2 : y2 + 2, x1 - 2 : x2 + 2] = True
     assert np.array_equal(pixels[inside], clean[inside]) and np.array_equal(pixels[~inside], damaged[~inside])
     assert not np.array_equal(pixels, clean)
 
@@ -180,6 +180,9 @@ def test_capture_refuses_a_frame_over_the_inline_limit(line_config_dict) -> None
     raw = line_config_dict()
     raw["nats"]["inline_image_max_bytes"] = 10_000
     cameras = StationCameras.from_config(LineConfig(**raw))
-    with pytest.raises(CaptureError, match=r"is \d+ bytes \(image and reference\), over the inline limit "
-                                           r"nats.inline_image_max_bytes=10000"):
+    with pytest.raises(
+        CaptureError,
+        match=r"is \d+ bytes \(image and reference\), over the inline limit "
+        r"nats.inline_image_max_bytes=10000",
+    ):
         cameras.capture(Trigger(part=part()))

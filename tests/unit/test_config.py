@@ -37,8 +37,9 @@ def test_wrong_type_names_line_and_path(good_yaml: str) -> None:
 
 
 def test_unknown_field_and_unknown_recipe_are_reported(good_yaml: str) -> None:
-    text = (good_yaml.replace("recipe: pcb-a", "recipe: pcb-z")
-            .replace("kind: simulator", "kind: simulator\n    exposure_us: 100"))
+    text = good_yaml.replace("recipe: pcb-a", "recipe: pcb-z").replace(
+        "kind: simulator", "kind: simulator\n    exposure_us: 100"
+    )
     with pytest.raises(ConfigError) as err:
         parse_config(text, "line.yaml")
     rendered = str(err.value)
@@ -66,11 +67,13 @@ def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, good_ya
 
 def test_environment_value_of_wrong_type_is_an_error(monkeypatch: pytest.MonkeyPatch, good_yaml: str) -> None:
     monkeypatch.setenv("LINEGUARD_NATS__MAX_DELIVER", "many")
-    with pytest.raises(ConfigError, match="nats.max_deliver"):
+    with pytest.raises(ConfigError, match=r"nats\.max_deliver"):
         parse_config(good_yaml)
 
 
-@pytest.mark.parametrize("command", [["lineguard", "validate-config"], ["lineguard-decision", "--validate-config", "--config"]])
+@pytest.mark.parametrize(
+    "command", [["lineguard", "validate-config"], ["lineguard-decision", "--validate-config", "--config"]]
+)
 def test_validate_config_commands(tmp_path: Path, command: list[str], good_yaml: str) -> None:
     bin_dir = Path(sys.executable).parent
     good = tmp_path / "good.yaml"

@@ -20,15 +20,22 @@ def test_generated_code_matches_the_proto_files(tmp_path: Path) -> None:
     protos = sorted((ROOT / "proto").glob("lineguard/v1/*.proto"))
     assert protos, "no .proto files found"
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={tmp_path}",
-         f"--pyi_out={tmp_path}", *map(str, protos)],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'proto'}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            *map(str, protos),
+        ],
         check=True,
     )
     fresh = tmp_path / "lineguard" / "v1"
     names = sorted(p.name for p in fresh.iterdir())
     committed = sorted(p.name for p in GENERATED.iterdir() if p.suffix in (".py", ".pyi") and p.name != "__init__.py")
     assert names == committed, "generated files differ from the committed set: regenerate (see docs/contracts.md)"
-    match, mismatch, errors = filecmp.cmpfiles(fresh, GENERATED, names, shallow=False)
+    _match, mismatch, errors = filecmp.cmpfiles(fresh, GENERATED, names, shallow=False)
     assert not mismatch and not errors, f"stale generated code: {mismatch + errors}; regenerate (docs/contracts.md)"
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from lineguard.config import ClassRule, RecipeSettings
+from lineguard.services.decision.join import Joiner
+from lineguard.services.decision.rules import defect_reason, judge
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
 from lineguard.v1.ocr_pb2 import Code, OcrResult
-from lineguard.services.decision.join import Joiner
-from lineguard.services.decision.rules import defect_reason, judge
 
 RECIPE = RecipeSettings(
     min_score=0.5,
-    classes={"short": ClassRule(verdict="fail"), "spur": ClassRule(verdict="rework", min_score=0.7),
-             "dust": ClassRule(verdict="ignore")},
+    classes={
+        "short": ClassRule(verdict="fail"),
+        "spur": ClassRule(verdict="rework", min_score=0.7),
+        "dust": ClassRule(verdict="ignore"),
+    },
     require_code=True,
     code_pattern=r"LG-\d{8}",
 )

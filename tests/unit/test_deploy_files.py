@@ -26,7 +26,6 @@ def test_the_deployed_line_config_is_valid() -> None:
     assert cfg.database.url.startswith("postgresql")
 
 
-
 def test_compose_nats_carries_the_inline_frames() -> None:
     import re
 
@@ -42,6 +41,10 @@ def test_compose_nats_config_is_valid_for_nats_server() -> None:
 
     from lineguard.natsserver import nats_server_binary
 
-    check = subprocess.run([nats_server_binary(), "-c", str(ROOT / "deploy" / "nats.conf"), "-t"],
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [nats_server_binary(), "-c", str(ROOT / "deploy" / "nats.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 0, check.stdout + check.stderr

@@ -21,12 +21,15 @@ def test_percentile_is_nearest_rank() -> None:
     assert math.isnan(percentile([], 50))
 
 
-@pytest.mark.parametrize(("report", "ok"), [
-    (PlcRunReport(results=[result(1)]), True),
-    (PlcRunReport(), False),  # nothing triggered, nothing proven
-    (PlcRunReport(results=[result(1)], missing=[2]), False),
-    (PlcRunReport(results=[result(1)], duplicates=[1]), False),
-    (PlcRunReport(results=[result(1)], unexpected=[result(9)]), False),
-])
+@pytest.mark.parametrize(
+    ("report", "ok"),
+    [
+        (PlcRunReport(results=[result(1)]), True),
+        (PlcRunReport(), False),  # nothing triggered, nothing proven
+        (PlcRunReport(results=[result(1)], missing=[2]), False),
+        (PlcRunReport(results=[result(1)], duplicates=[1]), False),
+        (PlcRunReport(results=[result(1)], unexpected=[result(9)]), False),
+    ],
+)
 def test_ok_only_when_every_trigger_got_exactly_one_result(report: PlcRunReport, ok: bool) -> None:
     assert report.ok is ok

@@ -163,8 +163,9 @@ def config(line_config_dict) -> Callable[..., LineConfig]:
     """`config(**sections)`: the demo line with a 1.2 s recipe deadline."""
 
     def make(**sections: object) -> LineConfig:
-        return LineConfig(**line_config_dict(opcua_endpoint="opc.tcp://127.0.0.1:4840/lineguard/", deadline_ms=1200,
-                                             **sections))
+        return LineConfig(
+            **line_config_dict(opcua_endpoint="opc.tcp://127.0.0.1:4840/lineguard/", deadline_ms=1200, **sections)
+        )
 
     return make
 
@@ -173,12 +174,21 @@ def test_gateway_deadline_is_the_recipes_plus_grace(config) -> None:
     assert station_timeout_s(config(gateway={"result_grace_ms": 300}), "s1") == pytest.approx(1.5)
 
 
-@pytest.mark.parametrize(("mutate", "reason"), [
-    (lambda d: setattr(d.part, "station", "s9"), "is for station 's9', which this gateway does not serve (stations: s1)"),
-    (lambda d: setattr(d.part, "line", "l2"), "is for line 'l2'; this gateway serves line 'l1'"),
-    (lambda d: setattr(d, "verdict", Verdict.VERDICT_UNSPECIFIED), "has verdict 0 (UNSPECIFIED); a PLC can only be"),
-    (lambda d: setattr(d, "verdict", 17), "has verdict 17 (not a Verdict value)"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (
+            lambda d: setattr(d.part, "station", "s9"),
+            "is for station 's9', which this gateway does not serve (stations: s1)",
+        ),
+        (lambda d: setattr(d.part, "line", "l2"), "is for line 'l2'; this gateway serves line 'l1'"),
+        (
+            lambda d: setattr(d, "verdict", Verdict.VERDICT_UNSPECIFIED),
+            "has verdict 0 (UNSPECIFIED); a PLC can only be",
+        ),
+        (lambda d: setattr(d, "verdict", 17), "has verdict 17 (not a Verdict value)"),
+    ],
+)
 def test_route_refuses_a_decision_it_cannot_deliver(mutate, reason: str, config) -> None:
     links = StationLinks(config(), RecordingBus().publish)
     d = Decision(verdict=Verdict.VERDICT_PASS)
@@ -194,7 +204,7 @@ async def test_deadline_loop_retries_an_ack_the_bus_refused_on_its_next_tick() -
     stopping = asyncio.Event()
     loop = asyncio.create_task(lk.run_deadlines(stopping))
     await lk.trigger(1, "")
-    bus.failures = 2   # the timeout's ack is refused twice, then published; nothing else wakes the loop
+    bus.failures = 2  # the timeout's ack is refused twice, then published; nothing else wakes the loop
     await asyncio.sleep(0.05 + 3 * ACK_RETRY_S)
     stopping.set()
     await loop

@@ -28,28 +28,35 @@ BOARD = Path(samples_init).parent / "deeppcb" / "00041000_test.jpg"
 TEMPLATE = BOARD.with_name("00041000_temp.jpg")
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is not installed (the openvino extra)")
+
+
 def test_importing_the_runtime_library_imports_no_backend_runtime() -> None:
-    code = ("import sys, lineguard.vision.model, lineguard.vision.detect, lineguard.vision.backends, "
-            "lineguard.services.inference.service; "
-            "print(sorted(m for m in ('tensorrt', 'openvino', 'onnxruntime', 'torch', 'ultralytics', 'cuda') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, lineguard.vision.model, lineguard.vision.detect, lineguard.vision.backends, "
+        "lineguard.services.inference.service; "
+        "print(sorted(m for m in ('tensorrt', 'openvino', 'onnxruntime', 'torch', 'ultralytics', 'cuda') "
+        "if m in sys.modules))"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
 
 
 def test_every_backend_declares_its_key_install_hint_and_options() -> None:
-    assert {"onnxruntime", "tensorrt", "openvino"} <= set(BACKENDS.keys())   # the entry points
+    assert {"onnxruntime", "tensorrt", "openvino"} <= set(BACKENDS.keys())  # the entry points
     for key in ("onnxruntime", "tensorrt", "openvino"):
         module = BACKENDS.module(key)
-        assert module.KEY == key and module.INSTALL
+        assert key == module.KEY and module.INSTALL
         # every backend's settings extend the common ones, and a key alone gives its defaults
         assert issubclass(module.Settings, BackendSettings) and module.Settings().kind == key
 
 
 def test_an_unknown_backend_is_named() -> None:
-    with pytest.raises(ModelLoadError, match=r"unknown model backend 'tflite' \(known: onnxruntime, openvino, "
-                                             r"tensorrt\)"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"unknown model backend 'tflite' \(known: onnxruntime, openvino, "
+        r"tensorrt\)",
+    ):
         load_model(backend="tflite")
 
 
@@ -68,23 +75,31 @@ def test_a_wrong_backend_option_is_named() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_a_missing_tensorrt_says_what_to_install() -> None:
-    with pytest.raises(BackendUnavailable, match=r"backend 'tensorrt' needs the tensorrt and cuda-python packages "
-                                                 r"\(pip install 'lineguard\[tensorrt\]'\)") as err:
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"backend 'tensorrt' needs the tensorrt and cuda-python packages "
+        r"\(pip install 'lineguard\[tensorrt\]'\)",
+    ) as err:
         load_model(backend="tensorrt", device="cuda")
     assert err.value.path == packaged_model_path()
 
 
 def test_a_missing_openvino_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "openvino", None)   # what a box without the openvino extra sees
-    with pytest.raises(BackendUnavailable, match=r"backend 'openvino' needs the openvino package "
-                                                 r"\(pip install 'lineguard\[openvino\]'\) \(cannot import openvino"):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what a box without the openvino extra sees
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"backend 'openvino' needs the openvino package "
+        r"\(pip install 'lineguard\[openvino\]'\) \(cannot import openvino",
+    ):
         load_model(backend="openvino")
 
 
 def test_onnxruntime_providers_follow_the_device() -> None:
     assert providers_for(OrtSettings(), "cpu") == ["CPUExecutionProvider"]
-    assert providers_for(OrtSettings(), "cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}),
-                                                      "CPUExecutionProvider"]
+    assert providers_for(OrtSettings(), "cuda:1") == [
+        ("CUDAExecutionProvider", {"device_id": 1}),
+        "CPUExecutionProvider",
+    ]
     assert providers_for(OrtSettings(providers=["CPUExecutionProvider"]), "cuda") == ["CPUExecutionProvider"]
     with pytest.raises(ModelLoadError, match=r"device 'gpu0' is not 'cuda' or 'cuda:N'; onnxruntime runs on"):
         load_model(device="gpu0")
@@ -117,8 +132,7 @@ def test_openvino_finds_what_onnxruntime_finds_on_a_sample_board() -> None:
         if backend == "openvino":
             # Pinned: on a CPU with AMX OpenVINO would otherwise run bf16 and move scores by ~0.02.
             assert detector.runner.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
-        found[backend] = detect(detector, image, conf_threshold=0.05, iou_threshold=0.45,
-                                reference=template).detections
+        found[backend] = detect(detector, image, conf_threshold=0.05, iou_threshold=0.45, reference=template).detections
     assert found["onnxruntime"], "the board has defects above 0.05"
     ov, ort = found["openvino"], found["onnxruntime"]
     assert ov.class_id.tolist() == ort.class_id.tolist()
@@ -134,7 +148,7 @@ def test_a_dynamic_batch_runs_at_once_and_equals_single_runs(tmp_path: Path, bac
     images = np.random.default_rng(1).random((3, 3, SIDE, SIDE), np.float32)
     [batched] = detector.run_batch(images)
     assert batched.shape == (3, 6, 16)
-    singles = np.concatenate([detector.run_batch(images[i:i + 1])[0] for i in range(3)])
+    singles = np.concatenate([detector.run_batch(images[i : i + 1])[0] for i in range(3)])
     np.testing.assert_allclose(batched, singles, rtol=1e-5, atol=1e-5)
     assert not np.allclose(batched[0], batched[1])  # different images, different outputs
 
@@ -144,7 +158,7 @@ def test_a_fixed_batch_model_runs_a_batch_in_pieces(tmp_path: Path) -> None:
     assert detector.max_batch == 1
     images = np.random.default_rng(2).random((3, 3, SIDE, SIDE), np.float32)
     [batched] = detector.run_batch(images)
-    singles = np.concatenate([detector.run_batch(images[i:i + 1])[0] for i in range(3)])
+    singles = np.concatenate([detector.run_batch(images[i : i + 1])[0] for i in range(3)])
     np.testing.assert_array_equal(batched, singles)
 
 
@@ -160,7 +174,7 @@ def test_a_segmentation_model_gives_each_defect_its_mask(tmp_path: Path, backend
     det = detect(detector, np.zeros((SIDE, SIDE, 3), np.uint8), conf_threshold=0.5, iou_threshold=0.45).detections
     assert len(det) == 1 and det.polygon is not None and det.mask_px is not None
     assert (detector.card.classes[det.class_id[0]], *det.xyxy[0].tolist()) == ("short", 12, 12, 20, 20)
-    assert det.mask_px[0] == 64 and det.area_px[0] == 64       # the mask fills its 8 x 8 box
+    assert det.mask_px[0] == 64 and det.area_px[0] == 64  # the mask fills its 8 x 8 box
     assert {(float(x), float(y)) for x, y in det.polygon[0]} == {(12, 12), (12, 19), (19, 19), (19, 12)}
 
 
@@ -174,8 +188,7 @@ def test_a_card_saying_segment_for_a_detection_model_is_refused(tmp_path: Path) 
 
 def test_load_runner_reports_the_input_it_takes(tmp_path: Path) -> None:
     runner = load_runner(tiny_model(tmp_path / "dyn.onnx", batch="batch"), "onnxruntime", threads=1)
-    assert (runner.input.name, runner.input.shape, runner.input.dtype) == ("images", (None, 3, SIDE, SIDE),
-                                                                            np.float32)
+    assert (runner.input.name, runner.input.shape, runner.input.dtype) == ("images", (None, 3, SIDE, SIDE), np.float32)
     assert [o.name for o in runner.outputs] == ["output0"] and runner.input.fixed_batch is None
 
 
@@ -184,11 +197,15 @@ def test_the_line_config_chooses_the_backend_and_refuses_an_unknown_one() -> Non
 
     from lineguard.services.inference.detect import load_configured_model
 
-    with pytest.raises(ValidationError, match=r"unknown model backend 'tflite' \(known: onnxruntime, openvino, "
-                                              r"tensorrt"):
+    with pytest.raises(
+        ValidationError,
+        match=r"unknown model backend 'tflite' \(known: onnxruntime, openvino, "
+        r"tensorrt",
+    ):
         ModelSettings(backend="tflite")
-    settings = ModelSettings(backend={"kind": "openvino", "hint": "latency"} if HAVE_OPENVINO else "onnxruntime",
-                             intra_op_threads=1)
+    settings = ModelSettings(
+        backend={"kind": "openvino", "hint": "latency"} if HAVE_OPENVINO else "onnxruntime", intra_op_threads=1
+    )
     detector = load_configured_model(settings)
     assert detector.runner.backend == settings.backend.kind and detector.runner.device == "cpu"
 
@@ -196,6 +213,9 @@ def test_the_line_config_chooses_the_backend_and_refuses_an_unknown_one() -> Non
 def test_a_model_output_that_is_not_a_number_is_an_error_never_a_pass(tmp_path: Path) -> None:
     # NaN compares False with every threshold: read as scores it would drop every box and pass the part.
     detector = load_model(tiny_model(tmp_path / "nan.onnx", batch=1, scores=(float("nan"), 0.9)))
-    with pytest.raises(ModelOutputError, match=r"model tiny 1 gave 16 values that are not numbers \(NaN / inf\) "
-                                               r"for this image: it cannot be judged"):
+    with pytest.raises(
+        ModelOutputError,
+        match=r"model tiny 1 gave 16 values that are not numbers \(NaN / inf\) "
+        r"for this image: it cannot be judged",
+    ):
         detect(detector, np.zeros((SIDE, SIDE, 3), np.uint8), conf_threshold=0.25, iou_threshold=0.45)

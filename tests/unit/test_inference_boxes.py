@@ -30,9 +30,11 @@ def test_without_scaleup_a_smaller_image_is_padded_not_enlarged() -> None:
     boxed, placement = letterbox(image, 672, scaleup=False)
     assert boxed.shape == (672, 672, 3)
     assert (placement.scale, placement.pad_x, placement.pad_y) == (1.0, 16, 16)
-    assert (boxed[16:656, 16:656] == 7).all() and (boxed[:16] == PAD_VALUE).all() and (boxed[:, 656:] == PAD_VALUE).all()
-    assert letterbox(image, 672)[1].scale == 1.05                           # with scaleup: enlarged
-    assert letterbox(np.zeros((800, 800, 3), np.uint8), 672, scaleup=False)[1].scale == 0.84   # larger: shrunk
+    assert (
+        (boxed[16:656, 16:656] == 7).all() and (boxed[:16] == PAD_VALUE).all() and (boxed[:, 656:] == PAD_VALUE).all()
+    )
+    assert letterbox(image, 672)[1].scale == 1.05  # with scaleup: enlarged
+    assert letterbox(np.zeros((800, 800, 3), np.uint8), 672, scaleup=False)[1].scale == 0.84  # larger: shrunk
 
 
 def test_letterbox_splits_odd_padding_like_ultralytics() -> None:
@@ -83,11 +85,13 @@ def yolo_output(anchors: list[tuple[float, float, float, float, list[float]]]) -
 
 
 def test_decode_keeps_each_anchors_best_class_above_threshold() -> None:
-    output = yolo_output([
-        (50, 50, 20, 10, [0.9, 0.1]),
-        (10, 10, 4, 4, [0.2, 0.3]),    # best class below the threshold
-        (30, 60, 10, 20, [0.1, 0.6]),
-    ])
+    output = yolo_output(
+        [
+            (50, 50, 20, 10, [0.9, 0.1]),
+            (10, 10, 4, 4, [0.2, 0.3]),  # best class below the threshold
+            (30, 60, 10, 20, [0.1, 0.6]),
+        ]
+    )
     found, _ = decode(output, num_classes=2, conf_threshold=0.5)
     assert found.xyxy.tolist() == [[40, 45, 60, 55], [25, 50, 35, 70]]
     assert found.confidence.tolist() == pytest.approx([0.9, 0.6])
@@ -119,11 +123,13 @@ def test_nms_only_suppresses_within_a_class() -> None:
 def test_postprocess_maps_boxes_through_letterbox_and_roi_offset() -> None:
     # A 128 x 96 region at (200, 300) of the frame, letterboxed to 64: scale 0.5, 8 rows of padding top and bottom.
     placement = Letterbox(scale=0.5, pad_x=0, pad_y=8, src_width=128, src_height=96, size=64)
-    output = yolo_output([
-        (20, 28, 8, 8, [0.1, 0.95]),   # input box 16,24 - 24,32
-        (21, 28, 8, 8, [0.1, 0.90]),   # the same defect again: suppressed
-        (40, 3, 6, 4, [0.8, 0.1]),     # wholly in the top padding: clipped to nothing, dropped
-    ])
+    output = yolo_output(
+        [
+            (20, 28, 8, 8, [0.1, 0.95]),  # input box 16,24 - 24,32
+            (21, 28, 8, 8, [0.1, 0.90]),  # the same defect again: suppressed
+            (40, 3, 6, 4, [0.8, 0.1]),  # wholly in the top padding: clipped to nothing, dropped
+        ]
+    )
     found = postprocess(output, 2, placement, conf_threshold=0.5, iou_threshold=0.45, offset=(200, 300))
     assert len(found) == 1
     det = found[0]

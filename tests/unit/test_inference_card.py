@@ -30,9 +30,14 @@ def model_with(tmp_path: Path, card: dict[str, Any] | None) -> Path:
 
 def test_the_shipped_card_reads_every_field_and_writes_back_unchanged(tmp_path: Path) -> None:
     card = ModelCard.beside(packaged_model_path())
-    assert card is not None and card.model_extra == {}   # every field it has is a typed one
-    assert (card.model_id, card.task, card.input.width, card.input.mode, card.input.scaleup) == \
-        ("deeppcb-yolo11n", "detect", 672, "paired", False)
+    assert card is not None and card.model_extra == {}  # every field it has is a typed one
+    assert (card.model_id, card.task, card.input.width, card.input.mode, card.input.scaleup) == (
+        "deeppcb-yolo11n",
+        "detect",
+        672,
+        "paired",
+        False,
+    )
     assert card.input.bgr_channels == ("image", "reference", "difference")
     assert card.classes == ("open", "short", "mousebite", "spur", "copper", "pin-hole")
     assert card.training and card.training.history and card.training.history[-1].run.endswith("cpu-polish")
@@ -52,17 +57,21 @@ def test_what_the_card_does_not_know_is_kept(tmp_path: Path) -> None:
     assert json.loads(card.to_json()) == data
 
 
-@pytest.mark.parametrize(("change", "field", "problem"), [
-    ({"input": {"width": "wide"}}, "input.width", "Input should be a valid integer"),
-    ({"input": {"width": 672, "scale_up": False}}, "input.scale_up", "Extra inputs are not permitted"),
-    ({"classes": []}, "classes", "at least 1 item"),
-    ({"classes": ["open", 2]}, "classes.1", "Input should be a valid string"),
-    ({"task": "pose"}, "task", "task 'pose' is not one lineguard runs (detect, segment)"),
-    ({"onnx_sha256": "abc"}, "onnx_sha256", "String should match pattern"),
-    ({"metrics": {"mAP50": "high"}}, "metrics.mAP50", "Input should be a valid number"),
-])
-def test_an_invalid_card_is_refused_naming_the_file_and_field(tmp_path: Path, change: dict[str, Any], field: str,
-                                                              problem: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"input": {"width": "wide"}}, "input.width", "Input should be a valid integer"),
+        ({"input": {"width": 672, "scale_up": False}}, "input.scale_up", "Extra inputs are not permitted"),
+        ({"classes": []}, "classes", "at least 1 item"),
+        ({"classes": ["open", 2]}, "classes.1", "Input should be a valid string"),
+        ({"task": "pose"}, "task", "task 'pose' is not one lineguard runs (detect, segment)"),
+        ({"onnx_sha256": "abc"}, "onnx_sha256", "String should match pattern"),
+        ({"metrics": {"mAP50": "high"}}, "metrics.mAP50", "Input should be a valid number"),
+    ],
+)
+def test_an_invalid_card_is_refused_naming_the_file_and_field(
+    tmp_path: Path, change: dict[str, Any], field: str, problem: str
+) -> None:
     path = model_with(tmp_path, {**shipped(), **change})
     with pytest.raises(ModelLoadError) as err:
         load_model(path)

@@ -9,10 +9,17 @@ from lineguard.vision.detections import Detections
 
 
 def three(segment: bool = False) -> Detections:
-    masks = {"polygon": (np.array([[1, 1], [4, 1], [4, 4]]), np.zeros((0, 2)), np.array([[20, 20], [25, 28]])),
-             "mask_px": [6, 0, 12]} if segment else {}
-    return Detections(xyxy=[[0, 0, 10, 10], [5, 5, 7, 9], [20, 20, 30, 30]], class_id=[1, 0, 1],
-                      confidence=[0.9, 0.4, 0.6], **masks)
+    masks = (
+        {
+            "polygon": (np.array([[1, 1], [4, 1], [4, 4]]), np.zeros((0, 2)), np.array([[20, 20], [25, 28]])),
+            "mask_px": [6, 0, 12],
+        }
+        if segment
+        else {}
+    )
+    return Detections(
+        xyxy=[[0, 0, 10, 10], [5, 5, 7, 9], [20, 20, 30, 30]], class_id=[1, 0, 1], confidence=[0.9, 0.4, 0.6], **masks
+    )
 
 
 def test_arrays_get_the_documented_dtypes_and_shapes() -> None:
@@ -24,33 +31,45 @@ def test_arrays_get_the_documented_dtypes_and_shapes() -> None:
     assert [p.shape for p in found.polygon] == [(3, 2), (0, 2), (2, 2)] and found.polygon[0].dtype == np.float32
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"xyxy": [0, 0, 10, 10]}, r"xyxy must be \(N, 4\) box corners, got shape \(4,\)"),
-    ({"xyxy": [[0, 0, 10]]}, r"xyxy must be \(N, 4\) box corners, got shape \(1, 3\)"),
-    ({"confidence": [0.9, 0.4]}, r"confidence must be \(3,\) for 3 boxes, got shape \(2,\)"),
-    ({"class_id": [[1, 0, 1]]}, r"class_id must be \(3,\) for 3 boxes, got shape \(1, 3\)"),
-    ({"class_id": [1.0, 0.0, 1.0]}, r"class_id must be integers, got float64"),
-    ({"class_id": [1, -1, 1]}, r"class_id must be >= 0, got -1"),
-    ({"polygon": (np.zeros((0, 2)),) * 2, "mask_px": [0, 0, 0]}, r"polygon holds 2 outlines for 3 detections"),
-    ({"polygon": (np.zeros((3, 3)),) * 3, "mask_px": [0, 0, 0]}, r"polygon\[0\] must be \(K, 2\) x y points"),
-    ({"polygon": (np.zeros((0, 2)),) * 3}, r"polygon and mask_px come together"),
-    ({"mask_px": [1, 2, 3]}, r"polygon and mask_px come together"),
-    ({"polygon": (np.zeros((0, 2)),) * 3, "mask_px": [1, 2]}, r"mask_px must be \(3,\) for 3 boxes"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"xyxy": [0, 0, 10, 10]}, r"xyxy must be \(N, 4\) box corners, got shape \(4,\)"),
+        ({"xyxy": [[0, 0, 10]]}, r"xyxy must be \(N, 4\) box corners, got shape \(1, 3\)"),
+        ({"confidence": [0.9, 0.4]}, r"confidence must be \(3,\) for 3 boxes, got shape \(2,\)"),
+        ({"class_id": [[1, 0, 1]]}, r"class_id must be \(3,\) for 3 boxes, got shape \(1, 3\)"),
+        ({"class_id": [1.0, 0.0, 1.0]}, r"class_id must be integers, got float64"),
+        ({"class_id": [1, -1, 1]}, r"class_id must be >= 0, got -1"),
+        ({"polygon": (np.zeros((0, 2)),) * 2, "mask_px": [0, 0, 0]}, r"polygon holds 2 outlines for 3 detections"),
+        ({"polygon": (np.zeros((3, 3)),) * 3, "mask_px": [0, 0, 0]}, r"polygon\[0\] must be \(K, 2\) x y points"),
+        ({"polygon": (np.zeros((0, 2)),) * 3}, r"polygon and mask_px come together"),
+        ({"mask_px": [1, 2, 3]}, r"polygon and mask_px come together"),
+        ({"polygon": (np.zeros((0, 2)),) * 3, "mask_px": [1, 2]}, r"mask_px must be \(3,\) for 3 boxes"),
+    ],
+)
 def test_shapes_that_do_not_agree_are_refused(fields: dict, message: str) -> None:
     good = {"xyxy": [[0, 0, 10, 10]] * 3, "class_id": [1, 0, 1], "confidence": [0.9, 0.4, 0.6]}
     with pytest.raises(ValueError, match=message):
         Detections(**{**good, **fields})
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("xyxy", [[0, 0, np.nan, 10]], r"xyxy holds 1 values that are not numbers \(NaN / inf\)"),
-    ("confidence", [np.inf], r"confidence holds 1 values that are not numbers"),
-    ("polygon", (np.array([[1.0, np.nan]]),), r"polygon\[0\] holds 1 values that are not numbers"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("xyxy", [[0, 0, np.nan, 10]], r"xyxy holds 1 values that are not numbers \(NaN / inf\)"),
+        ("confidence", [np.inf], r"confidence holds 1 values that are not numbers"),
+        ("polygon", (np.array([[1.0, np.nan]]),), r"polygon\[0\] holds 1 values that are not numbers"),
+    ],
+)
 def test_a_value_that_is_not_a_number_is_refused(field: str, value: object, message: str) -> None:
-    fields = {"xyxy": [[0, 0, 10, 10]], "class_id": [0], "confidence": [0.5], "polygon": (np.zeros((0, 2)),),
-              "mask_px": [0], field: value}
+    fields = {
+        "xyxy": [[0, 0, 10, 10]],
+        "class_id": [0],
+        "confidence": [0.5],
+        "polygon": (np.zeros((0, 2)),),
+        "mask_px": [0],
+        field: value,
+    }
     with pytest.raises(ValueError, match=message):
         Detections(**fields)
 

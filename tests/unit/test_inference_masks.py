@@ -44,22 +44,30 @@ LEFT_HALF = (16, 32, 16, 8, [0.1, 0.8], [1.0, 0.0])
 
 
 def test_masks_are_the_stripe_cropped_to_each_box_in_frame_pixels() -> None:
-    found = postprocess(seg_output([AROUND, LEFT_HALF]), len(CLASSES), PLACEMENT, conf_threshold=0.5,
-                        iou_threshold=0.45, offset=(200, 300), protos=stripe_protos())
+    found = postprocess(
+        seg_output([AROUND, LEFT_HALF]),
+        len(CLASSES),
+        PLACEMENT,
+        conf_threshold=0.5,
+        iou_threshold=0.45,
+        offset=(200, 300),
+        protos=stripe_protos(),
+    )
     assert found.polygon is not None and found.mask_px is not None
     around, half = 0, 1
     assert tuple(found.xyxy[around].tolist()) == (224, 340, 272, 356)
-    assert found.mask_px[around] == 32 * 16 and found.area_px[around] == 512      # source x 32..63, y 40..55
-    assert points(found.polygon[around]) == {(232, 340), (232, 355), (263, 355), (263, 340)}   # plus the ROI offset
+    assert found.mask_px[around] == 32 * 16 and found.area_px[around] == 512  # source x 32..63, y 40..55
+    assert points(found.polygon[around]) == {(232, 340), (232, 355), (263, 355), (263, 340)}  # plus the ROI offset
     assert CLASSES[found.class_id[half]] == "short"
-    assert found.mask_px[half] == 16 * 16                                   # cropped by its box at source x 48
+    assert found.mask_px[half] == 16 * 16  # cropped by its box at source x 48
     assert points(found.polygon[half]) == {(232, 340), (232, 355), (247, 355), (247, 340)}
 
 
 def test_the_mask_area_goes_to_mm2_through_the_calibration() -> None:
-    det = postprocess(seg_output([AROUND]), len(CLASSES), PLACEMENT, conf_threshold=0.5,
-                      iou_threshold=0.45, protos=stripe_protos())
-    [message] = to_proto(det, CLASSES, px_per_mm=48.0)   # DeepPCB: about 48 px per mm
+    det = postprocess(
+        seg_output([AROUND]), len(CLASSES), PLACEMENT, conf_threshold=0.5, iou_threshold=0.45, protos=stripe_protos()
+    )
+    [message] = to_proto(det, CLASSES, px_per_mm=48.0)  # DeepPCB: about 48 px per mm
     assert message.area_px == 512
     assert message.area_mm2 == pytest.approx(512 / 48.0**2)
     assert {(p.x, p.y) for p in message.mask.points} == {(32, 40), (32, 55), (63, 55), (63, 40)}
@@ -105,5 +113,11 @@ def test_coefficients_that_do_not_fit_the_prototypes_are_named() -> None:
 
 def test_a_seg_output_without_room_for_the_masks_is_named() -> None:
     with pytest.raises(ValueError, match=r"expected output \(1, 8, anchors\) for 2 classes and 2 masks"):
-        postprocess(np.zeros((1, 6, 3), np.float32), len(CLASSES), PLACEMENT, conf_threshold=0.5,
-                    iou_threshold=0.45, protos=stripe_protos())
+        postprocess(
+            np.zeros((1, 6, 3), np.float32),
+            len(CLASSES),
+            PLACEMENT,
+            conf_threshold=0.5,
+            iou_threshold=0.45,
+            protos=stripe_protos(),
+        )

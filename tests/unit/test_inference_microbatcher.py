@@ -15,6 +15,7 @@ def doubling(delay_s: float = 0.0):
     def run(items: list[int]) -> list[int | BaseException]:
         time.sleep(delay_s)
         return [ValueError(f"item {i} is odd") if i % 2 else i * 2 for i in items]
+
     return run
 
 
@@ -27,7 +28,7 @@ async def test_items_arriving_together_run_in_batches_of_at_most_the_size() -> N
     stopping.set()
     await loop
     assert sum(batcher.batches) == 10 and max(batcher.batches) == 4
-    assert len(batcher.batches) <= 4   # not one run per item
+    assert len(batcher.batches) <= 4  # not one run per item
 
 
 async def test_a_lone_item_runs_after_the_wait_rather_than_waiting_for_company() -> None:
@@ -71,7 +72,7 @@ async def test_a_batch_that_fails_as_a_whole_fails_each_item_with_the_cause() ->
 
 async def test_a_stop_runs_what_is_queued_then_refuses_new_items() -> None:
     batcher = MicroBatcher(doubling(), batch_size=2, max_wait_s=0.0)
-    futures = [await batcher.submit(i) for i in (2, 4, 6)]   # queued before the loop starts
+    futures = [await batcher.submit(i) for i in (2, 4, 6)]  # queued before the loop starts
     stopping = asyncio.Event()
     stopping.set()
     await batcher.run(stopping)

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 
 from lineguard.config import LineConfig
-from lineguard.imaging import encode_image
+from lineguard.imaging import FrameError, encode_image
 from lineguard.samples import __file__ as samples_init
-from lineguard.imaging import FrameError
 from lineguard.services.inference.detect import infer_frame
-from lineguard.vision.model import ModelLoadError, Detector, load_model, packaged_model_path
 from lineguard.testing.boards import board_frame
 from lineguard.v1.frame_pb2 import Frame
+from lineguard.vision.model import Detector, ModelLoadError, load_model, packaged_model_path
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
 BOARDS = ("00041000", "50600001")
@@ -33,8 +32,9 @@ def config(line_config_dict) -> LineConfig:
     return LineConfig(**line_config_dict())
 
 
-def frame_of(data: bytes, *, recipe: str = "pcb-a", encoding: str = "jpeg", px_per_mm: float = 48.0,
-             stem: str = BOARDS[0]) -> Frame:
+def frame_of(
+    data: bytes, *, recipe: str = "pcb-a", encoding: str = "jpeg", px_per_mm: float = 48.0, stem: str = BOARDS[0]
+) -> Frame:
     frame = board_frame(1, stem, data=data, recipe=recipe, px_per_mm=px_per_mm)
     frame.encoding = encoding
     return frame
@@ -75,10 +75,14 @@ def copy_model(tmp_path: Path, card: dict | None) -> Path:
 
 
 def test_a_card_naming_fewer_classes_than_the_output_has_is_refused(tmp_path: Path) -> None:
-    path = copy_model(tmp_path, {"model_id": "m", "version": "1", "classes": ["a", "b", "c", "d", "e"],
-                                 "input": {"width": 640}})
-    with pytest.raises(ModelLoadError, match=r"output has 10 rows = 4 box \+ 6 class scores, "
-                                             r"but the card / metadata names 5 classes"):
+    path = copy_model(
+        tmp_path, {"model_id": "m", "version": "1", "classes": ["a", "b", "c", "d", "e"], "input": {"width": 640}}
+    )
+    with pytest.raises(
+        ModelLoadError,
+        match=r"output has 10 rows = 4 box \+ 6 class scores, "
+        r"but the card / metadata names 5 classes",
+    ):
         load_model(path)
 
 
@@ -165,10 +169,16 @@ def test_frames_that_cannot_be_inspected_say_why(detector, config) -> None:
         (frame_of(jpeg[: len(jpeg) // 2]), config, "truncated jpeg"),
         (frame_of(jpeg, recipe="pcb-z"), config, "unknown recipe 'pcb-z'"),
         (object_frame, config, "object_key 'frames/abc': frames in the object store are not supported yet"),
-        (frame_of(jpeg), outside,
-         "(recipe 'pcb-a', inspect_roi [600, 0, 100, 100]): region 600,0 100x100 lies outside the 640x640 image"),
-        (frame_of(encode_image(np.zeros((8, 8, 3), np.uint8), "png")), config,
-         "frame says encoding 'jpeg' but its bytes are png"),
+        (
+            frame_of(jpeg),
+            outside,
+            "(recipe 'pcb-a', inspect_roi [600, 0, 100, 100]): region 600,0 100x100 lies outside the 640x640 image",
+        ),
+        (
+            frame_of(encode_image(np.zeros((8, 8, 3), np.uint8), "png")),
+            config,
+            "frame says encoding 'jpeg' but its bytes are png",
+        ),
     ]
     for frame, cfg, reason in cases:
         with pytest.raises(FrameError, match=re.escape(reason)):

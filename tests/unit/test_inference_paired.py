@@ -21,7 +21,7 @@ from lineguard.services.inference.detect import _reference, infer_frame, prepare
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.vision.detect import detect, stored_input
-from lineguard.vision.model import ModelLoadError, Detector, load_model, packaged_model_path
+from lineguard.vision.model import Detector, ModelLoadError, load_model, packaged_model_path
 from lineguard.vision.paired import compose, paired_tensor, register
 from lineguard.vision.preprocess import preprocess
 
@@ -51,8 +51,10 @@ def grey(suffix: str) -> np.ndarray:
 
 def boxes(found) -> list[tuple]:
     found = found.detections
-    return [(int(c), *(round(float(v), 2) for v in box), round(float(s), 4))
-            for c, box, s in zip(found.class_id, found.xyxy, found.confidence, strict=True)]
+    return [
+        (int(c), *(round(float(v), 2) for v in box), round(float(s), 4))
+        for c, box, s in zip(found.class_id, found.xyxy, found.confidence, strict=True)
+    ]
 
 
 def test_the_paired_input_is_image_reference_and_their_difference() -> None:
@@ -81,8 +83,9 @@ def test_a_paired_model_sees_what_a_plain_one_sees_on_the_composed_input(models:
         assert boxes(ours) == boxes(plain) and ours.detections
     # A plain model ignores a reference.
     image = cv2.cvtColor(board, cv2.COLOR_GRAY2BGR)
-    assert boxes(detect(models["image"], image, conf_threshold=0.01, iou_threshold=0.5, reference=template)) == \
-        boxes(detect(models["image"], image, conf_threshold=0.01, iou_threshold=0.5))
+    assert boxes(detect(models["image"], image, conf_threshold=0.01, iou_threshold=0.5, reference=template)) == boxes(
+        detect(models["image"], image, conf_threshold=0.01, iou_threshold=0.5)
+    )
 
 
 def test_a_dataset_image_of_a_paired_model_is_split_back(models: dict[str, Detector]) -> None:
@@ -90,8 +93,11 @@ def test_a_dataset_image_of_a_paired_model_is_split_back(models: dict[str, Detec
     image, reference = stored_input(models["paired"], composed)
     assert np.array_equal(image, grey("test")) and np.array_equal(reference, grey("temp"))
     assert stored_input(models["image"], composed) == (composed, None)
-    with pytest.raises(ImageError, match=r"3 channels \(image, reference, difference\); this one has shape "
-                                         r"\(640, 640\)"):
+    with pytest.raises(
+        ImageError,
+        match=r"3 channels \(image, reference, difference\); this one has shape "
+        r"\(640, 640\)",
+    ):
         stored_input(models["paired"], grey("test"))
 
 
@@ -103,8 +109,14 @@ def test_a_paired_frame_decodes_to_grey_as_the_importer_reads_it() -> None:
 
 def frame(reference: bytes, *, encoding: str = "jpeg") -> Frame:
     part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id="pcb-a", sequence=1)
-    return Frame(part=part, encoding="jpeg", data=(SAMPLES / f"{STEM}_test.jpg").read_bytes(), px_per_mm=48.0,
-                 reference_data=reference, reference_encoding=encoding)
+    return Frame(
+        part=part,
+        encoding="jpeg",
+        data=(SAMPLES / f"{STEM}_test.jpg").read_bytes(),
+        px_per_mm=48.0,
+        reference_data=reference,
+        reference_encoding=encoding,
+    )
 
 
 def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, Detector], line_config_dict) -> None:
@@ -114,22 +126,30 @@ def test_frames_a_paired_model_cannot_judge_say_why(models: dict[str, Detector],
     cases = [
         (frame(b""), "compares each image with the part's reference image, and none was given"),
         (frame(template[:3000]), "reference image: truncated jpeg"),
-        (frame(small, encoding="png"), "inspect_roi [0, 0, 640, 640]): reference image: region 0,0 640x640 lies "
-                                       "outside the 640x320 image"),
+        (
+            frame(small, encoding="png"),
+            "inspect_roi [0, 0, 640, 640]): reference image: region 0,0 640x640 lies outside the 640x320 image",
+        ),
     ]
     for bad, reason in cases:
         with pytest.raises(FrameError, match=re.escape(reason)):
             infer_frame(bad, config, models["paired"])
     result = infer_frame(frame(template), config, models["paired"])
-    plain = detect(models["image"], compose(grey("test"), grey("temp")), conf_threshold=config.model.conf_threshold,
-                   iou_threshold=config.model.iou_threshold)
-    assert [(d.class_id, round(d.score, 4)) for d in result.detections] == \
-        [(int(c), round(float(s), 4)) for c, s in zip(plain.detections.class_id, plain.detections.confidence,
-                                                      strict=True)]
+    plain = detect(
+        models["image"],
+        compose(grey("test"), grey("temp")),
+        conf_threshold=config.model.conf_threshold,
+        iou_threshold=config.model.iou_threshold,
+    )
+    assert [(d.class_id, round(d.score, 4)) for d in result.detections] == [
+        (int(c), round(float(s), 4))
+        for c, s in zip(plain.detections.class_id, plain.detections.confidence, strict=True)
+    ]
 
 
-def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(models: dict[str, Detector],
-                                                                       line_config_dict) -> None:
+def test_a_frame_prepared_for_a_model_since_replaced_is_prepared_again(
+    models: dict[str, Detector], line_config_dict
+) -> None:
     # The pipeline prepares a frame while the model runs the one before; a promotion may swap the model
     # in between. The frame must then be judged whole by the new model, as if it had come after the swap.
     config = LineConfig(**line_config_dict())
@@ -159,15 +179,16 @@ def test_the_paired_tensor_is_the_composed_image_letterboxed() -> None:
         assert np.array_equal(tensor, expected) and placement == expected_placement
 
 
-def test_a_reference_is_decoded_once_for_every_frame_that_brings_it(models: dict[str, Detector],
-                                                                    line_config_dict) -> None:
+def test_a_reference_is_decoded_once_for_every_frame_that_brings_it(
+    models: dict[str, Detector], line_config_dict
+) -> None:
     config = LineConfig(**line_config_dict())
     template = (SAMPLES / f"{STEM}_temp.jpg").read_bytes()
     _reference.cache_clear()
     first, second = (infer_frame(frame(template), config, models["paired"]) for _ in range(2))
     assert (_reference.cache_info().misses, _reference.cache_info().hits) == (1, 1)
     assert [d.score for d in first.detections] == [d.score for d in second.detections]
-    for _ in range(2):   # a reference that does not decode is refused every time, never kept
+    for _ in range(2):  # a reference that does not decode is refused every time, never kept
         with pytest.raises(FrameError, match="reference image: truncated jpeg"):
             infer_frame(frame(template[:3000]), config, models["paired"])
     assert _reference.cache_info().currsize == 1
@@ -183,22 +204,27 @@ def test_a_reference_is_shifted_onto_a_part_that_moved() -> None:
     board, template = grey("test"), grey("temp")
     assert np.array_equal(register(moved(board, 7, -4), template, 16), moved(template, 7, -4))
     assert register(board, template, 16) is not None and np.array_equal(register(board, template, 16), template)
-    with pytest.raises(ValueError, match=r"the part sits \+7, -4 px from its reference, more than the 4 px the "
-                                         r"recipe aligns \(align_reference_px\): it cannot be compared"):
+    with pytest.raises(
+        ValueError,
+        match=r"the part sits \+7, -4 px from its reference, more than the 4 px the "
+        r"recipe aligns \(align_reference_px\): it cannot be compared",
+    ):
         register(moved(board, 7, -4), template, 4)
 
 
-def test_a_part_that_moved_is_judged_as_if_it_had_not_when_the_recipe_aligns(
-        models: dict[str, Detector]) -> None:
+def test_a_part_that_moved_is_judged_as_if_it_had_not_when_the_recipe_aligns(models: dict[str, Detector]) -> None:
     board, template = grey("test"), grey("temp")
     settings = {"conf_threshold": 0.25, "iou_threshold": 0.45}
     still = detect(models["paired"], board, reference=template, **settings).detections
     part = moved(board, 7, -4)
     aligned = detect(models["paired"], part, reference=template, align_px=16, **settings).detections
+
     def placed(found, dx: int = 0, dy: int = 0) -> list[tuple]:
         names = models["paired"].card.classes
-        return sorted((names[c], round(float(box[0]) + dx), round(float(box[1]) + dy))
-                      for c, box in zip(found.class_id, found.xyxy, strict=True))
+        return sorted(
+            (names[c], round(float(box[0]) + dx), round(float(box[1]) + dy))
+            for c, box in zip(found.class_id, found.xyxy, strict=True)
+        )
 
     assert still and len(aligned) == len(still)
     for a, s in zip(placed(aligned), placed(still, 7, -4), strict=True):
@@ -217,6 +243,5 @@ def test_the_recipe_says_how_far_the_service_aligns(models: dict[str, Detector],
         infer_frame(part, LineConfig(**config_dict), models["paired"])
     config_dict["recipes"]["pcb-a"]["align_reference_px"] = 16
     aligned = infer_frame(part, LineConfig(**config_dict), models["paired"])
-    still = infer_frame(frame((SAMPLES / f"{STEM}_temp.jpg").read_bytes()), LineConfig(**config_dict),
-                        models["paired"])
+    still = infer_frame(frame((SAMPLES / f"{STEM}_temp.jpg").read_bytes()), LineConfig(**config_dict), models["paired"])
     assert sorted(d.class_name for d in aligned.detections) == sorted(d.class_name for d in still.detections)

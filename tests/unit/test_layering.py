@@ -20,8 +20,13 @@ def test_import_contracts_are_kept(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "services", tmp_path / "lineguard" / "services", ignore=ignore)
     lint = Path(sys.executable).parent / "lint-imports"
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(lint), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
     assert "Services never import each other" in result.stdout
@@ -30,7 +35,8 @@ def test_import_contracts_are_kept(tmp_path: Path) -> None:
 
 def library_modules() -> set[str]:
     return {
-        f"lineguard.{p.stem}" for p in (ROOT / "libs" / "lineguard").iterdir()
+        f"lineguard.{p.stem}"
+        for p in (ROOT / "libs" / "lineguard").iterdir()
         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
     }
 

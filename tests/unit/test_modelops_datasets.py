@@ -39,7 +39,7 @@ def yolo_folder(tmp_path: Path) -> Path:
     write_image(src / "images" / "e.png", 96, 48)
     (src / "labels").mkdir()
     (src / "labels" / "e.txt").write_text("0 0.5 0.5 1 1\n")
-    write_image(src / "images" / "f.jpg")                    # no label: a background
+    write_image(src / "images" / "f.jpg")  # no label: a background
     (src / "classes.txt").write_text("\n".join(NAMES) + "\n")
     return src
 
@@ -49,33 +49,38 @@ def test_import_yolo_splits_seeded_and_copies_labels(yolo_folder: Path, tmp_path
     assert summary.task == "detect" and summary.names == tuple(NAMES)
     assert summary.images["train"] + summary.images["val"] == 6 and summary.images["val"] == 2
     assert summary.instances_per_class == {"scratch": 3, "dent": 2}
-    assert summary.backgrounds["train"] + summary.backgrounds["val"] == 2    # d (empty file) and f (no file)
+    assert summary.backgrounds["train"] + summary.backgrounds["val"] == 2  # d (empty file) and f (no file)
     data = yaml.safe_load(summary.data_yaml.read_text())
     assert data["names"] == {0: "scratch", 1: "dent"} and data["train"] == "images/train"
     labels = {p.name: p.read_text() for p in (tmp_path / "ds/labels").rglob("*.txt")}
-    assert labels["a.txt"].splitlines() == ["0 0.500000 0.500000 0.250000 0.250000",
-                                            "1 0.250000 0.250000 0.125000 0.500000"]
+    assert labels["a.txt"].splitlines() == [
+        "0 0.500000 0.500000 0.250000 0.250000",
+        "1 0.250000 0.250000 0.125000 0.500000",
+    ]
     assert "images__e.txt" in labels and labels["images__f.txt"] == ""
     again = import_yolo(yolo_folder, tmp_path / "ds2", val_fraction=0.34, seed=1)
-    assert sorted(p.name for p in (tmp_path / "ds2/images/val").iterdir()) == \
-        sorted(p.name for p in (tmp_path / "ds/images/val").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ds2/images/val").iterdir()) == sorted(
+        p.name for p in (tmp_path / "ds/images/val").iterdir()
+    )
     assert again.labels_sha256 == summary.labels_sha256
 
 
-@pytest.mark.parametrize(("line", "cause"), [
-    ("2 0.5 0.5 0.1 0.1", r"a\.txt:2: class id 2 is outside 0\.\.1"),
-    ("x 0.5 0.5 0.1 0.1", r"a\.txt:2: class id 'x' is not an integer"),
-    ("0 0.5 0.5 0.1", r"a\.txt:2: expected 'class cx cy w h' \(5 values\) or a polygon"),
-    ("0 0.5 1.5 0.1 0.1", r"a\.txt:2: coordinate 1\.5 is not normalised"),
-    ("0 0.5 0.5 0 0.1", r"a\.txt:2: box has zero width"),
-    ("0 0.1 0.1 0.2 0.2 0.3", r"a\.txt:2: expected .* got 6 values"),
-])
-def test_a_bad_label_line_is_named_with_file_and_line(yolo_folder: Path, tmp_path: Path, line: str,
-                                                      cause: str) -> None:
+@pytest.mark.parametrize(
+    ("line", "cause"),
+    [
+        ("2 0.5 0.5 0.1 0.1", r"a\.txt:2: class id 2 is outside 0\.\.1"),
+        ("x 0.5 0.5 0.1 0.1", r"a\.txt:2: class id 'x' is not an integer"),
+        ("0 0.5 0.5 0.1", r"a\.txt:2: expected 'class cx cy w h' \(5 values\) or a polygon"),
+        ("0 0.5 1.5 0.1 0.1", r"a\.txt:2: coordinate 1\.5 is not normalised"),
+        ("0 0.5 0.5 0 0.1", r"a\.txt:2: box has zero width"),
+        ("0 0.1 0.1 0.2 0.2 0.3", r"a\.txt:2: expected .* got 6 values"),
+    ],
+)
+def test_a_bad_label_line_is_named_with_file_and_line(yolo_folder: Path, tmp_path: Path, line: str, cause: str) -> None:
     (yolo_folder / "a.txt").write_text(f"0 0.5 0.5 0.25 0.25\n{line}\n")
     with pytest.raises(DatasetError, match=cause):
         import_yolo(yolo_folder, tmp_path / "ds")
-    assert not (tmp_path / "ds").exists()   # nothing half-written
+    assert not (tmp_path / "ds").exists()  # nothing half-written
 
 
 def test_polygon_labels_make_a_segmentation_dataset_and_mixing_is_refused(yolo_folder: Path, tmp_path: Path) -> None:
@@ -83,7 +88,7 @@ def test_polygon_labels_make_a_segmentation_dataset_and_mixing_is_refused(yolo_f
         (yolo_folder / name).write_text("1 0.1 0.1 0.4 0.1 0.4 0.4 0.1 0.4\n")
     assert import_yolo(yolo_folder, tmp_path / "seg").task == "segment"
     (yolo_folder / "c.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    with pytest.raises(DatasetError, match="mix boxes .* and polygons"):
+    with pytest.raises(DatasetError, match=r"mix boxes .* and polygons"):
         import_yolo(yolo_folder, tmp_path / "mixed")
 
 
@@ -102,7 +107,7 @@ def test_missing_names_orphan_labels_and_a_used_destination_are_errors(yolo_fold
 
 def test_split_val_needs_two_images_and_a_fraction_inside_0_1() -> None:
     assert len(split_val([f"{i}.jpg" for i in range(10)], 0.2, 0)) == 2
-    assert split_val(["a", "b", "c"], 0.5, 3) == split_val(["c", "b", "a"], 0.5, 3)   # order does not matter
+    assert split_val(["a", "b", "c"], 0.5, 3) == split_val(["c", "b", "a"], 0.5, 3)  # order does not matter
     with pytest.raises(DatasetError, match="at least 2"):
         split_val(["a"], 0.2, 0)
     with pytest.raises(DatasetError, match="between 0 and 1"):
@@ -116,15 +121,25 @@ def coco(tmp_path: Path, *, segmentation: bool = False) -> tuple[Path, Path]:
     for name in ("p1.jpg", "p2.jpg", "p3.jpg"):
         write_image(images / name)
     annotations = [
-        {"id": 1, "image_id": 10, "category_id": 3, "bbox": [16, 16, 32, 16], "iscrowd": 0,
-         "segmentation": [[16, 16, 48, 16, 48, 32, 16, 32]] if segmentation else []},
+        {
+            "id": 1,
+            "image_id": 10,
+            "category_id": 3,
+            "bbox": [16, 16, 32, 16],
+            "iscrowd": 0,
+            "segmentation": [[16, 16, 48, 16, 48, 32, 16, 32]] if segmentation else [],
+        },
         {"id": 2, "image_id": 11, "category_id": 1, "bbox": [0, 0, 8, 8], "iscrowd": 0, "segmentation": []},
     ]
-    data = {"images": [{"id": 10, "file_name": "p1.jpg", "width": 64, "height": 64},
-                       {"id": 11, "file_name": "images/p2.jpg", "width": 64, "height": 64},  # Label Studio style
-                       {"id": 12, "file_name": "p3.jpg", "width": 64, "height": 64}],
-            "categories": [{"id": 3, "name": "dent"}, {"id": 1, "name": "scratch"}],
-            "annotations": annotations}
+    data = {
+        "images": [
+            {"id": 10, "file_name": "p1.jpg", "width": 64, "height": 64},
+            {"id": 11, "file_name": "images/p2.jpg", "width": 64, "height": 64},  # Label Studio style
+            {"id": 12, "file_name": "p3.jpg", "width": 64, "height": 64},
+        ],
+        "categories": [{"id": 3, "name": "dent"}, {"id": 1, "name": "scratch"}],
+        "annotations": annotations,
+    }
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(data))
     return path, images
@@ -133,7 +148,7 @@ def coco(tmp_path: Path, *, segmentation: bool = False) -> tuple[Path, Path]:
 def test_import_coco_boxes_map_category_ids_in_id_order(tmp_path: Path) -> None:
     annotations, images = coco(tmp_path)
     summary = import_coco(annotations, images, tmp_path / "ds", val_fraction=0.34)
-    assert summary.task == "detect" and summary.names == ("scratch", "dent")   # id 1 -> 0, id 3 -> 1
+    assert summary.task == "detect" and summary.names == ("scratch", "dent")  # id 1 -> 0, id 3 -> 1
     assert summary.instances_per_class == {"scratch": 1, "dent": 1}
     labels = {p.name: p.read_text() for p in (tmp_path / "ds/labels").rglob("*.txt")}
     assert labels["p1.txt"] == "1 0.500000 0.375000 0.500000 0.250000\n"
@@ -146,9 +161,18 @@ def test_import_coco_polygons_become_yolo_seg(tmp_path: Path) -> None:
     summary = import_coco(annotations, images, tmp_path / "ds")
     assert summary.task == "segment"
     labels = {p.name: p.read_text() for p in (tmp_path / "ds/labels").rglob("*.txt")}
-    assert labels["p1.txt"].split() == ["1", "0.250000", "0.250000", "0.750000", "0.250000", "0.750000", "0.500000",
-                                        "0.250000", "0.500000"]
-    assert len(labels["p2.txt"].split()) == 9     # a bbox-only annotation becomes a rectangle polygon
+    assert labels["p1.txt"].split() == [
+        "1",
+        "0.250000",
+        "0.250000",
+        "0.750000",
+        "0.250000",
+        "0.750000",
+        "0.500000",
+        "0.250000",
+        "0.500000",
+    ]
+    assert len(labels["p2.txt"].split()) == 9  # a bbox-only annotation becomes a rectangle polygon
 
 
 def test_import_coco_errors_name_the_record(tmp_path: Path) -> None:
@@ -156,8 +180,11 @@ def test_import_coco_errors_name_the_record(tmp_path: Path) -> None:
     data = json.loads(annotations.read_text())
     data["annotations"][1]["category_id"] = 7
     annotations.write_text(json.dumps(data))
-    with pytest.raises(DatasetError, match=r"annotations\[1\] \(id 2\): category_id 7 is not in 'categories' "
-                                           r"\(ids \[1, 3\]\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"annotations\[1\] \(id 2\): category_id 7 is not in 'categories' "
+        r"\(ids \[1, 3\]\)",
+    ):
         import_coco(annotations, images, tmp_path / "ds")
     data["annotations"][1]["category_id"] = 1
     data["images"][2]["file_name"] = "missing.jpg"
@@ -183,8 +210,8 @@ def test_stats_counts_classes_sizes_and_backgrounds(yolo_folder: Path, tmp_path:
     sizes = sum((s.image_sizes for s in both), start=type(both[0].image_sizes)())
     assert sizes == {(64, 64): 5, (96, 48): 1}
     widths = sorted(w for s in both for w in s.box_widths_px)
-    assert widths == [6.4, 8.0, 16.0, 32.0, 96.0]      # e.png's full-image box is 96 px wide
-    assert sum(s.size_classes()["small <32²"] for s in both) == 3      # 32x32 (b) is already medium
+    assert widths == [6.4, 8.0, 16.0, 32.0, 96.0]  # e.png's full-image box is 96 px wide
+    assert sum(s.size_classes()["small <32²"] for s in both) == 3  # 32x32 (b) is already medium
     assert sum(s.size_classes()["medium <96²"] for s in both) == 2
 
 
@@ -198,8 +225,8 @@ def test_stats_names_a_bad_label_line(yolo_folder: Path, tmp_path: Path) -> None
 
 def test_brightness_contrast_changes_pixels_about_the_mean() -> None:
     image = np.array([[[100, 100, 100], [200, 200, 200]]], np.uint8)
-    assert adjust(image, 2.0, 0).tolist() == [[[50] * 3, [250] * 3]]          # mean 150, contrast doubled
-    assert adjust(image, 1.0, 30).tolist() == [[[130] * 3, [230] * 3]]        # brightness offset
+    assert adjust(image, 2.0, 0).tolist() == [[[50] * 3, [250] * 3]]  # mean 150, contrast doubled
+    assert adjust(image, 1.0, 30).tolist() == [[[130] * 3, [230] * 3]]  # brightness offset
     labels = {"img": image.copy()}
     assert BrightnessContrast(0.2, 0.3, p=0.0)(labels)["img"].tolist() == image.tolist()
 
@@ -220,8 +247,9 @@ runner = CliRunner()
 
 
 def test_cli_import_yolo_stats_and_a_clear_exit_2(yolo_folder: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["data", "import-yolo", str(yolo_folder), str(tmp_path / "ds"), "--val-fraction",
-                                 "0.34"])
+    result = runner.invoke(
+        app, ["data", "import-yolo", str(yolo_folder), str(tmp_path / "ds"), "--val-fraction", "0.34"]
+    )
     assert result.exit_code == 0, result.output
     assert "scratch" in result.output and "data.yaml" in result.output
     result = runner.invoke(app, ["data", "stats", str(tmp_path / "ds/data.yaml")])
@@ -246,8 +274,20 @@ def test_cli_import_deeppcb_prints_the_split(tmp_path: Path) -> None:
     from lineguard.testing.boards import deeppcb_layout
 
     src = deeppcb_layout(tmp_path / "deeppcb")
-    result = runner.invoke(app, ["data", "import-deeppcb", str(src), str(tmp_path / "yolo"), "--val-groups",
-                                 "group50600", "--val-groups", "group77000", "--paired"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "import-deeppcb",
+            str(src),
+            str(tmp_path / "yolo"),
+            "--val-groups",
+            "group50600",
+            "--val-groups",
+            "group77000",
+            "--paired",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "val groups: group50600, group77000" in result.output
     assert "lineguard_input: paired" in (tmp_path / "yolo" / "data.yaml").read_text()

@@ -86,7 +86,7 @@ def test_paired_import_writes_each_board_beside_its_template(deeppcb: Path, tmp_
     inside = np.zeros(board.shape, bool)
     for _, x1, y1, x2, y2 in read_boxes(deeppcb / "group50600/50600_not/50600000.txt", 640, 640):
         m = REPAIR_MARGIN_PX
-        inside[max(0, y1 - m):y2 + m, max(0, x1 - m):x2 + m] = True
+        inside[max(0, y1 - m) : y2 + m, max(0, x1 - m) : x2 + m] = True
     assert np.array_equal(good[:, :, 0][inside], template[inside]) and not good[:, :, 2][inside].any()
     assert np.array_equal(good[:, :, 0][~inside], board[~inside]) and good[:, :, 2][~inside].any()
     assert (tmp_path / "yolo/labels/val/50600000_test.txt").read_text().strip()
@@ -96,8 +96,9 @@ def test_paired_import_writes_each_board_beside_its_template(deeppcb: Path, tmp_
 
 
 def test_fractions_thin_train_evenly_but_never_val(deeppcb: Path, tmp_path: Path) -> None:
-    summary = import_deeppcb(deeppcb, tmp_path / "yolo", val_groups=("group50600",), train_fraction=0.5,
-                             train_template_fraction=0.5)
+    summary = import_deeppcb(
+        deeppcb, tmp_path / "yolo", val_groups=("group50600",), train_fraction=0.5, train_template_fraction=0.5
+    )
     assert summary.images == {"train": 5, "val": 2}
     assert summary.backgrounds == {"train": 2, "val": 2}
     train = names_in(tmp_path / "yolo/images/train")
@@ -133,14 +134,19 @@ def test_a_folder_without_trainval_is_not_deeppcb(tmp_path: Path) -> None:
 
 def test_importing_the_training_module_pulls_in_no_training_runtime() -> None:
     # In a fresh interpreter: another test in this session may have imported ultralytics already.
-    code = ("import sys, lineguard.modelops.train, lineguard.modelops.export, lineguard.cli; "
-            "print(sorted(m for m in ('ultralytics', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, lineguard.modelops.train, lineguard.modelops.export, lineguard.cli; "
+        "print(sorted(m for m in ('ultralytics', 'torch') if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
     import lineguard.modelops.train as train
 
-    assert train.parse_extra(["val=False", "warmup_epochs=1", "name=x"]) == {"val": False, "warmup_epochs": 1,
-                                                                             "name": "x"}
+    assert train.parse_extra(["val=False", "warmup_epochs=1", "name=x"]) == {
+        "val": False,
+        "warmup_epochs": 1,
+        "name": "x",
+    }
 
 
 def test_import_refuses_a_destination_that_already_holds_a_dataset(tmp_path: Path) -> None:

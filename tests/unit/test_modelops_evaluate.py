@@ -33,7 +33,7 @@ from lineguard.vision.model import ModelCard, load_model, packaged_model_path
 
 SAMPLES = Path(samples_init).parent / "deeppcb"
 PAIRED = ModelCard.beside(packaged_model_path()).input_mode == "paired"
-EXT = ".png" if PAIRED else ".jpg"   # a paired model's dataset stores the paired input as PNG
+EXT = ".png" if PAIRED else ".jpg"  # a paired model's dataset stores the paired input as PNG
 
 
 def deeppcb_boxes(stem: str) -> list[tuple[int, int, int, int, int]]:
@@ -57,7 +57,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
             write_model_input(annotation.stem, kind, images, paired=PAIRED)
         height, width = cv2.imread(str(SAMPLES / f"{annotation.stem}_test.jpg"), cv2.IMREAD_GRAYSCALE).shape
         (labels / f"{annotation.stem}_test.txt").write_text(
-            "".join(f"{line}\n" for line in yolo_label_lines(annotation, width, height)))
+            "".join(f"{line}\n" for line in yolo_label_lines(annotation, width, height))
+        )
         (labels / f"{annotation.stem}_temp.txt").write_text("")
     names = "".join(f"  {i}: {name}\n" for i, name in enumerate(DEEPPCB_CLASSES))
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n{names}")
@@ -77,8 +78,9 @@ def defective(truths: list[Truth]) -> list[Truth]:
 # --- reading the dataset ---------------------------------------------------------------------
 
 
-def test_the_split_lists_every_image_and_reads_labels_back_to_deeppcb_pixels(dataset: Path,
-                                                                          truths: list[Truth]) -> None:
+def test_the_split_lists_every_image_and_reads_labels_back_to_deeppcb_pixels(
+    dataset: Path, truths: list[Truth]
+) -> None:
     split = load_split(dataset)
     assert split.class_names == DEEPPCB_CLASSES
     assert len(split.images) == 24
@@ -129,7 +131,8 @@ def test_the_labels_as_predictions_score_perfectly(truths: list[Truth]) -> None:
     # Every box on the diagonal, nothing against background.
     assert np.trace(result.confusion) == boxes and result.confusion.sum() == boxes
     assert [c.boxes for c in result.classes] == np.bincount(
-        np.concatenate([t.class_ids for t in truths]), minlength=6).tolist()
+        np.concatenate([t.class_ids for t in truths]), minlength=6
+    ).tolist()
 
 
 def test_one_missed_box_and_one_false_box_give_the_exact_precision_recall_and_f(truths: list[Truth]) -> None:
@@ -138,8 +141,14 @@ def test_one_missed_box_and_one_false_box_give_the_exact_precision_recall_and_f(
     good = next(t for t in truths if not len(t.class_ids))
     missed_class = int(several.class_ids[0])
     predictions = [Predicted.from_truth(t) for t in truths if t.name not in (several.name, good.name)]
-    predictions.append(Predicted(several.name, Detections(xyxy=several.boxes[1:], class_id=several.class_ids[1:],
-                                                          confidence=np.ones(len(several.class_ids) - 1))))
+    predictions.append(
+        Predicted(
+            several.name,
+            Detections(
+                xyxy=several.boxes[1:], class_id=several.class_ids[1:], confidence=np.ones(len(several.class_ids) - 1)
+            ),
+        )
+    )
     predictions.append(Predicted.of(good.name, [(4, 0.8, 100, 100, 140, 130)]))  # copper on a good board
 
     result = evaluate(truths, predictions, DEEPPCB_CLASSES, conf=0.25)
@@ -183,7 +192,7 @@ def test_deeppcb_counts_a_same_class_overlap_above_a_third_that_coco_at_a_half_d
     result = evaluate(truths, other_class, DEEPPCB_CLASSES, conf=0.25)
     assert (result.deeppcb.tp, result.deeppcb.fp, result.deeppcb.fn) == (0, 1, 1)
     assert result.confusion[1, 0] == 1  # predicted short where an open is
-    assert result.parts.escapes == 0    # the board is still rejected: the part-level verdict is class-blind
+    assert result.parts.escapes == 0  # the board is still rejected: the part-level verdict is class-blind
 
 
 def test_detections_under_the_threshold_count_for_ap_but_not_for_the_verdicts(truths: list[Truth]) -> None:
@@ -219,8 +228,22 @@ def test_eval_of_the_shipped_model_writes_the_report_metrics_and_plots(dataset: 
     out = tmp_path / "report"
     model = Path(shutil.copyfile(packaged_model_path(), tmp_path / "shipped.onnx"))
     shutil.copyfile(packaged_model_path().with_suffix(".json"), tmp_path / "shipped.json")
-    result = CliRunner().invoke(app, ["model", "eval", "--model", str(model), "--data", str(four),
-                                      "--conf", "0.25", "--out", str(out), "--into-card"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "model",
+            "eval",
+            "--model",
+            str(model),
+            "--data",
+            str(four),
+            "--conf",
+            "0.25",
+            "--out",
+            str(out),
+            "--into-card",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "mAP50" in result.output and "escapes" in result.output
     card = json.loads(packaged_model_path().with_suffix(".json").read_text())
@@ -230,8 +253,15 @@ def test_eval_of_the_shipped_model_writes_the_report_metrics_and_plots(dataset: 
     assert 0.0 <= metrics["map50"] <= 1.0 and (metrics["parts"]["defective"], metrics["parts"]["good"]) == (2, 2)
     assert metrics["provenance"]["model_sha256"] == card["onnx_sha256"]
     report = (out / "report.md").read_text()
-    for expected in (card["model_id"], card["version"], card["onnx_sha256"], metrics["provenance"]["labels_sha256"],
-                     "lineguard model eval --model", "escape rate", "| pin-hole |"):
+    for expected in (
+        card["model_id"],
+        card["version"],
+        card["onnx_sha256"],
+        metrics["provenance"]["labels_sha256"],
+        "lineguard model eval --model",
+        "escape rate",
+        "| pin-hole |",
+    ):
         assert expected in report
     for png in ("pr_curves.png", "confusion_matrix.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

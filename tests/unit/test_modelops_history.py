@@ -11,8 +11,12 @@ def _run(root: Path, name: str, epochs: int, seconds: float, machine: str, paren
     run = root / name
     (run / "weights").mkdir(parents=True)
     (run / "weights" / "best.pt").write_bytes(name.encode())  # distinct bytes, distinct sha256
-    record = {"epochs_done": epochs, "wall_seconds": seconds, "metrics": {"mAP50": 0.5, "mAP50-95": 0.3},
-              "sessions": [{"machine": machine, "wall_seconds": seconds, "started": "2026-11-27T20:00:00+00:00"}]}
+    record = {
+        "epochs_done": epochs,
+        "wall_seconds": seconds,
+        "metrics": {"mAP50": 0.5, "mAP50-95": 0.3},
+        "sessions": [{"machine": machine, "wall_seconds": seconds, "started": "2026-11-27T20:00:00+00:00"}],
+    }
     if parent is not None:
         weights = parent / "weights" / "best.pt"
         record["initial_weights"] = {"path": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
@@ -30,7 +34,10 @@ def test_history_goes_back_to_the_first_run_oldest_first(tmp_path: Path) -> None
     third = _run(tmp_path, "finetune", 22, 110.0, "GPU H100", parent=second)
     history = _history(third)
     assert [(s["run"], s["epochs"], s["machines"]) for s in history] == [
-        ("cpu", 15, ["CPU"]), ("gpu", 81, ["GPU H100"]), ("finetune", 22, ["GPU H100"])]
+        ("cpu", 15, ["CPU"]),
+        ("gpu", 81, ["GPU H100"]),
+        ("finetune", 22, ["GPU H100"]),
+    ]
 
 
 def test_runs_moved_together_are_found_beside_each_other(tmp_path: Path) -> None:

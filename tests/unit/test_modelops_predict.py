@@ -26,16 +26,20 @@ PAIRED = json.loads(packaged_model_path().with_suffix(".json").read_text())["inp
 
 
 def predict(source: Path, out: Path, *extra: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["model", "predict", "--model", str(packaged_model_path()),
-                                      "--source", str(source), "--out", str(out), *extra])
+    result = CliRunner().invoke(
+        app,
+        ["model", "predict", "--model", str(packaged_model_path()), "--source", str(source), "--out", str(out), *extra],
+    )
     return result.exit_code, result.output
 
 
 def test_predict_writes_one_valid_json_per_sample_board(tmp_path: Path) -> None:
     # Three boards, with defects and defect-free, keep the test quick; as the shipped model's dataset holds them.
     card = json.loads(packaged_model_path().with_suffix(".json").read_text())
-    images = sorted(write_model_input(stem, kind, tmp_path, paired=PAIRED)
-                    for stem, kind in (("00041000", "test"), ("00041000", "temp"), ("50600001", "test")))
+    images = sorted(
+        write_model_input(stem, kind, tmp_path, paired=PAIRED)
+        for stem, kind in (("00041000", "test"), ("00041000", "temp"), ("50600001", "test"))
+    )
     code, output = predict(tmp_path, tmp_path / "out", "--conf", "0.2", "--iou", "0.5")
     assert code == 0, output
     assert {p.stem.split("_")[1] for p in images} == {"temp", "test"}
@@ -74,7 +78,9 @@ def test_unreadable_images_are_named_skipped_and_fail_the_run(tmp_path: Path) ->
     assert "notes.png: frame is not an image" in output
     assert "2 images" in output and "2 unreadable images skipped" in output
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.json")) == [
-        "good.json", "line2/also-good.json"]
+        "good.json",
+        "line2/also-good.json",
+    ]
 
 
 def test_a_source_without_images_or_with_clashing_names_is_refused(tmp_path: Path) -> None:
@@ -94,8 +100,13 @@ def test_a_source_without_images_or_with_clashing_names_is_refused(tmp_path: Pat
 
 def test_a_segmentation_detection_carries_its_mask_outline_and_size() -> None:
     classes = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
-    seg = Detections(xyxy=[[10, 20, 30, 40]], class_id=[4], confidence=[0.8],
-                     polygon=(np.array([(10.0, 20.0), (30.0, 20.0), (30.0, 40.0), (10.0, 40.0)]),), mask_px=[400])
+    seg = Detections(
+        xyxy=[[10, 20, 30, 40]],
+        class_id=[4],
+        confidence=[0.8],
+        polygon=(np.array([(10.0, 20.0), (30.0, 20.0), (30.0, 40.0), (10.0, 40.0)]),),
+        mask_px=[400],
+    )
     [record] = detection_records(seg, classes)
     assert record["polygon"] == [[10.0, 20.0], [30.0, 20.0], [30.0, 40.0], [10.0, 40.0]]
     assert record["mask_px"] == 400
@@ -113,17 +124,49 @@ def test_a_paired_model_compares_each_image_with_the_given_golden_reference(tmp_
     source.mkdir()
     shutil.copyfile(SAMPLES / "00041000_test.jpg", source / "board.jpg")
     cv2.imwrite(str(source / "small.png"), np.zeros((100, 100), np.uint8))
-    result = CliRunner().invoke(app, ["model", "predict", "--model", str(model), "--source", str(source), "--out",
-                                      str(tmp_path / "out"), "--reference", str(SAMPLES / "00041000_temp.jpg"),
-                                      "--conf", "0.05"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "model",
+            "predict",
+            "--model",
+            str(model),
+            "--source",
+            str(source),
+            "--out",
+            str(tmp_path / "out"),
+            "--reference",
+            str(SAMPLES / "00041000_temp.jpg"),
+            "--conf",
+            "0.05",
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert unwrapped("small.png: the reference image is 640x640 but the image is 100x100") in unwrapped(result.output)
     record = json.loads((tmp_path / "out" / "board.json").read_text())
-    expected = detect(load_model(model), cv2.imread(str(SAMPLES / "00041000_test.jpg")), conf_threshold=0.05,
-                      iou_threshold=0.45, reference=cv2.imread(str(SAMPLES / "00041000_temp.jpg")))
+    expected = detect(
+        load_model(model),
+        cv2.imread(str(SAMPLES / "00041000_test.jpg")),
+        conf_threshold=0.05,
+        iou_threshold=0.45,
+        reference=cv2.imread(str(SAMPLES / "00041000_temp.jpg")),
+    )
     scores = expected.detections.confidence.tolist()
     assert [d["score"] for d in record["detections"]] == pytest.approx(scores, abs=1e-4)
     assert record["detections"]
-    result = CliRunner().invoke(app, ["model", "predict", "--model", str(model), "--source", str(source), "--out",
-                                      str(tmp_path / "out2"), "--reference", str(tmp_path / "nowhere.png")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "model",
+            "predict",
+            "--model",
+            str(model),
+            "--source",
+            str(source),
+            "--out",
+            str(tmp_path / "out2"),
+            "--reference",
+            str(tmp_path / "nowhere.png"),
+        ],
+    )
     assert result.exit_code == 2 and "--reference:" in result.output and "nowhere.png" in result.output

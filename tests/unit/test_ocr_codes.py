@@ -9,11 +9,10 @@ import zxingcpp
 
 from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id
-from lineguard.imaging import ROI, ImageError, encode_image
+from lineguard.imaging import ROI, FrameError, ImageError, encode_image
 from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.capture.stamping import stamp_serial
 from lineguard.services.ocr.codes import read_codes
-from lineguard.imaging import FrameError
 from lineguard.services.ocr.results import ocr_frame
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
@@ -27,8 +26,9 @@ def board() -> np.ndarray:
 
 def frame_of(image: np.ndarray, recipe: str = "pcb-a", encoding: str = "png") -> Frame:
     part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=5)
-    return Frame(part=part, encoding=encoding, data=encode_image(image, encoding),
-                 width=image.shape[1], height=image.shape[0])
+    return Frame(
+        part=part, encoding=encoding, data=encode_image(image, encoding), width=image.shape[1], height=image.shape[0]
+    )
 
 
 def code_image(text: str, fmt: zxingcpp.BarcodeFormat, scale: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_a_board_without_a_code_gives_no_codes() -> None:
 def test_region_offset_is_added_back_to_the_outline() -> None:
     canvas = np.full((400, 500), 255, np.uint8)
     qr = code_image("QR-7", zxingcpp.BarcodeFormat.QRCode, 4)
-    canvas[250:250 + qr.shape[0], 300:300 + qr.shape[1]] = qr
+    canvas[250 : 250 + qr.shape[0], 300 : 300 + qr.shape[1]] = qr
     codes = read_codes(canvas, ROI(200, 200, 300, 200))
     assert [(c.symbology, c.text) for c in codes] == [("QRCode", "QR-7")]
     x1, y1, x2, y2 = codes[0].box
@@ -68,13 +68,13 @@ def test_region_offset_is_added_back_to_the_outline() -> None:
 def test_rotated_and_small_codes_are_read() -> None:
     canvas = np.full((300, 300), 255, np.uint8)
     dm = code_image("LG-00000077", zxingcpp.BarcodeFormat.DataMatrix, 5)
-    canvas[100:100 + dm.shape[0], 100:100 + dm.shape[1]] = dm
+    canvas[100 : 100 + dm.shape[0], 100 : 100 + dm.shape[1]] = dm
     turn = cv2.getRotationMatrix2D((150, 150), 33, 1.0)
     rotated = cv2.warpAffine(canvas, turn, (300, 300), borderValue=255)
     assert [c.text for c in read_codes(rotated)] == ["LG-00000077"]
     small = np.full((120, 200), 255, np.uint8)
     tiny = code_image("LG-00000078", zxingcpp.BarcodeFormat.DataMatrix, 2)  # 2 px per module
-    small[40:40 + tiny.shape[0], 60:60 + tiny.shape[1]] = tiny
+    small[40 : 40 + tiny.shape[0], 60 : 60 + tiny.shape[1]] = tiny
     assert [c.text for c in read_codes(small)] == ["LG-00000078"]
 
 
@@ -82,7 +82,7 @@ def test_one_dimensional_codes_are_read() -> None:
     canvas = np.full((200, 600), 255, np.uint8)
     bar = code_image("LINE-42", zxingcpp.BarcodeFormat.Code128, 2)
     bar = cv2.resize(bar, (bar.shape[1], 60), interpolation=cv2.INTER_NEAREST)
-    canvas[70:130, 50:50 + bar.shape[1]] = bar
+    canvas[70:130, 50 : 50 + bar.shape[1]] = bar
     assert [(c.symbology, c.text) for c in read_codes(canvas)] == [("Code128", "LINE-42")]
 
 

@@ -35,9 +35,18 @@ def test_decision_becomes_one_inspection_with_its_defects_and_codes() -> None:
     assert (short["score"], short["x2"], short["area_mm2"], short["mask"]) == (0.9, 30.5, 0.1777, None)
     assert spur["area_mm2"] is None  # 0 on the wire = uncalibrated
     assert spur["mask"] == [[100.0, 100.0], [110.0, 100.0], [105.0, 120.0]]
-    assert rows.codes == [{"inspection_id": row["inspection_id"], "symbology": "DataMatrix", "text": "LG-00000001",
-                           "x1": 5.0, "y1": 650.0, "x2": 85.0, "y2": 730.0,
-                           "outline": [[5.0, 650.0], [85.0, 650.0], [85.0, 730.0], [5.0, 730.0]]}]
+    assert rows.codes == [
+        {
+            "inspection_id": row["inspection_id"],
+            "symbology": "DataMatrix",
+            "text": "LG-00000001",
+            "x1": 5.0,
+            "y1": 650.0,
+            "x2": 85.0,
+            "y2": 730.0,
+            "outline": [[5.0, 650.0], [85.0, 650.0], [85.0, 730.0], [5.0, 730.0]],
+        }
+    ]
     assert all(d["inspection_id"] == row["inspection_id"] for d in rows.defects)
 
 
@@ -67,8 +76,10 @@ def test_timeout_decision_without_results_has_nulls_not_zeros() -> None:
         (lambda d: d.ClearField("decided_unix_ns"), "decided_unix_ns: missing"),
         (lambda d: setattr(d.part, "inspection_id", "part-42"), "part.inspection_id: 'part-42' is not a UUID"),
         (lambda d: d.reason_codes.append("A,B"), "reason_codes[2]: 'A,B' is empty or contains ','"),
-        (lambda d: setattr(d.inference.detections[1], "score", float("nan")),
-         "inference.detections[1]: score not finite"),
+        (
+            lambda d: setattr(d.inference.detections[1], "score", float("nan")),
+            "inference.detections[1]: score not finite",
+        ),
         (lambda d: setattr(d, "serial", "x" * 200), "serial: 200 characters, the column holds 128"),
         (lambda d: setattr(d.ocr.codes[0], "symbology", ""), "ocr.codes[0].symbology: missing"),
     ],
@@ -86,8 +97,14 @@ def test_every_problem_is_named_at_once() -> None:
     with pytest.raises(InvalidRecord) as caught:
         decision_rows(Decision())
     text = str(caught.value)
-    for expected in ("<no id>", "part.inspection_id: missing", "part.line: missing", "part.station: missing",
-                     "part.recipe_id: missing", "verdict: missing"):
+    for expected in (
+        "<no id>",
+        "part.inspection_id: missing",
+        "part.line: missing",
+        "part.station: missing",
+        "part.recipe_id: missing",
+        "verdict: missing",
+    ):
         assert expected in text
 
 

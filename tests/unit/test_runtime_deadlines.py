@@ -15,7 +15,7 @@ def test_ids_are_taken_in_deadline_order_each_once() -> None:
         d.add(key, when)
     assert d.next() == 1.0 and len(d) == 4
     assert d.due(0.5) == []
-    assert d.due(2.0) == ["a", "a2", "b"]   # ties in the order added
+    assert d.due(2.0) == ["a", "a2", "b"]  # ties in the order added
     assert d.due(2.0) == [] and d.next() == 3.0 and "c" in d
     assert d.due(10.0) == ["c"] and d.next() is None and len(d) == 0
 
@@ -27,7 +27,7 @@ def test_cancel_and_move() -> None:
     d.cancel("a")
     d.cancel("never-added")
     assert "a" not in d and d.next() == 2.0
-    d.add("b", 5.0)        # moved later: its old deadline no longer counts
+    d.add("b", 5.0)  # moved later: its old deadline no longer counts
     d.add("c", 3.0)
     assert d.due(4.0) == ["c"]
     assert d.due(5.0) == ["b"]
@@ -63,7 +63,7 @@ async def test_the_loop_sleeps_until_the_earliest_deadline() -> None:
     stopping.set()
     await loop
     assert [k for k, _ in fired] == ["early", "late"]
-    assert 0.1 <= fired[0][1] < 0.25 and fired[1][1] >= 0.3   # never early; on time give or take the box's load
+    assert 0.1 <= fired[0][1] < 0.25 and fired[1][1] >= 0.3  # never early; on time give or take the box's load
 
 
 async def test_an_earlier_deadline_added_wakes_the_sleeper() -> None:
@@ -77,7 +77,7 @@ async def test_an_earlier_deadline_added_wakes_the_sleeper() -> None:
 
     d.add("far", start + 60)
     loop = asyncio.create_task(d.run(stopping, on_due))
-    await asyncio.sleep(0.05)        # the loop is asleep until "far"
+    await asyncio.sleep(0.05)  # the loop is asleep until "far"
     d.add("near", time.monotonic() + 0.05)
     await asyncio.sleep(0.3)
     stopping.set()
@@ -93,7 +93,7 @@ async def test_the_stop_wakes_the_loop_at_once_and_due_ids_may_add_more() -> Non
     async def on_due(keys: list[str]) -> None:
         fired.extend(keys)
         if "first" in keys:
-            d.add("again", time.monotonic() + 0.02)   # e.g. the gateway's retry of an ack the bus refused
+            d.add("again", time.monotonic() + 0.02)  # e.g. the gateway's retry of an ack the bus refused
 
     d.add("first", time.monotonic() + 0.02)
     loop = asyncio.create_task(d.run(stopping, on_due))

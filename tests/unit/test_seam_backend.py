@@ -43,10 +43,13 @@ class WrappedRunner:
         self.optimization = optimization
         self.runs = 0
         (node,) = session.get_inputs()
-        self.input = TensorSpec(node.name, tuple(d if isinstance(d, int) else None for d in node.shape),
-                                np.dtype(np.float32))
-        self.outputs = tuple(TensorSpec(o.name, tuple(d if isinstance(d, int) else None for d in o.shape),
-                                        np.dtype(np.float32)) for o in session.get_outputs())
+        self.input = TensorSpec(
+            node.name, tuple(d if isinstance(d, int) else None for d in node.shape), np.dtype(np.float32)
+        )
+        self.outputs = tuple(
+            TensorSpec(o.name, tuple(d if isinstance(d, int) else None for d in o.shape), np.dtype(np.float32))
+            for o in session.get_outputs()
+        )
         self.metadata = dict(session.get_modelmeta().custom_metadata_map)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -63,9 +66,11 @@ def load(path: Path, settings: Settings, device: str | None, threads: int) -> Wr
     if (device or "cpu") != "cpu":
         raise ModelLoadError(path, f"backend {KEY!r} runs on the CPU only, not {device!r}")
     options = ort.SessionOptions()
-    options.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[settings.optimization]
+    options.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[settings.optimization]
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -87,16 +92,16 @@ def config_with(line_config_dict: Callable[..., dict[str, Any]], backend: Any) -
     return line_config_dict(model={"backend": backend, "intra_op_threads": 1})
 
 
-def test_a_config_naming_the_backend_validates_its_own_options(line_config_dict: Callable[..., dict[str, Any]]
-                                                               ) -> None:
+def test_a_config_naming_the_backend_validates_its_own_options(line_config_dict: Callable[..., dict[str, Any]]) -> None:
     assert KEY in set(BACKENDS.keys())
     config = LineConfig(**config_with(line_config_dict, {"kind": KEY, "optimization": "basic"}))
     assert isinstance(config.model.backend, Settings) and config.model.backend.optimization == "basic"
-    assert ModelSettings(backend=KEY).backend == Settings()   # the bare key: its defaults
+    assert ModelSettings(backend=KEY).backend == Settings()  # the bare key: its defaults
 
 
 def test_a_bad_option_of_the_backend_fails_validation_with_its_field_path(
-        line_config_dict: Callable[..., dict[str, Any]]) -> None:
+    line_config_dict: Callable[..., dict[str, Any]],
+) -> None:
     text = yaml.safe_dump(config_with(line_config_dict, {"kind": KEY, "optimization": "fastest"}), sort_keys=False)
     with pytest.raises(ConfigError) as err:
         parse_config(text, "line.yaml")
@@ -105,14 +110,14 @@ def test_a_bad_option_of_the_backend_fails_validation_with_its_field_path(
     assert problem.message.startswith("Input should be 'all', 'basic' or 'none'") and problem.line
     text = yaml.safe_dump(config_with(line_config_dict, {"kind": KEY, "providers": ["CPUExecutionProvider"]}))
     with pytest.raises(ConfigError, match=r"model\.backend\.providers: unknown field"):
-        parse_config(text, "line.yaml")   # onnxruntime's option is not this backend's
+        parse_config(text, "line.yaml")  # onnxruntime's option is not this backend's
 
 
 def test_the_model_runs_a_frame_through_the_backend(line_config_dict: Callable[..., dict[str, Any]]) -> None:
     config = LineConfig(**config_with(line_config_dict, {"kind": KEY, "optimization": "basic"}))
     detector = load_configured_model(config.model)
     assert isinstance(detector.runner, WrappedRunner) and detector.runner.optimization == "basic"
-    assert detector.runner.runs == 1   # the loader's test run on a blank image
+    assert detector.runner.runs == 1  # the loader's test run on a blank image
     frame = board_frame(1, "00041000")
     result = infer_frame(frame, config, detector)
     assert detector.runner.runs == 2 and result.part == frame.part

@@ -83,8 +83,10 @@ def test_a_wrong_option_of_the_kind_fails_with_its_field_path(line: Line) -> Non
     [(loc, kind, _)] = problems(line({"kind": "test-pattern", "level": 300}))
     assert (loc, kind) == (("stations", 0, "camera", "level"), "less_than_equal")
     # The file's check (--validate-config) names the same field.
-    text = "line: l1\nstations:\n  - id: s1\n    recipe: pcb-a\n    camera: {kind: test-pattern, level: 300}\n" \
-           "recipes:\n  pcb-a: {version: '1'}\n"
+    text = (
+        "line: l1\nstations:\n  - id: s1\n    recipe: pcb-a\n    camera: {kind: test-pattern, level: 300}\n"
+        "recipes:\n  pcb-a: {version: '1'}\n"
+    )
     with pytest.raises(ConfigError) as err:
         parse_config(text, "line.yaml")
     assert [p.path for p in err.value.problems] == ["stations[0].camera.level"]
@@ -121,8 +123,10 @@ def test_a_folder_camera_needs_its_path_and_refuses_the_simulators_options(line:
 
     assert refused({"kind": "folder"}) == [(("stations", 0, "camera", "path"), "missing")]
     assert refused({"kind": "folder", "path": ""}) == [(("stations", 0, "camera", "path"), "string_too_short")]
-    assert refused({"kind": "folder", "path": "/images", "stamp_serial": True}) == \
-        [(("stations", 0, "camera", "stamp_serial"), "extra_forbidden")]
+    assert refused({"kind": "folder", "path": "/images", "stamp_serial": True}) == [
+        (("stations", 0, "camera", "stamp_serial"), "extra_forbidden")
+    ]
     # And the folder camera's reference is not the simulator's.
-    assert refused({"kind": "simulator", "reference": "/golden.png"}) == \
-        [(("stations", 0, "camera", "reference"), "extra_forbidden")]
+    assert refused({"kind": "simulator", "reference": "/golden.png"}) == [
+        (("stations", 0, "camera", "reference"), "extra_forbidden")
+    ]

@@ -52,9 +52,17 @@ def train(args: argparse.Namespace) -> int:
     summary = import_deeppcb(Path(args.deeppcb), dataset, paired=True, train_template_fraction=0.2)
     print(f"dataset {dataset}: {summary} ({time.monotonic() - started:.0f} s)", flush=True)
 
-    config = TrainConfig(data_yaml=dataset / "data.yaml", model_yaml=args.model, imgsz=640, epochs=args.epochs,
-                         time_hours=args.hours, batch=args.batch, workers=args.workers, device=args.device,
-                         extra=parse_extra(args.set or []))
+    config = TrainConfig(
+        data_yaml=dataset / "data.yaml",
+        model_yaml=args.model,
+        imgsz=640,
+        epochs=args.epochs,
+        time_hours=args.hours,
+        batch=args.batch,
+        workers=args.workers,
+        device=args.device,
+        extra=parse_extra(args.set or []),
+    )
 
     def report(epoch) -> None:
         print(f"epoch {epoch.epoch}/{epoch.epochs} {epoch.seconds:.1f} s {epoch.losses} {epoch.metrics}", flush=True)
@@ -95,7 +103,7 @@ def main() -> int:
     run.add_argument("--epochs", type=int, default=300, help="upper bound on the epochs")
     run.add_argument("--batch", type=int, default=16)
     run.add_argument("--workers", type=int, default=12)
-    run.add_argument("--device", default="0", help="\"cpu\" to rehearse the session on a machine without one")
+    run.add_argument("--device", default="0", help='"cpu" to rehearse the session on a machine without one')
     run.add_argument("--set", action="append", help="KEY=VALUE, any other Ultralytics argument")
     out = verbs.add_parser("collect")
     out.add_argument("--work", required=True)

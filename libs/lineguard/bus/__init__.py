@@ -6,6 +6,18 @@ from lineguard.bus.streams import StreamSpec, line_streams, provision_streams
 from lineguard.bus.worker import Delivery, Handler, Worker
 
 __all__ = [
-    "DEAD_REASON", "DEAD_SERVICE", "DEAD_SUBJECT", "BadMessage", "Bus", "Delivery", "HandBack", "Handler",
-    "PublishRefused", "Retry", "StreamSpec", "Worker", "line_streams", "provision_streams",
+    "DEAD_REASON",
+    "DEAD_SERVICE",
+    "DEAD_SUBJECT",
+    "BadMessage",
+    "Bus",
+    "Delivery",
+    "HandBack",
+    "Handler",
+    "PublishRefused",
+    "Retry",
+    "StreamSpec",
+    "Worker",
+    "line_streams",
+    "provision_streams",
 ]

@@ -16,7 +16,7 @@ from typing import Literal
 from lineguard.bus.errors import BadMessage, HandBack, Retry
 
 Action = Literal["dead_letter", "give_up", "retry", "hand_back"]
-Outcome = Literal["retry", "dead"]   # the worker's metrics label for a failed message
+Outcome = Literal["retry", "dead"]  # the worker's metrics label for a failed message
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ class Settlement:
         return "dead" if self.action in ("dead_letter", "give_up") else "retry"
 
 
-def settle_failure(exc: BaseException, *, tries: int, max_deliver: int, nak_delay_s: float,
-                   retry_forever: bool = False) -> Settlement:
+def settle_failure(
+    exc: BaseException, *, tries: int, max_deliver: int, nak_delay_s: float, retry_forever: bool = False
+) -> Settlement:
     """The settlement of a message delivered `tries` times whose handling raised `exc`."""
     if isinstance(exc, BadMessage):
         return Settlement("dead_letter", reason=str(exc))

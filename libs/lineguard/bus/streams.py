@@ -11,7 +11,6 @@ from nats.js.errors import NotFoundError
 from lineguard.config import NatsSettings
 from lineguard.contracts import DEAD_KIND, KINDS, kind_subjects, stream_name
 
-
 # What a full stream does. Records the MES must get (decisions, the PLC's acks) and the dead letters are
 # never dropped to make room: a publish to a full stream fails, the publisher retries and, failing that,
 # dead-letters with the reason. Frames, results and triggers are worth nothing past their part's deadline:

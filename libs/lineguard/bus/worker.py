@@ -43,7 +43,7 @@ class Delivery(Generic[M]):
     msg: Msg
     kind: str
     bus: Bus
-    retry_forever: bool = False   # the worker's: never give up on `Retry`
+    retry_forever: bool = False  # the worker's: never give up on `Retry`
     deferred: bool = False
     settled: bool = False
     received_ns: int = field(default_factory=time.time_ns)
@@ -81,8 +81,13 @@ class Delivery(Generic[M]):
         """Settle the message by the failure policy, as handling it raised `exc`; the outcome for the metrics."""
         settings = self.bus.settings
         tries = self.num_delivered
-        settlement = settle_failure(exc, tries=tries, max_deliver=settings.max_deliver,
-                                    nak_delay_s=settings.nak_delay_s, retry_forever=self.retry_forever)
+        settlement = settle_failure(
+            exc,
+            tries=tries,
+            max_deliver=settings.max_deliver,
+            nak_delay_s=settings.nak_delay_s,
+            retry_forever=self.retry_forever,
+        )
         if settlement.action == "dead_letter":
             await self.dead_letter(settlement.reason)
         elif settlement.action == "give_up":
@@ -92,8 +97,13 @@ class Delivery(Generic[M]):
             log.info("handed back to the bus", kind=self.kind, tries=tries, reason=str(exc))
             await self.nak(settlement.delay_s)
         else:
-            log.warning("handling failed, will retry", kind=self.kind, tries=tries, delay_s=settlement.delay_s,
-                        error=describe(exc))
+            log.warning(
+                "handling failed, will retry",
+                kind=self.kind,
+                tries=tries,
+                delay_s=settlement.delay_s,
+                error=describe(exc),
+            )
             await self.nak(settlement.delay_s)
         return settlement.outcome
 
@@ -104,8 +114,18 @@ Handler = Callable[[Delivery[M]], Awaitable[None]]
 class Worker(Generic[M]):
     """Consumes `lg.<kind>.<line>.*` through the durable consumer named after the service."""
 
-    def __init__(self, bus: Bus, *, kind: str, line: str, message_type: type[M], handler: Handler[M],
-                 durable: str | None = None, max_ack_pending: int = 1000, retry_forever: bool = False):
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        kind: str,
+        line: str,
+        message_type: type[M],
+        handler: Handler[M],
+        durable: str | None = None,
+        max_ack_pending: int = 1000,
+        retry_forever: bool = False,
+    ):
         self.bus = bus
         self.kind = kind
         self.line = line
@@ -144,7 +164,7 @@ class Worker(Generic[M]):
             while not stopping.is_set():
                 try:
                     msgs = await self._sub.fetch(batch, timeout=0.5)
-                except (NatsTimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeoutError):
                     continue
                 for i, msg in enumerate(msgs):
                     if stopping.is_set():

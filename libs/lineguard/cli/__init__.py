@@ -12,8 +12,9 @@ from lineguard.cli.demo import demo
 from lineguard.cli.model import model_app
 from lineguard.config import ConfigError, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="lineguard: computer-vision inspection for production lines.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="lineguard: computer-vision inspection for production lines."
+)
 app.command()(demo)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")

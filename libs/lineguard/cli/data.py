@@ -24,9 +24,17 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _print_summary(title: str, dst: Path, data_yaml: Path, names: tuple[str, ...] | list[str],
-                   images: dict[str, int], backgrounds: dict[str, int], instances: dict[str, int],
-                   labels_sha256: str, extra: list[tuple[str, str]] = ()) -> None:
+def _print_summary(
+    title: str,
+    dst: Path,
+    data_yaml: Path,
+    names: tuple[str, ...] | list[str],
+    images: dict[str, int],
+    backgrounds: dict[str, int],
+    instances: dict[str, int],
+    labels_sha256: str,
+    extra: list[tuple[str, str]] = (),
+) -> None:
     table = Table(title=title, show_header=True)
     table.add_column("")
     for split in images:
@@ -41,8 +49,7 @@ def _print_summary(title: str, dst: Path, data_yaml: Path, names: tuple[str, ...
     for i, name in enumerate(names):
         classes.add_row(str(i), name, str(instances.get(name, 0)))
     _out.print(classes)
-    for key, value in [("dataset", str(dst)), ("data.yaml", str(data_yaml)), ("labels sha256", labels_sha256),
-                       *extra]:
+    for key, value in [("dataset", str(dst)), ("data.yaml", str(data_yaml)), ("labels sha256", labels_sha256), *extra]:
         _out.print(f"{key}: {value}", highlight=False)
 
 
@@ -50,36 +57,60 @@ def _print_summary(title: str, dst: Path, data_yaml: Path, names: tuple[str, ...
 def import_deeppcb_command(
     src: Annotated[Path, typer.Argument(help="DeepPCB as published (the folder holding trainval.txt)")],
     dst: Annotated[Path, typer.Argument(help="where the YOLO dataset goes")],
-    val_groups: Annotated[list[str] | None, typer.Option(
-        "--val-groups", help="board groups wholly in val (repeat the option); default group44000 group50600")] = None,
+    val_groups: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--val-groups", help="board groups wholly in val (repeat the option); default group44000 group50600"
+        ),
+    ] = None,
     templates: Annotated[bool, typer.Option(help="add each defect-free template as a background image")] = True,
     train_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="evenly spaced share of train pairs")] = 1.0,
-    train_template_fraction: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="share of train pairs whose template joins train")] = 1.0,
-    paired: Annotated[bool, typer.Option(
-        help="write each board beside its template, as a paired (reference-comparing) model's input")] = False,
+    train_template_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of train pairs whose template joins train")
+    ] = 1.0,
+    paired: Annotated[
+        bool, typer.Option(help="write each board beside its template, as a paired (reference-comparing) model's input")
+    ] = False,
 ) -> None:
     """DeepPCB -> YOLO detection dataset; validation split by board group, so val boards are never trained on."""
     from lineguard.deeppcb_format import DEEPPCB_CLASSES, DeepPCBError
     from lineguard.modelops.deeppcb import DEFAULT_VAL_GROUPS, import_deeppcb
 
     try:
-        summary = import_deeppcb(src, dst, tuple(val_groups or DEFAULT_VAL_GROUPS), templates=templates,
-                                 train_fraction=train_fraction, train_template_fraction=train_template_fraction,
-                                 paired=paired)
+        summary = import_deeppcb(
+            src,
+            dst,
+            tuple(val_groups or DEFAULT_VAL_GROUPS),
+            templates=templates,
+            train_fraction=train_fraction,
+            train_template_fraction=train_template_fraction,
+            paired=paired,
+        )
     except (DeepPCBError, OSError) as exc:
         raise _fail(exc) from None
-    _print_summary("DeepPCB -> YOLO", summary.dst, summary.data_yaml, DEEPPCB_CLASSES, summary.images,
-                   summary.backgrounds, summary.boxes_per_class, summary.labels_sha256,
-                   [("val groups", ", ".join(summary.val_groups)), ("train groups", ", ".join(summary.train_groups))])
+    _print_summary(
+        "DeepPCB -> YOLO",
+        summary.dst,
+        summary.data_yaml,
+        DEEPPCB_CLASSES,
+        summary.images,
+        summary.backgrounds,
+        summary.boxes_per_class,
+        summary.labels_sha256,
+        [("val groups", ", ".join(summary.val_groups)), ("train groups", ", ".join(summary.train_groups))],
+    )
 
 
 @data_app.command("import-yolo")
 def import_yolo_command(
     src: Annotated[Path, typer.Argument(help="images with YOLO .txt labels beside them or in a labels/ mirror")],
     dst: Annotated[Path, typer.Argument(help="where the YOLO dataset goes (must not hold one)")],
-    names: Annotated[str | None, typer.Option(
-        help="class names in id order, comma-separated (default: classes.txt / obj.names / data.yaml in SRC)")] = None,
+    names: Annotated[
+        str | None,
+        typer.Option(
+            help="class names in id order, comma-separated (default: classes.txt / obj.names / data.yaml in SRC)"
+        ),
+    ] = None,
     val_fraction: ValFraction = 0.2,
     seed: Seed = 0,
 ) -> None:
@@ -87,12 +118,19 @@ def import_yolo_command(
     from lineguard.modelops.datasets import DatasetError, import_yolo
 
     try:
-        summary = import_yolo(src, dst, names=names.split(",") if names else None, val_fraction=val_fraction,
-                              seed=seed)
+        summary = import_yolo(src, dst, names=names.split(",") if names else None, val_fraction=val_fraction, seed=seed)
     except (DatasetError, OSError) as exc:
         raise _fail(exc) from None
-    _print_summary(f"YOLO folder -> YOLO ({summary.task})", summary.dst, summary.data_yaml, summary.names,
-                   summary.images, summary.backgrounds, summary.instances_per_class, summary.labels_sha256)
+    _print_summary(
+        f"YOLO folder -> YOLO ({summary.task})",
+        summary.dst,
+        summary.data_yaml,
+        summary.names,
+        summary.images,
+        summary.backgrounds,
+        summary.instances_per_class,
+        summary.labels_sha256,
+    )
 
 
 @data_app.command("import-coco")
@@ -111,8 +149,16 @@ def import_coco_command(
         summary = import_coco(annotations, images, dst, task=task, val_fraction=val_fraction, seed=seed)
     except (DatasetError, OSError) as exc:
         raise _fail(exc) from None
-    _print_summary(f"COCO -> YOLO ({summary.task})", summary.dst, summary.data_yaml, summary.names,
-                   summary.images, summary.backgrounds, summary.instances_per_class, summary.labels_sha256)
+    _print_summary(
+        f"COCO -> YOLO ({summary.task})",
+        summary.dst,
+        summary.data_yaml,
+        summary.names,
+        summary.images,
+        summary.backgrounds,
+        summary.instances_per_class,
+        summary.labels_sha256,
+    )
 
 
 @data_app.command("stats")
@@ -141,13 +187,24 @@ def stats_command(data_yaml: Annotated[Path, typer.Argument(help="the dataset's 
     for name in stats.names:
         row(f"class {name}", [str(stats.splits[s].instances[name]) for s in splits])
     table.add_section()
-    row("image sizes (w x h: images)", ["\n".join(f"{w}x{h}: {n}" for (w, h), n in
-                                                  stats.splits[s].image_sizes.most_common(5)) for s in splits])
+    row(
+        "image sizes (w x h: images)",
+        ["\n".join(f"{w}x{h}: {n}" for (w, h), n in stats.splits[s].image_sizes.most_common(5)) for s in splits],
+    )
     ptiles = "/".join(f"p{p}" for p in PERCENTILES)
-    for label, attr in ((f"objects per image {ptiles}", "objects_per_image"),
-                        (f"box width px {ptiles}", "box_widths_px"), (f"box height px {ptiles}", "box_heights_px")):
-        row(label, [" / ".join(f"{v:g}" for v in stats.splits[s].percentiles(getattr(stats.splits[s], attr))
-                               .values()) or "-" for s in splits])
+    for label, attr in (
+        (f"objects per image {ptiles}", "objects_per_image"),
+        (f"box width px {ptiles}", "box_widths_px"),
+        (f"box height px {ptiles}", "box_heights_px"),
+    ):
+        row(
+            label,
+            [
+                " / ".join(f"{v:g}" for v in stats.splits[s].percentiles(getattr(stats.splits[s], attr)).values())
+                or "-"
+                for s in splits
+            ],
+        )
     for size_class in stats.splits[splits[0]].size_classes():
         row(f"boxes {size_class} px²", [str(stats.splits[s].size_classes()[size_class]) for s in splits])
     _out.print(table)

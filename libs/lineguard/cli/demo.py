@@ -25,8 +25,12 @@ if TYPE_CHECKING:
 def demo(
     parts: Annotated[int, typer.Option(min=1, help="parts the simulated PLC triggers")] = 50,
     rate: Annotated[float, typer.Option(min=0.1, help="triggers per second")] = 5.0,
-    workdir: Annotated[Path | None, typer.Option(help="where the database, logs and NATS store go (default: a new folder)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object on the last line")] = False,
+    workdir: Annotated[
+        Path | None, typer.Option(help="where the database, logs and NATS store go (default: a new folder)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
+    ] = False,
 ) -> None:
     """Run the whole line: embedded NATS, SQLite, six services, and a simulated PLC triggering parts."""
     err = Console(stderr=True)
@@ -58,10 +62,16 @@ def _drive(line: LocalLine, parts: int, rate: float, console: Console) -> tuple[
 
     verdicts: Counter[str] = Counter()
     progress = Progress(
-        TextColumn("[bold]parts"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("[green]pass {task.fields[passed]}[/] [red]fail {task.fields[failed]}[/] "
-                   "[yellow]rework {task.fields[rework]}[/]"),
-        TextColumn("{task.fields[rate]:.1f} parts/s"), TimeElapsedColumn(), console=console,
+        TextColumn("[bold]parts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "[green]pass {task.fields[passed]}[/] [red]fail {task.fields[failed]}[/] "
+            "[yellow]rework {task.fields[rework]}[/]"
+        ),
+        TextColumn("{task.fields[rate]:.1f} parts/s"),
+        TimeElapsedColumn(),
+        console=console,
     )
     started = time.monotonic()
     with progress:
@@ -70,9 +80,14 @@ def _drive(line: LocalLine, parts: int, rate: float, console: Console) -> tuple[
         def on_result(result: PlcResult) -> None:
             verdicts[result.verdict] += 1
             done = sum(verdicts.values())
-            progress.update(task, completed=done, passed=verdicts["PASS"],
-                            failed=verdicts["FAIL"] + verdicts["ERROR"], rework=verdicts["REWORK"],
-                            rate=done / max(time.monotonic() - started, 1e-6))
+            progress.update(
+                task,
+                completed=done,
+                passed=verdicts["PASS"],
+                failed=verdicts["FAIL"] + verdicts["ERROR"],
+                rework=verdicts["REWORK"],
+                rate=done / max(time.monotonic() - started, 1e-6),
+            )
 
         async def run() -> PlcRunReport:
             async with SimulatedPlc(line.opcua_endpoint, station="s1") as plc:
@@ -98,8 +113,14 @@ def _wait_for_rows(line: LocalLine, expected: int, timeout_s: float = 30.0) -> d
         engine.dispose()
 
 
-def _summary(report: PlcRunReport, rows: dict[str, int], parts: int, elapsed: float, line: LocalLine,
-             exit_codes: dict[str, int | None]) -> dict[str, Any]:
+def _summary(
+    report: PlcRunReport,
+    rows: dict[str, int],
+    parts: int,
+    elapsed: float,
+    line: LocalLine,
+    exit_codes: dict[str, int | None],
+) -> dict[str, Any]:
     verdicts = Counter(r.verdict for r in report.results)
     return {
         "parts": parts,

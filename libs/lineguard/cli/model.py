@@ -8,8 +8,9 @@ from lineguard.cli import model_registry
 from lineguard.cli.model_eval import eval_model, predict
 from lineguard.cli.model_train import export, train
 
-model_app = typer.Typer(no_args_is_help=True,
-                        help="Models: train, export, predict, evaluate, and the registry (push, list, promote).")
+model_app = typer.Typer(
+    no_args_is_help=True, help="Models: train, export, predict, evaluate, and the registry (push, list, promote)."
+)
 
 model_app.command("predict")(predict)
 model_app.command("eval")(eval_model)

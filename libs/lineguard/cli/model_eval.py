@@ -10,19 +10,26 @@ import typer
 
 ModelOption = Annotated[Path, typer.Option("--model", help="the ONNX model (its card <name>.json beside it)")]
 ConfOption = Annotated[float, typer.Option("--conf", min=0.0, max=1.0, help="keep detections scoring at least this")]
-IouOption = Annotated[float, typer.Option("--iou", min=0.0, max=1.0,
-                                          help="NMS: drop same-class boxes overlapping more")]
+IouOption = Annotated[
+    float, typer.Option("--iou", min=0.0, max=1.0, help="NMS: drop same-class boxes overlapping more")
+]
 
 
-def _progress():  # noqa: ANN202 - rich is imported here, not at CLI start
+def _progress():
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
 
 
-def _load(model: Path):  # noqa: ANN202
+def _load(model: Path):
     from lineguard.vision.model import ModelLoadError, load_model
 
     try:
@@ -38,9 +45,14 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="folder for the JSON files, one per image")],
     conf: ConfOption = 0.25,
     iou: IouOption = 0.45,
-    reference: Annotated[Path | None, typer.Option(
-        "--reference", help="paired models: the golden image every source image is compared with (without it, "
-                            "the source holds paired inputs as a paired dataset stores them)")] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="paired models: the golden image every source image is compared with (without it, "
+            "the source holds paired inputs as a paired dataset stores them)",
+        ),
+    ] = None,
 ) -> None:
     """Run a model over a folder of images: one JSON per image.
 
@@ -72,10 +84,13 @@ def predict(
                 progress.console.print(f"skipped {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
             progress.advance(task)
 
-        summary = predict_folder(detector, source, out, conf=conf, iou=iou, images=images, reference=golden,
-                                 on_image=advance)
-    typer.echo(f"{len(summary.written)} images, {summary.detections} detections -> {out}; "
-               f"{len(summary.skipped)} unreadable images skipped")
+        summary = predict_folder(
+            detector, source, out, conf=conf, iou=iou, images=images, reference=golden, on_image=advance
+        )
+    typer.echo(
+        f"{len(summary.written)} images, {summary.detections} detections -> {out}; "
+        f"{len(summary.skipped)} unreadable images skipped"
+    )
     if summary.skipped:
         raise typer.Exit(1)
 
@@ -87,8 +102,13 @@ def eval_model(
     conf: ConfOption = 0.25,
     iou: IouOption = 0.45,
     out: Annotated[Path | None, typer.Option("--out", help="report folder (default runs/eval/<model>-<split>)")] = None,
-    into_card: Annotated[bool, typer.Option("--into-card", help="also record the headline figures in the model "
-                                            "card's `evaluation` (the card beside the model)")] = False,
+    into_card: Annotated[
+        bool,
+        typer.Option(
+            "--into-card",
+            help="also record the headline figures in the model card's `evaluation` (the card beside the model)",
+        ),
+    ] = False,
 ) -> None:
     """Score a model on a labelled split of a data.yaml: report.md, metrics.json and plots.
 
@@ -100,16 +120,40 @@ def eval_model(
     from lineguard.modelops.evaluate import EvalError
 
     out = out or Path("runs/eval") / f"{model.stem}-{split}"
-    command = shlex.join(["lineguard", "model", "eval", "--model", str(model), "--data", str(data), "--split", split,
-                          "--conf", f"{conf:g}", "--iou", f"{iou:g}", "--out", str(out)])
+    command = shlex.join(
+        [
+            "lineguard",
+            "model",
+            "eval",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--split",
+            split,
+            "--conf",
+            f"{conf:g}",
+            "--iou",
+            f"{iou:g}",
+            "--out",
+            str(out),
+        ]
+    )
     detector = _load(model)
     with _progress() as progress:
         task = progress.add_task(f"eval {model.name} on {split}", total=None)
         try:
             evaluation, provenance, paths = evaluate_model(
-                detector, data, split=split, conf=conf, iou=iou, out=out, command=command,
+                detector,
+                data,
+                split=split,
+                conf=conf,
+                iou=iou,
+                out=out,
+                command=command,
                 on_start=lambda total: progress.update(task, total=total),
-                on_image=lambda _path: progress.advance(task))
+                on_image=lambda _path: progress.advance(task),
+            )
         except (EvalError, DatasetError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -118,13 +162,18 @@ def eval_model(
         return "-" if value is None else f"{value:.3f}"
 
     parts, deeppcb = evaluation.parts, evaluation.deeppcb
-    typer.echo(f"{evaluation.images} images: mAP50 {fmt(evaluation.map50)}, mAP50-95 {fmt(evaluation.map50_95)}; "
-               f"at score >= {conf:g}: precision {fmt(evaluation.at_conf.precision)}, "
-               f"recall {fmt(evaluation.at_conf.recall)}")
-    typer.echo(f"DeepPCB (IoU > 0.33): precision {fmt(deeppcb.precision)}, recall {fmt(deeppcb.recall)}, "
-               f"F {fmt(deeppcb.f)}")
-    typer.echo(f"parts: escapes {parts.escapes}/{parts.defective} ({fmt(parts.escape_rate)}), "
-               f"false rejects {parts.false_rejects}/{parts.good} ({fmt(parts.false_reject_rate)})")
+    typer.echo(
+        f"{evaluation.images} images: mAP50 {fmt(evaluation.map50)}, mAP50-95 {fmt(evaluation.map50_95)}; "
+        f"at score >= {conf:g}: precision {fmt(evaluation.at_conf.precision)}, "
+        f"recall {fmt(evaluation.at_conf.recall)}"
+    )
+    typer.echo(
+        f"DeepPCB (IoU > 0.33): precision {fmt(deeppcb.precision)}, recall {fmt(deeppcb.recall)}, F {fmt(deeppcb.f)}"
+    )
+    typer.echo(
+        f"parts: escapes {parts.escapes}/{parts.defective} ({fmt(parts.escape_rate)}), "
+        f"false rejects {parts.false_rejects}/{parts.good} ({fmt(parts.false_reject_rate)})"
+    )
     typer.echo(f"report: {paths['report']}")
     if into_card:
         from lineguard.modelops.eval_report import card_evaluation

@@ -17,10 +17,14 @@ from lineguard.registry import ModelRegistry, RegistryError, connect_registry
 
 T = TypeVar("T")
 
-NatsOption = Annotated[str | None, typer.Option(
-    "--nats", help="NATS server URL (default: --config's nats.url, else nats://127.0.0.1:4222)")]
-ConfigOption = Annotated[Path | None, typer.Option(
-    "--config", "-c", help=f"the line's YAML, for its NATS URL and line id (default ${ENV_CONFIG_PATH})")]
+NatsOption = Annotated[
+    str | None,
+    typer.Option("--nats", help="NATS server URL (default: --config's nats.url, else nats://127.0.0.1:4222)"),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help=f"the line's YAML, for its NATS URL and line id (default ${ENV_CONFIG_PATH})"),
+]
 
 
 def _config(config: Path | None) -> LineConfig | None:
@@ -75,19 +79,40 @@ def list_models(
     rows = []
     for v in versions:
         on = sorted(line for line, p in lines.items() if p.names(v))
-        rows.append({"model_id": v.model_id, "version": v.version, "bytes": v.size, "sha256": v.sha256,
-                     "classes": v.classes, "pushed": v.pushed, "promoted_on": on})
+        rows.append(
+            {
+                "model_id": v.model_id,
+                "version": v.version,
+                "bytes": v.size,
+                "sha256": v.sha256,
+                "classes": v.classes,
+                "pushed": v.pushed,
+                "promoted_on": on,
+            }
+        )
     if as_json:
-        promoted = {line: {"model_id": p.model_id, "version": p.version, "by": p.by, "at": p.at}
-                    for line, p in sorted(lines.items())}
+        promoted = {
+            line: {"model_id": p.model_id, "version": p.version, "by": p.by, "at": p.at}
+            for line, p in sorted(lines.items())
+        }
         typer.echo(json.dumps({"models": rows, "promoted": promoted}, indent=2))
         return
     if not rows:
         typer.echo("the registry holds no models yet (lineguard model push MODEL.onnx)")
         return
     table = [("MODEL", "VERSION", "SIZE", "SHA256", "CLASSES", "PUSHED", "PROMOTED ON")]
-    table += [(r["model_id"], r["version"], f"{r['bytes'] / 1e6:.1f} MB", r["sha256"][:12], str(len(r["classes"])),
-               r["pushed"][:19], ", ".join(r["promoted_on"]) or "-") for r in rows]
+    table += [
+        (
+            r["model_id"],
+            r["version"],
+            f"{r['bytes'] / 1e6:.1f} MB",
+            r["sha256"][:12],
+            str(len(r["classes"])),
+            r["pushed"][:19],
+            ", ".join(r["promoted_on"]) or "-",
+        )
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -23,7 +23,24 @@ from lineguard.config.seams import (
 )
 
 __all__ = [
-    "BACKENDS", "CAMERAS", "PLC_PROTOCOLS", "BackendSettings", "CameraSettings", "KindSettings", "ClassRule", "ConfigError", "DatabaseSettings", "GatewaySettings", "LineConfig",
-    "ModelSettings", "NatsSettings", "PlcSettings", "Problem", "RecipeSettings", "ServiceSettings",
-    "StationSettings", "load_config", "parse_config",
+    "BACKENDS",
+    "CAMERAS",
+    "PLC_PROTOCOLS",
+    "BackendSettings",
+    "CameraSettings",
+    "ClassRule",
+    "ConfigError",
+    "DatabaseSettings",
+    "GatewaySettings",
+    "KindSettings",
+    "LineConfig",
+    "ModelSettings",
+    "NatsSettings",
+    "PlcSettings",
+    "Problem",
+    "RecipeSettings",
+    "ServiceSettings",
+    "StationSettings",
+    "load_config",
+    "parse_config",
 ]

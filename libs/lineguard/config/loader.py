@@ -17,9 +17,9 @@ ENV_CONFIG_PATH = "LINEGUARD_CONFIG"
 
 @dataclass(frozen=True)
 class Problem:
-    path: str          # "stations[0].camera.px_per_mm"
+    path: str  # "stations[0].camera.px_per_mm"
     message: str
-    line: int | None   # 1-based line in the file, None when the value came from elsewhere
+    line: int | None  # 1-based line in the file, None when the value came from elsewhere
 
     def render(self, file: str) -> str:
         where = f"{file}:{self.line}" if self.line else file
@@ -40,7 +40,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> LineConfig:
     if path is None:
         path = os.environ.get(ENV_CONFIG_PATH)
     if path is None:
-        raise ConfigError("<no file>", [Problem("", f"no configuration file given (--config or ${ENV_CONFIG_PATH})", None)])
+        raise ConfigError(
+            "<no file>", [Problem("", f"no configuration file given (--config or ${ENV_CONFIG_PATH})", None)]
+        )
     file = str(path)
     try:
         text = Path(file).read_text(encoding="utf-8")
@@ -56,7 +58,9 @@ def parse_config(text: str, file: str = "<string>") -> LineConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(file, [Problem("", f"not valid YAML: {getattr(exc, 'problem', None) or exc}", line)]) from None
+        raise ConfigError(
+            file, [Problem("", f"not valid YAML: {getattr(exc, 'problem', None) or exc}", line)]
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -70,7 +74,11 @@ def parse_config(text: str, file: str = "<string>") -> LineConfig:
 def _problem(err: Any, root: yaml.Node | None) -> Problem:
     loc = [part for part in err["loc"]]
     message = err["msg"]
-    if err.get("type") not in ("missing", "extra_forbidden") and "input" in err and not isinstance(err["input"], dict | list):
+    if (
+        err.get("type") not in ("missing", "extra_forbidden")
+        and "input" in err
+        and not isinstance(err["input"], dict | list)
+    ):
         message = f"{message} (got {err['input']!r})"
     if err.get("type") == "extra_forbidden":
         message = "unknown field (check its spelling)"

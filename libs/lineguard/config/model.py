@@ -40,10 +40,16 @@ class NatsSettings(_Strict):
 class StationSettings(_Strict):
     id: str = Field(pattern=_ID)
     recipe: str = Field(description="the recipe id parts at this station are judged by")
-    camera: CameraField = Field("simulator", validate_default=True,
-                                description="the camera kind (`kind`) and its own options; see lineguard.config.seams")
-    plc: PlcField = Field("opcua", validate_default=True,
-                          description="the PLC protocol (`protocol`) and its own options; see lineguard.config.seams")
+    camera: CameraField = Field(
+        "simulator",
+        validate_default=True,
+        description="the camera kind (`kind`) and its own options; see lineguard.config.seams",
+    )
+    plc: PlcField = Field(
+        "opcua",
+        validate_default=True,
+        description="the PLC protocol (`protocol`) and its own options; see lineguard.config.seams",
+    )
 
 
 class ClassRule(_Strict):
@@ -57,12 +63,19 @@ class RecipeSettings(_Strict):
     min_score: float = Field(0.5, ge=0, le=1)
     classes: dict[str, ClassRule] = Field(default_factory=dict, description="rules per defect class")
     inspect_roi: list[int] | None = Field(
-        None, min_length=4, max_length=4, description="x, y, width, height the defect model looks at; default whole image"
+        None,
+        min_length=4,
+        max_length=4,
+        description="x, y, width, height the defect model looks at; default whole image",
     )
     align_reference_px: int = Field(
-        0, ge=0, le=128, description="0: a paired model's references come registered to the camera's view; N: "
-                                     "each reference is first shifted onto the part (phase correlation, about 12 ms "
-                                     "a 640 px frame on a 2-core CPU), a part further than N px off is refused")
+        0,
+        ge=0,
+        le=128,
+        description="0: a paired model's references come registered to the camera's view; N: "
+        "each reference is first shifted onto the part (phase correlation, about 12 ms "
+        "a 640 px frame on a 2-core CPU), a part further than N px off is refused",
+    )
     code_roi: list[int] | None = Field(
         None, min_length=4, max_length=4, description="x, y, width, height where codes are read; default whole image"
     )
@@ -87,22 +100,32 @@ class ModelSettings(_Strict):
     conf_threshold: float = Field(0.25, ge=0, le=1)
     iou_threshold: float = Field(0.45, ge=0, le=1)
     intra_op_threads: int = Field(0, ge=0, description="CPU threads per inference; 0 = the runtime's default")
-    device: str | None = Field(None, description="'cpu', 'cuda' / 'cuda:N' (onnxruntime-gpu, tensorrt), or an "
-                                                 "OpenVINO device name ('GPU', 'NPU', 'AUTO'); default: the "
-                                                 "backend's own (cpu; tensorrt: cuda, GPU 0)")
+    device: str | None = Field(
+        None,
+        description="'cpu', 'cuda' / 'cuda:N' (onnxruntime-gpu, tensorrt), or an "
+        "OpenVINO device name ('GPU', 'NPU', 'AUTO'); default: the "
+        "backend's own (cpu; tensorrt: cuda, GPU 0)",
+    )
     backend: BackendField = Field(
-        "onnxruntime", validate_default=True,
+        "onnxruntime",
+        validate_default=True,
         description="what runs the model: a backend's key (onnxruntime, tensorrt, openvino: the last two need their "
-                    "extra installed), or a mapping of `kind` and that backend's own options, checked here")
+        "extra installed), or a mapping of `kind` and that backend's own options, checked here",
+    )
     batch_size: int = Field(1, ge=1, description="frames run as one batch under load; 1 = no batching")
     batch_wait_ms: float = Field(
-        5.0, ge=0, description="how long the first frame of a batch waits for others before it runs anyway")
+        5.0, ge=0, description="how long the first frame of a batch waits for others before it runs anyway"
+    )
     registry: bool = Field(
-        True, description="run the version promoted for this line in the model registry (`lineguard model "
-                          "promote`) and swap to each new promotion; without a promotion, or false: `path`")
+        True,
+        description="run the version promoted for this line in the model registry (`lineguard model "
+        "promote`) and swap to each new promotion; without a promotion, or false: `path`",
+    )
     cache_dir: str | None = Field(
-        None, description="where registry models are downloaded; default $XDG_CACHE_HOME/lineguard/models "
-                          "(~/.cache/lineguard/models)")
+        None,
+        description="where registry models are downloaded; default $XDG_CACHE_HOME/lineguard/models "
+        "(~/.cache/lineguard/models)",
+    )
 
 
 class DatabaseSettings(_Strict):
@@ -155,7 +178,9 @@ class LineConfig(BaseSettings):
         for station in self.stations:
             if station.recipe not in self.recipes:
                 known = ", ".join(sorted(self.recipes))
-                raise ValueError(f"station {station.id!r} names recipe {station.recipe!r}, which is not defined (known: {known})")
+                raise ValueError(
+                    f"station {station.id!r} names recipe {station.recipe!r}, which is not defined (known: {known})"
+                )
         return self
 
     @classmethod

@@ -6,9 +6,9 @@ names (lineguard.plugins). The kinds themselves are modules elsewhere, declared 
 
 | seam | key field | entry points | factory | kinds live in |
 | --- | --- | --- | --- | --- |
-| CAMERAS | `kind` | lineguard.cameras | `open_camera(station_id, settings)` | lineguard.services.capture.sources |
-| PLC_PROTOCOLS | `protocol` | lineguard.plc | `open_endpoints(stations, on_trigger)` | lineguard.services.gateway.protocols |
-| BACKENDS | `kind` | lineguard.backends | `load(path, settings, device, threads)` | lineguard.vision.backends |
+| CAMERAS | `kind` | lineguard.cameras | `open_camera(station_id, settings)` | services.capture.sources |
+| PLC_PROTOCOLS | `protocol` | lineguard.plc | `open_endpoints(stations, on_trigger)` | services.gateway.protocols |
+| BACKENDS | `kind` | lineguard.backends | `load(path, settings, device, threads)` | vision.backends |
 """
 
 from __future__ import annotations
@@ -45,9 +45,15 @@ class BackendSettings(KindSettings):
     kind: str
 
 
-CAMERAS: Seam[CameraSettings] = Seam("cameras", noun="camera kind", base=CameraSettings, key_field="kind", factory="open_camera")
-PLC_PROTOCOLS: Seam[PlcSettings] = Seam("plc", noun="PLC protocol", base=PlcSettings, key_field="protocol", factory="open_endpoints")
-BACKENDS: Seam[BackendSettings] = Seam("backends", noun="model backend", base=BackendSettings, key_field="kind", factory="load")
+CAMERAS: Seam[CameraSettings] = Seam(
+    "cameras", noun="camera kind", base=CameraSettings, key_field="kind", factory="open_camera"
+)
+PLC_PROTOCOLS: Seam[PlcSettings] = Seam(
+    "plc", noun="PLC protocol", base=PlcSettings, key_field="protocol", factory="open_endpoints"
+)
+BACKENDS: Seam[BackendSettings] = Seam(
+    "backends", noun="model backend", base=BackendSettings, key_field="kind", factory="load"
+)
 
 CameraField = Annotated[SerializeAsAny[CameraSettings], WrapValidator(CAMERAS.validate)]
 PlcField = Annotated[SerializeAsAny[PlcSettings], WrapValidator(PLC_PROTOCOLS.validate)]

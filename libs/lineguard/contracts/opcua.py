@@ -80,12 +80,12 @@ STATUS_FIELDS: tuple[Field, ...] = (
 )
 
 TRIGGER_INPUTS: tuple[Argument, ...] = (
-    Argument("sequence", "UInt32", "the PLC's part counter; calling again with a sequence in flight returns the same id"),
+    Argument(
+        "sequence", "UInt32", "the PLC's part counter; calling again with a sequence in flight returns the same id"
+    ),
     Argument("partId", "String", "an id the PLC may give (carrier, tray position); may be empty"),
 )
-TRIGGER_OUTPUTS: tuple[Argument, ...] = (
-    Argument("inspectionId", "String", "the inspection id the result will carry"),
-)
+TRIGGER_OUTPUTS: tuple[Argument, ...] = (Argument("inspectionId", "String", "the inspection id the result will carry"),)
 
 # lineguard.v1 Verdict values, as the Int32 in ResultVerdict. Fail safe: only 1 is a pass.
 RESULT_VERDICTS: dict[str, int] = {

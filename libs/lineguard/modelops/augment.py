@@ -20,12 +20,12 @@ from lineguard.vision.paired import recompose
 class LightingAugmentation:
     """The lighting part of a training run's augmentation, recorded in the run's config and the model card."""
 
-    hsv_h: float = 0.015      # Ultralytics hue gain: small, colour of the part rarely shifts
-    hsv_s: float = 0.7        # Ultralytics saturation gain: colour temperature of the light
-    hsv_v: float = 0.4        # Ultralytics value gain: overall exposure, multiplicative
-    brightness: float = 0.2   # +- this fraction of full scale added to every pixel
-    contrast: float = 0.3     # contrast factor drawn from 1 +- this, about the image mean
-    p: float = 0.5            # probability that an image gets the brightness / contrast change
+    hsv_h: float = 0.015  # Ultralytics hue gain: small, colour of the part rarely shifts
+    hsv_s: float = 0.7  # Ultralytics saturation gain: colour temperature of the light
+    hsv_v: float = 0.4  # Ultralytics value gain: overall exposure, multiplicative
+    brightness: float = 0.2  # +- this fraction of full scale added to every pixel
+    contrast: float = 0.3  # contrast factor drawn from 1 +- this, about the image mean
+    p: float = 0.5  # probability that an image gets the brightness / contrast change
 
     def ultralytics_args(self, paired: bool = False) -> dict[str, float]:
         if paired:

@@ -55,10 +55,10 @@ class DatasetSummary:
 
     dst: Path
     data_yaml: Path
-    task: str                                # "detect" (boxes) or "segment" (polygons)
+    task: str  # "detect" (boxes) or "segment" (polygons)
     names: tuple[str, ...]
-    images: dict[str, int]                   # split -> images
-    backgrounds: dict[str, int]              # split -> images with no objects (empty label file)
+    images: dict[str, int]  # split -> images
+    backgrounds: dict[str, int]  # split -> images with no objects (empty label file)
     instances_per_class: dict[str, int]
     labels_sha256: str
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -80,8 +80,10 @@ def parse_label_line(raw: str, nc: int, where: str) -> LabelLine | None:
     except ValueError:
         raise DatasetError(f"{where}: expected numbers after the class id, got {raw.strip()!r}") from None
     if len(values) != 4 and (len(values) < 6 or len(values) % 2):
-        raise DatasetError(f"{where}: expected 'class cx cy w h' (5 values) or a polygon 'class x1 y1 x2 y2 x3 y3 ...' "
-                           f"(class + at least 3 x y pairs), got {len(parts)} values")
+        raise DatasetError(
+            f"{where}: expected 'class cx cy w h' (5 values) or a polygon 'class x1 y1 x2 y2 x3 y3 ...' "
+            f"(class + at least 3 x y pairs), got {len(parts)} values"
+        )
     for v in values:
         if not (math.isfinite(v) and 0.0 <= v <= 1.0):
             raise DatasetError(f"{where}: coordinate {v} is not normalised to 0..1")
@@ -107,8 +109,9 @@ def task_of(labels: dict[Any, list[LabelLine]]) -> str:
         for line in lines:
             first.setdefault(line.is_polygon, key)
     if len(first) == 2:
-        raise DatasetError(f"labels mix boxes ({first[False]}) and polygons ({first[True]}); "
-                           "use one kind for the whole dataset")
+        raise DatasetError(
+            f"labels mix boxes ({first[False]}) and polygons ({first[True]}); use one kind for the whole dataset"
+        )
     return "segment" if first.get(True) is not None else "detect"
 
 
@@ -131,14 +134,23 @@ def flat_name(relative: Path) -> str:
 
 def write_data_yaml(dst: Path, names: tuple[str, ...] | list[str]) -> Path:
     data_yaml = Path(dst) / "data.yaml"
-    data = {"path": str(Path(dst).resolve()), "train": "images/train", "val": "images/val",
-            "names": dict(enumerate(names))}
+    data = {
+        "path": str(Path(dst).resolve()),
+        "train": "images/train",
+        "val": "images/val",
+        "names": dict(enumerate(names)),
+    }
     data_yaml.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return data_yaml
 
 
-def _write_dataset(dst: Path, names: tuple[str, ...], items: dict[str, tuple[Path, list[LabelLine]]],
-                   val_keys: set[str], notes: tuple[str, ...] = ()) -> DatasetSummary:
+def _write_dataset(
+    dst: Path,
+    names: tuple[str, ...],
+    items: dict[str, tuple[Path, list[LabelLine]]],
+    val_keys: set[str],
+    notes: tuple[str, ...] = (),
+) -> DatasetSummary:
     """items: flat name -> (source image, label lines). Copies images and writes one label file each."""
     from lineguard.modelops.deeppcb import labels_sha256  # one label hash for every importer
 
@@ -161,9 +173,15 @@ def _write_dataset(dst: Path, names: tuple[str, ...], items: dict[str, tuple[Pat
         backgrounds[split] += not lines
         instances.update(ln.class_id for ln in lines)
     return DatasetSummary(
-        dst=dst, data_yaml=write_data_yaml(dst, names), task=task, names=names, images=images,
-        backgrounds=backgrounds, instances_per_class={name: instances[i] for i, name in enumerate(names)},
-        labels_sha256=labels_sha256(dst), notes=notes,
+        dst=dst,
+        data_yaml=write_data_yaml(dst, names),
+        task=task,
+        names=names,
+        images=images,
+        backgrounds=backgrounds,
+        instances_per_class={name: instances[i] for i, name in enumerate(names)},
+        labels_sha256=labels_sha256(dst),
+        notes=notes,
     )
 
 
@@ -190,8 +208,10 @@ def read_class_names(src: Path, names: list[str] | None = None) -> tuple[str, ..
             if isinstance(raw, list) and raw:
                 return tuple(str(n) for n in raw)
             raise DatasetError(f"{path}: has no 'names' list or mapping")
-    raise DatasetError(f"{src}: no class names; give them (--names a,b,c) or put {' / '.join(CLASS_LIST_FILES)} "
-                       "or data.yaml with 'names' in the folder")
+    raise DatasetError(
+        f"{src}: no class names; give them (--names a,b,c) or put {' / '.join(CLASS_LIST_FILES)} "
+        "or data.yaml with 'names' in the folder"
+    )
 
 
 def _label_for(image: Path, src: Path) -> Path | None:
@@ -222,8 +242,9 @@ def images_of(source: Path) -> list[Path]:
     raise DatasetError(f"{source}: neither an image folder nor a .txt list of images")
 
 
-def import_yolo(src: Path, dst: Path, *, names: list[str] | None = None, val_fraction: float = 0.2,
-                seed: int = 0) -> DatasetSummary:
+def import_yolo(
+    src: Path, dst: Path, *, names: list[str] | None = None, val_fraction: float = 0.2, seed: int = 0
+) -> DatasetSummary:
     """Images under src (any depth) with YOLO .txt labels beside them or in a mirroring labels/ folder.
 
     An image without a label file is a background (no objects); a label file without an image is an error,
@@ -233,8 +254,11 @@ def import_yolo(src: Path, dst: Path, *, names: list[str] | None = None, val_fra
         raise DatasetError(f"{src}: not a folder")
     class_names = read_class_names(src, names)
     inside_dst = Path(dst).resolve()
-    images = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                    and not p.resolve().is_relative_to(inside_dst))
+    images = sorted(
+        p
+        for p in src.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.resolve().is_relative_to(inside_dst)
+    )
     if not images:
         raise DatasetError(f"{src}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     items: dict[str, tuple[Path, list[LabelLine]]] = {}
@@ -247,11 +271,16 @@ def import_yolo(src: Path, dst: Path, *, names: list[str] | None = None, val_fra
             used_labels.add(label.resolve())
         items[key] = (image, lines)
     skip = {(src / f).resolve() for f in CLASS_LIST_FILES}
-    orphans = sorted(p for p in src.rglob("*.txt") if p.resolve() not in used_labels | skip
-                     and not p.resolve().is_relative_to(inside_dst))
+    orphans = sorted(
+        p
+        for p in src.rglob("*.txt")
+        if p.resolve() not in used_labels | skip and not p.resolve().is_relative_to(inside_dst)
+    )
     if orphans:
-        raise DatasetError(f"{orphans[0]}: label file with no image of the same name "
-                           f"({len(orphans)} such file(s)); every label needs its image")
+        raise DatasetError(
+            f"{orphans[0]}: label file with no image of the same name "
+            f"({len(orphans)} such file(s)); every label needs its image"
+        )
     return _write_dataset(Path(dst), class_names, items, split_val(list(items), val_fraction, seed))
 
 
@@ -271,16 +300,19 @@ def _polygons(annotation: dict, where: str) -> list[list[float]]:
     if not seg:
         return []
     if isinstance(seg, dict):
-        raise DatasetError(f"{where}: segmentation is an RLE mask, not polygons; export polygons "
-                           "(or import as detection with --task detect)")
+        raise DatasetError(
+            f"{where}: segmentation is an RLE mask, not polygons; export polygons "
+            "(or import as detection with --task detect)"
+        )
     polygons = [list(map(float, p)) for p in seg if len(p) >= 6]
     if not polygons:
         raise DatasetError(f"{where}: segmentation has no polygon with 3 or more points")
     return polygons
 
 
-def import_coco(annotations_json: Path, images_dir: Path, dst: Path, *, task: str = "auto",
-                val_fraction: float = 0.2, seed: int = 0) -> DatasetSummary:
+def import_coco(
+    annotations_json: Path, images_dir: Path, dst: Path, *, task: str = "auto", val_fraction: float = 0.2, seed: int = 0
+) -> DatasetSummary:
     """COCO JSON -> YOLO: bbox [x, y, w, h] in px -> normalised cx cy w h; polygon segmentation -> normalised
     polygons (one line per polygon). Category ids (any numbering) -> class ids 0.. in ascending category id.
 
@@ -302,8 +334,11 @@ def import_coco(annotations_json: Path, images_dir: Path, dst: Path, *, task: st
     names = tuple(str(c["name"]) for c in categories)
     annotations = coco.get("annotations") or []
     if task == "auto":
-        task = "segment" if any(isinstance(a.get("segmentation"), list) and a["segmentation"]
-                                for a in annotations) else "detect"
+        task = (
+            "segment"
+            if any(isinstance(a.get("segmentation"), list) and a["segmentation"] for a in annotations)
+            else "detect"
+        )
 
     images: dict[Any, dict] = {}
     for record in coco["images"]:
@@ -322,13 +357,16 @@ def import_coco(annotations_json: Path, images_dir: Path, dst: Path, *, task: st
         if image is None:
             raise DatasetError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
         if ann.get("category_id") not in class_of:
-            raise DatasetError(f"{where}: category_id {ann.get('category_id')} is not in 'categories' "
-                               f"(ids {sorted(class_of)})")
+            raise DatasetError(
+                f"{where}: category_id {ann.get('category_id')} is not in 'categories' (ids {sorted(class_of)})"
+            )
         class_id, w, h = class_of[ann["category_id"]], image["w"], image["h"]
         try:
             x, y, bw, bh = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{where}: bbox must be [x, y, width, height] in pixels, got {ann.get('bbox')!r}") from None
+            raise DatasetError(
+                f"{where}: bbox must be [x, y, width, height] in pixels, got {ann.get('bbox')!r}"
+            ) from None
         x1, y1, x2, y2 = max(0.0, x), max(0.0, y), min(w, x + bw), min(h, y + bh)
         if x2 <= x1 or y2 <= y1:
             raise DatasetError(f"{where}: bbox {ann['bbox']} is empty inside the {w:g}x{h:g} image")
@@ -340,8 +378,9 @@ def import_coco(annotations_json: Path, images_dir: Path, dst: Path, *, task: st
                 values = tuple(min(1.0, max(0.0, v / (w if i % 2 == 0 else h))) for i, v in enumerate(polygon))
                 image["lines"].append(LabelLine(class_id, values))
         else:
-            image["lines"].append(LabelLine(class_id, ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w,
-                                                       (y2 - y1) / h)))
+            image["lines"].append(
+                LabelLine(class_id, ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h))
+            )
 
     items: dict[str, tuple[Path, list[LabelLine]]] = {}
     for image in images.values():

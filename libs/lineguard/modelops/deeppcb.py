@@ -38,10 +38,10 @@ class ImportSummary:
     data_yaml: Path
     train_groups: tuple[str, ...]
     val_groups: tuple[str, ...]
-    images: dict[str, int]             # split -> images with defects
-    backgrounds: dict[str, int]        # split -> defect-free templates (empty label files)
+    images: dict[str, int]  # split -> images with defects
+    backgrounds: dict[str, int]  # split -> defect-free templates (empty label files)
     boxes_per_class: dict[str, int]
-    labels_sha256: str                 # over every label file, in path order: names the labels a model saw
+    labels_sha256: str  # over every label file, in path order: names the labels a model saw
 
 
 def read_pairs(src: Path) -> list[DeepPCBPair]:
@@ -60,20 +60,25 @@ def read_pairs(src: Path) -> list[DeepPCBPair]:
         image_rel, annotation_rel = parts
         image = src / image_rel
         stem = image.stem
-        pairs.append(DeepPCBPair(
-            group=Path(image_rel).parts[0],
-            stem=stem,
-            test_image=image.with_name(f"{stem}_test.jpg"),
-            template_image=image.with_name(f"{stem}_temp.jpg"),
-            annotation=src / annotation_rel,
-        ))
+        pairs.append(
+            DeepPCBPair(
+                group=Path(image_rel).parts[0],
+                stem=stem,
+                test_image=image.with_name(f"{stem}_test.jpg"),
+                template_image=image.with_name(f"{stem}_temp.jpg"),
+                annotation=src / annotation_rel,
+            )
+        )
     return pairs
 
 
 def yolo_label_lines(annotation: Path, width: int, height: int) -> list[str]:
     """DeepPCB boxes as YOLO lines (`class cx cy w h`, normalised to the image)."""
-    return [f"{cls} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
-            f"{(y2 - y1) / height:.6f}" for cls, x1, y1, x2, y2 in read_boxes(annotation, width, height)]
+    return [
+        f"{cls} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+        f"{(y2 - y1) / height:.6f}"
+        for cls, x1, y1, x2, y2 in read_boxes(annotation, width, height)
+    ]
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -191,8 +196,10 @@ def import_deeppcb(
     data_yaml = dst / "data.yaml"
     names = "\n".join(f"  {i}: {name}" for i, name in enumerate(DEEPPCB_CLASSES))
     # lineguard_input tells training (and so the model card) what the model's input is; Ultralytics ignores it.
-    data_yaml.write_text(f"path: {dst.resolve()}\ntrain: images/train\nval: images/val\n"
-                         f"lineguard_input: {'paired' if paired else 'image'}\nnames:\n{names}\n")
+    data_yaml.write_text(
+        f"path: {dst.resolve()}\ntrain: images/train\nval: images/val\n"
+        f"lineguard_input: {'paired' if paired else 'image'}\nnames:\n{names}\n"
+    )
     return ImportSummary(
         dst=dst,
         data_yaml=data_yaml,

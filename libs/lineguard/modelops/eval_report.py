@@ -49,10 +49,18 @@ class Provenance:
     made: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
-def evaluate_model(detector: Any, data_yaml: Path, *, split: str = "val", conf: float = 0.25, iou: float = 0.45,
-                   out: Path, command: str, on_start: Callable[[int], None] | None = None,
-                   on_image: Callable[[Path], None] | None = None
-                   ) -> tuple[Evaluation, Provenance, dict[str, Path]]:
+def evaluate_model(
+    detector: Any,
+    data_yaml: Path,
+    *,
+    split: str = "val",
+    conf: float = 0.25,
+    iou: float = 0.45,
+    out: Path,
+    command: str,
+    on_start: Callable[[int], None] | None = None,
+    on_image: Callable[[Path], None] | None = None,
+) -> tuple[Evaluation, Provenance, dict[str, Path]]:
     """Run a loaded model (lineguard.vision.load_model) over the split, score it, and write the
     report under out; returns the scores, what they are of, and the files written."""
     data = load_split(data_yaml, split)
@@ -62,12 +70,19 @@ def evaluate_model(detector: Any, data_yaml: Path, *, split: str = "val", conf: 
     evaluation = evaluate(truths, predictions, data.class_names, conf=conf)
     card = detector.card
     provenance = Provenance(
-        model_path=str(detector.path), model_id=card.model_id, model_version=card.version,
-        model_sha256=file_sha256(detector.path), card_sha256=card.onnx_sha256,
+        model_path=str(detector.path),
+        model_id=card.model_id,
+        model_version=card.version,
+        model_sha256=file_sha256(detector.path),
+        card_sha256=card.onnx_sha256,
         card_labels_sha256=card.dataset.labels_sha256 if card.dataset else None,
-        data_yaml=str(data.data_yaml), split=split,
+        data_yaml=str(data.data_yaml),
+        split=split,
         labels_sha256=labels_sha256(data.root) if (data.root / "labels").is_dir() else None,
-        split_labels_sha256=split_labels_sha256(data), conf=conf, iou=iou, command=command,
+        split_labels_sha256=split_labels_sha256(data),
+        conf=conf,
+        iou=iou,
+        command=command,
     )
     return evaluation, provenance, write_report(evaluation, provenance, out)
 
@@ -88,10 +103,20 @@ def plot_pr_curves(evaluation: Evaluation, path: Path) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a class without boxes has no curve: NaN, left out
             mean = np.nanmean(evaluation.pr_curves, axis=0)
-        axes.plot(evaluation.recall_points, mean, color="black", linewidth=2.5,
-                  label=f"all classes {evaluation.map50:.3f} mAP50")
-    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-             title="Precision-recall at IoU 0.5 (legend: AP50)")
+        axes.plot(
+            evaluation.recall_points,
+            mean,
+            color="black",
+            linewidth=2.5,
+            label=f"all classes {evaluation.map50:.3f} mAP50",
+        )
+    axes.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title="Precision-recall at IoU 0.5 (legend: AP50)",
+    )
     axes.grid(alpha=0.3)
     axes.legend(loc="upper right", fontsize="small")
     figure.savefig(path)
@@ -110,13 +135,21 @@ def plot_confusion(evaluation: Evaluation, path: Path) -> Path:
     figure.colorbar(image, ax=axes)
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axes.set_yticks(range(len(labels)), labels)
-    axes.set(xlabel="true", ylabel="predicted",
-             title=f"Confusion matrix (IoU {MATCH_IOU}, score >= {evaluation.conf:g})")
+    axes.set(
+        xlabel="true", ylabel="predicted", title=f"Confusion matrix (IoU {MATCH_IOU}, score >= {evaluation.conf:g})"
+    )
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), count in np.ndenumerate(matrix):
         if count:
-            axes.text(col, row, str(count), ha="center", va="center", fontsize="small",
-                      color="white" if count > threshold else "black")
+            axes.text(
+                col,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if count > threshold else "black",
+            )
     figure.tight_layout()
     figure.savefig(path)
     return path
@@ -150,8 +183,11 @@ def report_markdown(evaluation: Evaluation, provenance: Provenance) -> str:
         f"| split label hash | `{p.split_labels_sha256}` |",
     ]
     if p.card_labels_sha256:
-        same = ("the same labels" if p.card_labels_sha256 == p.labels_sha256
-                else "differs: the model was trained on another import of the labels")
+        same = (
+            "the same labels"
+            if p.card_labels_sha256 == p.labels_sha256
+            else "differs: the model was trained on another import of the labels"
+        )
         lines.append(f"| model card's dataset label hash | `{p.card_labels_sha256}` ({same}) |")
     lines += [
         f"| thresholds | score >= {p.conf:g}, NMS IoU {p.iou:g} (AP over every detection scoring >= {AP_CONF}) |",
@@ -185,9 +221,11 @@ def report_markdown(evaluation: Evaluation, provenance: Provenance) -> str:
     ]
     for c in e.classes:
         d = c.deeppcb
-        lines.append(f"| {c.name} | {c.boxes} | {_fmt(c.at_conf.precision)} | {_fmt(c.at_conf.recall)} | "
-                     f"{_fmt(c.ap50)} | {_fmt(c.ap50_95)} | {d.tp} | {d.fp} | {d.fn} | {_fmt(d.precision)} | "
-                     f"{_fmt(d.recall)} | {_fmt(d.f)} |")
+        lines.append(
+            f"| {c.name} | {c.boxes} | {_fmt(c.at_conf.precision)} | {_fmt(c.at_conf.recall)} | "
+            f"{_fmt(c.ap50)} | {_fmt(c.ap50_95)} | {d.tp} | {d.fp} | {d.fn} | {_fmt(d.precision)} | "
+            f"{_fmt(d.recall)} | {_fmt(d.f)} |"
+        )
     d = e.deeppcb
     lines += [
         f"| **all** | {sum(c.boxes for c in e.classes)} | {_fmt(e.at_conf.precision)} | {_fmt(e.at_conf.recall)} | "
@@ -204,8 +242,7 @@ def report_markdown(evaluation: Evaluation, provenance: Provenance) -> str:
         "| | boards | wrong | rate |",
         "| --- | ---: | ---: | ---: |",
         f"| defective (escape: judged good) | {parts.defective} | {parts.escapes} | {_fmt(parts.escape_rate)} |",
-        f"| good (false reject: judged bad) | {parts.good} | {parts.false_rejects} | "
-        f"{_fmt(parts.false_reject_rate)} |",
+        f"| good (false reject: judged bad) | {parts.good} | {parts.false_rejects} | {_fmt(parts.false_reject_rate)} |",
         "",
     ]
     for label, names in (("Escaped", parts.escaped), ("Falsely rejected", parts.falsely_rejected)):
@@ -245,21 +282,23 @@ def card_evaluation(evaluation: Evaluation, provenance: Provenance) -> CardEvalu
     """The headline figures for the model card's `evaluation`: what a reader of the card asks first, with
     the command and label hash that reproduce them (the full figures stay in metrics.json)."""
     parts, deeppcb = evaluation.parts, evaluation.deeppcb
-    return CardEvaluation.model_validate({
-        "command": provenance.command,
-        "made": provenance.made,
-        "data_yaml": provenance.data_yaml,
-        "split": provenance.split,
-        "split_labels_sha256": provenance.split_labels_sha256,
-        "images": evaluation.images,
-        "mAP50": evaluation.map50,
-        "mAP50-95": evaluation.map50_95,
-        "deeppcb_f": deeppcb.f,
-        "deeppcb_precision": deeppcb.precision,
-        "deeppcb_recall": deeppcb.recall,
-        "conf": provenance.conf,
-        "escape_rate": parts.escape_rate,
-        "escapes": f"{parts.escapes} of {parts.defective}",
-        "false_reject_rate": parts.false_reject_rate,
-        "false_rejects": f"{parts.false_rejects} of {parts.good}",
-    })
+    return CardEvaluation.model_validate(
+        {
+            "command": provenance.command,
+            "made": provenance.made,
+            "data_yaml": provenance.data_yaml,
+            "split": provenance.split,
+            "split_labels_sha256": provenance.split_labels_sha256,
+            "images": evaluation.images,
+            "mAP50": evaluation.map50,
+            "mAP50-95": evaluation.map50_95,
+            "deeppcb_f": deeppcb.f,
+            "deeppcb_precision": deeppcb.precision,
+            "deeppcb_recall": deeppcb.recall,
+            "conf": provenance.conf,
+            "escape_rate": parts.escape_rate,
+            "escapes": f"{parts.escapes} of {parts.defective}",
+            "false_reject_rate": parts.false_reject_rate,
+            "false_rejects": f"{parts.false_rejects} of {parts.good}",
+        }
+    )

@@ -35,9 +35,9 @@ from lineguard.vision.detections import Detections
 # AP needs the whole ranking, so detections are kept down to this score (as Ultralytics' val does);
 # every thresholded figure (precision, recall, F, escapes, false rejects) uses --conf.
 AP_CONF = 0.001
-MATCH_IOU = 0.5          # precision / recall and the confusion matrix: the COCO AP50 criterion
-DEEPPCB_IOU = 0.33       # DeepPCB's evaluation: IoU > 0.33 with a box of the same class
-MAX_DETECTIONS = 300     # per image and class, as many as postprocess ever returns
+MATCH_IOU = 0.5  # precision / recall and the confusion matrix: the COCO AP50 criterion
+DEEPPCB_IOU = 0.33  # DeepPCB's evaluation: IoU > 0.33 with a box of the same class
+MAX_DETECTIONS = 300  # per image and class, as many as postprocess ever returns
 
 
 class EvalError(ValueError):
@@ -77,8 +77,10 @@ class Predicted:
     @classmethod
     def from_truth(cls, truth: Truth, score: float = 1.0) -> Predicted:
         """The labels themselves as predictions: what a perfect model would say."""
-        return cls(truth.name, Detections(xyxy=truth.boxes, class_id=truth.class_ids,
-                                          confidence=np.full(len(truth.class_ids), score)))
+        return cls(
+            truth.name,
+            Detections(xyxy=truth.boxes, class_id=truth.class_ids, confidence=np.full(len(truth.class_ids), score)),
+        )
 
 
 @dataclass(frozen=True)
@@ -106,18 +108,24 @@ class Counts:
         return 2 * self.tp / denominator if denominator else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision, "recall": self.recall,
-                "f": self.f}
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f": self.f,
+        }
 
 
 @dataclass(frozen=True)
 class ClassMetrics:
     name: str
-    boxes: int                  # labelled boxes of this class
-    ap50: float | None          # None: no labelled box of this class, AP is undefined
+    boxes: int  # labelled boxes of this class
+    ap50: float | None  # None: no labelled box of this class, AP is undefined
     ap50_95: float | None
-    at_conf: Counts             # IoU >= 0.5, detections scoring >= conf
-    deeppcb: Counts             # IoU > 0.33, detections scoring >= conf
+    at_conf: Counts  # IoU >= 0.5, detections scoring >= conf
+    deeppcb: Counts  # IoU > 0.33, detections scoring >= conf
 
 
 @dataclass(frozen=True)
@@ -146,13 +154,13 @@ class Evaluation:
     classes: tuple[ClassMetrics, ...]
     map50: float | None
     map50_95: float | None
-    at_conf: Counts                 # over all classes (sums)
-    deeppcb: Counts                 # over all classes (sums): DeepPCB's overall precision, recall, F
+    at_conf: Counts  # over all classes (sums)
+    deeppcb: Counts  # over all classes (sums): DeepPCB's overall precision, recall, F
     parts: PartMetrics
     images: int
-    recall_points: np.ndarray       # (R,) the recall levels of the PR curves
-    pr_curves: np.ndarray           # (classes, R) interpolated precision at IoU 0.5; NaN where undefined
-    confusion: np.ndarray           # (classes + 1, classes + 1): rows predicted, columns true; last = background
+    recall_points: np.ndarray  # (R,) the recall levels of the PR curves
+    pr_curves: np.ndarray  # (classes, R) interpolated precision at IoU 0.5; NaN where undefined
+    confusion: np.ndarray  # (classes + 1, classes + 1): rows predicted, columns true; last = background
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -160,8 +168,12 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         parts = asdict(self.parts)
-        parts.update(escape_rate=self.parts.escape_rate, false_reject_rate=self.parts.false_reject_rate,
-                     escaped=list(self.parts.escaped), falsely_rejected=list(self.parts.falsely_rejected))
+        parts.update(
+            escape_rate=self.parts.escape_rate,
+            false_reject_rate=self.parts.false_reject_rate,
+            escaped=list(self.parts.escaped),
+            falsely_rejected=list(self.parts.falsely_rejected),
+        )
         return {
             "conf": self.conf,
             "images": self.images,
@@ -173,14 +185,24 @@ class Evaluation:
             "deeppcb": {"iou": DEEPPCB_IOU, **self.deeppcb.as_dict()},
             "parts": parts,
             "classes": [
-                {"name": c.name, "boxes": c.boxes, "ap50": c.ap50, "ap50_95": c.ap50_95,
-                 "precision": c.at_conf.precision, "recall": c.at_conf.recall,
-                 "at_conf": c.at_conf.as_dict(), "deeppcb": c.deeppcb.as_dict()}
+                {
+                    "name": c.name,
+                    "boxes": c.boxes,
+                    "ap50": c.ap50,
+                    "ap50_95": c.ap50_95,
+                    "precision": c.at_conf.precision,
+                    "recall": c.at_conf.recall,
+                    "at_conf": c.at_conf.as_dict(),
+                    "deeppcb": c.deeppcb.as_dict(),
+                }
                 for c in self.classes
             ],
             "confusion_matrix": {
-                "rows": "predicted", "columns": "true", "labels": [*self.class_names, "background"],
-                "iou": MATCH_IOU, "matrix": self.confusion.astype(int).tolist(),
+                "rows": "predicted",
+                "columns": "true",
+                "labels": [*self.class_names, "background"],
+                "iou": MATCH_IOU,
+                "matrix": self.confusion.astype(int).tolist(),
             },
         }
 
@@ -201,15 +223,27 @@ def _coco_truth(truths: Sequence[Truth], class_names: Sequence[str]) -> Any:
             if not 0 <= class_id < len(class_names):
                 raise EvalError(f"{truth.name}: class id {class_id} is not one of 0..{len(class_names) - 1}")
             x1, y1, x2, y2 = (float(v) for v in box)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(class_id) + 1,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(class_id) + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     # COCO ids start at 1: faster-coco-eval reads 0 as "unmatched".
-    return COCO({
-        "images": [{"id": i, "file_name": t.name, "width": t.width, "height": t.height}
-                   for i, t in enumerate(truths, 1)],
-        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(class_names)],
-        "annotations": annotations,
-    }, print_function=_quiet)
+    return COCO(
+        {
+            "images": [
+                {"id": i, "file_name": t.name, "width": t.width, "height": t.height} for i, t in enumerate(truths, 1)
+            ],
+            "categories": [{"id": i + 1, "name": name} for i, name in enumerate(class_names)],
+            "annotations": annotations,
+        },
+        print_function=_quiet,
+    )
 
 
 def _coco_predictions(gt: Any, predictions: Sequence[Predicted], min_score: float, num_classes: int) -> Any:
@@ -228,11 +262,21 @@ def _coco_predictions(gt: Any, predictions: Sequence[Predicted], min_score: floa
             if not 0 <= class_id < num_classes:
                 raise EvalError(f"{predicted.name}: predicted class id {class_id} is not one of 0..{num_classes - 1}")
             x1, y1, x2, y2 = (float(v) for v in box)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_ids[predicted.name],
-                                "category_id": int(class_id) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                "area": (x2 - x1) * (y2 - y1), "score": float(score), "iscrowd": 0})
-    return COCO({"images": gt.dataset["images"], "categories": gt.dataset["categories"],
-                 "annotations": annotations}, print_function=_quiet)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_ids[predicted.name],
+                    "category_id": int(class_id) + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "score": float(score),
+                    "iscrowd": 0,
+                }
+            )
+    return COCO(
+        {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": annotations},
+        print_function=_quiet,
+    )
 
 
 def _matches(gt: Any, dt: Any, iou: float, *, by_class: bool) -> Any:
@@ -281,7 +325,7 @@ def _ap(gt: Any, dt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     coco.evaluate()
     coco.accumulate()
     precision = np.asarray(coco.eval["precision"], dtype=np.float64)[:, :, :, 0, -1]  # (IoU, recall, class)
-    precision = np.where(precision > -1, precision, np.nan)                           # -1: no labelled box
+    precision = np.where(precision > -1, precision, np.nan)  # -1: no labelled box
     iou50 = int(np.argmin(np.abs(np.asarray(coco.params.iouThrs) - 0.5)))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the mean of a class with no boxes is NaN, as meant
@@ -300,12 +344,19 @@ def _parts(truths: Sequence[Truth], predictions: Sequence[Predicted], conf: floa
     good = [t.name for t in truths if not len(t.class_ids)]
     escaped = tuple(name for name in defective if name not in rejected)
     falsely_rejected = tuple(name for name in good if name in rejected)
-    return PartMetrics(defective=len(defective), good=len(good), escapes=len(escaped),
-                       false_rejects=len(falsely_rejected), escaped=escaped, falsely_rejected=falsely_rejected)
+    return PartMetrics(
+        defective=len(defective),
+        good=len(good),
+        escapes=len(escaped),
+        false_rejects=len(falsely_rejected),
+        escaped=escaped,
+        falsely_rejected=falsely_rejected,
+    )
 
 
-def evaluate(truths: Sequence[Truth], predictions: Sequence[Predicted], class_names: Sequence[str], *,
-             conf: float) -> Evaluation:
+def evaluate(
+    truths: Sequence[Truth], predictions: Sequence[Predicted], class_names: Sequence[str], *, conf: float
+) -> Evaluation:
     """Score predictions against the labels of the same images (matched by name; an image
     without predictions had no detections). AP uses every prediction; the rest those >= conf."""
     names = [t.name for t in truths]
@@ -328,13 +379,29 @@ def evaluate(truths: Sequence[Truth], predictions: Sequence[Predicted], class_na
         return None if np.isnan(x) else float(x)
 
     classes = tuple(
-        ClassMetrics(name=name, boxes=int(boxes[k]), ap50=value(ap50[k]), ap50_95=value(ap50_95[k]),
-                     at_conf=at_conf[k], deeppcb=deeppcb[k])
+        ClassMetrics(
+            name=name,
+            boxes=int(boxes[k]),
+            ap50=value(ap50[k]),
+            ap50_95=value(ap50_95[k]),
+            at_conf=at_conf[k],
+            deeppcb=deeppcb[k],
+        )
         for k, name in enumerate(class_names)
     )
-    return Evaluation(conf=conf, classes=classes, map50=_mean(ap50), map50_95=_mean(ap50_95), at_conf=_sum(at_conf),
-                      deeppcb=_sum(deeppcb), parts=_parts(truths, predictions, conf), images=len(truths),
-                      recall_points=recall_points, pr_curves=curves, confusion=_confusion(gt, dt_conf, num_classes))
+    return Evaluation(
+        conf=conf,
+        classes=classes,
+        map50=_mean(ap50),
+        map50_95=_mean(ap50_95),
+        at_conf=_sum(at_conf),
+        deeppcb=_sum(deeppcb),
+        parts=_parts(truths, predictions, conf),
+        images=len(truths),
+        recall_points=recall_points,
+        pr_curves=curves,
+        confusion=_confusion(gt, dt_conf, num_classes),
+    )
 
 
 # --- the dataset -------------------------------------------------------------------------------
@@ -373,8 +440,9 @@ def read_truth(image: Path, width: int, height: int, num_classes: int) -> Truth:
     rows = []
     for line in lines:
         cx, cy, w, h = line.box()
-        rows.append((line.class_id, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
-                     (cy + h / 2) * height))
+        rows.append(
+            (line.class_id, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        )
     return Truth.of(image.name, width, height, rows)
 
 
@@ -392,12 +460,15 @@ def split_labels_sha256(split: Split) -> str:
 # --- running a model ---------------------------------------------------------------------------
 
 
-def predict_split(detector: Any, split: Split, *, iou: float,
-                  on_image: Callable[[Path], None] | None = None) -> tuple[list[Truth], list[Predicted]]:
+def predict_split(
+    detector: Any, split: Split, *, iou: float, on_image: Callable[[Path], None] | None = None
+) -> tuple[list[Truth], list[Predicted]]:
     """The model over every image of the split, keeping detections down to AP_CONF."""
     if tuple(detector.card.classes) != split.class_names:
-        raise EvalError(f"the model's classes {list(detector.card.classes)} are not the dataset's "
-                        f"{list(split.class_names)} ({split.data_yaml})")
+        raise EvalError(
+            f"the model's classes {list(detector.card.classes)} are not the dataset's "
+            f"{list(split.class_names)} ({split.data_yaml})"
+        )
     truths, predictions = [], []
     for image_path in split.images:
         try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lineguard.hashing import file_sha256
 from lineguard.modelops.train import (
     CardInfo,
     metrics_of,
@@ -22,7 +23,6 @@ from lineguard.modelops.train import (
     require_train_extra,
     versions,
 )
-from lineguard.hashing import file_sha256
 from lineguard.vision.card import (
     DatasetFacts,
     ExportFacts,
@@ -44,8 +44,8 @@ class ExportError(RuntimeError):
 class ExportedModel:
     path: Path
     card: Path
-    precision: str                  # fp32 | fp16
-    format: str                     # onnx | tensorrt
+    precision: str  # fp32 | fp16
+    format: str  # onnx | tensorrt
 
 
 def _run_dir_of(weights: Path) -> Path | None:
@@ -81,8 +81,11 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
         }
     return {
         "config": {},
-        "ultralytics_args": {k: train_args.get(k) for k in ("data", "imgsz", "epochs", "batch", "seed", "device",
-                                                            "hsv_h", "hsv_s", "hsv_v") if k in train_args},
+        "ultralytics_args": {
+            k: train_args.get(k)
+            for k in ("data", "imgsz", "epochs", "batch", "seed", "device", "hsv_h", "hsv_s", "hsv_v")
+            if k in train_args
+        },
         "labels_sha256": None,
         "data_yaml": train_args.get("data"),
         "epochs_done": int(ckpt.get("epoch", -1)) + 1 if ckpt.get("epoch", -1) >= 0 else None,
@@ -99,11 +102,14 @@ def _stage(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     """One run of a model's history: how long, on what, and how far it got."""
     sessions = record.get("sessions", [])
     metrics = record.get("metrics") or {}
-    return {"run": run_dir.name, "epochs": record.get("epochs_done"),
-            "wall_seconds": record.get("wall_seconds", round(sum(s.get("wall_seconds", 0) for s in sessions), 1)),
-            "machines": sorted({s["machine"] for s in sessions if s.get("machine")}),
-            "started": sessions[0].get("started") if sessions else None,
-            "metrics": {k: metrics[k] for k in ("mAP50", "mAP50-95") if k in metrics}}
+    return {
+        "run": run_dir.name,
+        "epochs": record.get("epochs_done"),
+        "wall_seconds": record.get("wall_seconds", round(sum(s.get("wall_seconds", 0) for s in sessions), 1)),
+        "machines": sorted({s["machine"] for s in sessions if s.get("machine")}),
+        "started": sessions[0].get("started") if sessions else None,
+        "metrics": {k: metrics[k] for k in ("mAP50", "mAP50-95") if k in metrics},
+    }
 
 
 def _ancestor(initial: dict[str, Any], beside: Path) -> Path | None:
@@ -126,8 +132,7 @@ def training_history(run_dir: Path, record: dict[str, Any]) -> list[dict[str, An
         parent = _ancestor(initial, run_dir)
         parent_record = read_run_record(parent) if parent and parent.resolve() not in seen else None
         if parent_record is None:
-            stages.append({"weights": initial.get("path"), "sha256": initial.get("sha256"),
-                           "record": "not found"})
+            stages.append({"weights": initial.get("path"), "sha256": initial.get("sha256"), "record": "not found"})
             break
         seen.add(parent.resolve())
         stages.append(_stage(parent, parent_record))
@@ -143,12 +148,28 @@ def input_mode_fields(mode: str) -> dict[str, Any]:
     return {"mode": "image"}
 
 
-def model_card(*, file: Path, precision: str, input_dtype: str, task: str, architecture: str, classes: list[str],
-               imgsz: int, facts: dict[str, Any], info: CardInfo, export: dict[str, Any], input_mode: str = "image",
-               scaleup: bool = True, license: str = "") -> ModelCard:
+def model_card(
+    *,
+    file: Path,
+    precision: str,
+    input_dtype: str,
+    task: str,
+    architecture: str,
+    classes: list[str],
+    imgsz: int,
+    facts: dict[str, Any],
+    info: CardInfo,
+    export: dict[str, Any],
+    input_mode: str = "image",
+    scaleup: bool = True,
+    license: str = "",
+) -> ModelCard:
     """The card for one exported ONNX file; a TensorRT engine's card is its ONNX's card plus the engine's facts."""
-    outputs = "(1, 4 + classes, anchors)" if task == "detect" else \
-        "(1, 4 + classes + 32 mask coefficients, anchors) and prototypes (1, 32, S/4, S/4)"
+    outputs = (
+        "(1, 4 + classes, anchors)"
+        if task == "detect"
+        else "(1, 4 + classes + 32 mask coefficients, anchors) and prototypes (1, 32, S/4, S/4)"
+    )
     history = facts.get("history", [])
     return ModelCard(
         model_id=info.model_id,
@@ -157,12 +178,23 @@ def model_card(*, file: Path, precision: str, input_dtype: str, task: str, archi
         task=task,
         architecture=architecture,
         classes=tuple(classes),
-        input=InputSpec(width=imgsz, height=imgsz, channels=3, layout="NCHW", dtype=input_dtype, color="RGB",
-                        scale="1/255", resize="letterbox", scaleup=scaleup, pad_value=114,
-                        **input_mode_fields(input_mode)),
+        input=InputSpec(
+            width=imgsz,
+            height=imgsz,
+            channels=3,
+            layout="NCHW",
+            dtype=input_dtype,
+            color="RGB",
+            scale="1/255",
+            resize="letterbox",
+            scaleup=scaleup,
+            pad_value=114,
+            **input_mode_fields(input_mode),
+        ),
         output=OutputSpec(layout=outputs, box="cx, cy, w, h in input pixels", nms=False),
-        dataset=DatasetFacts(source=info.dataset_source, labels_sha256=facts["labels_sha256"],
-                             data_yaml=facts["data_yaml"]),
+        dataset=DatasetFacts(
+            source=info.dataset_source, labels_sha256=facts["labels_sha256"], data_yaml=facts["data_yaml"]
+        ),
         training=TrainingRecord(
             config=facts["config"],
             ultralytics_args=facts["ultralytics_args"],
@@ -175,16 +207,20 @@ def model_card(*, file: Path, precision: str, input_dtype: str, task: str, archi
             # A run continued from earlier weights: which (their own card tells their training).
             **({"initial_weights": facts["initial_weights"]} if facts.get("initial_weights") else {}),
             # How long the weights trained in all, and on what, across the runs that continued each other.
-            **({"history": history,
-                "total_epochs": sum(s.get("epochs") or 0 for s in history),
-                "total_wall_seconds": round(sum(s.get("wall_seconds") or 0 for s in history), 1)}
-               if len(history) > 1 else {}),
+            **(
+                {
+                    "history": history,
+                    "total_epochs": sum(s.get("epochs") or 0 for s in history),
+                    "total_wall_seconds": round(sum(s.get("wall_seconds") or 0 for s in history), 1),
+                }
+                if len(history) > 1
+                else {}
+            ),
         ),
         metrics=Metrics.model_validate({"split": "val", **facts["metrics"]}),
         # The weights' licence as their trainer stamped it: not lineguard's (Apache-2.0); README "Licences".
         license=license or "not stated by the exporter",
-        export=ExportFacts.model_validate({"format": "onnx", "precision": precision, **export,
-                                           "versions": versions()}),
+        export=ExportFacts.model_validate({"format": "onnx", "precision": precision, **export, "versions": versions()}),
         onnx_sha256=file_sha256(file),
         onnx_bytes=file.stat().st_size,
     )
@@ -196,7 +232,7 @@ class OnnxFacts:
 
     input_dtype: str
     opset: int
-    license: str          # the exporter's licence stamp (Ultralytics: AGPL-3.0), "" when there is none
+    license: str  # the exporter's licence stamp (Ultralytics: AGPL-3.0), "" when there is none
 
 
 def _stamp_input(path: Path, mode: str, scaleup: bool) -> OnnxFacts:
@@ -211,9 +247,11 @@ def _stamp_input(path: Path, mode: str, scaleup: bool) -> OnnxFacts:
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
     elem = model.graph.input[0].type.tensor_type.elem_type
-    return OnnxFacts(input_dtype=onnx.helper.tensor_dtype_to_np_dtype(elem).name,
-                     opset=max(o.version for o in model.opset_import if o.domain in {"", "ai.onnx"}),
-                     license=next((p.value for p in model.metadata_props if p.key == "license"), ""))
+    return OnnxFacts(
+        input_dtype=onnx.helper.tensor_dtype_to_np_dtype(elem).name,
+        opset=max(o.version for o in model.opset_import if o.domain in {"", "ai.onnx"}),
+        license=next((p.value for p in model.metadata_props if p.key == "license"), ""),
+    )
 
 
 def _check_loads(path: Path, dtype: str, imgsz: int, batch: int = 1) -> None:
@@ -226,13 +264,24 @@ def _check_loads(path: Path, dtype: str, imgsz: int, batch: int = 1) -> None:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         session.run(None, {session.get_inputs()[0].name: np.zeros((batch, 3, imgsz, imgsz), dtype)})
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise ExportError(f"{path}: exported, but ONNX Runtime (CPU) cannot run it ({type(exc).__name__}: {exc})") \
-            from None
+        raise ExportError(
+            f"{path}: exported, but ONNX Runtime (CPU) cannot run it ({type(exc).__name__}: {exc})"
+        ) from None
 
 
-def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz: int | None = None,
-                opset: int = 17, half: bool = False, device: str = "cpu", card: CardInfo | None = None,
-                dynamic_batch: bool = True, scaleup: bool = True) -> list[ExportedModel]:
+def export_onnx(
+    weights: Path,
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    imgsz: int | None = None,
+    opset: int = 17,
+    half: bool = False,
+    device: str = "cpu",
+    card: CardInfo | None = None,
+    dynamic_batch: bool = True,
+    scaleup: bool = True,
+) -> list[ExportedModel]:
     """weights -> out_dir/<name>.onnx (FP32) and, with half, out_dir/<name>-fp16.onnx, each with its card.
 
     Exports from a copy of the weights so the run folder stays as training left it. On the CPU the FP16 file
@@ -260,14 +309,27 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
         size = int(imgsz or (ckpt.get("train_args") or {}).get("imgsz") or 640)
         classes = [model.names[i] for i in sorted(model.names)]
         # The network's own YAML first: a run continued from earlier weights names a .pt as its model.
-        architecture = str((getattr(model.model, "yaml", None) or {}).get("yaml_file") or
-                           (facts["config"] or {}).get("model_yaml") or
-                           (ckpt.get("train_args") or {}).get("model") or "yolo")
+        architecture = str(
+            (getattr(model.model, "yaml", None) or {}).get("yaml_file")
+            or (facts["config"] or {}).get("model_yaml")
+            or (ckpt.get("train_args") or {}).get("model")
+            or "yolo"
+        )
         input_mode = (facts["config"] or {}).get("input", "image")
         exported = []
         for precision in ("fp32", "fp16") if half else ("fp32",):
-            produced = Path(model.export(format="onnx", imgsz=size, opset=opset, simplify=True, dynamic=dynamic_batch,
-                                         nms=False, device=device, quantize=16 if precision == "fp16" else None))
+            produced = Path(
+                model.export(
+                    format="onnx",
+                    imgsz=size,
+                    opset=opset,
+                    simplify=True,
+                    dynamic=dynamic_batch,
+                    nms=False,
+                    device=device,
+                    quantize=16 if precision == "fp16" else None,
+                )
+            )
             target = out_dir / (f"{name}.onnx" if precision == "fp32" else f"{name}-fp16.onnx")
             shutil.move(produced, target)
             onnx_facts = _stamp_input(target, input_mode, scaleup)
@@ -275,13 +337,26 @@ def export_onnx(weights: Path, out_dir: Path, *, name: str | None = None, imgsz:
                 raise ExportError(f"{target}: asked for opset {opset}, the file has {onnx_facts.opset}")
             _check_loads(target, onnx_facts.input_dtype, size, batch=2 if dynamic_batch else 1)
             target_card = model_card(
-                file=target, precision=precision, input_dtype=onnx_facts.input_dtype,
-                task=model.task, architecture=Path(architecture).stem, classes=classes, imgsz=size, facts=facts,
-                info=info, input_mode=input_mode, scaleup=scaleup, license=onnx_facts.license,
-                export={"opset": onnx_facts.opset, "simplified": True, "dynamic_batch": dynamic_batch,
-                        "device": device,
-                        "weights": str(weights),
-                        "weights_sha256": file_sha256(weights)},
+                file=target,
+                precision=precision,
+                input_dtype=onnx_facts.input_dtype,
+                task=model.task,
+                architecture=Path(architecture).stem,
+                classes=classes,
+                imgsz=size,
+                facts=facts,
+                info=info,
+                input_mode=input_mode,
+                scaleup=scaleup,
+                license=onnx_facts.license,
+                export={
+                    "opset": onnx_facts.opset,
+                    "simplified": True,
+                    "dynamic_batch": dynamic_batch,
+                    "device": device,
+                    "weights": str(weights),
+                    "weights_sha256": file_sha256(weights),
+                },
             )
             exported.append(ExportedModel(target, target_card.write_beside(target), precision, "onnx"))
     return exported
@@ -292,8 +367,13 @@ def nvidia_gpu_name() -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return out or None
@@ -302,13 +382,16 @@ def nvidia_gpu_name() -> str | None:
 def require_gpu() -> str:
     gpu = nvidia_gpu_name()
     if gpu is None:
-        raise ExportError("--tensorrt builds an engine for the GPU it runs on, and this machine has no NVIDIA GPU "
-                          "(nvidia-smi finds none); export ONNX here and build the engine on the GPU machine")
+        raise ExportError(
+            "--tensorrt builds an engine for the GPU it runs on, and this machine has no NVIDIA GPU "
+            "(nvidia-smi finds none); export ONNX here and build the engine on the GPU machine"
+        )
     return gpu
 
 
-def build_tensorrt_engine(onnx_path: Path, engine_path: Path | None = None, *, workspace_mib: int = 4096
-                          ) -> ExportedModel:
+def build_tensorrt_engine(
+    onnx_path: Path, engine_path: Path | None = None, *, workspace_mib: int = 4096
+) -> ExportedModel:
     """An engine built from an exported ONNX by TensorRT's own builder (the inference backend's, so the file
     matches what the service builds; not Ultralytics' .engine, whose metadata header other TensorRT tools
     reject), with a card derived from the ONNX's card. The engine keeps the ONNX's precision (strongly typed):
@@ -336,11 +419,17 @@ def build_tensorrt_engine(onnx_path: Path, engine_path: Path | None = None, *, w
     # The ONNX's card, less its file's facts (onnx_sha256, onnx_bytes: the export section names the ONNX).
     fields = {k: v for k, v in source.model_dump(mode="json", exclude_unset=True).items() if not k.startswith("onnx_")}
     fields["export"] = {
-        **fields.get("export", {}), "format": "tensorrt", "built_from": onnx_path.name,
-        "onnx_sha256": source.onnx_sha256, "tensorrt": trt.__version__, "gpu": gpu,
-        "workspace_mib": workspace_mib, "versions": versions(),
+        **fields.get("export", {}),
+        "format": "tensorrt",
+        "built_from": onnx_path.name,
+        "onnx_sha256": source.onnx_sha256,
+        "tensorrt": trt.__version__,
+        "gpu": gpu,
+        "workspace_mib": workspace_mib,
+        "versions": versions(),
     }
-    card = ModelCard.model_validate({**fields, "engine_sha256": file_sha256(engine_path),
-                                     "engine_bytes": engine_path.stat().st_size})
+    card = ModelCard.model_validate(
+        {**fields, "engine_sha256": file_sha256(engine_path), "engine_bytes": engine_path.stat().st_size}
+    )
     precision = card.export.precision if card.export else None
     return ExportedModel(engine_path, card.write_beside(engine_path), precision or "fp32", "tensorrt")

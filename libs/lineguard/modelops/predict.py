@@ -89,8 +89,9 @@ def detection_records(detections: Detections, classes: Sequence[str]) -> list[di
     return records
 
 
-def prediction_record(image_name: str, width: int, height: int, card: ModelCard, detections: Detections,
-                      *, conf: float, iou: float) -> dict[str, Any]:
+def prediction_record(
+    image_name: str, width: int, height: int, card: ModelCard, detections: Detections, *, conf: float, iou: float
+) -> dict[str, Any]:
     """One image's predictions as plain JSON data (boxes in pixels, x1 y1 top-left, x2 y2 bottom-right)."""
     return {
         "format": PREDICTION_FORMAT,
@@ -108,8 +109,9 @@ def output_path(source: Path, image: Path, out: Path) -> Path:
     return Path(out) / Path(image).relative_to(source).with_suffix(".json")
 
 
-def detect_file(detector: Detector, image_path: Path, *, conf: float, iou: float,
-                reference: np.ndarray | None = None) -> tuple[np.ndarray, Detections]:
+def detect_file(
+    detector: Detector, image_path: Path, *, conf: float, iou: float, reference: np.ndarray | None = None
+) -> tuple[np.ndarray, Detections]:
     """An image file's pixels and what the model finds in them: a paired model compares it with `reference`
     or, without one, reads it as a paired dataset stores it. ImageError naming the file (a reference of
     another size than this image is this image's problem)."""
@@ -121,9 +123,17 @@ def detect_file(detector: Detector, image_path: Path, *, conf: float, iou: float
         raise ImageError(f"{image_path}: {exc}") from None
 
 
-def predict_folder(detector: Detector, source: Path, out: Path, *, conf: float, iou: float,
-                   images: list[Path] | None = None, reference: np.ndarray | None = None,
-                   on_image: Callable[[Path, Skipped | None], None] | None = None) -> PredictSummary:
+def predict_folder(
+    detector: Detector,
+    source: Path,
+    out: Path,
+    *,
+    conf: float,
+    iou: float,
+    images: list[Path] | None = None,
+    reference: np.ndarray | None = None,
+    on_image: Callable[[Path, Skipped | None], None] | None = None,
+) -> PredictSummary:
     """Run the model over every image under `source`, writing one JSON per image under `out`.
 
     A paired model compares every image with `reference` (a golden image registered to them) or,

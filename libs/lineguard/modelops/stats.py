@@ -23,13 +23,13 @@ PERCENTILES: tuple[int, ...] = (0, 10, 50, 90, 100)
 @dataclass
 class SplitStats:
     images: int = 0
-    backgrounds: int = 0                                   # images without objects
+    backgrounds: int = 0  # images without objects
     instances: Counter[str] = field(default_factory=Counter)
-    image_sizes: Counter[tuple[int, int]] = field(default_factory=Counter)   # (width, height) -> images
+    image_sizes: Counter[tuple[int, int]] = field(default_factory=Counter)  # (width, height) -> images
     objects_per_image: list[int] = field(default_factory=list)
     box_widths_px: list[float] = field(default_factory=list)
     box_heights_px: list[float] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)    # image files cv2 cannot decode
+    unreadable: list[str] = field(default_factory=list)  # image files cv2 cannot decode
 
     def size_classes(self) -> dict[str, int]:
         areas = np.asarray(self.box_widths_px) * np.asarray(self.box_heights_px)
@@ -63,8 +63,11 @@ def read_data_yaml(data_yaml: Path) -> tuple[Path, tuple[str, ...], dict[str, li
     if not isinstance(data, dict) or "names" not in data:
         raise DatasetError(f"{data_yaml}: expected a mapping with 'names' (and train / val)")
     raw_names = data["names"]
-    names = tuple(str(raw_names[k]) for k in sorted(raw_names)) if isinstance(raw_names, dict) \
+    names = (
+        tuple(str(raw_names[k]) for k in sorted(raw_names))
+        if isinstance(raw_names, dict)
         else tuple(str(n) for n in raw_names)
+    )
     root = Path(data.get("path") or data_yaml.parent)
     if not root.is_absolute():
         root = (data_yaml.parent / root).resolve()

@@ -14,6 +14,7 @@ on what machine, how long, which epochs) and the final validation metrics. The e
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -47,21 +48,21 @@ class SessionTimeUp(Exception):
 @dataclass(frozen=True)
 class TrainConfig:
     data_yaml: Path
-    model_yaml: str = "yolo11n.yaml"      # architecture (from scratch; -seg for masks) or a .pt to continue from
+    model_yaml: str = "yolo11n.yaml"  # architecture (from scratch; -seg for masks) or a .pt to continue from
     imgsz: int = 640
     epochs: int = 100
-    time_hours: float | None = None       # budget for the whole run: Ultralytics refits the epoch count to it
+    time_hours: float | None = None  # budget for the whole run: Ultralytics refits the epoch count to it
     batch: int = 16
-    workers: int | None = None            # data loader processes; None = 0 on the CPU, up to 8 on a GPU
+    workers: int | None = None  # data loader processes; None = 0 on the CPU, up to 8 on a GPU
     fraction: float = 1.0
     seed: int = 0
     deterministic: bool = True
-    device: str = "cpu"                   # "0" (or "0,1") for GPUs: nothing else changes
-    threads: int = 0                      # torch CPU threads; 0 = every core (Ultralytics alone keeps one free)
+    device: str = "cpu"  # "0" (or "0,1") for GPUs: nothing else changes
+    threads: int = 0  # torch CPU threads; 0 = every core (Ultralytics alone keeps one free)
     stop_after_hours: float | None = None  # end this session at the first epoch end past it; resume later
     lighting: LightingAugmentation = field(default_factory=LightingAugmentation)
-    input: str = "image"                  # or "paired" (lineguard.vision.paired): from data.yaml's lineguard_input
-    extra: dict = field(default_factory=dict)   # any other Ultralytics train argument
+    input: str = "image"  # or "paired" (lineguard.vision.paired): from data.yaml's lineguard_input
+    extra: dict = field(default_factory=dict)  # any other Ultralytics train argument
 
     @property
     def continues(self) -> bool:
@@ -74,13 +75,13 @@ class CardInfo:
     model_id: str
     version: str
     dataset_source: str = ""
-    machine: str = ""                     # default: the machines the run record names
+    machine: str = ""  # default: the machines the run record names
     description: str = ""
 
 
 @dataclass(frozen=True)
 class EpochReport:
-    epoch: int                            # 1-based
+    epoch: int  # 1-based
     epochs: int
     seconds: float
     losses: dict[str, float]
@@ -92,7 +93,7 @@ class TrainResult:
     run_dir: Path
     best: Path
     last: Path
-    status: str                           # finished | stopped (session time budget; resumable)
+    status: str  # finished | stopped (session time budget; resumable)
     epochs_done: int
     epochs: int
     metrics: dict[str, Any]
@@ -101,8 +102,9 @@ class TrainResult:
 def require_train_extra() -> None:
     missing = [m for m in TRAIN_EXTRA_MODULES if importlib.util.find_spec(m) is None]
     if missing:
-        raise TrainExtraMissing(f"training needs {', '.join(missing)}: install lineguard[train] "
-                                "(pip install 'lineguard[train]')")
+        raise TrainExtraMissing(
+            f"training needs {', '.join(missing)}: install lineguard[train] (pip install 'lineguard[train]')"
+        )
 
 
 def offline_ultralytics(run_dir: Path) -> None:
@@ -123,10 +125,8 @@ def versions() -> dict[str, str]:
 
     found = {"python": platform.python_version()}
     for name in ("ultralytics", "torch", "onnx", "onnxslim", "onnxruntime", "tensorrt"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return found
 
 
@@ -138,8 +138,11 @@ def machine_of(device: Any) -> str:
         return f"GPU {torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
     cpu = platform.processor() or platform.machine()
     try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
@@ -192,9 +195,10 @@ def _trainer_class(task: str, lighting: LightingAugmentation, paired: bool) -> t
 
                 def with_lighting(transforms):
                     # before the final Format step, after mosaic / HSV: the pixels the model will see
-                    transforms.insert(len(transforms.transforms) - 1,
-                                      BrightnessContrast(lighting.brightness, lighting.contrast, lighting.p,
-                                                         paired))
+                    transforms.insert(
+                        len(transforms.transforms) - 1,
+                        BrightnessContrast(lighting.brightness, lighting.contrast, lighting.p, paired),
+                    )
                     return transforms
 
                 dataset.build_transforms = lambda hyp: with_lighting(own(hyp))
@@ -205,8 +209,9 @@ def _trainer_class(task: str, lighting: LightingAugmentation, paired: bool) -> t
 
 
 def _ultralytics_args(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
-    workers = config.workers if config.workers is not None else (0 if config.device == "cpu" else
-                                                                 min(8, os.cpu_count() or 1))
+    workers = (
+        config.workers if config.workers is not None else (0 if config.device == "cpu" else min(8, os.cpu_count() or 1))
+    )
     return {
         "data": str(Path(config.data_yaml).resolve()),
         "imgsz": config.imgsz,
@@ -220,8 +225,8 @@ def _ultralytics_args(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
         "device": config.device,
         # Ultralytics drops a .pt model's weights when pretrained is False: only from-scratch runs say so.
         "pretrained": config.continues,
-        "amp": False,         # the AMP check downloads weights; set extra amp=True on a GPU with network
-        "plots": False,       # plotting downloads a font
+        "amp": False,  # the AMP check downloads weights; set extra amp=True on a GPU with network
+        "plots": False,  # plotting downloads a font
         "project": str(run_dir.parent),
         "name": run_dir.name,
         "exist_ok": True,
@@ -270,11 +275,20 @@ def config_from_record(record: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**raw)
 
 
-def _session(model: Any, config: TrainConfig, run_dir: Path, record: dict[str, Any], train_args: dict[str, Any],
-             on_epoch: Callable[[EpochReport], None] | None) -> TrainResult:
+def _session(
+    model: Any,
+    config: TrainConfig,
+    run_dir: Path,
+    record: dict[str, Any],
+    train_args: dict[str, Any],
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> TrainResult:
     """One training session: the callbacks that keep the record, report epochs and stop on the session budget."""
-    session: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "wall_seconds": 0.0,
-                               "status": "running"}
+    session: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wall_seconds": 0.0,
+        "status": "running",
+    }
     record.setdefault("sessions", []).append(session)
     record["status"] = "running"
     started = time.monotonic()
@@ -310,15 +324,23 @@ def _session(model: Any, config: TrainConfig, run_dir: Path, record: dict[str, A
         record["epochs"] = trainer.epochs
         _write_record(run_dir, record)
         if on_epoch is not None:
-            losses = {k: round(float(v), 4) for k, v in (trainer.tloss or {}).items()} \
-                if isinstance(trainer.tloss, dict) else {}
-            on_epoch(EpochReport(trainer.epoch + 1, trainer.epochs, now - state["epoch_started"], losses,
-                                 {k: round(float(v), 4) for k, v in (trainer.metrics or {}).items()
-                                  if k.startswith("metrics/")}))
+            losses = (
+                {k: round(float(v), 4) for k, v in (trainer.tloss or {}).items()}
+                if isinstance(trainer.tloss, dict)
+                else {}
+            )
+            on_epoch(
+                EpochReport(
+                    trainer.epoch + 1,
+                    trainer.epochs,
+                    now - state["epoch_started"],
+                    losses,
+                    {k: round(float(v), 4) for k, v in (trainer.metrics or {}).items() if k.startswith("metrics/")},
+                )
+            )
         state["epoch_started"] = now
         budget = config.stop_after_hours
-        if (budget and now - started > budget * 3600 and trainer.epoch + 1 < trainer.epochs
-                and not trainer.stop):
+        if budget and now - started > budget * 3600 and trainer.epoch + 1 < trainer.epochs and not trainer.stop:
             raise SessionTimeUp
 
     model.add_callback("on_pretrain_routine_start", on_pretrain_start)
@@ -331,8 +353,9 @@ def _session(model: Any, config: TrainConfig, run_dir: Path, record: dict[str, A
     except SessionTimeUp:
         status = "stopped"
     except BaseException as exc:
-        session["status"] = record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) \
-            else f"failed: {type(exc).__name__}: {exc}"
+        session["status"] = record["status"] = (
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {type(exc).__name__}: {exc}"
+        )
         session["wall_seconds"] = round(time.monotonic() - started, 1)
         _write_record(run_dir, record)
         raise
@@ -342,23 +365,30 @@ def _session(model: Any, config: TrainConfig, run_dir: Path, record: dict[str, A
             if status == "stopped" and hasattr(loader, "close"):
                 loader.close()
     trainer = model.trainer
-    session.update(status=status, finished=datetime.now(UTC).isoformat(timespec="seconds"),
-                   wall_seconds=round(time.monotonic() - started, 1))
+    session.update(
+        status=status,
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        wall_seconds=round(time.monotonic() - started, 1),
+    )
     record["status"] = status
     record["wall_seconds"] = round(sum(s.get("wall_seconds", 0.0) for s in record["sessions"]), 1)
     if status == "finished":
         record["epochs_done"] = int(trainer.epoch) + 1
-        record["metrics"] = {"split": "val", "weights": "best.pt",
-                             **metrics_of(trainer.metrics, trainer.validator)}
+        record["metrics"] = {"split": "val", "weights": "best.pt", **metrics_of(trainer.metrics, trainer.validator)}
     _write_record(run_dir, record)
     weights = run_dir / "weights"
-    return TrainResult(run_dir=run_dir, best=weights / "best.pt", last=weights / "last.pt", status=status,
-                       epochs_done=int(record.get("epochs_done", 0)), epochs=int(record.get("epochs", 0)),
-                       metrics=record.get("metrics", {}))
+    return TrainResult(
+        run_dir=run_dir,
+        best=weights / "best.pt",
+        last=weights / "last.pt",
+        status=status,
+        epochs_done=int(record.get("epochs_done", 0)),
+        epochs=int(record.get("epochs", 0)),
+        metrics=record.get("metrics", {}),
+    )
 
 
-def train(config: TrainConfig, run_dir: Path, *, on_epoch: Callable[[EpochReport], None] | None = None
-          ) -> TrainResult:
+def train(config: TrainConfig, run_dir: Path, *, on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
     """A new run in run_dir (which must not hold one already: resume it instead)."""
     require_train_extra()
     run_dir = Path(run_dir).resolve()
@@ -378,20 +408,26 @@ def train(config: TrainConfig, run_dir: Path, *, on_epoch: Callable[[EpochReport
     record: dict[str, Any] = {
         "format": 1,
         "task": model.task,
-        "architecture": Path(str((getattr(model.model, "yaml", None) or {}).get("yaml_file") or
-                                 config.model_yaml)).stem,
+        "architecture": Path(
+            str((getattr(model.model, "yaml", None) or {}).get("yaml_file") or config.model_yaml)
+        ).stem,
         "config": asdict(config),
         "ultralytics_args": _ultralytics_args(config, run_dir),
-        "dataset": {"data_yaml": str(Path(config.data_yaml).resolve()), "names": list(names),
-                    "labels_sha256": labels_sha256(root)},
+        "dataset": {
+            "data_yaml": str(Path(config.data_yaml).resolve()),
+            "names": list(names),
+            "labels_sha256": labels_sha256(root),
+        },
         "versions": versions(),
     }
     if config.continues:
         # Continued from earlier weights: which ones, so the card can say the model's whole history.
         from lineguard.hashing import file_sha256
 
-        record["initial_weights"] = {"path": str(Path(config.model_yaml).resolve()),
-                                     "sha256": file_sha256(Path(config.model_yaml))}
+        record["initial_weights"] = {
+            "path": str(Path(config.model_yaml).resolve()),
+            "sha256": file_sha256(Path(config.model_yaml)),
+        }
     return _session(model, config, run_dir, record, record["ultralytics_args"], on_epoch)
 
 
@@ -407,8 +443,14 @@ def input_mode_of(data_yaml: Path) -> str:
     return mode
 
 
-def resume(run_dir: Path, *, device: str | None = None, stop_after_hours: float | None = None,
-           workers: int | None = None, on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+def resume(
+    run_dir: Path,
+    *,
+    device: str | None = None,
+    stop_after_hours: float | None = None,
+    workers: int | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TrainResult:
     """Continue the run in run_dir from weights/last.pt with its recorded config (the folder may have moved,
     e.g. to a GPU machine and back); device, workers and the session budget may change."""
     require_train_extra()
@@ -425,11 +467,16 @@ def resume(run_dir: Path, *, device: str | None = None, stop_after_hours: float 
 
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
-        raise RunError(f"{run_dir}: training finished ({record.get('epochs_done')} of {record.get('epochs')} epochs); "
-                       "nothing to resume. Start a new run to train longer")
+        raise RunError(
+            f"{run_dir}: training finished ({record.get('epochs_done')} of {record.get('epochs')} epochs); "
+            "nothing to resume. Start a new run to train longer"
+        )
     config = config_from_record(record)
-    changes = {k: v for k, v in (("device", device), ("stop_after_hours", stop_after_hours), ("workers", workers))
-               if v is not None}
+    changes = {
+        k: v
+        for k, v in (("device", device), ("stop_after_hours", stop_after_hours), ("workers", workers))
+        if v is not None
+    }
     config = replace(config, **changes)
     record.setdefault("resumed_with", []).append(changes)
     args = _ultralytics_args(config, run_dir)

@@ -28,8 +28,8 @@ class Deadlines(Generic[K]):
         self.clock = clock
         self.per_second = per_second
         self._heap: list[tuple[float, int, K]] = []
-        self._live: dict[K, tuple[float, int]] = {}   # each id's current (when, entry number)
-        self._numbers = itertools.count()             # ties broken by insertion order; ids never compared
+        self._live: dict[K, tuple[float, int]] = {}  # each id's current (when, entry number)
+        self._numbers = itertools.count()  # ties broken by insertion order; ids never compared
         self._wake = asyncio.Event()
 
     def __len__(self) -> int:
@@ -59,7 +59,7 @@ class Deadlines(Generic[K]):
     def next(self) -> float | None:
         """The earliest deadline, None when there is none."""
         while self._heap and self._dropped(self._heap[0]):
-            heapq.heappop(self._heap)   # cancelled or moved: its entry is dropped when it reaches the top
+            heapq.heappop(self._heap)  # cancelled or moved: its entry is dropped when it reaches the top
         return self._heap[0][0] if self._heap else None
 
     def due(self, now: float | None = None) -> list[K]:

@@ -43,15 +43,18 @@ class HealthServer:
             elif path == "/readyz":
                 ok = self._ready()
                 status = 200 if ok else 503
-                body = (b"ready\n" if ok else f"not ready: {self._detail()}\n".encode())
+                body = b"ready\n" if ok else f"not ready: {self._detail()}\n".encode()
                 ctype = "text/plain"
             else:
                 status, body, ctype = 404, b"not found\n", "text/plain"
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()

@@ -15,6 +15,7 @@ DEAD_LETTERS = Counter("lineguard_dead_letters_total", "Messages sent to the dea
 PUBLISHED = Counter("lineguard_published_total", "Messages published", ["service", "subject_kind"])
 READY = Gauge("lineguard_ready", "1 when the service is ready to serve", ["service"])
 STALE_SKIPPED = Counter(
-    "lineguard_stale_skipped_total", "Parts skipped because their verdict was already due (the service was behind)",
+    "lineguard_stale_skipped_total",
+    "Parts skipped because their verdict was already due (the service was behind)",
     ["service", "kind"],
 )

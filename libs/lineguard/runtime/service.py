@@ -55,11 +55,25 @@ class ServiceContext:
     def settings(self) -> ServiceSettings:
         return getattr(self.config.services, self.name)
 
-    def consume(self, kind: str, message_type: type[Message], handler: Handler[Any], *,
-                max_ack_pending: int = 1000, retry_forever: bool = False) -> Worker[Any]:
+    def consume(
+        self,
+        kind: str,
+        message_type: type[Message],
+        handler: Handler[Any],
+        *,
+        max_ack_pending: int = 1000,
+        retry_forever: bool = False,
+    ) -> Worker[Any]:
         """Handle every `lg.<kind>.<line>.*` message with `handler` (see lineguard.bus.worker)."""
-        worker = Worker(self.bus, kind=kind, line=self.config.line, message_type=message_type, handler=handler,
-                        max_ack_pending=max_ack_pending, retry_forever=retry_forever)
+        worker = Worker(
+            self.bus,
+            kind=kind,
+            line=self.config.line,
+            message_type=message_type,
+            handler=handler,
+            max_ack_pending=max_ack_pending,
+            retry_forever=retry_forever,
+        )
         self.workers.append(worker)
         return worker
 
@@ -82,23 +96,33 @@ class ServiceContext:
         if recipe is None or not past_deadline(part, recipe.deadline_ms):
             return False
         STALE_SKIPPED.labels(self.name, delivery.kind).inc()
-        log.warning("skipping a part whose verdict is already due", kind=delivery.kind,
-                    late_ms=round((now_ns() - part.triggered_unix_ns) / 1e6 - recipe.deadline_ms, 1))
+        log.warning(
+            "skipping a part whose verdict is already due",
+            kind=delivery.kind,
+            late_ms=round((now_ns() - part.triggered_unix_ns) / 1e6 - recipe.deadline_ms, 1),
+        )
         return True
 
     async def publish(self, kind: str, message: Message, *, stage: str | None = None) -> None:
         """Publish a message about one part to `lg.<kind>.<line>.<station>`, id'd by inspection + stage."""
         part = message.part  # type: ignore[attr-defined]
-        await self.bus.publish(subject(kind, part.line, part.station), message,
-                               msg_id=msg_id(part.inspection_id, stage or kind))
+        await self.bus.publish(
+            subject(kind, part.line, part.station), message, msg_id=msg_id(part.inspection_id, stage or kind)
+        )
         PUBLISHED.labels(self.name, kind).inc()
 
 
 Setup = Callable[[ServiceContext], Awaitable[None]]
 
 
-async def run_service(name: str, config: LineConfig, setup: Setup, *,
-                      stopping: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
+async def run_service(
+    name: str,
+    config: LineConfig,
+    setup: Setup,
+    *,
+    stopping: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
     """Run one service until SIGTERM / SIGINT (or until `stopping` is set); `ready` is set once it serves."""
     bus = await Bus.connect(config.nats, name)
     # The stop asked for; ctx.stopping is set once the service's before_stop steps are done.
@@ -162,8 +186,16 @@ async def _heartbeat(ctx: ServiceContext) -> None:
     while not ctx.stopping.is_set():
         seq += 1
         status = HealthStatus.HEALTH_STATUS_DEGRADED if ctx.degraded else HealthStatus.HEALTH_STATUS_OK
-        beat = Heartbeat(service=ctx.name, instance=instance, line=ctx.config.line, sequence=seq,
-                         sent_unix_ns=now_ns(), status=status, version=__version__, detail=ctx.detail)
+        beat = Heartbeat(
+            service=ctx.name,
+            instance=instance,
+            line=ctx.config.line,
+            sequence=seq,
+            sent_unix_ns=now_ns(),
+            status=status,
+            version=__version__,
+            detail=ctx.detail,
+        )
         with contextlib.suppress(Exception):  # a missed heartbeat is not worth stopping for
             await ctx.bus.publish(subj, beat, msg_id=f"hb:{instance}:{seq}")
         with contextlib.suppress(asyncio.TimeoutError):
@@ -176,8 +208,12 @@ def service_main(name: str, setup: Setup) -> None:
 
     @app.command()
     def _main(
-        config: Annotated[Path | None, typer.Option("--config", "-c", help="the line's YAML (default $LINEGUARD_CONFIG)")] = None,
-        validate_config: Annotated[bool, typer.Option("--validate-config", help="check the configuration and exit")] = False,
+        config: Annotated[
+            Path | None, typer.Option("--config", "-c", help="the line's YAML (default $LINEGUARD_CONFIG)")
+        ] = None,
+        validate_config: Annotated[
+            bool, typer.Option("--validate-config", help="check the configuration and exit")
+        ] = False,
     ) -> None:
         try:
             cfg = load_config(config)
@@ -192,7 +228,7 @@ def service_main(name: str, setup: Setup) -> None:
             asyncio.run(run_service(name, cfg, setup))
         except KeyboardInterrupt:
             pass
-        except Exception as exc:  # noqa: BLE001 - one JSON log line with the cause, then exit 1
+        except Exception as exc:
             log.exception("service failed", error=f"{type(exc).__name__}: {exc}")
             raise typer.Exit(1) from None
 

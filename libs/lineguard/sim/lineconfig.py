@@ -10,18 +10,21 @@ import yaml
 from lineguard.contracts import SERIAL_PATTERN
 
 
-def demo_config_dict(*, nats_url: str, database_url: str, opcua_endpoint: str, parts_rate: float | None = None,
-                     deadline_ms: int = 3000) -> dict[str, Any]:
+def demo_config_dict(
+    *, nats_url: str, database_url: str, opcua_endpoint: str, parts_rate: float | None = None, deadline_ms: int = 3000
+) -> dict[str, Any]:
     """One line, one station, the packaged sample boards and model."""
     return {
         "line": "l1",
         "nats": {"url": nats_url},
-        "stations": [{
-            "id": "s1",
-            "recipe": "pcb-a",
-            "camera": {"kind": "simulator", "px_per_mm": 48.0, "stamp_serial": True},
-            "plc": {"protocol": "opcua", "endpoint": opcua_endpoint},
-        }],
+        "stations": [
+            {
+                "id": "s1",
+                "recipe": "pcb-a",
+                "camera": {"kind": "simulator", "px_per_mm": 48.0, "stamp_serial": True},
+                "plc": {"protocol": "opcua", "endpoint": opcua_endpoint},
+            }
+        ],
         "recipes": {
             "pcb-a": {
                 "version": "1",

@@ -9,6 +9,7 @@ every result. `lineguard demo` and the end-to-end tests drive the line with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import time
@@ -18,8 +19,8 @@ from typing import Any
 
 from asyncua import Client, Node, ua
 
-from lineguard.contracts import verdict_name
 from lineguard.contracts import opcua as contract
+from lineguard.contracts import verdict_name
 
 # Results reach the PLC within this of the gateway emitting them; the keep-alive counts are in these periods.
 PUBLISHING_INTERVAL_MS = 10
@@ -40,8 +41,8 @@ class PlcResult:
 @dataclass
 class PlcRunReport:
     results: list[PlcResult] = field(default_factory=list)  # the first result of each trigger, in sequence order
-    missing: list[int] = field(default_factory=list)        # sequences with no result in time
-    duplicates: list[int] = field(default_factory=list)     # sequences with more than one result
+    missing: list[int] = field(default_factory=list)  # sequences with no result in time
+    duplicates: list[int] = field(default_factory=list)  # sequences with more than one result
     unexpected: list[PlcResult] = field(default_factory=list)  # results for inspections it never triggered
     p50_s: float = math.nan
     p99_s: float = math.nan
@@ -70,8 +71,7 @@ class _Sent:
 class SimulatedPlc:
     """`async with SimulatedPlc(endpoint, station="s1") as plc: report = await plc.run(20, rate_hz=10)`."""
 
-    def __init__(self, endpoint: str, station: str = "s1", *, connect_timeout_s: float = 30.0,
-                 first_sequence: int = 1):
+    def __init__(self, endpoint: str, station: str = "s1", *, connect_timeout_s: float = 30.0, first_sequence: int = 1):
         self.endpoint = endpoint
         self.station = station
         self.connect_timeout_s = connect_timeout_s
@@ -107,18 +107,20 @@ class SimulatedPlc:
             try:
                 await client.connect()
                 break
-            except (OSError, asyncio.TimeoutError, ua.UaError) as exc:
+            except (TimeoutError, OSError, ua.UaError) as exc:
                 if time.monotonic() > deadline:
-                    raise ConnectionError(f"no OPC UA server at {self.endpoint} after {self.connect_timeout_s:g} s: "
-                                          f"{exc!r}") from exc
+                    raise ConnectionError(
+                        f"no OPC UA server at {self.endpoint} after {self.connect_timeout_s:g} s: {exc!r}"
+                    ) from exc
                 await asyncio.sleep(0.2)
         self._client = client
         try:
             idx = await client.get_namespace_index(contract.NAMESPACE_URI)
         except ValueError:
             await client.disconnect()
-            raise ConnectionError(f"{self.endpoint} is not a lineguard gateway: no namespace "
-                                  f"{contract.NAMESPACE_URI}") from None
+            raise ConnectionError(
+                f"{self.endpoint} is not a lineguard gateway: no namespace {contract.NAMESPACE_URI}"
+            ) from None
         self._station_node = client.get_node(ua.NodeId(contract.station_path(self.station), idx))
         self._trigger_node = client.get_node(ua.NodeId(contract.node_path(self.station, contract.TRIGGER_METHOD), idx))
         try:
@@ -128,8 +130,12 @@ class SimulatedPlc:
             raise ConnectionError(f"the gateway at {self.endpoint} serves no station {self.station!r}") from None
         event_type = client.get_node(ua.NodeId(contract.EVENT_TYPE, idx))
         params = ua.CreateSubscriptionParameters(
-            RequestedPublishingInterval=PUBLISHING_INTERVAL_MS, RequestedLifetimeCount=3000,
-            RequestedMaxKeepAliveCount=500, MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0,
+            RequestedPublishingInterval=PUBLISHING_INTERVAL_MS,
+            RequestedLifetimeCount=3000,
+            RequestedMaxKeepAliveCount=500,
+            MaxNotificationsPerPublish=0,
+            PublishingEnabled=True,
+            Priority=0,
         )
         subscription = await client.create_subscription(params, self)
         await subscription.subscribe_events(self._station_node, event_type, queuesize=0xFFFFFFFF)
@@ -171,8 +177,14 @@ class SimulatedPlc:
         self._sent.setdefault(inspection_id, _Sent(sequence, called_at))
         return inspection_id
 
-    async def run(self, parts: int, rate_hz: float, on_result: ResultCallback | None = None,
-                  result_timeout_s: float = 30.0, settle_s: float = 0.2) -> PlcRunReport:
+    async def run(
+        self,
+        parts: int,
+        rate_hz: float,
+        on_result: ResultCallback | None = None,
+        result_timeout_s: float = 30.0,
+        settle_s: float = 0.2,
+    ) -> PlcRunReport:
         """Trigger `parts` parts `rate_hz` per second, then wait for their results.
 
         Returns when every part has a result (plus `settle_s` to catch duplicates), or
@@ -195,10 +207,8 @@ class SimulatedPlc:
             return wanted <= {r.inspection_id for _, r in self._received}
 
         async with self._arrived:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait_for(all_in), timeout=result_timeout_s)
-            except asyncio.TimeoutError:
-                pass
         await asyncio.sleep(settle_s)
         self._on_result = None
         return self._report(ids, self._received[first_received:])

@@ -22,15 +22,29 @@ def template_bytes(stem: str = "00041000") -> bytes:
     return (SAMPLE_BOARDS / f"{stem}_temp.jpg").read_bytes()
 
 
-def board_frame(seq: int, stem: str = "00041000", *, data: bytes | None = None, reference: bytes | None = None,
-                recipe: str = "pcb-a", px_per_mm: float = 48.0) -> Frame:
+def board_frame(
+    seq: int,
+    stem: str = "00041000",
+    *,
+    data: bytes | None = None,
+    reference: bytes | None = None,
+    recipe: str = "pcb-a",
+    px_per_mm: float = 48.0,
+) -> Frame:
     """Board `stem` as part `seq` of line l1, station s1 (the demo config's); `data` replaces the image bytes
     (a bad frame), `reference` the template (b"" for none)."""
     part = Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id=recipe, sequence=seq)
     reference = template_bytes(stem) if reference is None else reference
-    return Frame(part=part, encoding="jpeg", data=board_bytes(stem) if data is None else data, width=640,
-                 height=640, px_per_mm=px_per_mm, reference_data=reference,
-                 reference_encoding="jpeg" if reference else "")
+    return Frame(
+        part=part,
+        encoding="jpeg",
+        data=board_bytes(stem) if data is None else data,
+        width=640,
+        height=640,
+        px_per_mm=px_per_mm,
+        reference_data=reference,
+        reference_encoding="jpeg" if reference else "",
+    )
 
 
 def deeppcb_layout(dst: Path) -> Path:
@@ -58,7 +72,12 @@ def write_model_input(stem: str, kind: str, dst_dir: Path, *, paired: bool) -> P
     dst_dir.mkdir(parents=True, exist_ok=True)
     if not paired:
         return Path(shutil.copyfile(SAMPLE_BOARDS / f"{stem}_{kind}.jpg", dst_dir / f"{stem}_{kind}.jpg"))
-    pair = DeepPCBPair(group=f"group{stem[:5]}", stem=stem, test_image=SAMPLE_BOARDS / f"{stem}_test.jpg",
-                       template_image=SAMPLE_BOARDS / f"{stem}_temp.jpg", annotation=SAMPLE_BOARDS / f"{stem}.txt")
+    pair = DeepPCBPair(
+        group=f"group{stem[:5]}",
+        stem=stem,
+        test_image=SAMPLE_BOARDS / f"{stem}_test.jpg",
+        template_image=SAMPLE_BOARDS / f"{stem}_temp.jpg",
+        annotation=SAMPLE_BOARDS / f"{stem}.txt",
+    )
     write_paired(pair, dst_dir, good=kind == "temp")
     return dst_dir / f"{stem}_{kind}.png"

@@ -23,8 +23,8 @@ class Gateway:
     config: LineConfig
     endpoint: str
     bus: Bus
-    stopping: asyncio.Event    # set to ask the gateway to stop
-    service: asyncio.Task      # the gateway itself
+    stopping: asyncio.Event  # set to ask the gateway to stop
+    service: asyncio.Task  # the gateway itself
 
 
 async def service_ready(bus: Bus, service: asyncio.Task, timeout: float = 60.0) -> None:
@@ -36,13 +36,20 @@ async def service_ready(bus: Bus, service: asyncio.Task, timeout: float = 60.0) 
         try:
             await bus.js.consumer_info(stream_name("decision"), "gateway-decision")
             return
-        except Exception:  # not yet
+        except Exception:  # noqa: BLE001 - not yet: the consumer is made when the gateway is ready
             await asyncio.sleep(0.1)
     raise AssertionError("the gateway did not get ready in time")
 
 
-async def find(bus: Bus, kind: str, message_type: type[Message], match: Callable[[Any], bool],
-               *, subj: str | None = None, timeout: float = 10.0) -> list:
+async def find(
+    bus: Bus,
+    kind: str,
+    message_type: type[Message],
+    match: Callable[[Any], bool],
+    *,
+    subj: str | None = None,
+    timeout: float = 10.0,
+) -> list:
     """Every stored `kind` message that `match`es, waiting until there is at least one. `match` sees the decoded
     message, or for "dead" the raw one (its headers say why it died)."""
     sub = await bus.js.pull_subscribe(subj or f"lg.{kind}.>", stream=stream_name(kind))
@@ -52,7 +59,7 @@ async def find(bus: Bus, kind: str, message_type: type[Message], match: Callable
         while not found and time.monotonic() < deadline:
             try:
                 msgs = await sub.fetch(100, timeout=0.3)
-            except Exception:  # nothing new yet
+            except Exception:  # noqa: BLE001 - nothing new yet
                 continue
             for msg in msgs:
                 await msg.ack()
@@ -71,7 +78,7 @@ async def find(bus: Bus, kind: str, message_type: type[Message], match: Callable
 async def publish_decision(bus: Bus, part: Part, verdict: Verdict, *reasons: str) -> Decision:
     decision = Decision(verdict=verdict, reason_codes=list(reasons))
     decision.part.CopyFrom(part)
-    await bus.publish(subject("decision", part.line, part.station), decision,
-                      msg_id=msg_id(part.inspection_id, "decision"))
+    await bus.publish(
+        subject("decision", part.line, part.station), decision, msg_id=msg_id(part.inspection_id, "decision")
+    )
     return decision
-

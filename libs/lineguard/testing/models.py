@@ -18,8 +18,9 @@ SIDE = 32
 MODEL_ID = "deeppcb-yolo11n"
 
 
-def tiny_model(path: Path, *, batch: int | str, segment: bool = False,
-               scores: tuple[float, float] = (0.05, 0.9)) -> Path:
+def tiny_model(
+    path: Path, *, batch: int | str, segment: bool = False, scores: tuple[float, float] = (0.05, 0.9)
+) -> Path:
     """A YOLO-shaped ONNX of a few convolutions, with a card: 2 classes, 16 anchors on a 32 px input.
 
     Every anchor says: box cx, cy, w, h = 16, 16, 8, 8, class 1 at 0.9; a -seg model adds 2 mask
@@ -37,21 +38,35 @@ def tiny_model(path: Path, *, batch: int | str, segment: bool = False,
         helper.make_node("Conv", ["images", "w", "b"], ["grid"], strides=[8, 8]),
         helper.make_node("Reshape", ["grid", "shape"], ["output0"]),
     ]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-             numpy_helper.from_array(np.array([0, rows, -1], np.int64), "shape")]
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array(np.array([0, rows, -1], np.int64), "shape"),
+    ]
     outputs = [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, rows, 16])]
     if segment:
         nodes.append(helper.make_node("Conv", ["images", "pw", "pb"], ["output1"], strides=[4, 4]))
-        inits += [numpy_helper.from_array(np.zeros((2, 3, 4, 4), np.float32), "pw"),
-                  numpy_helper.from_array(np.array([5, 0], np.float32), "pb")]
+        inits += [
+            numpy_helper.from_array(np.zeros((2, 3, 4, 4), np.float32), "pw"),
+            numpy_helper.from_array(np.array([5, 0], np.float32), "pb"),
+        ]
         outputs.append(helper.make_tensor_value_info("output1", TensorProto.FLOAT, [batch, 2, 8, 8]))
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
-                                                                            [batch, 3, SIDE, SIDE])],
-                              outputs, inits)
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, SIDE, SIDE])],
+        outputs,
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(model, str(path))
-    card = {"model_id": "tiny", "version": "1", "classes": ["open", "short"], "input": {"width": SIDE},
-            "task": "segment" if segment else "detect"}
+    card = {
+        "model_id": "tiny",
+        "version": "1",
+        "classes": ["open", "short"],
+        "input": {"width": SIDE},
+        "task": "segment" if segment else "detect",
+    }
     path.with_suffix(".json").write_text(json.dumps(card))
     return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -16,10 +17,8 @@ async def collect(bus: Bus, subject: str, stream: str, count: int, timeout: floa
     try:
         async with asyncio.timeout(timeout):
             while len(got) < count:
-                try:
+                with contextlib.suppress(NatsTimeoutError, TimeoutError):
                     got += await sub.fetch(count - len(got), timeout=0.5)
-                except (NatsTimeoutError, TimeoutError):
-                    pass
     finally:
         await sub.unsubscribe()
     return got

@@ -28,8 +28,20 @@ from lineguard.vision.paired import INPUT_MODES
 TASKS = ("detect", "segment")
 _SHA256 = r"^[0-9a-f]{64}$"
 
-__all__ = ["TASKS", "DatasetFacts", "Evaluation", "ExportFacts", "InputSpec", "Metrics", "ModelCard", "OutputSpec",
-           "TrainingRecord", "TrainingStage", "card_input_size", "card_path"]
+__all__ = [
+    "TASKS",
+    "DatasetFacts",
+    "Evaluation",
+    "ExportFacts",
+    "InputSpec",
+    "Metrics",
+    "ModelCard",
+    "OutputSpec",
+    "TrainingRecord",
+    "TrainingStage",
+    "card_input_size",
+    "card_path",
+]
 
 
 def card_path(model_path: Path) -> Path:

@@ -36,11 +36,17 @@ class Prepared:
     tensor: np.ndarray
     placement: Letterbox
     offset: tuple[int, int]
-    marks: tuple[int, int]   # when preprocessing began and ended
+    marks: tuple[int, int]  # when preprocessing began and ended
 
 
-def prepare(detector: Detector, image: np.ndarray, roi: ROI | None = None,
-            reference: np.ndarray | None = None, *, align_px: int = 0) -> Prepared:
+def prepare(
+    detector: Detector,
+    image: np.ndarray,
+    roi: ROI | None = None,
+    reference: np.ndarray | None = None,
+    *,
+    align_px: int = 0,
+) -> Prepared:
     """Crop to `roi` (ImageError when it is not a region of the image) and letterbox for the model.
 
     A paired model (card input mode "paired") needs the part's `reference`, registered to `image`: the
@@ -52,13 +58,16 @@ def prepare(detector: Detector, image: np.ndarray, roi: ROI | None = None,
     size, scaleup = detector.card.input_size, detector.card.scaleup
     if detector.card.input_mode == "paired":
         if reference is None:
-            raise ImageError(f"model {detector.card.model_id} {detector.card.version} compares each image with "
-                             "the part's reference image, and none was given")
+            raise ImageError(
+                f"model {detector.card.model_id} {detector.card.version} compares each image with "
+                "the part's reference image, and none was given"
+            )
         try:
             if align_px:
                 reference = register(image, reference, align_px)
-            tensor, placement = paired_tensor(region, reference if roi is None else crop(reference, roi), size,
-                                              scaleup=scaleup)
+            tensor, placement = paired_tensor(
+                region, reference if roi is None else crop(reference, roi), size, scaleup=scaleup
+            )
         except ImageError as exc:
             raise ImageError(f"reference image: {exc}") from None
         except ValueError as exc:
@@ -68,8 +77,9 @@ def prepare(detector: Detector, image: np.ndarray, roi: ROI | None = None,
     return Prepared(tensor, placement, (roi.x, roi.y) if roi else (0, 0), (t0, now_ns()))
 
 
-def detect_batch(detector: Detector, images: Sequence[Prepared], *, conf_threshold: float,
-                 iou_threshold: float) -> list[Timed | ModelOutputError]:
+def detect_batch(
+    detector: Detector, images: Sequence[Prepared], *, conf_threshold: float, iou_threshold: float
+) -> list[Timed | ModelOutputError]:
     """Run prepared images as one batch (in pieces where the model takes fewer); per image its Timed, or the
     ModelOutputError that says its output cannot be judged (the other images of the batch still are)."""
     if not images:
@@ -81,25 +91,47 @@ def detect_batch(detector: Detector, images: Sequence[Prepared], *, conf_thresho
     timed: list[Timed | ModelOutputError] = []
     for i, item in enumerate(images):
         started = now_ns()
-        raw, protos = outputs[0][i:i + 1], outputs[1][i:i + 1] if segment else None
+        raw, protos = outputs[0][i : i + 1], outputs[1][i : i + 1] if segment else None
         broken = sum(int(a.size - np.count_nonzero(np.isfinite(a))) for a in (raw, protos) if a is not None)
         if broken:
-            timed.append(ModelOutputError(
-                f"model {detector.card.model_id} {detector.card.version} gave {broken} values that are not numbers "
-                "(NaN / inf) for this image: it cannot be judged"))
+            timed.append(
+                ModelOutputError(
+                    f"model {detector.card.model_id} {detector.card.version} gave {broken} values that are not numbers "
+                    "(NaN / inf) for this image: it cannot be judged"
+                )
+            )
             continue
-        found = postprocess(raw, len(detector.card.classes), item.placement, conf_threshold=conf_threshold,
-                            iou_threshold=iou_threshold, offset=item.offset, protos=protos)
+        found = postprocess(
+            raw,
+            len(detector.card.classes),
+            item.placement,
+            conf_threshold=conf_threshold,
+            iou_threshold=iou_threshold,
+            offset=item.offset,
+            protos=protos,
+        )
         timed.append(Timed(found, {"preprocess": item.marks, "infer": (t1, t2), "postprocess": (started, now_ns())}))
     return timed
 
 
-def detect(detector: Detector, image: np.ndarray, *, conf_threshold: float, iou_threshold: float,
-           roi: ROI | None = None, reference: np.ndarray | None = None, align_px: int = 0) -> Timed:
+def detect(
+    detector: Detector,
+    image: np.ndarray,
+    *,
+    conf_threshold: float,
+    iou_threshold: float,
+    roi: ROI | None = None,
+    reference: np.ndarray | None = None,
+    align_px: int = 0,
+) -> Timed:
     """Defects in a BGR image; with `roi`, only inside it (boxes still in the whole image's pixels).
     ImageError (ModelOutputError among them) says why an image cannot be judged."""
-    (found,) = detect_batch(detector, [prepare(detector, image, roi, reference, align_px=align_px)],
-                            conf_threshold=conf_threshold, iou_threshold=iou_threshold)
+    (found,) = detect_batch(
+        detector,
+        [prepare(detector, image, roi, reference, align_px=align_px)],
+        conf_threshold=conf_threshold,
+        iou_threshold=iou_threshold,
+    )
     if isinstance(found, ModelOutputError):
         raise found
     return found
@@ -111,13 +143,17 @@ def stored_input(detector: Detector, pixels: np.ndarray) -> tuple[np.ndarray, np
     if detector.card.input_mode != "paired":
         return pixels, None
     if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ImageError(f"a paired model's dataset image has 3 channels (image, reference, difference); "
-                         f"this one has shape {pixels.shape}")
+        raise ImageError(
+            f"a paired model's dataset image has 3 channels (image, reference, difference); "
+            f"this one has shape {pixels.shape}"
+        )
     return pixels[:, :, 0], pixels[:, :, 1]
 
 
 def crop(image: np.ndarray, roi: ROI) -> np.ndarray:
     if roi.x < 0 or roi.y < 0 or roi.width <= 0 or roi.height <= 0:
-        raise ImageError(f"region {roi.x},{roi.y} {roi.width}x{roi.height} is not a region of the image "
-                         "(needs x, y >= 0 and a positive size)")
+        raise ImageError(
+            f"region {roi.x},{roi.y} {roi.width}x{roi.height} is not a region of the image "
+            "(needs x, y >= 0 and a positive size)"
+        )
     return roi.crop(image)

@@ -58,14 +58,20 @@ class Detections:
                 raise ValueError(f"polygon holds {len(polygon)} outlines for {n} detections")
             polygon = tuple(_outline(i, p) for i, p in enumerate(polygon))
             mask_px = _ids("mask_px", mask_px, n)
-        for name, value in (("xyxy", xyxy), ("class_id", class_id), ("confidence", confidence),
-                            ("polygon", polygon), ("mask_px", mask_px)):
+        for name, value in (
+            ("xyxy", xyxy),
+            ("class_id", class_id),
+            ("confidence", confidence),
+            ("polygon", polygon),
+            ("mask_px", mask_px),
+        ):
             object.__setattr__(self, name, value)
 
     @classmethod
     def empty(cls) -> Detections:
-        return cls(xyxy=np.zeros((0, 4), np.float32), class_id=np.zeros(0, np.int64),
-                   confidence=np.zeros(0, np.float32))
+        return cls(
+            xyxy=np.zeros((0, 4), np.float32), class_id=np.zeros(0, np.int64), confidence=np.zeros(0, np.float32)
+        )
 
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
@@ -74,9 +80,12 @@ class Detections:
         # numpy resolves the index once (IndexError out of range or for a mask of another length).
         rows = np.atleast_1d(np.arange(len(self))[index])
         return Detections(
-            xyxy=self.xyxy[rows], class_id=self.class_id[rows], confidence=self.confidence[rows],
+            xyxy=self.xyxy[rows],
+            class_id=self.class_id[rows],
+            confidence=self.confidence[rows],
             polygon=None if self.polygon is None else tuple(self.polygon[i] for i in rows),
-            mask_px=None if self.mask_px is None else self.mask_px[rows])
+            mask_px=None if self.mask_px is None else self.mask_px[rows],
+        )
 
     @property
     def area_px(self) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from lineguard.vision.preprocess import Letterbox
 
-THRESHOLD = 0.0   # on logits: sigmoid(x) > 0.5 <=> x > 0
+THRESHOLD = 0.0  # on logits: sigmoid(x) > 0.5 <=> x > 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,11 @@ def box_mask(logit: np.ndarray, box: np.ndarray, placement: Letterbox) -> Mask:
     bx = ((x0 + 0.5) * placement.scale + placement.pad_x) * ratio_x - 0.5
     by = ((y0 + 0.5) * placement.scale + placement.pad_y) * ratio_y - 0.5
     to_proto = np.float32([[ax, 0, bx], [0, ay, by]])
-    window = cv2.warpAffine(logit.astype(np.float32), to_proto, (x1 - x0, y1 - y0),
-                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    window = cv2.warpAffine(
+        logit.astype(np.float32),
+        to_proto,
+        (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     return Mask(window > THRESHOLD, x0, y0)

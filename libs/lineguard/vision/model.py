@@ -24,8 +24,15 @@ from lineguard.vision.errors import BackendUnavailable, ModelLoadError
 
 PACKAGED_MODEL = "deeppcb-yolo11n.onnx"
 
-__all__ = ["BackendUnavailable", "Detector", "ModelCard", "ModelLoadError", "card_path", "load_model",
-           "packaged_model_path"]
+__all__ = [
+    "BackendUnavailable",
+    "Detector",
+    "ModelCard",
+    "ModelLoadError",
+    "card_path",
+    "load_model",
+    "packaged_model_path",
+]
 
 
 def packaged_model_path() -> Path:
@@ -63,29 +70,34 @@ def _from_metadata(path: Path, read: Callable[[], Any], missing: str) -> Any:
     try:
         value = read()
     except (ValueError, SyntaxError, TypeError) as exc:
-        raise ModelLoadError(path, f"cannot read class names / input size from its card or metadata ({exc})") \
-            from None
+        raise ModelLoadError(path, f"cannot read class names / input size from its card or metadata ({exc})") from None
     if not value:
         raise ModelLoadError(path, missing)
     return value
 
 
-def describe(path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, model_id: str | None,
-             version: str | None) -> ModelCard:
+def describe(
+    path: Path, card: dict[str, Any] | None, meta: dict[str, str], *, model_id: str | None, version: str | None
+) -> ModelCard:
     """What the model is: its card (the JSON `card`), what it leaves out from Ultralytics' metadata, and without
     a card the file's stem as id and its hash as version; settings override id and version."""
     data = dict(card or {})
     if "classes" not in data:
-        data["classes"] = _from_metadata(path, lambda: _names_from_metadata(meta),
-                                         f"no class names: neither a model card {card_path(path).name} with "
-                                         "'classes' nor Ultralytics 'names' metadata in the file")
+        data["classes"] = _from_metadata(
+            path,
+            lambda: _names_from_metadata(meta),
+            f"no class names: neither a model card {card_path(path).name} with "
+            "'classes' nor Ultralytics 'names' metadata in the file",
+        )
     inputs = data.get("input") or {}
-    if isinstance(inputs, dict):   # anything else: the card's validation says what is wrong
+    if isinstance(inputs, dict):  # anything else: the card's validation says what is wrong
         inputs = dict(inputs)
         if "width" not in inputs:
-            inputs["width"] = _from_metadata(path, lambda: _size_from_metadata(meta),
-                                             "no input size: neither the card's input.width nor Ultralytics "
-                                             "'imgsz' metadata")
+            inputs["width"] = _from_metadata(
+                path,
+                lambda: _size_from_metadata(meta),
+                "no input size: neither the card's input.width nor Ultralytics 'imgsz' metadata",
+            )
         if "mode" not in inputs and meta.get("lineguard_input_mode"):
             inputs["mode"] = meta["lineguard_input_mode"]
         if "scaleup" not in inputs and "lineguard_scaleup" in meta:
@@ -106,7 +118,7 @@ class Detector:
         self.path = path
         self.runner = runner
         self.card = card
-        self.mask_channels = mask_channels   # segment: prototype masks (32 for YOLO11-seg), from its outputs
+        self.mask_channels = mask_channels  # segment: prototype masks (32 for YOLO11-seg), from its outputs
 
     @property
     def max_batch(self) -> int | None:
@@ -123,16 +135,22 @@ class Detector:
         step = self.max_batch or len(batch)
         if len(batch) <= step:
             return [np.asarray(o, dtype=np.float32) for o in self.runner.run(batch)]
-        pieces = [self.runner.run(batch[i:i + step]) for i in range(0, len(batch), step)]
+        pieces = [self.runner.run(batch[i : i + step]) for i in range(0, len(batch), step)]
         return [np.concatenate([np.asarray(p[k], dtype=np.float32) for p in pieces]) for k in range(len(pieces[0]))]
 
     def close(self) -> None:
         self.runner.close()
 
 
-def load_model(path: str | Path | None = None, *, backend: BackendSettings | str = "onnxruntime",
-               device: str | None = None, intra_op_threads: int = 0, model_id: str | None = None,
-               version: str | None = None) -> Detector:
+def load_model(
+    path: str | Path | None = None,
+    *,
+    backend: BackendSettings | str = "onnxruntime",
+    device: str | None = None,
+    intra_op_threads: int = 0,
+    model_id: str | None = None,
+    version: str | None = None,
+) -> Detector:
     """Load `path` (default: the packaged model) on `backend` (a backend's Settings, e.g. `model.backend` of the
     line's configuration, or a key for that backend's defaults) and `device` (None: the backend's default);
     raises ModelLoadError with the cause."""
@@ -191,17 +209,24 @@ def _check_shapes(path: Path, runner: Runner, card: ModelCard) -> int:
     mask_channels = 0
     if card.task == "segment":
         if len(outputs) < 2 or outputs[1].ndim != 4:
-            raise ModelLoadError(path, f"a segmentation model needs a second output of prototype masks "
-                                       f"(N, masks, h, w); got {[o.shape for o in outputs]}")
+            raise ModelLoadError(
+                path,
+                f"a segmentation model needs a second output of prototype masks "
+                f"(N, masks, h, w); got {[o.shape for o in outputs]}",
+            )
         mask_channels = int(outputs[1].shape[1])
     if output.ndim != 3 or output.shape[0] != len(blank):
         expected = "(1, 4 + classes + masks, anchors)" if card.task == "segment" else "(1, 4 + classes, anchors)"
-        raise ModelLoadError(path, f"output has shape {output.shape}; expected {expected}: "
-                                   f"a {card.task} model exported without NMS")
+        raise ModelLoadError(
+            path, f"output has shape {output.shape}; expected {expected}: a {card.task} model exported without NMS"
+        )
     rows = output.shape[1]
     if rows != 4 + len(card.classes) + mask_channels:
         masks = f" + {mask_channels} mask coefficients" if mask_channels else ""
-        raise ModelLoadError(path, f"output has {rows} rows = 4 box{masks} + {rows - 4 - mask_channels} "
-                                   f"class scores, but the card / metadata names {len(card.classes)} classes "
-                                   f"{list(card.classes)}")
+        raise ModelLoadError(
+            path,
+            f"output has {rows} rows = 4 box{masks} + {rows - 4 - mask_channels} "
+            f"class scores, but the card / metadata names {len(card.classes)} classes "
+            f"{list(card.classes)}",
+        )
     return mask_channels

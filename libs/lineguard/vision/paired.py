@@ -23,7 +23,7 @@ from lineguard.vision.preprocess import Letterbox, planes_to_tensor
 
 INPUT_MODES: tuple[str, ...] = ("image", "paired")
 PAIRED_CHANNELS: tuple[str, ...] = ("image", "reference", "difference")
-REPAIR_MARGIN_PX = 2   # around a defect box: boxes are drawn tight, a defect's edge pixels may lie on them
+REPAIR_MARGIN_PX = 2  # around a defect box: boxes are drawn tight, a defect's edge pixels may lie on them
 
 
 def greyscale(image: np.ndarray) -> np.ndarray:
@@ -40,15 +40,17 @@ def greyscale(image: np.ndarray) -> np.ndarray:
 def _registered(image: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     image, reference = greyscale(image), greyscale(reference)
     if image.shape != reference.shape:
-        raise ValueError(f"the reference image is {reference.shape[1]}x{reference.shape[0]} but the image is "
-                         f"{image.shape[1]}x{image.shape[0]}: a reference must be registered to the image, same size")
+        raise ValueError(
+            f"the reference image is {reference.shape[1]}x{reference.shape[0]} but the image is "
+            f"{image.shape[1]}x{image.shape[0]}: a reference must be registered to the image, same size"
+        )
     return image, reference
 
 
 def compose(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """The paired model's (H, W, 3) uint8 input for an image and its registered reference."""
     image, reference = _registered(image, reference)
-    return cv2.merge((image, reference, cv2.absdiff(image, reference)))   # 30x faster than np.dstack
+    return cv2.merge((image, reference, cv2.absdiff(image, reference)))  # 30x faster than np.dstack
 
 
 def register(image: np.ndarray, reference: np.ndarray, max_shift_px: int) -> np.ndarray:
@@ -59,18 +61,20 @@ def register(image: np.ndarray, reference: np.ndarray, max_shift_px: int) -> np.
     (dx, dy), _ = cv2.phaseCorrelate(reference.astype(np.float32), image.astype(np.float32))
     shift_x, shift_y = round(dx), round(dy)
     if max(abs(shift_x), abs(shift_y)) > max_shift_px:
-        raise ValueError(f"the part sits {shift_x:+d}, {shift_y:+d} px from its reference, more than the "
-                         f"{max_shift_px} px the recipe aligns (align_reference_px): it cannot be compared")
+        raise ValueError(
+            f"the part sits {shift_x:+d}, {shift_y:+d} px from its reference, more than the "
+            f"{max_shift_px} px the recipe aligns (align_reference_px): it cannot be compared"
+        )
     if (shift_x, shift_y) == (0, 0):
         return reference
     height, width = reference.shape
     move = np.float32([[1, 0, shift_x], [0, 1, shift_y]])
-    return cv2.warpAffine(reference, move, (width, height), flags=cv2.INTER_NEAREST,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(reference, move, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
 
 
-def paired_tensor(image: np.ndarray, reference: np.ndarray, size: int, *,
-                  scaleup: bool = True) -> tuple[np.ndarray, Letterbox]:
+def paired_tensor(
+    image: np.ndarray, reference: np.ndarray, size: int, *, scaleup: bool = True
+) -> tuple[np.ndarray, Letterbox]:
     """The model input for an image and its registered reference: preprocess(compose(image, reference)) in one
     pass, from the planes (the model sees compose's BGR channels reversed: difference, reference, image)."""
     image, reference = _registered(image, reference)
@@ -83,8 +87,9 @@ def recompose(paired: np.ndarray) -> np.ndarray:
     return paired
 
 
-def repaired_board(board: np.ndarray, reference: np.ndarray, boxes: Sequence[Sequence[int]],
-                   margin: int = REPAIR_MARGIN_PX) -> np.ndarray:
+def repaired_board(
+    board: np.ndarray, reference: np.ndarray, boxes: Sequence[Sequence[int]], margin: int = REPAIR_MARGIN_PX
+) -> np.ndarray:
     """`board` with every defect box (x1, y1, x2, y2, and a margin) copied from its reference: a defect-free
     board that is still its own capture, so it differs from the reference by the registration and
     binarisation noise a good part on the line shows (0.1 - 7 % of DeepPCB's pixels outside the boxes).

@@ -16,24 +16,26 @@ from lineguard.vision.preprocess import Letterbox
 MAX_DETECTIONS = 300
 
 
-def decode(output: np.ndarray, num_classes: int, conf_threshold: float,
-           mask_channels: int = 0) -> tuple[Detections, np.ndarray]:
+def decode(
+    output: np.ndarray, num_classes: int, conf_threshold: float, mask_channels: int = 0
+) -> tuple[Detections, np.ndarray]:
     """The anchors whose best class scores at least conf_threshold, as Detections in input pixels (before NMS),
     and their (N, M) mask coefficients (M = 0 for detection)."""
     rows_expected = 4 + num_classes + mask_channels
     if output.ndim != 3 or output.shape[0] != 1 or output.shape[1] != rows_expected:
         masks = f" and {mask_channels} masks" if mask_channels else ""
-        raise ValueError(f"expected output (1, {rows_expected}, anchors) for {num_classes} classes{masks}, "
-                         f"got {tuple(output.shape)}")
+        raise ValueError(
+            f"expected output (1, {rows_expected}, anchors) for {num_classes} classes{masks}, got {tuple(output.shape)}"
+        )
     rows = output[0]
-    class_scores = rows[4:4 + num_classes]
+    class_scores = rows[4 : 4 + num_classes]
     class_ids = class_scores.argmax(axis=0)
     scores = class_scores[class_ids, np.arange(class_scores.shape[1])]
     keep = scores >= conf_threshold
     cx, cy, w, h = rows[:4, keep]
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
     found = Detections(xyxy=boxes, class_id=class_ids[keep], confidence=scores[keep].astype(np.float32))
-    return found, rows[4 + num_classes:, keep].T
+    return found, rows[4 + num_classes :, keep].T
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -98,5 +100,6 @@ def postprocess(
         mask_px = np.array([m.area_px for m in masks], dtype=np.int64)
     boxes[:, [0, 2]] += offset[0]
     boxes[:, [1, 3]] += offset[1]
-    return Detections(xyxy=boxes, class_id=found.class_id[keep], confidence=found.confidence[keep],
-                      polygon=polygon, mask_px=mask_px)
+    return Detections(
+        xyxy=boxes, class_id=found.class_id[keep], confidence=found.confidence[keep], polygon=polygon, mask_px=mask_px
+    )

@@ -21,14 +21,14 @@ class CameraError(RuntimeError):
 
 @dataclass(frozen=True)
 class CapturedImage:
-    data: bytes            # the encoded file, as it goes into Frame.data
-    encoding: str          # "png", "jpeg", "bmp"
+    data: bytes  # the encoded file, as it goes into Frame.data
+    encoding: str  # "png", "jpeg", "bmp"
     width: int
     height: int
     channels: int
     source_uri: str
     captured_unix_ns: int
-    reference: bytes = b""          # the part's defect-free reference image, encoded; empty when none
+    reference: bytes = b""  # the part's defect-free reference image, encoded; empty when none
     reference_encoding: str = ""
 
 

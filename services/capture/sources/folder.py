@@ -23,8 +23,11 @@ class Settings(CameraSettings):
     kind: Literal["folder"] = "folder"
     path: str = Field(min_length=1, description="the folder of images to replay")
     loop: bool = Field(True, description="start again from the first image when the folder's images run out")
-    reference: str | None = Field(None, description="the golden (defect-free) image every frame is compared with "
-                                                    "by a paired model, registered to the camera's view")
+    reference: str | None = Field(
+        None,
+        description="the golden (defect-free) image every frame is compared with "
+        "by a paired model, registered to the camera's view",
+    )
 
 
 def open_camera(station_id: str, settings: Settings) -> CameraSource:
@@ -42,12 +45,15 @@ class FolderSource:
         paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
         if not paths:
             raise CameraError(
-                f"camera {self.camera_id}: folder {folder} holds no images ({', '.join(FOLDER_SUFFIXES)})")
+                f"camera {self.camera_id}: folder {folder} holds no images ({', '.join(FOLDER_SUFFIXES)})"
+            )
         self.playlist = Playlist(self.camera_id, paths, settings.loop)
-        self.reference = read_reference(self.camera_id, Path(settings.reference)) if settings.reference \
-            else Reference()
+        self.reference = read_reference(self.camera_id, Path(settings.reference)) if settings.reference else Reference()
 
     def grab(self, part: Part) -> CapturedImage:
         path = self.playlist.next()
-        return replace(file_image(self.camera_id, path, path.resolve().as_uri(), now_ns()),
-                       reference=self.reference.data, reference_encoding=self.reference.encoding)
+        return replace(
+            file_image(self.camera_id, path, path.resolve().as_uri(), now_ns()),
+            reference=self.reference.data,
+            reference_encoding=self.reference.encoding,
+        )

@@ -27,8 +27,11 @@ KEY = "simulator"
 
 class Settings(CameraSettings):
     kind: Literal["simulator"] = "simulator"
-    path: str | None = Field(None, description="folder of DeepPCB boards (<stem>_test.jpg, <stem>_temp.jpg, "
-                                               "<stem>.txt); the default is the packaged sample boards")
+    path: str | None = Field(
+        None,
+        description="folder of DeepPCB boards (<stem>_test.jpg, <stem>_temp.jpg, "
+        "<stem>.txt); the default is the packaged sample boards",
+    )
     stamp_serial: bool = Field(True, description="print the part's serial as a DataMatrix in a strip below the board")
     loop: bool = Field(True, description="start again from the first board when the boards run out")
 
@@ -74,24 +77,37 @@ class SimulatorSource:
         repair = _repair_sources(path)
         uri = f"simulator:{repair[0].name}#repaired" if repair else f"simulator:{path.name}"
         if not self.stamp and not repair:
-            return replace(file_image(self.camera_id, path, uri, captured), reference=reference.data,
-                           reference_encoding=reference.encoding)
+            return replace(
+                file_image(self.camera_id, path, uri, captured),
+                reference=reference.data,
+                reference_encoding=reference.encoding,
+            )
         image = self._board(path)
         if self.stamp:
             # The serial strip goes below the board, so the board keeps its place and the reference
             # (the board's size) still covers the recipe's inspect_roi.
             image = stamp_serial(image, serial_for_sequence(part.sequence))
         # PNG: lossless, so the printed code reads back exactly.
-        return CapturedImage(encode_image(image, "png"), "png", image.shape[1], image.shape[0], channels(image),
-                             uri, captured, reference.data, reference.encoding)
+        return CapturedImage(
+            encode_image(image, "png"),
+            "png",
+            image.shape[1],
+            image.shape[0],
+            channels(image),
+            uri,
+            captured,
+            reference.data,
+            reference.encoding,
+        )
 
     def _reference(self, path: Path) -> Reference:
         """A board's defect-free template (DeepPCB's `_temp.jpg`); a template is its own reference."""
         found = self._references.get(path)
         if found is None:
             template = path.with_name(path.name.replace("_test.jpg", "_temp.jpg"))
-            found = self._references[path] = read_reference(self.camera_id, template) if template.is_file() \
-                else Reference()
+            found = self._references[path] = (
+                read_reference(self.camera_id, template) if template.is_file() else Reference()
+            )
         return found
 
     def _board(self, path: Path) -> np.ndarray:

@@ -20,8 +20,10 @@ KEY = "opcua"
 
 class Settings(PlcSettings):
     protocol: Literal["opcua"] = "opcua"
-    endpoint: str = Field("opc.tcp://127.0.0.1:4840/lineguard/",
-                          description="where the gateway's OPC UA server listens; stations on one URL share it")
+    endpoint: str = Field(
+        "opc.tcp://127.0.0.1:4840/lineguard/",
+        description="where the gateway's OPC UA server listens; stations on one URL share it",
+    )
 
 
 def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: TriggerHandler) -> list[PlcEndpoint]:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -28,7 +28,7 @@ from lineguard.services.gateway.protocols.opcua import KEY
 log = structlog.get_logger("lineguard.gateway")
 
 # OPC UA's "no date": the result timestamp before the first result.
-NULL_DATETIME = datetime(1601, 1, 1, tzinfo=timezone.utc)
+NULL_DATETIME = datetime(1601, 1, 1, tzinfo=UTC)
 _UINT32_MAX = 0xFFFFFFFF
 
 
@@ -60,8 +60,7 @@ _INITIAL: dict[str, Any] = {
 class OpcuaStation:
     """One station's node set: where its results are written and its events emitted."""
 
-    def __init__(self, server: Server, station_id: str, node: Node, variables: dict[str, Node],
-                 events: EventGenerator):
+    def __init__(self, server: Server, station_id: str, node: Node, variables: dict[str, Node], events: EventGenerator):
         self.server = server
         self.station_id = station_id
         self.node = node
@@ -76,7 +75,7 @@ class OpcuaStation:
 
     async def deliver(self, result: Result) -> None:
         """Write the result variables (ResultSequence last) and emit the result event."""
-        when = datetime.fromtimestamp(result.closed_unix_ns / 1e9, tz=timezone.utc)
+        when = datetime.fromtimestamp(result.closed_unix_ns / 1e9, tz=UTC)
         values = {
             contract.RESULT_SEQUENCE: result.sequence,
             contract.RESULT_INSPECTION_ID: result.inspection_id,
@@ -96,10 +95,10 @@ class OpcuaStation:
             )
 
     async def set_busy(self, busy: bool) -> None:
-        await self._write(contract.BUSY, busy, datetime.now(timezone.utc))
+        await self._write(contract.BUSY, busy, datetime.now(UTC))
 
     async def beat(self, count: int) -> None:
-        await self._write(contract.HEARTBEAT, count & _UINT32_MAX, datetime.now(timezone.utc))
+        await self._write(contract.HEARTBEAT, count & _UINT32_MAX, datetime.now(UTC))
 
 
 class OpcuaEndpoint:
@@ -155,16 +154,21 @@ class OpcuaEndpoint:
 
     async def _add_event_type(self, idx: int) -> Node:
         base = self.server.get_node(ua.ObjectIds.BaseEventType)
-        etype = await base.add_object_type(ua.NodeId(contract.EVENT_TYPE, idx),
-                                           ua.QualifiedName(contract.EVENT_TYPE, idx))
+        etype = await base.add_object_type(
+            ua.NodeId(contract.EVENT_TYPE, idx), ua.QualifiedName(contract.EVENT_TYPE, idx)
+        )
         for field in contract.RESULT_FIELDS:
-            await etype.add_property(ua.NodeId(f"{contract.EVENT_TYPE}/{field.name}", idx),
-                                     ua.QualifiedName(field.name, idx), _variant(_INITIAL[field.name], field.ua_type))
+            await etype.add_property(
+                ua.NodeId(f"{contract.EVENT_TYPE}/{field.name}", idx),
+                ua.QualifiedName(field.name, idx),
+                _variant(_INITIAL[field.name], field.ua_type),
+            )
         return etype
 
     async def _add_station(self, idx: int, folder: Node, station_id: str, event_type: Node) -> OpcuaStation:
-        node = await folder.add_object(ua.NodeId(contract.station_path(station_id), idx),
-                                       ua.QualifiedName(station_id, idx))
+        node = await folder.add_object(
+            ua.NodeId(contract.station_path(station_id), idx), ua.QualifiedName(station_id, idx)
+        )
         await node.add_method(
             ua.NodeId(contract.node_path(station_id, contract.TRIGGER_METHOD), idx),
             ua.QualifiedName(contract.TRIGGER_METHOD, idx),
@@ -174,10 +178,14 @@ class OpcuaEndpoint:
         )
         variables: dict[str, Node] = {}
         for field in _FIELDS.values():
-            var = await node.add_variable(ua.NodeId(contract.node_path(station_id, field.name), idx),
-                                          ua.QualifiedName(field.name, idx), _variant(_INITIAL[field.name], field.ua_type))
-            await var.write_attribute(ua.AttributeIds.Description,
-                                      ua.DataValue(ua.Variant(ua.LocalizedText(field.description))))
+            var = await node.add_variable(
+                ua.NodeId(contract.node_path(station_id, field.name), idx),
+                ua.QualifiedName(field.name, idx),
+                _variant(_INITIAL[field.name], field.ua_type),
+            )
+            await var.write_attribute(
+                ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(field.description)))
+            )
             variables[field.name] = var
         events = await self.server.get_event_generator(event_type, node)
         return OpcuaStation(self.server, station_id, node, variables, events)

@@ -17,8 +17,15 @@ from lineguard.plugins import PluginError
 from lineguard.vision.backends.base import Runner, TensorSpec
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
 
-__all__ = ["BACKENDS", "BackendSettings", "BackendUnavailable", "Runner", "TensorSpec", "backend_settings",
-           "load_runner"]
+__all__ = [
+    "BACKENDS",
+    "BackendSettings",
+    "BackendUnavailable",
+    "Runner",
+    "TensorSpec",
+    "backend_settings",
+    "load_runner",
+]
 
 
 def backend_settings(backend: BackendSettings | str) -> BackendSettings:
@@ -27,13 +34,15 @@ def backend_settings(backend: BackendSettings | str) -> BackendSettings:
         return BACKENDS.settings_class(backend)(kind=backend)
     expected = BACKENDS.settings_class(backend.kind)
     if not isinstance(backend, expected):
-        raise PluginError(f"backend {backend.kind!r} takes {expected.__module__}.Settings, "
-                          f"not {type(backend).__name__}")
+        raise PluginError(
+            f"backend {backend.kind!r} takes {expected.__module__}.Settings, not {type(backend).__name__}"
+        )
     return backend
 
 
-def load_runner(path: str | Path, backend: BackendSettings | str = "onnxruntime", *, device: str | None = None,
-                threads: int = 0) -> Runner:
+def load_runner(
+    path: str | Path, backend: BackendSettings | str = "onnxruntime", *, device: str | None = None, threads: int = 0
+) -> Runner:
     """Load the model file at `path` on a backend (its Settings, or a key for its defaults) and device (None:
     the backend's default), with `threads` CPU threads (0: the runtime's); any failure is a ModelLoadError."""
     path = Path(path)

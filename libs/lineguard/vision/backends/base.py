@@ -43,7 +43,7 @@ class Runner(Protocol):
     device: str
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
-    metadata: dict[str, str]   # the ONNX file's metadata_props where the backend exposes them, else empty
+    metadata: dict[str, str]  # the ONNX file's metadata_props where the backend exposes them, else empty
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N, C, H, W) in `input.dtype` -> the model's outputs, in the order of `outputs`."""

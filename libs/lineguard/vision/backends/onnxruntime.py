@@ -25,8 +25,10 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(u
 class Settings(BackendSettings):
     kind: Literal["onnxruntime"] = "onnxruntime"
     providers: list[str] | None = Field(
-        None, description="execution providers in order of preference; default from device "
-                          "(cpu: CPUExecutionProvider; cuda[:N]: CUDAExecutionProvider, CPUExecutionProvider)")
+        None,
+        description="execution providers in order of preference; default from device "
+        "(cpu: CPUExecutionProvider; cuda[:N]: CUDAExecutionProvider, CPUExecutionProvider)",
+    )
 
 
 def providers_for(settings: Settings, device: str) -> list[Any]:
@@ -77,8 +79,11 @@ def load(path: Path, settings: Settings, device: str | None, threads: int) -> Or
     available = ort.get_available_providers()
     missing = [p for p in (p if isinstance(p, str) else p[0] for p in providers) if p not in available]
     if missing:
-        raise ModelLoadError(path, f"onnxruntime {ort.__version__} here has no {', '.join(missing)} "
-                                   f"(it has {', '.join(available)}); CUDA needs the onnxruntime-gpu package")
+        raise ModelLoadError(
+            path,
+            f"onnxruntime {ort.__version__} here has no {', '.join(missing)} "
+            f"(it has {', '.join(available)}); CUDA needs the onnxruntime-gpu package",
+        )
     session_options = ort.SessionOptions()
     if threads:
         session_options.intra_op_num_threads = threads

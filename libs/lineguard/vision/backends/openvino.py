@@ -22,10 +22,13 @@ INSTALL = "the openvino package (pip install 'lineguard[openvino]')"
 class Settings(BackendSettings):
     kind: Literal["openvino"] = "openvino"
     hint: Literal["latency", "throughput"] = Field(
-        "latency", description="OpenVINO's performance hint: one frame fast, or many frames in parallel")
+        "latency", description="OpenVINO's performance hint: one frame fast, or many frames in parallel"
+    )
     precision: Literal["f32", "bf16", "f16"] = Field(
-        "f32", description="inference precision; OpenVINO itself would pick bf16 on CPUs with AMX / AVX512-BF16, "
-                           "shifting scores by about 0.02 from the validated model's")
+        "f32",
+        description="inference precision; OpenVINO itself would pick bf16 on CPUs with AMX / AVX512-BF16, "
+        "shifting scores by about 0.02 from the validated model's",
+    )
 
 
 def _spec(port: Any) -> TensorSpec:
@@ -71,8 +74,9 @@ def load(path: Path, settings: Settings, device: str | None, threads: int) -> Op
     device = device or "cpu"
     ov_device = "CPU" if device == "cpu" else device
     if ov_device.split(".")[0] not in (*core.available_devices, "AUTO", "MULTI", "HETERO"):
-        raise ModelLoadError(path, f"OpenVINO has no device {ov_device!r} here "
-                                   f"(it has {', '.join(core.available_devices)})")
+        raise ModelLoadError(
+            path, f"OpenVINO has no device {ov_device!r} here (it has {', '.join(core.available_devices)})"
+        )
     try:
         model = core.read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with the parser's text
@@ -80,13 +84,13 @@ def load(path: Path, settings: Settings, device: str | None, threads: int) -> Op
     if len(model.inputs) != 1:
         raise ModelLoadError(path, f"expected one NCHW image input, got {[p.get_any_name() for p in model.inputs]}")
     # The precision is pinned: left to OpenVINO, the same model scores differently on different CPUs.
-    config: dict[str, Any] = {"PERFORMANCE_HINT": settings.hint.upper(),
-                              "INFERENCE_PRECISION_HINT": settings.precision}
+    config: dict[str, Any] = {"PERFORMANCE_HINT": settings.hint.upper(), "INFERENCE_PRECISION_HINT": settings.precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     try:
         compiled = core.compile_model(model, ov_device, config)
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(path, f"OpenVINO cannot compile it for {ov_device} ({type(exc).__name__}: {exc})") \
-            from None
+        raise ModelLoadError(
+            path, f"OpenVINO cannot compile it for {ov_device} ({type(exc).__name__}: {exc})"
+        ) from None
     return OpenVinoRunner(compiled, device, _metadata(model))

@@ -40,11 +40,15 @@ log = structlog.get_logger("lineguard.vision")
 class Settings(BackendSettings):
     kind: Literal["tensorrt"] = "tensorrt"
     engine_cache_dir: str | None = Field(
-        None, description="where built engines are kept; default $XDG_CACHE_HOME/lineguard/engines")
+        None, description="where built engines are kept; default $XDG_CACHE_HOME/lineguard/engines"
+    )
     max_batch: int = Field(8, ge=1, description="the largest batch the engine takes (dynamic-batch ONNX only)")
     input_size: int | None = Field(
-        None, gt=0, description="square input side, for an ONNX that leaves height / width open; "
-                                "the model card's input size when it has one")
+        None,
+        gt=0,
+        description="square input side, for an ONNX that leaves height / width open; "
+        "the model card's input size when it has one",
+    )
     workspace_mib: int = Field(1024, ge=16, description="scratch GPU memory the builder may use")
 
 
@@ -101,8 +105,11 @@ def build_engine(trt: Any, path: Path, logger: Any, settings: Settings) -> bytes
         raise ModelLoadError(path, f"expected an NCHW input, got shape {shape}")
     if any(d < 0 for d in shape):
         if any(d < 0 for d in shape[2:]) and not settings.input_size:
-            raise ModelLoadError(path, "the ONNX leaves the input height / width open and no input_size is known "
-                                       "(give the model a card, or set the backend option input_size)")
+            raise ModelLoadError(
+                path,
+                "the ONNX leaves the input height / width open and no input_size is known "
+                "(give the model a card, or set the backend option input_size)",
+            )
         side = settings.input_size
         low = [1 if shape[0] < 0 else shape[0], shape[1], *(side if d < 0 else d for d in shape[2:])]
         high = [settings.max_batch if shape[0] < 0 else shape[0], *low[1:]]
@@ -131,13 +138,12 @@ def _write_atomically(target: Path, data: bytes) -> None:
 class TrtRunner:
     backend = KEY
 
-    def __init__(self, trt: Any, cudart: Any, runtime: Any, engine: Any, device: str, engine_path: Path,
-                 built: bool):
+    def __init__(self, trt: Any, cudart: Any, runtime: Any, engine: Any, device: str, engine_path: Path, built: bool):
         self.trt, self.cudart, self.runtime, self.engine = trt, cudart, runtime, engine
         self.device = device
         self.device_index = cuda_index(device)
         self.engine_path = engine_path
-        self.built = built            # True when this load built the engine rather than reading the cache
+        self.built = built  # True when this load built the engine rather than reading the cache
         self.metadata: dict[str, str] = {}
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -146,8 +152,9 @@ class TrtRunner:
         self.input = self._spec(inputs[0])
         self.outputs = tuple(self._spec(n) for n in outputs)
         # Buffers for the largest batch the engine takes, allocated once.
-        largest = tuple(engine.get_tensor_profile_shape(inputs[0], 0)[2]) if None in self.input.shape \
-            else self.input.shape
+        largest = (
+            tuple(engine.get_tensor_profile_shape(inputs[0], 0)[2]) if None in self.input.shape else self.input.shape
+        )
         self.max_batch = int(largest[0])
         self.context.set_input_shape(self.input.name, largest)
         self.stream = _call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
@@ -172,14 +179,20 @@ class TrtRunner:
             raise ValueError(f"batch of {batch.shape[0]} exceeds the engine's largest batch {self.max_batch}")
         self.context.set_input_shape(self.input.name, batch.shape)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _call(cudart, cudart.cudaMemcpyAsync(self.buffers[self.input.name], batch.ctypes.data, batch.nbytes, h2d,
-                                             self.stream), "cudaMemcpyAsync")
+        _call(
+            cudart,
+            cudart.cudaMemcpyAsync(self.buffers[self.input.name], batch.ctypes.data, batch.nbytes, h2d, self.stream),
+            "cudaMemcpyAsync",
+        )
         results = [np.empty(tuple(self.context.get_tensor_shape(o.name)), o.dtype) for o in self.outputs]
         if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         for spec, host in zip(self.outputs, results, strict=True):
-            _call(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, self.buffers[spec.name], host.nbytes, d2h,
-                                                 self.stream), "cudaMemcpyAsync")
+            _call(
+                cudart,
+                cudart.cudaMemcpyAsync(host.ctypes.data, self.buffers[spec.name], host.nbytes, d2h, self.stream),
+                "cudaMemcpyAsync",
+            )
         _call(cudart, cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return results
 
@@ -218,8 +231,13 @@ def load(path: Path, settings: Settings, device: str | None, threads: int) -> Tr
         if engine is None:
             log.warning("cached TensorRT engine does not load; rebuilding", engine=str(engine_path))
     if engine is None:
-        log.info("building a TensorRT engine (once per model, GPU and TensorRT version)", model=str(path), gpu=gpu,
-                 tensorrt=trt.__version__, engine=str(engine_path))
+        log.info(
+            "building a TensorRT engine (once per model, GPU and TensorRT version)",
+            model=str(path),
+            gpu=gpu,
+            tensorrt=trt.__version__,
+            engine=str(engine_path),
+        )
         data = build_engine(trt, path, logger, settings)
         _write_atomically(engine_path, data)
         engine, built = runtime.deserialize_cuda_engine(data), True

@@ -39,27 +39,27 @@ def upgrade() -> None:
         sa.Column("sequence", sa.BigInteger(), nullable=False, comment="the PLC's trigger sequence number"),
         sa.Column("serial", sa.String(length=128), nullable=True, comment="read from the part's code; NULL when none"),
         sa.Column("verdict", sa.String(length=8), nullable=False, comment="PASS, FAIL, REWORK or ERROR"),
-        sa.Column("reason_codes", sa.Text(), nullable=False,
-                  comment="comma-separated, e.g. DEFECT_SHORT,CODE_MISSING"),
+        sa.Column("reason_codes", sa.Text(), nullable=False, comment="comma-separated, e.g. DEFECT_SHORT,CODE_MISSING"),
         sa.Column("model_id", sa.String(length=128), nullable=True),
         sa.Column("model_version", sa.String(length=64), nullable=True),
-        sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False,
-                  comment="trigger entered the system (UTC)"),
+        sa.Column(
+            "triggered_at", sa.DateTime(timezone=True), nullable=False, comment="trigger entered the system (UTC)"
+        ),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False, comment="verdict given (UTC)"),
         sa.Column("total_ms", sa.Float(), nullable=False, comment="trigger to verdict, milliseconds"),
         sa.Column("timings", sa.JSON(), nullable=False, comment='milliseconds per stage, {"capture": 12.5, ...}'),
         sa.Column("image_width", sa.Integer(), nullable=True, comment="pixels; NULL when no inference result"),
         sa.Column("image_height", sa.Integer(), nullable=True),
-        sa.Column("plc_delivered_at", sa.DateTime(timezone=True), nullable=True,
-                  comment="verdict reached the PLC (UTC)"),
+        sa.Column(
+            "plc_delivered_at", sa.DateTime(timezone=True), nullable=True, comment="verdict reached the PLC (UTC)"
+        ),
         sa.Column("plc_verdict", sa.String(length=8), nullable=True, comment="what the PLC was given"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, comment="row written (UTC)"),
         sa.CheckConstraint(f"verdict IN ({VERDICTS})", name=op.f("ck_inspections_verdict")),
         sa.CheckConstraint(f"plc_verdict IN ({VERDICTS})", name=op.f("ck_inspections_plc_verdict")),
         sa.PrimaryKeyConstraint("inspection_id", name=op.f("pk_inspections")),
     )
-    op.create_index(op.f("ix_inspections_line_station_decided_at"), "inspections",
-                    ["line", "station", "decided_at"])
+    op.create_index(op.f("ix_inspections_line_station_decided_at"), "inspections", ["line", "station", "decided_at"])
     op.create_index(op.f("ix_inspections_serial"), "inspections", ["serial"])
     op.create_index(op.f("ix_inspections_verdict"), "inspections", ["verdict"])
 
@@ -77,8 +77,12 @@ def upgrade() -> None:
         sa.Column("area_px", sa.Float(), nullable=False, comment="mask (or box) area, px²"),
         sa.Column("area_mm2", sa.Float(), nullable=True, comment="mm²; NULL when the station is uncalibrated"),
         sa.Column("mask", sa.JSON(), nullable=True, comment="outline [[x, y], ...] in pixels; NULL for box models"),
-        sa.ForeignKeyConstraint(["inspection_id"], ["inspections.inspection_id"],
-                                name=op.f("fk_defects_inspection_id_inspections"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["inspection_id"],
+            ["inspections.inspection_id"],
+            name=op.f("fk_defects_inspection_id_inspections"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_defects")),
     )
     op.create_index(op.f("ix_defects_inspection_id"), "defects", ["inspection_id"])
@@ -94,8 +98,12 @@ def upgrade() -> None:
         sa.Column("x2", sa.Float(), nullable=False),
         sa.Column("y2", sa.Float(), nullable=False),
         sa.Column("outline", sa.JSON(), nullable=True, comment="[[x, y], ...] in pixels; NULL when not given"),
-        sa.ForeignKeyConstraint(["inspection_id"], ["inspections.inspection_id"],
-                                name=op.f("fk_codes_inspection_id_inspections"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["inspection_id"],
+            ["inspections.inspection_id"],
+            name=op.f("fk_codes_inspection_id_inspections"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_codes")),
     )
     op.create_index(op.f("ix_codes_inspection_id"), "codes", ["inspection_id"])

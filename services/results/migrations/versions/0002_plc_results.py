@@ -29,17 +29,28 @@ VERDICTS = "'PASS', 'FAIL', 'REWORK', 'ERROR'"
 def upgrade() -> None:
     op.create_table(
         "plc_results",
-        sa.Column("inspection_id", sa.String(length=36), nullable=False,
-                  comment="the inspection; its row may not be written yet"),
-        sa.Column("plc_verdict", sa.String(length=8), nullable=False,
-                  comment="what the PLC was given (or was to be given)"),
-        sa.Column("plc_delivered_at", sa.DateTime(timezone=True), nullable=True,
-                  comment="verdict reached the PLC (UTC); NULL: it did not"),
+        sa.Column(
+            "inspection_id",
+            sa.String(length=36),
+            nullable=False,
+            comment="the inspection; its row may not be written yet",
+        ),
+        sa.Column(
+            "plc_verdict", sa.String(length=8), nullable=False, comment="what the PLC was given (or was to be given)"
+        ),
+        sa.Column(
+            "plc_delivered_at",
+            sa.DateTime(timezone=True),
+            nullable=True,
+            comment="verdict reached the PLC (UTC); NULL: it did not",
+        ),
         sa.CheckConstraint(f"plc_verdict IN ({VERDICTS})", name=op.f("ck_plc_results_plc_verdict")),
         sa.PrimaryKeyConstraint("inspection_id", name=op.f("pk_plc_results")),
     )
-    op.execute("INSERT INTO plc_results (inspection_id, plc_verdict, plc_delivered_at) "
-               "SELECT inspection_id, plc_verdict, plc_delivered_at FROM inspections WHERE plc_verdict IS NOT NULL")
+    op.execute(
+        "INSERT INTO plc_results (inspection_id, plc_verdict, plc_delivered_at) "
+        "SELECT inspection_id, plc_verdict, plc_delivered_at FROM inspections WHERE plc_verdict IS NOT NULL"
+    )
 
 
 def downgrade() -> None:
