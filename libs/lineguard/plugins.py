@@ -76,10 +76,10 @@ class Seam(Generic[S]):
         return module
 
     def settings_class(self, key: str) -> type[S]:
-        return self.module(key).Settings  # type: ignore[no-any-return]
+        return self.module(key).Settings
 
     def factory_of(self, key: str) -> Callable[..., Any]:
-        return getattr(self.module(key), self.factory)  # type: ignore[no-any-return]
+        return getattr(self.module(key), self.factory)
 
     def _check(self, module: Any, key: str | None) -> str:
         name = getattr(module, "__name__", repr(module))
@@ -100,7 +100,7 @@ class Seam(Generic[S]):
         if isinstance(value, str):
             value = {self.key_field: value}
         if not isinstance(value, dict):
-            return handler(value)  # type: ignore[no-any-return]   # pydantic's own error for the wrong type
+            return handler(value)  # pydantic's own error for the wrong type
         key = value.get(self.key_field)
         if key is None:
             raise ValueError(f"{self.key_field} is required (one of: {', '.join(self.keys())})")

@@ -282,7 +282,7 @@ class ModelRegistry:
             return None
         return await self._version(model_id, version, model_info.size, card_info.mtime or "")
 
-    async def _version(self, model_id: str, version: str, size: int, pushed: str) -> ModelVersion:
+    async def _version(self, model_id: str, version: str, size: int | None, pushed: str) -> ModelVersion:
         raw = (await self.models.get(object_prefix(model_id, version) + CARD_OBJECT)).data
         try:
             data = json.loads(raw or b"")

@@ -30,11 +30,11 @@ _RULE_VERDICT = {"fail": Verdict.VERDICT_FAIL, "rework": Verdict.VERDICT_REWORK}
 
 @dataclass
 class Judgement:
-    verdict: int = Verdict.VERDICT_PASS
+    verdict: Verdict = Verdict.VERDICT_PASS
     reasons: list[str] = field(default_factory=list)
     serial: str = ""
 
-    def worsen(self, verdict: int, reason: str) -> None:
+    def worsen(self, verdict: Verdict, reason: str) -> None:
         if _SEVERITY[verdict] > _SEVERITY[self.verdict]:
             self.verdict = verdict
         if reason not in self.reasons:

@@ -41,7 +41,8 @@ def read_codes(image: np.ndarray, roi: ROI | None = None) -> list[FoundCode]:
     region = roi.crop(image) if roi else image
     dx, dy = (roi.x, roi.y) if roi else (0, 0)
     found = []
-    for barcode in zxingcpp.read_barcodes(region, formats=READ_FORMATS):
+    # zxing-cpp 3 takes a tuple of formats (its `|` is deprecated) but its stub still asks for BarcodeFormats.
+    for barcode in zxingcpp.read_barcodes(region, formats=READ_FORMATS):  # type: ignore[arg-type]
         pos = barcode.position
         corners = (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
         found.append(

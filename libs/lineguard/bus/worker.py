@@ -23,6 +23,7 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from lineguard.bus.client import Bus
@@ -134,12 +135,15 @@ class Worker(Generic[M]):
         self.durable = durable or f"{bus.service}-{kind}"
         self.max_ack_pending = max_ack_pending
         self.retry_forever = retry_forever
-        self._sub = None
+        self._sub: JetStreamContext.PullSubscription | None = None
         # Metric children looked up once: labels() per message is measurable at thousands/s.
         self._outcomes = {o: MESSAGES.labels(bus.service, kind, o) for o in ("ok", "retry", "dead")}
         self._seconds = HANDLE_SECONDS.labels(bus.service, kind)
 
     async def start(self) -> None:
+        self._sub = await self._subscribe()
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
         settings = self.bus.settings
         config = ConsumerConfig(
             durable_name=self.durable,
@@ -152,18 +156,19 @@ class Worker(Generic[M]):
             max_ack_pending=self.max_ack_pending,
             filter_subject=line_subjects(self.kind, self.line),
         )
-        self._sub = await self.bus.js.pull_subscribe(
+        return await self.bus.js.pull_subscribe(
             line_subjects(self.kind, self.line), durable=self.durable, stream=stream_name(self.kind), config=config
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
         if self._sub is None:
-            await self.start()
+            self._sub = await self._subscribe()
+        sub = self._sub
         batch = self.bus.settings.fetch_batch
         try:
             while not stopping.is_set():
                 try:
-                    msgs = await self._sub.fetch(batch, timeout=0.5)
+                    msgs = await sub.fetch(batch, timeout=0.5)
                 except (TimeoutError, NatsTimeoutError):
                     continue
                 for i, msg in enumerate(msgs):
@@ -175,7 +180,7 @@ class Worker(Generic[M]):
         finally:
             # A pull subscription left open holds up the connection's drain.
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
             self._sub = None
 
     async def handle(self, msg: Msg) -> None:

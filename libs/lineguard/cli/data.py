@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +34,7 @@ def _print_summary(
     backgrounds: dict[str, int],
     instances: dict[str, int],
     labels_sha256: str,
-    extra: list[tuple[str, str]] = (),
+    extra: Sequence[tuple[str, str]] = (),
 ) -> None:
     table = Table(title=title, show_header=True)
     table.add_column("")

@@ -217,7 +217,7 @@ def _quiet(*_args: Any, **_kwargs: Any) -> None:
 def _coco_truth(truths: Sequence[Truth], class_names: Sequence[str]) -> Any:
     from faster_coco_eval import COCO
 
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for image_id, truth in enumerate(truths, 1):
         for box, class_id in zip(truth.boxes, truth.class_ids, strict=True):
             if not 0 <= class_id < len(class_names):
@@ -250,7 +250,7 @@ def _coco_predictions(gt: Any, predictions: Sequence[Predicted], min_score: floa
     from faster_coco_eval import COCO
 
     image_ids = {image["file_name"]: image["id"] for image in gt.dataset["images"]}
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for predicted in predictions:
         if predicted.name not in image_ids:
             raise EvalError(f"prediction for {predicted.name}, which is not an image of the split")

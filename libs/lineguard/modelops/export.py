@@ -61,7 +61,7 @@ def training_facts(weights: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     metrics = metrics_of(ckpt.get("train_metrics") or {})
     if record and record.get("metrics") and weights.name == record["metrics"].get("weights"):
         metrics = {k: v for k, v in record["metrics"].items() if k not in {"split", "weights"}}
-    if record:
+    if run_dir and record:
         history = training_history(run_dir, record)
         this_run = history[-1]
         return {
@@ -131,7 +131,7 @@ def training_history(run_dir: Path, record: dict[str, Any]) -> list[dict[str, An
     while initial := record.get("initial_weights"):
         parent = _ancestor(initial, run_dir)
         parent_record = read_run_record(parent) if parent and parent.resolve() not in seen else None
-        if parent_record is None:
+        if parent is None or parent_record is None:
             stages.append({"weights": initial.get("path"), "sha256": initial.get("sha256"), "record": "not found"})
             break
         seen.add(parent.resolve())
@@ -304,6 +304,9 @@ def export_onnx(
         copy = Path(tmp) / weights.name
         shutil.copyfile(weights, copy)
         model = YOLO(str(copy))
+        task = model.task
+        if task is None:  # Ultralytics guesses one for every checkpoint it loads: this is its types' None
+            raise ExportError(f"{weights}: the checkpoint names no task (detect or segment)")
         ckpt = model.ckpt or {}
         facts = training_facts(weights, ckpt)
         size = int(imgsz or (ckpt.get("train_args") or {}).get("imgsz") or 640)
@@ -340,7 +343,7 @@ def export_onnx(
                 file=target,
                 precision=precision,
                 input_dtype=onnx_facts.input_dtype,
-                task=model.task,
+                task=task,
                 architecture=Path(architecture).stem,
                 classes=classes,
                 imgsz=size,

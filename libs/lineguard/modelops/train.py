@@ -362,8 +362,9 @@ def _session(
     finally:
         trainer = getattr(model, "trainer", None)
         for loader in (getattr(trainer, "train_loader", None), getattr(trainer, "test_loader", None)):
-            if status == "stopped" and hasattr(loader, "close"):
-                loader.close()
+            close = getattr(loader, "close", None)
+            if status == "stopped" and close is not None:
+                close()
     trainer = model.trainer
     session.update(
         status=status,
@@ -472,7 +473,7 @@ def resume(
             "nothing to resume. Start a new run to train longer"
         )
     config = config_from_record(record)
-    changes = {
+    changes: dict[str, Any] = {
         k: v
         for k, v in (("device", device), ("stop_after_hours", stop_after_hours), ("workers", workers))
         if v is not None

@@ -43,7 +43,7 @@ class Mask:
             return np.zeros((0, 2), np.float32)
         # contourArea is 0 for one-pixel-wide shapes; the point count breaks the tie.
         largest = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
-        return largest.reshape(-1, 2).astype(np.float32) + np.float32([self.x, self.y])
+        return largest.reshape(-1, 2).astype(np.float32) + np.array([self.x, self.y], np.float32)
 
 
 def logits(coefficients: np.ndarray, protos: np.ndarray) -> np.ndarray:
@@ -67,7 +67,7 @@ def box_mask(logit: np.ndarray, box: np.ndarray, placement: Letterbox) -> Mask:
     ax, ay = placement.scale * ratio_x, placement.scale * ratio_y
     bx = ((x0 + 0.5) * placement.scale + placement.pad_x) * ratio_x - 0.5
     by = ((y0 + 0.5) * placement.scale + placement.pad_y) * ratio_y - 0.5
-    to_proto = np.float32([[ax, 0, bx], [0, ay, by]])
+    to_proto = np.array([[ax, 0, bx], [0, ay, by]], np.float32)
     window = cv2.warpAffine(
         logit.astype(np.float32),
         to_proto,

@@ -68,7 +68,7 @@ def register(image: np.ndarray, reference: np.ndarray, max_shift_px: int) -> np.
     if (shift_x, shift_y) == (0, 0):
         return reference
     height, width = reference.shape
-    move = np.float32([[1, 0, shift_x], [0, 1, shift_y]])
+    move = np.array([[1, 0, shift_x], [0, 1, shift_y]], np.float32)
     return cv2.warpAffine(reference, move, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
 
 

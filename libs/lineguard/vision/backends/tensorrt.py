@@ -152,9 +152,10 @@ class TrtRunner:
         self.input = self._spec(inputs[0])
         self.outputs = tuple(self._spec(n) for n in outputs)
         # Buffers for the largest batch the engine takes, allocated once.
-        largest = (
-            tuple(engine.get_tensor_profile_shape(inputs[0], 0)[2]) if None in self.input.shape else self.input.shape
-        )
+        if None in self.input.shape:
+            largest = tuple(int(d) for d in engine.get_tensor_profile_shape(inputs[0], 0)[2])
+        else:
+            largest = tuple(d for d in self.input.shape if d is not None)  # every dimension fixed: the shape itself
         self.max_batch = int(largest[0])
         self.context.set_input_shape(self.input.name, largest)
         self.stream = _call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
