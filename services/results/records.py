@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, String
+from sqlalchemy import ColumnElement, String
 
 from lineguard.contracts import VERDICT_NAMES
 from lineguard.services.results.schema import VERDICTS, Code, Defect, Inspection
@@ -156,14 +156,14 @@ def _verdict(problems: list[str], name: str, value: int) -> str:
     return ""
 
 
-def _required(problems: list[str], name: str, value: str, column: Column[Any]) -> None:
+def _required(problems: list[str], name: str, value: str, column: ColumnElement[Any]) -> None:
     if not value:
         problems.append(f"{name}: missing")
     else:
         _fits(problems, name, value, column)
 
 
-def _fits(problems: list[str], name: str, value: str, column: Column[Any]) -> None:
+def _fits(problems: list[str], name: str, value: str, column: ColumnElement[Any]) -> None:
     length = column.type.length if isinstance(column.type, String) else None
     if length is not None and len(value) > length:
         problems.append(f"{name}: {len(value)} characters, the column holds {length}")

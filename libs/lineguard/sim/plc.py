@@ -29,6 +29,12 @@ SESSION_TIMEOUT_MS = 600_000  # what asyncua servers grant at most: asking more 
 ResultCallback = Callable[["PlcResult"], Awaitable[None] | None]
 
 
+def _node_id(path: str, namespace: int) -> ua.NodeId:
+    # asyncua's NodeId takes a plain str and int (asyncua passes them so itself), but its annotations name the
+    # wire types (ua.String, ua.Int16): subclasses of str and int nobody constructs.
+    return ua.NodeId(path, namespace)  # type: ignore[arg-type]
+
+
 @dataclass
 class PlcResult:
     sequence: int
@@ -121,14 +127,14 @@ class SimulatedPlc:
             raise ConnectionError(
                 f"{self.endpoint} is not a lineguard gateway: no namespace {contract.NAMESPACE_URI}"
             ) from None
-        self._station_node = client.get_node(ua.NodeId(contract.station_path(self.station), idx))
-        self._trigger_node = client.get_node(ua.NodeId(contract.node_path(self.station, contract.TRIGGER_METHOD), idx))
+        self._station_node = client.get_node(_node_id(contract.station_path(self.station), idx))
+        self._trigger_node = client.get_node(_node_id(contract.node_path(self.station, contract.TRIGGER_METHOD), idx))
         try:
             await self._station_node.read_browse_name()
         except ua.UaStatusCodeError:
             await client.disconnect()
             raise ConnectionError(f"the gateway at {self.endpoint} serves no station {self.station!r}") from None
-        event_type = client.get_node(ua.NodeId(contract.EVENT_TYPE, idx))
+        event_type = client.get_node(_node_id(contract.EVENT_TYPE, idx))
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=PUBLISHING_INTERVAL_MS,
             RequestedLifetimeCount=3000,
@@ -172,7 +178,9 @@ class SimulatedPlc:
             raise RuntimeError("SimulatedPlc is not connected: use it as `async with SimulatedPlc(...) as plc`")
         called_at = time.perf_counter()
         inspection_id = await self._station_node.call_method(
-            self._trigger_node, ua.Variant(sequence, ua.VariantType.UInt32), ua.Variant(part_id, ua.VariantType.String)
+            self._trigger_node.nodeid,
+            ua.Variant(sequence, ua.VariantType.UInt32),
+            ua.Variant(part_id, ua.VariantType.String),
         )
         self._sent.setdefault(inspection_id, _Sent(sequence, called_at))
         return inspection_id

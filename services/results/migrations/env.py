@@ -6,7 +6,10 @@ hands over; `-x url=...` on the alembic command line; the line's configuration
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
 from lineguard.services.results.schema import Base, UTCDateTime
@@ -24,14 +27,14 @@ def _url() -> str:
     return load_config().database.url
 
 
-def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     # A migration is frozen: it spells plain SQLAlchemy types, never imports the models.
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     return False
 
 
-def _configure(**kwargs: object) -> None:
+def _configure(**kwargs: Any) -> None:  # context.configure's own keywords, passed through
     context.configure(
         target_metadata=target_metadata,
         render_item=_render_item,
