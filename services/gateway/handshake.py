@@ -34,7 +34,7 @@ class Result:
     """What the PLC is given for one inspection."""
 
     part: Part
-    verdict: int  # lineguard.v1 Verdict
+    verdict: Verdict
     reasons: tuple[str, ...]
     gateway_timeout: bool
     closed_unix_ns: int  # when the handshake closed the inspection: the PLC gets it right after

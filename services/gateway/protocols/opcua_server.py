@@ -36,10 +36,20 @@ def _variant(value: Any, ua_type: str) -> ua.Variant:
     return ua.Variant(value, ua.VariantType[ua_type])
 
 
+# asyncua's NodeId and StatusCode take plain ints and strs (asyncua passes them so itself), but its annotations
+# name the wire types (ua.Int32, ua.String, ua.Int16, ua.UInt32): subclasses of int and str nobody constructs.
+def _node_id(identifier: int | str, namespace: int = 0) -> ua.NodeId:
+    return ua.NodeId(identifier, namespace)  # type: ignore[arg-type]
+
+
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(code)  # type: ignore[arg-type]
+
+
 def _argument(arg: contract.Argument) -> ua.Argument:
     out = ua.Argument()
     out.Name = arg.name
-    out.DataType = ua.NodeId(ua.VariantType[arg.ua_type].value)
+    out.DataType = _node_id(ua.VariantType[arg.ua_type].value)
     out.ValueRank = -1
     out.Description = ua.LocalizedText(arg.description)
     return out
@@ -70,7 +80,8 @@ class OpcuaStation:
         self._lock = asyncio.Lock()
 
     async def _write(self, name: str, value: Any, now: datetime) -> None:
-        dv = ua.DataValue(_variant(value, _FIELDS[name].ua_type), SourceTimestamp=now, ServerTimestamp=now)
+        # The timestamps are annotated ua.DateTime, asyncua's datetime subclass; it takes (and passes) a datetime.
+        dv = ua.DataValue(_variant(value, _FIELDS[name].ua_type), SourceTimestamp=now, ServerTimestamp=now)  # type: ignore[arg-type]
         await self.server.write_attribute_value(self._variables[name].nodeid, dv)
 
     async def deliver(self, result: Result) -> None:
@@ -123,7 +134,7 @@ class OpcuaEndpoint:
         idx = self.namespace_index = await self.server.register_namespace(contract.NAMESPACE_URI)
         event_type = await self._add_event_type(idx)
         folder = await self.server.nodes.objects.add_folder(
-            ua.NodeId(contract.STATIONS_FOLDER, idx), ua.QualifiedName(contract.STATIONS_FOLDER, idx)
+            _node_id(contract.STATIONS_FOLDER, idx), ua.QualifiedName(contract.STATIONS_FOLDER, idx)
         )
         for station_id in self.stations:
             self._nodes[station_id] = await self._add_station(idx, folder, station_id, event_type)
@@ -155,11 +166,11 @@ class OpcuaEndpoint:
     async def _add_event_type(self, idx: int) -> Node:
         base = self.server.get_node(ua.ObjectIds.BaseEventType)
         etype = await base.add_object_type(
-            ua.NodeId(contract.EVENT_TYPE, idx), ua.QualifiedName(contract.EVENT_TYPE, idx)
+            _node_id(contract.EVENT_TYPE, idx), ua.QualifiedName(contract.EVENT_TYPE, idx)
         )
         for field in contract.RESULT_FIELDS:
             await etype.add_property(
-                ua.NodeId(f"{contract.EVENT_TYPE}/{field.name}", idx),
+                _node_id(f"{contract.EVENT_TYPE}/{field.name}", idx),
                 ua.QualifiedName(field.name, idx),
                 _variant(_INITIAL[field.name], field.ua_type),
             )
@@ -167,10 +178,10 @@ class OpcuaEndpoint:
 
     async def _add_station(self, idx: int, folder: Node, station_id: str, event_type: Node) -> OpcuaStation:
         node = await folder.add_object(
-            ua.NodeId(contract.station_path(station_id), idx), ua.QualifiedName(station_id, idx)
+            _node_id(contract.station_path(station_id), idx), ua.QualifiedName(station_id, idx)
         )
         await node.add_method(
-            ua.NodeId(contract.node_path(station_id, contract.TRIGGER_METHOD), idx),
+            _node_id(contract.node_path(station_id, contract.TRIGGER_METHOD), idx),
             ua.QualifiedName(contract.TRIGGER_METHOD, idx),
             self._trigger_callback(station_id),
             [_argument(a) for a in contract.TRIGGER_INPUTS],
@@ -179,7 +190,7 @@ class OpcuaEndpoint:
         variables: dict[str, Node] = {}
         for field in _FIELDS.values():
             var = await node.add_variable(
-                ua.NodeId(contract.node_path(station_id, field.name), idx),
+                _node_id(contract.node_path(station_id, field.name), idx),
                 ua.QualifiedName(field.name, idx),
                 _variant(_INITIAL[field.name], field.ua_type),
             )
@@ -187,27 +198,27 @@ class OpcuaEndpoint:
                 ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(field.description)))
             )
             variables[field.name] = var
-        events = await self.server.get_event_generator(event_type, node)
+        events = await self.server.get_event_generator(event_type, node.nodeid)
         return OpcuaStation(self.server, station_id, node, variables, events)
 
     def _trigger_callback(self, station_id: str) -> Callable[..., Awaitable[Any]]:
         async def trigger(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
             if len(args) < len(contract.TRIGGER_INPUTS):
-                return ua.StatusCode(ua.StatusCodes.BadArgumentsMissing)
+                return _status(ua.StatusCodes.BadArgumentsMissing)
             if len(args) > len(contract.TRIGGER_INPUTS):
-                return ua.StatusCode(ua.StatusCodes.BadTooManyArguments)
+                return _status(ua.StatusCodes.BadTooManyArguments)
             sequence, part_id = args[0].Value, args[1].Value
             if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 <= sequence <= _UINT32_MAX:
                 log.warning("Trigger refused: sequence is not a UInt32", station=station_id, sequence=repr(sequence))
-                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+                return _status(ua.StatusCodes.BadInvalidArgument)
             if part_id is not None and not isinstance(part_id, str):
                 log.warning("Trigger refused: partId is not a String", station=station_id, part_id=repr(part_id))
-                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+                return _status(ua.StatusCodes.BadInvalidArgument)
             try:
                 inspection_id = await self.on_trigger(station_id, sequence, part_id or "")
             except TriggerRefused as exc:
                 log.error("Trigger refused", station=station_id, sequence=sequence, reason=str(exc))
-                return ua.StatusCode(ua.StatusCodes.BadResourceUnavailable)
+                return _status(ua.StatusCodes.BadResourceUnavailable)
             return [ua.Variant(inspection_id, ua.VariantType.String)]
 
         return trigger
