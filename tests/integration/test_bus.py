@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
+import nats
 import pytest
+from nats.js.api import PubAck
 
-from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, BadMessage, Delivery, PublishRefused, Retry, Worker
+from lineguard.bus import (
+    DEAD_REASON,
+    DEAD_SUBJECT,
+    BadMessage,
+    Delivery,
+    PublishRefused,
+    PublishUnconfirmed,
+    Retry,
+    Worker,
+)
+from lineguard.bus.acks import PendingAcks
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, stream_name, subject
 from lineguard.testing.streams import stored
 from lineguard.v1.common_pb2 import Part
@@ -216,3 +228,87 @@ async def test_a_full_stream_of_records_refuses_new_ones_and_a_full_frame_stream
         await bus.publish(subject("frame", "l1", "s1"), record, msg_id=f"f{i}")
     frames = await bus.js.stream_info(stream_name("frame"))
     assert frames.state.first_seq > 1 and frames.state.last_seq == 10
+
+
+async def test_publishes_in_flight_to_a_full_stream_each_get_the_servers_refusal(bus_factory) -> None:
+    # All in flight at once: each refused one is told why at once (not a timeout), each acked one is stored.
+    bus = await bus_factory(stream_max_bytes=8 * 1024, publish_timeout_s=60)
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(
+            *(bus.publish(subject("decision", "l1", "s1"), bytes(1500), msg_id=f"d{i}") for i in range(20)),
+            return_exceptions=True,
+        )
+    stored = [r for r in results if isinstance(r, PubAck)]
+    refused = [r for r in results if isinstance(r, PublishRefused)]
+    assert len(stored) + len(refused) == 20 and stored and refused
+    assert all("maximum bytes exceeded" in r.reason and r.subject == "lg.decision.l1.s1" for r in refused)
+    info = await bus.js.stream_info(stream_name("decision"))
+    assert info.state.messages == len(stored)
+    assert sorted(a.seq for a in stored) == list(range(1, len(stored) + 1))
+
+
+async def test_the_same_message_id_in_flight_at_once_is_stored_once(bus_factory) -> None:
+    bus = await bus_factory()
+    msg = trigger(1)
+    acks = await asyncio.gather(
+        *(bus.publish(subject("trigger", "l1", "s1"), msg, msg_id=msg.part.inspection_id) for _ in range(5))
+    )
+    assert sum(not a.duplicate for a in acks) == 1
+    assert {a.seq for a in acks} == {1}
+    info = await bus.js.stream_info(stream_name("trigger"))
+    assert info.state.messages == 1
+
+
+async def test_a_subject_no_stream_takes_is_refused_with_that_reason(bus_factory) -> None:
+    bus = await bus_factory(publish_timeout_s=60)
+    async with asyncio.timeout(10):
+        with pytest.raises(PublishRefused, match="no stream takes this subject"):
+            await bus.publish("nowhere.l1.s1", b"x", msg_id="x")
+
+
+async def test_publishes_in_flight_are_bounded_and_an_unanswered_one_is_unconfirmed(nats_url) -> None:
+    # A subscriber that never answers stands for a stream that stopped acking.
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.subscribe("silent.stream")
+        acks = PendingAcks(nc, max_in_flight=3)
+        tasks = [
+            asyncio.create_task(acks.request("silent.stream", b"x", {"Nats-Msg-Id": f"s{i}"}, 0.5)) for i in range(8)
+        ]
+        await asyncio.sleep(0.2)
+        assert acks.in_flight == 3
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, PublishUnconfirmed) for r in results)
+        assert "publish to silent.stream unconfirmed: no ack from the stream within 0.5 s" in str(results[0])
+        assert acks.in_flight == 0
+    finally:
+        await nc.close()
+
+
+async def test_a_server_stopped_mid_publish_fails_what_it_did_not_store(fresh_nats, bus_factory) -> None:
+    bus = await bus_factory(publish_timeout_s=1.0)
+    decisions = subject("decision", "l1", "s1")
+
+    async def publish(i: int) -> PubAck:
+        await asyncio.sleep(i * 0.002)  # spread over a second: some before the stop, some during, some after
+        return await bus.publish(decisions, f"decision {i}".encode(), msg_id=f"d{i}")
+
+    tasks = [asyncio.create_task(publish(i)) for i in range(500)]
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(fresh_nats.stop)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    acked = {i: r for i, r in enumerate(results) if isinstance(r, PubAck)}
+    failed = [r for r in results if not isinstance(r, PubAck)]
+    assert acked and failed
+    # A publish the server never acked surfaces as an error, whichever way the connection went: no ack in time,
+    # refused by a server whose JetStream had stopped first, or the connection's own error.
+    assert all(isinstance(r, (PublishUnconfirmed, PublishRefused, nats.errors.Error)) for r in failed), failed[:3]
+
+    fresh_nats.start()  # the same port and store: what was acked must be there
+    async with asyncio.timeout(20):
+        while not bus.nc.is_connected:
+            await asyncio.sleep(0.05)
+    for i, ack in acked.items():
+        stored_msg = await bus.js.get_msg(stream_name("decision"), ack.seq)
+        assert stored_msg.data == f"decision {i}".encode()
+        assert stored_msg.headers["Nats-Msg-Id"] == f"d{i}"

@@ -1,5 +1,6 @@
 """The bus: NATS JetStream with message ids, pull workers and dead letters."""
 
+from lineguard.bus.acks import PublishUnconfirmed
 from lineguard.bus.client import DEAD_REASON, DEAD_SERVICE, DEAD_SUBJECT, Bus, PublishRefused
 from lineguard.bus.errors import BadMessage, HandBack, Retry
 from lineguard.bus.streams import StreamSpec, line_streams, provision_streams
@@ -15,6 +16,7 @@ __all__ = [
     "HandBack",
     "Handler",
     "PublishRefused",
+    "PublishUnconfirmed",
     "Retry",
     "StreamSpec",
     "Worker",
