@@ -36,6 +36,8 @@ class Pending:
 class Joiner:
     def __init__(self, remember: int = 50_000):
         self.pending: dict[str, Pending] = {}
+        # Decided, its verdict being published: inputs redelivered meanwhile are held with it until the publish settles.
+        self.publishing: dict[str, Pending] = {}
         # By inspection id, in wall-clock ns like the trigger time they count from (stamped by the gateway).
         self.deadlines: Deadlines[str] = Deadlines(clock=time.time_ns, per_second=1_000_000_000)
         self._decided: OrderedDict[str, None] = OrderedDict()
@@ -64,14 +66,24 @@ class Joiner:
         """Take the pending parts whose deadline is `now_ns` or earlier, each once."""
         return self.entries(self.deadlines.due(now_ns))
 
+    def publish(self, inspection_id: str) -> Pending | None:
+        """The part is decided and its verdict about to be published: no longer pending, not yet closed."""
+        self.deadlines.cancel(inspection_id)
+        entry = self.pending.pop(inspection_id, None)
+        if entry is not None:
+            self.publishing[inspection_id] = entry
+        return entry
+
     def close(self, inspection_id: str) -> Pending | None:
-        """Forget the pending entry and remember the part as decided."""
+        """Forget the entry (pending or publishing) and remember the part as decided."""
         self.deadlines.cancel(inspection_id)
         self._decided[inspection_id] = None
         while len(self._decided) > self._remember:
             self._decided.popitem(last=False)
-        return self.pending.pop(inspection_id, None)
+        publishing = self.publishing.pop(inspection_id, None)
+        return self.pending.pop(inspection_id, None) or publishing
 
     def forget(self, inspection_id: str) -> None:
-        """Undo `close` when the verdict could not be published: redelivery judges it again."""
+        """The verdict could not be published: drop the part, so that its inputs, redelivered, judge it again."""
+        self.publishing.pop(inspection_id, None)
         self._decided.pop(inspection_id, None)

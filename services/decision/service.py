@@ -55,6 +55,13 @@ class DecisionService:
 
     async def _hold(self, delivery: Delivery[Any], slot: str | None) -> None:
         part = delivery.message.part
+        publishing = self.joiner.publishing.get(part.inspection_id)
+        if publishing is not None:
+            # Redelivered while the verdict is being published: settled with it (acked, or retried if it fails), not
+            # acked as judged now, which would lose the input if the publish fails and the part is judged again.
+            publishing.held.append(delivery)
+            delivery.defer()
+            return
         if self.joiner.already_decided(part.inspection_id):
             log.info("result after the verdict; ignored", stage=slot or "trigger")
             return  # acked: the part is judged, and judged once
@@ -73,8 +80,9 @@ class DecisionService:
         part = entry.part
         if self.joiner.pending.get(part.inspection_id) is not entry:
             return  # decided meanwhile (the deadline loop works from a snapshot)
-        # Closed before the publish awaits, so a result arriving meanwhile is not judged again.
-        self.joiner.close(part.inspection_id)
+        # Out of pending before the publish awaits, so a result arriving meanwhile is not judged again; closed (judged
+        # once) only when the bus has the verdict.
+        self.joiner.publish(part.inspection_id)
         recipe = self.recipe(part.recipe_id)
         assert recipe is not None  # checked when the entry was opened
         judgement = judge(recipe, entry.inference, entry.ocr)
@@ -87,6 +95,7 @@ class DecisionService:
             for delivery in entry.held:
                 await delivery.fail(exc)
             return
+        self.joiner.close(part.inspection_id)
         log.info(
             "decided",
             verdict=Verdict.Name(judgement.verdict),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from lineguard.bus import DEAD_REASON
+from lineguard.bus.streams import line_streams, provision_streams
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, new_inspection_id, now_ns, stream_name, subject
 from lineguard.services.decision.service import setup
@@ -109,7 +110,6 @@ async def test_inputs_of_a_verdict_that_cannot_be_published_are_retried_then_dea
 ) -> None:
     # The held inputs meet the bus's one failure policy: retried, and after max_deliver dead-lettered with the cause
     # (the verdict cannot be published: its stream is gone), never nak'd until the server stops delivering them.
-    # One input only: a second one redelivered while the failing verdict is in flight is acked as judged.
     bus = await bus_factory("driver")
     raw = line_config_dict(nats_url=fresh_nats.url, deadline_ms=100)
     raw["nats"].update(max_deliver=3, nak_delay_s=0.05)
@@ -121,3 +121,29 @@ async def test_inputs_of_a_verdict_that_cannot_be_published_are_retried_then_dea
     assert dead.headers[DEAD_REASON].startswith(
         "gave up after 3 deliveries: PublishRefused: publish to lg.decision.l1.s1 refused"
     ), dead.headers[DEAD_REASON]
+
+
+async def test_an_input_redelivered_while_a_failing_verdict_is_published_is_judged_again(
+    bus_factory, fresh_nats, line_config_dict
+) -> None:
+    # The verdict's publish hangs (the decision stream is gone and a subscriber that never answers takes its subject)
+    # past ack_wait, so the held inputs come back while it is in flight; then it fails. Those inputs must not be acked
+    # as "already judged": once the stream is back the part is judged again with all of them, not FAIL / TIMEOUT.
+    bus = await bus_factory("driver")
+    raw = line_config_dict(nats_url=fresh_nats.url, deadline_ms=5000)
+    raw["nats"].update(ack_wait_s=0.3, publish_timeout_s=1.0, nak_delay_s=0.5, max_deliver=20)
+    config = LineConfig(**raw)
+    async with running_service("decision", config, setup):
+        await bus.js.delete_stream(stream_name("decision"))
+        silent = await bus.nc.subscribe("lg.decision.>")  # takes the request, never replies: the publish times out
+        p = part()
+        await send(bus, "trigger", Trigger(part=p))
+        await send(bus, "ocr", OcrResult(part=p, codes=[Code(text="LG-00000001")], completed_unix_ns=now_ns()))
+        await send(bus, "inference", InferenceResult(part=p, model_id="m", model_version="7"))
+        await asyncio.sleep(1.2)  # the first verdict's publish has failed; its inputs were redelivered meanwhile
+        await silent.unsubscribe()
+        await provision_streams(bus.js, line_streams(config.nats))
+        [decision] = await decisions(bus, 1, timeout=10)
+    assert decision.part.inspection_id == p.inspection_id
+    assert decision.verdict == Verdict.VERDICT_PASS, list(decision.reason_codes)
+    assert decision.serial == "LG-00000001"
