@@ -22,7 +22,8 @@ def demo_config_dict(
                 "id": "s1",
                 "recipe": "pcb-a",
                 "camera": {"kind": "simulator", "px_per_mm": 48.0, "stamp_serial": True},
-                "plc": {"protocol": "opcua", "endpoint": opcua_endpoint},
+                # The demo profile: None and anonymous operators, which the gateway says when it starts.
+                "plc": {"protocol": "opcua", "endpoint": opcua_endpoint, "security": {"profile": "demo"}},
             }
         ],
         "recipes": {

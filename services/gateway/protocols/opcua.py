@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from lineguard.config.seams import PlcSettings
+from lineguard.services.gateway.protocols.opcua_security import OpcuaSecurity
 
 if TYPE_CHECKING:  # every service validates the config, and so imports this module: keep it light
     from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerHandler
@@ -24,6 +25,10 @@ class Settings(PlcSettings):
         "opc.tcp://127.0.0.1:4840/lineguard/",
         description="where the gateway's OPC UA server listens; stations on one URL share it",
     )
+    security: OpcuaSecurity = Field(
+        default_factory=OpcuaSecurity,
+        description="profile, policies, certificates, users and roles (opcua_security.py); one per endpoint",
+    )
 
 
 def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: TriggerHandler) -> list[PlcEndpoint]:
@@ -32,6 +37,13 @@ def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: Trigger
 
     quiet_asyncua()
     by_url: dict[str, list[str]] = {}
+    security: dict[str, tuple[str, OpcuaSecurity]] = {}
     for station_id, settings in stations:
         by_url.setdefault(settings.endpoint, []).append(station_id)
-    return [OpcuaEndpoint(url, station_ids, on_trigger) for url, station_ids in by_url.items()]
+        first, first_security = security.setdefault(settings.endpoint, (station_id, settings.security))
+        if settings.security != first_security:  # one server has one security setup
+            raise ValueError(
+                f"stations {first!r} and {station_id!r} share the OPC UA endpoint {settings.endpoint} but not its "
+                "plc.security: give them the same (a YAML anchor) or different endpoints"
+            )
+    return [OpcuaEndpoint(url, ids, on_trigger, security=security[url][1]) for url, ids in by_url.items()]

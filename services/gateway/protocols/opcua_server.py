@@ -23,7 +23,9 @@ from lineguard.contracts import opcua as contract
 from lineguard.contracts import verdict_name
 from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
+from lineguard.services.gateway.protocols import opcua_access
 from lineguard.services.gateway.protocols.opcua import KEY
+from lineguard.services.gateway.protocols.opcua_security import OpcuaSecurity
 
 log = structlog.get_logger("lineguard.gateway")
 
@@ -117,8 +119,16 @@ class OpcuaEndpoint:
 
     protocol = KEY
 
-    def __init__(self, endpoint: str, stations: Sequence[str], on_trigger: TriggerHandler):
+    def __init__(
+        self,
+        endpoint: str,
+        stations: Sequence[str],
+        on_trigger: TriggerHandler,
+        *,
+        security: OpcuaSecurity | None = None,  # None: the production profile's defaults
+    ):
         self.endpoint = endpoint
+        self.security = security if security is not None else OpcuaSecurity()
         self.stations = tuple(stations)
         self.on_trigger = on_trigger
         self.server = Server()
@@ -126,11 +136,11 @@ class OpcuaEndpoint:
         self.namespace_index = 0
 
     async def start(self) -> None:
-        self.server.set_server_name("lineguard gateway")  # before init(), which writes it into BuildInfo
+        opcua_access.set_identity(self.server)  # before init(), which writes it into BuildInfo
         await self.server.init()
+        await opcua_access.write_identity(self.server, self.security)
         self.server.set_endpoint(self.endpoint)
-        # Security policies and user authentication are configured by a later issue.
-        self.server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await opcua_access.secure(self.server, self.security, self.endpoint)  # policies, certificates, users, roles
         idx = self.namespace_index = await self.server.register_namespace(contract.NAMESPACE_URI)
         event_type = await self._add_event_type(idx)
         folder = await self.server.nodes.objects.add_folder(
