@@ -1,0 +1,673 @@
+"""OPC UA for Machine Vision (OPC 40100-1) in the gateway's OPC UA server: one VisionSystemType per station.
+
+Built from the official NodeSet (lineguard.contracts.machine_vision.NODESET), so a generic client finds
+the standard type, browse names and methods. What lineguard puts in the standard's open places is in
+lineguard.contracts.machine_vision. A job (StartSingleJob, or each part of StartContinuous) is a trigger
+through the same handshake as the simple profile's Trigger: the callback the endpoint was given.
+Every result the station's handshake delivers, whichever profile triggered it, is a ResultReady event
+here. The state machines are machine_vision_states.py; this module writes them into the address space.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from asyncua import Node, Server, ua
+from asyncua.common.instantiate_util import instantiate
+from asyncua.server.event_generator import EventGenerator
+
+from lineguard.contracts import machine_vision as mv
+from lineguard.contracts import new_inspection_id, verdict_name
+from lineguard.contracts.opcua import RESULT_VERDICTS, join_reasons
+from lineguard.opcua_nodesets import is_decoded_as, load_machine_vision_types
+from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
+from lineguard.services.gateway.handshake import Result
+from lineguard.services.gateway.protocols.machine_vision_states import InvalidState, VisionStates
+from lineguard.services.gateway.recipes import Recipe, RecipeBook, UnknownRecipe
+
+log = structlog.get_logger("lineguard.gateway")
+
+RESULTS_SHOWN = 10  # results kept as variables in ResultManagement/Results, newest last
+RESULTS_KEPT = 1024  # results GetResultById finds (at 10 parts/s, the last 100 s)
+GET_RESULT_WAIT_S = 60.0  # the longest GetResultById waits for a result in flight, whatever its Timeout
+_JOBS_KEPT = 4096  # jobs in flight remembered for their result's MeasId / PartId (each trigger gets one result)
+_SEQUENCES = 0x8000_0000  # job sequences run through [JOB_SEQUENCE_BASE, 2^32)
+_PASS = RESULT_VERDICTS["PASS"]
+_ERROR = RESULT_VERDICTS["ERROR"]
+
+
+def _nid(identifier: int | str, namespace: int) -> ua.NodeId:
+    return ua.NodeId(identifier, namespace)  # type: ignore[arg-type]  # asyncua annotates the wire types
+
+
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(code)  # type: ignore[arg-type]
+
+
+def _type(name: str) -> Any:
+    """A NodeSet structure class (made by asyncua from the NodeSet's definitions, at load time)."""
+    return getattr(ua, name)
+
+
+class BadCall(Exception):
+    """A method call refused with `code`; the message is logged."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the PLC said of a job, for its result."""
+
+    job_id: str
+    meas_id: str
+    part_id: str
+    product_id: str
+    external_recipe: Recipe | None  # as the PLC named it in the start method; None: it named none
+
+
+def _id_of(args: Sequence[ua.Variant], i: int, type_name: str, arg: str) -> str:
+    """The Id of a NodeSet id structure argument (MeasIdDataType, RecipeIdExternalDataType, ...); "" when null."""
+    value = args[i].Value
+    if value is None:
+        return ""
+    if not is_decoded_as(value, type_name):
+        raise BadCall(ua.StatusCodes.BadInvalidArgument, f"{arg} must be a {type_name}, got {value!r}")
+    return str(value.Id or "")
+
+
+def _int32(args: Sequence[ua.Variant], i: int, arg: str) -> int:
+    value = args[i].Value
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        raise BadCall(ua.StatusCodes.BadInvalidArgument, f"{arg} must be an Int32, got {value!r}")
+    return value
+
+
+def _count(args: Sequence[ua.Variant], method: str, least: int, most: int) -> None:
+    if len(args) < least:
+        raise BadCall(ua.StatusCodes.BadArgumentsMissing, f"{method} takes {least} arguments, got {len(args)}")
+    if len(args) > most:
+        raise BadCall(ua.StatusCodes.BadTooManyArguments, f"{method} takes {most} arguments, got {len(args)}")
+
+
+def _error_ok() -> ua.Variant:
+    return ua.Variant(0, ua.VariantType.Int32)
+
+
+def _ext(value: Any) -> ua.Variant:
+    return ua.Variant(value, ua.VariantType.ExtensionObject)
+
+
+def _recipe_internal(recipe: Recipe) -> Any:
+    return _type("RecipeIdInternalDataType")(Id=recipe.id, Version=recipe.version)
+
+
+def _recipe_external(recipe: Recipe) -> Any:
+    return _type("RecipeIdExternalDataType")(Id=recipe.id, Version=recipe.version)
+
+
+def _now(value: ua.Variant) -> ua.DataValue:
+    now = datetime.now(UTC)
+    return ua.DataValue(value, SourceTimestamp=now, ServerTimestamp=now)  # type: ignore[arg-type]  # a datetime
+
+
+def _utc(unix_ns: int) -> datetime:
+    return datetime.fromtimestamp(unix_ns / 1e9, tz=UTC)
+
+
+class VisionSystem:
+    """One station's VisionSystemType instance: its state machines, jobs, results and recipes."""
+
+    def __init__(self, space: MachineVisionSpace, station: str, node: Node):
+        self.space = space
+        self.server = space.server
+        self.station = station
+        self.node = node
+        self.states = VisionStates()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()  # by inspection id, until its result
+        self._results: OrderedDict[str, Any] = OrderedDict()  # ResultDataType by result id
+        self._result_arrived: dict[str, asyncio.Event] = {}  # GetResultById waiting for a result in flight
+        self._shown: list[Node] = []  # the ResultType variables in Results, oldest first
+        self._result_handles: dict[int, str] = {}
+        self._recipe_handles: set[int] = set()
+        self._handles = itertools.count(1)
+        self._sequences = itertools.count()
+        self._prepared: Recipe | None = None  # None: UnprepareRecipe left the automatic mode in Initialized
+        self._continuous: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # the event objects are shared between emits
+        self._events: dict[int, EventGenerator] = {}
+        self._vars: dict[str, Node] = {}
+
+    # --- building ---------------------------------------------------------------------------------------------
+
+    async def build(self) -> None:
+        mv_idx = self.space.mv_idx
+        sm = await self.node.get_child(f"{mv_idx}:{mv.STATE_MACHINE}")
+        auto = await sm.get_child(f"{mv_idx}:{mv.AUTOMATIC_MODE}")
+        for key, machine in (("main", sm), ("auto", auto)):
+            current = await machine.get_child("0:CurrentState")
+            self._vars[key] = current
+            self._vars[f"{key}_id"] = await current.get_child("0:Id")
+        self._vars["system_state"] = await self.node.get_child(f"{mv_idx}:{mv.SYSTEM_STATE}")
+        results = await self.node.get_child([f"{mv_idx}:{mv.RESULT_MANAGEMENT}", f"{mv_idx}:{mv.RESULTS_FOLDER}"])
+        self._vars["results"] = results
+        for type_id in (mv.JOB_STARTED_EVENT_TYPE, mv.READY_EVENT_TYPE, mv.RESULT_READY_EVENT_TYPE):
+            self._events[type_id] = await self.server.get_event_generator(_nid(type_id, mv_idx), self.node.nodeid)
+        self._events[mv.RECIPE_PREPARED_EVENT_TYPE] = await self.server.get_event_generator(
+            _nid(mv.RECIPE_PREPARED_EVENT_TYPE, mv_idx), self.node.nodeid
+        )
+        handlers: dict[tuple[str, ...], Callable[[Sequence[ua.Variant]], Awaitable[list[ua.Variant]]]] = {
+            (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "StartSingleJob"): self._start_single_job,
+            (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "StartContinuous"): self._start_continuous,
+            (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "Stop"): self._stop_method("Stop"),
+            (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "Abort"): self._stop_method("Abort"),
+            (mv.STATE_MACHINE, "Halt"): self._halt,
+            (mv.STATE_MACHINE, "Reset"): self._reset,
+            (mv.STATE_MACHINE, "SelectModeAutomatic"): self._select_mode_automatic,
+            (mv.RECIPE_MANAGEMENT, "GetRecipeListFiltered"): self._get_recipe_list_filtered,
+            (mv.RECIPE_MANAGEMENT, "PrepareRecipe"): self._prepare_recipe,
+            (mv.RECIPE_MANAGEMENT, "UnprepareRecipe"): self._unprepare_recipe,
+            (mv.RECIPE_MANAGEMENT, "ReleaseRecipeHandle"): self._release_recipe_handle,
+            (mv.RESULT_MANAGEMENT, "GetResultById"): self._get_result_by_id,
+            (mv.RESULT_MANAGEMENT, "ReleaseResultHandle"): self._release_result_handle,
+        }
+        linked = set()
+        for path, handler in handlers.items():
+            method = await self.node.get_child([f"{mv_idx}:{name}" for name in path])
+            self.server.link_method(method, self._callback(path[-1], handler))
+            linked.add(method.nodeid)
+        # Every other method of the standard (configuration and recipe transfer, products, ...): a clear refusal.
+        for method in await self._methods(self.node):
+            if method.nodeid not in linked:
+                name = (await method.read_browse_name()).Name
+                self.server.link_method(method, self._unsupported(name))
+        self._prepared = self.space.recipes.prepared(self.station)
+        self.states.operate(recipe_prepared=True)
+        await self._show_states()
+
+    async def _methods(self, node: Node) -> list[Node]:
+        found: list[Node] = []
+        for child in await node.get_children():
+            node_class = await child.read_node_class()
+            if node_class == ua.NodeClass.Method:
+                found.append(child)
+            elif node_class == ua.NodeClass.Object:
+                found.extend(await self._methods(child))
+        return found
+
+    def _callback(
+        self, method: str, handler: Callable[[Sequence[ua.Variant]], Awaitable[list[ua.Variant]]]
+    ) -> Callable[..., Awaitable[Any]]:
+        async def call(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
+            try:
+                return await handler(args)
+            except BadCall as exc:
+                log.warning(f"{method} refused", station=self.station, reason=str(exc))
+                return _status(exc.code)
+            except InvalidState as exc:
+                log.warning(f"{method} refused", station=self.station, reason=str(exc))
+                return _status(ua.StatusCodes.BadInvalidState)
+            except UnknownRecipe as exc:
+                log.warning(f"{method} refused", station=self.station, reason=str(exc))
+                return _status(ua.StatusCodes.BadNotFound)
+            except TriggerRefused as exc:
+                log.error(f"{method} refused", station=self.station, reason=str(exc))
+                return _status(ua.StatusCodes.BadResourceUnavailable)
+            except Exception:
+                log.exception(f"{method} failed", station=self.station)
+                return _status(ua.StatusCodes.BadInternalError)
+
+        return call
+
+    def _unsupported(self, method: str) -> Callable[..., Awaitable[Any]]:
+        async def call(parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+            log.warning(f"{method} refused: not supported by lineguard", station=self.station)
+            return _status(ua.StatusCodes.BadNotSupported)
+
+        return call
+
+    # --- state ------------------------------------------------------------------------------------------------
+
+    async def _show_states(self) -> None:
+        """CurrentState and its Id of both machines, and SystemState, from self.states."""
+        mv_idx = self.space.mv_idx
+        for key, state in (("main", self.states.main), ("auto", self.states.auto)):
+            if state is None:  # a sub-machine whose parent state is not active (OPC 10000-16)
+                for name in (key, f"{key}_id"):
+                    await self._write(name, ua.DataValue(StatusCode=_status(ua.StatusCodes.BadStateNotActive)))
+                continue
+            await self._write(key, _now(ua.Variant(ua.LocalizedText(state), ua.VariantType.LocalizedText)))
+            state_id = ua.Variant(_nid(mv.STATE_NODE_IDS[state], mv_idx), ua.VariantType.NodeId)
+            await self._write(f"{key}_id", _now(state_id))
+        semi = self.states.system_state
+        value = _type("SystemStateDescriptionDataType")(
+            State=_type("SystemStateDataType")(mv.SEMI_E10[semi]),
+            StateDescription=f"{self.states.main}" + (f"/{self.states.auto}" if self.states.auto else ""),
+        )
+        await self._write("system_state", _now(_ext(value)))
+
+    async def _write(self, name: str, value: ua.DataValue) -> None:
+        await self.server.write_attribute_value(self._vars[name].nodeid, value)
+
+    async def set_busy(self, busy: bool) -> None:
+        before = self.states.system_state
+        self.states.busy = busy
+        if self.states.system_state != before:
+            await self._show_states()
+
+    async def _emit(self, type_id: int, fields: dict[str, tuple[Any, ua.VariantType]], message: str) -> None:
+        async with self._lock:
+            generator = self._events[type_id]
+            event = generator.event
+            for name, (value, vtype) in fields.items():
+                setattr(event, name, value)
+                event.data_types[name] = vtype  # the NodeSet's properties have no value to infer the type from
+            await generator.trigger(message=message)
+
+    def _job_id_fields(self, job_id: str) -> dict[str, tuple[Any, ua.VariantType]]:
+        return {"JobId": (_type("JobIdDataType")(Id=job_id), ua.VariantType.ExtensionObject)}
+
+    # --- jobs -------------------------------------------------------------------------------------------------
+
+    def _job_args(self, args: Sequence[ua.Variant], method: str) -> tuple[str, str, str, Recipe | None]:
+        """MeasId, PartId, RecipeId, ProductId[, Parameters] -> meas id, part id, product id, the recipe named."""
+        _count(args, method, 4, 5)  # Parameters may be left out: lineguard's recipes take none
+        meas_id = _id_of(args, 0, "MeasIdDataType", "MeasId")
+        part_id = _id_of(args, 1, "PartIdDataType", "PartId")
+        recipe_id = _id_of(args, 2, "RecipeIdExternalDataType", "RecipeId")
+        product_id = _id_of(args, 3, "ProductIdDataType", "ProductId")
+        if len(args) == 5 and args[4].Value not in (None, []):
+            raise BadCall(ua.StatusCodes.BadInvalidArgument, f"Parameters must be empty, got {args[4].Value!r}")
+        named: Recipe | None = None
+        for given in (recipe_id, product_id):  # every recipe is also the product of the same id
+            if given:
+                named = self.space.recipes.find(given)
+                if self._prepared is None or named.id != self._prepared.id:
+                    prepared = self._prepared.id if self._prepared else "none"
+                    raise InvalidState(f"recipe {given!r} is not prepared (prepared: {prepared}); call PrepareRecipe")
+        return meas_id, part_id, product_id, named if recipe_id else None
+
+    def _next_sequence(self) -> int:
+        return mv.JOB_SEQUENCE_BASE + next(self._sequences) % _SEQUENCES
+
+    async def _trigger(self, part_id: str) -> str:
+        """One part through the handshake; the inspection id it returns is the result's ResultId."""
+        return await self.space.on_trigger(self.station, self._next_sequence(), part_id)
+
+    def _remember(self, inspection_id: str, job: Job) -> None:
+        self._jobs[inspection_id] = job
+        while len(self._jobs) > _JOBS_KEPT:
+            self._jobs.popitem(last=False)
+
+    async def _start_single_job(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        meas_id, part_id, product_id, recipe = self._job_args(args, "StartSingleJob")
+        self.states.start_single()
+        await self._show_states()
+        try:
+            # The job id is the inspection id, which only the handshake makes: JobStarted follows the trigger.
+            inspection_id = await self._trigger(part_id)
+            self._remember(inspection_id, Job(inspection_id, meas_id, part_id, product_id, recipe))
+            await self._emit(mv.JOB_STARTED_EVENT_TYPE, self._job_id_fields(inspection_id), f"job {inspection_id}")
+        finally:
+            self.states.job_taken()
+            await self._show_states()
+        await self._emit(mv.READY_EVENT_TYPE, self._job_id_fields(inspection_id), f"ready after job {inspection_id}")
+        log.info("40100 job started", station=self.station, job_id=inspection_id, meas_id=meas_id, part_id=part_id)
+        return [_ext(_type("JobIdDataType")(Id=inspection_id)), _error_ok()]
+
+    async def _start_continuous(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        meas_id, part_id, product_id, recipe = self._job_args(args, "StartContinuous")
+        self.states.start_continuous()
+        job = Job(new_inspection_id(), meas_id, part_id, product_id, recipe)
+        self._continuous = asyncio.create_task(self._run_continuous(job))
+        await self._show_states()
+        await self._emit(mv.JOB_STARTED_EVENT_TYPE, self._job_id_fields(job.job_id), f"continuous job {job.job_id}")
+        log.info("40100 continuous job started", station=self.station, job_id=job.job_id, period_s=self._period_s)
+        return [_ext(_type("JobIdDataType")(Id=job.job_id)), _error_ok()]
+
+    @property
+    def _period_s(self) -> float:
+        return self.space.continuous_period_s[self.station]
+
+    async def _run_continuous(self, job: Job) -> None:
+        """Trigger a part every period until Stop / Abort / Halt; a refused trigger is logged and the next tried."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            try:
+                self._remember(await self._trigger(job.part_id), job)
+            except TriggerRefused as exc:
+                log.error("continuous job: trigger refused", station=self.station, job_id=job.job_id, reason=str(exc))
+            next_at += self._period_s
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _end_continuous(self) -> None:
+        task, self._continuous = self._continuous, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _stop_method(self, method: str) -> Callable[[Sequence[ua.Variant]], Awaitable[list[ua.Variant]]]:
+        async def stop(args: Sequence[ua.Variant]) -> list[ua.Variant]:
+            cause = self._cause(args, method)
+            self.states.stop(method)
+            job_id = next(reversed(self._jobs), "")
+            await self._end_continuous()
+            await self._show_states()
+            await self._emit(mv.READY_EVENT_TYPE, self._job_id_fields(job_id), f"{method}: {cause}")
+            log.info(f"40100 {method}", station=self.station, cause=cause)
+            return [_error_ok()]
+
+        return stop
+
+    def _cause(self, args: Sequence[ua.Variant], method: str) -> str:
+        """Cause (Int32), CauseDescription (String) -> a text for the log."""
+        _count(args, method, 2, 2)
+        cause = _int32(args, 0, "Cause")
+        text = args[1].Value
+        if text is not None and not isinstance(text, str):
+            raise BadCall(ua.StatusCodes.BadInvalidArgument, f"CauseDescription must be a String, got {text!r}")
+        return f"{cause} {text or ''}".strip()
+
+    async def _halt(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        cause = self._cause(args, "Halt")
+        self.states.halt()
+        await self._end_continuous()
+        await self._show_states()
+        log.warning("40100 Halt: StartSingleJob refused until Reset", station=self.station, cause=cause)
+        return [_error_ok()]
+
+    async def _reset(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        cause = self._cause(args, "Reset")
+        self.states.reset()
+        await self._show_states()
+        self.states.operate(recipe_prepared=self._prepared is not None)
+        await self._show_states()
+        log.info("40100 Reset", station=self.station, cause=cause)
+        return [_error_ok()]
+
+    async def _select_mode_automatic(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        _count(args, "SelectModeAutomatic", 0, 0)
+        self.states.operate(recipe_prepared=self._prepared is not None)
+        await self._show_states()
+        return [_error_ok()]
+
+    # --- recipes ----------------------------------------------------------------------------------------------
+
+    def _recipe_args(self, args: Sequence[ua.Variant], method: str) -> Recipe:
+        """ExternalId, InternalIdIn: either names the recipe (both: the same one)."""
+        _count(args, method, 2, 2)
+        external = _id_of(args, 0, "RecipeIdExternalDataType", "ExternalId")
+        internal = _id_of(args, 1, "RecipeIdInternalDataType", "InternalIdIn")
+        if external and internal and external != internal:
+            raise BadCall(
+                ua.StatusCodes.BadInvalidArgument,
+                f"ExternalId {external!r} and InternalIdIn {internal!r} name different recipes",
+            )
+        if not (external or internal):
+            raise BadCall(ua.StatusCodes.BadInvalidArgument, "give the recipe's id in ExternalId or InternalIdIn")
+        return self.space.recipes.find(external or internal)
+
+    async def _prepare_recipe(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        recipe = self._recipe_args(args, "PrepareRecipe")
+        self.states.prepare()
+        # The handshake stamps it on the parts triggered from now on: a change between parts, never in one.
+        self._prepared = self.space.recipes.prepare(self.station, recipe.id)
+        await self._show_states()
+        await self._emit(
+            mv.RECIPE_PREPARED_EVENT_TYPE,
+            {
+                "ExternalId": (_recipe_external(recipe), ua.VariantType.ExtensionObject),
+                "InternalId": (_recipe_internal(recipe), ua.VariantType.ExtensionObject),
+            },
+            f"recipe {recipe.id} prepared",
+        )
+        return [_ext(_recipe_internal(recipe)), ua.Variant(True, ua.VariantType.Boolean), _error_ok()]
+
+    async def _unprepare_recipe(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        recipe = self._recipe_args(args, "UnprepareRecipe")
+        if self._prepared is None or recipe.id != self._prepared.id:
+            raise InvalidState(f"recipe {recipe.id!r} is not prepared")
+        self.states.unprepare()
+        self._prepared = None
+        await self._show_states()
+        log.info("40100 recipe unprepared: StartSingleJob refused until PrepareRecipe", station=self.station)
+        return [_ext(_recipe_internal(recipe)), _error_ok()]
+
+    async def _get_recipe_list_filtered(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        _count(args, "GetRecipeListFiltered", 6, 6)
+        external = _id_of(args, 0, "RecipeIdExternalDataType", "ExternalId")
+        product = _id_of(args, 1, "ProductIdDataType", "ProductId")
+        is_prepared = args[2].Value
+        tri_state = _type("TriStateBooleanDataType")
+        if is_prepared is not None and (isinstance(is_prepared, bool) or is_prepared not in set(tri_state)):
+            raise BadCall(ua.StatusCodes.BadInvalidArgument, f"IsPrepared must be a TriStateBoolean, {is_prepared!r}")
+        max_results, start = args[3].Value, args[4].Value
+        for name, value in (("MaxResults", max_results), ("StartIndex", start)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise BadCall(ua.StatusCodes.BadInvalidArgument, f"{name} must be a UInt32, got {value!r}")
+        _int32(args, 5, "Timeout")
+        prepared_id = self._prepared.id if self._prepared else None
+        wanted_prepared = None if is_prepared is None else {0: False, 1: True}.get(int(is_prepared))
+        recipes = [
+            r
+            for r in self.space.recipes.recipes.values()
+            if (not external or r.id == external)
+            and (not product or r.id == product)
+            and (wanted_prepared is None or (r.id == prepared_id) == wanted_prepared)
+        ]
+        page = recipes[start : start + max_results] if max_results else recipes[start:]
+        handle = next(self._handles)
+        self._recipe_handles.add(handle)
+        return [
+            ua.Variant(start + len(page) >= len(recipes), ua.VariantType.Boolean),
+            ua.Variant(len(page), ua.VariantType.UInt32),
+            ua.Variant(handle, ua.VariantType.UInt32),
+            ua.Variant([_recipe_internal(r) for r in page], ua.VariantType.ExtensionObject),
+            _error_ok(),
+        ]
+
+    async def _release_recipe_handle(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        _count(args, "ReleaseRecipeHandle", 1, 1)
+        handle = args[0].Value
+        if handle not in self._recipe_handles:
+            raise BadCall(ua.StatusCodes.BadInvalidArgument, f"no recipe handle {handle!r}")
+        self._recipe_handles.discard(handle)
+        return [_error_ok()]
+
+    # --- results ----------------------------------------------------------------------------------------------
+
+    def _result_data(self, result: Result) -> Any:
+        job = self._jobs.pop(result.inspection_id, None)
+        part = result.part
+        recipe = self.space.recipes.recipes.get(part.recipe_id) or Recipe(part.recipe_id, "", 0)
+        failed = result.gateway_timeout or result.verdict == _ERROR
+        content = [
+            ua.Variant(int(result.verdict), ua.VariantType.Int32),
+            ua.Variant(verdict_name(result.verdict), ua.VariantType.String),
+            ua.Variant(join_reasons(result.reasons), ua.VariantType.String),
+        ]
+        started, ended = _utc(part.triggered_unix_ns), _utc(result.closed_unix_ns)
+        return _type("ResultDataType")(
+            ResultId=_type("ResultIdDataType")(Id=result.inspection_id),
+            IsPartial=False,
+            IsSimulated=False,
+            ResultState=mv.RESULT_STATE_FAILED if failed else mv.RESULT_STATE_COMPLETED,
+            MeasId=_type("MeasIdDataType")(Id=job.meas_id if job else ""),
+            PartId=_type("PartIdDataType")(Id=job.part_id if job else ""),
+            ExternalRecipeId=_recipe_external(job.external_recipe) if job and job.external_recipe else None,
+            InternalRecipeId=_recipe_internal(recipe),
+            ProductId=_type("ProductIdDataType")(Id=job.product_id if job else ""),
+            InternalConfigurationId=_type("ConfigurationIdDataType")(Id="", Version=""),
+            JobId=_type("JobIdDataType")(Id=job.job_id if job else result.inspection_id),
+            CreationTime=ended,
+            ProcessingTimes=_type("ProcessingTimesDataType")(
+                StartTime=started,
+                EndTime=ended,
+                ProcessingDuration=max(0.0, (result.closed_unix_ns - part.triggered_unix_ns) / 1e6),
+            ),
+            ResultContent=content,
+        )
+
+    async def deliver(self, result: Result) -> None:
+        """The ResultReady event first (what the PLC waits for), then the result where it can be read again."""
+        data = self._result_data(result)
+        fields: dict[str, tuple[Any, ua.VariantType]] = {
+            name: (getattr(data, name), ua.VariantType.ExtensionObject)
+            for name in ("ResultId", "MeasId", "PartId", "InternalRecipeId", "ProductId", "JobId", "ProcessingTimes")
+        }
+        fields["ExternalRecipeId"] = (data.ExternalRecipeId, ua.VariantType.ExtensionObject)
+        fields["InternalConfigurationId"] = (data.InternalConfigurationId, ua.VariantType.ExtensionObject)
+        fields["IsPartial"] = (False, ua.VariantType.Boolean)
+        fields["IsSimulated"] = (False, ua.VariantType.Boolean)
+        fields["ResultState"] = (data.ResultState, ua.VariantType.Int32)
+        fields["CreationTime"] = (data.CreationTime, ua.VariantType.DateTime)
+        fields["ResultContent"] = (data.ResultContent, ua.VariantType.Variant)
+        async with self._lock:
+            generator = self._events[mv.RESULT_READY_EVENT_TYPE]
+            event = generator.event
+            for name, (value, vtype) in fields.items():
+                setattr(event, name, value)
+                event.data_types[name] = vtype
+            event.Severity = 100 if result.verdict == _PASS else 500
+            await generator.trigger(
+                time_attr=data.CreationTime,
+                message=f"{self.station} {result.inspection_id}: {verdict_name(result.verdict)}",
+            )
+        self._keep(result.inspection_id, data)
+        await self._show_result(result.inspection_id, data)
+
+    def _keep(self, result_id: str, data: Any) -> None:
+        self._results[result_id] = data
+        while len(self._results) > RESULTS_KEPT:
+            self._results.popitem(last=False)
+        arrived = self._result_arrived.pop(result_id, None)
+        if arrived is not None:
+            arrived.set()
+
+    async def _show_result(self, result_id: str, data: Any) -> None:
+        """A ResultType variable in ResultManagement/Results, named by the result id; the oldest past RESULTS_SHOWN
+        goes."""
+        folder = self._vars["results"]
+        lg_idx = self.space.lg_idx
+        nodes = await instantiate(
+            folder,
+            self.server.get_node(_nid(mv.RESULT_TYPE, self.space.mv_idx)),
+            nodeid=_nid(f"{folder.nodeid.Identifier!s}/{result_id}", lg_idx),
+            bname=ua.QualifiedName(result_id, lg_idx),
+            dname=ua.LocalizedText(result_id),
+        )
+        variable = nodes[0]
+        await variable.write_value(_ext(data))
+        for child in await variable.get_children():
+            name = (await child.read_browse_name()).Name
+            value = getattr(data, name, None)
+            if value is not None:
+                await child.write_value(ua.Variant(value, await child.read_data_type_as_variant_type()))
+        self._shown.append(variable)
+        while len(self._shown) > RESULTS_SHOWN:
+            await self.server.delete_nodes([self._shown.pop(0)], recursive=True)
+
+    async def _get_result_by_id(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        _count(args, "GetResultById", 2, 2)
+        result_id = _id_of(args, 0, "ResultIdDataType", "ResultId")
+        timeout_ms = _int32(args, 1, "Timeout")
+        if result_id not in self._results and result_id in self._jobs and timeout_ms != 0:
+            # In flight: wait for it (Timeout < 0: as long as the gateway waits for anything).
+            wait_s = GET_RESULT_WAIT_S if timeout_ms < 0 else min(timeout_ms / 1000, GET_RESULT_WAIT_S)
+            arrived = self._result_arrived.setdefault(result_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), timeout=wait_s)
+        data = self._results.get(result_id)
+        if data is None:
+            state = "still in flight" if result_id in self._jobs else "unknown or too old"
+            raise BadCall(ua.StatusCodes.BadNotFound, f"no result {result_id!r} ({state})")
+        handle = next(self._handles)
+        self._result_handles[handle] = result_id
+        return [ua.Variant(handle, ua.VariantType.UInt32), _ext(data), _error_ok()]
+
+    async def _release_result_handle(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        _count(args, "ReleaseResultHandle", 1, 1)
+        handle = args[0].Value
+        if self._result_handles.pop(handle, None) is None:
+            raise BadCall(ua.StatusCodes.BadInvalidArgument, f"no result handle {handle!r}")
+        return [_error_ok()]
+
+    async def stop(self) -> None:
+        await self._end_continuous()
+
+
+class MachineVisionSpace:
+    """The 40100 part of one OPC UA server: the NodeSet, and a VisionSystem for each station on it."""
+
+    def __init__(
+        self,
+        server: Server,
+        stations: Sequence[str],
+        on_trigger: TriggerHandler,
+        continuous_period_s: dict[str, float],
+    ):
+        self.server = server
+        self.stations = tuple(stations)
+        self.on_trigger = on_trigger
+        self.continuous_period_s = continuous_period_s
+        self.systems: dict[str, VisionSystem] = {}
+        self._recipes: RecipeBook | None = None
+        self.mv_idx = 0
+        self.lg_idx = 0
+
+    def use_recipes(self, recipes: RecipeBook) -> None:
+        self._recipes = recipes
+
+    @property
+    def recipes(self) -> RecipeBook:
+        if self._recipes is None:
+            raise RuntimeError("the gateway hands the endpoint its recipe book before start()")
+        return self._recipes
+
+    async def build(self, lg_idx: int) -> None:
+        """Load the NodeSet, then one VisionSystemType instance per station under Objects, named by the station."""
+        self.lg_idx = lg_idx
+        # Instantiating ResultType warns of attributes a VariableType does not have, once a result: noise.
+        logging.getLogger("asyncua.common.instantiate_util").setLevel(logging.ERROR)
+        await self.server.import_xml(str(mv.NODESET))
+        self.mv_idx = await self.server.get_namespace_index(mv.NAMESPACE_URI)
+        await load_machine_vision_types(self.server, self.mv_idx)  # the NodeSet's structures, to decode arguments
+        vision_system_type = self.server.get_node(_nid(mv.VISION_SYSTEM_TYPE, self.mv_idx))
+        for station in self.stations:
+            nodes = await instantiate(
+                self.server.nodes.objects,
+                vision_system_type,
+                nodeid=_nid(f"MachineVision/{station}", lg_idx),
+                bname=ua.QualifiedName(station, lg_idx),
+                dname=ua.LocalizedText(station),
+            )
+            system = VisionSystem(self, station, nodes[0])
+            await system.build()
+            self.systems[station] = system
+
+    async def deliver(self, station: str, result: Result) -> None:
+        system = self.systems.get(station)
+        if system is not None:
+            await system.deliver(result)
+
+    async def set_busy(self, station: str, busy: bool) -> None:
+        system = self.systems.get(station)
+        if system is not None:
+            await system.set_busy(busy)
+
+    async def stop(self) -> None:
+        for system in self.systems.values():
+            await system.stop()
