@@ -93,10 +93,12 @@ def started_gateway(
     """`started_gateway(store, quick_deadline_ms=..., **settings)`: a gateway of the test's own (or the module's)."""
 
     @contextlib.asynccontextmanager
-    async def started_gateway(store: Path, *, quick_deadline_ms: int, **settings: Any) -> AsyncIterator[Gateway]:
+    async def started_gateway(
+        store: Path, *, quick_deadline_ms: int, plc_security: dict[str, Any] | None = None, **settings: Any
+    ) -> AsyncIterator[Gateway]:
         """A gateway on its own nats-server, one endpoint, two stations: s1 waits up to 10 s for a decision, s2
-        (recipe "quick") gives FAIL / TIMEOUT after quick_deadline_ms + 100 ms grace. `settings`: more of the line's
-        configuration."""
+        (recipe "quick") gives FAIL / TIMEOUT after quick_deadline_ms + 100 ms grace. `plc_security`: both stations'
+        plc.security (default the demo profile); `settings`: more of the line's configuration."""
         # Imported here: a test run that starts no gateway does not need it to import.
         from lineguard.services.gateway.service import setup
 
@@ -105,6 +107,8 @@ def started_gateway(
         raw = line_config_dict(nats_url=nats.url, opcua_endpoint=endpoint, deadline_ms=10_000)
         raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": quick_deadline_ms}
         raw["stations"].append({**raw["stations"][0], "id": "s2", "recipe": "quick"})
+        for station in raw["stations"] if plc_security is not None else []:
+            station["plc"] = {**station["plc"], "security": plc_security}
         raw["gateway"] = {"result_grace_ms": 100}
         config = LineConfig(**{**raw, **settings})
         stopping = asyncio.Event()

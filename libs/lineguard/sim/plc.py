@@ -77,8 +77,17 @@ class _Sent:
 class SimulatedPlc:
     """`async with SimulatedPlc(endpoint, station="s1") as plc: report = await plc.run(20, rate_hz=10)`."""
 
-    def __init__(self, endpoint: str, station: str = "s1", *, connect_timeout_s: float = 30.0, first_sequence: int = 1):
+    def __init__(
+        self,
+        endpoint: str,
+        station: str = "s1",
+        *,
+        connect_timeout_s: float = 30.0,
+        first_sequence: int = 1,
+        setup: Callable[[Client], Awaitable[None]] | None = None,
+    ):
         self.endpoint = endpoint
+        self.setup = setup  # awaited on each new client before it connects: security policy, certificate, login
         self.station = station
         self.connect_timeout_s = connect_timeout_s
         self.next_sequence = first_sequence
@@ -111,6 +120,8 @@ class SimulatedPlc:
             client = Client(self.endpoint, timeout=10)
             client.session_timeout = SESSION_TIMEOUT_MS
             try:
+                if self.setup is not None:
+                    await self.setup(client)
                 await client.connect()
                 break
             except (TimeoutError, OSError, ua.UaError) as exc:
