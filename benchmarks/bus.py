@@ -1,20 +1,23 @@
 """Bus overhead: the library's publish + Worker path against bare nats-py, same server, same payload.
 
-Prints, in one run on one embedded nats-server:
-  throughput   messages/s through Bus.publish (Nats-Msg-Id, awaited PubAck, a window of
-               publishes in flight at once) + Worker (decode, handler, ack), against a bare
-               js.publish_async + pull-fetch loop (no decode) with the same payload and
-               fetch batch; and their ratio;
+Prints, in one run on one embedded nats-server, for each of --rounds interleaved rounds:
+  throughput   messages/s through Bus.publish (Nats-Msg-Id, awaited PubAck; 256 publishers at
+               once, each awaiting its own message's ack before its next, as a service's
+               handlers do) + Worker (decode, handler, ack), against a bare js.publish_async +
+               pull-fetch loop (no message id, no decode) with the same payload and fetch
+               batch; and their ratio;
   latency      one hop, publish call to handler start, p50 / p99, against the same hop with
-               js.publish + fetch; and the added latency.
+               js.publish + fetch; and the added latency at p50 and p99;
+then the medians and ranges over the rounds, and the same as one JSON line (the last line).
 
-    python benchmarks/bus.py [--messages 5000] [--hops 300]
+    python benchmarks/bus.py [--messages 5000] [--hops 300] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -86,15 +89,13 @@ async def library_throughput(url: str, n: int) -> float:
     stopping = asyncio.Event()
     started = time.perf_counter()
     consumer = asyncio.create_task(worker.run(stopping))
-    window = asyncio.Semaphore(WINDOW)
 
-    async def publish(m: InferenceResult) -> None:
-        async with window:
+    # WINDOW publishers at once, each awaiting its own message's ack before its next, as a service's handlers do.
+    async def publisher(lane: int) -> None:
+        for m in messages[lane::WINDOW]:
             await bus.publish(SUBJECT, m, msg_id=msg_id(m.part.inspection_id, "inference"))
 
-    async with asyncio.TaskGroup() as tg:
-        for m in messages:
-            tg.create_task(publish(m))
+    await asyncio.gather(*(publisher(lane) for lane in range(WINDOW)))
     await done.wait()
     elapsed = time.perf_counter() - started
     stopping.set()
@@ -199,33 +200,68 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def main(n: int, hops: int) -> None:
+async def one_round(url: str, n: int, hops: int, batch: int, library_first: bool) -> dict[str, float]:
+    sides = {
+        "library": (lambda: library_throughput(url, n), lambda: library_hop(url, hops)),
+        "bare": (lambda: bare_throughput(url, n, batch), lambda: bare_hop(url, hops, batch)),
+    }
+    order = ["library", "bare"] if library_first else ["bare", "library"]
+    rate = {side: await sides[side][0]() for side in order}
+    hop = {side: await sides[side][1]() for side in order}
+    figures = {
+        "library_msg_s": rate["library"],
+        "bare_msg_s": rate["bare"],
+        "ratio": rate["library"] / rate["bare"],
+    }
+    for side in ("library", "bare"):
+        figures[f"{side}_hop_p50_ms"] = pct(hop[side], 50)
+        figures[f"{side}_hop_p99_ms"] = pct(hop[side], 99)
+    figures["added_p50_ms"] = figures["library_hop_p50_ms"] - figures["bare_hop_p50_ms"]
+    figures["added_p99_ms"] = figures["library_hop_p99_ms"] - figures["bare_hop_p99_ms"]
+    return figures
+
+
+async def main(n: int, hops: int, rounds: int) -> None:
     batch = NatsSettings().fetch_batch
+    results = []
     with tempfile.TemporaryDirectory() as store, EmbeddedNats(store_dir=Path(store)) as server:
-        # Order alternates so neither side always runs on a warmer server.
-        lib_rate = await library_throughput(server.url, n)
-        bare_rate = await bare_throughput(server.url, n, batch)
-        lib_rate2 = await library_throughput(server.url, n)
-        bare_rate2 = await bare_throughput(server.url, n, batch)
-        lib_hop = await library_hop(server.url, hops)
-        raw_hop = await bare_hop(server.url, hops, batch)
-    lib_best, bare_best = max(lib_rate, lib_rate2), max(bare_rate, bare_rate2)
-    size = len(payload_message(0).SerializeToString())
-    print(f"payload {size} bytes, {n} messages, fetch batch {batch}, publish window {WINDOW}")
+        await library_throughput(server.url, min(n, 1000))  # warm the server and the imports before round 1
+        for r in range(rounds):
+            # Order alternates so neither side always runs on a warmer (or busier) machine.
+            figures = await one_round(server.url, n, hops, batch, library_first=r % 2 == 0)
+            results.append(figures)
+            print(
+                f"round {r + 1}: library {figures['library_msg_s']:7.0f} msg/s  "
+                f"bare {figures['bare_msg_s']:7.0f} msg/s  "
+                f"ratio {figures['ratio']:.3f}   hop p50 / p99 library {figures['library_hop_p50_ms']:.3f} / "
+                f"{figures['library_hop_p99_ms']:.3f} ms  bare {figures['bare_hop_p50_ms']:.3f} / "
+                f"{figures['bare_hop_p99_ms']:.3f} ms"
+            )
+    summary: dict[str, object] = {
+        "benchmark": "bus",
+        "payload_bytes": len(payload_message(0).SerializeToString()),
+        "messages": n,
+        "hops": hops,
+        "rounds": rounds,
+        "fetch_batch": batch,
+        "publishers": WINDOW,
+    }
+    for key in results[0]:
+        values = [f[key] for f in results]
+        summary[key] = round(statistics.median(values), 4)
+        summary[f"{key}_range"] = [round(min(values), 4), round(max(values), 4)]
     print(
-        f"throughput  library {lib_best:9.0f} msg/s   bare nats-py {bare_best:9.0f} msg/s   "
-        f"ratio {lib_best / bare_best:.2f}"
+        f"median of {rounds}: ratio {summary['ratio']:.3f} ({summary['ratio_range'][0]:.3f} - "  # type: ignore[index]
+        f"{summary['ratio_range'][1]:.3f}), added per hop p50 {summary['added_p50_ms']:+.3f} ms, "  # type: ignore[index]
+        f"p99 {summary['added_p99_ms']:+.3f} ms"
     )
-    print(
-        f"one hop     library p50 {pct(lib_hop, 50):.3f} ms p99 {pct(lib_hop, 99):.3f} ms   "
-        f"bare p50 {pct(raw_hop, 50):.3f} ms p99 {pct(raw_hop, 99):.3f} ms   "
-        f"added p50 {pct(lib_hop, 50) - pct(raw_hop, 50):+.3f} ms"
-    )
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--hops", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians and ranges over them")
     args = parser.parse_args()
-    asyncio.run(main(args.messages, args.hops))
+    asyncio.run(main(args.messages, args.hops, args.rounds))

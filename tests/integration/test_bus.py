@@ -6,6 +6,7 @@ import asyncio
 
 import nats
 import pytest
+import structlog
 from nats.js.api import PubAck
 
 from lineguard.bus import (
@@ -271,10 +272,8 @@ async def test_publishes_in_flight_are_bounded_and_an_unanswered_one_is_unconfir
     nc = await nats.connect(nats_url)
     try:
         await nc.subscribe("silent.stream")
-        acks = PendingAcks(nc, max_in_flight=3)
-        tasks = [
-            asyncio.create_task(acks.request("silent.stream", b"x", {"Nats-Msg-Id": f"s{i}"}, 0.5)) for i in range(8)
-        ]
+        acks = PendingAcks(nc, timeout_s=0.5, max_in_flight=3)
+        tasks = [asyncio.create_task(acks.request("silent.stream", b"x", {"Nats-Msg-Id": f"s{i}"})) for i in range(8)]
         await asyncio.sleep(0.2)
         assert acks.in_flight == 3
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -312,3 +311,18 @@ async def test_a_server_stopped_mid_publish_fails_what_it_did_not_store(fresh_na
         stored_msg = await bus.js.get_msg(stream_name("decision"), ack.seq)
         assert stored_msg.data == f"decision {i}".encode()
         assert stored_msg.headers["Nats-Msg-Id"] == f"d{i}"
+
+
+async def test_the_handler_logs_under_its_inspection_id(bus_factory) -> None:
+    bus = await bus_factory("svc")
+    bound: list[dict] = []
+
+    async def handle(d: Delivery[Trigger]) -> None:
+        bound.append(structlog.contextvars.get_contextvars())
+
+    messages = [trigger(1), trigger(2)]
+    for m in messages:
+        await bus.publish(subject("trigger", "l1", "s1"), m, msg_id=m.part.inspection_id)
+    worker = Worker(bus, kind="trigger", line="l1", message_type=Trigger, handler=handle)
+    await run_until(worker, lambda: len(bound) == 2)
+    assert bound == [{"inspection_id": m.part.inspection_id} for m in messages]

@@ -33,36 +33,54 @@ class PublishUnconfirmed(TimeoutError):
 
 
 class PendingAcks:
-    """Publishes awaiting their ack on one connection, by reply subject."""
+    """Publishes awaiting their ack on one connection, by reply subject, oldest first."""
 
-    def __init__(self, nc: Client, max_in_flight: int = MAX_IN_FLIGHT):
+    def __init__(self, nc: Client, timeout_s: float, max_in_flight: int = MAX_IN_FLIGHT):
         self._nc = nc
+        self._timeout_s = timeout_s
         self._window = asyncio.Semaphore(max_in_flight)
-        self._futures: dict[str, asyncio.Future[Msg]] = {}
+        # reply subject -> (future, subject, deadline); one timeout for all, so insertion order is deadline order
+        # and one timer, armed for the oldest, expires them all (a timer per publish cost more than the rest).
+        self._pending: dict[str, tuple[asyncio.Future[Msg], str, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._tokens = itertools.count()
         self._prefix = ""
         self._subscribing: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
-        return len(self._futures)
+        return len(self._pending)
 
-    async def request(self, subject: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> Msg:
+    async def request(self, subject: str, payload: bytes, headers: dict[str, str]) -> Msg:
         """Publish with a reply inbox and return the stream's reply; PublishUnconfirmed if none came in time."""
         if not self._prefix:
             await self._subscribe()
-        async with self._window:
-            reply = self._prefix + str(next(self._tokens))
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[Msg] = loop.create_future()
-            self._futures[reply] = future
-            timer = loop.call_later(timeout_s, _expire, future, subject, timeout_s)
-            try:
-                await self._nc.publish(subject, payload, reply=reply, headers=headers)
-                return await future
-            finally:
-                timer.cancel()
-                self._futures.pop(reply, None)
+        await self._window.acquire()
+        reply = self._prefix + str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Msg] = loop.create_future()
+        deadline = loop.time() + self._timeout_s
+        self._pending[reply] = (future, subject, deadline)
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire_due, loop)
+        try:
+            await self._nc.publish(subject, payload, reply=reply, headers=headers)
+            return await future
+        finally:
+            self._pending.pop(reply, None)
+            self._window.release()
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        while self._pending:
+            reply, (future, subject, deadline) = next(iter(self._pending.items()))
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._expire_due, loop)
+                return
+            del self._pending[reply]
+            if not future.done():
+                future.set_exception(PublishUnconfirmed(subject, self._timeout_s))
 
     async def _subscribe(self) -> None:
         # One subscription for the connection's lifetime (nats-py renews it on reconnect); concurrent first
@@ -77,11 +95,6 @@ class PendingAcks:
         self._prefix = prefix
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._futures.pop(msg.subject, None)
-        if future is not None and not future.done():
-            future.set_result(msg)
-
-
-def _expire(future: asyncio.Future[Msg], subject: str, timeout_s: float) -> None:
-    if not future.done():
-        future.set_exception(PublishUnconfirmed(subject, timeout_s))
+        pending = self._pending.pop(msg.subject, None)
+        if pending is not None and not pending[0].done():
+            pending[0].set_result(msg)

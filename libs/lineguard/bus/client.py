@@ -50,7 +50,7 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream()
         self.settings = settings
         self.service = service
-        self._acks = PendingAcks(nc)
+        self._acks = PendingAcks(nc, settings.publish_timeout_s)
 
     @classmethod
     async def connect(cls, settings: NatsSettings, service: str, *, provision: bool = True) -> Bus:
@@ -90,7 +90,7 @@ class Bus:
         all_headers = {"Nats-Msg-Id": msg_id}
         if headers:
             all_headers.update(headers)
-        reply = await self._acks.request(subject, payload, all_headers, self.settings.publish_timeout_s)
+        reply = await self._acks.request(subject, payload, all_headers)
         if reply.headers and reply.headers.get(STATUS) == NO_RESPONDERS:
             raise PublishRefused(subject, "no stream takes this subject (or JetStream is not running)")
         answer = json.loads(reply.data)
@@ -99,7 +99,10 @@ class Bus:
             raise PublishRefused(
                 subject, f"{error.get('description')} (code {error.get('code')}, {error.get('err_code')})"
             )
-        return PubAck.from_response(answer)
+        # Built directly: PubAck.from_response walks the dataclass's fields for every message.
+        return PubAck(
+            stream=answer["stream"], seq=answer["seq"], domain=answer.get("domain"), duplicate=answer.get("duplicate")
+        )
 
     async def dead_letter(self, msg: Msg, kind: str, reason: str) -> None:
         """Copy `msg` to `lg.dead.<kind>` with why it could not be handled."""

@@ -33,6 +33,7 @@ from lineguard.contracts import line_subjects, stream_name, subject
 from lineguard.runtime.metrics import DEAD_LETTERS, HANDLE_SECONDS, MESSAGES
 
 M = TypeVar("M", bound=Message)
+VALID_PLACES_KEPT = 256
 log = structlog.get_logger("lineguard.bus")
 
 
@@ -139,6 +140,8 @@ class Worker(Generic[M]):
         # Metric children looked up once: labels() per message is measurable at thousands/s.
         self._outcomes = {o: MESSAGES.labels(bus.service, kind, o) for o in ("ok", "retry", "dead")}
         self._seconds = HANDLE_SECONDS.labels(bus.service, kind)
+        # (line, station) pairs already checked as subject tokens: a line has a few stations, checked once each.
+        self._valid_places: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
         self._sub = await self._subscribe()
@@ -191,7 +194,9 @@ class Worker(Generic[M]):
             self._outcomes[await Delivery(self.message_type(), msg, self.kind, self.bus).fail(exc)].inc()
             return
         delivery: Delivery[M] = Delivery(message, msg, self.kind, self.bus, retry_forever=self.retry_forever)
-        with structlog.contextvars.bound_contextvars(inspection_id=delivery.inspection_id):
+        # bind + reset rather than structlog's bound_contextvars: the same, without a third of the worker's time.
+        log_context = structlog.contextvars.bind_contextvars(inspection_id=delivery.inspection_id)
+        try:
             outcome: Outcome | Literal["ok"] = "ok"
             try:
                 await self.handler(delivery)
@@ -201,6 +206,8 @@ class Worker(Generic[M]):
                 outcome = await delivery.fail(exc)
             self._outcomes[outcome].inc()
             self._seconds.observe(time.perf_counter() - started)
+        finally:
+            structlog.contextvars.reset_contextvars(**log_context)
 
     def _decode(self, msg: Msg) -> M:
         type_name = self.message_type.DESCRIPTOR.full_name
@@ -211,9 +218,11 @@ class Worker(Generic[M]):
         part = getattr(message, "part", None)
         if part is not None and not part.inspection_id:
             raise BadMessage(f"invalid {self.kind} message on {msg.subject}: {type_name} has no part.inspection_id")
-        if part is not None:
+        if part is not None and (part.line, part.station) not in self._valid_places:
             try:
                 subject(self.kind, part.line, part.station)  # every reply about this part is published there
             except ValueError as exc:
                 raise BadMessage(f"invalid {self.kind} message on {msg.subject}: {exc}") from None
+            if len(self._valid_places) < VALID_PLACES_KEPT:
+                self._valid_places.add((part.line, part.station))
         return message
