@@ -71,7 +71,7 @@ def client_setup(
             client.set_password(password or "")
         if user_certificate is not None:
             await client.load_client_certificate(str(user_certificate.certificate))
-            await client.load_private_key(str(user_certificate.private_key))
+            await client.load_private_key(user_certificate.private_key)
 
     return setup
 

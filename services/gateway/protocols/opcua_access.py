@@ -245,16 +245,18 @@ class UserManager(user_managers.UserManager):
     ) -> User | None:
         # asyncua passes the secure channel's client certificate with a user name, the user certificate with an
         # X.509 token, and the channel's (if any) with an anonymous token.
+        # A channel without security passes b"" (or None) for its certificate.
+        certificate = bytes(certificate) if certificate else None
         if username is not None:
             return self._password_login(username, password or "", certificate)
-        if certificate is not None and (login := self._by_certificate.get(bytes(certificate))) is not None:
+        if certificate is not None and (login := self._by_certificate.get(certificate)) is not None:
             return self._user(login.name, login.role, "certificate")
         if self._anonymous is None:
             log.warning("OPC UA login refused: anonymous access is off, or the user certificate is unknown")
             return None
         return self._user("anonymous", self._anonymous, "anonymous")
 
-    def _password_login(self, username: str, password: str, channel_certificate: Any) -> User | None:
+    def _password_login(self, username: str, password: str, channel_certificate: bytes | None) -> User | None:
         if channel_certificate is None and not self._insecure_channels:
             log.warning("OPC UA login refused: a channel without security", user=username)
             return None
@@ -325,7 +327,10 @@ class ClientCertificates:
     def is_trusted_der(self, der: bytes) -> bool:
         if der in self._trusted_der:
             return True
-        cert = x509.load_der_x509_certificate(der)
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return False
         return bool(self._trusted_der) and self._store.is_trusted(cert) and not self._store.is_revoked(cert)
 
     async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
