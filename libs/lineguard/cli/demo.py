@@ -44,6 +44,10 @@ def demo(
         except LineStartError as exc:
             err.print(f"[red]the line did not start:[/] {exc}")
             raise typer.Exit(1) from None
+    err.print(
+        f"[yellow]OPC UA at {line.opcua_endpoint} runs the demo security profile: security policy None and anonymous "
+        "operators, not for a production line[/] (docs/opcua.md, Security)"
+    )
     try:
         report, elapsed = _drive(line, parts, rate, err)
         rows = _wait_for_rows(line, parts)
