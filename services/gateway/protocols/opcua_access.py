@@ -65,6 +65,8 @@ METHOD_ROLES: dict[str, Role] = {
     "Stop": "operator",
     "Abort": "operator",
     "Reset": "operator",
+    "Halt": "operator",
+    "SelectModeAutomatic": "operator",
     "GetResultById": "operator",
     "GetResultComponentsById": "operator",
     "GetResultListFiltered": "operator",
