@@ -116,7 +116,7 @@ def started_gateway(
         bus = await Bus.connect(config.nats, "gateway-test")
         try:
             await service_ready(bus, service)
-            yield Gateway(config, endpoint, bus, stopping, service)
+            yield Gateway(config, endpoint, bus, stopping, service, nats)
         finally:
             stopping.set()
             await asyncio.wait_for(service, timeout=30)

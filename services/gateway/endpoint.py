@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lineguard.services.gateway.handshake import Result
 
 # station id, the PLC's sequence, its part id -> the inspection id the PLC is given back.
 # Raises TriggerRefused when the trigger was not taken: the protocol tells its PLC to call again.
 TriggerHandler = Callable[[str, int, str], Awaitable[str]]
+# station id, the PLC's sequence -> the latest result given for it, None when there is none to read (in flight,
+# unknown, too old). A result read this way is recorded as delivered.
+ResultReader = Callable[[str, int], Result | None]
 
 
 class TriggerRefused(Exception):
-    """The trigger could not be put on the bus; the PLC may call again with the same sequence."""
+    """The trigger was not taken (the gateway is stopping, its backlog for the bus is full); the PLC may call again
+    with the same sequence."""
+
+
+class NotHandedOver(Exception):
+    """`deliver` knows that no PLC could receive the result (no live session listens for it): it is recorded as not
+    delivered, and the PLC can still read it by its sequence (`serve_reads`)."""
 
 
 class PlcEndpoint(Protocol):
@@ -49,7 +58,17 @@ class PlcEndpoint(Protocol):
         """Show the PLC the gateway is alive until `stopping` is set (return at once if the protocol has no way)."""
 
     async def deliver(self, station: str, result: Result) -> None:
-        """Hand `station`'s PLC one result; raising records the ack as not delivered."""
+        """Hand `station`'s PLC one result; raising (NotHandedOver when nobody listens) records it as not delivered.
+
+        Must not wait on anything but the PLC's protocol: the result of a part never waits on the bus."""
 
     async def set_busy(self, station: str, busy: bool) -> None:
         """Show whether `station` has parts in flight."""
+
+
+@runtime_checkable
+class ReadsBack(Protocol):
+    """An endpoint whose PLC can read a result it missed by its sequence (OPC UA's GetResult); the gateway hands it
+    the reader once the endpoint is open. A result read back is recorded as delivered."""
+
+    def serve_reads(self, read: ResultReader) -> None: ...

@@ -10,6 +10,8 @@ are `time.monotonic()` seconds, passed in so tests can drive the clock.
   already (then the decision is late or a duplicate and not delivered again).
   A decision for an inspection this gateway never opened (it restarted since)
   is delivered once.
+- `result_of()` is the latest result given for a PLC sequence, kept for the last
+  REMEMBERED_RESULTS inspections, so a PLC that missed one can read it back.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from lineguard.contracts import new_inspection_id, now_ns
+from lineguard.contracts.opcua import RESULTS_KEPT
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 
 TIMEOUT_REASON = "TIMEOUT"
 # Closed inspections remembered to recognise late and repeated decisions; at 10
 # parts/s this covers the last ~7 minutes, far beyond any deadline.
-REMEMBERED_RESULTS = 4096
+REMEMBERED_RESULTS = RESULTS_KEPT
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Handshake:
         self._in_flight: dict[str, InFlight] = {}  # by inspection id, in trigger order
         self._by_sequence: dict[int, str] = {}
         self._closed: OrderedDict[str, Result] = OrderedDict()
+        self._answered: dict[int, str] = {}  # sequence -> the latest inspection opened here and closed under it
 
     @property
     def in_flight(self) -> int:
@@ -128,6 +132,8 @@ class Handshake:
             sequence=sequence,
             triggered_unix_ns=now_ns(),
         )
+        # A sequence used again (the PLC's counter restarted or wrapped) no longer reads the older part's result.
+        self._answered.pop(sequence, None)
         entry = InFlight(part, part_id, now + self.timeout_s)
         self._in_flight[part.inspection_id] = entry
         self._by_sequence[sequence] = part.inspection_id
@@ -164,11 +170,22 @@ class Handshake:
             Outcome.UNTRACKED, self._close(part, Result(part, decision.verdict, reasons, False, now_ns()))
         )
 
+    def result_of(self, sequence: int) -> Result | None:
+        """The result given for the PLC's `sequence`; None while it is in flight, or when it is not remembered.
+
+        Only inspections opened here: a decision this gateway never triggered was never given to the PLC."""
+        inspection_id = self._answered.get(sequence)
+        return None if inspection_id is None else self._closed.get(inspection_id)
+
     def _close(self, part: Part, result: Result) -> Result:
         opened = self._in_flight.pop(part.inspection_id, None) is not None
         if opened and self._by_sequence.get(part.sequence) == part.inspection_id:
             del self._by_sequence[part.sequence]
+        if opened and part.sequence not in self._by_sequence:
+            self._answered[part.sequence] = part.inspection_id
         self._closed[part.inspection_id] = result
         while len(self._closed) > self._remember:
-            self._closed.popitem(last=False)
+            old_id, old = self._closed.popitem(last=False)
+            if self._answered.get(old.sequence) == old_id:
+                del self._answered[old.sequence]
         return result

@@ -1,7 +1,8 @@
 """Gateway service: PLCs trigger inspections and get each verdict back once, over each station's protocol.
 
 Consumes decisions; publishes triggers (when a PLC triggers a part) and acks (when a result
-reached the PLC, or the gateway gave FAIL / TIMEOUT itself). The protocols are plugins
+reached the PLC, or the gateway gave FAIL / TIMEOUT itself), each behind the PLC's back through
+its station's outbox. The protocols are plugins
 (endpoint.py, protocols/): this module only groups the stations by `plc.protocol` and opens
 each protocol's endpoints. Asked to stop, it first refuses new triggers and answers every
 part in flight (StationLinks.finish)."""
@@ -11,7 +12,7 @@ from __future__ import annotations
 from lineguard.bus import Delivery
 from lineguard.config import PLC_PROTOCOLS, PlcSettings
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.gateway.endpoint import PlcEndpoint
+from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack
 from lineguard.services.gateway.station import StationLinks
 from lineguard.v1.decision_pb2 import Decision
 
@@ -28,9 +29,12 @@ async def setup(ctx: ServiceContext) -> None:
             await endpoint.start()
             for station_id in endpoint.stations:
                 links.links[station_id].attach(endpoint)
+            if isinstance(endpoint, ReadsBack):
+                endpoint.serve_reads(links.read_result)
             ctx.run_task(endpoint.run_heartbeat(ctx.stopping))
     for link in links.links.values():
         ctx.run_task(link.run_deadlines(ctx.stopping))
+        ctx.run_task(link.run_outbox(ctx.stopping))
     ctx.before_stop(links.finish)
 
     async def on_decision(delivery: Delivery[Decision]) -> None:

@@ -2,49 +2,50 @@
 
 A trigger from the PLC becomes a lineguard.v1 Trigger on the bus; a decision
 from the bus (or the gateway's own FAIL / TIMEOUT when none comes in time) is
-handed to the PLC once and recorded as a PlcAck. The protocol is behind
-`PlcEndpoint` (endpoint.py), so this module knows no protocol.
+handed to the PLC once and recorded as a PlcAck. The PLC never waits on the bus:
+triggers and acks go to the station's outbox (outbox.py), published behind the
+PLC's back, so a Trigger call answers at once and a deadline's FAIL / TIMEOUT is
+delivered on time while NATS is away. The protocol is behind `PlcEndpoint`
+(endpoint.py), so this module knows no protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
 
 import structlog
-from google.protobuf.message import Message
 
 from lineguard.bus import BadMessage
 from lineguard.config import LineConfig
-from lineguard.contracts import VERDICT_NAMES, verdict_name
+from lineguard.contracts import VERDICT_NAMES, now_ns, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS
 from lineguard.runtime.deadlines import Deadlines
-from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerRefused
-from lineguard.services.gateway.handshake import Handshake, Outcome, Resolution, Result
+from lineguard.services.gateway.endpoint import NotHandedOver, PlcEndpoint, TriggerRefused
+from lineguard.services.gateway.handshake import REMEMBERED_RESULTS, Handshake, Outcome, Resolution, Result
+from lineguard.services.gateway.outbox import OUTBOX_LIMIT, Outbox, Publish
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
 
 log = structlog.get_logger("lineguard.gateway")
 
-Publish = Callable[[str, Message], Awaitable[None]]  # ServiceContext.publish(kind, message)
-
-# How soon an ack the bus refused is tried again (the deadline loop's next tick).
-ACK_RETRY_S = 0.25
-_ACK_RETRY = "retry-acks"  # its key among the inspections' deadlines (those are inspection ids)
 # On a stop, how long past the longest result timeout the gateway keeps trying to publish its last acks.
 ACK_GRACE_S = 2.0
+# The message-id stage of the ack recording that the PLC read a result it had missed (the first ack, "ack", said
+# not delivered; the bus would drop a second message under the same id).
+READ_BACK_STAGE = "ack-read"
 _DELIVERABLE = frozenset(RESULT_VERDICTS.values())
 
 
-def build_ack(result: Result, protocol: str, delivered: bool) -> PlcAck:
+def build_ack(result: Result, protocol: str, delivered: bool, delivered_unix_ns: int | None = None) -> PlcAck:
     ack = PlcAck(
         verdict=result.verdict,
         reason_codes=list(result.reasons),
         protocol=protocol,
         delivered=delivered,
-        delivered_unix_ns=result.closed_unix_ns,
+        delivered_unix_ns=result.closed_unix_ns if delivered_unix_ns is None else delivered_unix_ns,
         gateway_timeout=result.gateway_timeout,
     )
     ack.part.CopyFrom(result.part)
@@ -58,13 +59,14 @@ def station_timeout_s(config: LineConfig, station_id: str) -> float:
 
 
 class StationLink:
-    def __init__(self, handshake: Handshake, publish: Publish):
+    def __init__(self, handshake: Handshake, publish: Publish, *, outbox_limit: int = OUTBOX_LIMIT):
         self.handshake = handshake
-        self.publish = publish
         self.plc: PlcEndpoint | None = None  # the endpoint serving this station
         self._busy_shown: bool | None = None
-        self._unacked: list[PlcAck] = []
-        # Each open inspection's deadline (monotonic), and when to retry acks not yet published.
+        self.outbox = Outbox(publish, handshake.station, limit=outbox_limit)
+        # Results the PLC could not be handed (no session listened), until it reads them back; by inspection id.
+        self._missed: OrderedDict[str, None] = OrderedDict()
+        # Each open inspection's deadline (monotonic).
         self.deadlines: Deadlines[str] = Deadlines()
         self.refusing = ""  # why new triggers are refused (the gateway is stopping); empty while it serves
 
@@ -81,36 +83,40 @@ class StationLink:
 
     @property
     def settled(self) -> bool:
-        """Every part triggered here has its result at the PLC and its ack on the bus."""
-        return not self.handshake.busy and not self._unacked
+        """Every part triggered here has its result at the PLC, and its trigger and ack are on the bus."""
+        return not self.handshake.busy and not self.outbox
 
     @property
-    def unpublished_acks(self) -> int:
-        return len(self._unacked)
+    def unpublished(self) -> int:
+        """Triggers and acks waiting for the bus."""
+        return len(self.outbox)
 
     async def trigger(self, sequence: int, part_id: str) -> str:
-        """The PLC says "part here": open an inspection (or find the open one) and put it on the bus."""
-        if self.refusing and not self.handshake.is_open(sequence):
+        """The PLC says "part here": open an inspection (or find the open one); its trigger goes to the outbox.
+
+        Never waits on the bus. Refused (TriggerRefused) while stopping, or while the outbox is full."""
+        repeat = self.handshake.is_open(sequence)
+        if self.refusing and not repeat:
             raise TriggerRefused(f"trigger {sequence} of station {self.station} refused: {self.refusing}")
+        if self.outbox.full and not repeat:
+            raise TriggerRefused(
+                f"trigger {sequence} of station {self.station} refused: {len(self.outbox)} messages wait for the bus"
+            )
         triggered = self.handshake.trigger(sequence, part_id)
         part = triggered.part
         if triggered.repeated:
+            # Its trigger is in the outbox or on the bus already.
             log.info(
                 "PLC repeated a trigger still in flight; same inspection",
                 station=self.station,
                 sequence=sequence,
                 inspection_id=part.inspection_id,
             )
-        else:
-            self.deadlines.add(part.inspection_id, triggered.deadline)
-            await self._show_busy()
-        try:
-            # Published again on a repeat: the message id makes it stored once, and a failed first try is healed.
-            await self.publish("trigger", Trigger(part=part, part_id=triggered.part_id, source=self.protocol))
-        except Exception as exc:
-            raise TriggerRefused(f"trigger {sequence} of station {self.station} not published: {exc!r}") from exc
-        if not triggered.repeated:
-            log.info("triggered", station=self.station, sequence=sequence, inspection_id=part.inspection_id)
+            return part.inspection_id
+        self.deadlines.add(part.inspection_id, triggered.deadline)
+        self.outbox.put("trigger", Trigger(part=part, part_id=triggered.part_id, source=self.protocol))
+        await self._show_busy()
+        log.info("triggered", station=self.station, sequence=sequence, inspection_id=part.inspection_id)
         return part.inspection_id
 
     async def on_decision(self, decision: Decision) -> Resolution:
@@ -120,7 +126,7 @@ class StationLink:
         result = resolution.result
         self.deadlines.cancel(result.inspection_id)
         if resolution.deliver:
-            ack = await self._deliver(result)
+            await self._deliver(result)
         elif resolution.outcome is Outcome.UNTRACKED:
             log.warning(
                 "decision for an inspection not triggered here (gateway restarted?); not delivered",
@@ -128,26 +134,21 @@ class StationLink:
                 inspection_id=result.inspection_id,
                 sequence=result.sequence,
             )
-            ack = build_ack(result, self.protocol, delivered=False)
+            self.outbox.put("ack", build_ack(result, self.protocol, delivered=False))
+        elif resolution.outcome is Outcome.LATE:
+            # Its FAIL / TIMEOUT's ack is in the outbox or on the bus already.
+            log.warning(
+                "late decision not delivered: the PLC already got FAIL/TIMEOUT",
+                station=self.station,
+                inspection_id=result.inspection_id,
+                verdict=verdict_name(decision.verdict),
+            )
         else:
-            if resolution.outcome is Outcome.LATE:
-                log.warning(
-                    "late decision not delivered: the PLC already got FAIL/TIMEOUT",
-                    station=self.station,
-                    inspection_id=result.inspection_id,
-                    verdict=verdict_name(decision.verdict),
-                )
-            else:
-                log.info(
-                    "decision delivered already; not again", station=self.station, inspection_id=result.inspection_id
-                )
-            # Published again in case the first publish failed: the message id stores it once.
-            ack = build_ack(result, self.protocol, delivered=True)
-        await self.publish("ack", ack)
+            log.info("decision delivered already; not again", station=self.station, inspection_id=result.inspection_id)
         return resolution
 
     async def expire_due(self) -> list[Result]:
-        """Give FAIL / TIMEOUT to every inspection past its deadline, and retry acks not yet published."""
+        """Give FAIL / TIMEOUT to every inspection past its deadline (the acks go to the outbox)."""
         expired = self.handshake.expire()
         for result in expired:
             self.deadlines.cancel(result.inspection_id)
@@ -157,24 +158,36 @@ class StationLink:
                 inspection_id=result.inspection_id,
                 sequence=result.sequence,
             )
-            self._unacked.append(await self._deliver(result))
-        while self._unacked:
-            # Taken before the await: run_deadlines and on_decision both flush, and must not send one twice.
-            ack = self._unacked.pop(0)
-            try:
-                await self.publish("ack", ack)
-            except Exception as exc:  # noqa: BLE001 - kept and retried on the next tick
-                log.warning("could not publish an ack; will retry", station=self.station, error=repr(exc))
-                self._unacked.insert(0, ack)
-                self.deadlines.add(_ACK_RETRY, time.monotonic() + ACK_RETRY_S)
-                break
+            await self._deliver(result)
         return expired
 
+    def read_result(self, sequence: int) -> Result | None:
+        """The result given for `sequence`, for a PLC that missed it; the first read of a missed one is its delivery."""
+        result = self.handshake.result_of(sequence)
+        if result is None:
+            return None
+        if result.inspection_id in self._missed:
+            del self._missed[result.inspection_id]
+            log.info(
+                "PLC read a result it had missed",
+                station=self.station,
+                inspection_id=result.inspection_id,
+                sequence=sequence,
+                verdict=verdict_name(result.verdict),
+            )
+            ack = build_ack(result, self.protocol, delivered=True, delivered_unix_ns=now_ns())
+            self.outbox.put("ack", ack, stage=READ_BACK_STAGE)
+        return result
+
     async def run_deadlines(self, stopping: asyncio.Event) -> None:
-        """Sleep until the next deadline (an inspection's, or the ack retry's), then expire and retry what is due."""
+        """Sleep until the next inspection's deadline, then give FAIL / TIMEOUT to what is due."""
         await self.deadlines.run(stopping, lambda _due: self.expire_due())
 
-    async def _deliver(self, result: Result) -> PlcAck:
+    async def run_outbox(self, stopping: asyncio.Event) -> None:
+        await self.outbox.run(stopping)
+
+    async def _deliver(self, result: Result) -> None:
+        """Hand the result to the PLC, then queue its ack: delivered only when the endpoint could hand it over."""
         delivered = False
         if self.plc is None:
             log.error("no PLC endpoint serves the station; result not delivered", station=self.station)
@@ -182,10 +195,22 @@ class StationLink:
             try:
                 await self.plc.deliver(self.station, result)
                 delivered = True
+            except NotHandedOver as exc:
+                log.warning(
+                    "result not handed to the PLC; it can read it back by its sequence",
+                    station=self.station,
+                    inspection_id=result.inspection_id,
+                    sequence=result.sequence,
+                    reason=str(exc),
+                )
+                self._missed[result.inspection_id] = None
+                while len(self._missed) > REMEMBERED_RESULTS:
+                    self._missed.popitem(last=False)
             except Exception:
                 log.exception(
                     "could not hand the result to the PLC", station=self.station, inspection_id=result.inspection_id
                 )
+        self.outbox.put("ack", build_ack(result, self.protocol, delivered))
         await self._show_busy()
         if delivered:
             log.info(
@@ -196,7 +221,6 @@ class StationLink:
                 verdict=verdict_name(result.verdict),
                 reasons=list(result.reasons),
             )
-        return build_ack(result, self.protocol, delivered)
 
     async def _show_busy(self) -> None:
         busy = self.handshake.busy
@@ -223,6 +247,9 @@ class StationLinks:
     async def trigger(self, station_id: str, sequence: int, part_id: str) -> str:
         return await self.links[station_id].trigger(sequence, part_id)
 
+    def read_result(self, station_id: str, sequence: int) -> Result | None:
+        return self.links[station_id].read_result(sequence)
+
     async def finish(self) -> None:
         """Before a stop: refuse new triggers, and answer every part in flight (its decision, or FAIL / TIMEOUT at
         its deadline) with its ack on the bus, so that no PLC is left waiting on a gateway that went away."""
@@ -241,10 +268,10 @@ class StationLinks:
             open_links = [link for link in open_links if not link.settled]
         for link in open_links:
             log.error(
-                "stopping with parts unanswered or acks unpublished",
+                "stopping with parts unanswered or triggers / acks not on the bus",
                 station=link.station,
                 in_flight=link.handshake.in_flight,
-                unpublished_acks=link.unpublished_acks,
+                unpublished=link.unpublished,
                 waited_s=timeout,
             )
 

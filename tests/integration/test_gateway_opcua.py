@@ -166,12 +166,18 @@ async def test_address_space_is_the_contracts(gateway: Gateway) -> None:
         assert sorted([(await n.read_browse_name()).Name for n in await stations.get_children()]) == ["s1", "s2"]
         s1 = await stations.get_child(f"{idx}:s1")
         names = {(await n.read_browse_name()).Name: n for n in await s1.get_children()}
-        expected = {contract.TRIGGER_METHOD, *(f.name for f in (*contract.RESULT_FIELDS, *contract.STATUS_FIELDS))}
+        methods = {contract.TRIGGER_METHOD, contract.GET_RESULT_METHOD}
+        expected = {*methods, *(f.name for f in (*contract.RESULT_FIELDS, *contract.STATUS_FIELDS))}
         assert set(names) == expected
         for f in (*contract.RESULT_FIELDS, *contract.STATUS_FIELDS):
             assert await names[f.name].read_data_type_as_variant_type() == ua.VariantType[f.ua_type], f.name
         inputs = await (await names[contract.TRIGGER_METHOD].get_child("0:InputArguments")).read_value()
         assert [a.Name for a in inputs] == [a.name for a in contract.TRIGGER_INPUTS]
+        get_result = names[contract.GET_RESULT_METHOD]
+        inputs = await (await get_result.get_child("0:InputArguments")).read_value()
+        outputs = await (await get_result.get_child("0:OutputArguments")).read_value()
+        assert [a.Name for a in inputs] == [a.name for a in contract.GET_RESULT_INPUTS]
+        assert [a.Name for a in outputs] == [f.name for f in contract.RESULT_FIELDS]
         event_type = await client.nodes.base_event_type.get_child(f"{idx}:{contract.EVENT_TYPE}")
         props = {(await p.read_browse_name()).Name for p in await event_type.get_properties()}
         assert props == {f.name for f in contract.RESULT_FIELDS}

@@ -2,11 +2,14 @@
 
 The PLC side here is a recording PlcEndpoint (the OPC UA one is tested against a
 real server in tests/integration/test_gateway_opcua.py); the bus side is a
-recording publish function that can be told to fail."""
+recording publish function that can be told to fail or to hang (a bus that never
+answers, as NATS away does until the publish timeout). Triggers and acks reach it
+through the station's outbox, run by `flush` (or the test's own task)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,11 +18,11 @@ from google.protobuf.message import Message
 
 from lineguard.bus import BadMessage
 from lineguard.config import LineConfig
-from lineguard.services.gateway.endpoint import TriggerRefused
+from lineguard.services.gateway.endpoint import NotHandedOver, TriggerRefused
 from lineguard.services.gateway.handshake import Handshake, Outcome, Result
-from lineguard.services.gateway.station import ACK_RETRY_S, StationLink, StationLinks, station_timeout_s
+from lineguard.services.gateway.outbox import RETRY_S
+from lineguard.services.gateway.station import READ_BACK_STAGE, StationLink, StationLinks, station_timeout_s
 from lineguard.v1.decision_pb2 import Decision, Verdict
-from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
 
 
@@ -29,6 +32,7 @@ class RecordingPlc:
     stations: tuple[str, ...] = ("s1",)
     results: list[Result] = field(default_factory=list)
     busy: list[bool] = field(default_factory=list)
+    listening: bool = True  # False: no session listens, deliver raises NotHandedOver
 
     async def on_trigger(self, station: str, sequence: int, part_id: str) -> str:
         raise AssertionError("these tests trigger the link directly")
@@ -42,6 +46,8 @@ class RecordingPlc:
     async def deliver(self, station: str, result: Result) -> None:
         assert station in self.stations
         self.results.append(result)
+        if not self.listening:
+            raise NotHandedOver("nobody listens")
 
     async def set_busy(self, station: str, busy: bool) -> None:
         assert station in self.stations
@@ -50,23 +56,39 @@ class RecordingPlc:
 
 @dataclass
 class RecordingBus:
-    sent: list[tuple[str, Message]] = field(default_factory=list)
+    sent: list[tuple[str, Message, str | None]] = field(default_factory=list)
     failures: int = 0  # the next this many publishes raise
+    up: asyncio.Event = field(default_factory=asyncio.Event)  # cleared: every publish waits until it is set
 
-    async def publish(self, kind: str, message: Message) -> None:
+    def __post_init__(self) -> None:
+        self.up.set()
+
+    async def publish(self, kind: str, message: Message, *, stage: str | None = None) -> None:
+        await self.up.wait()
         if self.failures:
             self.failures -= 1
             raise ConnectionError("nats: no responders")
-        self.sent.append((kind, message))
+        self.sent.append((kind, message, stage))
 
     def of(self, kind: str) -> list:
-        return [m for k, m in self.sent if k == kind]
+        return [m for k, m, _ in self.sent if k == kind]
 
 
-def link(timeout_s: float = 5.0) -> tuple[StationLink, RecordingPlc, RecordingBus]:
+async def flush(lk: StationLink, timeout: float = 2.0) -> None:
+    """Run the station's outbox until the bus has taken everything in it."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(lk.run_outbox(stopping))
+    deadline = time.monotonic() + timeout
+    while lk.outbox and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    stopping.set()
+    await task
+
+
+def link(timeout_s: float = 5.0, **options: int) -> tuple[StationLink, RecordingPlc, RecordingBus]:
     bus = RecordingBus()
     plc = RecordingPlc()
-    lk = StationLink(Handshake(line="l1", station="s1", recipe_id="pcb-a", timeout_s=timeout_s), bus.publish)
+    lk = StationLink(Handshake(line="l1", station="s1", recipe_id="pcb-a", timeout_s=timeout_s), bus.publish, **options)
     lk.attach(plc)
     return lk, plc, bus
 
@@ -80,44 +102,66 @@ def decision_for(trigger: Trigger, verdict: int = Verdict.VERDICT_PASS, *reasons
 async def test_trigger_publishes_a_trigger_and_shows_busy() -> None:
     lk, plc, bus = link()
     inspection_id = await lk.trigger(3, "tray-1")
+    await flush(lk)
     [trig] = bus.of("trigger")
     assert trig.part.inspection_id == inspection_id
     assert (trig.part.sequence, trig.part.recipe_id, trig.part_id, trig.source) == (3, "pcb-a", "tray-1", "opcua")
     assert plc.busy == [True]
 
 
-async def test_trigger_not_published_is_refused_and_the_retry_gets_the_same_id() -> None:
+async def test_a_trigger_the_bus_refuses_is_accepted_and_published_on_a_retry() -> None:
     lk, _, bus = link()
-    bus.failures = 1
-    with pytest.raises(TriggerRefused, match="trigger 3 of station s1 not published"):
-        await lk.trigger(3, "")
+    bus.failures = 2
     inspection_id = await lk.trigger(3, "")
+    assert await lk.trigger(3, "") == inspection_id  # the PLC's retry: same inspection, not queued again
+    await flush(lk)
     assert [t.part.inspection_id for t in bus.of("trigger")] == [inspection_id]
-    assert lk.handshake.in_flight == 1
+    assert lk.handshake.in_flight == 1 and lk.unpublished == 0
+
+
+async def test_trigger_answers_at_once_while_the_bus_hangs_and_is_refused_when_the_outbox_is_full() -> None:
+    lk, _, bus = link(outbox_limit=3)
+    bus.up.clear()  # every publish waits: NATS away
+    stopping = asyncio.Event()
+    outbox = asyncio.create_task(lk.run_outbox(stopping))
+    ids = [await asyncio.wait_for(lk.trigger(seq, ""), timeout=0.05) for seq in (1, 2, 3)]
+    with pytest.raises(TriggerRefused, match="trigger 4 of station s1 refused: 3 messages wait for the bus"):
+        await asyncio.wait_for(lk.trigger(4, ""), timeout=0.05)
+    assert await lk.trigger(2, "") == ids[1]  # a part in flight is still found
+    assert lk.handshake.in_flight == 3
+    bus.up.set()
+    while lk.outbox:
+        await asyncio.sleep(0.005)
+    stopping.set()
+    await outbox
+    assert [t.part.inspection_id for t in bus.of("trigger")] == ids
+    assert await lk.trigger(4, "")  # taken again once the bus took the backlog
 
 
 async def test_decision_reaches_the_plc_once_with_one_ack() -> None:
     lk, plc, bus = link()
     await lk.trigger(1, "")
+    await flush(lk)
     [trig] = bus.of("trigger")
     d = decision_for(trig, Verdict.VERDICT_FAIL, "DEFECT_SHORT")
     assert (await lk.on_decision(d)).outcome is Outcome.ON_TIME
     assert (await lk.on_decision(d)).outcome is Outcome.DUPLICATE  # a redelivered decision
+    await flush(lk)
     assert [(r.verdict, r.reasons) for r in plc.results] == [(Verdict.VERDICT_FAIL, ("DEFECT_SHORT",))]
     assert plc.busy == [True, False]
-    acks: list[PlcAck] = bus.of("ack")
-    # Both acks carry the same inspection (the bus stores them once by message id) and the same content.
-    assert all(a == acks[0] for a in acks)
-    assert acks[0].delivered and not acks[0].gateway_timeout and acks[0].protocol == "opcua"
-    assert acks[0].part.inspection_id == trig.part.inspection_id
+    [ack] = bus.of("ack")  # the duplicate's ack is the first one, in the outbox until the bus takes it
+    assert ack.delivered and not ack.gateway_timeout and ack.protocol == "opcua"
+    assert ack.part.inspection_id == trig.part.inspection_id
 
 
 async def test_no_decision_in_time_gives_fail_timeout_and_the_late_one_is_not_delivered() -> None:
     lk, plc, bus = link(timeout_s=0.05)
     await lk.trigger(1, "")
+    await flush(lk)
     [trig] = bus.of("trigger")
     await asyncio.sleep(0.06)
     await lk.expire_due()
+    await flush(lk)
     [result] = plc.results
     assert (result.verdict, result.reasons, result.gateway_timeout) == (Verdict.VERDICT_FAIL, ("TIMEOUT",), True)
     [ack] = bus.of("ack")
@@ -130,21 +174,57 @@ async def test_no_decision_in_time_gives_fail_timeout_and_the_late_one_is_not_de
 async def test_a_decision_after_the_deadline_is_late_even_before_the_timer_ran() -> None:
     lk, plc, bus = link(timeout_s=0.05)
     await lk.trigger(1, "")
+    await flush(lk)
     await asyncio.sleep(0.06)
     resolution = await lk.on_decision(decision_for(bus.of("trigger")[0], Verdict.VERDICT_PASS))
     assert resolution.outcome is Outcome.LATE
     assert [r.reasons for r in plc.results] == [("TIMEOUT",)]
 
 
-async def test_timeout_ack_not_published_is_retried() -> None:
+async def test_fail_timeout_reaches_the_plc_on_time_while_the_bus_hangs() -> None:
+    # Defect 3: the deadline loop awaited each ack's publish, so with the bus away every later FAIL / TIMEOUT waited
+    # a publish timeout. Now the acks wait in the outbox and the deadlines keep their time.
+    lk, plc, bus = link(timeout_s=0.1)
+    stopping = asyncio.Event()
+    tasks = [asyncio.create_task(lk.run_deadlines(stopping)), asyncio.create_task(lk.run_outbox(stopping))]
+    bus.up.clear()
+    started = time.monotonic()
+    for seq in (1, 2, 3):
+        await lk.trigger(seq, "")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.15)
+    arrived = time.monotonic() - started
+    assert [r.reasons for r in plc.results] == [("TIMEOUT",)] * 3, f"after {arrived:.2f} s"
+    assert bus.sent == [] and lk.unpublished == 6  # three triggers, three acks
+    bus.up.set()
+    while lk.outbox:
+        await asyncio.sleep(0.005)
+    stopping.set()
+    await asyncio.gather(*tasks)
+    acks = bus.of("ack")
+    assert [a.part.sequence for a in acks] == [1, 2, 3] and all(a.gateway_timeout and a.delivered for a in acks)
+
+
+async def test_a_result_nobody_listened_for_is_not_delivered_until_the_plc_reads_it_back() -> None:
     lk, plc, bus = link(timeout_s=0.01)
-    await lk.trigger(1, "")
+    plc.listening = False
+    inspection_id = await lk.trigger(7, "")
     await asyncio.sleep(0.02)
-    bus.failures = 1
     await lk.expire_due()
-    assert len(plc.results) == 1 and bus.of("ack") == []
-    await lk.expire_due()
-    assert len(plc.results) == 1 and len(bus.of("ack")) == 1
+    await flush(lk)
+    [ack] = bus.of("ack")
+    assert not ack.delivered and ack.gateway_timeout
+    assert lk.read_result(8) is None  # never triggered
+    read = lk.read_result(7)
+    assert read is not None and read.inspection_id == inspection_id and read.reasons == ("TIMEOUT",)
+    assert lk.read_result(7) == read  # read again: the same, recorded once
+    await flush(lk)
+    [_, (kind, again, stage)] = bus.sent[1:]
+    assert (kind, stage) == ("ack", READ_BACK_STAGE)
+    assert again.delivered and again.part.inspection_id == inspection_id
+    assert again.delivered_unix_ns >= ack.delivered_unix_ns
+    await lk.trigger(7, "")  # the PLC's counter came round again: the older part is no longer read under 7
+    assert lk.read_result(7) is None
 
 
 async def test_deadline_loop_delivers_the_timeout_without_any_decision() -> None:
@@ -199,15 +279,16 @@ def test_route_refuses_a_decision_it_cannot_deliver(mutate, reason: str, config)
         links.route(d)
 
 
-async def test_deadline_loop_retries_an_ack_the_bus_refused_on_its_next_tick() -> None:
+async def test_the_outbox_retries_an_ack_the_bus_refused() -> None:
     lk, plc, bus = link(timeout_s=0.05)
     stopping = asyncio.Event()
-    loop = asyncio.create_task(lk.run_deadlines(stopping))
+    tasks = [asyncio.create_task(lk.run_deadlines(stopping)), asyncio.create_task(lk.run_outbox(stopping))]
     await lk.trigger(1, "")
-    bus.failures = 2  # the timeout's ack is refused twice, then published; nothing else wakes the loop
-    await asyncio.sleep(0.05 + 3 * ACK_RETRY_S)
+    await asyncio.sleep(0.01)
+    bus.failures = 2  # the timeout's ack is refused twice, then published; nothing else wakes the outbox
+    await asyncio.sleep(0.05 + 3 * RETRY_S)
     stopping.set()
-    await loop
+    await asyncio.gather(*tasks)
     assert [r.reasons for r in plc.results] == [("TIMEOUT",)]
     [ack] = bus.of("ack")
-    assert ack.gateway_timeout and lk.unpublished_acks == 0 and lk.settled
+    assert ack.gateway_timeout and lk.unpublished == 0 and lk.settled

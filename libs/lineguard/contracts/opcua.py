@@ -10,6 +10,7 @@ Address space, under the Objects folder, in namespace `NAMESPACE_URI`
     Stations/                                   folder
       <station_id>/                             object; event notifier for its results
         Trigger(sequence UInt32, partId String) -> inspectionId String
+        GetResult(sequence UInt32) -> the five Result* fields of that sequence's result
         ResultSequence       UInt32    the trigger sequence of the latest result; written last
         ResultInspectionId   String
         ResultVerdict        Int32     RESULT_VERDICTS: 1 = PASS, anything else is not a pass
@@ -22,6 +23,13 @@ Every result is also an event of type `InspectionResultEventType` (a subtype of
 BaseEventType) emitted by the station object, carrying the five Result* fields
 above together: a client that subscribes to events on the station object gets
 every result exactly once, all fields from the same result.
+
+Trigger answers at once whatever the bus does (the gateway publishes behind it); it
+is refused with BadResourceUnavailable while the gateway stops or its backlog for the
+bus is full. A PLC that reconnects reads a result it missed with GetResult: the
+results of the station's last RESULTS_KEPT inspections stay readable by sequence
+(BadNotFound for a sequence in flight, unknown, or older); compare the inspection id
+with the one Trigger returned.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ NAMESPACE_URI = "urn:lineguard:gateway"
 
 STATIONS_FOLDER = "Stations"
 TRIGGER_METHOD = "Trigger"
+GET_RESULT_METHOD = "GetResult"
 EVENT_TYPE = "InspectionResultEventType"  # browse name and string node id
 
 RESULT_SEQUENCE = "ResultSequence"
@@ -45,6 +54,8 @@ BUSY = "Busy"
 HEARTBEAT = "Heartbeat"
 
 HEARTBEAT_PERIOD_S = 1.0
+# How many of a station's latest results GetResult can read (the gateway's handshake remembers as many).
+RESULTS_KEPT = 4096
 REASONS_SEPARATOR = ","
 
 
@@ -86,6 +97,11 @@ TRIGGER_INPUTS: tuple[Argument, ...] = (
     Argument("partId", "String", "an id the PLC may give (carrier, tray position); may be empty"),
 )
 TRIGGER_OUTPUTS: tuple[Argument, ...] = (Argument("inspectionId", "String", "the inspection id the result will carry"),)
+GET_RESULT_INPUTS: tuple[Argument, ...] = (
+    Argument("sequence", "UInt32", "the trigger sequence whose result to read (one of the last RESULTS_KEPT)"),
+)
+# The result fields, in RESULT_FIELDS order (ResultSequence last).
+GET_RESULT_OUTPUTS: tuple[Argument, ...] = tuple(Argument(f.name, f.ua_type, f.description) for f in RESULT_FIELDS)
 
 # lineguard.v1 Verdict values, as the Int32 in ResultVerdict. Fail safe: only 1 is a pass.
 RESULT_VERDICTS: dict[str, int] = {

@@ -42,6 +42,7 @@ class PlcResult:
     verdict: str  # PASS / FAIL / REWORK / ERROR
     reasons: list[str]
     latency_s: float  # from the Trigger call to the result event; nan for results it never triggered
+    read_back: bool = False  # read with GetResult (missed as an event), not received as one
 
 
 @dataclass
@@ -94,10 +95,14 @@ class SimulatedPlc:
         self._client: Client | None = None
         self._station_node: Node | None = None
         self._trigger_node: Node | None = None
+        self._get_result_node: Node | None = None
         self._sent: dict[str, _Sent] = {}  # by inspection id
         self._received: list[tuple[float, PlcResult]] = []  # (arrival, result), every event in arrival order
         self._arrived = asyncio.Condition()
         self._on_result: ResultCallback | None = None
+        # Each time its client saw the connection lost (a keep-alive probe unanswered for 1 s, the transport gone):
+        # the session the PLC relies on for its result events did not survive.
+        self.connection_losses: list[str] = []
 
     @property
     def received(self) -> list[PlcResult]:
@@ -113,12 +118,21 @@ class SimulatedPlc:
             await self._client.disconnect()
             self._client = None
 
+    def drop_connection(self) -> None:
+        """What a pulled cable does: the connection goes, the session is not closed (the server keeps it and its
+        subscription for its timeout). Connect a new SimulatedPlc to go on."""
+        if self._client is not None:
+            transport = self._client.uaclient.protocol.transport if self._client.uaclient.protocol else None
+            if transport is not None:
+                transport.abort()
+
     async def _connect(self) -> None:
         # The gateway may still be starting (its address space takes seconds to build): retry until the timeout.
         deadline = time.monotonic() + self.connect_timeout_s
         while True:
             client = Client(self.endpoint, timeout=10)
             client.session_timeout = SESSION_TIMEOUT_MS
+            client.connection_lost_callback = self._connection_lost
             try:
                 if self.setup is not None:
                     await self.setup(client)
@@ -140,6 +154,9 @@ class SimulatedPlc:
             ) from None
         self._station_node = client.get_node(_node_id(contract.station_path(self.station), idx))
         self._trigger_node = client.get_node(_node_id(contract.node_path(self.station, contract.TRIGGER_METHOD), idx))
+        self._get_result_node = client.get_node(
+            _node_id(contract.node_path(self.station, contract.GET_RESULT_METHOD), idx)
+        )
         try:
             await self._station_node.read_browse_name()
         except ua.UaStatusCodeError:
@@ -156,6 +173,9 @@ class SimulatedPlc:
         )
         subscription = await client.create_subscription(params, self)
         await subscription.subscribe_events(self._station_node, event_type, queuesize=0xFFFFFFFF)
+
+    async def _connection_lost(self, exc: Exception) -> None:
+        self.connection_losses.append(repr(exc))
 
     async def event_notification(self, event: Any) -> None:
         """asyncua calls this for every result event."""
@@ -195,6 +215,36 @@ class SimulatedPlc:
         )
         self._sent.setdefault(inspection_id, _Sent(sequence, called_at))
         return inspection_id
+
+    async def read_result(self, sequence: int) -> PlcResult | None:
+        """Read the result of `sequence` with the station's GetResult (what a PLC does for a result it missed while
+        disconnected); None when the gateway has none for it. A result read is counted as received."""
+        if self._station_node is None or self._get_result_node is None:
+            raise RuntimeError("SimulatedPlc is not connected: use it as `async with SimulatedPlc(...) as plc`")
+        try:
+            outputs = await self._station_node.call_method(
+                self._get_result_node.nodeid, ua.Variant(sequence, ua.VariantType.UInt32)
+            )
+        except ua.UaStatusCodeError as exc:
+            if exc.code == ua.StatusCodes.BadNotFound:
+                return None
+            raise
+        fields = dict(zip((a.name for a in contract.GET_RESULT_OUTPUTS), outputs, strict=True))
+        inspection_id = fields[contract.RESULT_INSPECTION_ID]
+        sent = self._sent.get(inspection_id)
+        arrival = time.perf_counter()
+        result = PlcResult(
+            sequence=int(fields[contract.RESULT_SEQUENCE]),
+            inspection_id=inspection_id,
+            verdict=verdict_name(int(fields[contract.RESULT_VERDICT])),
+            reasons=contract.split_reasons(fields[contract.RESULT_REASONS]),
+            latency_s=arrival - sent.called_at if sent is not None else math.nan,
+            read_back=True,
+        )
+        async with self._arrived:
+            self._received.append((arrival, result))
+            self._arrived.notify_all()
+        return result
 
     async def run(
         self,

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
 from lineguard.contracts import msg_id, stream_name, subject
+from lineguard.natsserver import EmbeddedNats
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 
@@ -25,6 +26,7 @@ class Gateway:
     bus: Bus
     stopping: asyncio.Event  # set to ask the gateway to stop
     service: asyncio.Task  # the gateway itself
+    nats: EmbeddedNats | None = None  # its nats-server, for tests that stop and restart it
 
 
 async def service_ready(bus: Bus, service: asyncio.Task, timeout: float = 60.0) -> None:

@@ -21,7 +21,7 @@ from asyncua.server.event_generator import EventGenerator
 
 from lineguard.contracts import opcua as contract
 from lineguard.contracts import verdict_name
-from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
+from lineguard.services.gateway.endpoint import NotHandedOver, ResultReader, TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.protocols import opcua_access
 from lineguard.services.gateway.protocols.opcua import KEY
@@ -69,6 +69,41 @@ _INITIAL: dict[str, Any] = {
 }
 
 
+def _result_values(result: Result) -> dict[str, Any]:
+    """The result fields (variables, event fields, GetResult's outputs) of one result."""
+    return {
+        contract.RESULT_SEQUENCE: result.sequence,
+        contract.RESULT_INSPECTION_ID: result.inspection_id,
+        contract.RESULT_VERDICT: int(result.verdict),
+        contract.RESULT_REASONS: contract.join_reasons(result.reasons),
+        contract.RESULT_TIMESTAMP: datetime.fromtimestamp(result.closed_unix_ns / 1e9, tz=UTC),
+    }
+
+
+def listened(server: Server, watched: set[ua.NodeId]) -> bool:
+    """A session with its connection open monitors one of the `watched` nodes (result events, ResultSequence).
+
+    asyncua keeps a session with subscriptions past the loss of its connection (so its client may transfer
+    them) and queues events to it meanwhile: queued there is not handed over. asyncua has no public view of
+    this; these are its server's own tables (asyncua pinned in pyproject.toml)."""
+    bserver = server.bserver
+    if bserver is None:
+        return False
+    live = {
+        proto.processor.session.session_id
+        for proto in bserver.clients
+        if proto.processor is not None
+        and proto.processor.session is not None
+        and proto.processor.session.is_activated()
+    }
+    return any(
+        item.read_value_id is not None and item.read_value_id.NodeId in watched
+        for sub in server.iserver.subscription_service.subscriptions.values()
+        if sub.session_id in live
+        for item in sub.monitored_item_srv._monitored_items.values()
+    )
+
+
 class OpcuaStation:
     """One station's node set: where its results are written and its events emitted."""
 
@@ -87,15 +122,10 @@ class OpcuaStation:
         await self.server.write_attribute_value(self._variables[name].nodeid, dv)
 
     async def deliver(self, result: Result) -> None:
-        """Write the result variables (ResultSequence last) and emit the result event."""
-        when = datetime.fromtimestamp(result.closed_unix_ns / 1e9, tz=UTC)
-        values = {
-            contract.RESULT_SEQUENCE: result.sequence,
-            contract.RESULT_INSPECTION_ID: result.inspection_id,
-            contract.RESULT_VERDICT: int(result.verdict),
-            contract.RESULT_REASONS: contract.join_reasons(result.reasons),
-            contract.RESULT_TIMESTAMP: when,
-        }
+        """Write the result variables (ResultSequence last) and emit the result event; NotHandedOver when no live
+        session listens (the result stays readable with GetResult)."""
+        values = _result_values(result)
+        when = values[contract.RESULT_TIMESTAMP]
         async with self._lock:
             for field in contract.RESULT_FIELDS:  # in contract order: ResultSequence last
                 await self._write(field.name, values[field.name], when)
@@ -106,6 +136,8 @@ class OpcuaStation:
             await self._events.trigger(
                 time_attr=when, message=f"{self.station_id} #{result.sequence}: {verdict_name(result.verdict)}"
             )
+        if not listened(self.server, {self.node.nodeid, self._variables[contract.RESULT_SEQUENCE].nodeid}):
+            raise NotHandedOver(f"no live OPC UA session monitors station {self.station_id}'s results")
 
     async def set_busy(self, busy: bool) -> None:
         await self._write(contract.BUSY, busy, datetime.now(UTC))
@@ -134,6 +166,7 @@ class OpcuaEndpoint:
         self.server = Server()
         self._nodes: dict[str, OpcuaStation] = {}
         self.namespace_index = 0
+        self.read_result: ResultReader = lambda _station, _sequence: None
 
     async def start(self) -> None:
         opcua_access.set_identity(self.server)  # before init(), which writes it into BuildInfo
@@ -162,6 +195,9 @@ class OpcuaEndpoint:
 
     async def set_busy(self, station: str, busy: bool) -> None:
         await self._nodes[station].set_busy(busy)
+
+    def serve_reads(self, read: ResultReader) -> None:
+        self.read_result = read
 
     async def run_heartbeat(self, stopping: asyncio.Event) -> None:
         """Count up every station's Heartbeat once a period, so the PLC sees the gateway alive."""
@@ -196,6 +232,13 @@ class OpcuaEndpoint:
             self._trigger_callback(station_id),
             [_argument(a) for a in contract.TRIGGER_INPUTS],
             [_argument(a) for a in contract.TRIGGER_OUTPUTS],
+        )
+        await node.add_method(
+            ua.NodeId(contract.node_path(station_id, contract.GET_RESULT_METHOD), idx),
+            ua.QualifiedName(contract.GET_RESULT_METHOD, idx),
+            self._get_result_callback(station_id),
+            [_argument(a) for a in contract.GET_RESULT_INPUTS],
+            [_argument(a) for a in contract.GET_RESULT_OUTPUTS],
         )
         variables: dict[str, Node] = {}
         for field in _FIELDS.values():
@@ -232,6 +275,23 @@ class OpcuaEndpoint:
             return [ua.Variant(inspection_id, ua.VariantType.String)]
 
         return trigger
+
+    def _get_result_callback(self, station_id: str) -> Callable[..., Awaitable[Any]]:
+        async def get_result(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
+            if len(args) != len(contract.GET_RESULT_INPUTS):
+                return ua.StatusCode(
+                    ua.StatusCodes.BadArgumentsMissing if not args else ua.StatusCodes.BadTooManyArguments
+                )
+            sequence = args[0].Value
+            if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 <= sequence <= _UINT32_MAX:
+                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+            result = self.read_result(station_id, sequence)
+            if result is None:
+                return ua.StatusCode(ua.StatusCodes.BadNotFound)
+            values = _result_values(result)
+            return [_variant(values[a.name], a.ua_type) for a in contract.GET_RESULT_OUTPUTS]
+
+        return get_result
 
 
 def quiet_asyncua() -> None:
