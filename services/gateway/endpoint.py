@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from lineguard.services.gateway.handshake import Result
+from lineguard.services.gateway.recipes import RecipeBook
 
 # station id, the PLC's sequence, its part id -> the inspection id the PLC is given back.
 # Raises TriggerRefused when the trigger was not taken: the protocol tells its PLC to call again.
@@ -64,6 +65,14 @@ class PlcEndpoint(Protocol):
 
     async def set_busy(self, station: str, busy: bool) -> None:
         """Show whether `station` has parts in flight."""
+
+
+@runtime_checkable
+class UsesRecipes(Protocol):
+    """An endpoint whose PLC lists and prepares recipes (OPC 40100's RecipeManagement): the gateway hands it the
+    line's recipe book before `start()`."""
+
+    def use_recipes(self, recipes: RecipeBook) -> None: ...
 
 
 @runtime_checkable

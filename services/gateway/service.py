@@ -12,13 +12,15 @@ from __future__ import annotations
 from lineguard.bus import Delivery
 from lineguard.config import PLC_PROTOCOLS, PlcSettings
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack
+from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack, UsesRecipes
+from lineguard.services.gateway.recipes import RecipeBook
 from lineguard.services.gateway.station import StationLinks
 from lineguard.v1.decision_pb2 import Decision
 
 
 async def setup(ctx: ServiceContext) -> None:
     links = StationLinks(ctx.config, ctx.publish)
+    recipes = RecipeBook(ctx.config, {station_id: link.handshake for station_id, link in links.links.items()})
     by_protocol: dict[str, list[tuple[str, PlcSettings]]] = {}
     for station in ctx.config.stations:
         by_protocol.setdefault(station.plc.protocol, []).append((station.id, station.plc))
@@ -26,6 +28,8 @@ async def setup(ctx: ServiceContext) -> None:
         endpoints: list[PlcEndpoint] = PLC_PROTOCOLS.factory_of(protocol)(stations, links.trigger)
         for endpoint in endpoints:
             ctx.on_stop(endpoint.stop)
+            if isinstance(endpoint, UsesRecipes):  # its PLC lists and prepares recipes (OPC 40100)
+                endpoint.use_recipes(recipes)
             await endpoint.start()
             for station_id in endpoint.stations:
                 links.links[station_id].attach(endpoint)

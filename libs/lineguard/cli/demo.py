@@ -7,6 +7,7 @@ import json
 import tempfile
 import time
 from collections import Counter
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
     from lineguard.sim.plc import PlcResult, PlcRunReport
 
 
+class Plc(StrEnum):
+    """The simulated PLCs `--plc` picks."""
+
+    OPCUA = "opcua"
+    OPCUA_40100 = "opcua-40100"
+
+
 def demo(
     parts: Annotated[int, typer.Option(min=1, help="parts the simulated PLC triggers")] = 50,
     rate: Annotated[float, typer.Option(min=0.1, help="triggers per second")] = 5.0,
@@ -31,6 +39,12 @@ def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
     ] = False,
+    plc: Annotated[
+        Plc,
+        typer.Option(
+            help="the simulated PLC: opcua (the simple profile's Trigger), opcua-40100 (OPC 40100 StartSingleJob)"
+        ),
+    ] = Plc.OPCUA,
 ) -> None:
     """Run the whole line: embedded NATS, SQLite, six services, and a simulated PLC triggering parts."""
     err = Console(stderr=True)
@@ -49,7 +63,7 @@ def demo(
         "operators, not for a production line[/] (docs/opcua.md, Security)"
     )
     try:
-        report, elapsed = _drive(line, parts, rate, err)
+        report, elapsed = _drive(line, parts, rate, err, plc)
         rows = _wait_for_rows(line, parts)
     finally:
         exit_codes = line.stop()
@@ -61,8 +75,10 @@ def demo(
         raise typer.Exit(1)
 
 
-def _drive(line: LocalLine, parts: int, rate: float, console: Console) -> tuple[PlcRunReport, float]:
-    from lineguard.sim.plc import SimulatedPlc  # asyncua is only needed once the line runs
+def _drive(line: LocalLine, parts: int, rate: float, console: Console, plc: Plc) -> tuple[PlcRunReport, float]:
+    # asyncua is only needed once the line runs
+    from lineguard.sim.machine_vision import MachineVisionPlc
+    from lineguard.sim.plc import SimulatedPlc
 
     verdicts: Counter[str] = Counter()
     progress = Progress(
@@ -94,8 +110,11 @@ def _drive(line: LocalLine, parts: int, rate: float, console: Console) -> tuple[
             )
 
         async def run() -> PlcRunReport:
-            async with SimulatedPlc(line.opcua_endpoint, station="s1") as plc:
-                return await plc.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
+            if plc is Plc.OPCUA_40100:
+                async with MachineVisionPlc(line.opcua_endpoint, station="s1") as vision:
+                    return await vision.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
+            async with SimulatedPlc(line.opcua_endpoint, station="s1") as simple:
+                return await simple.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
 
         report = asyncio.run(run())
     return report, time.monotonic() - started

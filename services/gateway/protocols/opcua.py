@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # every service validates the config, and so imports this mod
     from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerHandler
 
 KEY = "opcua"
+SIMPLE = "simple"  # the profiles: lineguard's own Stations/<id> nodes, and OPC 40100
+MACHINE_VISION = "machine-vision"
 
 
 class Settings(PlcSettings):
@@ -28,6 +30,15 @@ class Settings(PlcSettings):
     security: OpcuaSecurity = Field(
         default_factory=OpcuaSecurity,
         description="profile, policies, certificates, users and roles (opcua_security.py); one per endpoint",
+    )
+    profiles: list[Literal["simple", "machine-vision"]] = Field(
+        ["simple", "machine-vision"],
+        min_length=1,
+        description="the station's address spaces: `simple` (Stations/<id>: Trigger, Result*) and `machine-vision` "
+        "(an OPC 40100 VisionSystemType instance, machine_vision.py); both answer from the same handshake",
+    )
+    continuous_period_ms: int = Field(
+        500, gt=0, description="machine-vision: how often a StartContinuous job triggers a part"
     )
 
 
@@ -46,4 +57,9 @@ def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: Trigger
                 f"stations {first!r} and {station_id!r} share the OPC UA endpoint {settings.endpoint} but not its "
                 "plc.security: give them the same (a YAML anchor) or different endpoints"
             )
-    return [OpcuaEndpoint(url, ids, on_trigger, security=security[url][1]) for url, ids in by_url.items()]
+    profiles = {station_id: tuple(settings.profiles) for station_id, settings in stations}
+    periods = {station_id: settings.continuous_period_ms / 1000 for station_id, settings in stations}
+    return [
+        OpcuaEndpoint(url, ids, on_trigger, security=security[url][1], profiles=profiles, continuous_period_s=periods)
+        for url, ids in by_url.items()
+    ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +23,10 @@ from lineguard.contracts import opcua as contract
 from lineguard.contracts import verdict_name
 from lineguard.services.gateway.endpoint import NotHandedOver, ResultReader, TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
+from lineguard.services.gateway.recipes import RecipeBook
 from lineguard.services.gateway.protocols import opcua_access
-from lineguard.services.gateway.protocols.opcua import KEY
+from lineguard.services.gateway.protocols.machine_vision import MachineVisionSpace
+from lineguard.services.gateway.protocols.opcua import KEY, MACHINE_VISION, SIMPLE
 from lineguard.services.gateway.protocols.opcua_security import OpcuaSecurity
 
 log = structlog.get_logger("lineguard.gateway")
@@ -158,6 +160,8 @@ class OpcuaEndpoint:
         on_trigger: TriggerHandler,
         *,
         security: OpcuaSecurity | None = None,  # None: the production profile's defaults
+        profiles: Mapping[str, Sequence[str]] | None = None,  # by station; None: the simple profile only
+        continuous_period_s: Mapping[str, float] | None = None,  # by station, for machine-vision's StartContinuous
     ):
         self.endpoint = endpoint
         self.security = security if security is not None else OpcuaSecurity()
@@ -166,6 +170,13 @@ class OpcuaEndpoint:
         self.server = Server()
         self._nodes: dict[str, OpcuaStation] = {}
         self.namespace_index = 0
+        self.profiles = {s: tuple(profiles[s]) if profiles else (SIMPLE,) for s in self.stations}
+        vision_stations = [s for s in self.stations if MACHINE_VISION in self.profiles[s]]
+        self.machine_vision = (
+            MachineVisionSpace(self.server, vision_stations, on_trigger, dict(continuous_period_s or {}))
+            if vision_stations
+            else None
+        )
         self.read_result: ResultReader = lambda _station, _sequence: None
 
     async def start(self) -> None:
@@ -180,7 +191,10 @@ class OpcuaEndpoint:
             _node_id(contract.STATIONS_FOLDER, idx), ua.QualifiedName(contract.STATIONS_FOLDER, idx)
         )
         for station_id in self.stations:
-            self._nodes[station_id] = await self._add_station(idx, folder, station_id, event_type)
+            if SIMPLE in self.profiles[station_id]:
+                self._nodes[station_id] = await self._add_station(idx, folder, station_id, event_type)
+        if self.machine_vision is not None:
+            await self.machine_vision.build(idx)
         try:
             await self.server.start()
         except OSError as exc:
@@ -188,13 +202,36 @@ class OpcuaEndpoint:
         log.info("OPC UA server listening", endpoint=self.endpoint, stations=list(self.stations))
 
     async def stop(self) -> None:
+        if self.machine_vision is not None:
+            await self.machine_vision.stop()
         await self.server.stop()
 
     async def deliver(self, station: str, result: Result) -> None:
-        await self._nodes[station].deliver(result)
+        not_handed_over = NotHandedOver(f"no live OPC UA session monitors station {station}'s results")
+        handed_over = False
+        if station in self._nodes:
+            try:
+                await self._nodes[station].deliver(result)
+                handed_over = True
+            except NotHandedOver as exc:
+                not_handed_over = exc
+        if self.machine_vision is not None and station in self.machine_vision.systems:
+            # The same result as the station's 40100 ResultReady event: handed over if either profile is listened to.
+            system = self.machine_vision.systems[station]
+            await system.deliver(result)
+            handed_over = handed_over or listened(self.server, {system.node.nodeid})
+        if not handed_over:
+            raise not_handed_over
 
     async def set_busy(self, station: str, busy: bool) -> None:
-        await self._nodes[station].set_busy(busy)
+        if station in self._nodes:
+            await self._nodes[station].set_busy(busy)
+        if self.machine_vision is not None:
+            await self.machine_vision.set_busy(station, busy)
+
+    def use_recipes(self, recipes: RecipeBook) -> None:
+        if self.machine_vision is not None:
+            self.machine_vision.use_recipes(recipes)
 
     def serve_reads(self, read: ResultReader) -> None:
         self.read_result = read

@@ -1,0 +1,290 @@
+"""The gateway's OPC 40100 (Machine Vision) address space, used by a generic client: real gateway, nats-server, asyncua.
+
+The client side knows only the standard: the namespace URI, the NodeIds of the NodeSet (NodeIds.csv) and the
+standard browse names; nothing of lineguard's. The bus side plays the decision service. One gateway for the
+module (conftest's started_gateway: s1 waits 10 s for a decision, s2 gives FAIL / TIMEOUT after 0.4 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from asyncua import Client, Node, ua
+
+from lineguard.services.gateway.protocols.opcua_security import hash_password
+from lineguard.sim.machine_vision import MachineVisionPlc
+from lineguard.testing.gateway import Gateway, find, publish_decision
+from lineguard.v1.decision_pb2 import Verdict
+from lineguard.v1.trigger_pb2 import Trigger
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# From the standard (OPC 40100-1 v1.0.0 NodeSet, NodeIds.csv), nothing lineguard-specific.
+MV = "http://opcfoundation.org/UA/MachineVision"
+VISION_SYSTEM_TYPE, JOB_STARTED, READY_EVENT, RESULT_READY = 1003, 1013, 1023, 1024
+READY_STATE, SINGLE_EXECUTION_STATE, HALTED_STATE = 5057, 5058, 5029
+
+
+ENGINEER, ENGINEER_PASSWORD = "eng", "halt-and-reset"  # Halt needs the engineer role; anonymous is an operator
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory, started_gateway) -> AsyncIterator[Gateway]:
+    security = {
+        "profile": "demo",
+        "users": [{"name": ENGINEER, "role": "engineer", "password_hash": hash_password(ENGINEER_PASSWORD)}],
+    }
+    async with started_gateway(
+        tmp_path_factory.mktemp("mv-nats"), quick_deadline_ms=300, plc_security=security
+    ) as started:
+        yield started
+
+
+@dataclass
+class VisionClient:
+    """A generic 40100 client on one vision system: what UaExpert or a PLC's OPC UA client does."""
+
+    client: Client
+    idx: int
+    system: Node
+    events: list[dict[str, Any]] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)  # the automatic mode's CurrentState, as it changed
+
+    def node(self, *path: str) -> Any:
+        return self.system.get_child([f"{self.idx}:{name}" for name in path])
+
+    async def call(self, path: tuple[str, ...], *args: Any) -> Any:
+        method = await self.node(*path)
+        parent = await method.get_parent()
+        return await parent.call_method(method, *args)
+
+    async def start_single_job(self, meas: str, part: str, recipe: str = "", product: str = "") -> str:
+        out = await self.call(
+            ("VisionStateMachine", "AutomaticModeStateMachine", "StartSingleJob"),
+            ua.MeasIdDataType(Id=meas),
+            ua.PartIdDataType(Id=part),
+            ua.RecipeIdExternalDataType(Id=recipe),
+            ua.ProductIdDataType(Id=product),
+        )
+        job_id, error = out
+        assert error == 0
+        return job_id.Id
+
+    def event_notification(self, event: Any) -> None:
+        self.events.append({k: v.Value for k, v in event.get_event_props_as_fields_dict().items()})
+
+    def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
+        if value is not None:
+            self.states.append(value.Text)
+
+    def results(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["EventType"] == ua.NodeId(RESULT_READY, self.idx)]
+
+    async def wait_for(self, what: Callable[[], bool], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+
+async def vision_system(client: Client, name: str) -> VisionClient:
+    """Find the vision system by its standard type among the Objects, and subscribe to its events and state."""
+    await client.load_data_type_definitions()
+    idx = await client.get_namespace_index(MV)
+    systems = [
+        node
+        for node in await client.nodes.objects.get_children()
+        if await node.read_type_definition() == ua.NodeId(VISION_SYSTEM_TYPE, idx)
+    ]
+    by_name = {(await n.read_browse_name()).Name: n for n in systems}
+    vc = VisionClient(client, idx, by_name[name])
+    sub = await client.create_subscription(10, vc)
+    event_types = [client.get_node(ua.NodeId(t, idx)) for t in (RESULT_READY, JOB_STARTED, READY_EVENT)]
+    await sub.subscribe_events(vc.system, event_types, queuesize=1000)
+    current = await vc.node("VisionStateMachine", "AutomaticModeStateMachine")
+    await sub.subscribe_data_change(await current.get_child("0:CurrentState"), queuesize=100)
+    return vc
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def s1(gateway: Gateway) -> AsyncIterator[VisionClient]:
+    async with Client(gateway.endpoint) as client:
+        yield await vision_system(client, "s1")
+
+
+def content(result: dict[str, Any]) -> tuple[int, str, str]:
+    verdict, name, reasons = (v.Value for v in result["ResultContent"])
+    return verdict, name, reasons
+
+
+async def test_a_generic_client_starts_jobs_and_gets_one_result_each(gateway: Gateway, s1: VisionClient) -> None:
+    await s1.wait_for(lambda: bool(s1.states))  # the subscription's first value
+    assert s1.states[-1] == "Ready"
+    verdicts = [Verdict.VERDICT_PASS, Verdict.VERDICT_FAIL, Verdict.VERDICT_REWORK]
+    jobs = [await s1.start_single_job(f"meas-{i}", f"part-{i}") for i in range(3)]
+    for job_id, verdict in zip(jobs, verdicts, strict=True):
+        [trigger] = await find(gateway.bus, "trigger", Trigger, lambda t, j=job_id: t.part.inspection_id == j)
+        assert trigger.part.recipe_id == "pcb-a" and trigger.source == "opcua"
+        reasons = () if verdict == Verdict.VERDICT_PASS else ("DEFECT_SHORT",)
+        await publish_decision(gateway.bus, trigger.part, verdict, *reasons)
+    await s1.wait_for(lambda: len(s1.results()) >= 3)
+    await asyncio.sleep(0.3)  # a duplicate, had there been one, would be here by now
+    results = {r["ResultId"].Id: r for r in s1.results()}
+    assert len(s1.results()) == 3 and set(results) == set(jobs)
+    for i, (job_id, verdict) in enumerate(zip(jobs, verdicts, strict=True)):
+        r = results[job_id]
+        assert r["JobId"].Id == job_id and r["MeasId"].Id == f"meas-{i}" and r["PartId"].Id == f"part-{i}"
+        assert r["ResultState"] == 1 and r["IsPartial"] is False
+        assert r["InternalRecipeId"].Id == "pcb-a"
+        assert content(r)[0] == verdict and content(r)[2] == ("" if verdict == Verdict.VERDICT_PASS else "DEFECT_SHORT")
+        times = r["ProcessingTimes"]
+        assert times.StartTime <= times.EndTime and times.ProcessingDuration > 0
+    assert content(results[jobs[0]])[:2] == (1, "PASS")
+    # Each job went Ready -> SingleExecution -> Ready, with JobStarted and Ready events naming it.
+    assert s1.states.count("SingleExecution") == 3 and s1.states[-1] == "Ready"
+    for event_type in (JOB_STARTED, READY_EVENT):
+        named = [e["JobId"].Id for e in s1.events if e["EventType"] == ua.NodeId(event_type, s1.idx)]
+        assert named == jobs
+    state_id = await s1.node("VisionStateMachine", "AutomaticModeStateMachine")
+    assert await (await state_id.get_child(["0:CurrentState", "0:Id"])).read_value() == ua.NodeId(READY_STATE, s1.idx)
+    system_state = await (await s1.node("SystemState")).read_value()
+    assert system_state.State.value == 2  # SEMI E10 standby: operational, nothing in flight
+
+
+async def test_results_are_readable_again(gateway: Gateway, s1: VisionClient) -> None:
+    job_id = await s1.start_single_job("again", "p")
+    [trigger] = await find(gateway.bus, "trigger", Trigger, lambda t: t.part.inspection_id == job_id)
+    get = ("ResultManagement", "GetResultById")
+    # In flight: GetResultById waits for it (Timeout in ms).
+    waiting = asyncio.create_task(
+        s1.call(get, ua.ResultIdDataType(Id=job_id), ua.Variant(10_000, ua.VariantType.Int32))
+    )
+    await asyncio.sleep(0.2)
+    await publish_decision(gateway.bus, trigger.part, Verdict.VERDICT_FAIL, "DEFECT_OPEN")
+    handle, result, error = await waiting
+    assert error == 0 and result.ResultId.Id == job_id and result.MeasId.Id == "again"
+    assert [v.Value for v in result.ResultContent] == [2, "FAIL", "DEFECT_OPEN"]
+    assert await s1.call(("ResultManagement", "ReleaseResultHandle"), ua.Variant(handle, ua.VariantType.UInt32)) == 0
+    with pytest.raises(ua.UaStatusCodeError) as twice:
+        await s1.call(("ResultManagement", "ReleaseResultHandle"), ua.Variant(handle, ua.VariantType.UInt32))
+    assert twice.value.code == ua.StatusCodes.BadInvalidArgument
+    shown = await (await s1.node("ResultManagement", "Results")).get_children()
+    assert job_id in [(await n.read_browse_name()).Name for n in shown]
+    with pytest.raises(ua.UaStatusCodeError) as unknown:
+        await s1.call(get, ua.ResultIdDataType(Id="no-such-result"), ua.Variant(0, ua.VariantType.Int32))
+    assert unknown.value.code == ua.StatusCodes.BadNotFound
+
+
+async def test_prepare_recipe_names_the_recipe_of_the_next_parts(gateway: Gateway, s1: VisionClient) -> None:
+    recipes = ("RecipeManagement",)
+    listed = await s1.call(
+        (*recipes, "GetRecipeListFiltered"),
+        ua.RecipeIdExternalDataType(Id=""),
+        ua.ProductIdDataType(Id=""),
+        ua.Variant(2, ua.VariantType.Int32),  # TriStateBoolean DontCare
+        ua.Variant(0, ua.VariantType.UInt32),
+        ua.Variant(0, ua.VariantType.UInt32),
+        ua.Variant(0, ua.VariantType.Int32),
+    )
+    complete, count, _handle, recipe_list, error = listed
+    assert complete and count == 2 and error == 0 and [r.Id for r in recipe_list] == ["pcb-a", "quick"]
+    with pytest.raises(ua.UaStatusCodeError) as unknown:
+        await s1.call(
+            (*recipes, "PrepareRecipe"), ua.RecipeIdExternalDataType(Id="no-such"), ua.RecipeIdInternalDataType(Id="")
+        )
+    assert unknown.value.code == ua.StatusCodes.BadNotFound
+    with pytest.raises(ua.UaStatusCodeError) as not_prepared:
+        await s1.start_single_job("m", "p", recipe="quick")
+    assert not_prepared.value.code == ua.StatusCodes.BadInvalidState
+    try:
+        internal, completed, error = await s1.call(
+            (*recipes, "PrepareRecipe"), ua.RecipeIdExternalDataType(Id="quick"), ua.RecipeIdInternalDataType(Id="")
+        )
+        assert (internal.Id, completed, error) == ("quick", True, 0)
+        job_id = await s1.start_single_job("m", "p", recipe="quick")
+        [trigger] = await find(gateway.bus, "trigger", Trigger, lambda t: t.part.inspection_id == job_id)
+        assert trigger.part.recipe_id == "quick"  # the record names the recipe the PLC prepared
+        await publish_decision(gateway.bus, trigger.part, Verdict.VERDICT_PASS)
+        await s1.wait_for(lambda: job_id in {r["ResultId"].Id for r in s1.results()})
+        [result] = [r for r in s1.results() if r["ResultId"].Id == job_id]
+        assert result["InternalRecipeId"].Id == "quick" and result["ExternalRecipeId"].Id == "quick"
+    finally:
+        await s1.call(
+            (*recipes, "PrepareRecipe"), ua.RecipeIdExternalDataType(Id="pcb-a"), ua.RecipeIdInternalDataType(Id="")
+        )
+
+
+async def test_a_job_whose_decision_never_comes_gets_fail_timeout(gateway: Gateway) -> None:
+    async with Client(gateway.endpoint) as client:
+        s2 = await vision_system(client, "s2")
+        job_id = await s2.start_single_job("late", "p")
+        await s2.wait_for(lambda: bool(s2.results()), timeout=10)
+        [result] = s2.results()
+    assert result["ResultId"].Id == job_id and result["ResultState"] == 4  # Failed
+    assert content(result) == (2, "FAIL", "TIMEOUT")
+
+
+async def test_bad_arguments_and_wrong_states_are_refused(gateway: Gateway, s1: VisionClient) -> None:
+    start = ("VisionStateMachine", "AutomaticModeStateMachine", "StartSingleJob")
+    cases = [
+        (start, ("not a MeasId", ua.PartIdDataType(Id=""), ua.RecipeIdExternalDataType(Id=""), ua.ProductIdDataType())),
+        (start, (ua.MeasIdDataType(Id=""),)),
+        (start, (ua.MeasIdDataType(Id=""), ua.PartIdDataType(Id=""), None, None, "extra", 7)),
+        (("VisionStateMachine", "AutomaticModeStateMachine", "Stop"), (ua.Variant(0, ua.VariantType.Int32), "")),
+        (("VisionStateMachine", "Reset"), ("zero", "")),
+        (("RecipeManagement", "PrepareRecipe"), (ua.RecipeIdExternalDataType(Id=""), ua.RecipeIdInternalDataType())),
+    ]
+    codes = []
+    for path, args in cases:
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await s1.call(path, *args)
+        codes.append(refused.value.code)
+    assert codes == [
+        ua.StatusCodes.BadInvalidArgument,
+        ua.StatusCodes.BadArgumentsMissing,
+        ua.StatusCodes.BadTooManyArguments,
+        ua.StatusCodes.BadInvalidState,  # Stop while Ready
+        ua.StatusCodes.BadInvalidArgument,
+        ua.StatusCodes.BadInvalidArgument,  # no recipe named
+    ]
+    # ... and the station still serves.
+    job_id = await s1.start_single_job("after", "p")
+    [trigger] = await find(gateway.bus, "trigger", Trigger, lambda t: t.part.inspection_id == job_id)
+    await publish_decision(gateway.bus, trigger.part, Verdict.VERDICT_PASS)
+    await s1.wait_for(lambda: job_id in {r["ResultId"].Id for r in s1.results()})
+
+
+async def test_halt_refuses_jobs_until_reset(gateway: Gateway, s1: VisionClient) -> None:
+    machine = "VisionStateMachine"
+    cause = (ua.Variant(1, ua.VariantType.Int32), "maintenance")
+    engineer_client = Client(gateway.endpoint)
+    engineer_client.set_user(ENGINEER)
+    engineer_client.set_password(ENGINEER_PASSWORD)
+    async with engineer_client:
+        engineer = await vision_system(engineer_client, "s1")
+        assert await engineer.call((machine, "Halt"), *cause) == 0
+    current = await s1.node(machine)
+    assert await (await current.get_child(["0:CurrentState", "0:Id"])).read_value() == ua.NodeId(HALTED_STATE, s1.idx)
+    assert (await (await s1.node("SystemState")).read_value()).State.value == 6  # SEMI E10 non-scheduled
+    with pytest.raises(ua.UaStatusCodeError) as halted:
+        await s1.start_single_job("m", "p")
+    assert halted.value.code == ua.StatusCodes.BadInvalidState
+    assert await s1.call((machine, "Reset"), *cause) == 0
+    assert (await (await current.get_child("0:CurrentState")).read_value()).Text == "Operational"
+    await s1.wait_for(lambda: s1.states[-1] == "Ready")
+
+
+async def test_the_simulated_40100_plc_checks_every_result(gateway: Gateway) -> None:
+    async with MachineVisionPlc(gateway.endpoint, "s2") as plc:
+        report = await plc.run(3, rate_hz=20, result_timeout_s=10)
+    assert report.ok, report
+    assert [(r.sequence, r.verdict, r.reasons) for r in report.results] == [(n, "FAIL", ["TIMEOUT"]) for n in (1, 2, 3)]
+    assert all(0.4 <= r.latency_s < 5 for r in report.results)
+    with pytest.raises(ConnectionError, match="no vision system 's9'"):
+        async with MachineVisionPlc(gateway.endpoint, "s9"):
+            pass
