@@ -23,11 +23,11 @@ from lineguard.contracts import opcua as contract
 from lineguard.contracts import verdict_name
 from lineguard.services.gateway.endpoint import NotHandedOver, ResultReader, TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
-from lineguard.services.gateway.recipes import RecipeBook
 from lineguard.services.gateway.protocols import opcua_access
 from lineguard.services.gateway.protocols.machine_vision import MachineVisionSpace
 from lineguard.services.gateway.protocols.opcua import KEY, MACHINE_VISION, SIMPLE
 from lineguard.services.gateway.protocols.opcua_security import OpcuaSecurity
+from lineguard.services.gateway.recipes import RecipeBook
 
 log = structlog.get_logger("lineguard.gateway")
 
