@@ -113,20 +113,30 @@ class LocalLine:
                 raise LineStartError(f"service {name} exited with {proc.returncode}: {_last_error(log)} (log: {log})")
 
     def stop(self, timeout_s: float = 20.0) -> dict[str, int | None]:
-        """SIGTERM every service (they finish what they hold), then stop NATS."""
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        """SIGTERM the services that publish (each answers and publishes what it holds), and once they are gone the
+        results service (which writes everything on the bus, acks included, before it stops); then stop NATS.
+
+        Stopped all at once, the results service could stop before the gateway's last acks reached the bus, and
+        the rows of parts the PLC got would say it never did."""
+        codes = self._terminate([n for n in self.processes if n != "results"], timeout_s)
+        codes.update(self._terminate([n for n in self.processes if n == "results"], timeout_s))
+        if self.nats is not None:
+            self.nats.stop()
+        return {name: codes[name] for name in self.processes}
+
+    def _terminate(self, names: list[str], timeout_s: float) -> dict[str, int | None]:
+        for name in names:
+            if self.processes[name].poll() is None:
+                self.processes[name].send_signal(signal.SIGTERM)
         codes: dict[str, int | None] = {}
         deadline = time.monotonic() + timeout_s
-        for name, proc in self.processes.items():
+        for name in names:
+            proc = self.processes[name]
             try:
                 codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 codes[name] = proc.wait()
-        if self.nats is not None:
-            self.nats.stop()
         return codes
 
     def __enter__(self) -> LocalLine:

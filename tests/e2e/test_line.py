@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from lineguard.localline import LocalLine
 from lineguard.sim.plc import PlcRunReport, SimulatedPlc
+from lineguard.sim.plc_columns import check_plc_columns, read_plc_rows
 
 PARTS = 60
 
@@ -20,7 +21,7 @@ PARTS = 60
 def wait_for_rows(url: str, expected: int, timeout_s: float = 60) -> list[sa.Row]:
     engine = sa.create_engine(url)
     try:
-        for _ in range(int(timeout_s / 0.25)):
+        for _ in range(max(1, int(timeout_s / 0.25))):
             with engine.connect() as conn:
                 rows = conn.execute(
                     sa.text(
@@ -49,9 +50,11 @@ def line_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[PlcRunReport, li
                 return await plc.run(PARTS, rate_hz=4.0, result_timeout_s=60)
 
         report = asyncio.run(drive())
-        rows = wait_for_rows(f"sqlite:///{line.database_path}", PARTS)
+        wait_for_rows(f"sqlite:///{line.database_path}", PARTS)
     finally:
         codes = line.stop()
+    # Read once the line has stopped: the results service wrote everything on the bus before it did.
+    rows = wait_for_rows(f"sqlite:///{line.database_path}", PARTS, timeout_s=0)
     return report, rows, codes, line
 
 
@@ -69,6 +72,12 @@ def test_every_result_is_one_database_row_with_the_same_verdict(line_run) -> Non
     in_db = {r.inspection_id: r.verdict for r in rows}
     assert in_db == at_plc
     assert all(r.plc_verdict == r.verdict for r in rows), "the gateway's ack must reach the row"
+
+
+def test_every_rows_plc_columns_agree_with_what_the_plc_received(line_run) -> None:
+    report, _, _, line = line_run
+    check = check_plc_columns(read_plc_rows(f"sqlite:///{line.database_path}"), report.results)
+    assert check.ok and check.rows == PARTS, "\n".join([check.line, *check.disagreements])
 
 
 def test_rows_trace_model_recipe_and_the_serial_read_from_the_part(line_run) -> None:
@@ -105,6 +114,8 @@ def test_demo_command_runs_to_its_summary(tmp_path: Path) -> None:
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["results_at_plc"] == 20 and summary["database_rows"] == 20
     assert summary["missing"] == 0 and summary["duplicates"] == 0
+    assert (summary["plc_columns_agree"], summary["plc_columns_rows"]) == (20, 20)
+    assert "PLC columns: 20 of 20 agree" in result.stdout
     assert summary["pass"] + summary["fail"] + summary["rework"] + summary["error"] == 20
     assert 0 < summary["latency_p50_ms"] <= summary["latency_p99_ms"]
     assert Path(summary["database"]).exists()

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lineguard.localline import LineStartError, LocalLine
+from lineguard.sim.plc_columns import PlcColumns, check_plc_columns, read_plc_rows
 
 if TYPE_CHECKING:
     from lineguard.sim.plc import PlcResult, PlcRunReport
@@ -67,11 +68,13 @@ def demo(
         rows = _wait_for_rows(line, parts)
     finally:
         exit_codes = line.stop()
-    summary = _summary(report, rows, parts, elapsed, line, exit_codes)
+    # Read once the line has stopped: the results service wrote every decision and ack before it did.
+    plc_columns = check_plc_columns(read_plc_rows(f"sqlite:///{line.database_path}"), report.results)
+    summary = _summary(report, rows, parts, elapsed, line, exit_codes, plc_columns)
     _print_summary(out, summary)
     if as_json:
         print(json.dumps(summary), flush=True)
-    if not report.ok or summary["database_rows"] != parts:
+    if not report.ok or summary["database_rows"] != parts or not plc_columns.ok:
         raise typer.Exit(1)
 
 
@@ -143,6 +146,7 @@ def _summary(
     elapsed: float,
     line: LocalLine,
     exit_codes: dict[str, int | None],
+    plc_columns: PlcColumns,
 ) -> dict[str, Any]:
     verdicts = Counter(r.verdict for r in report.results)
     return {
@@ -160,6 +164,9 @@ def _summary(
         "database": str(line.database_path),
         "database_rows": sum(rows.values()),
         "database_verdicts": rows,
+        "plc_columns_agree": plc_columns.agree,
+        "plc_columns_rows": plc_columns.rows,
+        "plc_columns_disagree": plc_columns.disagreements,
         "workdir": str(line.workdir),
         "logs": str(line.logs),
         "clean_shutdown": all(code == 0 for code in exit_codes.values()),
@@ -176,3 +183,7 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row("database rows", f"{s['database_rows']} in {s['database']}")
     table.add_row("logs", s["logs"])
     console.print(table)
+    # Every row's plc_verdict / plc_delivered_at against what the simulated PLC received.
+    console.print(f"PLC columns: {s['plc_columns_agree']} of {s['plc_columns_rows']} agree", highlight=False)
+    for line in s["plc_columns_disagree"]:
+        console.print(f"[red]PLC columns disagree with what the PLC received:[/] {line}", highlight=False)
