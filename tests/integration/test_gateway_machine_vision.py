@@ -30,7 +30,7 @@ VISION_SYSTEM_TYPE, JOB_STARTED, READY_EVENT, RESULT_READY = 1003, 1013, 1023, 1
 READY_STATE, SINGLE_EXECUTION_STATE, HALTED_STATE = 5057, 5058, 5029
 
 
-ENGINEER, ENGINEER_PASSWORD = "eng", "halt-and-reset"  # Halt needs the engineer role; anonymous is an operator
+ENGINEER, ENGINEER_PASSWORD = "eng", "halt-and-reset"  # a logged-in user, beside the anonymous operator
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
