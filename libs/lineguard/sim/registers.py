@@ -1,0 +1,211 @@
+"""The PLC's side of the register handshake (lineguard.contracts.registers), protocol-free.
+
+`RegisterPlc` plays the controller over two callbacks, "read the area's bytes" and "write bytes into it",
+so the Modbus and S7 simulated PLCs (sim/modbus.py, sim/s7.py) are only their transport. It counts its
+heartbeat, triggers parts (sequence, part id, recipe, then the rising edge; the trigger drops once the
+gateway answers with busy, done or an error), watches `done` rise and records each result, acknowledges
+it, and reports like the OPC UA simulated PLC (lineguard.sim.plc's PlcRunReport): every sequence got
+exactly one result, in time, and nothing else came."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from lineguard.contracts import verdict_name
+from lineguard.contracts.registers import Error, GatewayFields, Layout, reasons_of
+from lineguard.sim.plc import PlcResult, PlcRunReport, ResultCallback, percentile
+
+Read = Callable[[int, int], Awaitable[bytes]]  # (start, end) byte offsets of the area -> its bytes
+Write = Callable[[int, bytes], Awaitable[None]]  # (byte offset, bytes)
+
+
+@dataclass
+class _Seen:
+    sequence: int
+    verdict: int
+    reasons: int
+    arrival: float
+
+
+class RegisterPlc:
+    """`plc = RegisterPlc(layout, read, write); await plc.start(); report = await plc.run(20, rate_hz=10)`."""
+
+    def __init__(self, layout: Layout, read: Read, write: Write, *, heartbeat_s: float = 0.1, poll_s: float = 0.002):
+        self.layout = layout
+        self._read, self._write = read, write
+        self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
+        self.auto_ack = True  # acknowledge every result as soon as it is read (tests turn it off)
+        self.beating = True  # count the heartbeat up (tests stop it to play a PLC gone silent)
+        self.next_sequence = 1
+        self.gateway = GatewayFields()  # the gateway's fields as last read
+        self.results: list[_Seen] = []  # every rise of done, in order
+        self._called: dict[int, float] = {}  # sequence -> when the trigger rose
+        self._changed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_result: ResultCallback | None = None
+        self.failure: BaseException | None = None  # what stopped the watch loop, if anything
+
+    async def start(self) -> None:
+        for name in ("trigger", "ack_sequence"):
+            await self.set(name, 0)
+        self._tasks = [asyncio.create_task(self._beat()), asyncio.create_task(self._watch())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def set(self, name: str, value: int | str) -> None:
+        offset, data = self.layout.encode_plc(name, value)
+        await self._write(offset, data)
+
+    async def read_gateway(self) -> GatewayFields:
+        start, end = self.layout.gateway_span()
+        return self.layout.decode_gateway(await self._read(start, end), start)
+
+    async def _beat(self) -> None:
+        count = 0
+        while True:
+            if self.beating:
+                count = (count + 1) & 0xFFFF
+                with contextlib.suppress(Exception):  # the link is down: beat again when it is back
+                    await self.set("plc_heartbeat", count)
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _watch(self) -> None:
+        """Poll the gateway's fields; record every rise of done as one result, and acknowledge it."""
+        while True:
+            try:
+                now = await self.read_gateway()
+            except Exception:  # noqa: BLE001 - the link is down: keep the last picture, try again
+                await asyncio.sleep(self.poll_s * 10)
+                continue
+            before, self.gateway = self.gateway, now
+            if now.done and not before.done:
+                seen = _Seen(now.result_sequence, now.verdict, now.reasons, time.perf_counter())
+                self.results.append(seen)
+                if self.auto_ack:
+                    await self.set("ack_sequence", now.result_sequence)
+                await self._report(seen)
+            async with self._changed:
+                self._changed.notify_all()
+            await asyncio.sleep(self.poll_s)
+
+    async def _report(self, seen: _Seen) -> None:
+        if self._on_result is None or sum(r.sequence == seen.sequence for r in self.results) != 1:
+            return
+        outcome = self._on_result(self._result(seen))
+        if inspect.isawaitable(outcome):
+            await outcome
+
+    def _result(self, seen: _Seen) -> PlcResult:
+        called = self._called.get(seen.sequence)
+        return PlcResult(
+            sequence=seen.sequence,
+            inspection_id="",  # registers carry the sequence, not the inspection id
+            verdict=verdict_name(seen.verdict),
+            reasons=reasons_of(seen.reasons),
+            latency_s=seen.arrival - called if called is not None else math.nan,
+        )
+
+    async def wait_for(self, condition: Callable[[GatewayFields], bool], timeout_s: float = 10.0) -> GatewayFields:
+        """The gateway's fields once `condition` holds; TimeoutError when it does not within `timeout_s`."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: condition(self.gateway)), timeout=timeout_s)
+        return self.gateway
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Until the gateway beats and the station is out of Error (it saw this PLC's heartbeat)."""
+        first = (await self.wait_for(lambda g: True, timeout_s)).heartbeat
+        await self.wait_for(lambda g: g.heartbeat != first and g.error != Error.PARTNER_LOST, timeout_s)
+
+    async def trigger(
+        self, sequence: int, part_id: str = "", recipe: int = 0, timeout_s: float = 10.0
+    ) -> GatewayFields:
+        """Raise the trigger for `sequence`; returns the gateway's fields that answered it (busy rose, done rose,
+        or an error code for a refusal), after dropping the trigger again. A refusal with the code already shown
+        changes nothing the PLC can see: TimeoutError."""
+        before = self.gateway
+        await self.set("sequence", sequence)
+        await self.set("part_id", part_id)
+        await self.set("recipe", recipe)
+        self._called[sequence] = time.perf_counter()
+        await self.set("trigger", 1)
+        try:
+            return await self.wait_for(
+                lambda g: (
+                    (g.busy and not before.busy)
+                    or (g.done and not before.done and g.result_sequence == sequence)
+                    or (g.error not in (Error.NONE, before.error))
+                ),
+                timeout_s,
+            )
+        finally:
+            await self.set("trigger", 0)
+
+    async def ack(self, sequence: int) -> None:
+        await self.set("ack_sequence", sequence)
+
+    async def result(self, sequence: int, timeout_s: float = 10.0) -> PlcResult:
+        """The first result for `sequence`, waiting for it."""
+        await self.wait_for(lambda g: any(r.sequence == sequence for r in self.results), timeout_s)
+        return self._result(next(r for r in self.results if r.sequence == sequence))
+
+    async def run(
+        self,
+        parts: int,
+        rate_hz: float,
+        on_result: ResultCallback | None = None,
+        result_timeout_s: float = 30.0,
+        settle_s: float = 0.2,
+    ) -> PlcRunReport:
+        """Trigger `parts` parts, at most `rate_hz` per second and one at a time (the register handshake),
+        each within `result_timeout_s` of its trigger; then report, after `settle_s` to catch duplicates."""
+        if parts < 1 or rate_hz <= 0:
+            raise ValueError(f"need parts >= 1 and rate_hz > 0, got {parts} parts at {rate_hz} Hz")
+        self._on_result = on_result
+        first_seen = len(self.results)
+        sequences: list[int] = []
+        start = time.perf_counter()
+        try:
+            for i in range(parts):
+                delay = start + i / rate_hz - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):  # a station that stays busy: that part is missing
+                    await self.wait_for(lambda g: not g.busy and not g.done, result_timeout_s)
+                sequence = self.next_sequence
+                self.next_sequence = self.next_sequence % 0xFFFFFFFF + 1
+                sequences.append(sequence)
+                with contextlib.suppress(TimeoutError):
+                    await self.trigger(sequence, part_id=f"part-{sequence}")
+                    await self.result(sequence, result_timeout_s)
+            await asyncio.sleep(settle_s)
+        finally:
+            self._on_result = None
+        return self._run_report(sequences, self.results[first_seen:])
+
+    def _run_report(self, sequences: list[int], seen: list[_Seen]) -> PlcRunReport:
+        report = PlcRunReport()
+        wanted = set(sequences)
+        for sequence in sequences:
+            got = [r for r in seen if r.sequence == sequence]
+            if not got:
+                report.missing.append(sequence)
+                continue
+            if len(got) > 1:
+                report.duplicates.append(sequence)
+            report.results.append(self._result(got[0]))
+        report.unexpected = [self._result(r) for r in seen if r.sequence not in wanted]
+        latencies = [r.latency_s for r in report.results]
+        report.p50_s = percentile(latencies, 50)
+        report.p99_s = percentile(latencies, 99)
+        return report

@@ -1,0 +1,390 @@
+"""Modbus TCP: the register handshake (registers.py) over holding registers, as server or as client.
+
+- `mode: server`: the gateway is a Modbus TCP server (pymodbus) and the PLC polls it: writes its fields,
+  reads ours. Stations configured on the same host and port share one server, each its own unit
+  (`device_id`) with a datastore of its own. Only the mapped registers exist: any other address is
+  exception 02, a write to the gateway's registers is 02, a part id length over the field is 03.
+- `mode: client`: the gateway connects to the PLC's Modbus server, reads the PLC's fields every `poll_ms`
+  and writes ours into its registers; a lost connection is Error, and it connects again with backoff.
+
+Register addresses are 0-based, as on the wire (docs/modbus.md has the map). pymodbus is imported only
+when endpoints are opened, so validating a line's configuration never loads it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from lineguard.config.seams import PlcSettings
+from lineguard.contracts import registers as contract
+
+if TYPE_CHECKING:  # every service validates the config, and so imports this module: keep it light
+    from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerHandler
+    from lineguard.services.gateway.handshake import Result
+    from lineguard.services.gateway.registers import RegisterStation
+
+KEY = "modbus"
+log = structlog.get_logger("lineguard.gateway")
+
+MAX_ADDRESS = 0xFFFF
+MAX_READ = 125  # registers one read request may ask for (Modbus spec)
+_READS = frozenset({3, 4})  # read holding / input registers: the same registers here
+_WRITES = frozenset({6, 16, 23})  # write single, write multiple, read/write multiple
+
+
+def register_count(name: str, part_id_chars: int) -> int:
+    spec = contract.SPECS[name]
+    if spec.kind == contract.STRING:
+        return contract.string_size("modbus", part_id_chars) // 2
+    return 1 if spec.kind == contract.WORD else 2
+
+
+class RegisterMap(BaseModel):
+    """Where each field starts: a holding-register address, 0-based. Defaults: lineguard.contracts.registers."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    part_id_chars: int = Field(
+        contract.DEFAULT_PART_ID_CHARS,
+        ge=1,
+        le=2 * (MAX_READ - 4),  # the part id is read in one request, with its length register
+        description="characters the part id field holds (two per register, after one length register)",
+    )
+    plc_heartbeat: int = contract.MODBUS_DEFAULTS["plc_heartbeat"]
+    trigger: int = contract.MODBUS_DEFAULTS["trigger"]
+    sequence: int = contract.MODBUS_DEFAULTS["sequence"]
+    recipe: int = contract.MODBUS_DEFAULTS["recipe"]
+    ack_sequence: int = contract.MODBUS_DEFAULTS["ack_sequence"]
+    part_id: int = contract.MODBUS_DEFAULTS["part_id"]
+    heartbeat: int = contract.MODBUS_DEFAULTS["heartbeat"]
+    busy: int = contract.MODBUS_DEFAULTS["busy"]
+    done: int = contract.MODBUS_DEFAULTS["done"]
+    verdict: int = contract.MODBUS_DEFAULTS["verdict"]
+    reasons: int = contract.MODBUS_DEFAULTS["reasons"]
+    result_sequence: int = contract.MODBUS_DEFAULTS["result_sequence"]
+    error: int = contract.MODBUS_DEFAULTS["error"]
+
+    @field_validator(*contract.SPECS, mode="after")
+    @classmethod
+    def _fits(cls, address: int, info: ValidationInfo) -> int:
+        # Fields are validated in order: each is checked against the ones before it, so an overlap is
+        # reported at the later field's path.
+        name = info.field_name
+        assert name is not None
+        chars = info.data.get("part_id_chars", contract.DEFAULT_PART_ID_CHARS)
+        count = register_count(name, chars)
+        if not 0 <= address <= MAX_ADDRESS - count + 1:
+            raise ValueError(f"{name} needs {count} register(s) from {address}: beyond address {MAX_ADDRESS}")
+        offsets = {n: a for n, a in info.data.items() if n in contract.SPECS}
+        offsets[name] = address
+        other = contract.overlap(offsets, {n: register_count(n, chars) for n in offsets}, name)
+        if other is not None:
+            raise ValueError(
+                f"{name} (registers {address}..{address + count - 1}) overlaps {other} "
+                f"({offsets[other]}..{offsets[other] + register_count(other, chars) - 1})"
+            )
+        return address
+
+    def layout(self) -> contract.Layout:
+        return contract.Layout({n: 2 * getattr(self, n) for n in contract.SPECS}, self.part_id_chars, "modbus")
+
+
+class Settings(PlcSettings):
+    protocol: Literal["modbus"] = "modbus"
+    mode: Literal["server", "client"] = Field(
+        "server", description="server: the PLC polls the gateway; client: the gateway polls the PLC"
+    )
+    host: str = Field(
+        "127.0.0.1", description="server: the address to listen on (a cell network's, not 0.0.0.0); client: the PLC's"
+    )
+    port: int = Field(5020, ge=1, le=65535, description="server: where to listen; client: the PLC's (usually 502)")
+    device_id: int = Field(1, ge=0, le=247, description="the Modbus unit id of this station's registers")
+    map: RegisterMap = Field(default_factory=RegisterMap)
+    poll_ms: int = Field(10, ge=1, le=10_000, description="how often the PLC's registers are read (and watched)")
+    heartbeat_ms: int = Field(500, ge=10, le=60_000, description="how often the gateway's heartbeat counts up")
+    plc_heartbeat_timeout_ms: int = Field(
+        2000, ge=0, le=600_000, description="Error when the PLC's heartbeat does not change this long; 0: not watched"
+    )
+    timeout_ms: int = Field(1000, ge=10, le=60_000, description="client: how long one request may take")
+    reconnect_ms: int = Field(100, ge=10, le=60_000, description="client: first wait before connecting again")
+    reconnect_max_ms: int = Field(5000, ge=10, le=600_000, description="client: the wait doubles up to this")
+
+
+def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: TriggerHandler) -> list[PlcEndpoint]:
+    """Server mode: one server per host and port, a unit per station. Client mode: one connection per station."""
+    quiet_pymodbus()
+    servers: dict[tuple[str, int], list[tuple[str, Settings]]] = {}
+    endpoints: list[PlcEndpoint] = []
+    for station_id, settings in stations:
+        if settings.mode == "server":
+            servers.setdefault((settings.host, settings.port), []).append((station_id, settings))
+        else:
+            endpoints.append(ModbusClientEndpoint(station_id, settings, on_trigger))
+    for (host, port), served in servers.items():
+        units = [s.device_id for _, s in served]
+        if len(set(units)) != len(units):
+            raise ValueError(
+                f"stations on the Modbus server {host}:{port} need device_ids of their own; got "
+                + ", ".join(f"{sid}: {s.device_id}" for sid, s in served)
+            )
+        endpoints.append(ModbusServerEndpoint(host, port, served, on_trigger))
+    return endpoints
+
+
+def _timings(settings: Settings) -> dict[str, float]:
+    return {"plc_heartbeat_timeout_s": settings.plc_heartbeat_timeout_ms / 1000}
+
+
+class ModbusServerEndpoint:
+    """One pymodbus TCP server; each station a unit whose registers the PLC reads and writes (a PlcEndpoint)."""
+
+    protocol = KEY
+
+    def __init__(self, host: str, port: int, stations: Sequence[tuple[str, Settings]], on_trigger: TriggerHandler):
+        from lineguard.services.gateway.registers import RegisterStation
+
+        self.host, self.port = host, port
+        self.stations = tuple(s for s, _ in stations)
+        self.on_trigger = on_trigger
+        self._settings = dict(stations)
+        # The registers as the gateway holds them, per station: bytes by address x 2. The PLC's writes land
+        # here (through the server's action) and its reads are answered from here.
+        self._memory = {s: bytearray(2 * (MAX_ADDRESS + 1)) for s in self.stations}
+        self._wake = asyncio.Event()
+        self._links: dict[str, RegisterStation] = {
+            s: RegisterStation(
+                s,
+                settings.map.layout(),
+                on_trigger,
+                functools.partial(self._store, s),
+                connected=True,
+                **_timings(settings),
+            )
+            for s, settings in stations
+        }
+        self._server: Any = None
+        self._stopping = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"modbus://{self.host}:{self.port}"
+
+    async def _store(self, station: str, offset: int, data: bytes) -> None:
+        self._memory[station][offset : offset + len(data)] = data
+
+    async def start(self) -> None:
+        from pymodbus.server import ModbusTcpServer
+
+        devices = [self._device(s) for s in self.stations]
+        self._server = ModbusTcpServer(devices, address=(self.host, self.port))
+        try:
+            await self._server.serve_forever(background=True)
+        except (OSError, RuntimeError) as exc:
+            raise OSError(f"the Modbus TCP server cannot listen on {self.host}:{self.port}: {exc}") from exc
+        log.info("Modbus TCP server listening", endpoint=self.endpoint, stations=list(self.stations))
+        self._poller = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        from lineguard.services.gateway.registers import poll
+
+        async def reader(station: str, start: int, end: int) -> bytes:
+            return bytes(self._memory[station][start:end])
+
+        stations = [(self._links[s], functools.partial(reader, s)) for s in self.stations]
+        period = min(self._settings[s].poll_ms for s in self.stations) / 1000
+        await poll(stations, period, self._stopping, self._wake)
+
+    def _device(self, station: str) -> Any:
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        settings = self._settings[station]
+        chars = settings.map.part_id_chars
+        blocks = [
+            SimData(
+                getattr(settings.map, name),
+                count=register_count(name, chars),
+                values=0,
+                datatype=DataType.REGISTERS,
+                readonly=spec.writer == contract.GATEWAY,  # the PLC may not write a result
+            )
+            for name, spec in contract.SPECS.items()
+        ]
+        return SimDevice(settings.device_id, simdata=blocks, action=functools.partial(self._action, station))
+
+    async def _action(
+        self,
+        station: str,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> Any:
+        """Every request to a station's registers, after pymodbus checked the addresses: answer reads from the
+        gateway's registers, check and take the PLC's writes."""
+        from pymodbus.constants import ExcCodes
+
+        memory = self._memory[station]
+        if function_code in _READS or (function_code in _WRITES and values is None):
+            for i in range(count):
+                registers[address - start_address + i] = int.from_bytes(
+                    memory[2 * (address + i) : 2 * (address + i) + 2]
+                )
+            return None
+        if function_code not in _WRITES or values is None:
+            log.warning("Modbus function refused", station=station, function_code=function_code, address=address)
+            return ExcCodes.ILLEGAL_FUNCTION
+        settings = self._settings[station]
+        length_at = settings.map.part_id
+        if address <= length_at < address + len(values) and values[length_at - address] > settings.map.part_id_chars:
+            log.warning(
+                "Modbus write refused: part id too long for its registers",
+                station=station,
+                address=length_at,
+                length=int(values[length_at - address]),
+                max_chars=settings.map.part_id_chars,
+            )
+            return ExcCodes.ILLEGAL_VALUE
+        for i, value in enumerate(values):
+            memory[2 * (address + i) : 2 * (address + i) + 2] = int(value).to_bytes(2)
+        self._wake.set()
+        return None
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._poller is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._server is not None:
+            await self._server.shutdown()
+
+    async def run_heartbeat(self, stopping: asyncio.Event) -> None:
+        from lineguard.services.gateway.registers import beat
+
+        period = min(self._settings[s].heartbeat_ms for s in self.stations) / 1000
+        await beat(list(self._links.values()), period, stopping)
+
+    async def deliver(self, station: str, result: Result) -> None:
+        await self._links[station].deliver(result)
+
+    async def set_busy(self, station: str, busy: bool) -> None:
+        """Nothing to do: a register station shows its own busy (one part at a time, until its result)."""
+
+    def link(self, station: str) -> RegisterStation:
+        return self._links[station]
+
+
+class ModbusClientEndpoint:
+    """The gateway as the client of one station's registers in the PLC (a PlcEndpoint)."""
+
+    protocol = KEY
+
+    def __init__(self, station: str, settings: Settings, on_trigger: TriggerHandler):
+        from lineguard.services.gateway.registers import RegisterStation
+
+        self.stations = (station,)
+        self.settings = settings
+        self.on_trigger = on_trigger
+        self._client: Any = None
+        self._link = RegisterStation(
+            station, settings.map.layout(), on_trigger, self._write, connected=False, **_timings(settings)
+        )
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"modbus://{self.settings.host}:{self.settings.port}/{self.settings.device_id}"
+
+    async def start(self) -> None:
+        from lineguard.services.gateway.registers import Backoff, serve_client
+
+        s = self.settings
+        self._task = asyncio.create_task(
+            serve_client(
+                self._link,
+                self._connect,
+                self._close,
+                poll_s=s.poll_ms / 1000,
+                backoff=Backoff(s.reconnect_ms / 1000, s.reconnect_max_ms / 1000),
+                stopping=self._stopping,
+                peer=self.endpoint,
+            )
+        )
+        log.info("Modbus TCP client started", endpoint=self.endpoint, station=self.stations[0])
+
+    async def _connect(self) -> Any:
+        from pymodbus.client import AsyncModbusTcpClient
+
+        s = self.settings
+        # pymodbus's own reconnecting is off: serve_client reconnects, so a lost PLC is seen as Error at once.
+        self._client = AsyncModbusTcpClient(
+            s.host, port=s.port, timeout=s.timeout_ms / 1000, retries=0, reconnect_delay=0
+        )
+        if not await self._client.connect():
+            raise ConnectionError(f"no Modbus TCP server at {s.host}:{s.port}")
+        return self._read
+
+    async def _close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def _read(self, start: int, end: int) -> bytes:
+        client = self._client
+        if client is None:
+            raise ConnectionError("not connected")
+        out = bytearray()
+        first, last = start // 2, (end + 1) // 2
+        for address in range(first, last, MAX_READ):
+            count = min(MAX_READ, last - address)
+            reply = await client.read_holding_registers(address, count=count, device_id=self.settings.device_id)
+            if reply.isError():
+                raise ConnectionError(f"the PLC refused to read registers {address}..{address + count - 1}: {reply}")
+            out.extend(b"".join(int(r).to_bytes(2) for r in reply.registers))
+        return bytes(out)
+
+    async def _write(self, offset: int, data: bytes) -> None:
+        client = self._client
+        if client is None:
+            raise ConnectionError("not connected")
+        values = [int.from_bytes(data[i : i + 2]) for i in range(0, len(data), 2)]
+        reply = await client.write_registers(offset // 2, values, device_id=self.settings.device_id)
+        if reply.isError():
+            raise ConnectionError(f"the PLC refused the write to registers from {offset // 2}: {reply}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run_heartbeat(self, stopping: asyncio.Event) -> None:
+        from lineguard.services.gateway.registers import beat
+
+        await beat([self._link], self.settings.heartbeat_ms / 1000, stopping)
+
+    async def deliver(self, station: str, result: Result) -> None:
+        await self._link.deliver(result)
+
+    async def set_busy(self, station: str, busy: bool) -> None:
+        """Nothing to do: a register station shows its own busy (one part at a time, until its result)."""
+
+    def link(self, station: str) -> RegisterStation:
+        return self._link
+
+
+def quiet_pymodbus() -> None:
+    """pymodbus logs every connection attempt and malformed frame at its own levels; keep its errors only:
+    the gateway logs what they mean for the station."""
+    import logging
+
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)

@@ -1,0 +1,319 @@
+"""The register handshake, once for every register protocol (Modbus TCP, S7): edges, acks, heartbeat, Error.
+
+A PLC that speaks registers cannot call a method: it sets fields and watches ours
+(lineguard.contracts.registers). `RegisterStation` is one station's side of that, protocol-free:
+it is given the PLC's fields each time the transport reads them (`on_read`, bytes of the station's
+area) and writes its own through the transport's `write(offset, bytes)`. What a trigger or a result
+means (sequence numbers, deadlines, exactly once, acks on the bus) stays in station.py / handshake.py;
+this module adds what registers need on top: one part at a time, the rising edge, the acknowledgement
+that lets `done` fall, and the fail-safe Error state when the partner is gone.
+
+`poll()` is the loop every transport runs: read the PLC's fields, hand them over, wait `poll_s` (or
+until woken, when the transport knows the PLC just wrote)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from lineguard.contracts.registers import (
+    GATEWAY_FIELDS,
+    NO_RESULT,
+    Error,
+    GatewayFields,
+    Layout,
+    PartIdError,
+    PlcFields,
+    reason_bits,
+)
+from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
+from lineguard.services.gateway.handshake import Result
+
+log = structlog.get_logger("lineguard.gateway")
+
+Write = Callable[[int, bytes], Awaitable[None]]  # (byte offset in the station's area, bytes)
+Read = Callable[[int, int], Awaitable[bytes]]  # (start, end) byte offsets -> the area's bytes in between
+
+_SAFE = GatewayFields()
+
+
+class ResultNotAwaited(Exception):
+    """A result the PLC is not waiting for (its trigger was refused, or abandoned in Error): not shown."""
+
+
+class RegisterStation:
+    """One station's register handshake: what the PLC sees, and what its fields make of it."""
+
+    def __init__(
+        self,
+        station: str,
+        layout: Layout,
+        on_trigger: TriggerHandler,
+        write: Write,
+        *,
+        plc_heartbeat_timeout_s: float,
+        connected: bool,
+    ):
+        self.station = station
+        self.layout = layout
+        self.on_trigger = on_trigger
+        self._write = write
+        self.plc_heartbeat_timeout_s = plc_heartbeat_timeout_s
+        self.outputs = GatewayFields()
+        self._lock = asyncio.Lock()  # one change of our fields at a time, written before the next
+        self._slot: int | None = None  # the sequence in flight or awaiting its acknowledgement
+        self._refusal = Error.NONE  # why the trigger now high was refused, shown until it falls
+        self._fault: Error | None = None  # the station is in Error while set
+        self._connected = connected
+        # What the last read found; None until the first read of a connection (nothing to compare with).
+        self._last: PlcFields | None = PlcFields() if connected else None
+        self._beat_seen_at = time.monotonic()
+        if plc_heartbeat_timeout_s > 0:
+            self._fault = Error.PARTNER_LOST  # until the PLC's heartbeat is seen to move
+        self.outputs.error = self._error()
+
+    @property
+    def in_error(self) -> bool:
+        return self._fault is not None
+
+    def _error(self) -> int:
+        return int(self._refusal or self._fault or Error.NONE)
+
+    async def _show(self, change: dict[str, int | bool]) -> None:
+        """Set our fields and write the ones that changed. Call with the lock held.
+
+        One write when the changed fields are adjacent (the PLC reads them together); otherwise a rising
+        `done` is written last and a falling one first, so the PLC never sees `done` with another result."""
+        before = self.outputs
+        after = GatewayFields(**{**before.__dict__, **change})
+        after.error = self._error() if "error" not in change else after.error
+        changed = [n for n in GATEWAY_FIELDS if getattr(after, n) != getattr(before, n)]
+        self.outputs = after
+        if not changed or not self._connected:
+            return  # written in full when the connection is back (resync)
+        writes = self.layout.encode_gateway(after, changed)
+        if len(writes) > 1 and "done" in changed:
+            done_offset = self.layout.offsets["done"]
+            done_write = next(w for w in writes if w[0] <= done_offset < w[0] + len(w[1]))
+            writes.remove(done_write)
+            writes = [*writes, done_write] if after.done else [done_write, *writes]
+        for offset, data in writes:
+            await self._write(offset, data)
+
+    # -- the transport's events
+
+    async def connected(self) -> None:
+        """A (new) connection to the PLC: write all our fields, then compare from the next read on."""
+        async with self._lock:
+            self._connected = True
+            self._last = None
+            self._beat_seen_at = time.monotonic()
+            if self.plc_heartbeat_timeout_s <= 0:
+                self._fault = None  # no heartbeat to wait for: the connection is the partner
+            self.outputs.error = self._error()
+            for offset, data in self.layout.encode_gateway(self.outputs, GATEWAY_FIELDS):
+                await self._write(offset, data)
+
+    async def disconnected(self, why: str) -> None:
+        """The connection to the PLC is gone: Error, safe outputs (written when it is back)."""
+        async with self._lock:
+            self._connected = False
+            await self._enter_error(Error.PARTNER_LOST, f"connection lost: {why}")
+
+    async def on_read(self, data: bytes, start: int, now: float | None = None) -> None:
+        """The PLC's fields as just read (`data` from byte `start` of the area): heartbeat, ack, trigger."""
+        now = time.monotonic() if now is None else now
+        fields = self.layout.decode_plc(data, start)
+        last, self._last = self._last, fields
+        async with self._lock:
+            if last is not None and fields.plc_heartbeat != last.plc_heartbeat:
+                self._beat_seen_at = now
+                if self._fault is Error.PARTNER_LOST:
+                    self._fault = None
+                    log.info("PLC heartbeat back: station serves again", station=self.station)
+                    await self._show({})
+            await self._watch_heartbeat(now)
+            if last is not None and fields.ack_sequence != last.ack_sequence:
+                await self._acknowledge(fields.ack_sequence)
+            if last is not None and last.trigger and not fields.trigger and self._refusal is not Error.NONE:
+                self._refusal = Error.NONE  # the PLC saw the refusal: back to what the station's state shows
+                await self._show({})
+        if last is not None and fields.trigger and not last.trigger:
+            await self._trigger(fields)
+
+    async def beat(self) -> None:
+        async with self._lock:
+            await self._show({"heartbeat": (self.outputs.heartbeat + 1) & 0xFFFF})
+
+    async def deliver(self, result: Result) -> None:
+        """Show the result: verdict, reasons, result_sequence, then done (busy falls with it)."""
+        async with self._lock:
+            if self._fault is not None:
+                raise ResultNotAwaited(
+                    f"station {self.station} is in Error ({self._fault.name}): result {result.sequence} not shown"
+                )
+            if self._slot != result.sequence or not self.outputs.busy:
+                raise ResultNotAwaited(
+                    f"station {self.station} awaits no result for sequence {result.sequence} "
+                    f"(in flight: {self._slot if self.outputs.busy else 'none'})"
+                )
+            await self._show(
+                {
+                    "verdict": int(result.verdict),
+                    "reasons": reason_bits(result.reasons),
+                    "result_sequence": result.sequence,
+                    "busy": False,
+                    "done": True,
+                }
+            )
+
+    # -- the rules
+
+    async def _watch_heartbeat(self, now: float) -> None:
+        timeout = self.plc_heartbeat_timeout_s
+        if timeout > 0 and self._fault is None and now - self._beat_seen_at > timeout:
+            await self._enter_error(Error.PARTNER_LOST, f"PLC heartbeat unchanged for {timeout * 1000:.0f} ms")
+
+    async def _enter_error(self, code: Error, why: str) -> None:
+        """Error: the part in flight is abandoned and every output goes to its safe state."""
+        if self._fault is None:
+            log.error(
+                "station in Error: outputs safe (no result, done low, not a pass)",
+                station=self.station,
+                error=code.name,
+                why=why,
+                abandoned=self._slot if self.outputs.busy or self.outputs.done else None,
+            )
+        self._fault = code
+        self._slot = None
+        safe = {n: getattr(_SAFE, n) for n in GATEWAY_FIELDS if n not in ("heartbeat", "error")}
+        await self._show(safe)
+
+    async def _acknowledge(self, ack_sequence: int) -> None:
+        if self.outputs.done and ack_sequence == self.outputs.result_sequence:
+            self._slot = None
+            await self._show({"done": False})
+        elif ack_sequence != 0 and ack_sequence != self.outputs.result_sequence:
+            log.warning(
+                "PLC acknowledged a sequence that is not the result's: ignored",
+                station=self.station,
+                ack_sequence=ack_sequence,
+                result_sequence=self.outputs.result_sequence,
+                done=self.outputs.done,
+            )
+
+    async def _refuse(self, code: Error, why: str, fields: PlcFields) -> None:
+        log.warning("trigger refused", station=self.station, sequence=fields.sequence, error=code.name, why=why)
+        self._refusal = code
+        await self._show({})
+
+    async def _trigger(self, fields: PlcFields) -> None:
+        sequence = fields.sequence
+        async with self._lock:
+            if self._fault is not None:
+                await self._refuse(Error.IN_ERROR, f"the station is in Error ({self._fault.name})", fields)
+                return
+            if self._slot is not None or self.outputs.busy or self.outputs.done:
+                await self._refuse(
+                    Error.BUSY, f"sequence {self._slot} is in flight or not acknowledged (busy/done)", fields
+                )
+                return
+            if sequence == 0:
+                await self._refuse(Error.BAD_SEQUENCE, "sequence 0 means none; count from 1", fields)
+                return
+            try:
+                part_id = fields.part_id.text()
+            except PartIdError as exc:
+                await self._refuse(exc.code, str(exc), fields)
+                return
+            self._slot = sequence
+            self._refusal = Error.NONE
+            await self._show({"busy": True, "verdict": NO_RESULT, "reasons": 0})
+        log.info("PLC trigger", station=self.station, sequence=sequence, part_id=part_id, recipe=fields.recipe)
+        try:
+            # Not under the lock: the result may be delivered before this returns.
+            await self.on_trigger(self.station, sequence, part_id)
+        except TriggerRefused as exc:
+            async with self._lock:
+                if self._slot == sequence and self.outputs.busy:
+                    self._slot = None
+                    self._refusal = Error.REFUSED
+                    await self._show({"busy": False})
+            log.error("trigger refused by the gateway", station=self.station, sequence=sequence, reason=str(exc))
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before connecting again: `first_s`, doubling up to `max_s`; reset once connected."""
+
+    first_s: float
+    max_s: float
+
+
+async def poll(
+    stations: Sequence[tuple[RegisterStation, Read]],
+    period_s: float,
+    stopping: asyncio.Event,
+    wake: asyncio.Event | None = None,
+) -> None:
+    """Read every station's PLC fields once a period (or when woken: the PLC just wrote) and hand them over,
+    until `stopping`. Each read also runs the heartbeat watchdog. A read that raises ends the loop with it."""
+    while not stopping.is_set():
+        if wake is not None:
+            wake.clear()  # before reading: a write during the read wakes the next round
+        for station, read in stations:
+            start, end = station.layout.plc_span()
+            await station.on_read(await read(start, end), start)
+        waiting = [asyncio.ensure_future(stopping.wait())]
+        if wake is not None:
+            waiting.append(asyncio.ensure_future(wake.wait()))
+        await asyncio.wait(waiting, timeout=period_s, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiting:
+            waiter.cancel()
+
+
+async def serve_client(
+    station: RegisterStation,
+    connect: Callable[[], Awaitable[Read]],
+    close: Callable[[], Awaitable[None]],
+    *,
+    poll_s: float,
+    backoff: Backoff,
+    stopping: asyncio.Event,
+    peer: str,
+) -> None:
+    """The gateway as the client of the PLC's registers: connect, poll, and on any failure go to Error and
+    connect again with backoff, until `stopping`."""
+    delay = backoff.first_s
+    while not stopping.is_set():
+        try:
+            read = await connect()
+            await station.connected()
+            log.info("connected to the PLC", station=station.station, peer=peer)
+            delay = backoff.first_s
+            await poll([(station, read)], poll_s, stopping)
+        except Exception as exc:  # noqa: BLE001 - whatever broke the link (refused, reset, timeout), it is lost
+            await station.disconnected(repr(exc))
+            log.warning("no connection to the PLC; connecting again", station=station.station, peer=peer, in_s=delay)
+        finally:
+            await close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+        delay = min(delay * 2, backoff.max_s)
+
+
+async def beat(stations: Sequence[RegisterStation], period_s: float, stopping: asyncio.Event) -> None:
+    """Count every station's heartbeat up once a period until `stopping` (a PlcEndpoint's run_heartbeat)."""
+    while not stopping.is_set():
+        for station in stations:
+            try:
+                await station.beat()
+            except Exception as exc:  # noqa: BLE001 - a lost connection: the station's poll loop reconnects
+                log.debug("heartbeat not written", station=station.station, error=repr(exc))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=period_s)

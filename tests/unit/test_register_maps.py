@@ -1,0 +1,87 @@
+"""The register protocols' maps in the line's configuration: a bad map is a config error at its field path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from lineguard.config import ConfigError, parse_config
+from lineguard.contracts.registers import (
+    MODBUS_DEFAULTS,
+    Error,
+    GatewayFields,
+    Layout,
+    PartIdError,
+    PartIdField,
+    reason_bits,
+    reasons_of,
+)
+from lineguard.services.gateway.protocols.modbus import RegisterMap
+
+LineDict = Callable[..., dict[str, Any]]
+
+
+def problem(raw: dict[str, Any]) -> tuple[str, str]:
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml.safe_dump(raw), "line.yaml")
+    found = err.value.problems[0]  # fields are checked in order: the first is the first that does not fit
+    return found.path, found.message
+
+
+def with_plc(line_config_dict: LineDict, plc: dict[str, Any]) -> dict[str, Any]:
+    raw = line_config_dict()
+    raw["stations"][0]["plc"] = plc
+    return raw
+
+
+def test_the_default_modbus_map_validates(line_config_dict: LineDict) -> None:
+    config = parse_config(yaml.safe_dump(with_plc(line_config_dict, {"protocol": "modbus"})), "line.yaml")
+    plc = config.station("s1").plc
+    assert plc.protocol == "modbus" and plc.mode == "server" and plc.map.busy == MODBUS_DEFAULTS["busy"]
+
+
+@pytest.mark.parametrize(
+    ("map_", "path", "message"),
+    [
+        ({"done": 41}, "stations[0].plc.map.done", "overlaps busy (41..41)"),
+        ({"reasons": 65535}, "stations[0].plc.map.reasons", "beyond address 65535"),
+        # 70 characters need 36 registers from 7: into the gateway's fields.
+        ({"part_id_chars": 70}, "stations[0].plc.map.heartbeat", "overlaps part_id (7..42)"),
+        ({"part_id_chars": 500}, "stations[0].plc.map.part_id_chars", "less than or equal to 242"),
+    ],
+)
+def test_a_bad_modbus_map_names_its_field(
+    line_config_dict: LineDict, map_: dict[str, int], path: str, message: str
+) -> None:
+    found_path, found_message = problem(with_plc(line_config_dict, {"protocol": "modbus", "map": map_}))
+    assert found_path == path
+    assert message in found_message
+
+
+def test_reason_codes_are_fixed_bits_and_unknown_ones_are_other() -> None:
+    bits = reason_bits(["TIMEOUT", "DEFECT_SHORT", "SOMETHING_NEW"])
+    assert bits == 1 << 0 | 1 << 9 | 1 << 31
+    assert reasons_of(bits) == ["TIMEOUT", "DEFECT_SHORT", "OTHER"]
+    assert reason_bits([]) == 0
+
+
+def test_part_id_decoding_refuses_what_does_not_fit() -> None:
+    assert PartIdField(3, b"abc\0").text() == "abc"
+    with pytest.raises(PartIdError) as too_long:
+        PartIdField(5, b"abcd").text()
+    assert too_long.value.code is Error.PART_ID_TOO_LONG
+    with pytest.raises(PartIdError) as not_ascii:
+        PartIdField(2, b"a\xff").text()
+    assert not_ascii.value.code is Error.PART_ID_NOT_ASCII
+
+
+def test_gateway_writes_join_adjacent_fields_and_skip_the_plcs() -> None:
+    layout: Layout = RegisterMap().layout()
+    fields = GatewayFields(busy=False, done=True, verdict=1, reasons=0, result_sequence=7)
+    writes = layout.encode_gateway(fields, ["done", "verdict", "result_sequence"])
+    # done 42 and verdict 43 are adjacent; result_sequence 46..47 is not: two writes, in address order.
+    assert [(offset // 2, len(data) // 2) for offset, data in writes] == [(42, 2), (46, 2)]
+    assert writes[1][1] == (7).to_bytes(4)
