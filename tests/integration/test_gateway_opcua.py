@@ -95,6 +95,37 @@ async def test_decision_reaches_the_plc_and_an_ack_is_published(gateway: Gateway
     assert values[contract.BUSY] is False
 
 
+async def test_a_plc_watching_result_sequence_reads_the_whole_result_when_it_changes(gateway: Gateway) -> None:
+    # ResultSequence is the PLC's "this result is complete": written with the other fields in one write, last.
+    others = [f.name for f in contract.RESULT_FIELDS if f.name != contract.RESULT_SEQUENCE]
+    seen: list[list[object]] = []
+    async with Client(gateway.endpoint) as client:
+        idx = await client.get_namespace_index(contract.NAMESPACE_URI)
+        node = {
+            n: client.get_node(ua.NodeId(contract.node_path("s1", n), idx)) for n in [*others, contract.RESULT_SEQUENCE]
+        }
+
+        class Watch:
+            async def datachange_notification(self, _node: object, value: int, _data: object) -> None:
+                if value == 251:
+                    seen.append(await client.read_values([node[n] for n in others]))
+
+        subscription = await client.create_subscription(0, Watch())
+        await subscription.subscribe_data_change(node[contract.RESULT_SEQUENCE])
+        async with SimulatedPlc(gateway.endpoint, "s1", first_sequence=251) as plc:
+            run = asyncio.create_task(plc.run(1, rate_hz=10, result_timeout_s=10))
+            [trigger] = await find(gateway.bus, "trigger", Trigger, lambda t: t.part.sequence == 251)
+            await publish_decision(gateway.bus, trigger.part, Verdict.VERDICT_FAIL, "DEFECT_SHORT")
+            assert (await run).ok
+        async with asyncio.timeout(5):
+            while not seen:
+                await asyncio.sleep(0.01)
+    values = dict(zip(others, seen[0], strict=True))
+    assert values[contract.RESULT_INSPECTION_ID] == trigger.part.inspection_id
+    assert values[contract.RESULT_VERDICT] == contract.RESULT_VERDICTS["FAIL"]
+    assert values[contract.RESULT_REASONS] == "DEFECT_SHORT"
+
+
 async def test_no_decision_gives_the_plc_fail_timeout_and_a_late_decision_is_not_delivered(gateway: Gateway) -> None:
     async with SimulatedPlc(gateway.endpoint, "s2", first_sequence=301) as plc:
         report = await plc.run(3, rate_hz=20, result_timeout_s=10)

@@ -124,13 +124,29 @@ class OpcuaStation:
         await self.server.write_attribute_value(self._variables[name].nodeid, dv)
 
     async def deliver(self, result: Result) -> None:
-        """Write the result variables (ResultSequence last) and emit the result event; NotHandedOver when no live
-        session listens (the result stays readable with GetResult)."""
+        """Write the result variables in one call (ResultSequence last in it) and emit the result event;
+        NotHandedOver when no live session listens (the result stays readable with GetResult)."""
         values = _result_values(result)
         when = values[contract.RESULT_TIMESTAMP]
+        # One Write of every result field through the server's own session (asyncua's Node.write_params, what a
+        # server-side node's write_value uses): applied in list order, in contract order, so ResultSequence, the
+        # PLC's "this result is complete", is written together with the others and last.
+        params = ua.WriteParameters()
+        for field in contract.RESULT_FIELDS:
+            write = ua.WriteValue()
+            write.NodeId = self._variables[field.name].nodeid
+            write.AttributeId = ua.AttributeIds.Value
+            write.Value = ua.DataValue(
+                _variant(values[field.name], field.ua_type), SourceTimestamp=when, ServerTimestamp=when
+            )
+            params.NodesToWrite.append(write)
         async with self._lock:
-            for field in contract.RESULT_FIELDS:  # in contract order: ResultSequence last
-                await self._write(field.name, values[field.name], when)
+            statuses = await self.node.write_params(params)
+            refused = [
+                f"{f.name}: {s.name}" for f, s in zip(contract.RESULT_FIELDS, statuses, strict=True) if not s.is_good()
+            ]
+            if refused:
+                raise RuntimeError(f"station {self.station_id}'s result variables not written: {', '.join(refused)}")
             event = self._events.event
             for name, value in values.items():
                 setattr(event, name, value)
