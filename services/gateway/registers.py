@@ -9,7 +9,9 @@ this module adds what registers need on top: one part at a time, the rising edge
 that lets `done` fall, and the fail-safe Error state when the partner is gone.
 
 `poll()` is the loop every transport runs: read the PLC's fields, hand them over, wait `poll_s` (or
-until woken, when the transport knows the PLC just wrote)."""
+until woken, when the transport knows the PLC just wrote). `ClientEndpoint` is a PlcEndpoint for a
+station whose fields live in the PLC (Modbus client mode, S7): a transport gives it connect, read,
+write and close. `RegisterSettings` holds the timing options every register protocol takes."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
+from pydantic import Field
 
+from lineguard.config.seams import PlcSettings
 from lineguard.contracts.registers import (
     GATEWAY_FIELDS,
     NO_RESULT,
@@ -40,6 +44,19 @@ Write = Callable[[int, bytes], Awaitable[None]]  # (byte offset in the station's
 Read = Callable[[int, int], Awaitable[bytes]]  # (start, end) byte offsets -> the area's bytes in between
 
 _SAFE = GatewayFields()
+
+
+class RegisterSettings(PlcSettings):
+    """The timing options of every register protocol (its Settings add where the fields are)."""
+
+    poll_ms: int = Field(10, ge=1, le=10_000, description="how often the PLC's fields are read (and watched)")
+    heartbeat_ms: int = Field(500, ge=10, le=60_000, description="how often the gateway's heartbeat counts up")
+    plc_heartbeat_timeout_ms: int = Field(
+        2000, ge=0, le=600_000, description="Error when the PLC's heartbeat does not change this long; 0: not watched"
+    )
+    timeout_ms: int = Field(1000, ge=10, le=60_000, description="client: how long one request may take")
+    reconnect_ms: int = Field(100, ge=10, le=60_000, description="client: the first wait before connecting again")
+    reconnect_max_ms: int = Field(5000, ge=10, le=600_000, description="client: the wait doubles up to this")
 
 
 class ResultNotAwaited(Exception):
@@ -317,3 +334,87 @@ async def beat(stations: Sequence[RegisterStation], period_s: float, stopping: a
                 log.debug("heartbeat not written", station=station.station, error=repr(exc))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=period_s)
+
+
+class ClientEndpoint:
+    """A PlcEndpoint for one station whose fields live in the PLC: the gateway connects, polls and writes.
+
+    A transport subclasses it with `protocol`, `endpoint` and connect / read / write / close; anything they
+    raise is a lost connection (Error, then connecting again with backoff)."""
+
+    protocol = ""
+
+    def __init__(self, station: str, layout: Layout, settings: RegisterSettings, on_trigger: TriggerHandler):
+        self.stations = (station,)
+        self.on_trigger = on_trigger
+        self.timing = settings
+        self._link = RegisterStation(
+            station,
+            layout,
+            on_trigger,
+            self._write,
+            plc_heartbeat_timeout_s=settings.plc_heartbeat_timeout_ms / 1000,
+            connected=False,
+        )
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def read(self, start: int, end: int) -> bytes:
+        raise NotImplementedError
+
+    async def write(self, offset: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def _connected(self) -> Read:
+        await asyncio.wait_for(self.connect(), timeout=self.timing.timeout_ms / 1000)
+        return self._read
+
+    async def _read(self, start: int, end: int) -> bytes:
+        # A PLC that stops answering (its network gone, no reset) is lost after timeout_ms, not after TCP's minutes.
+        return await asyncio.wait_for(self.read(start, end), timeout=self.timing.timeout_ms / 1000)
+
+    async def _write(self, offset: int, data: bytes) -> None:
+        await asyncio.wait_for(self.write(offset, data), timeout=self.timing.timeout_ms / 1000)
+
+    async def start(self) -> None:
+        t = self.timing
+        self._task = asyncio.create_task(
+            serve_client(
+                self._link,
+                self._connected,
+                self.close,
+                poll_s=t.poll_ms / 1000,
+                backoff=Backoff(t.reconnect_ms / 1000, t.reconnect_max_ms / 1000),
+                stopping=self._stopping,
+                peer=self.endpoint,
+            )
+        )
+        log.info("PLC client started", protocol=self.protocol, endpoint=self.endpoint, station=self.stations[0])
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run_heartbeat(self, stopping: asyncio.Event) -> None:
+        await beat([self._link], self.timing.heartbeat_ms / 1000, stopping)
+
+    async def deliver(self, station: str, result: Result) -> None:
+        await self._link.deliver(result)
+
+    async def set_busy(self, station: str, busy: bool) -> None:
+        """Nothing to do: a register station shows its own busy (one part at a time, until its result)."""
+
+    def link(self, station: str) -> RegisterStation:
+        return self._link

@@ -159,6 +159,9 @@ async def test_heartbeat_loss_is_error_with_safe_outputs(server_line: Line) -> N
         plc.beating = True
         await plc.wait_for(lambda g: g.error == Error.NONE, timeout_s=5)
         assert (await plc.trigger(22)).busy
+        served = await trigger_on_bus(server_line.bus, "s1", 22)
+        await publish_decision(server_line.bus, served.part, Verdict.VERDICT_PASS)
+        assert (await plc.result(22)).verdict == "PASS"
 
 
 async def test_plc_connection_drops_mid_run_and_comes_back(server_line: Line) -> None:
@@ -231,6 +234,8 @@ async def test_malformed_frames_and_bad_addresses_get_exception_codes(
         assert (await plc.trigger(40, part_id="ok")).busy
         trigger = await trigger_on_bus(server_line.bus, "s1", 40)
         assert trigger.part_id == "ok"
+        await publish_decision(server_line.bus, trigger.part, Verdict.VERDICT_PASS)
+        assert (await plc.result(40)).verdict == "PASS"
 
 
 async def test_client_mode_round_trip_and_plc_restart(line_config_dict: LineDict, fresh_nats: EmbeddedNats) -> None:

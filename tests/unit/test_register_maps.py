@@ -85,3 +85,20 @@ def test_gateway_writes_join_adjacent_fields_and_skip_the_plcs() -> None:
     # done 42 and verdict 43 are adjacent; result_sequence 46..47 is not: two writes, in address order.
     assert [(offset // 2, len(data) // 2) for offset, data in writes] == [(42, 2), (46, 2)]
     assert writes[1][1] == (7).to_bytes(4)
+
+
+@pytest.mark.parametrize(
+    ("layout", "path", "message"),
+    [
+        ({"busy": 51}, "stations[0].plc.layout.busy", "starts at an even byte"),
+        ({"recipe": 6}, "stations[0].plc.layout.recipe", "overlaps sequence (4..7)"),
+        ({"reasons": 65534}, "stations[0].plc.layout.reasons", "beyond a DB's 65536 bytes"),
+        ({"part_id_chars": 255}, "stations[0].plc.layout.part_id_chars", "less than or equal to 254"),
+    ],
+)
+def test_a_bad_s7_layout_names_its_field(
+    line_config_dict: LineDict, layout: dict[str, int], path: str, message: str
+) -> None:
+    found_path, found_message = problem(with_plc(line_config_dict, {"protocol": "s7", "db": 5, "layout": layout}))
+    assert found_path == path
+    assert message in found_message

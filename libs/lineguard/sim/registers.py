@@ -49,7 +49,8 @@ class RegisterPlc:
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._on_result: ResultCallback | None = None
-        self.failure: BaseException | None = None  # what stopped the watch loop, if anything
+        self.min_low_s = 0.05  # the trigger stays low at least this long between parts (several gateway polls)
+        self._trigger_fell = 0.0
 
     async def start(self) -> None:
         for name in ("trigger", "ack_sequence"):
@@ -133,6 +134,8 @@ class RegisterPlc:
         """Raise the trigger for `sequence`; returns the gateway's fields that answered it (busy rose, done rose,
         or an error code for a refusal), after dropping the trigger again. A refusal with the code already shown
         changes nothing the PLC can see: TimeoutError."""
+        # A polling gateway sees a level only if it lasts a poll: keep the trigger low long enough first.
+        await asyncio.sleep(max(0.0, self._trigger_fell + self.min_low_s - time.monotonic()))
         before = self.gateway
         await self.set("sequence", sequence)
         await self.set("part_id", part_id)
@@ -150,6 +153,7 @@ class RegisterPlc:
             )
         finally:
             await self.set("trigger", 0)
+            self._trigger_fell = time.monotonic()
 
     async def ack(self, sequence: int) -> None:
         await self.set("ack_sequence", sequence)

@@ -8,7 +8,7 @@
   and writes ours into its registers; a lost connection is Error, and it connects again with backoff.
 
 Register addresses are 0-based, as on the wire (docs/modbus.md has the map). pymodbus is imported only
-when endpoints are opened, so validating a line's configuration never loads it."""
+when endpoints are opened (every service validates the config, and so imports this module)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from lineguard.config.seams import PlcSettings
 from lineguard.contracts import registers as contract
+from lineguard.services.gateway.registers import ClientEndpoint, RegisterSettings, RegisterStation, beat, poll
 
 if TYPE_CHECKING:  # every service validates the config, and so imports this module: keep it light
     from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerHandler
     from lineguard.services.gateway.handshake import Result
-    from lineguard.services.gateway.registers import RegisterStation
 
 KEY = "modbus"
 log = structlog.get_logger("lineguard.gateway")
@@ -95,7 +94,7 @@ class RegisterMap(BaseModel):
         return contract.Layout({n: 2 * getattr(self, n) for n in contract.SPECS}, self.part_id_chars, "modbus")
 
 
-class Settings(PlcSettings):
+class Settings(RegisterSettings):
     protocol: Literal["modbus"] = "modbus"
     mode: Literal["server", "client"] = Field(
         "server", description="server: the PLC polls the gateway; client: the gateway polls the PLC"
@@ -106,14 +105,6 @@ class Settings(PlcSettings):
     port: int = Field(5020, ge=1, le=65535, description="server: where to listen; client: the PLC's (usually 502)")
     device_id: int = Field(1, ge=0, le=247, description="the Modbus unit id of this station's registers")
     map: RegisterMap = Field(default_factory=RegisterMap)
-    poll_ms: int = Field(10, ge=1, le=10_000, description="how often the PLC's registers are read (and watched)")
-    heartbeat_ms: int = Field(500, ge=10, le=60_000, description="how often the gateway's heartbeat counts up")
-    plc_heartbeat_timeout_ms: int = Field(
-        2000, ge=0, le=600_000, description="Error when the PLC's heartbeat does not change this long; 0: not watched"
-    )
-    timeout_ms: int = Field(1000, ge=10, le=60_000, description="client: how long one request may take")
-    reconnect_ms: int = Field(100, ge=10, le=60_000, description="client: first wait before connecting again")
-    reconnect_max_ms: int = Field(5000, ge=10, le=600_000, description="client: the wait doubles up to this")
 
 
 def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: TriggerHandler) -> list[PlcEndpoint]:
@@ -137,17 +128,12 @@ def open_endpoints(stations: Sequence[tuple[str, Settings]], on_trigger: Trigger
     return endpoints
 
 
-def _timings(settings: Settings) -> dict[str, float]:
-    return {"plc_heartbeat_timeout_s": settings.plc_heartbeat_timeout_ms / 1000}
-
-
 class ModbusServerEndpoint:
     """One pymodbus TCP server; each station a unit whose registers the PLC reads and writes (a PlcEndpoint)."""
 
     protocol = KEY
 
     def __init__(self, host: str, port: int, stations: Sequence[tuple[str, Settings]], on_trigger: TriggerHandler):
-        from lineguard.services.gateway.registers import RegisterStation
 
         self.host, self.port = host, port
         self.stations = tuple(s for s, _ in stations)
@@ -164,7 +150,7 @@ class ModbusServerEndpoint:
                 on_trigger,
                 functools.partial(self._store, s),
                 connected=True,
-                **_timings(settings),
+                plc_heartbeat_timeout_s=settings.plc_heartbeat_timeout_ms / 1000,
             )
             for s, settings in stations
         }
@@ -192,8 +178,6 @@ class ModbusServerEndpoint:
         self._poller = asyncio.create_task(self._poll())
 
     async def _poll(self) -> None:
-        from lineguard.services.gateway.registers import poll
-
         async def reader(station: str, start: int, end: int) -> bytes:
             return bytes(self._memory[station][start:end])
 
@@ -267,8 +251,6 @@ class ModbusServerEndpoint:
             await self._server.shutdown()
 
     async def run_heartbeat(self, stopping: asyncio.Event) -> None:
-        from lineguard.services.gateway.registers import beat
-
         period = min(self._settings[s].heartbeat_ms for s in self.stations) / 1000
         await beat(list(self._links.values()), period, stopping)
 
@@ -282,46 +264,21 @@ class ModbusServerEndpoint:
         return self._links[station]
 
 
-class ModbusClientEndpoint:
-    """The gateway as the client of one station's registers in the PLC (a PlcEndpoint)."""
+class ModbusClientEndpoint(ClientEndpoint):
+    """The gateway as the Modbus TCP client of one station's registers in the PLC (a PlcEndpoint)."""
 
     protocol = KEY
 
     def __init__(self, station: str, settings: Settings, on_trigger: TriggerHandler):
-        from lineguard.services.gateway.registers import RegisterStation
-
-        self.stations = (station,)
+        super().__init__(station, settings.map.layout(), settings, on_trigger)
         self.settings = settings
-        self.on_trigger = on_trigger
         self._client: Any = None
-        self._link = RegisterStation(
-            station, settings.map.layout(), on_trigger, self._write, connected=False, **_timings(settings)
-        )
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def endpoint(self) -> str:
         return f"modbus://{self.settings.host}:{self.settings.port}/{self.settings.device_id}"
 
-    async def start(self) -> None:
-        from lineguard.services.gateway.registers import Backoff, serve_client
-
-        s = self.settings
-        self._task = asyncio.create_task(
-            serve_client(
-                self._link,
-                self._connect,
-                self._close,
-                poll_s=s.poll_ms / 1000,
-                backoff=Backoff(s.reconnect_ms / 1000, s.reconnect_max_ms / 1000),
-                stopping=self._stopping,
-                peer=self.endpoint,
-            )
-        )
-        log.info("Modbus TCP client started", endpoint=self.endpoint, station=self.stations[0])
-
-    async def _connect(self) -> Any:
+    async def connect(self) -> None:
         from pymodbus.client import AsyncModbusTcpClient
 
         s = self.settings
@@ -331,14 +288,13 @@ class ModbusClientEndpoint:
         )
         if not await self._client.connect():
             raise ConnectionError(f"no Modbus TCP server at {s.host}:{s.port}")
-        return self._read
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
-    async def _read(self, start: int, end: int) -> bytes:
+    async def read(self, start: int, end: int) -> bytes:
         client = self._client
         if client is None:
             raise ConnectionError("not connected")
@@ -352,7 +308,7 @@ class ModbusClientEndpoint:
             out.extend(b"".join(int(r).to_bytes(2) for r in reply.registers))
         return bytes(out)
 
-    async def _write(self, offset: int, data: bytes) -> None:
+    async def write(self, offset: int, data: bytes) -> None:
         client = self._client
         if client is None:
             raise ConnectionError("not connected")
@@ -360,26 +316,6 @@ class ModbusClientEndpoint:
         reply = await client.write_registers(offset // 2, values, device_id=self.settings.device_id)
         if reply.isError():
             raise ConnectionError(f"the PLC refused the write to registers from {offset // 2}: {reply}")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def run_heartbeat(self, stopping: asyncio.Event) -> None:
-        from lineguard.services.gateway.registers import beat
-
-        await beat([self._link], self.settings.heartbeat_ms / 1000, stopping)
-
-    async def deliver(self, station: str, result: Result) -> None:
-        await self._link.deliver(result)
-
-    async def set_busy(self, station: str, busy: bool) -> None:
-        """Nothing to do: a register station shows its own busy (one part at a time, until its result)."""
-
-    def link(self, station: str) -> RegisterStation:
-        return self._link
 
 
 def quiet_pymodbus() -> None:
