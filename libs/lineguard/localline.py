@@ -40,6 +40,7 @@ class LocalLine:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     config_path: Path | None = None
     opcua_endpoint: str = ""
+    plc: dict[str, Any] | None = None  # the station's plc section, when not the demo's OPC UA server
 
     @property
     def database_path(self) -> Path:
@@ -62,6 +63,7 @@ class LocalLine:
             database_url=self.database_url or f"sqlite:///{self.database_path}",
             opcua_endpoint=self.opcua_endpoint,
             deadline_ms=self.deadline_ms,
+            plc=self.plc,
         )
         _deep_update(config, self.config_overrides)
         self.config_path = write_config(self.workdir / "line.yaml", config)

@@ -29,6 +29,19 @@ class Plc(StrEnum):
 
     OPCUA = "opcua"
     OPCUA_40100 = "opcua-40100"
+    MODBUS = "modbus"
+    S7 = "s7"
+
+
+def _register_plc(plc: Plc) -> dict[str, Any] | None:
+    """The station's plc section for a register protocol, on a free loopback port (None: the OPC UA server)."""
+    from lineguard.natsserver import free_port
+
+    if plc is Plc.MODBUS:  # the gateway serves, the simulated PLC polls it
+        return {"protocol": "modbus", "mode": "server", "host": "127.0.0.1", "port": free_port()}
+    if plc is Plc.S7:  # the simulated PLC serves its data block, the gateway is its client
+        return {"protocol": "s7", "host": "127.0.0.1", "port": free_port(), "db": 100}
+    return None
 
 
 def demo(
@@ -43,7 +56,8 @@ def demo(
     plc: Annotated[
         Plc,
         typer.Option(
-            help="the simulated PLC: opcua (the simple profile's Trigger), opcua-40100 (OPC 40100 StartSingleJob)"
+            help="the simulated PLC: opcua (the simple profile's Trigger), opcua-40100 (OPC 40100 StartSingleJob), "
+            "modbus (Modbus TCP, the gateway the server), s7 (an S7 data block, the gateway the client)"
         ),
     ] = Plc.OPCUA,
 ) -> None:
@@ -52,17 +66,23 @@ def demo(
     out = Console()
     folder = workdir or Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
     err.print(f"[bold]lineguard demo[/]: {parts} parts at {rate:g}/s, working in {folder}")
-    line = LocalLine(workdir=folder)
+    line = LocalLine(workdir=folder, plc=_register_plc(plc))
     with err.status("starting NATS and the six services..."):
         try:
             line.start()
         except LineStartError as exc:
             err.print(f"[red]the line did not start:[/] {exc}")
             raise typer.Exit(1) from None
-    err.print(
-        f"[yellow]OPC UA at {line.opcua_endpoint} runs the demo security profile: security policy None and anonymous "
-        "operators, not for a production line[/] (docs/opcua.md, Security)"
-    )
+    if line.plc is None:
+        err.print(
+            f"[yellow]OPC UA at {line.opcua_endpoint} runs the demo security profile: security policy None and "
+            "anonymous operators, not for a production line[/] (docs/opcua.md, Security)"
+        )
+    else:
+        err.print(
+            f"[yellow]{plc.value} on 127.0.0.1:{line.plc['port']} has no security of its own: keep it inside a "
+            f"segmented cell network[/] (docs/{plc.value}.md)"
+        )
     try:
         report, elapsed = _drive(line, parts, rate, err, plc)
         rows = _wait_for_rows(line, parts)
@@ -113,6 +133,18 @@ def _drive(line: LocalLine, parts: int, rate: float, console: Console, plc: Plc)
             )
 
         async def run() -> PlcRunReport:
+            if plc is Plc.MODBUS:
+                from lineguard.sim.modbus import SimulatedModbusPlc
+
+                assert line.plc is not None
+                async with SimulatedModbusPlc("127.0.0.1", line.plc["port"]) as modbus:
+                    return await modbus.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
+            if plc is Plc.S7:
+                from lineguard.sim.s7 import SimulatedS7Plc
+
+                assert line.plc is not None
+                async with SimulatedS7Plc(line.plc["port"], db=line.plc["db"]) as s7:
+                    return await s7.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
             if plc is Plc.OPCUA_40100:
                 async with MachineVisionPlc(line.opcua_endpoint, station="s1") as vision:
                     return await vision.run(parts, rate, on_result=on_result, result_timeout_s=60.0)

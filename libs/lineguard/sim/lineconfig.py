@@ -11,9 +11,15 @@ from lineguard.contracts import SERIAL_PATTERN
 
 
 def demo_config_dict(
-    *, nats_url: str, database_url: str, opcua_endpoint: str, parts_rate: float | None = None, deadline_ms: int = 3000
+    *,
+    nats_url: str,
+    database_url: str,
+    opcua_endpoint: str,
+    parts_rate: float | None = None,
+    deadline_ms: int = 3000,
+    plc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One line, one station, the packaged sample boards and model."""
+    """One line, one station, the packaged sample boards and model; `plc` replaces the station's OPC UA server."""
     return {
         "line": "l1",
         "nats": {"url": nats_url},
@@ -23,7 +29,7 @@ def demo_config_dict(
                 "recipe": "pcb-a",
                 "camera": {"kind": "simulator", "px_per_mm": 48.0, "stamp_serial": True},
                 # The demo profile: None and anonymous operators, which the gateway says when it starts.
-                "plc": {"protocol": "opcua", "endpoint": opcua_endpoint, "security": {"profile": "demo"}},
+                "plc": plc or {"protocol": "opcua", "endpoint": opcua_endpoint, "security": {"profile": "demo"}},
             }
         ],
         "recipes": {

@@ -60,11 +60,12 @@ def check_plc_columns(rows: Iterable[PlcRow], received: Iterable[PlcResult]) -> 
     """Each row against the first result the PLC received for its inspection (events and results read back)."""
     got: dict[str, PlcResult] = {}
     for result in received:
-        got.setdefault(result.inspection_id, result)
+        # A register PLC (Modbus, S7) sees the sequence, not the inspection id: its results are found by that.
+        got.setdefault(result.inspection_id or f"#{result.sequence}", result)
     check = PlcColumns()
     for row in rows:
         check.rows += 1
-        at_plc = got.get(row.inspection_id)
+        at_plc = got.get(row.inspection_id) or got.get(f"#{row.sequence}")
         if at_plc is None:
             problem = (
                 f"plc_delivered_at is {row.plc_delivered_at} but the PLC got no result"
