@@ -36,6 +36,7 @@ class LocalLine:
     database_url: str | None = None
     deadline_ms: int = 3000
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    plc_profiles: list[str] | None = None  # the OPC UA profiles every station serves (None: the demo's)
     nats: EmbeddedNats | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     config_path: Path | None = None
@@ -65,6 +66,9 @@ class LocalLine:
             deadline_ms=self.deadline_ms,
             plc=self.plc,
         )
+        if self.plc_profiles is not None:
+            for station in config["stations"]:
+                station["plc"]["profiles"] = list(self.plc_profiles)
         _deep_update(config, self.config_overrides)
         self.config_path = write_config(self.workdir / "line.yaml", config)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
