@@ -287,7 +287,7 @@ class OpcuaEndpoint:
             [_argument(a) for a in contract.TRIGGER_OUTPUTS],
         )
         await node.add_method(
-            ua.NodeId(contract.node_path(station_id, contract.GET_RESULT_METHOD), idx),
+            _node_id(contract.node_path(station_id, contract.GET_RESULT_METHOD), idx),
             ua.QualifiedName(contract.GET_RESULT_METHOD, idx),
             self._get_result_callback(station_id),
             [_argument(a) for a in contract.GET_RESULT_INPUTS],
@@ -332,15 +332,13 @@ class OpcuaEndpoint:
     def _get_result_callback(self, station_id: str) -> Callable[..., Awaitable[Any]]:
         async def get_result(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
             if len(args) != len(contract.GET_RESULT_INPUTS):
-                return ua.StatusCode(
-                    ua.StatusCodes.BadArgumentsMissing if not args else ua.StatusCodes.BadTooManyArguments
-                )
+                return _status(ua.StatusCodes.BadArgumentsMissing if not args else ua.StatusCodes.BadTooManyArguments)
             sequence = args[0].Value
             if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 <= sequence <= _UINT32_MAX:
-                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+                return _status(ua.StatusCodes.BadInvalidArgument)
             result = self.read_result(station_id, sequence)
             if result is None:
-                return ua.StatusCode(ua.StatusCodes.BadNotFound)
+                return _status(ua.StatusCodes.BadNotFound)
             values = _result_values(result)
             return [_variant(values[a.name], a.ua_type) for a in contract.GET_RESULT_OUTPUTS]
 
