@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 
 from lineguard.cli.data import data_app
+from lineguard.cli.db import db_app
 from lineguard.cli.demo import demo
 from lineguard.cli.model import model_app
+from lineguard.cli.ocr import ocr_app
 from lineguard.config import ConfigError, load_config
 
 app = typer.Typer(
@@ -17,7 +19,9 @@ app = typer.Typer(
 )
 app.command()(demo)
 app.add_typer(data_app, name="data")
+app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
+app.add_typer(ocr_app, name="ocr")
 
 
 @app.command("validate-config")
