@@ -24,6 +24,7 @@ from lineguard.natsserver import EmbeddedNats, free_port
 from lineguard.sim.lineconfig import demo_config_dict, write_config
 
 SERVICES: tuple[str, ...] = ("capture", "inference", "ocr", "decision", "gateway", "results")
+RESULTS_ADMIN = "lineguard.services.results.admin"  # `lineguard db upgrade`'s module: the migrator's step
 
 
 class LineStartError(RuntimeError):
@@ -72,6 +73,7 @@ class LocalLine:
         _deep_update(config, self.config_overrides)
         self.config_path = write_config(self.workdir / "line.yaml", config)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._migrate(env)
         for name in SERVICES:
             log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the service writes it until it is stopped
             # By module path, not by import: the library never imports a service.
@@ -88,6 +90,23 @@ class LocalLine:
             self.stop()
             raise
         return self
+
+    def _migrate(self, env: dict[str, str]) -> None:
+        """The migrator's step before the writer starts, as compose's one-shot service and Helm's hook run it."""
+        with open(self.logs / "migrate.log", "ab") as log:
+            # By module path, as the services are: the library never imports a service.
+            done = subprocess.run(
+                [sys.executable, "-m", RESULTS_ADMIN, "db", "upgrade", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=300,
+                check=False,
+            )
+        if done.returncode != 0:
+            self.stop()
+            log_path = self.logs / "migrate.log"
+            raise LineStartError(f"the database migration failed: {_last_error(log_path)} (log: {log_path})")
 
     async def _wait_ready(self, timeout_s: float) -> None:
         """Every service heartbeats once it serves: wait for all six on the heartbeat stream."""

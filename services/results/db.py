@@ -1,4 +1,4 @@
-"""Connecting to the MES database and bringing its schema to the current revision.
+"""Connecting to the MES database, migrating its schema (the migrator's step) and checking it (the writer's).
 
 The store uses a synchronous engine, called from the service through
 `asyncio.to_thread`: Alembic is synchronous anyway, the same engine serves
@@ -72,9 +72,45 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> list[str]:
+    """Every revision this lineguard ships, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is not at the revision this lineguard writes; the text says what to run."""
+
+
+def check_schema(engine: Engine) -> str:
+    """The database's revision if it is this lineguard's head, else SchemaNotCurrent saying what to do.
+
+    The writer never migrates (its role has no DDL rights): migrating is its own step,
+    `lineguard db upgrade`, run before the writer starts (compose's one-shot service, a
+    Helm pre-upgrade hook, LocalLine)."""
+    at, head = current_revision(engine), head_revision()
+    if at == head:
+        return head
+    where = engine.url.render_as_string(hide_password=True)
+    if at is None:
+        raise SchemaNotCurrent(
+            f"the database {where} has no lineguard schema (no alembic_version): "
+            f"run `lineguard db upgrade` as the migrator before starting the results service"
+        )
+    if at in known_revisions():
+        raise SchemaNotCurrent(
+            f"the database {where} is at schema revision {at}, behind this lineguard's {head}: "
+            f"run `lineguard db upgrade` as the migrator before starting the results service"
+        )
+    raise SchemaNotCurrent(
+        f"the database {where} is at schema revision {at}, which this lineguard (head {head}) does not know: "
+        f"a newer lineguard migrated it; run that version, or take the schema back with its `lineguard db downgrade`"
+    )
 
 
 # Alembic's `context` (what env.py configures and runs) is one per process: two upgrades on two threads would

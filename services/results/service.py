@@ -1,10 +1,11 @@
 """The results service: decisions and PLC acks in, MES rows out.
 
-At start the database is brought to the current schema (a fresh SQLite file gets
-it whole). A decision or an ack is acked only after its rows are committed, in
-whichever order the two come; a database that is down raises, so the worker naks
-and the message comes back later, for as long as the outage lasts. A stop first
-writes what the streams already hold."""
+At start the database's schema revision is checked: the service never migrates (its
+role needs no DDL rights; `lineguard db upgrade` is a step of its own) and refuses to
+start, saying what to run, when the schema is not this lineguard's. A decision or
+an ack is acked only after its rows are committed, in whichever order the two come;
+a database that is down raises, so the worker naks and the message comes back later,
+for as long as the outage lasts. A stop first writes what the streams already hold."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from lineguard.bus import BadMessage, Delivery, Retry
 from lineguard.contracts import stream_name, verdict_name
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.results.db import make_engine, upgrade_database
+from lineguard.services.results.db import check_schema, make_engine
 from lineguard.services.results.records import InvalidRecord
 from lineguard.services.results.store import record_plc_ack, write_decision
 from lineguard.v1.decision_pb2 import Decision
@@ -89,17 +90,23 @@ class ResultsHandlers:
 
 
 async def prepare_database(url: str) -> Engine:
-    """Migrate the database at `url` (waiting while it comes up) and return an engine for it."""
-    async for attempt in stamina.retry_context(on=OperationalError, timeout=120, wait_max=5.0):
-        with attempt:
-            revision = await asyncio.to_thread(upgrade_database, url)
+    """An engine for `url` once the database answers (waiting while it comes up) at this lineguard's schema.
+
+    Raises SchemaNotCurrent, not retried, when it is behind or unknown: the service stops with what to run."""
     engine = make_engine(url)
+    try:
+        async for attempt in stamina.retry_context(on=OperationalError, timeout=120, wait_max=5.0):
+            with attempt:
+                revision = await asyncio.to_thread(check_schema, engine)
+    except BaseException:
+        engine.dispose()
+        raise
     log.info("database ready", dialect=engine.dialect.name, revision=revision)
     return engine
 
 
 async def setup(ctx: ServiceContext) -> None:
-    ctx.not_ready_reason = "migrating the database"
+    ctx.not_ready_reason = "waiting for the database"
     engine = await prepare_database(ctx.config.database.url)
 
     async def dispose() -> None:

@@ -21,7 +21,7 @@ from lineguard.config import LineConfig
 from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.runtime.service import run_service
-from lineguard.services.results.db import make_engine
+from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.schema import Inspection
 from lineguard.services.results.service import setup
 from lineguard.sim.lineconfig import demo_config_dict
@@ -94,6 +94,7 @@ def retries(kind: str) -> float:
 
 @contextlib.asynccontextmanager
 async def results_service(nats: EmbeddedNats, url: str) -> AsyncIterator[Results]:
+    upgrade_database(url)  # the migrator's step: the service itself never migrates
     raw = demo_config_dict(nats_url=nats.url, database_url=url, opcua_endpoint="opc.tcp://127.0.0.1:4840/")
     raw["nats"].update(max_deliver=MAX_DELIVER, nak_delay_s=NAK_DELAY_S)
     config = LineConfig(**raw)

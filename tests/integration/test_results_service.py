@@ -70,8 +70,9 @@ async def dead_count(bus: Bus) -> int:
 
 @pytest.fixture
 async def results(fresh_nats: EmbeddedNats, tmp_path: Path, bus_factory, line_config_dict) -> AsyncIterator[Running]:
-    """The service as `lineguard-results` runs it, on a SQLite file that does not exist yet."""
+    """The service as `lineguard-results` runs it, on a new SQLite file that the migrator's step made."""
     url = f"sqlite:///{tmp_path / 'data' / 'lineguard.db'}"
+    upgrade_database(url)
     raw = line_config_dict(nats_url=fresh_nats.url, database_url=url)
     raw["nats"].update(nak_delay_s=0.05)
     stopping = asyncio.Event()

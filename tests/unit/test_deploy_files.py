@@ -48,3 +48,9 @@ def test_compose_nats_config_is_valid_for_nats_server() -> None:
         timeout=30,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_compose_migrates_in_a_step_of_its_own_before_the_writer_starts() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["migrate"]["command"] == ["lineguard", "db", "upgrade"]
+    assert compose["services"]["results"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
