@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, Node, ua
 
+from lineguard.services.gateway.protocols.machine_vision import RESULTS_SHOWN  # the gateway's, for the assertion
 from lineguard.services.gateway.protocols.opcua_security import hash_password
 from lineguard.sim.machine_vision import MachineVisionPlc
 from lineguard.testing.gateway import Gateway, find, publish_decision
@@ -117,6 +118,16 @@ async def s1(gateway: Gateway) -> AsyncIterator[VisionClient]:
         yield await vision_system(client, "s1")
 
 
+async def shown_results(vc: VisionClient) -> list[Any]:
+    """The ResultDataType values in ResultManagement/Results, slots still empty left out."""
+    shown = []
+    for variable in await (await vc.node("ResultManagement", "Results")).get_children():
+        value = await variable.read_data_value(raise_on_bad_status=False)
+        if value.StatusCode is None or value.StatusCode.is_good():
+            shown.append(value.Value.Value)
+    return shown
+
+
 def content(result: dict[str, Any]) -> tuple[int, str, str]:
     verdict, name, reasons = (v.Value for v in result["ResultContent"])
     return verdict, name, reasons
@@ -173,11 +184,31 @@ async def test_results_are_readable_again(gateway: Gateway, s1: VisionClient) ->
     with pytest.raises(ua.UaStatusCodeError) as twice:
         await s1.call(("ResultManagement", "ReleaseResultHandle"), ua.Variant(handle, ua.VariantType.UInt32))
     assert twice.value.code == ua.StatusCodes.BadInvalidArgument
-    shown = await (await s1.node("ResultManagement", "Results")).get_children()
-    assert job_id in [(await n.read_browse_name()).Name for n in shown]
+    assert job_id in {r.ResultId.Id for r in await shown_results(s1)}
     with pytest.raises(ua.UaStatusCodeError) as unknown:
         await s1.call(get, ua.ResultIdDataType(Id="no-such-result"), ua.Variant(0, ua.VariantType.Int32))
     assert unknown.value.code == ua.StatusCodes.BadNotFound
+
+
+async def test_the_results_folder_keeps_the_last_results_in_fixed_slots(gateway: Gateway) -> None:
+    """No node is made or deleted per result: the same RESULTS_SHOWN variables, each holding one of the last results,
+    whose components agree with it."""
+    async with Client(gateway.endpoint) as client:
+        s2 = await vision_system(client, "s2")
+        folder = await s2.node("ResultManagement", "Results")
+        slots = [n.nodeid for n in await folder.get_children()]
+        assert len(slots) == RESULTS_SHOWN
+        jobs = [await s2.start_single_job(f"ring-{i}", "p") for i in range(RESULTS_SHOWN + 3)]
+        await s2.wait_for(lambda: {r["ResultId"].Id for r in s2.results()} >= set(jobs))
+        assert [n.nodeid for n in await folder.get_children()] == slots
+        shown = await shown_results(s2)
+        assert {r.ResultId.Id for r in shown} == set(jobs[3:])
+        for variable in await folder.get_children():
+            value = await variable.read_value()
+            components = {(await c.read_browse_name()).Name: c for c in await variable.get_children()}
+            assert (await components["ResultId"].read_value()).Id == value.ResultId.Id
+            assert (await components["MeasId"].read_value()).Id == value.MeasId.Id
+            assert [v.Value for v in await components["ResultContent"].read_value()] == [2, "FAIL", "TIMEOUT"]
 
 
 async def test_prepare_recipe_names_the_recipe_of_the_next_parts(gateway: Gateway, s1: VisionClient) -> None:

@@ -36,7 +36,7 @@ from lineguard.services.gateway.recipes import Recipe, RecipeBook, UnknownRecipe
 
 log = structlog.get_logger("lineguard.gateway")
 
-RESULTS_SHOWN = 10  # results kept as variables in ResultManagement/Results, newest last
+RESULTS_SHOWN = 10  # slots in ResultManagement/Results, made at start: the last results, each over the oldest
 RESULTS_KEPT = 1024  # results GetResultById finds (at 10 parts/s, the last 100 s)
 GET_RESULT_WAIT_S = 60.0  # the longest GetResultById waits for a result in flight, whatever its Timeout
 _JOBS_KEPT = 4096  # jobs in flight remembered for their result's MeasId / PartId (each trigger gets one result)
@@ -64,6 +64,15 @@ class BadCall(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code = code
+
+
+@dataclass(frozen=True)
+class ResultSlot:
+    """One ResultType variable in ResultManagement/Results: made at start, overwritten by every RESULTS_SHOWN-th
+    result."""
+
+    variable: Node
+    children: tuple[tuple[ua.NodeId, str, ua.VariantType], ...]  # each component: its node, ResultDataType field, type
 
 
 @dataclass(frozen=True)
@@ -138,7 +147,8 @@ class VisionSystem:
         self._jobs: OrderedDict[str, Job] = OrderedDict()  # by inspection id, until its result
         self._results: OrderedDict[str, Any] = OrderedDict()  # ResultDataType by result id
         self._result_arrived: dict[str, asyncio.Event] = {}  # GetResultById waiting for a result in flight
-        self._shown: list[Node] = []  # the ResultType variables in Results, oldest first
+        self._slots: list[ResultSlot] = []
+        self._shown = 0  # results written into the slots: the next goes into slot _shown % RESULTS_SHOWN
         self._result_handles: dict[int, str] = {}
         self._recipe_handles: set[int] = set()
         self._handles = itertools.count(1)
@@ -162,6 +172,7 @@ class VisionSystem:
         self._vars["system_state"] = await self.node.get_child(f"{mv_idx}:{mv.SYSTEM_STATE}")
         results = await self.node.get_child([f"{mv_idx}:{mv.RESULT_MANAGEMENT}", f"{mv_idx}:{mv.RESULTS_FOLDER}"])
         self._vars["results"] = results
+        self._slots = [await self._result_slot(results, k) for k in range(RESULTS_SHOWN)]
         for type_id in (mv.JOB_STARTED_EVENT_TYPE, mv.READY_EVENT_TYPE, mv.RESULT_READY_EVENT_TYPE):
             self._events[type_id] = await self.server.get_event_generator(_nid(type_id, mv_idx), self.node.nodeid)
         self._events[mv.RECIPE_PREPARED_EVENT_TYPE] = await self.server.get_event_generator(
@@ -195,6 +206,25 @@ class VisionSystem:
         self._prepared = self.space.recipes.prepared(self.station)
         self.states.operate(recipe_prepared=True)
         await self._show_states()
+
+    async def _result_slot(self, folder: Node, k: int) -> ResultSlot:
+        """Slot k of the Results folder, with no result yet: its value and components Bad_WaitingForInitialData."""
+        name, lg_idx = f"Result{k}", self.space.lg_idx
+        variable, *_ = await instantiate(
+            folder,
+            self.server.get_node(_nid(mv.RESULT_TYPE, self.space.mv_idx)),
+            nodeid=_nid(f"{folder.nodeid.Identifier!s}/{name}", lg_idx),
+            bname=ua.QualifiedName(name, lg_idx),
+            dname=ua.LocalizedText(name),
+        )
+        children = []
+        for child in await variable.get_children():
+            field = (await child.read_browse_name()).Name
+            children.append((child.nodeid, field, await child.read_data_type_as_variant_type()))
+        empty = ua.DataValue(StatusCode=_status(ua.StatusCodes.BadWaitingForInitialData))
+        for node_id in (*(c[0] for c in children), variable.nodeid):
+            await self.server.write_attribute_value(node_id, empty)
+        return ResultSlot(variable, tuple(children))
 
     async def _methods(self, node: Node) -> list[Node]:
         found: list[Node] = []
@@ -502,6 +532,7 @@ class VisionSystem:
         started, ended = _utc(part.triggered_unix_ns), _utc(result.closed_unix_ns)
         return _type("ResultDataType")(
             ResultId=_type("ResultIdDataType")(Id=result.inspection_id),
+            HasTransferableDataOnFile=False,
             IsPartial=False,
             IsSimulated=False,
             ResultState=mv.RESULT_STATE_FAILED if failed else mv.RESULT_STATE_COMPLETED,
@@ -547,7 +578,7 @@ class VisionSystem:
                 message=f"{self.station} {result.inspection_id}: {verdict_name(result.verdict)}",
             )
         self._keep(result.inspection_id, data)
-        await self._show_result(result.inspection_id, data)
+        await self._show_result(data)
 
     def _keep(self, result_id: str, data: Any) -> None:
         self._results[result_id] = data
@@ -557,28 +588,26 @@ class VisionSystem:
         if arrived is not None:
             arrived.set()
 
-    async def _show_result(self, result_id: str, data: Any) -> None:
-        """A ResultType variable in ResultManagement/Results, named by the result id; the oldest past RESULTS_SHOWN
-        goes."""
-        folder = self._vars["results"]
-        lg_idx = self.space.lg_idx
-        nodes = await instantiate(
-            folder,
-            self.server.get_node(_nid(mv.RESULT_TYPE, self.space.mv_idx)),
-            nodeid=_nid(f"{folder.nodeid.Identifier!s}/{result_id}", lg_idx),
-            bname=ua.QualifiedName(result_id, lg_idx),
-            dname=ua.LocalizedText(result_id),
-        )
-        variable = nodes[0]
-        await variable.write_value(_ext(data))
-        for child in await variable.get_children():
-            name = (await child.read_browse_name()).Name
-            value = getattr(data, name, None)
-            if value is not None:
-                await child.write_value(ua.Variant(value, await child.read_data_type_as_variant_type()))
-        self._shown.append(variable)
-        while len(self._shown) > RESULTS_SHOWN:
-            await self.server.delete_nodes([self._shown.pop(0)], recursive=True)
+    async def _show_result(self, data: Any) -> None:
+        """The result into the next slot of ResultManagement/Results, over the oldest: one Write, no node made or
+        deleted (asyncua's delete_nodes walks the whole address space, ~0.3 s, on the gateway's event loop)."""
+        slot = self._slots[self._shown % len(self._slots)]
+        self._shown += 1
+        params = ua.WriteParameters()
+        when = data.CreationTime
+        # The slot's children first and its value last, so a client watching the value reads a whole result.
+        for node_id, name, vtype in (*slot.children, (slot.variable.nodeid, "", ua.VariantType.ExtensionObject)):
+            write = ua.WriteValue()
+            write.NodeId = node_id
+            write.AttributeId = ua.AttributeIds.Value
+            value = getattr(data, name) if name else data
+            write.Value = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=when, ServerTimestamp=when)
+            params.NodesToWrite.append(write)
+        statuses = await slot.variable.write_params(params)
+        written = zip(params.NodesToWrite, statuses, strict=True)
+        refused = [f"{w.NodeId.Identifier}: {status.name}" for w, status in written if not status.is_good()]
+        if refused:  # the ResultReady event went out and GetResultById has it: only this view is wrong
+            log.error("40100 result slot not written", station=self.station, refused=refused)
 
     async def _get_result_by_id(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
         _count(args, "GetResultById", 2, 2)
@@ -645,6 +674,15 @@ class MachineVisionSpace:
         await self.server.import_xml(str(mv.NODESET))
         self.mv_idx = await self.server.get_namespace_index(mv.NAMESPACE_URI)
         await load_machine_vision_types(self.server, self.mv_idx)  # the NodeSet's structures, to decode arguments
+        # ResultType's ResultContent has no DataType in the NodeSet, which the NodeSet schema reads as BaseDataType;
+        # asyncua's import leaves NodeId 0 there instead, and then refuses the Variant array a result slot's holds.
+        result_type = self.server.get_node(_nid(mv.RESULT_TYPE, self.mv_idx))
+        content = await result_type.get_child(f"{self.mv_idx}:ResultContent")
+        await self.server.write_attribute_value(
+            content.nodeid,
+            ua.DataValue(ua.Variant(_nid(ua.ObjectIds.BaseDataType, 0), ua.VariantType.NodeId)),
+            ua.AttributeIds.DataType,
+        )
         vision_system_type = self.server.get_node(_nid(mv.VISION_SYSTEM_TYPE, self.mv_idx))
         for station in self.stations:
             nodes = await instantiate(
