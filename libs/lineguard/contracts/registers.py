@@ -56,7 +56,8 @@ class Error(enum.IntEnum):
     PART_ID_NOT_ASCII = 4  # the part id holds bytes other than printable ASCII: refused
     BAD_SEQUENCE = 5  # sequence 0 (it means "none"): refused
     REFUSED = 6  # the gateway could not take the trigger (the bus is away, it is stopping): trigger again
-    IN_ERROR = 7  # a trigger while the station is in Error (1): refused
+    IN_ERROR = 7  # a trigger while the station is in Error (1 or 8): refused
+    SERVICE_DOWN = 8  # a service the station needs (capture, inference, ocr, decision) stopped beating: in Error
 
 
 # Reason codes -> bits of the `reasons` DWORD. Fixed: a bit never changes its meaning (add, never renumber).

@@ -38,6 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from lineguard.services.gateway.protocols.opcua_client import OpcuaClientSecurity
 from lineguard.services.gateway.protocols.opcua_security import (
     ROLES,
     OpcuaSecurity,
@@ -304,7 +305,9 @@ class ClientCertificates:
     it (self-signed) or the CA that issued it is in trusted/; refused ones are copied to rejected/ for an engineer
     to inspect and move. trusted/ and crl/ are read again at every session, so trusting needs no restart."""
 
-    def __init__(self, pki_dir: Path):
+    def __init__(self, pki_dir: Path, *, peer: str = "client"):
+        # peer "server": the gateway is the client (opcua_client_link.py) and checks the PLC server's certificate.
+        self.peer = peer
         self.trusted_dir, self.crl_dir, self.rejected_dir = pki_dir / "trusted", pki_dir / "crl", pki_dir / "rejected"
         for folder in (self.trusted_dir, self.crl_dir, self.rejected_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -312,11 +315,13 @@ class ClientCertificates:
         self._trusted_der: set[bytes] = set()
         # Time range, ApplicationUri in the certificate, key usage and client-auth use: the trust check is ours.
         self._checks = CertificateValidator(
-            CertificateValidatorOptions.EXT_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
+            CertificateValidatorOptions.EXT_VALIDATION
+            | (CertificateValidatorOptions.PEER_SERVER if peer == "server" else CertificateValidatorOptions.PEER_CLIENT)
         )
 
     async def load(self) -> None:
-        await self._store.load()
+        if any(self.trusted_dir.iterdir()):  # asyncua's TrustStore refuses to load from an empty folder
+            await self._store.load()
         trusted: set[bytes] = set()
         for path in sorted(self.trusted_dir.glob("*")):
             if path.suffix.lower() in (".der", ".pem", ".crt", ".cer"):
@@ -343,16 +348,16 @@ class ClientCertificates:
         try:
             await self._checks.validate(cert, app)
         except ServiceError as exc:
-            log.warning("OPC UA client certificate refused", subject=subject, reason=ua.StatusCode(exc.code).name)  # type: ignore[arg-type]
+            log.warning(f"OPC UA {self.peer} certificate refused", subject=subject, reason=ua.StatusCode(exc.code).name)  # type: ignore[arg-type]
             raise
         if self._store.is_revoked(cert):
-            log.warning("OPC UA client certificate refused: revoked", subject=subject)
+            log.warning(f"OPC UA {self.peer} certificate refused: revoked", subject=subject)
             raise ServiceError(ua.StatusCodes.BadCertificateRevoked)
         if not self.is_trusted_der(der):
             rejected = self.rejected_dir / f"{_fingerprint(der)}.der"
             rejected.write_bytes(der)
             log.warning(
-                "OPC UA client certificate refused: not trusted; to trust it, move it to the trust list",
+                f"OPC UA {self.peer} certificate refused: not trusted; to trust it, move it to the trust list",
                 subject=subject,
                 application_uri=app.ApplicationUri,
                 certificate=str(rejected),
@@ -361,7 +366,7 @@ class ClientCertificates:
             raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
 
-def application_uri(security: OpcuaSecurity) -> str:
+def application_uri(security: OpcuaSecurity | OpcuaClientSecurity) -> str:
     return security.application_uri or f"urn:{socket.gethostname()}:lineguard:gateway"
 
 
@@ -376,9 +381,12 @@ def _host_names(endpoint: str) -> list[x509.GeneralName]:
     return names
 
 
-def server_certificate(security: OpcuaSecurity, app_uri: str, endpoint: str) -> tuple[Path, Path]:
-    """The server's certificate and key: the given ones, or own/'s, made when missing or no longer fitting
-    (expired, another ApplicationUri). A new certificate must be trusted again by every client."""
+def server_certificate(
+    security: OpcuaSecurity | OpcuaClientSecurity, app_uri: str, endpoint: str, *, role: str = "server"
+) -> tuple[Path, Path]:
+    """The server's (or, role "client", the gateway's client) certificate and key: the given ones, or own/'s, made
+    when missing or no longer fitting (expired, another ApplicationUri). A new one must be trusted again by every
+    peer."""
     if security.certificate is not None and security.private_key is not None:
         return security.certificate, security.private_key
     own = security.pki_dir / "own"
@@ -409,7 +417,7 @@ def server_certificate(security: OpcuaSecurity, app_uri: str, endpoint: str) -> 
     key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
     log.warning(
-        "OPC UA server certificate made: clients must trust it",
+        f"OPC UA {role} certificate made: {'clients' if role == 'server' else 'the PLC'} must trust it",
         because=reason,
         certificate=str(cert_path),
         thumbprint=_fingerprint(cert.public_bytes(serialization.Encoding.DER)),
