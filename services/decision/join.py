@@ -4,7 +4,11 @@ Everything about one part arrives on separate subjects (trigger, inference,
 ocr) in any order; the joiner holds them until both results are in or the
 recipe's deadline passes, whichever comes first, and remembers what it decided
 so a redelivered or late result is not judged twice. The deadlines are kept in
-a `Deadlines` heap that the decision service's loop sleeps on."""
+a `Deadlines` heap that the decision service's loop sleeps on.
+
+Only a part whose trigger was seen is judged: results may come before their trigger,
+so they wait for it, but no longer than the recipe's deadline counted from when they
+came (a result's own trigger time is only what its sender claims)."""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ class Pending:
     deadline_ns: int
     inference: InferenceResult | None = None
     ocr: OcrResult | None = None
+    # The part as its trigger gave it; until the trigger comes, `part` is what the first result claimed.
+    triggered: bool = False
     # The bus deliveries that brought these results; acked once the decision is out.
     held: list[Any] = field(default_factory=list)
 
@@ -46,17 +52,30 @@ class Joiner:
     def already_decided(self, inspection_id: str) -> bool:
         return inspection_id in self._decided
 
-    def open(self, part: Part, deadline_ms: int) -> Pending:
-        """The entry for this part, created at the first message that names it.
+    def open(self, part: Part, deadline_ms: int, *, trigger: bool) -> Pending:
+        """The entry for this part, created at the first message that names it; `trigger`: that message is its
+        trigger.
 
-        The deadline counts from the trigger time every message carries, so it
-        is the same whichever message arrives first."""
+        The deadline counts from the trigger time every message carries, so it is the same whichever message
+        arrives first; an entry opened by a result waits for its trigger no longer than `deadline_ms` from now."""
+        deadline_ns = part.triggered_unix_ns + deadline_ms * 1_000_000
         entry = self.pending.get(part.inspection_id)
         if entry is None:
-            entry = Pending(part=part, deadline_ns=part.triggered_unix_ns + deadline_ms * 1_000_000)
+            if not trigger:
+                deadline_ns = min(deadline_ns, time.time_ns() + deadline_ms * 1_000_000)
+            entry = Pending(part=part, deadline_ns=deadline_ns)
             self.pending[part.inspection_id] = entry
             self.deadlines.add(part.inspection_id, entry.deadline_ns)
+        if trigger and not entry.triggered:
+            entry.part, entry.triggered, entry.deadline_ns = part, True, deadline_ns
+            self.deadlines.add(part.inspection_id, deadline_ns)
         return entry
+
+    def drop(self, inspection_id: str) -> Pending | None:
+        """Forget a pending part without deciding it (it was never triggered): a trigger that comes later opens it
+        anew."""
+        self.deadlines.cancel(inspection_id)
+        return self.pending.pop(inspection_id, None)
 
     def entries(self, inspection_ids: list[str]) -> list[Pending]:
         """The entries of those parts still pending (the deadline loop hands over ids)."""
@@ -87,3 +106,11 @@ class Joiner:
         """The verdict could not be published: drop the part, so that its inputs, redelivered, judge it again."""
         self.publishing.pop(inspection_id, None)
         self._decided.pop(inspection_id, None)
+
+
+def mismatch(trigger: Part, result: Part) -> str | None:
+    """What a result says of its part that its trigger does not (None: they agree)."""
+    for name in ("line", "station", "recipe_id", "sequence", "triggered_unix_ns"):
+        if getattr(trigger, name) != getattr(result, name):
+            return f"part.{name} is {getattr(result, name)!r}, its trigger's {getattr(trigger, name)!r}"
+    return None

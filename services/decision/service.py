@@ -1,7 +1,10 @@
 """Decision service: joins trigger, inference and OCR per part and publishes the verdict.
 
 Inputs are held unacked until the verdict is published, so a crash loses no
-part: the bus redelivers them and the part is judged again."""
+part: the bus redelivers them and the part is judged again. Only a part whose
+trigger came is judged: results without one (a frame nobody triggered) are
+dead-lettered at their deadline, and a result that disagrees with its trigger
+about the part at once."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from lineguard.bus import BadMessage, Delivery
 from lineguard.config import RecipeSettings
 from lineguard.contracts import now_ns
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.decision.join import Joiner, Pending
+from lineguard.services.decision.join import Joiner, Pending, mismatch
 from lineguard.services.decision.record import build_decision
 from lineguard.services.decision.rules import UNKNOWN_RECIPE, Judgement, judge
 from lineguard.v1.decision_pb2 import Verdict
@@ -65,21 +68,54 @@ class DecisionService:
         if self.joiner.already_decided(part.inspection_id):
             log.info("result after the verdict; ignored", stage=slot or "trigger")
             return  # acked: the part is judged, and judged once
+        opened = self.joiner.pending.get(part.inspection_id)
+        wrong = mismatch(opened.part, part) if slot is not None and opened is not None and opened.triggered else None
+        if wrong is not None:
+            raise BadMessage(f"{slot} result disagrees with its trigger: {wrong}")
         recipe = self.recipe(part.recipe_id)
         if recipe is None:
             raise BadMessage(self._unknown_recipe(part.recipe_id, part.inspection_id))
-        entry = self.joiner.open(part, recipe.deadline_ms)
+        entry = self.joiner.open(part, recipe.deadline_ms, trigger=slot is None)
+        if slot is None:
+            await self._refuse_disagreeing(entry)
         if slot is not None:
             setattr(entry, slot, delivery.message)
         entry.held.append(delivery)
         delivery.defer()
-        if entry.complete:
+        if entry.complete and entry.triggered:
             await self.decide(entry)
+
+    async def _refuse_disagreeing(self, entry: Pending) -> None:
+        """The trigger came after results: those that disagree with it about the part are dead-lettered."""
+        for held in list(entry.held):
+            if isinstance(held.message, Trigger):
+                continue
+            slot = "inference" if isinstance(held.message, InferenceResult) else "ocr"
+            wrong = mismatch(entry.part, held.message.part)
+            if wrong is not None:
+                entry.held.remove(held)
+                setattr(entry, slot, None)
+                await held.fail(BadMessage(f"{slot} result disagrees with its trigger: {wrong}"))
+
+    async def _untriggered(self, entry: Pending) -> None:
+        """Results whose trigger never came are not judged: no verdict, no row; they are dead-lettered."""
+        self.joiner.drop(entry.part.inspection_id)
+        part = entry.part
+        reason = (
+            f"no trigger seen for inspection {part.inspection_id} (line {part.line!r} station {part.station!r}) by its "
+            "deadline: the results of a part nobody triggered are not judged"
+        )
+        log.warning("results without a trigger; dead-lettered", station=part.station, results=len(entry.held))
+        for held in entry.held:
+            await held.fail(BadMessage(reason))
 
     async def decide(self, entry: Pending) -> None:
         part = entry.part
         if self.joiner.pending.get(part.inspection_id) is not entry:
             return  # decided meanwhile (the deadline loop works from a snapshot)
+        if not entry.triggered:
+            await self._untriggered(entry)
+            return
         # Out of pending before the publish awaits, so a result arriving meanwhile is not judged again; closed (judged
         # once) only when the bus has the verdict.
         self.joiner.publish(part.inspection_id)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from lineguard.config import ClassRule, RecipeSettings
-from lineguard.services.decision.join import Joiner
+from lineguard.services.decision.join import Joiner, mismatch
 from lineguard.services.decision.rules import defect_reason, judge
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Verdict
@@ -73,17 +75,31 @@ def test_defect_reason_names() -> None:
 def test_joiner_deadline_counts_from_trigger_time() -> None:
     joiner = Joiner()
     part = Part(inspection_id="a", triggered_unix_ns=1_000_000_000)
-    entry = joiner.open(part, deadline_ms=500)
+    entry = joiner.open(part, deadline_ms=500, trigger=True)
     assert entry.deadline_ns == 1_500_000_000
     assert joiner.expired(1_499_999_999) == []
     assert joiner.expired(1_500_000_000) == [entry]
-    assert joiner.open(part, deadline_ms=9999) is entry  # the first message fixes the deadline
+    assert joiner.open(part, deadline_ms=9999, trigger=True) is entry  # the first message fixes the deadline
+
+
+def test_joiner_results_before_their_trigger_wait_for_it_no_longer_than_the_deadline_from_now() -> None:
+    joiner = Joiner()
+    # A result claiming a trigger an hour ahead cannot hold its entry for an hour.
+    claimed = Part(inspection_id="a", station="s1", triggered_unix_ns=time.time_ns() + 3600 * 10**9)
+    entry = joiner.open(claimed, deadline_ms=500, trigger=False)
+    assert not entry.triggered and entry.deadline_ns <= time.time_ns() + 500 * 10**6
+    trigger = Part(inspection_id="a", station="s1", triggered_unix_ns=1_000_000_000)
+    assert joiner.open(trigger, deadline_ms=500, trigger=True) is entry
+    assert entry.triggered and entry.part is trigger and entry.deadline_ns == 1_500_000_000
+    said = mismatch(trigger, claimed)
+    assert said == f"part.triggered_unix_ns is {claimed.triggered_unix_ns!r}, its trigger's 1000000000"
+    assert joiner.drop("a") is entry and "a" not in joiner.deadlines and not joiner.already_decided("a")
 
 
 def test_joiner_remembers_decided_parts_boundedly() -> None:
     joiner = Joiner(remember=2)
     for pid in "abc":
-        joiner.open(Part(inspection_id=pid), 100)
+        joiner.open(Part(inspection_id=pid), 100, trigger=True)
         joiner.close(pid)
     assert not joiner.already_decided("a")
     assert joiner.already_decided("b") and joiner.already_decided("c")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -127,7 +127,9 @@ class Worker(Generic[M]):
         durable: str | None = None,
         max_ack_pending: int = 1000,
         retry_forever: bool = False,
+        stations: Collection[str] | None = None,
     ):
+        """`stations`: the line's configured stations; a message about any other is dead-lettered (None: any)."""
         self.bus = bus
         self.kind = kind
         self.line = line
@@ -136,12 +138,13 @@ class Worker(Generic[M]):
         self.durable = durable or f"{bus.service}-{kind}"
         self.max_ack_pending = max_ack_pending
         self.retry_forever = retry_forever
+        self.stations = frozenset(stations) if stations is not None else None
         self._sub: JetStreamContext.PullSubscription | None = None
         # Metric children looked up once: labels() per message is measurable at thousands/s.
         self._outcomes = {o: MESSAGES.labels(bus.service, kind, o) for o in ("ok", "retry", "dead")}
         self._seconds = HANDLE_SECONDS.labels(bus.service, kind)
-        # (line, station) pairs already checked as subject tokens: a line has a few stations, checked once each.
-        self._valid_places: set[tuple[str, str]] = set()
+        # The subject of each (line, station) already checked: a line has a few stations, checked once each.
+        self._subjects: dict[tuple[str, str], str] = {}
 
     async def start(self) -> None:
         self._sub = await self._subscribe()
@@ -218,11 +221,31 @@ class Worker(Generic[M]):
         part = getattr(message, "part", None)
         if part is not None and not part.inspection_id:
             raise BadMessage(f"invalid {self.kind} message on {msg.subject}: {type_name} has no part.inspection_id")
-        if part is not None and (part.line, part.station) not in self._valid_places:
-            try:
-                subject(self.kind, part.line, part.station)  # every reply about this part is published there
-            except ValueError as exc:
-                raise BadMessage(f"invalid {self.kind} message on {msg.subject}: {exc}") from None
-            if len(self._valid_places) < VALID_PLACES_KEPT:
-                self._valid_places.add((part.line, part.station))
+        if part is not None:
+            self._check_place(msg.subject, part.line, part.station)
         return message
+
+    def _check_place(self, got: str, line: str, station: str) -> None:
+        """A message about a part travels on that part's subject, for a station the line has; else it is refused.
+
+        Every consumer relies on it: a service's replies go to the part's subject, and the results service writes
+        rows by the part's station, so a part claiming another station than its subject could fake another's."""
+        expected = self._subjects.get((line, station))
+        if expected is None:
+            try:
+                expected = subject(self.kind, line, station)
+            except ValueError as exc:
+                raise BadMessage(f"invalid {self.kind} message on {got}: {exc}") from None
+        if got != expected:
+            raise BadMessage(
+                f"{self.kind} message on {got} is about a part of line {line!r} station {station!r}, whose subject "
+                f"is {expected}: refused (a message travels on its own part's subject)"
+            )
+        if self.stations is not None and station not in self.stations:
+            known = ", ".join(sorted(self.stations))
+            raise BadMessage(
+                f"{self.kind} message on {got} is about station {station!r}, which is not configured on line "
+                f"{self.line!r} (known: {known})"
+            )
+        if len(self._subjects) < VALID_PLACES_KEPT:
+            self._subjects[(line, station)] = expected

@@ -19,3 +19,9 @@ STALE_SKIPPED = Counter(
     "Parts skipped because their verdict was already due (the service was behind)",
     ["service", "kind"],
 )
+DUPLICATE_PUBLISHES = Counter(
+    "lineguard_publish_duplicates_total",
+    "Publishes JetStream dropped as duplicates of a stored message id, by whether the stored payload is the same "
+    "(a retry), different (an id collision) or unknown (it could not be read)",
+    ["service", "kind", "payload"],
+)

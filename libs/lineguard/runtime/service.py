@@ -27,6 +27,7 @@ from lineguard import __version__
 from lineguard.bus import Bus, Delivery, Handler, Worker
 from lineguard.config import ConfigError, LineConfig, ServiceSettings, load_config
 from lineguard.contracts import heartbeat_subject, msg_id, now_ns, past_deadline, subject
+from lineguard.runtime.duplicates import report_duplicate
 from lineguard.runtime.http import HealthServer
 from lineguard.runtime.logging import configure_logging
 from lineguard.runtime.metrics import PUBLISHED, READY, STALE_SKIPPED
@@ -73,6 +74,7 @@ class ServiceContext:
             handler=handler,
             max_ack_pending=max_ack_pending,
             retry_forever=retry_forever,
+            stations=[s.id for s in self.config.stations],
         )
         self.workers.append(worker)
         return worker
@@ -106,9 +108,11 @@ class ServiceContext:
     async def publish(self, kind: str, message: Message, *, stage: str | None = None) -> None:
         """Publish a message about one part to `lg.<kind>.<line>.<station>`, id'd by inspection + stage."""
         part = message.part  # type: ignore[attr-defined]
-        await self.bus.publish(
-            subject(kind, part.line, part.station), message, msg_id=msg_id(part.inspection_id, stage or kind)
-        )
+        subj, mid = subject(kind, part.line, part.station), msg_id(part.inspection_id, stage or kind)
+        payload = message.SerializeToString()
+        ack = await self.bus.publish(subj, payload, msg_id=mid)
+        if ack.duplicate:
+            await report_duplicate(self.bus.js, self.name, kind, subj, mid, payload, ack)
         PUBLISHED.labels(self.name, kind).inc()
 
 
