@@ -5,7 +5,7 @@ from __future__ import annotations
 from lineguard.config import LineConfig
 from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imaging import ROI, FrameError, ImageError, frame_pixels
-from lineguard.services.ocr.codes import FoundCode, read_codes
+from lineguard.ocr.codes import FoundCode, read_codes
 from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.ocr_pb2 import Code, OcrResult

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lineguard.config.ocr import OcrSettings
 from lineguard.config.seams import BackendField, CameraField, PlcField
 
 MiB = 1024 * 1024
@@ -81,6 +82,9 @@ class RecipeSettings(_Strict):
     )
     require_code: bool = Field(False, description="a part without a readable code fails (CODE_MISSING)")
     code_pattern: str | None = Field(None, description="regular expression the serial must match in full")
+    ocr: OcrSettings = Field(
+        default_factory=OcrSettings, description="identity reads: code formats, the ladder's budget, fields and checks"
+    )
 
     @field_validator("code_pattern")
     @classmethod

@@ -147,6 +147,21 @@ def _draw_modules(
         cv2.circle(highlight, (int(hx * k), int(hy * k)), int(rad * 0.45 * k), 1.0, -1, cv2.LINE_AA, shift)
 
 
+def _homography(rng: np.random.Generator, settings: LabelSettings, angle: float, w: int, h: int) -> np.ndarray:
+    turn = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), [0, 0, 1]])
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    shift = rng.uniform(-settings.perspective, settings.perspective, (4, 2)) * [w, h]
+    tilt = cv2.getPerspectiveTransform(corners, (corners + shift).astype(np.float32))
+    return np.asarray(tilt @ turn)
+
+
+def _warp_box(homography: np.ndarray, x: float, y: float, bw: float, bh: float) -> list[float]:
+    """x1, y1, x2, y2 around the rectangle (x, y, bw, bh) once warped."""
+    pts = np.array([[[x, y]], [[x + bw, y]], [[x + bw, y + bh]], [[x, y + bh]]], np.float32)
+    out = cv2.perspectiveTransform(pts, homography)[:, 0]
+    return [round(float(v), 1) for v in (*out.min(0), *out.max(0))]
+
+
 def render(settings: LabelSettings, seed: int, index: int) -> tuple[np.ndarray, Truth]:
     """One label image (grey, uint8, CANVAS) and its truth."""
     rng = np.random.default_rng([seed, index])
@@ -199,14 +214,20 @@ def render(settings: LabelSettings, seed: int, index: int) -> tuple[np.ndarray, 
         drawn["glare"] = amplitude
 
     # Rotation about the centre, then a perspective tilt: one homography, applied to the truth boxes too.
-    angle = float(rng.uniform(-settings.rotation_deg, settings.rotation_deg))
-    turn = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), [0, 0, 1]])
-    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    shift = rng.uniform(-settings.perspective, settings.perspective, (4, 2)) * [w, h]
-    tilt = cv2.getPerspectiveTransform(corners, (corners + shift).astype(np.float32))
-    homography = tilt @ turn
+    # Rotation about the centre, then a perspective tilt: one homography, applied to the truth boxes too.
+    # Redrawn while it would push a code off the image: a code the camera does not see is no test of a reader.
+    rects = [(*dm_origin, dm_w, dm_h), (*qr_origin, qr_side, qr_side)]
+    for _ in range(20):
+        angle = float(rng.uniform(-settings.rotation_deg, settings.rotation_deg))
+        homography = _homography(rng, settings, angle, w, h)
+        boxes = [_warp_box(homography, *rect) for rect in rects]
+        if all(x1 >= 8 and y1 >= 8 and x2 <= w - 8 and y2 <= h - 8 for x1, y1, x2, y2 in boxes):
+            break
+    else:
+        angle, homography = 0.0, np.eye(3)
+        boxes = [_warp_box(homography, *rect) for rect in rects]
     fill = float(np.median(background))
-    image = cv2.warpPerspective(image.astype(np.float32), homography, (w, h), borderValue=fill)
+    image = np.asarray(cv2.warpPerspective(image.astype(np.float32), homography, (w, h), borderValue=fill))
 
     sigma = float(rng.uniform(0, settings.blur_sigma))
     if sigma > 0.3:
@@ -217,16 +238,11 @@ def render(settings: LabelSettings, seed: int, index: int) -> tuple[np.ndarray, 
     pixels = np.clip(image, 0, 255).astype(np.uint8)
     drawn.update(angle=angle, blur_sigma=sigma, gain=gain, noise_sigma=noise)
 
-    def box(x: float, y: float, bw: float, bh: float) -> list[float]:
-        pts = np.array([[[x, y]], [[x + bw, y]], [[x + bw, y + bh]], [[x, y + bh]]], np.float32)
-        out = cv2.perspectiveTransform(pts, homography)[:, 0]
-        return [round(float(v), 1) for v in (*out.min(0), *out.max(0))]
-
     codes = [
-        TruthCode("DataMatrix", dm_text, box(*dm_origin, dm_w, dm_h), elements, peened),
-        TruthCode("QRCode", serial, box(*qr_origin, qr_side, qr_side)),
+        TruthCode("DataMatrix", dm_text, boxes[0], elements, peened),
+        TruthCode("QRCode", serial, boxes[1]),
     ]
-    truth = Truth(serial, surface, codes, serial, box(tx, ty - th, tw, th + 4), seed, index, drawn)
+    truth = Truth(serial, surface, codes, serial, _warp_box(homography, tx, ty - th, tw, th + 4), seed, index, drawn)
     return pixels, truth
 
 
