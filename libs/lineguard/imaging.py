@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lineguard.config import LineConfig, RecipeSettings
+from lineguard.config import CameraSettings, LineConfig, RecipeSettings
+from lineguard.imageheader import HeaderError, ImageHeader, read_header
 from lineguard.v1.frame_pb2 import Frame
 
 # Magic numbers of the encodings cameras and files deliver.
@@ -22,6 +23,45 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 
 class ImageError(ValueError):
     """The bytes are not a usable image; the message says why."""
+
+
+class ImageTooLarge(ImageError):
+    """The image is over a size limit; refused from its header, before any pixel is decoded."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The most an image may be: encoded bytes, and pixels (width x height) once decoded."""
+
+    max_pixels: int
+    max_bytes: int
+
+    @classmethod
+    def of(cls, camera: CameraSettings) -> ImageLimits:
+        return cls(camera.max_pixels, camera.max_bytes)
+
+
+# What an image from no camera in particular (the CLI's, the API's) may be: the camera settings' defaults.
+DEFAULT_LIMITS = ImageLimits(
+    CameraSettings.model_fields["max_pixels"].default, CameraSettings.model_fields["max_bytes"].default
+)
+
+
+def check_size(data: bytes, limits: ImageLimits) -> ImageHeader:
+    """The header of `data` if it is within `limits`; ImageTooLarge with the sizes if not, ImageError when its
+    header does not say its size."""
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"image is {len(data)} bytes, over the limit of {limits.max_bytes} (max_bytes)")
+    try:
+        header = read_header(data)
+    except HeaderError as exc:
+        raise ImageError(f"image size unreadable from its header: {exc}") from None
+    if header.pixels > limits.max_pixels:
+        raise ImageTooLarge(
+            f"{header.encoding} image is {header.width} x {header.height} = {header.pixels} pixels "
+            f"({len(data)} bytes), over the limit of {limits.max_pixels} pixels (max_pixels)"
+        )
+    return header
 
 
 class FrameError(ValueError):
@@ -53,12 +93,18 @@ def sniff_encoding(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, expected_encoding: str | None = None, grey: bool = False) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    *,
+    expected_encoding: str | None = None,
+    grey: bool = False,
+    limits: ImageLimits = DEFAULT_LIMITS,
+) -> np.ndarray:
     """Decode an encoded image to a BGR uint8 array (H, W, 3), or with grey to (H, W): what a model that
     looks at intensity alone takes (a paired one), in a fifth of the time of colour and a conversion.
 
-    Raises ImageError naming the cause: empty, not an image, truncated, or of
-    an unexpected encoding."""
+    Raises ImageError naming the cause: empty, not an image, truncated, of an unexpected encoding, or
+    (ImageTooLarge, from the header, before decoding) over `limits`."""
     if not data:
         raise ImageError("frame holds no image data (0 bytes)")
     found = sniff_encoding(data)
@@ -68,6 +114,7 @@ def decode_image(data: bytes, *, expected_encoding: str | None = None, grey: boo
         raise ImageError(f"frame says encoding {expected_encoding!r} but its bytes are {found}")
     if found == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         raise ImageError(f"truncated jpeg: {len(data)} bytes without the end-of-image marker")
+    check_size(data, limits)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise ImageError(f"corrupt {found}: the decoder could not read {len(data)} bytes")
@@ -94,6 +141,17 @@ def frame_pixels(frame: Frame, config: LineConfig, *, grey: bool = False) -> tup
             f"frame carries object_key {frame.object_key!r}: frames in the object store are not supported yet"
         )
     try:
-        return recipe, decode_image(frame.data, expected_encoding=frame.encoding or None, grey=grey)
+        limits = frame_limits(frame, config)
+        return recipe, decode_image(frame.data, expected_encoding=frame.encoding or None, grey=grey, limits=limits)
+    except ImageTooLarge as exc:
+        raise FrameError(f"frame of part {part.inspection_id} from camera {frame.camera_id!r}: {exc}") from None
     except ImageError as exc:
         raise FrameError(str(exc)) from None
+
+
+def frame_limits(frame: Frame, config: LineConfig) -> ImageLimits:
+    """The limits of the camera of the frame's station (the defaults for a station the line does not have)."""
+    try:
+        return ImageLimits.of(config.station(frame.part.station).camera)
+    except KeyError:
+        return DEFAULT_LIMITS

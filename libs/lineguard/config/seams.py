@@ -30,6 +30,10 @@ class CameraSettings(KindSettings):
 
     kind: str
     px_per_mm: float = Field(0.0, ge=0, description="calibration; 0 = uncalibrated (no mm² areas)")
+    # Checked from each image's header before it is decoded: a small file can declare a huge image (a 442 KB PNG
+    # of 12000 x 12000 pixels decodes to 432 MB). 50 MP is above any line-scan or area camera lineguard serves.
+    max_pixels: int = Field(50_000_000, gt=0, description="most pixels (width x height) an image may have")
+    max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="most bytes an encoded image may have")
 
 
 class PlcSettings(KindSettings):

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from lineguard.deeppcb_format import DEEPPCB_CLASSES, DeepPCBError, read_boxes
+from lineguard.imaging import DEFAULT_LIMITS, ImageError, check_size
 from lineguard.vision.paired import compose, repaired_board
 
 DEFAULT_VAL_GROUPS: tuple[str, ...] = ("group44000", "group50600")
@@ -82,11 +83,22 @@ def yolo_label_lines(annotation: Path, width: int, height: int) -> list[str]:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
+    _check_size(path)
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise DeepPCBError(f"{path}: missing or not a readable image")
     height, width = image.shape[:2]
     return width, height
+
+
+def _check_size(path: Path) -> None:
+    """Refuse an image over the default limits from its header, before decoding it (a decompression bomb)."""
+    try:
+        check_size(path.read_bytes(), DEFAULT_LIMITS)
+    except OSError as exc:
+        raise DeepPCBError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ImageError as exc:
+        raise DeepPCBError(f"{path}: {exc}") from None
 
 
 def _evenly(pairs: list[DeepPCBPair], fraction: float) -> list[DeepPCBPair]:
@@ -101,6 +113,7 @@ def _evenly(pairs: list[DeepPCBPair], fraction: float) -> list[DeepPCBPair]:
 def _read_grey(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DeepPCBError(f"{path}: missing")
+    _check_size(path)
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise DeepPCBError(f"{path}: not a readable image")

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lineguard.imaging import sniff_encoding
+from lineguard.imaging import DEFAULT_LIMITS, ImageError, ImageTooLarge, check_size, sniff_encoding
 from lineguard.services.capture.sources import CameraError, CapturedImage
 
 
@@ -52,6 +52,13 @@ def file_image(camera_id: str, path: Path, uri: str, captured: int) -> CapturedI
     except OSError as exc:
         raise CameraError(f"camera {camera_id}: cannot read {path}: {exc.strerror or exc}") from None
     encoding = sniff_encoding(data)
+    if encoding is not None:
+        try:
+            check_size(data, DEFAULT_LIMITS)  # before decoding: a file can be a decompression bomb
+        except ImageTooLarge as exc:
+            raise CameraError(f"camera {camera_id}: {path}: {exc}") from None
+        except ImageError:
+            encoding = None  # its header does not say its size: not decoded, refused below
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if encoding else None
     if encoding is None or pixels is None:
         raise CameraError(f"camera {camera_id}: {path} is not a readable jpeg, png or bmp image")
