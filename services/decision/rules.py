@@ -88,3 +88,10 @@ def _judge_codes(recipe: RecipeSettings, ocr: OcrResult, judgement: Judgement) -
         judgement.serial = texts[0]
     if recipe.require_code and not texts:
         judgement.worsen(Verdict.VERDICT_FAIL, CODE_MISSING)
+    # The recipe's identity fields, checked by the OCR service (lineguard.ocr.fields): each failure is its
+    # reason; the serial is the `serial` field's value, which is set only when it validated.
+    for read in ocr.fields:
+        if read.reason:
+            judgement.worsen(Verdict.VERDICT_FAIL, read.reason)
+        if read.name == "serial":
+            judgement.serial = read.value

@@ -1,26 +1,38 @@
-"""A frame in, an OcrResult out: decode, crop to the recipe's code region, read the codes."""
+"""A frame in, an OcrResult out: decode, crop to the recipe's code region, read the codes through the
+ladder, check the recipe's identity fields."""
 
 from __future__ import annotations
 
 from lineguard.config import LineConfig
 from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imaging import ROI, FrameError, ImageError, frame_pixels
-from lineguard.ocr.codes import FoundCode, read_codes
+from lineguard.ocr.codes import READ_FORMATS, FoundCode, formats_named, read_ladder
+from lineguard.ocr.fields import FieldOutcome, SeenValues, validate
 from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
-from lineguard.v1.ocr_pb2 import Code, OcrResult
+from lineguard.v1.ocr_pb2 import Code, FieldRead, OcrResult
 
 
-def ocr_frame(frame: Frame, config: LineConfig) -> OcrResult:
-    """The codes on `frame`'s part; raises FrameError for a frame that cannot be read."""
+def ocr_frame(frame: Frame, config: LineConfig, seen: SeenValues | None = None) -> OcrResult:
+    """The codes on `frame`'s part and its checked fields; raises FrameError for a frame that cannot be
+    read. `seen`: the values met before, for DUPLICATE_SERIAL (the service keeps one)."""
     started = now_ns()
     part = frame.part
-    recipe, image = frame_pixels(frame, config)
+    recipe, image = frame_pixels(frame, config, grey=True)
+    ocr = recipe.ocr
+    formats = formats_named(ocr.formats) if ocr.formats else READ_FORMATS
     try:
-        codes = read_codes(image, ROI.from_list(recipe.code_roi))
+        reading = read_ladder(
+            image, ROI.from_list(recipe.code_roi), formats=formats, wanted=ocr.formats, budget_ms=ocr.budget_ms
+        )
     except ImageError as exc:
         raise FrameError(f"recipe {part.recipe_id!r} code_roi: {exc}") from None
-    result = OcrResult(part=copy_part(part), codes=[code_message(c) for c in codes])
+    fields = validate(ocr.fields, reading.codes, seen=seen, line=part.line)
+    result = OcrResult(
+        part=copy_part(part),
+        codes=[code_message(c) for c in reading.codes],
+        fields=[field_message(f) for f in fields],
+    )
     result.timings.append(timing("ocr", started))
     result.completed_unix_ns = now_ns()
     return result
@@ -33,4 +45,13 @@ def code_message(code: FoundCode) -> Code:
         text=code.text,
         outline=Polygon(points=[Point(x=x, y=y) for x, y in code.outline]),
         box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
+        error=code.error,
+        gs1=code.gs1,
+        step=code.step,
+    )
+
+
+def field_message(outcome: FieldOutcome) -> FieldRead:
+    return FieldRead(
+        name=outcome.name, value=outcome.value, read=outcome.read, reason=outcome.reason, detail=outcome.detail
     )

@@ -6,19 +6,22 @@ import asyncio
 
 from lineguard.bus import BadMessage, Delivery
 from lineguard.imaging import FrameError
+from lineguard.ocr.fields import SeenValues
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.ocr.results import ocr_frame
 from lineguard.v1.frame_pb2 import Frame
 
 
 async def setup(ctx: ServiceContext) -> None:
+    seen = SeenValues()  # DUPLICATE_SERIAL's window: this process's parts
+
     async def handle(delivery: Delivery[Frame]) -> None:
         if ctx.is_stale(delivery):
             return
         try:
             # Decoding and reading take milliseconds: off the event loop, so
             # heartbeats and acks keep flowing meanwhile.
-            result = await asyncio.to_thread(ocr_frame, delivery.message, ctx.config)
+            result = await asyncio.to_thread(ocr_frame, delivery.message, ctx.config, seen)
         except FrameError as exc:
             raise BadMessage(str(exc)) from None
         await ctx.publish("ocr", result)
