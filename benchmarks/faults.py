@@ -229,9 +229,9 @@ def main() -> None:
     parser.add_argument("--nats-outage-s", type=float, default=10.0)
     parser.add_argument(
         "--profiles",
-        default="simple",
+        default="default",
         help="the OPC UA profiles the station serves, comma separated, or 'default' (the demo's: simple and "
-        "machine-vision, whose result view costs the gateway ~0.3 s a result: see docs/faults.md)",
+        "machine-vision)",
     )
     args = parser.parse_args()
     runs = []

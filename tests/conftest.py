@@ -98,13 +98,11 @@ def started_gateway(
         *,
         quick_deadline_ms: int,
         plc_security: dict[str, Any] | None = None,
-        plc_profiles: list[str] | None = None,
         **settings: Any,
     ) -> AsyncIterator[Gateway]:
         """A gateway on its own nats-server, one endpoint, two stations: s1 waits up to 10 s for a decision, s2
         (recipe "quick") gives FAIL / TIMEOUT after quick_deadline_ms + 100 ms grace. `plc_security`: both stations'
-        plc.security (default the demo profile); `plc_profiles`: both stations' plc.profiles (default the demo's);
-        `settings`: more of the line's configuration."""
+        plc.security (default the demo profile); `settings`: more of the line's configuration."""
         # Imported here: a test run that starts no gateway does not need it to import.
         from lineguard.services.gateway.service import setup
 
@@ -115,8 +113,6 @@ def started_gateway(
         raw["stations"].append({**raw["stations"][0], "id": "s2", "recipe": "quick"})
         for station in raw["stations"] if plc_security is not None else []:
             station["plc"] = {**station["plc"], "security": plc_security}
-        for station in raw["stations"] if plc_profiles is not None else []:
-            station["plc"] = {**station["plc"], "profiles": plc_profiles}
         raw["gateway"] = {"result_grace_ms": 100}
         config = LineConfig(**{**raw, **settings})
         stopping = asyncio.Event()
