@@ -43,6 +43,23 @@ def fresh_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
 
 
 @pytest.fixture
+async def secured_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    """A server secured as a deployment is (docs/security.md): TLS, an nkey per identity made for the test, the
+    permissions of lineguard.bus.permissions for line l1, and the streams provisioned by the admin identity.
+    `secured_nats.settings()` are the clients' settings (credentials_dir: connect as any identity)."""
+    from lineguard.bus.provision import provision_line
+
+    server = EmbeddedNats.secured(
+        tmp_path / "nats", tmp_path / "nats-credentials", "l1", log_file=tmp_path / "nats.log"
+    ).start()
+    try:
+        await provision_line(server.settings())
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 async def bus_factory(fresh_nats: EmbeddedNats) -> AsyncIterator:
     buses: list[Bus] = []
 

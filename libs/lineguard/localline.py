@@ -19,6 +19,10 @@ from typing import Any
 
 import nats
 
+from lineguard.bus.client import connect_options
+from lineguard.bus.permissions import ADMIN
+from lineguard.bus.provision import provision_line
+from lineguard.config import NatsSettings
 from lineguard.contracts import kind_subjects, stream_name
 from lineguard.natsserver import EmbeddedNats, free_port
 from lineguard.sim.lineconfig import demo_config_dict, write_config
@@ -49,6 +53,11 @@ class LocalLine:
         return self.workdir / "lineguard.db"
 
     @property
+    def nats_credentials(self) -> Path:
+        """The run's NATS credentials (lineguard.bus.credentials' layout): each service's seed, the CA, the admin's."""
+        return self.workdir / "secrets" / "nats"
+
+    @property
     def logs(self) -> Path:
         return self.workdir / "logs"
 
@@ -58,7 +67,11 @@ class LocalLine:
             raise LineStartError(f"{self.workdir} already holds a run; choose an empty or new folder")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        self.nats = EmbeddedNats(store_dir=self.workdir / "nats", log_file=self.logs / "nats.log").start()
+        # Secured as a deployment is (docs/security.md): credentials made for this run, TLS, per-service permissions.
+        line_id = self.config_overrides.get("line", "l1")
+        self.nats = EmbeddedNats.secured(
+            self.workdir / "nats", self.nats_credentials, line_id, log_file=self.logs / "nats.log"
+        ).start()
         self.opcua_endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
         config = demo_config_dict(
             nats_url=self.nats.url,
@@ -67,10 +80,17 @@ class LocalLine:
             deadline_ms=self.deadline_ms,
             plc=self.plc,
         )
+        config["nats"].update(self.nats.settings().model_dump(include={"credentials_dir", "tls"}, exclude_none=True))
         if self.plc_profiles is not None:
             for station in config["stations"]:
                 station["plc"]["profiles"] = list(self.plc_profiles)
         _deep_update(config, self.config_overrides)
+        # What a deployment's admin does once (`lineguard nats provision`): the services may not make streams.
+        try:
+            asyncio.run(provision_line(NatsSettings(**config["nats"])))
+        except BaseException:
+            self.stop()
+            raise
         self.config_path = write_config(self.workdir / "line.yaml", config)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._migrate(env)
@@ -111,7 +131,7 @@ class LocalLine:
     async def _wait_ready(self, timeout_s: float) -> None:
         """Every service heartbeats once it serves: wait for all six on the heartbeat stream."""
         assert self.nats is not None
-        nc = await nats.connect(self.nats.url)
+        nc = await nats.connect(**connect_options(self.nats.settings(), ADMIN))
         js = nc.jetstream()
         deadline = time.monotonic() + timeout_s
         try:

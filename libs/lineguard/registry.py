@@ -30,17 +30,21 @@ from typing import Any
 
 import nats
 import structlog
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from lineguard.bus.client import connect_options
+from lineguard.bus.credentials import CredentialError
+from lineguard.bus.permissions import OPERATOR
+from lineguard.config import NatsSettings
+from lineguard.contracts import MODELS_BUCKET, PROMOTED_BUCKET
 from lineguard.hashing import file_sha256
 from lineguard.vision.card import ModelCard, card_path
 from lineguard.vision.errors import ModelLoadError
 
-MODELS_BUCKET = "lg-models"
-PROMOTED_BUCKET = "lg-model-promoted"
 PROMOTION_HISTORY = 64  # the most a JetStream key-value bucket keeps per key
 MODEL_OBJECT = "model.onnx"
 CARD_OBJECT = "card.json"
@@ -165,6 +169,17 @@ async def _ensure(open_existing, create) -> Any:
     return await open_existing()
 
 
+async def open_registry_buckets(js: JetStreamContext) -> tuple[ObjectStore, KeyValue]:
+    """The registry's buckets as they are, for an identity that may not make them (a secured line's)."""
+    try:
+        return await js.object_store(MODELS_BUCKET), await js.key_value(PROMOTED_BUCKET)
+    except BucketNotFoundError:
+        raise RegistryError(
+            f"the model registry's buckets ({MODELS_BUCKET}, {PROMOTED_BUCKET}) do not exist: on a secured server "
+            "the admin identity makes them (`lineguard nats provision`)"
+        ) from None
+
+
 async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValue]:
     """The registry's buckets, created when missing. Safe to run from every process at every start."""
     models = await _ensure(
@@ -200,8 +215,10 @@ class ModelRegistry:
         self.promoted_kv = promoted
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> ModelRegistry:
-        return cls(js, *await provision_registry(js))
+    async def open(cls, js: JetStreamContext, *, provision: bool = True) -> ModelRegistry:
+        """The registry on `js`; `provision`: make its buckets when missing (an open server's way; on a secured
+        one only the admin identity may)."""
+        return cls(js, *await (provision_registry(js) if provision else open_registry_buckets(js)))
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -413,26 +430,43 @@ def _promotion_or_none(entry: KeyValue.Entry) -> Promotion | None:
         return None
 
 
-async def _quiet(exc: Exception) -> None:
-    """nats-py prints connection errors itself by default; the caller reports them once, clearly."""
-
-
 @contextlib.asynccontextmanager
-async def connect_registry(url: str, *, timeout_s: float = 5.0) -> AsyncIterator[ModelRegistry]:
-    """A registry on its own NATS connection (the CLI's); fails fast when the server is not there."""
+async def connect_registry(
+    nats_settings: NatsSettings | str,
+    *,
+    identity: str = OPERATOR,
+    seed: Path | None = None,
+    timeout_s: float = 5.0,
+) -> AsyncIterator[ModelRegistry]:
+    """A registry on its own NATS connection (the CLI's), signed in as `identity` (with `seed`, else its seed in
+    the settings' credentials folder, if any); fails fast when the server is not there, and names what the
+    server refused."""
+    settings = NatsSettings(url=nats_settings) if isinstance(nats_settings, str) else nats_settings
+    refusals: list[str] = []
+
+    async def note(exc: Exception) -> None:  # nats-py prints connection errors itself by default
+        refusals.append(str(exc))
+
     try:
+        options = connect_options(settings, identity, seed=seed)
         nc = await nats.connect(
-            servers=[url],
-            name="lineguard-model-registry",
-            connect_timeout=timeout_s,
+            **{**options, "connect_timeout": timeout_s, "error_cb": note},
+            name=f"lineguard-model-registry-{identity}",
             allow_reconnect=False,
             max_reconnect_attempts=1,
             reconnect_time_wait=0.2,
-            error_cb=_quiet,
         )
+    except CredentialError as exc:
+        raise RegistryError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types for "not reachable"
-        raise RegistryError(f"cannot reach NATS at {url} ({type(exc).__name__}: {exc})") from None
+        raise RegistryError(f"cannot reach NATS at {settings.url} ({type(exc).__name__}: {exc})") from None
     try:
-        yield await ModelRegistry.open(nc.jetstream())
+        # timeout_s bounds each JetStream call too: a refused one is never answered, only timed out.
+        yield await ModelRegistry.open(nc.jetstream(timeout=timeout_s), provision=not (settings.authenticated or seed))
+    except (TimeoutError, NatsTimeoutError) as exc:
+        # A publish the server refused is never answered: the refusal, not the timeout, is the cause.
+        if refusals:
+            raise RegistryError(f"the NATS server refused identity {identity!r}: {'; '.join(refusals)}") from None
+        raise RegistryError(f"NATS at {settings.url} did not answer in time ({type(exc).__name__})") from None
     finally:
         await nc.close()

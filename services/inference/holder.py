@@ -113,7 +113,7 @@ class ModelHolder:
             holder = cls(ctx, await asyncio.to_thread(load_for_line, ctx.config))
             holder._serve(holder.current(), None)
             return holder
-        registry = await ModelRegistry.open(ctx.bus.js)
+        registry = await ModelRegistry.open(ctx.bus.js, provision=not ctx.config.nats.authenticated)
         promotions = registry.watch(ctx.config.line)
         try:
             holder = await cls._first(ctx, registry, await anext(promotions))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import ssl
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -15,11 +18,23 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from lineguard.bus.acks import PendingAcks
-from lineguard.bus.streams import line_streams, provision_streams
-from lineguard.config import NatsSettings
+from lineguard.bus.credentials import read_public_key, seed_file
+from lineguard.bus.permissions import inbox_prefix
+from lineguard.bus.streams import line_streams, provision_streams, require_streams
+from lineguard.config import NatsSettings, NatsTlsSettings
 from lineguard.contracts import dead_subject
 
 log = structlog.get_logger("lineguard.bus")
+
+
+class _TlsCloseNoise(logging.Filter):
+    """nats-py's transport answers EOF with True, which asyncio ignores under TLS and warns about at every close."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_TlsCloseNoise())
 
 # Headers a dead letter carries besides the original message's own.
 DEAD_REASON = "Lg-Dead-Reason"
@@ -53,14 +68,17 @@ class Bus:
         self._acks = PendingAcks(nc, settings.publish_timeout_s)
 
     @classmethod
-    async def connect(cls, settings: NatsSettings, service: str, *, provision: bool = True) -> Bus:
-        """Connect (retrying while the server comes up) and make sure the streams exist."""
+    async def connect(
+        cls, settings: NatsSettings, service: str, *, identity: str | None = None, provision: bool | None = None
+    ) -> Bus:
+        """Connect (retrying while the server comes up) as `identity` (default: the service's own) and make sure the
+        streams exist: an unauthenticated connection makes them (an open server has no admin to), an
+        authenticated one only checks they were provisioned (`lineguard nats provision`), as its permissions allow."""
 
         async def _connect() -> Client:
             return await nats.connect(
-                servers=[settings.url],
+                **connect_options(settings, identity or service),
                 name=f"lineguard-{service}",
-                connect_timeout=settings.connect_timeout_s,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -75,8 +93,10 @@ class Bus:
                 nc = await _connect()
         assert nc is not None
         bus = cls(nc, settings, service)
-        if provision:
+        if provision if provision is not None else not settings.authenticated:
             await provision_streams(bus.js, line_streams(settings))
+        else:
+            await require_streams(bus.js, line_streams(settings))
         return bus
 
     async def publish(
@@ -124,6 +144,41 @@ class Bus:
     async def close(self) -> None:
         if not self.nc.is_closed:
             await self.nc.drain()
+
+
+def connect_options(settings: NatsSettings, identity: str, *, seed: Path | None = None) -> dict[str, Any]:
+    """nats.connect's arguments for `identity`: the server, its nkey seed (`seed`, else the one in
+    `credentials_dir`) and own reply inbox, and TLS.
+
+    A missing or unreadable seed is a CredentialError naming the file, before any connection is tried."""
+    options: dict[str, Any] = {
+        "servers": [settings.url],
+        "connect_timeout": settings.connect_timeout_s,
+        "error_cb": _log_refusal,
+    }
+    if seed is None and settings.credentials_dir is not None:
+        seed = seed_file(settings.credentials_dir, identity)
+    if seed is not None:
+        read_public_key(seed)
+        options["nkeys_seed"] = str(seed)
+        options["inbox_prefix"] = inbox_prefix(identity)
+    if settings.tls is not None:
+        options["tls"] = tls_context(settings.tls)
+    return options
+
+
+def tls_context(tls: NatsTlsSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file and tls.key_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+async def _log_refusal(exc: Exception) -> None:
+    """The server's asynchronous errors: a refused publish or subscription (a permission the table lacks, or a
+    message this identity may not send) is an error in the log, not nats-py's own print."""
+    log.error("NATS server error", error=str(exc) or type(exc).__name__)
 
 
 def _metadata(msg: Msg) -> Any:

@@ -77,3 +77,22 @@ async def provision_streams(js: JetStreamContext, specs: list[StreamSpec]) -> No
                 if "already in use" not in str(exc):
                     raise
         await js.update_stream(config)
+
+
+class StreamsMissing(RuntimeError):
+    """A stream the line needs was not provisioned; says which and how to make it."""
+
+
+async def require_streams(js: JetStreamContext, specs: list[StreamSpec]) -> None:
+    """Check that every stream exists, for a connection whose identity may not make them."""
+    missing = []
+    for spec in specs:
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            missing.append(spec.name)
+    if missing:
+        raise StreamsMissing(
+            f"NATS streams {', '.join(missing)} do not exist: on a secured server the admin identity makes them "
+            "(`lineguard nats provision --config LINE.yaml`)"
+        )

@@ -12,6 +12,7 @@ from lineguard.cli.db import db_app
 from lineguard.cli.demo import demo
 from lineguard.cli.model import model_app
 from lineguard.cli.ocr import ocr_app
+from lineguard.cli.nats import nats_app
 from lineguard.config import ConfigError, load_config
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
 app.add_typer(ocr_app, name="ocr")
 
+app.add_typer(nats_app, name="nats")
 
 @app.command("validate-config")
 def validate_config(config: Annotated[Path, typer.Argument(help="the line's YAML file")]) -> None:

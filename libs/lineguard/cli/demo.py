@@ -73,6 +73,11 @@ def demo(
         except LineStartError as exc:
             err.print(f"[red]the line did not start:[/] {exc}")
             raise typer.Exit(1) from None
+    err.print(
+        f"NATS at {line.nats.url if line.nats else '?'}: TLS, and each service signs in with its own nkey, made for "
+        f"this run in {line.nats_credentials} (docs/security.md, NATS)",
+        highlight=False,
+    )
     if line.plc is None:
         err.print(
             f"[yellow]OPC UA at {line.opcua_endpoint} runs the demo security profile: security policy None and "

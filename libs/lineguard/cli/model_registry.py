@@ -25,6 +25,14 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help=f"the line's YAML, for its NATS URL and line id (default ${ENV_CONFIG_PATH})"),
 ]
+CredentialOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--credential",
+        help="the operator's nkey seed (default: operator.nk in --config's nats.credentials_dir); pushing and "
+        "promoting on a secured line needs it (docs/security.md, NATS)",
+    ),
+]
 
 
 def _config(config: Path | None) -> LineConfig | None:
@@ -37,11 +45,18 @@ def _config(config: Path | None) -> LineConfig | None:
         raise typer.Exit(2) from None
 
 
-def _run(nats: str | None, config: LineConfig | None, work: Callable[[ModelRegistry], Awaitable[T]]) -> T:
-    url = nats or (config.nats.url if config else NatsSettings().url)
+def _run(
+    nats: str | None,
+    config: LineConfig | None,
+    work: Callable[[ModelRegistry], Awaitable[T]],
+    credential: Path | None = None,
+) -> T:
+    settings = config.nats if config else NatsSettings()
+    if nats:
+        settings = settings.model_copy(update={"url": nats})
 
     async def go() -> T:
-        async with connect_registry(url) as registry:
+        async with connect_registry(settings, seed=credential) as registry:
             return await work(registry)
 
     try:
@@ -56,12 +71,13 @@ def push(
     card: Annotated[Path | None, typer.Option(help="its model card (default: <model>.json beside it)")] = None,
     nats: NatsOption = None,
     config: ConfigOption = None,
+    credential: CredentialOption = None,
 ) -> None:
     """Store a model version (the .onnx and its card) in the registry.
 
     Refused when the file's sha256 is not its card's onnx_sha256, or when the version is already
     there with another file or card; pushing the same file and card again changes nothing."""
-    stored = _run(nats, _config(config), lambda registry: registry.push(model, card))
+    stored = _run(nats, _config(config), lambda registry: registry.push(model, card), credential)
     typer.echo(f"{stored.model_id} {stored.version}: in the registry ({stored.size} bytes, sha256 {stored.sha256})")
 
 
@@ -124,6 +140,7 @@ def promote(
     line: Annotated[str | None, typer.Option(help="the line to run it on (default: --config's line, else l1)")] = None,
     nats: NatsOption = None,
     config: ConfigOption = None,
+    credential: CredentialOption = None,
 ) -> None:
     """Make a line run a pushed version; rolling back is promoting the previous one again.
 
@@ -136,6 +153,6 @@ def promote(
         before = await registry.promoted(target)
         return before, await registry.promote(model_id, version, target)
 
-    before, after = _run(nats, cfg, work)
+    before, after = _run(nats, cfg, work, credential)
     was = f" (was {before})" if before else ""
     typer.echo(f"line {target}: {after} promoted by {after.by}{was}")

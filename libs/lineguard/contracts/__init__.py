@@ -17,6 +17,9 @@ from lineguard.v1.decision_pb2 import Verdict
 # One JetStream stream per kind of message (ARCHITECTURE.md, "Bus").
 KINDS: tuple[str, ...] = ("trigger", "frame", "inference", "ocr", "decision", "ack", "heartbeat")
 DEAD_KIND = "dead"
+# The model registry's JetStream buckets (lineguard.registry): the models, and which version each line runs.
+MODELS_BUCKET = "lg-models"
+PROMOTED_BUCKET = "lg-model-promoted"
 
 VERDICT_NAMES: dict[int, str] = {
     Verdict.VERDICT_UNSPECIFIED: "UNSPECIFIED",

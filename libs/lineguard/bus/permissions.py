@@ -1,0 +1,197 @@
+"""Who may publish and subscribe to what on the bus: the one table, for the server's config and the docs.
+
+Every service signs in with its own identity (an nkey, `lineguard.bus.credentials`) and may publish only its
+own kinds, its heartbeat and the dead letters of what it consumes; it reads only through its own durable
+consumers and its own reply inbox (`_INBOX.<identity>.>`, so no one reads another's replies or pull deliveries).
+Two identities are people's, not services': `admin` makes the streams and the registry's buckets (`lineguard
+nats provision`), `operator` writes the model registry (`lineguard model push / promote`). Nobody else may write
+either; nobody may delete a stream.
+
+`server_authorization(keys, line)` renders the `authorization { users = [...] }` block nats-server reads;
+`markdown_table(line)` is the table docs/security.md shows (a test keeps the two the same)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lineguard.contracts import (
+    DEAD_KIND,
+    KINDS,
+    MODELS_BUCKET,
+    PROMOTED_BUCKET,
+    dead_subject,
+    heartbeat_subject,
+    stream_name,
+)
+
+API = "$JS.API"
+MODELS_STREAM = f"OBJ_{MODELS_BUCKET}"
+PROMOTED_STREAM = f"KV_{PROMOTED_BUCKET}"
+LINE_STREAMS = tuple(stream_name(kind) for kind in (*KINDS, DEAD_KIND))
+
+
+@dataclass(frozen=True)
+class Role:
+    """What one service does on the bus: the kinds it consumes and produces."""
+
+    consumes: tuple[str, ...]
+    produces: tuple[str, ...]
+    reads_registry: bool = False
+
+
+# The services, as the code wires them (`ctx.consume(...)`, `ctx.publish(...)` in services/<name>/service.py).
+SERVICE_ROLES: dict[str, Role] = {
+    "capture": Role(consumes=("trigger",), produces=("frame",)),
+    "inference": Role(consumes=("frame",), produces=("inference",), reads_registry=True),
+    "ocr": Role(consumes=("frame",), produces=("ocr",)),
+    "decision": Role(consumes=("trigger", "inference", "ocr"), produces=("decision",)),
+    "gateway": Role(consumes=("decision",), produces=("trigger", "ack")),
+    "results": Role(consumes=("decision", "ack"), produces=()),
+}
+ADMIN = "admin"
+OPERATOR = "operator"
+IDENTITIES: tuple[str, ...] = (*SERVICE_ROLES, OPERATOR, ADMIN)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+def inbox_prefix(identity: str) -> str:
+    """Where an identity's replies (stream acks, API answers, pull deliveries) come: its own, read by it alone."""
+    return f"_INBOX.{identity}"
+
+
+def durable_name(service: str, kind: str) -> str:
+    """The durable consumer a service reads `kind` through (lineguard.bus.worker.Worker's default)."""
+    return f"{service}-{kind}"
+
+
+def _consumer(service: str, kind: str, line: str) -> list[str]:
+    """Read one kind through the service's own durable: make / look it up, pull, ack, and dead-letter."""
+    stream, durable = stream_name(kind), durable_name(service, kind)
+    return [
+        f"{API}.CONSUMER.INFO.{stream}.{durable}",
+        # nats-py names the filter in the subject: the consumer can only ever filter this line's subjects.
+        f"{API}.CONSUMER.CREATE.{stream}.{durable}.lg.{kind}.{line}.*",
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+        dead_subject(kind),
+    ]
+
+
+def _producer(kind: str, line: str) -> list[str]:
+    # MSG.GET of its own stream: a duplicate ack is compared with the stored message (lineguard.runtime.duplicates).
+    return [f"lg.{kind}.{line}.*", f"{API}.STREAM.MSG.GET.{stream_name(kind)}"]
+
+
+def _registry_read() -> list[str]:
+    """Read models and promotions: look-ups and the ordered consumers nats-py's object store and KV watch use."""
+    subjects = [f"{API}.STREAM.NAMES"]
+    for stream in (MODELS_STREAM, PROMOTED_STREAM):
+        subjects += [
+            f"{API}.STREAM.INFO.{stream}",
+            f"{API}.STREAM.MSG.GET.{stream}",
+            f"{API}.DIRECT.GET.{stream}.>",
+            f"{API}.CONSUMER.CREATE.{stream}",
+            f"{API}.CONSUMER.CREATE.{stream}.>",
+            f"{API}.CONSUMER.INFO.{stream}.*",
+            f"{API}.CONSUMER.DELETE.{stream}.*",
+            f"$JS.FC.{stream}.>",
+        ]
+    return subjects
+
+
+def _registry_write() -> list[str]:
+    return [
+        f"$O.{MODELS_BUCKET}.>",
+        f"{API}.STREAM.PURGE.{MODELS_STREAM}",  # an object written again drops its earlier chunks
+        f"$KV.{PROMOTED_BUCKET}.>",
+    ]
+
+
+def _admin() -> list[str]:
+    """Provision: make and update the line's streams and the registry's buckets, and look at them. No deletes."""
+    subjects = [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
+    for stream in (*LINE_STREAMS, MODELS_STREAM, PROMOTED_STREAM):
+        subjects += [
+            f"{API}.STREAM.CREATE.{stream}",
+            f"{API}.STREAM.UPDATE.{stream}",
+            f"{API}.STREAM.INFO.{stream}",
+            f"{API}.CONSUMER.LIST.{stream}",
+            f"{API}.CONSUMER.INFO.{stream}.*",
+        ]
+    return subjects
+
+
+def permissions(identity: str, line: str) -> Permissions:
+    """What `identity` may publish and subscribe to on line `line`."""
+    if identity == ADMIN:
+        publish = _admin()
+    elif identity == OPERATOR:
+        publish = [*_registry_read(), *_registry_write()]
+    elif identity in SERVICE_ROLES:
+        role = SERVICE_ROLES[identity]
+        # Every line stream's info: a service checks at start that the streams it needs were provisioned.
+        publish = [heartbeat_subject(line, identity), *(f"{API}.STREAM.INFO.{s}" for s in LINE_STREAMS)]
+        for kind in role.produces:
+            publish += _producer(kind, line)
+        for kind in role.consumes:
+            publish += _consumer(identity, kind, line)
+        if role.reads_registry:
+            publish += _registry_read()
+    else:
+        raise KeyError(f"no NATS identity {identity!r} (known: {', '.join(IDENTITIES)})")
+    return Permissions(publish=tuple(dict.fromkeys(publish)), subscribe=(f"{inbox_prefix(identity)}.>",))
+
+
+def _quoted(subjects: tuple[str, ...]) -> str:
+    return ", ".join(f'"{s}"' for s in subjects)
+
+
+def server_authorization(public_keys: dict[str, str], line: str) -> str:
+    """The `authorization` block for nats-server: each identity's nkey and what it may do; nobody else gets in."""
+    missing = [identity for identity in IDENTITIES if identity not in public_keys]
+    if missing:
+        raise KeyError(f"no public key for {', '.join(missing)}")
+    users = []
+    for identity in IDENTITIES:
+        allowed = permissions(identity, line)
+        users.append(
+            f"    # {identity}\n"
+            f'    {{nkey: "{public_keys[identity]}", permissions: {{\n'
+            f"      publish: {{allow: [{_quoted(allowed.publish)}]}}\n"
+            f"      subscribe: {{allow: [{_quoted(allowed.subscribe)}]}}\n"
+            "    }}"
+        )
+    return (
+        f"# lineguard line {line}: an nkey per identity (lineguard.bus.permissions); written by lineguard nats creds.\n"
+        "authorization {\n  users = [\n" + "\n".join(users) + "\n  ]\n}\n"
+    )
+
+
+def _summary(identity: str, line: str) -> tuple[str, str]:
+    """What an identity may publish, and read, in a reader's words (the table in docs/security.md)."""
+    if identity == ADMIN:
+        return "make / update the line's streams and the registry's buckets (no delete)", "stream and consumer info"
+    if identity == OPERATOR:
+        return f"the model registry: `$O.{MODELS_BUCKET}.>`, `$KV.{PROMOTED_BUCKET}.>`", "the model registry"
+    role = SERVICE_ROLES[identity]
+    produced = [f"`lg.{kind}.{line}.*`" for kind in role.produces]
+    dead = [f"`{dead_subject(kind)}`" for kind in role.consumes]
+    publish = ", ".join([*produced, f"`{heartbeat_subject(line, identity)}`", *dead])
+    reads = ", ".join(f"`{durable_name(identity, kind)}` on {stream_name(kind)}" for kind in role.consumes)
+    if role.reads_registry:
+        reads += ", the model registry"
+    return publish, reads
+
+
+def markdown_table(line: str) -> str:
+    """The permissions table, as docs/security.md shows it."""
+    rows = ["| identity | publishes | reads (durable consumer on stream) |", "| --- | --- | --- |"]
+    for identity in IDENTITIES:
+        publish, reads = _summary(identity, line)
+        rows.append(f"| {identity} | {publish} | {reads} |")
+    return "\n".join(rows) + "\n"
