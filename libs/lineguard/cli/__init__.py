@@ -11,8 +11,8 @@ from lineguard.cli.data import data_app
 from lineguard.cli.db import db_app
 from lineguard.cli.demo import demo
 from lineguard.cli.model import model_app
-from lineguard.cli.ocr import ocr_app
 from lineguard.cli.nats import nats_app
+from lineguard.cli.ocr import ocr_app
 from lineguard.config import ConfigError, load_config
 
 app = typer.Typer(
