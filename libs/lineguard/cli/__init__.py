@@ -22,9 +22,9 @@ app.command()(demo)
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
+app.add_typer(nats_app, name="nats")
 app.add_typer(ocr_app, name="ocr")
 
-app.add_typer(nats_app, name="nats")
 
 @app.command("validate-config")
 def validate_config(config: Annotated[Path, typer.Argument(help="the line's YAML file")]) -> None:
