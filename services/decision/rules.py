@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from lineguard.config import ClassRule, RecipeSettings
+from lineguard.reasons import defect_reason
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import OcrResult
@@ -39,11 +40,6 @@ class Judgement:
             self.verdict = verdict
         if reason not in self.reasons:
             self.reasons.append(reason)
-
-
-def defect_reason(class_name: str) -> str:
-    """`DEFECT_<CLASS>`: "pin-hole" -> "DEFECT_PIN_HOLE"."""
-    return "DEFECT_" + re.sub(r"[^A-Z0-9]+", "_", class_name.upper()).strip("_")
 
 
 def judge(recipe: RecipeSettings, inference: InferenceResult | None, ocr: OcrResult | None) -> Judgement:

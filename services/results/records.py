@@ -6,16 +6,23 @@ message that can never be written is refused at once with every reason named
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, String
 
+from lineguard.config import LineConfig, RecipeSettings
+from lineguard.config.model import ShiftCalendar
 from lineguard.contracts import VERDICT_NAMES
-from lineguard.services.results.schema import VERDICTS, Code, Defect, Inspection
+from lineguard.reasons import ordered_reasons, reason_severity
+from lineguard.services.results.schema import VERDICTS, Code, Defect, Inspection, InspectionReason, ModelVersion
+from lineguard.services.results.shifts import shift_at
 from lineguard.v1.common_pb2 import Box, Polygon
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
@@ -29,13 +36,41 @@ class InvalidRecord(ValueError):
     """The message cannot become a row; the text names each problem."""
 
 
+@dataclass(frozen=True)
+class LineFacts:
+    """What the line's configuration adds to a decision's rows: the product, the shift, how bad each reason is,
+    and the sha256 of each recipe version as configured."""
+
+    calendar: ShiftCalendar = field(default_factory=ShiftCalendar)
+    recipes: Mapping[str, RecipeSettings] = field(default_factory=dict)
+    recipe_sha256: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: LineConfig) -> LineFacts:
+        return cls(
+            calendar=config.calendar,
+            recipes=dict(config.recipes),
+            recipe_sha256={(rid, r.version): recipe_sha256(r) for rid, r in config.recipes.items()},
+        )
+
+
+def recipe_sha256(recipe: RecipeSettings) -> str:
+    """The recipe's settings as canonical JSON, hashed: two lines with the same version and hash judge alike."""
+    canonical = json.dumps(recipe.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass
 class InspectionRows:
-    """One decision as rows: the inspection, its defects and its codes (no ids yet)."""
+    """One decision as rows: the inspection, its defects, codes and reasons (no ids yet), and the model and recipe
+    versions it names."""
 
     inspection: dict[str, Any]
     defects: list[dict[str, Any]] = field(default_factory=list)
     codes: list[dict[str, Any]] = field(default_factory=list)
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    model_version: dict[str, Any] | None = None  # model_versions' row: model_id, version, sha256
+    recipe_version: dict[str, Any] | None = None  # recipe_versions' row: recipe_id, version, sha256
 
     @property
     def inspection_id(self) -> str:
@@ -61,21 +96,31 @@ def to_unix_ns(at: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
-def decision_rows(decision: Decision) -> InspectionRows:
-    """The rows for `decision`, or InvalidRecord naming every problem found."""
+def decision_rows(decision: Decision, facts: LineFacts | None = None) -> InspectionRows:
+    """The rows for `decision`, or InvalidRecord naming every problem found.
+
+    `facts` (the line's configuration) gives the product, the shift and each reason's severity; without it they
+    are NULL, and every reason is as bad as the verdict."""
+    facts = facts or LineFacts()
     problems: list[str] = []
     part = decision.part
     inspection_id = _inspection_id(part.inspection_id, problems)
     for name in ("line", "station", "recipe_id"):
         _required(problems, f"part.{name}", getattr(part, name), Inspection.__table__.c[name])
+    for name in ("part_id", "lot"):
+        _fits(problems, f"part.{name}", getattr(part, name), Inspection.__table__.c[name])
+    _fits(problems, "inference.model_sha256", decision.inference.model_sha256, ModelVersion.__table__.c.sha256)
     verdict = _verdict(problems, "verdict", decision.verdict)
     if part.triggered_unix_ns <= 0:
         problems.append("part.triggered_unix_ns: missing (must be > 0)")
     if decision.decided_unix_ns <= 0:
         problems.append("decided_unix_ns: missing (must be > 0)")
+    reason_length = InspectionReason.reason_code.type.length  # a String's
     for i, code in enumerate(decision.reason_codes):
         if not code.strip() or REASON_SEPARATOR in code:
             problems.append(f"reason_codes[{i}]: {code!r} is empty or contains {REASON_SEPARATOR!r}")
+        elif len(code) > reason_length:
+            problems.append(f"reason_codes[{i}]: {len(code)} characters, the column holds {reason_length}")
     for name in ("recipe_version", "serial", "model_id", "model_version"):
         _fits(problems, name, getattr(decision, name), Inspection.__table__.c[name])
 
@@ -93,6 +138,8 @@ def decision_rows(decision: Decision) -> InspectionRows:
 
     triggered_at = from_unix_ns(part.triggered_unix_ns)
     decided_at = from_unix_ns(decision.decided_unix_ns)
+    recipe = facts.recipes.get(part.recipe_id)
+    slot = shift_at(facts.calendar, triggered_at)
     inspection = {
         "inspection_id": inspection_id,
         "line": part.line,
@@ -112,10 +159,32 @@ def decision_rows(decision: Decision) -> InspectionRows:
         # 0 is the wire's "not set"; no image has zero pixels.
         "image_width": decision.inference.image_width or None,
         "image_height": decision.inference.image_height or None,
+        "part_id": part.part_id or None,
+        "lot": part.lot or None,
+        "product": recipe.product if recipe is not None else None,
+        "shift": slot.name if slot is not None else None,
+        "shift_day": slot.day if slot is not None else None,
     }
     for row in (*defects, *codes):
         row["inspection_id"] = inspection_id
-    return InspectionRows(inspection, defects, codes)
+    rework = [c for c, rule in recipe.classes.items() if rule.verdict == "rework"] if recipe is not None else []
+    severities = [
+        (code, reason_severity(code, verdict, rework) if recipe is not None else verdict)
+        for code in decision.reason_codes
+    ]
+    reasons = [
+        {"inspection_id": inspection_id, "position": i, "reason_code": code, "severity": severity}
+        for i, (code, severity) in enumerate(ordered_reasons(severities))
+    ]
+    model_version = None
+    if decision.model_id and decision.model_version:
+        sha = decision.inference.model_sha256 or None
+        model_version = {"model_id": decision.model_id, "version": decision.model_version, "sha256": sha}
+    recipe_version = None
+    if decision.recipe_version:
+        sha = facts.recipe_sha256.get((part.recipe_id, decision.recipe_version))
+        recipe_version = {"recipe_id": part.recipe_id, "version": decision.recipe_version, "sha256": sha}
+    return InspectionRows(inspection, defects, codes, reasons, model_version, recipe_version)
 
 
 def ack_update(ack: PlcAck) -> AckUpdate:

@@ -1,4 +1,5 @@
-"""The MES database: one row per inspection, its defects and its codes, and what each PLC was given.
+"""The MES database: one row per inspection, its defects, codes and reasons, what each PLC was given, the model
+and recipe versions seen, and the query API's tokens.
 
 MES teams query these tables directly (docs/mes-schema.md), so they are an
 interface: any change here needs an Alembic migration in `migrations/versions/`,
@@ -8,13 +9,14 @@ schema and these models agree again.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -29,6 +31,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 VERDICTS: tuple[str, ...] = ("PASS", "FAIL", "REWORK", "ERROR")
+ROLES: tuple[str, ...] = ("reader", "admin")
 
 # Fixed constraint names, so a migration can name the constraint it changes on
 # every dialect (SQLite otherwise leaves them unnamed).
@@ -104,14 +107,24 @@ class Inspection(Base):
     plc_delivered_at: Mapped[datetime | None] = mapped_column(comment="verdict reached the PLC (UTC)")
     plc_verdict: Mapped[str | None] = mapped_column(String(8), comment="what the PLC was given")
     created_at: Mapped[datetime] = mapped_column(default=lambda: datetime.now(UTC), comment="row written (UTC)")
+    part_id: Mapped[str | None] = mapped_column(String(64), comment="the PLC's id of the part; NULL when none")
+    lot: Mapped[str | None] = mapped_column(String(64), comment="production lot from the PLC; NULL when none")
+    product: Mapped[str | None] = mapped_column(String(64), comment="the recipe's product; NULL when not configured")
+    shift: Mapped[str | None] = mapped_column(String(32), comment="shift name from the line's calendar; NULL: none")
+    shift_day: Mapped[date | None] = mapped_column(Date, comment="the plant's local date the shift started on")
 
     defects: Mapped[list[Defect]] = relationship(back_populates="inspection", order_by="Defect.id")
     codes: Mapped[list[Code]] = relationship(back_populates="inspection", order_by="Code.id")
+    reasons: Mapped[list[InspectionReason]] = relationship(
+        back_populates="inspection", order_by="InspectionReason.position"
+    )
 
     __table_args__ = (
         Index(None, "line", "station", "decided_at"),
         Index(None, "serial"),
         Index(None, "verdict"),
+        Index(None, "lot"),
+        Index(None, "decided_at"),
         CheckConstraint(f"verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="verdict"),
         CheckConstraint(f"plc_verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="plc_verdict"),
     )
@@ -172,3 +185,64 @@ class PlcResult(Base):
     plc_delivered_at: Mapped[datetime | None] = mapped_column(comment="verdict reached the PLC (UTC); NULL: it did not")
 
     __table_args__ = (CheckConstraint(f"plc_verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="plc_verdict"),)
+
+
+class InspectionReason(Base):
+    """One reason code of an inspection, so a pareto is a GROUP BY: worst first, then by name."""
+
+    __tablename__ = "inspection_reasons"
+
+    inspection_id: Mapped[str] = mapped_column(
+        ForeignKey("inspections.inspection_id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, comment="0 = the worst reason")
+    reason_code: Mapped[str] = mapped_column(String(64), comment="e.g. DEFECT_SHORT, TIMEOUT")
+    severity: Mapped[str] = mapped_column(String(8), comment="the verdict this reason gives: ERROR, FAIL or REWORK")
+
+    inspection: Mapped[Inspection] = relationship(back_populates="reasons")
+
+    __table_args__ = (
+        Index(None, "reason_code"),
+        CheckConstraint(f"severity IN ({', '.join(repr(v) for v in VERDICTS)})", name="severity"),
+    )
+
+
+class ModelVersion(Base):
+    """A model version that judged parts, with the first and last part it judged."""
+
+    __tablename__ = "model_versions"
+
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), comment="the model file's; NULL when not reported")
+    first_used_at: Mapped[datetime] = mapped_column(comment="decided_at of its first part (UTC)")
+    last_used_at: Mapped[datetime] = mapped_column(comment="decided_at of its last part (UTC)")
+
+
+class RecipeVersion(Base):
+    """A recipe version parts were judged by, with the first and last part."""
+
+    __tablename__ = "recipe_versions"
+
+    recipe_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(
+        String(64), comment="of the recipe's settings as configured (canonical JSON); NULL when not known"
+    )
+    first_used_at: Mapped[datetime] = mapped_column(comment="decided_at of its first part (UTC)")
+    last_used_at: Mapped[datetime] = mapped_column(comment="decided_at of its last part (UTC)")
+
+
+class ApiToken(Base):
+    """A query API token: only its secret's sha256 is kept; the token itself is shown once, when made."""
+
+    __tablename__ = "api_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(16), primary_key=True, comment="the token's public part")
+    name: Mapped[str] = mapped_column(String(64), comment="who or what it is for")
+    role: Mapped[str] = mapped_column(String(8), comment="reader or admin")
+    secret_sha256: Mapped[str] = mapped_column(String(64), comment="hex sha256 of the token's secret part")
+    created_at: Mapped[datetime] = mapped_column(default=lambda: datetime.now(UTC))
+    revoked_at: Mapped[datetime | None] = mapped_column(comment="NULL while the token is valid")
+
+    __table_args__ = (CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="role"),)

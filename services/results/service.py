@@ -10,9 +10,10 @@ for as long as the outage lasts. A stop first writes what the streams already ho
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import stamina
@@ -25,7 +26,7 @@ from lineguard.bus import BadMessage, Delivery, Retry
 from lineguard.contracts import stream_name, verdict_name
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.results.db import check_schema, make_engine
-from lineguard.services.results.records import InvalidRecord
+from lineguard.services.results.records import InvalidRecord, LineFacts
 from lineguard.services.results.store import record_plc_ack, write_decision
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
@@ -50,6 +51,7 @@ class ResultsHandlers:
 
     engine: Engine
     nak_delay_s: float = 1.0
+    facts: LineFacts = field(default_factory=LineFacts)  # product, shifts, reason severities: the line's config
 
     async def _store(self, write: Callable[[Engine, Any], bool], delivery: Delivery[Any]) -> bool:
         """Run one write off the event loop: a bad record is a dead letter, a database down a retry."""
@@ -65,7 +67,7 @@ class ResultsHandlers:
             raise
 
     async def decision(self, delivery: Delivery[Decision]) -> None:
-        new = await self._store(write_decision, delivery)
+        new = await self._store(functools.partial(write_decision, facts=self.facts), delivery)
         ROWS.labels("new" if new else "duplicate").inc()
         log.debug(
             "inspection written" if new else "inspection already written",
@@ -113,7 +115,7 @@ async def setup(ctx: ServiceContext) -> None:
         await asyncio.to_thread(engine.dispose)
 
     ctx.on_stop(dispose)
-    handlers = ResultsHandlers(engine, nak_delay_s=ctx.config.nats.nak_delay_s)
+    handlers = ResultsHandlers(engine, nak_delay_s=ctx.config.nats.nak_delay_s, facts=LineFacts.of(ctx.config))
     # Neither a decision nor an ack (what the PLC was given) is given up on while the database is away:
     # JetStream holds them through an outage of any length. A bad record is still dead-lettered at once.
     ctx.consume("decision", Decision, handlers.decision, retry_forever=True)

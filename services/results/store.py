@@ -20,21 +20,29 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from lineguard.services.results.records import InspectionRows, ack_update, decision_rows
-from lineguard.services.results.schema import Code, Defect, Inspection, PlcResult
+from lineguard.services.results.records import InspectionRows, LineFacts, ack_update, decision_rows
+from lineguard.services.results.schema import (
+    Code,
+    Defect,
+    Inspection,
+    InspectionReason,
+    ModelVersion,
+    PlcResult,
+    RecipeVersion,
+)
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
 
 _INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-def write_decision(engine: Engine, decision: Decision) -> bool:
-    """Write `decision` with its defects and codes in one transaction, then its PLC columns if its ack came first;
-    False if it was already there.
+def write_decision(engine: Engine, decision: Decision, facts: LineFacts | None = None) -> bool:
+    """Write `decision` with its defects, codes and reasons in one transaction (and note its model and recipe
+    versions), then its PLC columns if its ack came first; False if it was already there.
 
     Raises InvalidRecord (a ValueError) for a decision that can never be written,
     and SQLAlchemy's errors when the database cannot be reached (worth retrying)."""
-    return write_rows(engine, decision_rows(decision))
+    return write_rows(engine, decision_rows(decision, facts))
 
 
 def write_rows(engine: Engine, rows: InspectionRows) -> bool:
@@ -54,10 +62,38 @@ def write_rows(engine: Engine, rows: InspectionRows) -> bool:
             conn.execute(insert(Defect), rows.defects)
         if new and rows.codes:
             conn.execute(insert(Code), rows.codes)
+        if new and rows.reasons:
+            conn.execute(insert(InspectionReason), rows.reasons)
+        # Model before recipe, in every transaction: two writers lock the two rows in the same order.
+        if new and rows.model_version is not None:
+            _note_version(conn, ModelVersion, rows.model_version, rows.inspection["decided_at"])
+        if new and rows.recipe_version is not None:
+            _note_version(conn, RecipeVersion, rows.recipe_version, rows.inspection["decided_at"])
     # A duplicate merges too: the first delivery may have stopped between its commit and its merge.
     with engine.begin() as conn:
         _merge_plc_result(conn, rows.inspection_id)
     return new
+
+
+def _note_version(
+    conn: Connection, table: type[ModelVersion] | type[RecipeVersion], row: dict[str, Any], used_at: Any
+) -> None:
+    """Insert the version seen, or widen its first / last use to take `used_at` in; a sha256 once noted stays."""
+    statement = _dialect_insert(conn.engine)(table).values(**row, first_used_at=used_at, last_used_at=used_at)
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=list(table.__table__.primary_key),
+        set_={
+            "sha256": func.coalesce(table.sha256, excluded.sha256),
+            "first_used_at": case(
+                (excluded.first_used_at < table.first_used_at, excluded.first_used_at), else_=table.first_used_at
+            ),
+            "last_used_at": case(
+                (excluded.last_used_at > table.last_used_at, excluded.last_used_at), else_=table.last_used_at
+            ),
+        },
+    )
+    conn.execute(statement)
 
 
 def record_plc_ack(engine: Engine, ack: PlcAck) -> bool:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from lineguard.config.model import ShiftCalendar
 from lineguard.services.results.db import make_engine, upgrade_database
+from lineguard.services.results.records import LineFacts
 from lineguard.services.results.store import write_decision
 from lineguard.testing.records import sample_decision
 
@@ -26,6 +28,8 @@ def doc_queries() -> list[tuple[set[str], str]]:
 
 
 QUERIES = doc_queries()
+# The doc's shift is "night": here one shift the whole day, so every part written now is in it.
+FACTS = LineFacts(calendar=ShiftCalendar(shifts=[{"name": "night", "start": "00:00", "end": "00:00"}]))
 
 
 CASES = [(dialect, sql) for where, sql in QUERIES for dialect in sorted(where)]
@@ -43,7 +47,9 @@ def test_doc_query_finds_the_parts(dialect: str, sql: str, request: pytest.Fixtu
     engine = make_engine(url)
     try:
         for i in range(3):
-            write_decision(engine, sample_decision(i, triggered_ns=time.time_ns()))
+            decision = sample_decision(i, triggered_ns=time.time_ns())
+            decision.part.lot = "LOT-2026-0528"
+            write_decision(engine, decision, FACTS)
         with engine.connect() as conn:
             # psycopg reads % as a placeholder; the doc's SQL is written for a person's SQL console.
             rows = conn.exec_driver_sql(sql.replace("%", "%%") if dialect == "postgresql" else sql).all()

@@ -8,27 +8,40 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import Connection, func, insert, inspect, select, text
 
 from lineguard.services.results.db import (
     current_revision,
     downgrade_database,
     head_revision,
+    known_revisions,
     make_engine,
     upgrade_database,
 )
 from lineguard.services.results.records import decision_rows, from_unix_ns
-from lineguard.services.results.schema import Base, Inspection, PlcResult
+from lineguard.services.results.schema import Base, Defect, Inspection, InspectionReason, ModelVersion, PlcResult
 from lineguard.services.results.store import record_plc_ack
 from lineguard.testing import throwaway_database
 from lineguard.testing.records import sample_ack, sample_decision
 from lineguard.v1.decision_pb2 import Verdict
 
-TABLES = {"inspections", "defects", "codes", "plc_results", "alembic_version"}
+TABLES = {
+    "inspections",
+    "defects",
+    "codes",
+    "plc_results",
+    "inspection_reasons",
+    "model_versions",
+    "recipe_versions",
+    "api_tokens",
+    "alembic_version",
+}
+VIEWS = {"part_history", "yield_by_shift", "defect_pareto"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -39,6 +52,14 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     else:
         with throwaway_database() as url:
             yield url
+
+
+COLUMNS_SINCE_0003 = {"part_id", "lot", "product", "shift", "shift_day"}
+
+
+def insert_at_0001(conn: Connection, row: dict[str, Any]) -> None:
+    """An inspection row as lineguard 0001 wrote it: the models' columns less those added since."""
+    conn.execute(insert(Inspection.__table__).values({k: v for k, v in row.items() if k not in COLUMNS_SINCE_0003}))
 
 
 def schema_differences(url: str) -> list:
@@ -137,14 +158,80 @@ def test_0002_keeps_the_plc_deliveries_already_recorded(empty_url: str) -> None:
     engine = make_engine(empty_url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                insert(Inspection.__table__).values({**rows, "plc_verdict": "FAIL", "plc_delivered_at": delivered_at})
-            )
+            insert_at_0001(conn, {**rows, "plc_verdict": "FAIL", "plc_delivered_at": delivered_at})
         assert upgrade_database(empty_url) == head_revision()
         assert record_plc_ack(engine, sample_ack(decision, delivered=False, verdict=Verdict.VERDICT_PASS)) is True
         with engine.connect() as conn:
             row = conn.execute(select(Inspection.plc_verdict, Inspection.plc_delivered_at)).one()
             report = conn.execute(select(PlcResult.plc_verdict, PlcResult.plc_delivered_at)).one()
         assert tuple(row) == tuple(report) == ("FAIL", delivered_at)
+    finally:
+        engine.dispose()
+
+
+def _tables_and_views(url: str) -> tuple[set[str], set[str]]:
+    engine = make_engine(url)
+    try:
+        found = inspect(engine)
+        return set(found.get_table_names()), set(found.get_view_names())
+    finally:
+        engine.dispose()
+
+
+def test_up_and_down_from_empty_through_every_revision(empty_url: str) -> None:
+    for revision in known_revisions():
+        assert upgrade_database(empty_url, revision) == revision
+    assert _tables_and_views(empty_url) == (TABLES, VIEWS)
+    for revision in reversed(["base", *known_revisions()[:-1]]):
+        downgrade_database(empty_url, revision)
+    assert _tables_and_views(empty_url) == ({"alembic_version"}, set())
+    upgrade_database(empty_url)
+    assert _tables_and_views(empty_url) == (TABLES, VIEWS)
+    assert schema_differences(empty_url) == []
+
+
+def test_0003_from_0001_keeps_every_row_and_gives_them_reasons_and_versions(empty_url: str) -> None:
+    # A database lineguard 0001 wrote: its inspections get their reasons as rows, the versions they name, the views;
+    # going back to 0001 drops what 0003 added and nothing else (on SQLite no table is rebuilt, so no cascade).
+    upgrade_database(empty_url, "0001")
+    first, second = sample_decision(1), sample_decision(2)
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            for decision in (first, second):
+                rows = decision_rows(decision)
+                insert_at_0001(conn, {**rows.inspection, "reason_codes": "DEFECT_SPUR,CODE_MISSING,DEFECT_SHORT"})
+                conn.execute(insert(Defect), rows.defects)
+        assert upgrade_database(empty_url) == head_revision()
+        with engine.connect() as conn:
+            reasons = conn.execute(
+                select(InspectionReason.position, InspectionReason.reason_code, InspectionReason.severity)
+                .where(InspectionReason.inspection_id == first.part.inspection_id)
+                .order_by(InspectionReason.position)
+            ).all()
+            assert [tuple(r) for r in reasons] == [
+                (0, "CODE_MISSING", "FAIL"),
+                (1, "DEFECT_SHORT", "FAIL"),
+                (2, "DEFECT_SPUR", "FAIL"),
+            ]
+            model = conn.execute(select(ModelVersion.__table__)).one()
+            assert (model.model_id, model.version, model.sha256) == ("deeppcb-yolo11n", "3", None)
+            assert model.first_used_at == from_unix_ns(first.decided_unix_ns)
+            assert model.last_used_at == from_unix_ns(second.decided_unix_ns)
+            history = conn.execute(
+                text("SELECT serial, verdict, defects, model_version FROM part_history ORDER BY decided_at")
+            ).all()
+            assert [tuple(h) for h in history] == [("LG-00000001", "FAIL", 2, "3")] * 2
+            pareto = conn.execute(text("SELECT reason_code, parts FROM defect_pareto ORDER BY reason_code")).all()
+            assert [tuple(p) for p in pareto] == [("CODE_MISSING", 2), ("DEFECT_SHORT", 2), ("DEFECT_SPUR", 2)]
+        downgrade_database(empty_url, "0001")
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(Defect)).scalar_one() == 4
+            assert conn.execute(select(func.count()).select_from(Inspection.__table__)).scalar_one() == 2
+        assert _tables_and_views(empty_url) == ({"inspections", "defects", "codes", "alembic_version"}, set())
+        columns = {c["name"] for c in inspect(engine).get_columns("inspections")}
+        assert not columns & COLUMNS_SINCE_0003
+        assert upgrade_database(empty_url) == head_revision()
+        assert schema_differences(empty_url) == []
     finally:
         engine.dispose()

@@ -7,12 +7,14 @@ Environment variables are `LINEGUARD_` + the field path joined by `__`, e.g.
 from __future__ import annotations
 
 import re
+from datetime import time
+from itertools import pairwise
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from lineguard.config.ocr import OcrSettings
 from lineguard.config.seams import BackendField, CameraField, PlcField
 
 MiB = 1024 * 1024
@@ -27,31 +29,8 @@ class _Strict(BaseModel):
 class NatsSettings(_Strict):
     url: str = "nats://127.0.0.1:4222"
     connect_timeout_s: float = Field(5.0, gt=0)
-class NatsTlsSettings(_Strict):
-    ca_file: str | None = Field(
-        None,
-        description="the CA the server's certificate is checked against (`lineguard nats creds`: clients/ca.pem); "
-        "default: the system's",
-    )
-    cert_file: str | None = Field(None, description="a client certificate, for a server that verifies clients")
-    key_file: str | None = Field(None, description="the client certificate's key")
-
-    @model_validator(mode="after")
-    def _cert_with_key(self) -> NatsTlsSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
-
-
     publish_timeout_s: float = Field(5.0, gt=0, description="how long a publish waits for the stream's ack")
     stream_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="how long a stream keeps messages")
-    credentials_dir: str | None = Field(
-        None,
-        description="the folder of the NATS identities' nkey seeds, `<identity>.nk` (`lineguard nats creds` writes "
-        "them to <out>/clients): each service signs in with its own (docs/security.md); none: no credential, "
-        "which only an open server (the tests') lets in",
-    )
-    tls: NatsTlsSettings | None = Field(None, description="TLS to the server (a `tls://` URL uses the system's CAs)")
     stream_max_bytes: int = Field(2 * 1024 * MiB, gt=0, description="size limit of each stream")
     duplicate_window_s: float = Field(120, gt=0, description="how long a Nats-Msg-Id is remembered")
     inline_image_max_bytes: int = Field(4 * MiB, gt=0, description="larger frames go to the object store")
@@ -63,11 +42,6 @@ class NatsTlsSettings(_Strict):
 
 class StationSettings(_Strict):
     id: str = Field(pattern=_ID)
-    @property
-    def authenticated(self) -> bool:
-        """Whether connections sign in: a line whose streams an admin provisions (lineguard.bus.permissions)."""
-        return self.credentials_dir is not None
-
     recipe: str = Field(description="the recipe id parts at this station are judged by")
     camera: CameraField = Field(
         "simulator",
@@ -88,6 +62,9 @@ class ClassRule(_Strict):
 
 class RecipeSettings(_Strict):
     version: str = "1"
+    product: str | None = Field(
+        None, max_length=64, description="the product this recipe judges, stored with every inspection's row"
+    )
     deadline_ms: int = Field(2000, gt=0, description="trigger to verdict; a missing input then is FAIL/TIMEOUT")
     min_score: float = Field(0.5, ge=0, le=1)
     classes: dict[str, ClassRule] = Field(default_factory=dict, description="rules per defect class")
@@ -110,9 +87,6 @@ class RecipeSettings(_Strict):
     )
     require_code: bool = Field(False, description="a part without a readable code fails (CODE_MISSING)")
     code_pattern: str | None = Field(None, description="regular expression the serial must match in full")
-    ocr: OcrSettings = Field(
-        default_factory=OcrSettings, description="identity reads: code formats, the ladder's budget, fields and checks"
-    )
 
     @field_validator("code_pattern")
     @classmethod
@@ -164,6 +138,60 @@ class DatabaseSettings(_Strict):
     url: str = "sqlite:///lineguard.db"
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_MINUTES_A_DAY = 24 * 60
+
+
+class ShiftSettings(_Strict):
+    name: str = Field(pattern=_ID, max_length=32)
+    start: time = Field(description="local wall-clock time the shift starts, e.g. 06:00")
+    end: time = Field(description="local time it ends; at or before start: it ends the next day (a night shift)")
+    days: list[Weekday] = Field(
+        default_factory=lambda: list(_WEEKDAYS), description="the days it starts on; default every day"
+    )
+
+    def minutes(self) -> int:
+        """How long the shift lasts, by the wall clock (a shift from 06:00 to 06:00 lasts a day)."""
+        length = (self.end.hour * 60 + self.end.minute) - (self.start.hour * 60 + self.start.minute)
+        return length % _MINUTES_A_DAY or _MINUTES_A_DAY
+
+
+class ShiftCalendar(_Strict):
+    """The line's shifts in the plant's time zone; each inspection's row names the shift it fell in."""
+
+    timezone: str = Field("UTC", description="the plant's IANA time zone, e.g. Europe/Berlin")
+    shifts: list[ShiftSettings] = Field(default_factory=list, description="none: rows carry no shift")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _no_overlaps(self) -> ShiftCalendar:
+        names = [s.name for s in self.shifts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"shift names must be unique, got {names}")
+        week = 7 * _MINUTES_A_DAY
+        taken: list[tuple[int, int, str]] = []  # [start, end) minutes of the week, split where the week wraps
+        for shift in self.shifts:
+            for day in shift.days:
+                start = _WEEKDAYS.index(day) * _MINUTES_A_DAY + shift.start.hour * 60 + shift.start.minute
+                end = start + shift.minutes()
+                label = f"{shift.name} ({day} {shift.start:%H:%M})"
+                taken += [(start, min(end, week), label)] + ([(0, end - week, label)] if end > week else [])
+        taken.sort()
+        for (_, end, first), (start, _, second) in pairwise(taken):
+            if start < end:
+                raise ValueError(f"shifts overlap: {first} and {second}")
+        return self
+
+
 class GatewaySettings(_Strict):
     result_grace_ms: int = Field(
         500, ge=0, description="past the recipe deadline, how long the gateway waits before giving FAIL itself"
@@ -199,6 +227,7 @@ class LineConfig(BaseSettings):
     # while lineguard.config itself is still being imported.
     model: ModelSettings = Field(default_factory=ModelSettings)
     database: DatabaseSettings = DatabaseSettings()
+    calendar: ShiftCalendar = ShiftCalendar()
     gateway: GatewaySettings = GatewaySettings()
     services: ServicesSettings = ServicesSettings()
 
