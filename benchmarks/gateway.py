@@ -10,7 +10,8 @@ timed from writing the five variables (one write_attribute_value each) and emitt
 kind of client receives it.
 
 The station serves --profiles (default simple: the Stations/<id> nodes the client watches; with machine-vision
-the gateway also keeps each result as an OPC 40100 node, on the same event loop). Both clients use the same
+the gateway also sends each result as an OPC 40100 ResultReady event and writes it into a slot of the 40100
+Results folder, on the same event loop). Both clients use the same
 subscription (publishing interval --publishing-interval-ms, default 0: the server sends
 a notification at once; at the simulated PLC's 10 ms both sides wait up to one interval more). Rounds alternate
 which side goes first; the figures are the medians over rounds and their ranges; the last line is JSON.
