@@ -14,7 +14,7 @@ import numpy as np
 
 from lineguard.config import LineConfig, ModelSettings
 from lineguard.contracts import copy_part, now_ns, timing
-from lineguard.imaging import ROI, FrameError, ImageError, decode_image, frame_pixels
+from lineguard.imaging import ROI, FrameError, ImageError, ImageLimits, decode_image, frame_limits, frame_pixels
 from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import Detection as DetectionMessage
@@ -48,7 +48,7 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: Detector) -> Prepa
     reference = None
     if paired and frame.reference_data:
         try:
-            reference = _reference(frame.reference_data, frame.reference_encoding or None)
+            reference = _reference(frame.reference_data, frame.reference_encoding or None, frame_limits(frame, config))
         except ImageError as exc:
             raise FrameError(f"reference image: {exc}") from None
     try:
@@ -64,9 +64,9 @@ def prepare_frame(frame: Frame, config: LineConfig, detector: Detector) -> Prepa
 
 
 @functools.lru_cache(maxsize=REFERENCES_CACHED)
-def _reference(data: bytes, encoding: str | None) -> np.ndarray:
+def _reference(data: bytes, encoding: str | None, limits: ImageLimits) -> np.ndarray:
     """A reference image, decoded once: a station compares every part of a product with the same golden image."""
-    image = decode_image(data, expected_encoding=encoding, grey=True)
+    image = decode_image(data, expected_encoding=encoding, grey=True, limits=limits)
     image.flags.writeable = False  # shared by every frame that brings it
     return image
 

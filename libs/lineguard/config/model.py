@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lineguard.config.ocr import OcrSettings
 from lineguard.config.seams import BackendField, CameraField, PlcField
 
 MiB = 1024 * 1024
@@ -29,8 +30,31 @@ class _Strict(BaseModel):
 class NatsSettings(_Strict):
     url: str = "nats://127.0.0.1:4222"
     connect_timeout_s: float = Field(5.0, gt=0)
+class NatsTlsSettings(_Strict):
+    ca_file: str | None = Field(
+        None,
+        description="the CA the server's certificate is checked against (`lineguard nats creds`: clients/ca.pem); "
+        "default: the system's",
+    )
+    cert_file: str | None = Field(None, description="a client certificate, for a server that verifies clients")
+    key_file: str | None = Field(None, description="the client certificate's key")
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> NatsTlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
     publish_timeout_s: float = Field(5.0, gt=0, description="how long a publish waits for the stream's ack")
     stream_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="how long a stream keeps messages")
+    credentials_dir: str | None = Field(
+        None,
+        description="the folder of the NATS identities' nkey seeds, `<identity>.nk` (`lineguard nats creds` writes "
+        "them to <out>/clients): each service signs in with its own (docs/security.md); none: no credential, "
+        "which only an open server (the tests') lets in",
+    )
+    tls: NatsTlsSettings | None = Field(None, description="TLS to the server (a `tls://` URL uses the system's CAs)")
     stream_max_bytes: int = Field(2 * 1024 * MiB, gt=0, description="size limit of each stream")
     duplicate_window_s: float = Field(120, gt=0, description="how long a Nats-Msg-Id is remembered")
     inline_image_max_bytes: int = Field(4 * MiB, gt=0, description="larger frames go to the object store")
@@ -42,6 +66,11 @@ class NatsSettings(_Strict):
 
 class StationSettings(_Strict):
     id: str = Field(pattern=_ID)
+    @property
+    def authenticated(self) -> bool:
+        """Whether connections sign in: a line whose streams an admin provisions (lineguard.bus.permissions)."""
+        return self.credentials_dir is not None
+
     recipe: str = Field(description="the recipe id parts at this station are judged by")
     camera: CameraField = Field(
         "simulator",
@@ -87,6 +116,9 @@ class RecipeSettings(_Strict):
     )
     require_code: bool = Field(False, description="a part without a readable code fails (CODE_MISSING)")
     code_pattern: str | None = Field(None, description="regular expression the serial must match in full")
+    ocr: OcrSettings = Field(
+        default_factory=OcrSettings, description="identity reads: code formats, the ladder's budget, fields and checks"
+    )
 
     @field_validator("code_pattern")
     @classmethod
