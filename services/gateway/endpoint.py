@@ -66,6 +66,10 @@ class PlcEndpoint(Protocol):
     async def set_busy(self, station: str, busy: bool) -> None:
         """Show whether `station` has parts in flight."""
 
+    async def set_error(self, station: str, reason: str | None) -> None:
+        """Show `station` in Error for `reason` (a service it needs is down, health.py), or serving again (None).
+        While in Error the handshake refuses its triggers; the endpoint shows the state, nothing more."""
+
 
 @runtime_checkable
 class UsesRecipes(Protocol):

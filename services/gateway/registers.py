@@ -86,6 +86,7 @@ class RegisterStation:
         self._slot: int | None = None  # the sequence in flight or awaiting its acknowledgement
         self._refusal = Error.NONE  # why the trigger now high was refused, shown until it falls
         self._fault: Error | None = None  # the station is in Error while set
+        self._down: str | None = None  # a service the station needs is down (set_down): in Error while set
         self._connected = connected
         # What the last read found; None until the first read of a connection (nothing to compare with).
         self._last: PlcFields | None = PlcFields() if connected else None
@@ -96,10 +97,10 @@ class RegisterStation:
 
     @property
     def in_error(self) -> bool:
-        return self._fault is not None
+        return self._fault is not None or self._down is not None
 
     def _error(self) -> int:
-        return int(self._refusal or self._fault or Error.NONE)
+        return int(self._refusal or self._fault or (Error.SERVICE_DOWN if self._down else Error.NONE))
 
     async def _show(self, change: dict[str, int | bool]) -> None:
         """Set our fields and write the ones that changed. Call with the lock held.
@@ -163,6 +164,15 @@ class RegisterStation:
         if last is not None and fields.trigger and not last.trigger:
             await self._trigger(fields)
 
+    async def set_down(self, reason: str | None) -> None:
+        """A service the station needs is down (Error, safe outputs, triggers refused), or beats again (None)."""
+        async with self._lock:
+            self._down = reason
+            if reason is not None:
+                await self._enter_error(Error.SERVICE_DOWN, reason)
+            else:
+                await self._show({})
+
     async def beat(self) -> None:
         async with self._lock:
             await self._show({"heartbeat": (self.outputs.heartbeat + 1) & 0xFFFF})
@@ -170,9 +180,10 @@ class RegisterStation:
     async def deliver(self, result: Result) -> None:
         """Show the result: verdict, reasons, result_sequence, then done (busy falls with it)."""
         async with self._lock:
-            if self._fault is not None:
+            if self.in_error:
+                why = self._fault.name if self._fault is not None else self._down
                 raise ResultNotAwaited(
-                    f"station {self.station} is in Error ({self._fault.name}): result {result.sequence} not shown"
+                    f"station {self.station} is in Error ({why}): result {result.sequence} not shown"
                 )
             if self._slot != result.sequence or not self.outputs.busy:
                 raise ResultNotAwaited(
@@ -206,7 +217,8 @@ class RegisterStation:
                 why=why,
                 abandoned=self._slot if self.outputs.busy or self.outputs.done else None,
             )
-        self._fault = code
+        if code is not Error.SERVICE_DOWN:
+            self._fault = code
         self._slot = None
         safe = {n: getattr(_SAFE, n) for n in GATEWAY_FIELDS if n not in ("heartbeat", "error")}
         await self._show(safe)
@@ -232,8 +244,9 @@ class RegisterStation:
     async def _trigger(self, fields: PlcFields) -> None:
         sequence = fields.sequence
         async with self._lock:
-            if self._fault is not None:
-                await self._refuse(Error.IN_ERROR, f"the station is in Error ({self._fault.name})", fields)
+            if self.in_error:
+                why = self._fault.name if self._fault is not None else self._down
+                await self._refuse(Error.IN_ERROR, f"the station is in Error ({why})", fields)
                 return
             if self._slot is not None or self.outputs.busy or self.outputs.done:
                 await self._refuse(
@@ -415,6 +428,10 @@ class ClientEndpoint:
 
     async def set_busy(self, station: str, busy: bool) -> None:
         """Nothing to do: a register station shows its own busy (one part at a time, until its result)."""
+
+    async def set_error(self, station: str, reason: str | None) -> None:
+        with contextlib.suppress(Exception):  # not connected: shown with every field when the connection is back
+            await self._link.set_down(reason)
 
     def link(self, station: str) -> RegisterStation:
         return self._link

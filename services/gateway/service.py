@@ -9,13 +9,22 @@ part in flight (StationLinks.finish)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+
+from nats.aio.msg import Msg
+
 from lineguard.bus import Delivery
 from lineguard.config import PLC_PROTOCOLS, PlcSettings
+from lineguard.contracts import heartbeat_subject
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack, UsesRecipes
+from lineguard.services.gateway.health import ServiceWatch
 from lineguard.services.gateway.recipes import RecipeBook
 from lineguard.services.gateway.station import StationLinks
 from lineguard.v1.decision_pb2 import Decision
+from lineguard.v1.heartbeat_pb2 import Heartbeat
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -40,8 +49,44 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.run_task(link.run_deadlines(ctx.stopping))
         ctx.run_task(link.run_outbox(ctx.stopping))
     ctx.before_stop(links.finish)
+    ctx.run_task(watch_health(ctx, links))
 
     async def on_decision(delivery: Delivery[Decision]) -> None:
         await links.route(delivery.message).on_decision(delivery.message)
 
     ctx.consume("decision", Decision, on_decision)
+
+
+async def watch_health(ctx: ServiceContext, links: StationLinks) -> None:
+    """Feed the services' heartbeats (a plain subscription: every beat, none stored for us) to a ServiceWatch and
+    put every station in Error while one it needs is silent; back when it beats again (health.py)."""
+    watch = ServiceWatch.of(ctx.config)
+    if not watch.timeouts_s:
+        return
+
+    async def on_beat(msg: Msg) -> None:
+        try:
+            beat = Heartbeat.FromString(msg.data)
+        except Exception:  # noqa: BLE001 - a malformed heartbeat proves nothing either way
+            return
+        watch.beat(beat.service, time.monotonic())
+
+    every_service = heartbeat_subject(ctx.config.line, "gateway").rsplit(".", 1)[0] + ".*"  # lg.heartbeat.<line>.*
+    sub = await ctx.bus.nc.subscribe(every_service, cb=on_beat)
+    period = min(watch.timeouts_s.values()) / 4
+    connected = True
+    try:
+        while not ctx.stopping.is_set():
+            now = time.monotonic()
+            if ctx.bus.nc.is_connected and not connected:
+                watch.bus_back(now)
+            connected = ctx.bus.nc.is_connected
+            reason = watch.reason(now) if connected else None
+            for link in links.links.values():
+                if connected:  # while the bus is away the state stays as it was
+                    await link.set_fault(reason)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.stopping.wait(), timeout=period)
+    finally:
+        with contextlib.suppress(Exception):  # the bus may be closing
+            await sub.unsubscribe()

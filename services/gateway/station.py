@@ -69,6 +69,7 @@ class StationLink:
         # Each open inspection's deadline (monotonic).
         self.deadlines: Deadlines[str] = Deadlines()
         self.refusing = ""  # why new triggers are refused (the gateway is stopping); empty while it serves
+        self.fault = ""  # why the station is in Error (a service it needs is down); empty while it serves
 
     @property
     def station(self) -> str:
@@ -96,8 +97,8 @@ class StationLink:
 
         Never waits on the bus. Refused (TriggerRefused) while stopping, or while the outbox is full."""
         repeat = self.handshake.is_open(sequence)
-        if self.refusing and not repeat:
-            raise TriggerRefused(f"trigger {sequence} of station {self.station} refused: {self.refusing}")
+        if (self.refusing or self.fault) and not repeat:
+            raise TriggerRefused(f"trigger {sequence} of station {self.station} refused: {self.refusing or self.fault}")
         if self.outbox.full and not repeat:
             raise TriggerRefused(
                 f"trigger {sequence} of station {self.station} refused: {len(self.outbox)} messages wait for the bus"
@@ -178,6 +179,18 @@ class StationLink:
             ack = build_ack(result, self.protocol, delivered=True, delivered_unix_ns=now_ns())
             self.outbox.put("ack", ack, stage=READ_BACK_STAGE)
         return result
+
+    async def set_fault(self, reason: str | None) -> None:
+        """Error (a service the station needs is down: new triggers refused, fail safe) or serving again."""
+        if (reason or "") == self.fault:
+            return
+        self.fault = reason or ""
+        if reason:
+            log.error("station in Error: triggers refused", station=self.station, reason=reason)
+        else:
+            log.info("station serves again: its services beat", station=self.station)
+        if self.plc is not None:
+            await self.plc.set_error(self.station, reason)
 
     async def run_deadlines(self, stopping: asyncio.Event) -> None:
         """Sleep until the next inspection's deadline, then give FAIL / TIMEOUT to what is due."""

@@ -55,6 +55,7 @@ class LoopbackEndpoint:
     beats: int = 0
     results: dict[str, list[Result]] = field(default_factory=dict)
     busy: dict[str, list[bool]] = field(default_factory=dict)
+    errors: dict[str, list[str | None]] = field(default_factory=dict)
 
     async def start(self) -> None:
         self.started = True
@@ -72,6 +73,9 @@ class LoopbackEndpoint:
 
     async def set_busy(self, station: str, busy: bool) -> None:
         self.busy.setdefault(station, []).append(busy)
+
+    async def set_error(self, station: str, reason: str | None) -> None:
+        self.errors.setdefault(station, []).append(reason)
 
     async def result_for(self, station: str, inspection_id: str, timeout_s: float = 10.0) -> Result:
         deadline = time.monotonic() + timeout_s

@@ -228,6 +228,13 @@ class GatewaySettings(_Strict):
     result_grace_ms: int = Field(
         500, ge=0, description="past the recipe deadline, how long the gateway waits before giving FAIL itself"
     )
+    watch_services: list[Literal["capture", "inference", "ocr", "decision"]] = Field(
+        ["capture", "inference", "ocr", "decision"],
+        description="the services a station needs: one silent puts every station in Error (services/gateway/health.py)",
+    )
+    missed_heartbeats: int = Field(
+        3, ge=1, le=100, description="a watched service is down after this many of its heartbeat_s without one"
+    )
 
 
 class ServiceSettings(_Strict):

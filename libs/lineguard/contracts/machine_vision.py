@@ -29,6 +29,8 @@ JOB_STARTED_EVENT_TYPE = 1013
 RECIPE_PREPARED_EVENT_TYPE = 1022
 READY_EVENT_TYPE = 1023
 RESULT_READY_EVENT_TYPE = 1024
+ERROR_EVENT_TYPE = 1019  # the system entered Error (a service a station needs is down)
+ERROR_RESOLVED_EVENT_TYPE = 1020  # ... and left it
 ACQUISITION_DONE_EVENT_TYPE = 1025  # declared by the standard; lineguard has no capture signal to send it on yet
 
 # VisionStateMachine's states and the automatic-mode sub-machine's (the states of the types):

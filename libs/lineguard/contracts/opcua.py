@@ -18,6 +18,7 @@ Address space, under the Objects folder, in namespace `NAMESPACE_URI`
         ResultTimestamp      DateTime  when the gateway handed the result over (UTC)
         Busy                 Boolean   inspections in flight at this station
         Heartbeat            UInt32    +1 every HEARTBEAT_PERIOD_S while the gateway runs
+        Error                String    "" while the station serves; why it is in Error (a service it needs is down)
 
 Every result is also an event of type `InspectionResultEventType` (a subtype of
 BaseEventType) emitted by the station object, carrying the five Result* fields
@@ -52,6 +53,7 @@ RESULT_REASONS = "ResultReasons"
 RESULT_TIMESTAMP = "ResultTimestamp"
 BUSY = "Busy"
 HEARTBEAT = "Heartbeat"
+ERROR = "Error"
 
 HEARTBEAT_PERIOD_S = 1.0
 # How many of a station's latest results GetResult can read (the gateway's handshake remembers as many).
@@ -88,6 +90,7 @@ RESULT_FIELDS: tuple[Field, ...] = (
 STATUS_FIELDS: tuple[Field, ...] = (
     Field(BUSY, "Boolean", "true while inspections triggered at this station await their result"),
     Field(HEARTBEAT, "UInt32", "incremented every second while the gateway runs; wraps at 2^32"),
+    Field(ERROR, "String", "empty while the station serves; else why it is in Error (Trigger then refused)"),
 )
 
 TRIGGER_INPUTS: tuple[Argument, ...] = (

@@ -157,6 +157,7 @@ class VisionSystem:
         self._continuous: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # the event objects are shared between emits
         self._events: dict[int, EventGenerator] = {}
+        self._down: str | None = None  # why a service the station needs is down (set_error): in Error while set
         self._vars: dict[str, Node] = {}
 
     # --- building ---------------------------------------------------------------------------------------------
@@ -173,7 +174,13 @@ class VisionSystem:
         results = await self.node.get_child([f"{mv_idx}:{mv.RESULT_MANAGEMENT}", f"{mv_idx}:{mv.RESULTS_FOLDER}"])
         self._vars["results"] = results
         self._slots = [await self._result_slot(results, k) for k in range(RESULTS_SHOWN)]
-        for type_id in (mv.JOB_STARTED_EVENT_TYPE, mv.READY_EVENT_TYPE, mv.RESULT_READY_EVENT_TYPE):
+        for type_id in (
+            mv.JOB_STARTED_EVENT_TYPE,
+            mv.READY_EVENT_TYPE,
+            mv.RESULT_READY_EVENT_TYPE,
+            mv.ERROR_EVENT_TYPE,
+            mv.ERROR_RESOLVED_EVENT_TYPE,
+        ):
             self._events[type_id] = await self.server.get_event_generator(_nid(type_id, mv_idx), self.node.nodeid)
         self._events[mv.RECIPE_PREPARED_EVENT_TYPE] = await self.server.get_event_generator(
             _nid(mv.RECIPE_PREPARED_EVENT_TYPE, mv_idx), self.node.nodeid
@@ -289,6 +296,20 @@ class VisionSystem:
 
     async def _write(self, name: str, value: ua.DataValue) -> None:
         await self.server.write_attribute_value(self._vars[name].nodeid, value)
+
+    async def set_error(self, reason: str | None) -> None:
+        """Error with an ErrorEventType while a service the station needs is down; ErrorResolvedEventType and
+        Operational again when it beats (the gateway's own Reset; a Halt by the PLC meanwhile stays Halted)."""
+        self._down = reason
+        if reason is not None and self.states.main != mv.ERROR:
+            await self._end_continuous()
+            self.states.fail()
+            await self._show_states()
+            await self._emit(mv.ERROR_EVENT_TYPE, {}, reason)
+        elif reason is None and self.states.main == mv.ERROR:
+            self.states.recover(recipe_prepared=self._prepared is not None)
+            await self._show_states()
+            await self._emit(mv.ERROR_RESOLVED_EVENT_TYPE, {}, "the station's services beat again")
 
     async def set_busy(self, busy: bool) -> None:
         before = self.states.system_state
@@ -421,6 +442,8 @@ class VisionSystem:
 
     async def _reset(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
         cause = self._cause(args, "Reset")
+        if self._down is not None:
+            raise InvalidState(f"Reset is not allowed while the station's services are down ({self._down})")
         self.states.reset()
         await self._show_states()
         self.states.operate(recipe_prepared=self._prepared is not None)
@@ -705,6 +728,11 @@ class MachineVisionSpace:
         system = self.systems.get(station)
         if system is not None:
             await system.set_busy(busy)
+
+    async def set_error(self, station: str, reason: str | None) -> None:
+        system = self.systems.get(station)
+        if system is not None:
+            await system.set_error(reason)
 
     async def stop(self) -> None:
         for system in self.systems.values():

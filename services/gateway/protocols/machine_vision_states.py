@@ -79,6 +79,16 @@ class VisionStates:
         self._require("Halt", (mv.PREOPERATIONAL, mv.OPERATIONAL, mv.ERROR))
         self.main, self.auto = mv.HALTED, None
 
+    def fail(self) -> None:
+        """Any state -> Error: the gateway found a service the station needs down (health.py)."""
+        self.main, self.auto = mv.ERROR, None
+
+    def recover(self, *, recipe_prepared: bool) -> None:
+        """Error -> Operational once the services beat again: the gateway's own Reset (nothing else to clear)."""
+        if self.main == mv.ERROR:
+            self.reset()
+            self.operate(recipe_prepared=recipe_prepared)
+
     def reset(self) -> None:
         """Halted or Error -> Preoperational; the gateway then goes Operational by itself (it has nothing to set up)."""
         self._require("Reset", (mv.HALTED, mv.ERROR))

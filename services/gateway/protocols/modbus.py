@@ -260,6 +260,9 @@ class ModbusServerEndpoint:
     async def set_busy(self, station: str, busy: bool) -> None:
         """Nothing to do: a register station shows its own busy (one part at a time, until its result)."""
 
+    async def set_error(self, station: str, reason: str | None) -> None:
+        await self._links[station].set_down(reason)
+
     def link(self, station: str) -> RegisterStation:
         return self._links[station]
 

@@ -68,6 +68,7 @@ _INITIAL: dict[str, Any] = {
     contract.RESULT_TIMESTAMP: NULL_DATETIME,
     contract.BUSY: False,
     contract.HEARTBEAT: 0,
+    contract.ERROR: "",
 }
 
 
@@ -163,6 +164,9 @@ class OpcuaStation:
     async def beat(self, count: int) -> None:
         await self._write(contract.HEARTBEAT, count & _UINT32_MAX, datetime.now(UTC))
 
+    async def set_error(self, reason: str | None) -> None:
+        await self._write(contract.ERROR, reason or "", datetime.now(UTC))
+
 
 class OpcuaEndpoint:
     """One asyncua server listening at one endpoint, serving the stations configured on it (a PlcEndpoint)."""
@@ -244,6 +248,12 @@ class OpcuaEndpoint:
             await self._nodes[station].set_busy(busy)
         if self.machine_vision is not None:
             await self.machine_vision.set_busy(station, busy)
+
+    async def set_error(self, station: str, reason: str | None) -> None:
+        if station in self._nodes:
+            await self._nodes[station].set_error(reason)
+        if self.machine_vision is not None:
+            await self.machine_vision.set_error(station, reason)
 
     def use_recipes(self, recipes: RecipeBook) -> None:
         if self.machine_vision is not None:
