@@ -46,7 +46,7 @@ MAX_SEQUENCE = 0xFFFFFFFF
 
 
 class Error(enum.IntEnum):
-    """The `error` field. 1 while the station is in Error; a refusal (2..7) from the refused trigger's rising
+    """The `error` field. 1 or 8 while the station is in Error; a refusal (2..7) from the refused trigger's rising
     edge until the trigger falls, so that every refusal is a change the PLC can see."""
 
     NONE = 0
