@@ -37,6 +37,7 @@ class Role:
     consumes: tuple[str, ...]
     produces: tuple[str, ...]
     reads_registry: bool = False
+    watches_heartbeats: bool = False  # a plain subscription to every service's heartbeat on the line
 
 
 # The services, as the code wires them (`ctx.consume(...)`, `ctx.publish(...)` in services/<name>/service.py).
@@ -45,7 +46,8 @@ SERVICE_ROLES: dict[str, Role] = {
     "inference": Role(consumes=("frame",), produces=("inference",), reads_registry=True),
     "ocr": Role(consumes=("frame",), produces=("ocr",)),
     "decision": Role(consumes=("trigger", "inference", "ocr"), produces=("decision",)),
-    "gateway": Role(consumes=("decision",), produces=("trigger", "ack")),
+    # The gateway puts its stations in Error while a service they need is silent (services/gateway/health.py).
+    "gateway": Role(consumes=("decision",), produces=("trigger", "ack"), watches_heartbeats=True),
     "results": Role(consumes=("decision", "ack"), produces=()),
 }
 ADMIN = "admin"
@@ -144,7 +146,10 @@ def permissions(identity: str, line: str) -> Permissions:
             publish += _registry_read()
     else:
         raise KeyError(f"no NATS identity {identity!r} (known: {', '.join(IDENTITIES)})")
-    return Permissions(publish=tuple(dict.fromkeys(publish)), subscribe=(f"{inbox_prefix(identity)}.>",))
+    subscribe = [f"{inbox_prefix(identity)}.>"]
+    if identity in SERVICE_ROLES and SERVICE_ROLES[identity].watches_heartbeats:
+        subscribe.append(f"lg.heartbeat.{line}.*")
+    return Permissions(publish=tuple(dict.fromkeys(publish)), subscribe=tuple(subscribe))
 
 
 def _quoted(subjects: tuple[str, ...]) -> str:
@@ -185,6 +190,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
     reads = ", ".join(f"`{durable_name(identity, kind)}` on {stream_name(kind)}" for kind in role.consumes)
     if role.reads_registry:
         reads += ", the model registry"
+    if role.watches_heartbeats:
+        reads += f", `lg.heartbeat.{line}.*` (subscribed)"
     return publish, reads
 
 
