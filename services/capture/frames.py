@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from lineguard.config import LineConfig
 from lineguard.contracts import copy_part, now_ns, timing
-from lineguard.services.capture.sources import CameraError, CameraSource, open_source
+from lineguard.services.capture.sources import CameraError, CameraSource, Watched, open_source
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.trigger_pb2 import Trigger
 
@@ -25,6 +25,19 @@ class StationCameras:
     @classmethod
     def from_config(cls, config: LineConfig) -> StationCameras:
         return cls(config, {s.id: open_source(s.id, s.camera) for s in config.stations})
+
+    def problems(self) -> dict[str, str]:
+        """Each station whose camera cannot grab now, with why."""
+        found = {}
+        for station, source in self.sources.items():
+            if isinstance(source, Watched) and (problem := source.problem()):
+                found[station] = problem
+        return found
+
+    def close(self) -> None:
+        for source in self.sources.values():
+            if isinstance(source, Watched):
+                source.close()
 
     def capture(self, trigger: Trigger) -> Frame:
         """Grab the image of `trigger`'s part; raises CaptureError when there can be none."""

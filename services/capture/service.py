@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 
 from lineguard.bus import BadMessage, Delivery
@@ -15,6 +16,7 @@ from lineguard.v1.trigger_pb2 import Trigger
 ENVELOPE_BYTES = 64 * 1024
 # Frames grabbed but not yet on the bus, kept for their trigger's redelivery (oldest dropped beyond this).
 UNSENT_KEPT = 16
+CAMERA_REPORT_S = 0.5
 
 
 class PayloadLimitError(RuntimeError):
@@ -31,6 +33,8 @@ async def setup(ctx: ServiceContext) -> None:
             f"{inline_limit}: raise max_payload on the server or lower nats.inline_image_max_bytes"
         )
     cameras = StationCameras.from_config(ctx.config)
+    ctx.on_stop(lambda: asyncio.to_thread(cameras.close))
+    ctx.run_task(report_cameras(ctx, cameras))
     # A trigger whose frame could not be published comes back (nak, redelivery): it gets the image grabbed
     # the first time, not a new grab, which could show the next part (or read the camera's next buffer).
     unsent: OrderedDict[str, Frame] = OrderedDict()
@@ -54,3 +58,13 @@ async def setup(ctx: ServiceContext) -> None:
         unsent.pop(inspection_id, None)
 
     ctx.consume("trigger", Trigger, handle)
+
+
+async def report_cameras(ctx: ServiceContext, cameras: StationCameras) -> None:
+    """The heartbeat says which stations' cameras cannot grab and why (degraded), within a second of it."""
+    while not ctx.stopping.is_set():
+        problems = cameras.problems()
+        ctx.degraded = bool(problems)
+        ctx.detail = "; ".join(f"station {station}: {problem}" for station, problem in sorted(problems.items()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stopping.wait(), timeout=CAMERA_REPORT_S)

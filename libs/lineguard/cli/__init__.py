@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lineguard.cli.camera import camera_app
 from lineguard.cli.data import data_app
 from lineguard.cli.db import db_app
 from lineguard.cli.demo import demo
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="lineguard: computer-vision inspection for production lines."
 )
 app.command()(demo)
+app.add_typer(camera_app, name="camera")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")

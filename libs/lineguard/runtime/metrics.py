@@ -25,3 +25,24 @@ DUPLICATE_PUBLISHES = Counter(
     "(a retry), different (an id collision) or unknown (it could not be read)",
     ["service", "kind", "payload"],
 )
+# Network cameras (capture's gige kind): the stream's own counts, so a cable or switch going bad shows before
+# frames are lost.
+CAMERA_PACKETS = Counter(
+    "lineguard_camera_packets_total",
+    "GigE Vision stream packets by what happened to them (received, missing, resent, resend_requests, error, "
+    "duplicated)",
+    ["station", "camera", "outcome"],
+)
+CAMERA_FRAMES = Counter(
+    "lineguard_camera_frames_total",
+    "Frames the camera's stream delivered or lost (completed, failures, underruns, timeouts, missing)",
+    ["station", "camera", "outcome"],
+)
+CAMERA_CONNECTED = Gauge(
+    "lineguard_camera_connected", "1 while the station's camera is connected", ["station", "camera"]
+)
+CAMERA_RECONNECTS = Counter(
+    "lineguard_camera_reconnects_total",
+    "Times the station's camera was opened again after it was lost",
+    ["station", "camera"],
+)

@@ -7,12 +7,12 @@ kinds is the `lineguard.cameras` entry points (lineguard.config.seams.CAMERAS), 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lineguard.config import CAMERAS, CameraSettings
 from lineguard.v1.common_pb2 import Part
 
-__all__ = ["CameraError", "CameraSource", "CapturedImage", "open_source"]
+__all__ = ["CameraError", "CameraSource", "CapturedImage", "Watched", "open_source"]
 
 
 class CameraError(RuntimeError):
@@ -38,6 +38,18 @@ class CameraSource(Protocol):
     def grab(self, part: Part) -> CapturedImage:
         """One image of `part`; raises CameraError when there is none to give."""
         ...
+
+
+@runtime_checkable
+class Watched(Protocol):
+    """A source that can go away and come back (a network camera): it says why it cannot grab now, for the
+    station's health, and has threads and a connection to close."""
+
+    def problem(self) -> str | None:
+        """Why a grab would fail now (disconnected, reconnecting); None while it would not."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def open_source(station_id: str, settings: CameraSettings) -> CameraSource:
