@@ -163,7 +163,8 @@ async def test_decision_for_an_unknown_station_is_dead_lettered_and_the_next_ser
         )
         assert len(dead) == 1
         reason = dead[0].headers[DEAD_REASON]
-        assert "is for station 's9', which this gateway does not serve (stations: s1, s2)" in reason
+        # Refused by the bus worker's check of every message against the configured stations (issue 13).
+        assert "is about station 's9', which is not configured on line 'l1' (known: s1, s2)" in reason
         await gateway_idle(gateway.bus)
         await asyncio.sleep(0.2)
         got = [(r.sequence, r.verdict, r.reasons) for r in plc.received if r.inspection_id == orphan.inspection_id]
