@@ -36,18 +36,37 @@ def test_compose_nats_carries_the_inline_frames() -> None:
     assert size and int(size.group(1)) * 1024 * 1024 > NatsSettings().inline_image_max_bytes
 
 
-def test_compose_nats_config_is_valid_for_nats_server() -> None:
+def test_compose_nats_config_is_valid_for_nats_server(tmp_path: Path) -> None:
+    """deploy/nats.conf with what `lineguard nats creds` writes, laid out as compose mounts it (/etc/nats/...)."""
+    import shutil
     import subprocess
 
+    from lineguard.bus.credentials import write_credentials
     from lineguard.natsserver import nats_server_binary
 
+    layout = write_credentials(tmp_path / "secrets-out", "l1", hosts=["nats"])
+    etc = tmp_path / "etc" / "nats"
+    shutil.copytree(layout.root / "server", etc / "secrets")
+    conf = (ROOT / "deploy" / "nats.conf").read_text().replace("/etc/nats/", f"{etc}/")
+    (etc / "nats.conf").write_text(conf)
     check = subprocess.run(
-        [nats_server_binary(), "-c", str(ROOT / "deploy" / "nats.conf"), "-t"],
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [nats_server_binary(), "-c", str(etc / "nats.conf"), "-t"], capture_output=True, text=True, timeout=30
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_deployed_nats_is_secured() -> None:
+    """TLS and sign-in on the server, monitoring on loopback only; every service mounts its own seed and the CA."""
+    conf = (ROOT / "deploy" / "nats.conf").read_text()
+    assert "tls {" in conf and 'include "secrets/authorization.conf"' in conf
+    assert "http: 127.0.0.1:8222" in conf and "http_port" not in conf
+    cfg = load_config(ROOT / "deploy" / "line.yaml")
+    assert cfg.nats.credentials_dir == "/run/secrets/nats" and cfg.nats.tls and cfg.nats.tls.ca_file
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name in [*SERVICES, "nats-provision"]:
+        identity = "admin" if name == "nats-provision" else name
+        targets = {s["target"] for s in compose["services"][name]["secrets"] if isinstance(s, dict)}
+        assert targets == {f"/run/secrets/nats/{identity}.nk", "/run/secrets/nats/ca.pem"}, name
 
 
 def test_compose_migrates_in_a_step_of_its_own_before_the_writer_starts() -> None:

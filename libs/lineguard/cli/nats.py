@@ -17,7 +17,7 @@ nats_app = typer.Typer(no_args_is_help=True, help="NATS credentials, server conf
 LineOption = Annotated[str, typer.Option(help="the line id the permissions are for (its subjects lg.<kind>.<line>.*)")]
 
 
-def _config(path: Path) -> LineConfig:
+def _config(path: Path | None) -> LineConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -71,7 +71,9 @@ def config_(
 
 @nats_app.command()
 def provision(
-    config: Annotated[Path, typer.Option("--config", "-c", help="the line's YAML (its nats section)")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="the line's YAML (default $LINEGUARD_CONFIG)")
+    ] = None,
     credential: Annotated[
         Path | None, typer.Option(help="the admin's nkey seed (default: <nats.credentials_dir>/admin.nk)")
     ] = None,
