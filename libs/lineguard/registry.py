@@ -1,6 +1,7 @@
 """The model registry: versioned models in a JetStream object store, and which version each line runs.
 
-Layout (both buckets are provisioned idempotently, like the streams):
+Layout (both buckets are provisioned idempotently, like the streams; on a secured line by the admin identity, and
+only the operator identity may write them: lineguard.bus.permissions):
 - object store `lg-models`: each version is two objects, `<model_id>/<version>/model.onnx` and
   `<model_id>/<version>/card.json` (the model card, lineguard.vision.card.ModelCard). The card
   is written last: a version exists once its card does, so an interrupted push leaves no half version,
