@@ -27,9 +27,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class NatsSettings(_Strict):
-    url: str = "nats://127.0.0.1:4222"
-    connect_timeout_s: float = Field(5.0, gt=0)
 class NatsTlsSettings(_Strict):
     ca_file: str | None = Field(
         None,
@@ -46,8 +43,8 @@ class NatsTlsSettings(_Strict):
         return self
 
 
-    publish_timeout_s: float = Field(5.0, gt=0, description="how long a publish waits for the stream's ack")
-    stream_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="how long a stream keeps messages")
+class NatsSettings(_Strict):
+    url: str = "nats://127.0.0.1:4222"
     credentials_dir: str | None = Field(
         None,
         description="the folder of the NATS identities' nkey seeds, `<identity>.nk` (`lineguard nats creds` writes "
@@ -55,6 +52,9 @@ class NatsTlsSettings(_Strict):
         "which only an open server (the tests') lets in",
     )
     tls: NatsTlsSettings | None = Field(None, description="TLS to the server (a `tls://` URL uses the system's CAs)")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    publish_timeout_s: float = Field(5.0, gt=0, description="how long a publish waits for the stream's ack")
+    stream_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="how long a stream keeps messages")
     stream_max_bytes: int = Field(2 * 1024 * MiB, gt=0, description="size limit of each stream")
     duplicate_window_s: float = Field(120, gt=0, description="how long a Nats-Msg-Id is remembered")
     inline_image_max_bytes: int = Field(4 * MiB, gt=0, description="larger frames go to the object store")
@@ -63,14 +63,14 @@ class NatsTlsSettings(_Strict):
     nak_delay_s: float = Field(1.0, ge=0)
     fetch_batch: int = Field(16, ge=1)
 
-
-class StationSettings(_Strict):
-    id: str = Field(pattern=_ID)
     @property
     def authenticated(self) -> bool:
         """Whether connections sign in: a line whose streams an admin provisions (lineguard.bus.permissions)."""
         return self.credentials_dir is not None
 
+
+class StationSettings(_Strict):
+    id: str = Field(pattern=_ID)
     recipe: str = Field(description="the recipe id parts at this station are judged by")
     camera: CameraField = Field(
         "simulator",
