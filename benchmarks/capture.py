@@ -1,0 +1,182 @@
+"""Capture from a GigE Vision camera: capture's gige source against a raw Aravis buffer loop, same fake camera,
+same run.
+
+Camera: Aravis's fake GigE Vision camera (arv-fake-gv-camera-0.8) on 127.0.0.1, real GVCP and GVSP packets over
+loopback, set to --width x --height Mono8 and AcquisitionFrameRate --camera-fps. --mode freerun (the default): the
+camera free-runs and each ask takes the first frame that arrives after it (the gige source's `trigger: hardware`
+matching; the raw loop pops until a buffer's arrival time is after the ask). --mode software: a TriggerSoftware per
+ask; Aravis 0.8.26's fake camera answers software triggers only every 40 ms whatever its frame rate, so both
+sides then measure the fake's 25 Hz.
+
+gige: `open_camera("s1", gige.Settings(...)).grab(part)`: what capture calls per trigger. Free run: the source's
+reader thread pops every buffer, checks status and pixel format, copies the pixels out and hands the buffer back;
+grab matches a frame to the part's trigger time and encodes it as --encoding. Software: stale buffers back to
+the pool, TriggerSoftware, the buffer waited for on the grab thread, the same checks, copy and encoding.
+
+raw: the same camera settings through Aravis directly: (TriggerSoftware,) timeout_pop_buffer, a status check,
+push_buffer: no copy, no encoding.
+
+Each sample is one trigger to its frame in hand (latency); frames/s is samples over the loop's time. Rounds
+alternate which side goes first; the figures are medians over rounds with their ranges; the last line is JSON.
+
+    python benchmarks/capture.py [--frames 300] [--rounds 5] [--width 512 --height 512] [--encoding bmp]
+                                 [--mode freerun|software] [--camera-fps 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from lineguard.cameras import aravis
+from lineguard.services.capture.sources import gige
+from lineguard.testing.fake_gige import FakeGigeCamera
+from lineguard.v1.common_pb2 import Part
+
+SERIAL = "LG-BENCH-1"
+
+
+def settings(args: argparse.Namespace) -> gige.Settings:
+    hardware = args.mode == "freerun"
+    return gige.Settings(
+        serial=SERIAL,
+        trigger="hardware" if hardware else "software",
+        match_lead_ms=0,  # free run: the first frame that arrives after the ask
+        match_window_ms=2000,
+        roi={"width": args.width, "height": args.height},
+        encoding=args.encoding,
+        buffers=args.buffers,
+        features={"AcquisitionFrameRate": float(args.camera_fps)},
+        grab_timeout_ms=5000,
+    )
+
+
+def run_gige(args: argparse.Namespace) -> list[float]:
+    source = gige.open_camera("s1", settings(args))
+    try:
+        source.grab(Part(sequence=0, triggered_unix_ns=time.time_ns()))  # the stream's first frame pays its start
+        latencies = []
+        for seq in range(1, args.frames + 1):
+            started = time.perf_counter()
+            source.grab(Part(sequence=seq, triggered_unix_ns=time.time_ns()))
+            latencies.append(time.perf_counter() - started)
+        return latencies
+    finally:
+        source.close()  # type: ignore[attr-defined]
+
+
+def run_raw(args: argparse.Namespace) -> list[float]:
+    arv = aravis.aravis()
+    s = settings(args)
+    camera = aravis.open_camera(s.selector)
+    aravis.configure(
+        camera,
+        pixel_format=s.pixel_format,
+        region=aravis.Region(0, 0, args.width, args.height),
+        trigger_source="Software" if args.mode == "software" else None,
+        extra=s.features,
+    )
+    stream = camera.create_stream(None, None)
+    stream.set_property("packet-resend", arv.GvStreamPacketResend.ALWAYS)
+    payload = camera.get_payload()
+    for _ in range(s.buffers):
+        stream.push_buffer(arv.Buffer.new_allocate(payload))
+    camera.start_acquisition()
+    try:
+
+        def one() -> None:
+            asked = time.time_ns()
+            if args.mode == "software":
+                camera.software_trigger()
+            while True:
+                buffer = stream.timeout_pop_buffer(5_000_000)
+                if buffer is None or buffer.get_status() != arv.BufferStatus.SUCCESS:
+                    raise RuntimeError("raw loop: no complete frame within 5 s")
+                arrived = buffer.get_system_timestamp()
+                stream.push_buffer(buffer)
+                # Free run: the first frame that arrived after the ask, the rule the gige side applies.
+                if args.mode == "software" or arrived >= asked:
+                    return
+
+        one()
+        latencies = []
+        for _ in range(args.frames):
+            started = time.perf_counter()
+            one()
+            latencies.append(time.perf_counter() - started)
+        return latencies
+    finally:
+        camera.stop_acquisition()
+
+
+def figures(latencies: list[float]) -> dict[str, float]:
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "fps": len(latencies) / sum(latencies),
+        "p50_ms": statistics.median(ms),
+        "p99_ms": statistics.quantiles(ms, n=100, method="inclusive")[98],
+    }
+
+
+def main(args: argparse.Namespace) -> None:
+    rounds: list[dict[str, Any]] = []
+    with FakeGigeCamera(SERIAL):
+        for r in range(args.rounds):
+            order = [("gige", run_gige), ("raw", run_raw)]
+            if r % 2:
+                order.reverse()
+            got = {name: figures(run(args)) for name, run in order}
+            got["ratio"] = {"fps": got["gige"]["fps"] / got["raw"]["fps"]}
+            rounds.append(got)
+            print(
+                f"round {r + 1}: gige {got['gige']['fps']:.1f} frames/s p50 {got['gige']['p50_ms']:.2f} ms "
+                f"p99 {got['gige']['p99_ms']:.2f} ms | raw {got['raw']['fps']:.1f} frames/s "
+                f"p50 {got['raw']['p50_ms']:.2f} ms p99 {got['raw']['p99_ms']:.2f} ms "
+                f"| ratio {got['ratio']['fps']:.3f}",
+                flush=True,
+            )
+    summary: dict[str, Any] = {
+        "benchmark": "capture",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "frames": args.frames,
+        "rounds": args.rounds,
+        "size": f"{args.width}x{args.height} Mono8",
+        "fake_camera": "arv-fake-gv-camera-0.8 on 127.0.0.1",
+        "encoding": args.encoding,
+        "mode": args.mode,
+        "camera_fps": args.camera_fps,
+        "load": round(os.getloadavg()[0], 2),
+    }
+    for side in ("gige", "raw"):
+        for key in ("fps", "p50_ms", "p99_ms"):
+            values = [r[side][key] for r in rounds]
+            summary[f"{side}_{key}"] = round(statistics.median(values), 3)
+            summary[f"{side}_{key}_range"] = [round(min(values), 3), round(max(values), 3)]
+    ratios = [r["ratio"]["fps"] for r in rounds]
+    summary["ratio_fps"] = round(statistics.median(ratios), 3)
+    summary["ratio_fps_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+    summary["added_p50_ms"] = round(summary["gige_p50_ms"] - summary["raw_p50_ms"], 3)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=300, help="triggers per side per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--encoding", choices=["bmp", "png", "jpeg"], default="bmp")
+    parser.add_argument("--buffers", type=int, default=8)
+    parser.add_argument("--camera-fps", type=float, default=1000.0, help="the fake's AcquisitionFrameRate")
+    parser.add_argument(
+        "--mode",
+        choices=["freerun", "software"],
+        default="freerun",
+        help="freerun: trigger hardware, the camera free-running (the fake answers a software trigger only at 25 Hz)",
+    )
+    main(parser.parse_args())
