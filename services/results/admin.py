@@ -1,20 +1,26 @@
 """`python -m lineguard.services.results.admin`: the migrator's and the API admin's commands.
 
-`lineguard db ...` runs these by module path (the shared library never imports a service), so
-the one place that knows the migrations is the results service itself. The database URL is
+`lineguard db ...` and `lineguard api token ...` run these by module path (the shared library
+never imports a service), so the one place that knows the migrations and the tokens is the
+results service itself. The database URL is
 `--url`, else the line's configuration (`--config`, else `$LINEGUARD_CONFIG`) with its
 environment overrides: a migrator runs with `LINEGUARD_DATABASE__URL` naming a role that may
 change the schema, the writer and the API with roles that may not."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 
 from lineguard.config import ConfigError, load_config
+from lineguard.services.results.api.tokens import create_token, list_tokens, revoke_token
 from lineguard.services.results.db import (
+    SchemaNotCurrent,
+    check_schema,
     current_revision,
     downgrade_database,
     head_revision,
@@ -26,6 +32,10 @@ from lineguard.services.results.db import (
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="lineguard results: schema and API tokens")
 db_app = typer.Typer(add_completion=False, no_args_is_help=True, help="the MES database's schema (Alembic)")
 app.add_typer(db_app, name="db")
+api_app = typer.Typer(add_completion=False, no_args_is_help=True, help="the query API")
+token_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API tokens (stored hashed)")
+api_app.add_typer(token_app, name="token")
+app.add_typer(api_app, name="api")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="the line's YAML (default $LINEGUARD_CONFIG)")
@@ -38,8 +48,8 @@ def database_url(config: Path | None, url: str | None) -> str:
     if url:
         return url
     try:
-        return load_config(config).database.url
-    except ConfigError as exc:
+        return load_config(config).database.connect_url()
+    except (ConfigError, ValueError) as exc:  # ValueError: an unreadable database.password_file
         typer.echo(f"configuration error:\n{exc}", err=True)
         raise typer.Exit(2) from None
 
@@ -88,6 +98,72 @@ def db_downgrade(
         raise typer.Exit(2)
     downgrade_database(target, revision)
     typer.echo(f"database at {_current(target) or 'base'} (was {before or 'empty'})")
+
+
+class Role(StrEnum):
+    reader = "reader"
+    admin = "admin"
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[Role, typer.Option(help="reader: the MES's queries; admin: also the admin routes")],
+    name: Annotated[str, typer.Option(help="who or what it is for")] = "mes",
+    config: ConfigOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Make an API token and print it (on stdout, alone): it is shown this once, only its hash is kept."""
+    engine = _ready_engine(database_url(config, url))
+    try:
+        token = create_token(engine, role.value, name)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"{role.value} token for {name!r} (shown once; keep it secret):", err=True)
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(config: ConfigOption = None, url: UrlOption = None) -> None:
+    """The tokens: id, role, name, when made and revoked (never their secrets)."""
+    engine = _ready_engine(database_url(config, url))
+    try:
+        for t in list_tokens(engine):
+            revoked = f"revoked {t['revoked_at']:%Y-%m-%d %H:%M}" if t["revoked_at"] else "valid"
+            typer.echo(f"{t['token_id']}  {t['role']:<6}  {revoked:<22}  {t['name']}")
+    finally:
+        engine.dispose()
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="the token's id (its middle part)")],
+    config: ConfigOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Revoke a token: the API refuses it from its next request."""
+    engine = _ready_engine(database_url(config, url))
+    try:
+        if not revoke_token(engine, token_id):
+            typer.echo(f"no valid token {token_id!r}", err=True)
+            raise typer.Exit(1)
+    finally:
+        engine.dispose()
+    typer.echo(f"revoked {token_id}")
+
+
+def _ready_engine(url: str) -> Engine:
+    """An engine on a database at this lineguard's schema, or exit 1 saying what to run."""
+    engine = make_engine(url)
+    try:
+        check_schema(engine)
+    except SchemaNotCurrent as exc:
+        engine.dispose()
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    return engine
 
 
 def _current(url: str) -> str | None:

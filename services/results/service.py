@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from lineguard.bus import BadMessage, Delivery, Retry
 from lineguard.contracts import stream_name, verdict_name
 from lineguard.runtime.service import ServiceContext
+from lineguard.services.results.api.server import ApiServer
 from lineguard.services.results.db import check_schema, make_engine
 from lineguard.services.results.records import InvalidRecord, LineFacts
 from lineguard.services.results.store import record_plc_ack, write_decision
@@ -109,7 +110,7 @@ async def prepare_database(url: str) -> Engine:
 
 async def setup(ctx: ServiceContext) -> None:
     ctx.not_ready_reason = "waiting for the database"
-    engine = await prepare_database(ctx.config.database.url)
+    engine = await prepare_database(ctx.config.database.connect_url())
 
     async def dispose() -> None:
         await asyncio.to_thread(engine.dispose)
@@ -125,6 +126,28 @@ async def setup(ctx: ServiceContext) -> None:
         await drain(ctx, STOP_DRAIN_S)
 
     ctx.before_stop(write_what_is_queued)
+    if ctx.config.api.enabled:
+        serve_api(ctx, engine)
+
+
+def serve_api(ctx: ServiceContext, engine: Engine) -> None:
+    """The query API in this process (api.enabled), until the service stops; a port in use fails the start."""
+    settings = ctx.config.api
+    if settings.database_url is not None:  # a reader's role, apart from the writer's
+        engine = make_engine(settings.database_url)
+        ctx.on_stop(lambda: asyncio.to_thread(engine.dispose))
+    server = ApiServer(engine, settings)
+    log.info("API serving", url=f"http://{settings.host}:{server.port}")
+
+    async def serve_until_stopped() -> None:
+        serving = asyncio.create_task(server.serve())
+        stopped = asyncio.create_task(ctx.stopping.wait())
+        await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+        server.stop()
+        stopped.cancel()
+        await serving
+
+    ctx.run_task(serve_until_stopped())
 
 
 async def drain(ctx: ServiceContext, timeout_s: float) -> None:

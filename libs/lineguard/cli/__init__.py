@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lineguard.cli.camera import camera_app
+from lineguard.cli.api import api_app
 from lineguard.cli.data import data_app
 from lineguard.cli.db import db_app
 from lineguard.cli.demo import demo
@@ -23,6 +24,7 @@ app.command()(demo)
 app.add_typer(camera_app, name="camera")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
+app.add_typer(api_app, name="api")
 app.add_typer(model_app, name="model")
 app.add_typer(nats_app, name="nats")
 app.add_typer(ocr_app, name="ocr")

@@ -37,7 +37,7 @@ def results_admin(*args: str, config: Path | None = None, url: str | None = None
     return subprocess.run(command, check=False).returncode
 
 
-def _exit(code: int) -> None:
+def exit_with(code: int) -> None:
     if code != 0:
         raise typer.Exit(code)
 
@@ -49,13 +49,13 @@ def upgrade(
     url: UrlOption = None,
 ) -> None:
     """Create the schema or bring it forward to REVISION (default head); safe to repeat."""
-    _exit(results_admin("db", "upgrade", revision, config=config, url=url))
+    exit_with(results_admin("db", "upgrade", revision, config=config, url=url))
 
 
 @db_app.command("current")
 def current(config: ConfigOption = None, url: UrlOption = None) -> None:
     """Print the database's revision; exit 1 when it is not this lineguard's head."""
-    _exit(results_admin("db", "current", config=config, url=url))
+    exit_with(results_admin("db", "current", config=config, url=url))
 
 
 @db_app.command("downgrade")
@@ -65,4 +65,4 @@ def downgrade(
     url: UrlOption = None,
 ) -> None:
     """Take the schema back to REVISION (a rollback: what later revisions added is dropped)."""
-    _exit(results_admin("db", "downgrade", revision, config=config, url=url))
+    exit_with(results_admin("db", "downgrade", revision, config=config, url=url))

@@ -224,6 +224,17 @@ class ShiftCalendar(_Strict):
         return self
 
 
+class ApiSettings(_Strict):
+    """The query API (docs/api.md): served by the results service when enabled, or by `lineguard-api`."""
+
+    enabled: bool = Field(False, description="the results service serves the API as well (lineguard-api always does)")
+    host: str = Field("127.0.0.1", description="address the API listens on")
+    port: int = Field(8080, ge=0, le=65535, description="0 = any free port")
+    database_url: str | None = Field(None, description="a reader role's URL (SELECT only); default database.url")
+    rate_per_s: float = Field(20.0, gt=0, description="requests a token may make per second, sustained")
+    burst: int = Field(40, ge=1, description="requests a token may make at once before the rate applies")
+
+
 class GatewaySettings(_Strict):
     result_grace_ms: int = Field(
         500, ge=0, description="past the recipe deadline, how long the gateway waits before giving FAIL itself"
@@ -266,6 +277,7 @@ class LineConfig(BaseSettings):
     # while lineguard.config itself is still being imported.
     model: ModelSettings = Field(default_factory=ModelSettings)
     database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
     calendar: ShiftCalendar = ShiftCalendar()
     gateway: GatewaySettings = GatewaySettings()
     services: ServicesSettings = ServicesSettings()

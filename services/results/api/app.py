@@ -1,0 +1,142 @@
+"""The query API's routes: FastAPI over a (reader's) engine; every route needs a token, admin routes an admin's.
+
+The endpoints are plain `def`s, run on FastAPI's thread pool: the engine is the synchronous
+one the rest of the results service uses (see db.py)."""
+
+# No `from __future__ import annotations`: FastAPI reads the nested dependencies' annotations at run time.
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+
+from lineguard import __version__
+from lineguard.config.model import ApiSettings
+from lineguard.services.results.api import queries
+from lineguard.services.results.api.filters import AggregateFilters, BoundedRange, HistoryFilters, InspectionFilters
+from lineguard.services.results.api.models import (
+    InspectionPage,
+    ParetoBucket,
+    PartHistory,
+    TokenOut,
+    YieldBucket,
+)
+from lineguard.services.results.api.ratelimit import RateLimiter
+from lineguard.services.results.api.tokens import Caller, list_tokens, verify_token
+
+EXPORT_COLUMNS = [c.name for c in queries.SUMMARY]
+_bearer = HTTPBearer(auto_error=False, description="an API token: `lineguard api token create --role reader`")
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "reason_codes": [c for c in row["reason_codes"].split(",") if c]}
+
+
+def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    limiter = RateLimiter(settings.rate_per_s, settings.burst)
+    app = FastAPI(
+        title="lineguard MES API",
+        version=__version__,
+        summary="Inspections, part histories, yield and defect paretos from the MES database (read-only).",
+    )
+
+    def caller(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Caller:
+        if credentials is None:
+            raise HTTPException(401, "no API token: send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+        found = verify_token(engine, credentials.credentials)
+        if found is None:
+            raise HTTPException(401, "API token unknown or revoked", {"WWW-Authenticate": "Bearer"})
+        wait = limiter.take(found.token_id)
+        if wait > 0:
+            raise HTTPException(
+                429, f"rate limit of {settings.rate_per_s:g}/s for this token", {"Retry-After": str(math.ceil(wait))}
+            )
+        return found
+
+    def role(needed: str) -> Callable[[Caller], Caller]:
+        def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+            if needed == "admin" and who.role != "admin":
+                raise HTTPException(403, f"this route needs an admin token; {who.token_id} is a {who.role}")
+            return who
+
+        return check
+
+    reader = [Depends(role("reader"))]
+    admin = [Depends(role("admin"))]
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"description": "no token, or one unknown or revoked"},
+        429: {"description": "this token's rate limit; Retry-After says when to come back"},
+    }
+
+    @app.get("/v1/inspections", dependencies=reader, responses=errors, response_model=InspectionPage)
+    def inspections(filters: Annotated[InspectionFilters, Query()]) -> dict[str, Any]:
+        """Inspections in decided_at order, filtered; page on with `cursor` = the last page's next_cursor."""
+        try:
+            rows, next_cursor = queries.inspections_page(engine, filters)
+        except queries.BadCursor as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"items": [_summary(r) for r in rows], "next_cursor": next_cursor}
+
+    @app.get("/v1/history", dependencies=reader, responses={**errors, 404: {}}, response_model=PartHistory)
+    def history(filters: Annotated[HistoryFilters, Query()]) -> dict[str, Any]:
+        """A part's every inspection by its serial, oldest first: reasons, defects, codes, model and recipe."""
+        found = queries.part_history(engine, filters.serial)
+        if not found:
+            raise HTTPException(404, f"serial: no inspection of {filters.serial!r}")
+        return {"serial": filters.serial, "inspections": [_summary(r) for r in found]}
+
+    @app.get("/v1/yield", dependencies=reader, responses=errors, response_model=list[YieldBucket])
+    def yields(filters: Annotated[AggregateFilters, Query()]) -> list[dict[str, Any]]:
+        """Parts and yield per bucket (hour or day in UTC, or shift), line and station."""
+        return queries.yield_buckets(engine, filters)
+
+    @app.get("/v1/pareto", dependencies=reader, responses=errors, response_model=list[ParetoBucket])
+    def pareto(filters: Annotated[AggregateFilters, Query()]) -> list[dict[str, Any]]:
+        """Parts per reason code per bucket, most first."""
+        return queries.pareto_buckets(engine, filters)
+
+    @app.get(
+        "/v1/export.csv",
+        dependencies=reader,
+        responses={**errors, 200: {"content": {"text/csv": {}}, "description": "one row per inspection"}},
+        response_class=StreamingResponse,
+    )
+    def export(when: Annotated[BoundedRange, Query()]) -> StreamingResponse:
+        """Every inspection of a time range as CSV, streamed in decided_at order (never built in memory)."""
+
+        def lines() -> Iterator[str]:
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(EXPORT_COLUMNS)
+            for row in queries.iter_inspections(engine, when):
+                writer.writerow(["" if row[c] is None else row[c] for c in EXPORT_COLUMNS])
+                if out.tell() > 64 * 1024:
+                    yield out.getvalue()
+                    out.seek(0)
+                    out.truncate()
+            yield out.getvalue()
+
+        name = f"inspections_{when.start:%Y%m%dT%H%M%SZ}_{when.end:%Y%m%dT%H%M%SZ}.csv"
+        return StreamingResponse(
+            lines(), media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
+
+    @app.get("/v1/tokens", dependencies=admin, responses={**errors, 403: {}}, response_model=list[TokenOut])
+    def tokens() -> list[dict[str, object]]:
+        """The API tokens (never their secrets): admins only."""
+        return list_tokens(engine)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

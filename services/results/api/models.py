@@ -1,0 +1,105 @@
+"""The API's responses, as the OpenAPI document shows them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class InspectionSummary(BaseModel):
+    inspection_id: str
+    decided_at: datetime
+    triggered_at: datetime
+    line: str
+    station: str
+    serial: str | None
+    part_id: str | None
+    lot: str | None
+    product: str | None
+    shift_day: date | None
+    shift: str | None
+    verdict: str
+    reason_codes: list[str] = Field(description="as the decision listed them (`reasons`: worst first, then by name)")
+    recipe_id: str
+    recipe_version: str | None
+    model_id: str | None
+    model_version: str | None
+    plc_verdict: str | None
+    plc_delivered_at: datetime | None
+    total_ms: float
+
+
+class InspectionPage(BaseModel):
+    items: list[InspectionSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: this is the last")
+
+
+class Reason(BaseModel):
+    position: int
+    reason_code: str
+    severity: str
+
+
+class DefectOut(BaseModel):
+    class_name: str
+    class_id: int
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    area_px: float
+    area_mm2: float | None
+    mask: list[Any] | None
+
+
+class CodeOut(BaseModel):
+    symbology: str
+    text: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    outline: list[Any] | None
+
+
+class InspectionDetail(InspectionSummary):
+    reasons: list[Reason]
+    defects: list[DefectOut]
+    codes: list[CodeOut]
+
+
+class PartHistory(BaseModel):
+    serial: str
+    inspections: list[InspectionDetail]
+
+
+class YieldBucket(BaseModel):
+    bucket: str = Field(description="hour (2026-05-28T20:00:00Z), day (2026-05-28, UTC) or the shift's day")
+    shift: str | None = None
+    line: str
+    station: str
+    parts: int
+    passed: int
+    failed: int
+    rework: int
+    errors: int
+    yield_: float = Field(alias="yield", serialization_alias="yield")
+
+
+class ParetoBucket(BaseModel):
+    bucket: str
+    shift: str | None = None
+    reason_code: str
+    severity: str
+    parts: int
+
+
+class TokenOut(BaseModel):
+    token_id: str
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None

@@ -1,0 +1,203 @@
+"""The API's questions as SQL: plain functions over an engine, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Select, String, and_, case, cast, exists, func, or_, select, tuple_
+from sqlalchemy.sql import ColumnElement
+
+from lineguard.services.results.api.filters import AggregateFilters, BoundedRange, Bucket, InspectionFilters, TimeRange
+from lineguard.services.results.schema import Code, Defect, Inspection, InspectionReason
+
+SUMMARY = (
+    Inspection.inspection_id,
+    Inspection.decided_at,
+    Inspection.triggered_at,
+    Inspection.line,
+    Inspection.station,
+    Inspection.serial,
+    Inspection.part_id,
+    Inspection.lot,
+    Inspection.product,
+    Inspection.shift_day,
+    Inspection.shift,
+    Inspection.verdict,
+    Inspection.reason_codes,
+    Inspection.recipe_id,
+    Inspection.recipe_version,
+    Inspection.model_id,
+    Inspection.model_version,
+    Inspection.plc_verdict,
+    Inspection.plc_delivered_at,
+    Inspection.total_ms,
+)
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(decided_at: datetime, inspection_id: str) -> str:
+    raw = json.dumps([decided_at.isoformat(), inspection_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        decided_at, inspection_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(decided_at), str(inspection_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("cursor: not a next_cursor this API gave") from None
+
+
+def _in_range(query: Select, when: TimeRange | BoundedRange) -> Select:
+    if when.start is not None:
+        query = query.where(Inspection.decided_at >= when.start)
+    if when.end is not None:
+        query = query.where(Inspection.decided_at < when.end)
+    return query
+
+
+def filtered(filters: InspectionFilters) -> Select:
+    query = _in_range(select(*SUMMARY), filters)
+    for name in ("line", "station", "verdict", "serial", "lot", "product", "shift", "model_version", "recipe_version"):
+        value = getattr(filters, name)
+        if value is not None:
+            query = query.where(getattr(Inspection, name) == value)
+    if filters.reason is not None:
+        query = query.where(
+            exists().where(
+                InspectionReason.inspection_id == Inspection.inspection_id,
+                InspectionReason.reason_code == filters.reason,
+            )
+        )
+    return query
+
+
+def inspections_page(engine: Engine, filters: InspectionFilters) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of inspections in decided_at order, and the cursor of the next (None: the last page)."""
+    query = filtered(filters)
+    if filters.cursor is not None:
+        after = decode_cursor(filters.cursor)
+        query = query.where(
+            or_(
+                Inspection.decided_at > after[0],
+                and_(Inspection.decided_at == after[0], Inspection.inspection_id > after[1]),
+            )
+        )
+    query = query.order_by(Inspection.decided_at, Inspection.inspection_id).limit(filters.limit + 1)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+    if len(rows) <= filters.limit:
+        return rows, None
+    last = rows[filters.limit - 1]
+    return rows[: filters.limit], encode_cursor(last["decided_at"], last["inspection_id"])
+
+
+def iter_inspections(engine: Engine, when: TimeRange | BoundedRange, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every inspection in the range, in decided_at order, read `chunk` at a time (a stream, not a list)."""
+    after: tuple[datetime, str] | None = None
+    while True:
+        query = _in_range(select(*SUMMARY), when)
+        if after is not None:
+            query = query.where(tuple_(Inspection.decided_at, Inspection.inspection_id) > tuple_(*after))
+        with engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(query.order_by(Inspection.decided_at, Inspection.inspection_id).limit(chunk))
+            ]
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = (rows[-1]["decided_at"], rows[-1]["inspection_id"])
+
+
+def part_history(engine: Engine, serial: str) -> list[dict[str, Any]]:
+    """Every inspection of `serial`, oldest first, each with its reasons, defects and codes."""
+    with engine.connect() as conn:
+        found = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(*SUMMARY)
+                .where(Inspection.serial == serial)
+                .order_by(Inspection.decided_at, Inspection.inspection_id)
+            )
+        ]
+        ids = [r["inspection_id"] for r in found]
+        details: dict[str, dict[str, list[dict[str, Any]]]] = {
+            i: {"reasons": [], "defects": [], "codes": []} for i in ids
+        }
+        if ids:
+            for kind, table, order in (
+                ("reasons", InspectionReason, InspectionReason.position),
+                ("defects", Defect, Defect.id),
+                ("codes", Code, Code.id),
+            ):
+                columns = [c for c in table.__table__.c if c.name != "id"]
+                of_these = table.__table__.c.inspection_id.in_(ids)
+                for row in conn.execute(select(*columns).where(of_these).order_by(order)):
+                    item = dict(row._mapping)
+                    details[item.pop("inspection_id")][kind].append(item)
+    return [{**r, **details[r["inspection_id"]]} for r in found]
+
+
+def _bucket(engine: Engine, by: Bucket) -> list[ColumnElement[Any]]:
+    """The GROUP BY columns of a bucket, labelled: `bucket` (text), plus `shift` when by shift."""
+    if by is Bucket.shift:
+        return [func.coalesce(cast(Inspection.shift_day, String), "").label("bucket"), Inspection.shift.label("shift")]
+    if engine.dialect.name == "postgresql":
+        fmt = 'YYYY-MM-DD"T"HH24:00:00Z' if by is Bucket.hour else "YYYY-MM-DD"
+        return [func.to_char(func.timezone("UTC", Inspection.decided_at), fmt).label("bucket")]
+    fmt = "%Y-%m-%dT%H:00:00Z" if by is Bucket.hour else "%Y-%m-%d"
+    return [func.strftime(fmt, Inspection.decided_at).label("bucket")]
+
+
+def _where(query: Select, filters: AggregateFilters) -> Select:
+    query = query.where(Inspection.decided_at >= filters.start, Inspection.decided_at < filters.end)
+    if filters.line is not None:
+        query = query.where(Inspection.line == filters.line)
+    if filters.station is not None:
+        query = query.where(Inspection.station == filters.station)
+    return query
+
+
+def yield_buckets(engine: Engine, filters: AggregateFilters) -> list[dict[str, Any]]:
+    bucket = _bucket(engine, filters.by)
+    verdicts = {"passed": "PASS", "failed": "FAIL", "rework": "REWORK", "errors": "ERROR"}
+    counts = {name: func.sum(case((Inspection.verdict == v, 1), else_=0)) for name, v in verdicts.items()}
+    query = _where(
+        select(
+            *bucket,
+            Inspection.line,
+            Inspection.station,
+            func.count().label("parts"),
+            *[c.label(k) for k, c in counts.items()],
+        ),
+        filters,
+    ).group_by(*bucket, Inspection.line, Inspection.station)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query.order_by(*bucket, Inspection.line, Inspection.station))]
+    for row in rows:
+        row["yield"] = row["passed"] / row["parts"]
+    return rows
+
+
+def pareto_buckets(engine: Engine, filters: AggregateFilters) -> list[dict[str, Any]]:
+    bucket = _bucket(engine, filters.by)
+    parts = func.count().label("parts")
+    query = _where(
+        select(*bucket, InspectionReason.reason_code, InspectionReason.severity, parts).join(
+            Inspection, Inspection.inspection_id == InspectionReason.inspection_id
+        ),
+        filters,
+    ).group_by(*bucket, InspectionReason.reason_code, InspectionReason.severity)
+    with engine.connect() as conn:
+        return [
+            dict(r._mapping) for r in conn.execute(query.order_by(*bucket, parts.desc(), InspectionReason.reason_code))
+        ]

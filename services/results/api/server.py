@@ -1,0 +1,62 @@
+"""Serving the API with uvicorn, in the results service's event loop or in `lineguard-api`'s own.
+
+The socket is bound here, before uvicorn starts: a port in use is an error at start with the
+address named, not uvicorn's sys.exit from inside a task. Signals stay the service's own."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from sqlalchemy import Engine
+
+from lineguard.config.model import ApiSettings
+from lineguard.services.results.api.app import create_app
+
+
+class ApiBindError(OSError):
+    pass
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The process's SIGTERM belongs to whoever runs it (the service's graceful stop): stopping is should_exit.
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ApiBindError(f"the API cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class ApiServer:
+    """The API on a bound socket; `serve()` until `stop()`."""
+
+    def __init__(self, engine: Engine, settings: ApiSettings) -> None:
+        self.socket = bind(settings.host, settings.port)
+        self.port: int = self.socket.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(engine, settings), log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        )
+        self._server = _Server(config)
+
+    async def serve(self) -> None:
+        try:
+            await self._server.serve(sockets=[self.socket])
+        finally:
+            self.socket.close()
+
+    def stop(self) -> None:
+        self._server.should_exit = True

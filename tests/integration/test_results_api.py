@@ -1,0 +1,318 @@
+"""The query API on real SQLite and PostgreSQL databases: filters, pagination, auth, bad input, the CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
+
+from lineguard.config import LineConfig
+from lineguard.config.model import ApiSettings
+from lineguard.services.results.api.app import create_app
+from lineguard.services.results.api.filters import PAGE_SIZE_MAX
+from lineguard.services.results.api.tokens import create_token, revoke_token
+from lineguard.services.results.db import make_engine, upgrade_database
+from lineguard.services.results.records import LineFacts, from_unix_ns
+from lineguard.services.results.schema import Inspection
+from lineguard.services.results.store import write_decision
+from lineguard.testing import throwaway_database
+from lineguard.testing.records import T0_NS, sample_decision
+from lineguard.v1.decision_pb2 import Verdict
+
+PARTS = 12
+ODD_SERIALS = ("'; DROP TABLE inspections; --", "Ünïcødé-序列-🔧", "100%_LIKE\\_this", 'a"b`c')
+START = from_unix_ns(T0_NS).replace(microsecond=0)
+DAY = timedelta(days=1)
+LINEGUARD = str(Path(sys.executable).with_name("lineguard"))
+
+
+@dataclass
+class Api:
+    client: TestClient
+    engine: Engine
+    url: str
+    reader: str
+    admin: str
+    decisions: list[Any]
+
+    def get(self, path: str, token: str | None = "reader", **params: Any) -> Any:
+        headers = {} if token is None else {"Authorization": f"Bearer {getattr(self, token, token)}"}
+        return self.client.get(path, params=params, headers=headers)
+
+
+def _facts(line_config_dict) -> LineFacts:
+    raw = line_config_dict()
+    next(iter(raw["recipes"].values())).update(product="PCB-A", classes={"spur": {"verdict": "rework"}})
+    raw["calendar"] = {
+        "timezone": "UTC",
+        "shifts": [
+            {"name": "day", "start": "06:00", "end": "18:00"},
+            {"name": "night", "start": "18:00", "end": "06:00"},
+        ],
+    }
+    return LineFacts.of(LineConfig(**raw))
+
+
+def _fill(engine: Engine, facts: LineFacts) -> list[Any]:
+    """PARTS decisions an hour apart, alternating verdicts, stations and lots, and the odd serials after them."""
+    decisions = []
+    for i in range(PARTS):
+        verdict = (Verdict.VERDICT_PASS, Verdict.VERDICT_FAIL, Verdict.VERDICT_REWORK)[i % 3]
+        decision = sample_decision(
+            i, verdict=verdict, station=("s1", "s2")[i % 2], serial=f"LG-{i:08d}", triggered_ns=T0_NS + i * 3600 * 10**9
+        )
+        decision.decided_unix_ns = decision.part.triggered_unix_ns + 50_000_000
+        decision.part.lot = f"LOT-{i // 6}"
+        decision.model_version = "3" if i < 8 else "4"
+        decision.reason_codes[:] = (
+            []
+            if verdict == Verdict.VERDICT_PASS
+            else ["DEFECT_SPUR"] + (["DEFECT_SHORT"] if verdict == Verdict.VERDICT_FAIL else [])
+        )
+        decisions.append(decision)
+    for j, serial in enumerate(ODD_SERIALS):
+        decisions.append(sample_decision(PARTS + j, serial=serial, triggered_ns=T0_NS + (PARTS + j) * 3600 * 10**9))
+    for decision in decisions:
+        assert write_decision(engine, decision, facts)
+    return decisions
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, line_config_dict) -> Iterator[Api]:
+    with throwaway_database() if request.param == "postgresql" else _sqlite(tmp_path_factory) as url:
+        upgrade_database(url)
+        engine = make_engine(url)
+        decisions = _fill(engine, _facts(line_config_dict))
+        reader, admin = create_token(engine, "reader", "mes"), create_token(engine, "admin", "ops")
+        with TestClient(create_app(engine, ApiSettings(rate_per_s=1000, burst=1000))) as client:
+            yield Api(client, engine, url, reader, admin, decisions)
+        engine.dispose()
+
+
+class _sqlite:
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.url = f"sqlite:///{factory.mktemp('api') / 'lineguard.db'}"
+
+    def __enter__(self) -> str:
+        return self.url
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def serials(response: Any) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [item["serial"] for item in response.json()["items"]]
+
+
+# --- auth
+
+
+def test_no_token_no_data_and_a_bad_one_is_refused(api: Api) -> None:
+    for token in (None, "lgt_000000000000_" + "x" * 43, "not-a-token", api.reader[:-1] + "A"):
+        response = api.get("/v1/inspections", token=token)
+        assert response.status_code == 401, token
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_reader_cannot_reach_admin_routes_an_admin_can(api: Api) -> None:
+    refused = api.get("/v1/tokens")
+    assert refused.status_code == 403 and "needs an admin token" in refused.json()["detail"]
+    listed = api.get("/v1/tokens", token="admin")
+    assert listed.status_code == 200
+    assert {t["role"] for t in listed.json()} >= {"reader", "admin"}
+    assert all(set(t) == {"token_id", "name", "role", "created_at", "revoked_at"} for t in listed.json())
+
+
+def test_a_revoked_token_is_refused_at_once(api: Api) -> None:
+    token = create_token(api.engine, "reader", "short-lived")
+    assert api.get("/v1/inspections", token=token).status_code == 200
+    assert revoke_token(api.engine, token.split("_")[1])
+    assert api.get("/v1/inspections", token=token).status_code == 401
+
+
+def test_a_token_past_its_rate_is_told_when_to_come_back(api: Api) -> None:
+    with TestClient(create_app(api.engine, ApiSettings(rate_per_s=0.2, burst=3))) as client:
+        headers = {"Authorization": f"Bearer {api.reader}"}
+        codes = [client.get("/v1/inspections", params={"limit": 1}, headers=headers).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = client.get("/v1/inspections", headers=headers)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        # Another token has a bucket of its own.
+        other = {"Authorization": f"Bearer {api.admin}"}
+        assert client.get("/v1/inspections", params={"limit": 1}, headers=other).status_code == 200
+
+
+# --- filters and pages
+
+
+def test_each_filter_narrows_to_its_parts(api: Api) -> None:
+    everything = serials(api.get("/v1/inspections", limit=PAGE_SIZE_MAX))
+    assert len(everything) == PARTS + len(ODD_SERIALS)
+    assert serials(api.get("/v1/inspections", station="s2")) == [f"LG-{i:08d}" for i in range(1, PARTS, 2)]
+    assert serials(api.get("/v1/inspections", verdict="PASS")) == [f"LG-{i:08d}" for i in range(0, PARTS, 3)]
+    assert serials(api.get("/v1/inspections", reason="DEFECT_SHORT", lot="LOT-0")) == ["LG-00000001", "LG-00000004"]
+    assert serials(api.get("/v1/inspections", lot="LOT-1", verdict="REWORK")) == ["LG-00000008", "LG-00000011"]
+    assert len(serials(api.get("/v1/inspections", product="PCB-A"))) == PARTS + len(ODD_SERIALS)
+    assert serials(api.get("/v1/inspections", model_version="4", lot="LOT-1")) == [f"LG-{i:08d}" for i in range(8, 12)]
+    assert serials(api.get("/v1/inspections", recipe_version="nope")) == []
+    # T0 is 20:26 UTC: the first ten hours are the night shift that began on T0's day.
+    night = serials(api.get("/v1/inspections", shift="night", lot="LOT-0"))
+    assert night == [f"LG-{i:08d}" for i in range(6)]
+    window = api.get(
+        "/v1/inspections", start=(START + timedelta(hours=2)).isoformat(), end=(START + timedelta(hours=4)).isoformat()
+    )
+    assert serials(window) == ["LG-00000002", "LG-00000003"]
+    assert serials(api.get("/v1/inspections", serial="LG-00000005")) == ["LG-00000005"]
+
+
+def test_serials_with_sql_metacharacters_and_unicode_are_just_text(api: Api) -> None:
+    for serial in ODD_SERIALS:
+        assert serials(api.get("/v1/inspections", serial=serial)) == [serial]
+        history = api.get("/v1/history", serial=serial)
+        assert history.status_code == 200 and history.json()["serial"] == serial
+    assert serials(api.get("/v1/inspections", serial="100%")) == []  # no LIKE: % is a character
+    with api.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Inspection)).scalar_one() == PARTS + len(ODD_SERIALS)
+
+
+def test_pages_cover_every_part_once_in_order(api: Api) -> None:
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 5, **({"cursor": cursor} if cursor else {})}
+        page = api.get("/v1/inspections", **params).json()
+        seen += [item["inspection_id"] for item in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    expected = [d.part.inspection_id for d in sorted(api.decisions, key=lambda d: d.decided_unix_ns)]
+    assert seen == expected and pages == 4
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": PAGE_SIZE_MAX + 1}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"limit": "lots"}, "limit"),
+        ({"colour": "red"}, "colour"),
+        ({"start": "2026-05-28T20:00:00"}, "start"),  # no time zone
+        ({"start": "9999-12-31T23:59:59+00:00"}, "start"),
+        ({"end": "0001-01-01T00:00:00-12:00"}, "end"),
+        ({"start": "yesterday"}, "start"),
+        ({"verdict": "MAYBE"}, "verdict"),
+        ({"reason": "defect short"}, "reason"),
+        ({"serial": "x" * 129}, "serial"),
+        ({"serial": "LG\x00-1"}, "serial"),
+        ({"line": "l1; DROP TABLE inspections"}, "line"),
+        ({"start": "2026-05-29T00:00:00Z", "end": "2026-05-28T00:00:00Z"}, "end"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(api: Api, params: dict[str, Any], field: str) -> None:
+    response = api.get("/v1/inspections", **params)
+    assert response.status_code == 422, response.text
+    assert field in response.text
+
+
+def test_a_cursor_not_from_the_api_is_a_400_naming_it(api: Api) -> None:
+    for cursor in ("garbage", "W10", "eyJ4IjoxfQ"):
+        response = api.get("/v1/inspections", cursor=cursor)
+        assert response.status_code == 400 and response.json()["detail"].startswith("cursor:")
+
+
+# --- history, aggregates, export
+
+
+def test_a_parts_history_has_every_inspection_with_why_and_what_judged_it(api: Api) -> None:
+    history = api.get("/v1/history", serial="LG-00000001").json()
+    (only,) = history["inspections"]
+    assert only["verdict"] == "FAIL" and only["reason_codes"] == ["DEFECT_SPUR", "DEFECT_SHORT"]  # as decided
+    assert [r["reason_code"] for r in only["reasons"]] == ["DEFECT_SHORT", "DEFECT_SPUR"]
+    assert [r["severity"] for r in only["reasons"]] == ["FAIL", "REWORK"]
+    assert [d["class_name"] for d in only["defects"]] == ["short", "spur"]
+    assert only["codes"][0]["text"] == "LG-00000001"
+    assert (only["model_id"], only["model_version"], only["recipe_id"], only["recipe_version"]) == (
+        "deeppcb-yolo11n",
+        "3",
+        "pcb-a",
+        "1",
+    )
+    missing = api.get("/v1/history", serial="LG-99999999")
+    assert missing.status_code == 404 and "serial" in missing.json()["detail"]
+
+
+def test_yield_and_pareto_by_hour_shift_and_day(api: Api) -> None:
+    window = {"start": START.isoformat(), "end": (START + 2 * DAY).isoformat()}
+    hourly = api.get("/v1/yield", by="hour", **window).json()
+    assert sum(b["parts"] for b in hourly) == PARTS + len(ODD_SERIALS)
+    assert hourly[0]["bucket"] == "2026-05-28T20:00:00Z" and hourly[0]["yield"] == 1.0
+    shifts = api.get("/v1/yield", by="shift", station="s1", **window).json()
+    # s1's parts: hours 0-9 after 20:26 UTC are the 28th's night shift, hour 10 and the odd serials the 29th's day.
+    assert [(b["bucket"], b["shift"], b["parts"]) for b in shifts] == [
+        ("2026-05-28", "night", 5),
+        ("2026-05-29", "day", 5),
+    ]
+    daily = api.get("/v1/yield", by="day", **window).json()
+    assert {b["bucket"] for b in daily} == {"2026-05-28", "2026-05-29"}
+    pareto = api.get("/v1/pareto", by="day", **window).json()
+    spur = sum(b["parts"] for b in pareto if b["reason_code"] == "DEFECT_SPUR")
+    assert spur == sum(1 for d in api.decisions if "DEFECT_SPUR" in d.reason_codes)
+    assert api.get("/v1/pareto", by="week", **window).status_code == 422
+    too_long = api.get("/v1/yield", by="hour", start=START.isoformat(), end=(START + 90 * DAY).isoformat())
+    assert too_long.status_code == 422 and "end" in too_long.text
+    assert api.get("/v1/yield", by="day").status_code == 422  # a range is required
+
+
+def test_the_csv_export_streams_every_part_of_the_range(api: Api) -> None:
+    end = START + 2 * DAY
+    with api.client.stream(
+        "GET",
+        "/v1/export.csv",
+        params={"start": START.isoformat(), "end": end.isoformat()},
+        headers={"Authorization": f"Bearer {api.reader}"},
+    ) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+        body = "".join(response.iter_text())
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert len(rows) == PARTS + len(ODD_SERIALS)
+    assert rows[0]["serial"] == "LG-00000000" and {r["serial"] for r in rows} >= set(ODD_SERIALS)
+
+
+# --- the command line
+
+
+def test_lineguard_api_token_create_prints_a_working_reader_token(api: Api) -> None:
+    made = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("lineguard")),
+            "api",
+            "token",
+            "create",
+            "--role",
+            "reader",
+            "--url",
+            api.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("lgt_") and "shown once" in made.stderr
+    assert api.get("/v1/inspections", token=token, limit=1).status_code == 200
+    assert api.get("/v1/tokens", token=token).status_code == 403
+    with api.engine.connect() as conn:  # only its hash is kept
+        assert token.split("_")[2] not in str(conn.exec_driver_sql("SELECT * FROM api_tokens").all())
