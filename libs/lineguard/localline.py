@@ -65,8 +65,12 @@ class LocalLine:
         if (self.workdir / "nats").exists() or self.database_path.exists():
             # An earlier run's heartbeats and rows would make this one look ready early and count wrong.
             raise LineStartError(f"{self.workdir} already holds a run; choose an empty or new folder")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        # Owner-only (0700): it holds the run's keys, its config and its rows. A folder the caller made
+        # keeps its mode (it may be theirs to share); what is written in it is 0600 / 0700 all the same.
+        if not self.workdir.exists():
+            self.workdir.mkdir(parents=True)
+            self.workdir.chmod(0o700)
+        self.logs.mkdir(mode=0o700, exist_ok=True)
         # Secured as a deployment is (docs/security.md): credentials made for this run, TLS, per-service permissions.
         line_id = self.config_overrides.get("line", "l1")
         self.nats = EmbeddedNats.secured(

@@ -8,6 +8,7 @@ microseconds, which the bus's pull loop never notices."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -27,13 +28,31 @@ SQLITE_BEGIN = "lineguard_sqlite_begin"
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url` (sqlite:///file.db or postgresql+psycopg://...)."""
-    if make_url(url).get_backend_name() == "sqlite":
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _create_private(parsed.database)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     # pre_ping: a database restarted under us costs a reconnect, not a failed write.
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def safe_url(url: str | URL) -> str:
+    """`url` as a log or a message may show it: the password as ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _create_private(database: str | None) -> None:
+    # The file holds the plant's results: owner-only from its creation (0600), and its -wal / -shm,
+    # which SQLite creates with the main file's mode, follow. An existing file keeps the mode its owner gave it.
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        return
+    path = Path(database).expanduser()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -96,7 +115,7 @@ def check_schema(engine: Engine) -> str:
     at, head = current_revision(engine), head_revision()
     if at == head:
         return head
-    where = engine.url.render_as_string(hide_password=True)
+    where = safe_url(engine.url)
     if at is None:
         raise SchemaNotCurrent(
             f"the database {where} has no lineguard schema (no alembic_version): "

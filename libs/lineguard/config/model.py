@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 from datetime import time
 from itertools import pairwise
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy import make_url
 
 from lineguard.config.ocr import OcrSettings
 from lineguard.config.seams import BackendField, CameraField, PlcField
@@ -167,7 +169,34 @@ class ModelSettings(_Strict):
 
 
 class DatabaseSettings(_Strict):
-    url: str = "sqlite:///lineguard.db"
+    url: str = Field("sqlite:///lineguard.db", description="the database URL; its password better in password_file")
+    password: SecretStr | None = Field(
+        None, description="the role's password (set it by LINEGUARD_DATABASE__PASSWORD, not in the YAML)"
+    )
+    password_file: str | None = Field(
+        None, description="a file whose content (one line) is the role's password, e.g. a mounted secret"
+    )
+
+    @model_validator(mode="after")
+    def _one_password(self) -> DatabaseSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("password and password_file: give one")
+        return self
+
+    def connect_url(self) -> str:
+        """The URL to connect with: `url`, with the password from password_file or password merged in.
+
+        It holds the password in clear: pass it to the engine, never to a log (render the engine's
+        URL with hide_password=True, as db.safe_url does)."""
+        password = self.password.get_secret_value() if self.password is not None else None
+        if self.password_file is not None:
+            try:
+                password = Path(self.password_file).expanduser().read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"database.password_file {self.password_file}: {exc.strerror}") from None
+        if password is None:
+            return self.url
+        return make_url(self.url).set(password=password).render_as_string(hide_password=False)
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,5 +58,9 @@ def demo_config_dict(
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    """Write `config` as YAML readable by its owner only (0600 from creation): a line's file may name secrets."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(yaml.safe_dump(config, sort_keys=False))
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
     return path

@@ -33,7 +33,7 @@ def _main(
         raise typer.Exit(2) from None
     configure_logging("api", cfg.log_level)
     settings = cfg.api if port is None else cfg.api.model_copy(update={"port": port})
-    engine = make_engine(settings.database_url or cfg.database.url)
+    engine = make_engine(settings.database_url or cfg.database.connect_url())
     try:
         check_schema(engine)
         server = ApiServer(engine, settings)

@@ -24,7 +24,7 @@ def _url() -> str:
         return url
     from lineguard.config import load_config
 
-    return load_config().database.url
+    return load_config().database.connect_url()
 
 
 def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
