@@ -7,20 +7,22 @@ from typing import Annotated
 
 import typer
 
-from lineguard.cli.camera import camera_app
 from lineguard.cli.api import api_app
+from lineguard.cli.camera import camera_app
 from lineguard.cli.data import data_app
 from lineguard.cli.db import db_app
 from lineguard.cli.demo import demo
 from lineguard.cli.model import model_app
 from lineguard.cli.nats import nats_app
 from lineguard.cli.ocr import ocr_app
+from lineguard.cli.trace import trace
 from lineguard.config import ConfigError, load_config
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="lineguard: computer-vision inspection for production lines."
 )
 app.command()(demo)
+app.command()(trace)
 app.add_typer(camera_app, name="camera")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")

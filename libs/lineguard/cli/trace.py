@@ -1,0 +1,119 @@
+"""`lineguard trace SERIAL`: a part's story for a person (a table) or a script (`--json`).
+
+Read from the MES database's documented interface, the `part_history` view and the
+`inspection_reasons` table (docs/mes-schema.md), with plain SQL: the library never imports
+the results service, and a reader's role (SELECT only) is all it needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lineguard.config import ConfigError, load_config
+
+HISTORY = sa.text(
+    "SELECT inspection_id, decided_at, line, station, part_id, lot, product, shift_day, shift, verdict, "
+    "recipe_id, recipe_version, recipe_sha256, model_id, model_version, model_sha256, defects, "
+    "plc_verdict, plc_delivered_at, total_ms "
+    "FROM part_history WHERE serial = :serial ORDER BY decided_at, inspection_id"
+)
+REASONS = sa.text(
+    "SELECT r.inspection_id, r.reason_code, r.severity FROM inspection_reasons AS r "
+    "JOIN inspections AS i ON i.inspection_id = r.inspection_id WHERE i.serial = :serial ORDER BY r.position"
+)
+_COLOUR = {"PASS": "green", "FAIL": "red", "REWORK": "yellow", "ERROR": "magenta"}
+
+
+class NoHistory(RuntimeError):
+    """The database cannot tell a part's story: not there, or from before the views (the text says which)."""
+
+
+def read_trace(url: str, serial: str) -> list[dict[str, Any]]:
+    """Every inspection of `serial`, oldest first, each with its reasons (worst first)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+        raise NoHistory(f"no database at {parsed.database}")  # connecting would make an empty one
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if "part_history" not in sa.inspect(conn).get_view_names():
+                raise NoHistory("the MES database has no part_history view: run `lineguard db upgrade`")
+            rows = [dict(r._mapping) for r in conn.execute(HISTORY, {"serial": serial})]
+            why: dict[str, list[dict[str, str]]] = {}
+            for r in conn.execute(REASONS, {"serial": serial}):
+                why.setdefault(r.inspection_id, []).append({"code": r.reason_code, "severity": r.severity})
+    finally:
+        engine.dispose()
+    for row in rows:
+        row["reasons"] = why.get(row["inspection_id"], [])
+    return rows
+
+
+def trace(
+    serial: Annotated[str, typer.Argument(help="the part's serial, as read from its code")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="the line's YAML (default $LINEGUARD_CONFIG)")
+    ] = None,
+    url: Annotated[str | None, typer.Option("--url", help="the database URL (default: the config's)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout, for scripts")] = False,
+) -> None:
+    """A part's story: every inspection, its verdict and why, the model and recipe that judged it."""
+    err = Console(stderr=True)
+    if url is None:
+        try:
+            url = load_config(config).database.url
+        except ConfigError as exc:
+            err.print(f"configuration error:\n{exc}", markup=False)
+            raise typer.Exit(2) from None
+    try:
+        rows = read_trace(url, serial)
+    except NoHistory as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(1) from None
+    except sa.exc.OperationalError as exc:
+        err.print(f"cannot read the MES database: {exc.orig or exc}", markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"serial": serial, "inspections": rows}, default=str))
+    else:
+        _print(Console(), serial, rows)
+    if not rows:
+        err.print(f"no inspection of serial {serial!r}", markup=False)
+        raise typer.Exit(1)
+
+
+def _print(out: Console, serial: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"part {serial}: {len(rows)} inspection{'s' * (len(rows) != 1)}", title_justify="left")
+    for column in ("decided (UTC)", "where", "lot / shift", "verdict", "why", "defects", "model", "recipe", "PLC got"):
+        table.add_column(column)
+    for r in rows:
+        colour = _COLOUR.get(r["verdict"], "white")
+        why = "\n".join(f"{x['code']} ({x['severity']})" for x in r["reasons"]) or "-"
+        model = f"{r['model_id']} v{r['model_version']}" if r["model_id"] else "none in time"
+        if r["model_sha256"]:
+            model += f"\n{str(r['model_sha256'])[:12]}"
+        recipe = f"{r['recipe_id']} v{r['recipe_version'] or '?'}"
+        if r["recipe_sha256"]:
+            recipe += f"\n{str(r['recipe_sha256'])[:12]}"
+        plc = r["plc_verdict"] or "not reported"
+        if r["plc_verdict"] and r["plc_delivered_at"] is None:
+            plc += " (not delivered)"
+        shift = f"{r['shift']} {r['shift_day']}" if r["shift"] else "-"
+        table.add_row(
+            str(r["decided_at"])[:23],
+            f"{r['line']}/{r['station']}" + (f"\npart {r['part_id']}" if r["part_id"] else ""),
+            f"{r['lot'] or '-'}\n{shift}",
+            f"[{colour}]{r['verdict']}[/]",
+            why,
+            str(r["defects"]),
+            model,
+            recipe,
+            plc,
+        )
+    out.print(table)

@@ -1,0 +1,93 @@
+"""`lineguard trace SERIAL`: a part's story from the MES database's views, as a table and as JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lineguard.services.results.db import make_engine, upgrade_database
+from lineguard.services.results.records import LineFacts
+from lineguard.services.results.store import record_plc_ack, write_decision
+from lineguard.testing import throwaway_database
+from lineguard.testing.records import sample_ack, sample_decision
+from lineguard.v1.decision_pb2 import Verdict
+
+LINEGUARD = str(Path(sys.executable).with_name("lineguard"))
+
+
+def lineguard(*args: str) -> subprocess.CompletedProcess[str]:
+    # Wide enough that rich does not fold the table's cells.
+    env = {"COLUMNS": "240", "PATH": str(Path(sys.executable).parent)}
+    return subprocess.run([LINEGUARD, *args], capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'lineguard.db'}"
+    else:
+        with throwaway_database() as pg:
+            yield pg
+
+
+def test_trace_tells_every_inspection_with_why_and_what_judged_it(url: str) -> None:
+    upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        failed = sample_decision(1)
+        failed.part.lot = "LOT-7"
+        failed.inference.model_sha256 = "c0ffee" + "0" * 58
+        reworked = sample_decision(2, verdict=Verdict.VERDICT_PASS)  # the same part, after rework
+        reworked.reason_codes[:] = []
+        for decision in (failed, reworked):
+            write_decision(engine, decision, LineFacts())
+        record_plc_ack(engine, sample_ack(failed))
+        write_decision(engine, sample_decision(3, serial="LG-00000099"), LineFacts())  # another part
+    finally:
+        engine.dispose()
+
+    as_json = lineguard("trace", "LG-00000001", "--url", url, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    story = json.loads(as_json.stdout)
+    assert story["serial"] == "LG-00000001"
+    first, second = story["inspections"]
+    assert (first["verdict"], first["lot"], first["defects"], first["plc_verdict"]) == ("FAIL", "LOT-7", 2, "FAIL")
+    assert [r["code"] for r in first["reasons"]] == ["DEFECT_SHORT", "DEFECT_SPUR"]
+    assert (first["model_id"], first["model_version"], first["model_sha256"]) == (
+        "deeppcb-yolo11n",
+        "3",
+        "c0ffee" + "0" * 58,
+    )
+    assert (first["recipe_id"], first["recipe_version"]) == ("pcb-a", "1")
+    assert (second["verdict"], second["reasons"]) == ("PASS", [])
+
+    table = lineguard("trace", "LG-00000001", "--url", url)
+    assert table.returncode == 0, table.stderr
+    for text in (
+        "part LG-00000001: 2 inspections",
+        "FAIL",
+        "PASS",
+        "DEFECT_SHORT (FAIL)",
+        "deeppcb-yolo11n v3",
+        "c0ffee",
+    ):
+        assert text in table.stdout, text
+    assert "LG-00000099" not in table.stdout
+
+
+def test_an_unknown_serial_and_a_database_without_the_views_say_so(url: str, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.db"
+    gone = lineguard("trace", "LG-00000001", "--url", f"sqlite:///{missing}")
+    assert gone.returncode == 1 and f"no database at {missing}" in gone.stderr and not missing.exists()
+    upgrade_database(url, "0002")
+    old = lineguard("trace", "LG-00000001", "--url", url)
+    assert old.returncode == 1 and "no part_history view: run `lineguard db upgrade`" in old.stderr
+    upgrade_database(url)
+    unknown = lineguard("trace", "LG-'; DROP TABLE inspections; --", "--url", url, "--json")
+    assert unknown.returncode == 1 and "no inspection of serial" in unknown.stderr
+    assert json.loads(unknown.stdout)["inspections"] == []
