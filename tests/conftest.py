@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -19,6 +21,11 @@ from lineguard.runtime.service import run_service
 from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.testing import throwaway_database
 from lineguard.testing.gateway import Gateway, service_ready
+from lineguard.testing.models import trust_dir
+
+# Every line config in the tests (and the services they start) trusts the test signing key beside the project's, so
+# the models tests make on the fly load through the same signature check as on a line (lineguard.testing.models).
+os.environ.setdefault("LINEGUARD_MODEL__TRUSTED_KEYS_DIR", str(trust_dir(Path(tempfile.mkdtemp(prefix="lg-trust-")))))
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import structlog
 
 from lineguard.config import LineConfig, ModelSettings
 from lineguard.contracts import copy_part, now_ns, timing
@@ -23,6 +25,9 @@ from lineguard.vision.detect import Prepared, detect_batch, prepare
 from lineguard.vision.detections import Detections
 from lineguard.vision.errors import ModelOutputError
 from lineguard.vision.model import Detector, load_model
+from lineguard.vision.signing import Trust
+
+log = structlog.get_logger("lineguard.inference")
 
 # References decoded and kept: a few products' golden images (a failed decode is not kept).
 REFERENCES_CACHED = 16
@@ -139,7 +144,13 @@ def to_proto(detections: Detections, classes: Sequence[str], px_per_mm: float) -
 
 
 def load_configured_model(settings: ModelSettings) -> Detector:
-    """The model ModelSettings names (default: the packaged one), on the backend and device it names."""
+    """The model ModelSettings names (default: the packaged one), on the backend and device it names, if its card
+    is signed by a key in the trusted set (lineguard.vision.signing)."""
+    if settings.allow_unsigned:
+        log.warning("model_unsigned_allowed", path=settings.path, why="model.allow_unsigned is true")
+    trust = Trust.from_dir(
+        Path(settings.trusted_keys_dir) if settings.trusted_keys_dir else None, allow_unsigned=settings.allow_unsigned
+    )
     return load_model(
         settings.path,
         backend=settings.backend,
@@ -147,4 +158,5 @@ def load_configured_model(settings: ModelSettings) -> Detector:
         intra_op_threads=settings.intra_op_threads,
         model_id=settings.id,
         version=settings.version,
+        trust=trust,
     )

@@ -92,6 +92,7 @@ def test_the_console_script_exits_with_the_models_error(config_dict: dict, tmp_p
     broken.write_bytes(b"not onnx")
     config = config_dict
     config["model"]["path"] = str(broken)
+    config["model"]["allow_unsigned"] = True  # past the signature check: the file itself is what is refused
     path = write_config(tmp_path / "line.yaml", config)
     run = subprocess.run(
         [sys.executable, "-m", "lineguard.services.inference", "--config", str(path)],

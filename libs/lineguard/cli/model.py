@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lineguard.cli import model_registry
+from lineguard.cli import model_registry, model_sign
 from lineguard.cli.model_eval import eval_model, predict
 from lineguard.cli.model_train import export, train
 
@@ -19,3 +19,5 @@ model_app.command("export")(export)
 model_app.command("push")(model_registry.push)
 model_app.command("list")(model_registry.list_models)
 model_app.command("promote")(model_registry.promote)
+model_app.command("keygen")(model_sign.keygen)
+model_app.command("sign")(model_sign.sign)

@@ -162,6 +162,9 @@ def export(
     device: Annotated[
         str, typer.Option(help="export on cpu, or on a GPU index (an FP16 file then takes float16 input)")
     ] = "cpu",
+    key: Annotated[
+        Path | None, typer.Option(help="sign each card with this ed25519 private key (`lineguard model keygen`)")
+    ] = None,
 ) -> None:
     """ONNX (FP32, and FP16 with --half) with a model card beside each file; --tensorrt builds an engine too."""
     from lineguard.modelops.export import ExportError, build_tensorrt_engine, export_onnx, require_gpu
@@ -183,10 +186,11 @@ def export(
             card=info,
             dynamic_batch=dynamic_batch,
             scaleup=scaleup,
+            signing_key=key,
         )
         if tensorrt:
             source = exported[-1].path  # the FP16 ONNX with --half: the engine keeps the ONNX's precision
-            exported.append(build_tensorrt_engine(source))
+            exported.append(build_tensorrt_engine(source, signing_key=key))
     except (TrainExtraMissing, ExportError, RunError) as exc:
         raise _fail(exc) from None
     table = Table(title="exported")

@@ -166,6 +166,14 @@ class ModelSettings(_Strict):
         description="where registry models are downloaded; default $XDG_CACHE_HOME/lineguard/models "
         "(~/.cache/lineguard/models)",
     )
+    trusted_keys_dir: str | None = Field(
+        None,
+        description="the folder of public keys (*.pub) whose signatures on a model card the service accepts; "
+        "default: the package's own (lineguard/vision/models/trusted: the project's release key)",
+    )
+    allow_unsigned: bool = Field(
+        False, description="also load a model whose card is not signed (logged as a warning; never on a real line)"
+    )
 
 
 class DatabaseSettings(_Strict):

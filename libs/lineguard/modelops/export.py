@@ -34,6 +34,7 @@ from lineguard.vision.card import (
     card_path,
 )
 from lineguard.vision.paired import PAIRED_CHANNELS
+from lineguard.vision.signing import load_private_key, sign_card_file
 
 
 class ExportError(RuntimeError):
@@ -281,6 +282,7 @@ def export_onnx(
     card: CardInfo | None = None,
     dynamic_batch: bool = True,
     scaleup: bool = True,
+    signing_key: Path | None = None,
 ) -> list[ExportedModel]:
     """weights -> out_dir/<name>.onnx (FP32) and, with half, out_dir/<name>-fp16.onnx, each with its card.
 
@@ -288,7 +290,8 @@ def export_onnx(
     keeps float32 input / output with casts inside (Ultralytics' CPU conversion); exported on a GPU it takes
     float16 input; the card's input.dtype says which. With dynamic_batch (the default) the batch axis is
     dynamic, so the inference service can micro-batch frames (model.batch_size). Without scaleup the card tells
-    the service to pad an image smaller than the input rather than enlarge it."""
+    the service to pad an image smaller than the input rather than enlarge it. With signing_key (an ed25519
+    private key, `lineguard model keygen`) each card is signed (lineguard.vision.signing)."""
     require_train_extra()
     weights, out_dir = Path(weights).resolve(), Path(out_dir)
     if not weights.is_file():
@@ -361,7 +364,8 @@ def export_onnx(
                     "weights_sha256": file_sha256(weights),
                 },
             )
-            exported.append(ExportedModel(target, target_card.write_beside(target), precision, "onnx"))
+            written = _signed(target_card.write_beside(target), signing_key)
+            exported.append(ExportedModel(target, written, precision, "onnx"))
     return exported
 
 
@@ -392,8 +396,12 @@ def require_gpu() -> str:
     return gpu
 
 
+def _signed(card_file: Path, signing_key: Path | None) -> Path:
+    return sign_card_file(card_file, load_private_key(signing_key)) if signing_key is not None else card_file
+
+
 def build_tensorrt_engine(
-    onnx_path: Path, engine_path: Path | None = None, *, workspace_mib: int = 4096
+    onnx_path: Path, engine_path: Path | None = None, *, workspace_mib: int = 4096, signing_key: Path | None = None
 ) -> ExportedModel:
     """An engine built from an exported ONNX by TensorRT's own builder (the inference backend's, so the file
     matches what the service builds; not Ultralytics' .engine, whose metadata header other TensorRT tools
@@ -419,8 +427,13 @@ def build_tensorrt_engine(
         raise ExportError(str(exc)) from None
     engine_path.write_bytes(data)
 
-    # The ONNX's card, less its file's facts (onnx_sha256, onnx_bytes: the export section names the ONNX).
-    fields = {k: v for k, v in source.model_dump(mode="json", exclude_unset=True).items() if not k.startswith("onnx_")}
+    # The ONNX's card, less its file's facts (onnx_sha256, onnx_bytes: the export section names the ONNX) and its
+    # signature (which covered them).
+    fields = {
+        k: v
+        for k, v in source.model_dump(mode="json", exclude_unset=True).items()
+        if not k.startswith("onnx_") and k not in ("signature", "signed_by")
+    }
     fields["export"] = {
         **fields.get("export", {}),
         "format": "tensorrt",
@@ -435,4 +448,5 @@ def build_tensorrt_engine(
         {**fields, "engine_sha256": file_sha256(engine_path), "engine_bytes": engine_path.stat().st_size}
     )
     precision = card.export.precision if card.export else None
-    return ExportedModel(engine_path, card.write_beside(engine_path), precision or "fp32", "tensorrt")
+    written = _signed(card.write_beside(engine_path), signing_key)
+    return ExportedModel(engine_path, written, precision or "fp32", "tensorrt")

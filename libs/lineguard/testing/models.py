@@ -1,5 +1,9 @@
 """Model files for tests: a YOLO-shaped ONNX small enough to build in a test, whose output is known, and the
-packaged model under other versions (a broken file, renamed classes) for the registry."""
+packaged model under other versions (a broken file, renamed classes) for the registry.
+
+Their cards are signed with TEST_KEY, a key anyone can derive (never trust it outside tests): `trust_dir` writes a
+folder of trusted keys holding its public half and the project's, which tests/conftest.py makes the tests' line
+configs trust, so the signature check runs in every test as it does on a line."""
 
 from __future__ import annotations
 
@@ -10,12 +14,36 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lineguard.hashing import file_sha256
 from lineguard.vision.model import packaged_model_path
+from lineguard.vision.signing import packaged_trusted_keys_dir, sign_card
 
 SIDE = 32
 MODEL_ID = "deeppcb-yolo11n"
+TEST_KEY = Ed25519PrivateKey.from_private_bytes(b"lineguard tests only: not secret")
+
+
+def trust_dir(folder: Path) -> Path:
+    """`folder` holding the public keys tests trust: TEST_KEY's and the package's own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    public = TEST_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (folder / "lineguard-tests.pub").write_bytes(public)
+    for key in packaged_trusted_keys_dir().glob("*.pub"):
+        (folder / key.name).write_bytes(key.read_bytes())
+    return folder
+
+
+def write_signed_card(model: Path, card: dict[str, Any], *, indent: int | None = None) -> Path:
+    """The card beside `model`, with the file's sha256, signed with TEST_KEY."""
+    card = {"onnx_sha256": file_sha256(model), **card}
+    path = model.with_suffix(".json")
+    path.write_text(json.dumps(sign_card(card, TEST_KEY), indent=indent))
+    return path
 
 
 def tiny_model(
@@ -67,7 +95,7 @@ def tiny_model(
         "input": {"width": SIDE},
         "task": "segment" if segment else "detect",
     }
-    path.with_suffix(".json").write_text(json.dumps(card))
+    write_signed_card(path, card)
     return path
 
 
@@ -82,5 +110,5 @@ def model_version(folder: Path, version: str, *, data: bytes | None = None, **ca
         path.write_bytes(data)
     values = json.loads(source.with_suffix(".json").read_text())
     values.update(version=version, onnx_sha256=file_sha256(path), onnx_bytes=path.stat().st_size, **card)
-    path.with_suffix(".json").write_text(json.dumps(values, indent=2))
+    write_signed_card(path, values, indent=2)
     return path

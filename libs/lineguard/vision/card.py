@@ -3,7 +3,8 @@ TensorRT engine).
 
 `ModelCard` is the one reading of it: lineguard.modelops.export writes it, the vision runtime
 (lineguard.vision.model) takes from it what the model detects and how it is fed, the registry
-stores it beside the file and checks the file against its sha256. A card that does not validate is a
+stores it beside the file, and the loader checks the file against its sha256 and the card's signature
+(lineguard.vision.signing). A card that does not validate is a
 ModelLoadError naming the file and the field.
 
 What the runtime acts on is checked strictly: `model_id`, `version`, `classes` (in class-id order),
@@ -211,6 +212,8 @@ class ModelCard(_Record):
     engine_sha256: str | None = Field(None, pattern=_SHA256)
     engine_bytes: int | None = Field(None, ge=0)
     evaluation: Evaluation | None = None
+    signed_by: str | None = Field(None, description="the signer's key id (lineguard.vision.signing)")
+    signature: str | None = Field(None, description="ed25519 over the card without this field, base64")
 
     @field_validator("task")
     @classmethod

@@ -21,6 +21,7 @@ from lineguard.hashing import file_sha256
 from lineguard.vision.backends import BackendSettings, Runner, load_runner
 from lineguard.vision.card import ModelCard, card_path, read_json
 from lineguard.vision.errors import BackendUnavailable, ModelLoadError
+from lineguard.vision.signing import Trust, verify_card
 
 PACKAGED_MODEL = "deeppcb-yolo11n.onnx"
 
@@ -150,15 +151,21 @@ def load_model(
     intra_op_threads: int = 0,
     model_id: str | None = None,
     version: str | None = None,
+    trust: Trust | None = None,
 ) -> Detector:
     """Load `path` (default: the packaged model) on `backend` (a backend's Settings, e.g. `model.backend` of the
     line's configuration, or a key for that backend's defaults) and `device` (None: the backend's default);
-    raises ModelLoadError with the cause."""
+    raises ModelLoadError with the cause.
+
+    The file must match the sha256 its card gives; with `trust` (the inference service's, from ModelSettings) the
+    card must also be signed by a trusted key. Both are checked before the file is parsed."""
     path = Path(path) if path is not None else packaged_model_path()
     if not path.is_file():
         raise ModelLoadError(path, "file not found" if not path.exists() else "not a file")
     card_file = card_path(path)
     card = read_json(card_file, model=path) if card_file.is_file() else None
+    signer = verify_card(path, card, trust) if trust is not None else None
+    _check_sha256(path, card, signed=signer is not None)
     runner = load_runner(path, backend, device=device, threads=intra_op_threads)
     try:
         meta = runner.metadata or (onnx_metadata(path) if card is None else {})
@@ -168,6 +175,22 @@ def load_model(
         runner.close()
         raise
     return Detector(path, runner, described, mask_channels)
+
+
+def _check_sha256(path: Path, card: dict[str, Any] | None, *, signed: bool) -> None:
+    """The file is the one its card describes (a signature covers the card, so this makes it cover the weights)."""
+    field = "engine_sha256" if path.suffix == ".engine" else "onnx_sha256"
+    expected = (card or {}).get(field)
+    if expected is None:
+        if signed:
+            raise ModelLoadError(path, f"its signed card gives no {field}: the signature would not cover the file")
+        return
+    actual = file_sha256(path)
+    # A malformed value is left to the card's validation, which names the field.
+    if actual != expected and isinstance(expected, str) and len(expected) == 64:
+        raise ModelLoadError(
+            path, f"sha256 is {actual} but its card's {field} is {expected}: the file is not the one the card describes"
+        )
 
 
 def onnx_metadata(path: Path) -> dict[str, str]:
