@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -17,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lineguard.localline import LineStartError, LocalLine
+from lineguard.localline import RESULTS_ADMIN, LineStartError, LocalLine
+from lineguard.natsserver import free_port
 from lineguard.sim.plc_columns import PlcColumns, check_plc_columns, read_plc_rows
 
 if TYPE_CHECKING:
@@ -60,13 +63,17 @@ def demo(
             "modbus (Modbus TCP, the gateway the server), s7 (an S7 data block, the gateway the client)"
         ),
     ] = Plc.OPCUA,
+    api_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="the MES query API on 127.0.0.1 while the line runs (0: a free port)")
+    ] = 8080,
 ) -> None:
     """Run the whole line: embedded NATS, SQLite, six services, and a simulated PLC triggering parts."""
     err = Console(stderr=True)
     out = Console()
     folder = workdir or Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
     err.print(f"[bold]lineguard demo[/]: {parts} parts at {rate:g}/s, working in {folder}")
-    line = LocalLine(workdir=folder, plc=_register_plc(plc))
+    api = {"enabled": True, "host": "127.0.0.1", "port": api_port or free_port()}
+    line = LocalLine(workdir=folder, plc=_register_plc(plc), config_overrides={"api": api})
     with err.status("starting NATS and the six services..."):
         try:
             line.start()
@@ -78,6 +85,8 @@ def demo(
         f"this run in {line.nats_credentials} (docs/security.md, NATS)",
         highlight=False,
     )
+    err.print(f"MES query API at http://127.0.0.1:{api['port']} (/docs) while the line runs; a reader token:")
+    err.print(_reader_token(line), highlight=False, soft_wrap=True)
     if line.plc is None:
         err.print(
             f"[yellow]OPC UA at {line.opcua_endpoint} runs the demo security profile: security policy None and "
@@ -208,6 +217,19 @@ def _summary(
         "logs": str(line.logs),
         "clean_shutdown": all(code == 0 for code in exit_codes.values()),
     }
+
+
+def _reader_token(line: LocalLine) -> str:
+    """A reader token for the demo's API, made by the results service's admin module (by module path)."""
+    command = [sys.executable, "-m", RESULTS_ADMIN, "api", "token", "create", "--role", "reader", "--name", "demo"]
+    made = subprocess.run(
+        [*command, "--config", str(line.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return made.stdout.strip() if made.returncode == 0 else f"(none: {made.stderr.strip()[-200:]})"
 
 
 def _print_summary(console: Console, s: dict[str, Any]) -> None:
