@@ -152,7 +152,9 @@ def test_an_fp16_input_model_is_fed_float16(run_dir: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     converted = float16.convert_float_to_float16(onnx.load(str(out / "smoke.onnx")), keep_io_types=False)
     onnx.save(converted, str(out / "io16.onnx"))
-    shutil.copyfile(out / "smoke.json", out / "io16.json")
+    # The FP32 file's card, less its sha256: it describes how io16.onnx is fed, not its bytes.
+    card = {k: v for k, v in json.loads((out / "smoke.json").read_text()).items() if k != "onnx_sha256"}
+    (out / "io16.json").write_text(json.dumps(card))
     detector = load_model(out / "io16.onnx")
     assert detector.runner.input.dtype == np.float16
     output = detector.run(np.zeros((1, 3, 64, 64), np.float32))
@@ -311,3 +313,31 @@ def test_a_new_run_continues_from_trained_weights_and_says_so(run_dir: Path, dat
     # How long the weights trained in all: the run it continued, then this one.
     assert [s["run"] for s in card["training"]["history"]] == [run_dir.name, "more"]
     assert card["training"]["total_epochs"] == 2
+
+
+def test_export_with_a_key_signs_the_card_and_the_service_trusts_it(run_dir: Path, tmp_path: Path) -> None:
+    from lineguard.vision.model import ModelLoadError, load_model
+    from lineguard.vision.signing import Trust, generate_keypair
+
+    private, public = generate_keypair(tmp_path / "keys" / "exporter")
+    out = tmp_path / "signed"
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "export",
+            "--weights",
+            str(run_dir / "weights" / "best.pt"),
+            "--out",
+            str(out),
+            "--key",
+            str(private),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "smoke.json").read_text())
+    trust = Trust.from_dir(public.parent)
+    assert card["signed_by"] in trust.keys
+    load_model(out / "smoke.onnx", trust=trust).close()
+    with pytest.raises(ModelLoadError, match="not one of the trusted keys"):
+        load_model(out / "smoke.onnx", trust=Trust.from_dir(None))
