@@ -279,3 +279,24 @@ async def test_a_swapped_out_model_is_closed_at_the_next_swap_and_a_refused_one_
     renamed = model_version(tmp_path, "9.0.0", classes=RENAMED)
     with pytest.raises(ModelLoadError, match="classes disagree with the recipes"):
         load_for_line(config, renamed)
+
+
+async def test_a_pushed_card_changed_under_its_old_signature_is_refused_and_the_old_model_serves(
+    fresh_nats: EmbeddedNats, driver, tmp_path: Path, line_config
+) -> None:
+    # The attack of issue 13: the shipped weights pushed with permuted class names, keeping the project's signature.
+    card = json.loads(card_path(packaged_model_path()).read_text())
+    card.update(version="7.0.0-permuted", classes=card["classes"][1:] + card["classes"][:1])
+    async with connect_registry(fresh_nats.url) as registry:
+        await registry.push(model_version(tmp_path, "1.0.0"))
+        await registry.push(packaged_model_path(), card)
+        await registry.promote(MODEL_ID, "1.0.0", "l1")
+        bus, results = driver
+        async with running_service("inference", line_config(), setup):
+            await registry.promote(MODEL_ID, "7.0.0-permuted", "l1")
+            refused = await heartbeat(bus, lambda b: b.status == HealthStatus.HEALTH_STATUS_DEGRADED)
+            await send(bus, frame(1))
+            [after] = await results.take(1)
+    assert f"promotion of {MODEL_ID} 7.0.0-permuted refused" in refused.detail
+    assert "signature does not verify" in refused.detail and "changed after signing" in refused.detail
+    assert after.model_version == "1.0.0"
