@@ -11,7 +11,6 @@ the line with it; the report is lineguard.sim.plc's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +28,9 @@ from lineguard.sim.plc import (
     PlcResult,
     PlcRunReport,
     ResultCallback,
-    percentile,
+    paced,
+    tally,
+    wait_until,
 )
 
 READY_WAIT_S = 10.0  # how long a job waits for the automatic mode to be Ready before it counts as refused
@@ -186,44 +187,15 @@ class MachineVisionPlc:
         self, parts: int, rate_hz: float, on_result: ResultCallback | None = None, result_timeout_s: float = 30.0
     ) -> PlcRunReport:
         """Start `parts` jobs `rate_hz` per second, then wait for their results (plus 0.2 s to catch duplicates)."""
-        if parts < 1 or rate_hz <= 0:
-            raise ValueError(f"need parts >= 1 and rate_hz > 0, got {parts} parts at {rate_hz} Hz")
+        ticks = paced(parts, rate_hz)
         self._on_result = on_result
         first = len(self._received)
         ids: list[str] = []
-        start = time.perf_counter()
-        for i in range(parts):
-            delay = start + i / rate_hz - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for _ in ticks:
             ids.append(await self.start_single_job(f"part-{self.jobs + 1}"))
         wanted = set(ids)
-        async with self._arrived:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._arrived.wait_for(lambda: wanted <= {r.inspection_id for r in self._received}),
-                    timeout=result_timeout_s,
-                )
+        await wait_until(self._arrived, lambda: wanted <= {r.inspection_id for r in self._received}, result_timeout_s)
         await asyncio.sleep(0.2)
         self._on_result = None
-        return self._report(ids, self._received[first:])
-
-    def _report(self, ids: list[str], received: list[PlcResult]) -> PlcRunReport:
-        by_id: dict[str, list[PlcResult]] = {}
-        report = PlcRunReport()
-        for result in received:
-            if result.inspection_id in self._sent:
-                by_id.setdefault(result.inspection_id, []).append(result)
-            else:
-                report.unexpected.append(result)
-        for job_id in ids:
-            got = by_id.get(job_id, [])
-            if not got:
-                report.missing.append(self._sent[job_id][0])
-                continue
-            if len(got) > 1:
-                report.duplicates.append(self._sent[job_id][0])
-            report.results.append(got[0])
-        latencies = [r.latency_s for r in report.results]
-        report.p50_s, report.p99_s = percentile(latencies, 50), percentile(latencies, 99)
-        return report
+        received = self._received[first:]
+        return tally([(j, self._sent[j][0]) for j in ids], [(r.inspection_id, r) for r in received], self._sent)

@@ -30,7 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from lineguard.contracts import opcua as contract
 from lineguard.contracts import verdict_name
 from lineguard.contracts.registers import reasons_of
-from lineguard.sim.plc import PlcResult, PlcRunReport, ResultCallback, percentile
+from lineguard.sim.plc import PlcResult, PlcRunReport, ResultCallback, paced, tally, wait_until
 
 NAMESPACE_URI = "urn:lineguard:sim:plc"
 SERVER_URI = "urn:lineguard:sim:plc-server"  # its ApplicationUri, also in its certificate
@@ -261,36 +261,31 @@ class ServerPlc:
     ) -> PlcRunReport:
         """Trigger `parts` at `rate_hz` (bool mode: one at a time, the trigger falls with its result); every one
         must get exactly one result within `result_timeout_s`."""
+        ticks = paced(parts, rate_hz)
         first = self.next_sequence
         sequences = list(range(first, first + parts))
         seen = since = len(self.results)
-        for sequence in sequences:
-            started = time.monotonic()
-            await self.trigger_part(sequence, part_id or f"part-{sequence}")
+        async for i in ticks:
+            await self.trigger_part(sequences[i], part_id or f"part-{sequences[i]}")
             if self.trigger == "bool":
                 with contextlib.suppress(TimeoutError):
-                    await self.result(sequence, result_timeout_s)
+                    await self.result(sequences[i], result_timeout_s)
                 await self.write("Trigger", False)
-            await asyncio.sleep(max(0.0, 1 / rate_hz - (time.monotonic() - started)))
-            for got in self.results[seen:]:
-                seen += 1
-                if on_result is not None:
-                    outcome = on_result(self._plc_result(got))
-                    if asyncio.iscoroutine(outcome):
-                        await outcome
-        deadline = time.monotonic() + result_timeout_s
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: {r.sequence for r in self.results} >= set(sequences)),
-                    max(0.0, deadline - time.monotonic()),
-                )
-        for got in self.results[seen:]:
-            if on_result is not None:
+            seen = await self._deliver(seen, on_result)
+        wanted = set(sequences)
+        await wait_until(self._changed, lambda: {r.sequence for r in self.results} >= wanted, result_timeout_s)
+        await self._deliver(seen, on_result)
+        return self.report(sequences, since)
+
+    async def _deliver(self, seen: int, on_result: ResultCallback | None) -> int:
+        """Hand the results from index `seen` on to `on_result`; the index it has handed up to."""
+        fresh = self.results[seen:]
+        if on_result is not None:
+            for got in fresh:
                 outcome = on_result(self._plc_result(got))
                 if asyncio.iscoroutine(outcome):
                     await outcome
-        return self.report(sequences, since)
+        return seen + len(fresh)
 
     def _plc_result(self, got: _Got) -> PlcResult:
         sent = self._sent.get(got.sequence)
@@ -299,15 +294,5 @@ class ServerPlc:
 
     def report(self, sequences: list[int], since: int = 0) -> PlcRunReport:
         """Every sequence got exactly one result (among the results from index `since` on), and nothing else came."""
-        wanted = set(sequences)
-        by_sequence: dict[int, list[_Got]] = {}
-        for got in self.results[since:]:
-            by_sequence.setdefault(got.sequence, []).append(got)
-        report = PlcRunReport()
-        report.results = [self._plc_result(by_sequence[s][0]) for s in sequences if s in by_sequence]
-        report.missing = [s for s in sequences if s not in by_sequence]
-        report.duplicates = [s for s in sequences if len(by_sequence.get(s, [])) > 1]
-        report.unexpected = [self._plc_result(g) for s, gs in by_sequence.items() if s not in wanted for g in gs]
-        latencies = [r.latency_s for r in report.results]
-        report.p50_s, report.p99_s = percentile(latencies, 50), percentile(latencies, 99)
-        return report
+        received = [(got.sequence, self._plc_result(got)) for got in self.results[since:]]
+        return tally([(s, s) for s in sequences], received, set(sequences))

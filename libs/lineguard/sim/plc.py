@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,54 @@ class PlcRunReport:
     def ok(self) -> bool:
         """Every trigger got exactly one result, and nothing else came."""
         return bool(self.results) and not (self.missing or self.duplicates or self.unexpected)
+
+
+def paced(parts: int, rate_hz: float) -> AsyncIterator[int]:
+    """Yield 0 .. parts-1, the i-th at start + i / rate_hz: a late part is not made up by a gap after it."""
+    if parts < 1 or rate_hz <= 0:
+        raise ValueError(f"need parts >= 1 and rate_hz > 0, got {parts} parts at {rate_hz} Hz")
+
+    async def ticks() -> AsyncIterator[int]:
+        start = time.perf_counter()
+        for i in range(parts):
+            delay = start + i / rate_hz - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield i
+
+    return ticks()
+
+
+async def wait_until(condition: asyncio.Condition, predicate: Callable[[], bool], timeout_s: float) -> None:
+    """Wait on `condition` until `predicate` holds or `timeout_s` passes: no error, the report says what is missing."""
+    async with condition:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(condition.wait_for(predicate), timeout=max(0.0, timeout_s))
+
+
+def tally(
+    triggered: Iterable[tuple[Hashable, int]], received: Iterable[tuple[Hashable, PlcResult]], known: Container[Any]
+) -> PlcRunReport:
+    """The run's report from its triggers (key, sequence) in order and the results that came (key, result);
+    a result whose key is not `known` (the PLC never triggered it) is unexpected."""
+    by_key: dict[Hashable, list[PlcResult]] = {}
+    report = PlcRunReport()
+    for key, result in received:
+        if key in known:
+            by_key.setdefault(key, []).append(result)
+        else:
+            report.unexpected.append(result)
+    for key, sequence in triggered:
+        got = by_key.get(key, [])
+        if not got:
+            report.missing.append(sequence)
+            continue
+        if len(got) > 1:
+            report.duplicates.append(sequence)
+        report.results.append(got[0])
+    latencies = [r.latency_s for r in report.results]
+    report.p50_s, report.p99_s = percentile(latencies, 50), percentile(latencies, 99)
+    return report
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -258,49 +306,20 @@ class SimulatedPlc:
 
         Returns when every part has a result (plus `settle_s` to catch duplicates), or
         `result_timeout_s` after the last trigger; `on_result` sees each first result."""
-        if parts < 1 or rate_hz <= 0:
-            raise ValueError(f"need parts >= 1 and rate_hz > 0, got {parts} parts at {rate_hz} Hz")
+        ticks = paced(parts, rate_hz)
         self._on_result = on_result
         first_received = len(self._received)
         ids: list[str] = []
-        start = time.perf_counter()
-        for i in range(parts):
-            delay = start + i / rate_hz - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for _ in ticks:
             ids.append(await self.trigger(self.next_sequence))
             self.next_sequence = (self.next_sequence + 1) & 0xFFFFFFFF
         wanted = set(ids)
-
-        def all_in() -> bool:
-            return wanted <= {r.inspection_id for _, r in self._received}
-
-        async with self._arrived:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait_for(all_in), timeout=result_timeout_s)
+        await wait_until(
+            self._arrived, lambda: wanted <= {r.inspection_id for _, r in self._received}, result_timeout_s
+        )
         await asyncio.sleep(settle_s)
         self._on_result = None
-        return self._report(ids, self._received[first_received:])
-
-    def _report(self, ids: list[str], received: list[tuple[float, PlcResult]]) -> PlcRunReport:
-        by_id: dict[str, list[PlcResult]] = {}
-        unexpected: list[PlcResult] = []
-        for _, result in received:
-            if result.inspection_id in self._sent:
-                by_id.setdefault(result.inspection_id, []).append(result)
-            else:
-                unexpected.append(result)
-        report = PlcRunReport(unexpected=unexpected)
-        for inspection_id in ids:
-            got = by_id.get(inspection_id, [])
-            sequence = self._sent[inspection_id].sequence
-            if not got:
-                report.missing.append(sequence)
-                continue
-            if len(got) > 1:
-                report.duplicates.append(sequence)
-            report.results.append(got[0])
-        latencies = [r.latency_s for r in report.results]
-        report.p50_s = percentile(latencies, 50)
-        report.p99_s = percentile(latencies, 99)
-        return report
+        received = self._received[first_received:]
+        return tally(
+            [(i, self._sent[i].sequence) for i in ids], [(r.inspection_id, r) for _, r in received], self._sent
+        )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from lineguard.contracts import verdict_name
 from lineguard.contracts.registers import Error, GatewayFields, Layout, reasons_of
-from lineguard.sim.plc import PlcResult, PlcRunReport, ResultCallback, percentile
+from lineguard.sim.plc import PlcResult, PlcRunReport, ResultCallback, paced, tally
 
 Read = Callable[[int, int], Awaitable[bytes]]  # (start, end) byte offsets of the area -> its bytes
 Write = Callable[[int, bytes], Awaitable[None]]  # (byte offset, bytes)
@@ -173,17 +173,12 @@ class RegisterPlc:
     ) -> PlcRunReport:
         """Trigger `parts` parts, at most `rate_hz` per second and one at a time (the register handshake),
         each within `result_timeout_s` of its trigger; then report, after `settle_s` to catch duplicates."""
-        if parts < 1 or rate_hz <= 0:
-            raise ValueError(f"need parts >= 1 and rate_hz > 0, got {parts} parts at {rate_hz} Hz")
+        ticks = paced(parts, rate_hz)
         self._on_result = on_result
         first_seen = len(self.results)
         sequences: list[int] = []
-        start = time.perf_counter()
         try:
-            for i in range(parts):
-                delay = start + i / rate_hz - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            async for _ in ticks:
                 with contextlib.suppress(TimeoutError):  # a station that stays busy: that part is missing
                     await self.wait_for(lambda g: not g.busy and not g.done, result_timeout_s)
                 sequence = self.next_sequence
@@ -195,21 +190,5 @@ class RegisterPlc:
             await asyncio.sleep(settle_s)
         finally:
             self._on_result = None
-        return self._run_report(sequences, self.results[first_seen:])
-
-    def _run_report(self, sequences: list[int], seen: list[_Seen]) -> PlcRunReport:
-        report = PlcRunReport()
-        wanted = set(sequences)
-        for sequence in sequences:
-            got = [r for r in seen if r.sequence == sequence]
-            if not got:
-                report.missing.append(sequence)
-                continue
-            if len(got) > 1:
-                report.duplicates.append(sequence)
-            report.results.append(self._result(got[0]))
-        report.unexpected = [self._result(r) for r in seen if r.sequence not in wanted]
-        latencies = [r.latency_s for r in report.results]
-        report.p50_s = percentile(latencies, 50)
-        report.p99_s = percentile(latencies, 99)
-        return report
+        seen = self.results[first_seen:]
+        return tally([(s, s) for s in sequences], [(r.sequence, self._result(r)) for r in seen], set(sequences))
