@@ -18,21 +18,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pydantic import Field
 
 from lineguard.config.seams import PlcSettings
 from lineguard.contracts.registers import (
+    DEFAULT_PART_ID_CHARS,
     GATEWAY_FIELDS,
     NO_RESULT,
+    SPECS,
     Error,
     GatewayFields,
     Layout,
     PartIdError,
     PlcFields,
+    overlap,
     reason_bits,
 )
 from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
@@ -57,6 +61,23 @@ class RegisterSettings(PlcSettings):
     timeout_ms: int = Field(1000, ge=10, le=60_000, description="client: how long one request may take")
     reconnect_ms: int = Field(100, ge=10, le=60_000, description="client: the first wait before connecting again")
     reconnect_max_ms: int = Field(5000, ge=10, le=600_000, description="client: the wait doubles up to this")
+
+
+def check_overlap(
+    name: str, start: int, earlier: Mapping[str, Any], size: Callable[[str, int], int], unit: str
+) -> None:
+    """A map's field validator, for every register protocol: `name` at `start` must not overlap the fields validated
+    before it (`earlier`, pydantic's info.data: in field order, so the overlap is reported at the later field's
+    path). `size(field, part_id_chars)` is a field's extent in the map's `unit` ("registers", "bytes")."""
+    chars = earlier.get("part_id_chars", DEFAULT_PART_ID_CHARS)
+    starts = {n: a for n, a in earlier.items() if n in SPECS}
+    starts[name] = start
+    other = overlap(starts, {n: size(n, chars) for n in starts}, name)
+    if other is not None:
+        raise ValueError(
+            f"{name} ({unit} {start}..{start + size(name, chars) - 1}) overlaps {other} "
+            f"({starts[other]}..{starts[other] + size(other, chars) - 1})"
+        )
 
 
 class ResultNotAwaited(Exception):

@@ -22,7 +22,14 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from lineguard.contracts import registers as contract
-from lineguard.services.gateway.registers import ClientEndpoint, RegisterSettings, RegisterStation, beat, poll
+from lineguard.services.gateway.registers import (
+    ClientEndpoint,
+    RegisterSettings,
+    RegisterStation,
+    beat,
+    check_overlap,
+    poll,
+)
 
 if TYPE_CHECKING:  # every service validates the config, and so imports this module: keep it light
     from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerHandler
@@ -72,22 +79,12 @@ class RegisterMap(BaseModel):
     @field_validator(*contract.SPECS, mode="after")
     @classmethod
     def _fits(cls, address: int, info: ValidationInfo) -> int:
-        # Fields are validated in order: each is checked against the ones before it, so an overlap is
-        # reported at the later field's path.
         name = info.field_name
         assert name is not None
-        chars = info.data.get("part_id_chars", contract.DEFAULT_PART_ID_CHARS)
-        count = register_count(name, chars)
+        count = register_count(name, info.data.get("part_id_chars", contract.DEFAULT_PART_ID_CHARS))
         if not 0 <= address <= MAX_ADDRESS - count + 1:
             raise ValueError(f"{name} needs {count} register(s) from {address}: beyond address {MAX_ADDRESS}")
-        offsets = {n: a for n, a in info.data.items() if n in contract.SPECS}
-        offsets[name] = address
-        other = contract.overlap(offsets, {n: register_count(n, chars) for n in offsets}, name)
-        if other is not None:
-            raise ValueError(
-                f"{name} (registers {address}..{address + count - 1}) overlaps {other} "
-                f"({offsets[other]}..{offsets[other] + register_count(other, chars) - 1})"
-            )
+        check_overlap(name, address, info.data, register_count, "registers")
         return address
 
     def layout(self) -> contract.Layout:

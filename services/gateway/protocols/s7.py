@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from lineguard.contracts import registers as contract
-from lineguard.services.gateway.registers import ClientEndpoint, RegisterSettings
+from lineguard.services.gateway.registers import ClientEndpoint, RegisterSettings, check_overlap
 
 if TYPE_CHECKING:
     from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerHandler
@@ -55,23 +55,14 @@ class DbLayout(BaseModel):
     @field_validator(*contract.SPECS, mode="after")
     @classmethod
     def _fits(cls, offset: int, info: ValidationInfo) -> int:
-        # In order, as in the Modbus map: an overlap is reported at the later field's path.
         name = info.field_name
         assert name is not None
-        chars = info.data.get("part_id_chars", contract.DEFAULT_PART_ID_CHARS)
-        size = byte_size(name, chars)
+        size = byte_size(name, info.data.get("part_id_chars", contract.DEFAULT_PART_ID_CHARS))
         if offset % 2:
             raise ValueError(f"{name} at byte {offset}: a WORD, DWORD or STRING starts at an even byte in an S7 DB")
         if not 0 <= offset <= MAX_OFFSET - size + 1:
             raise ValueError(f"{name} needs {size} bytes from {offset}: beyond a DB's {MAX_OFFSET + 1} bytes")
-        offsets = {n: o for n, o in info.data.items() if n in contract.SPECS}
-        offsets[name] = offset
-        other = contract.overlap(offsets, {n: byte_size(n, chars) for n in offsets}, name)
-        if other is not None:
-            raise ValueError(
-                f"{name} (bytes {offset}..{offset + size - 1}) overlaps {other} "
-                f"({offsets[other]}..{offsets[other] + byte_size(other, chars) - 1})"
-            )
+        check_overlap(name, offset, info.data, byte_size, "bytes")
         return offset
 
     def layout(self) -> contract.Layout:
