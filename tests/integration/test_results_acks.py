@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.testing import throwaway_database
 from lineguard.testing.postgres import ADMIN_URL_ENV, DEFAULT_ADMIN
 from lineguard.testing.records import sample_ack, sample_decision
+from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Decision
 
 MAX_DELIVER = 3
@@ -72,17 +72,6 @@ class Results:
 
     async def dead(self) -> int:
         return (await self.bus.js.stream_info(stream_name("dead"))).state.messages
-
-
-async def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            result = condition()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.05)
 
 
 def retries(kind: str) -> float:

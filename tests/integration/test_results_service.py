@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from lineguard.services.results.schema import Defect, Inspection
 from lineguard.services.results.service import ResultsHandlers, setup
 from lineguard.testing.records import sample_ack, sample_decision
 from lineguard.testing.streams import stored
+from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Decision
 
 
@@ -47,17 +47,6 @@ class Running:
     async def settled(self, kind: str) -> bool:
         info = await self.bus.js.consumer_info(stream_name(kind), f"results-{kind}")
         return info.num_pending == 0 and info.num_ack_pending == 0
-
-
-async def wait_for(condition: Callable[[], object], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            result = condition()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.05)
 
 
 async def dead_letters(bus: Bus, kind: str) -> list:
