@@ -10,9 +10,9 @@ import zxingcpp
 from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id
 from lineguard.imaging import ROI, FrameError, ImageError, encode_image
+from lineguard.ocr.codes import read_codes
 from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.capture.stamping import stamp_serial
-from lineguard.ocr.codes import read_codes
 from lineguard.services.ocr.results import ocr_frame
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
