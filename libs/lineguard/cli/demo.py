@@ -12,6 +12,7 @@ from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import typer
@@ -34,12 +35,24 @@ class Plc(StrEnum):
     OPCUA_40100 = "opcua-40100"
     MODBUS = "modbus"
     S7 = "s7"
+    OPCUA_CLIENT = "opcua-client"
 
 
-def _register_plc(plc: Plc) -> dict[str, Any] | None:
-    """The station's plc section for a register protocol, on a free loopback port (None: the OPC UA server)."""
+def _register_plc(plc: Plc, folder: Path) -> dict[str, Any] | None:
+    """The station's plc section for a register protocol or OPC UA client mode, on a free loopback port (None: the
+    OPC UA server)."""
     from lineguard.natsserver import free_port
 
+    if plc is Plc.OPCUA_CLIENT:  # the simulated PLC serves its variables, the gateway is its OPC UA client
+        from lineguard.sim.opcua_client_plc import ServerPlc
+
+        port = free_port()
+        return {
+            "protocol": "opcua-client",
+            "endpoint": ServerPlc(port).endpoint,
+            "nodes": ServerPlc(port).node_map(),
+            "security": {"profile": "demo", "policy": "None", "pki_dir": str(folder / "pki" / "opcua-client")},
+        }
     if plc is Plc.MODBUS:  # the gateway serves, the simulated PLC polls it
         return {"protocol": "modbus", "mode": "server", "host": "127.0.0.1", "port": free_port()}
     if plc is Plc.S7:  # the simulated PLC serves its data block, the gateway is its client
@@ -60,7 +73,8 @@ def demo(
         Plc,
         typer.Option(
             help="the simulated PLC: opcua (the simple profile's Trigger), opcua-40100 (OPC 40100 StartSingleJob), "
-            "modbus (Modbus TCP, the gateway the server), s7 (an S7 data block, the gateway the client)"
+            "modbus (Modbus TCP, the gateway the server), s7 (an S7 data block, the gateway the client), opcua-client "
+            "(the PLC's own OPC UA server, the gateway its client)"
         ),
     ] = Plc.OPCUA,
     api_port: Annotated[
@@ -73,7 +87,7 @@ def demo(
     folder = workdir or Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
     err.print(f"[bold]lineguard demo[/]: {parts} parts at {rate:g}/s, working in {folder}")
     api = {"enabled": True, "host": "127.0.0.1", "port": api_port or free_port()}
-    line = LocalLine(workdir=folder, plc=_register_plc(plc), config_overrides={"api": api})
+    line = LocalLine(workdir=folder, plc=_register_plc(plc, folder), config_overrides={"api": api})
     with err.status("starting NATS and the six services..."):
         try:
             line.start()
@@ -91,6 +105,11 @@ def demo(
         err.print(
             f"[yellow]OPC UA at {line.opcua_endpoint} runs the demo security profile: security policy None and "
             "anonymous operators, not for a production line[/] (docs/opcua.md, Security)"
+        )
+    elif plc is Plc.OPCUA_CLIENT:
+        err.print(
+            f"[yellow]the simulated PLC's OPC UA server at {line.plc['endpoint']}: the gateway connects with the demo "
+            "security profile, policy None and anonymous, not for a production line[/] (docs/opcua.md, client mode)"
         )
     else:
         err.print(
@@ -159,6 +178,13 @@ def _drive(line: LocalLine, parts: int, rate: float, console: Console, plc: Plc)
                 assert line.plc is not None
                 async with SimulatedS7Plc(line.plc["port"], db=line.plc["db"]) as s7:
                     return await s7.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
+            if plc is Plc.OPCUA_CLIENT:
+                from lineguard.sim.opcua_client_plc import ServerPlc
+
+                assert line.plc is not None
+                async with ServerPlc(urlsplit(line.plc["endpoint"]).port or 4840) as server_plc:
+                    await _gateway_connected(server_plc)
+                    return await server_plc.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
             if plc is Plc.OPCUA_40100:
                 async with MachineVisionPlc(line.opcua_endpoint, station="s1") as vision:
                     return await vision.run(parts, rate, on_result=on_result, result_timeout_s=60.0)
@@ -167,6 +193,17 @@ def _drive(line: LocalLine, parts: int, rate: float, console: Console, plc: Plc)
 
         report = asyncio.run(run())
     return report, time.monotonic() - started
+
+
+async def _gateway_connected(server_plc: Any, timeout_s: float = 60.0) -> None:
+    """Trigger only once the gateway is connected and subscribed (it counts the PLC's Heartbeat up then): a count it
+    finds already raised when it subscribes is the PLC's past, not a new part."""
+    deadline = time.monotonic() + timeout_s
+    while await server_plc.read("Heartbeat") == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gateway did not connect to the simulated PLC at {server_plc.endpoint}")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # its trigger subscription's first value (the count found) comes before the heartbeat
 
 
 def _wait_for_rows(line: LocalLine, expected: int, timeout_s: float = 30.0) -> dict[str, int]:
