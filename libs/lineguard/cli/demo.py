@@ -36,6 +36,10 @@ class Plc(StrEnum):
     MODBUS = "modbus"
     S7 = "s7"
     OPCUA_CLIENT = "opcua-client"
+    EXTERNAL = "external"  # no simulated PLC: the line serves an outside one until Ctrl-C
+
+
+EXTERNAL_MODBUS_PORT = 5020  # Modbus TCP's 502 needs root
 
 
 def _register_plc(plc: Plc, folder: Path) -> dict[str, Any] | None:
@@ -74,7 +78,8 @@ def demo(
         typer.Option(
             help="the simulated PLC: opcua (the simple profile's Trigger), opcua-40100 (OPC 40100 StartSingleJob), "
             "modbus (Modbus TCP, the gateway the server), s7 (an S7 data block, the gateway the client), opcua-client "
-            "(the PLC's own OPC UA server, the gateway its client)"
+            "(the PLC's own OPC UA server, the gateway its client), external (no simulated PLC: serve an outside one, "
+            "station s1 on OPC UA and s2 on Modbus TCP 127.0.0.1:5020, until Ctrl-C)"
         ),
     ] = Plc.OPCUA,
     api_port: Annotated[
@@ -87,7 +92,10 @@ def demo(
     folder = workdir or Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
     err.print(f"[bold]lineguard demo[/]: {parts} parts at {rate:g}/s, working in {folder}")
     api = {"enabled": True, "host": "127.0.0.1", "port": api_port or free_port()}
-    line = LocalLine(workdir=folder, plc=_register_plc(plc, folder), config_overrides={"api": api})
+    overrides: dict[str, Any] = {"api": api}
+    if plc is Plc.EXTERNAL:
+        overrides["stations"] = _external_stations()
+    line = LocalLine(workdir=folder, plc=_register_plc(plc, folder), config_overrides=overrides)
     with err.status("starting NATS and the six services..."):
         try:
             line.start()
@@ -101,6 +109,9 @@ def demo(
     )
     err.print(f"MES query API at http://127.0.0.1:{api['port']} (/docs) while the line runs; a reader token:")
     err.print(_reader_token(line), highlight=False, soft_wrap=True)
+    if plc is Plc.EXTERNAL:
+        _serve_external(line, overrides["stations"], err)
+        return
     if line.plc is None:
         err.print(
             f"[yellow]OPC UA at {line.opcua_endpoint} runs the demo security profile: security policy None and "
@@ -193,6 +204,49 @@ def _drive(line: LocalLine, parts: int, rate: float, console: Console, plc: Plc)
 
         report = asyncio.run(run())
     return report, time.monotonic() - started
+
+
+def _external_stations() -> list[dict[str, Any]]:
+    """Two stations, since a station speaks one protocol: s1 the demo's OPC UA server (simple and OPC 40100
+    profiles, on a free port), s2 a Modbus TCP server on 127.0.0.1:5020 (docs/modbus.md's map)."""
+    from lineguard.sim.lineconfig import demo_config_dict
+
+    opcua = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
+    s1 = demo_config_dict(nats_url="", database_url="", opcua_endpoint=opcua)["stations"][0]
+    s1["plc"]["profiles"] = ["simple", "machine-vision"]
+    modbus = {"protocol": "modbus", "mode": "server", "host": "127.0.0.1", "port": EXTERNAL_MODBUS_PORT}
+    return [s1, {**s1, "id": "s2", "plc": modbus}]
+
+
+def _serve_external(line: LocalLine, stations: list[dict[str, Any]], err: Console) -> None:
+    """Serve the outside PLC until Ctrl-C; the endpoints as plain lines on stdout, for a person or a script."""
+    opcua, modbus = stations[0]["plc"], stations[1]["plc"]
+    print(f"endpoint s1 opcua {opcua['endpoint']}", flush=True)
+    print(f"endpoint s2 modbus {modbus['host']}:{modbus['port']}", flush=True)
+    err.print(
+        f"[yellow]s1: OPC UA at {opcua['endpoint']}, the demo security profile: security policy None and anonymous "
+        "operators (no user, no password), not for a production line[/] (docs/opcua.md, Security); its nodes "
+        "Objects/Stations/s1 (simple profile) and the OPC 40100 VisionSystem s1",
+        highlight=False,
+    )
+    err.print(
+        f"[yellow]s2: Modbus TCP server at {modbus['host']}:{modbus['port']}, unit 1, docs/modbus.md's register map; "
+        "no security of its own: keep it inside a segmented cell network[/] (docs/modbus.md)",
+        highlight=False,
+    )
+    err.print("serving an outside PLC: Ctrl-C stops the line", highlight=False)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        exit_codes = line.stop()
+    rows = _wait_for_rows(line, 0, timeout_s=0.0)
+    err.print(f"stopped: {sum(rows.values())} rows in {line.database_path}, logs in {line.logs}", highlight=False)
+    if not all(code == 0 for code in exit_codes.values()):
+        err.print(f"[red]a service did not stop cleanly:[/] {exit_codes}", highlight=False)
+        raise typer.Exit(1)
 
 
 async def _gateway_connected(server_plc: Any, timeout_s: float = 60.0) -> None:

@@ -1,0 +1,73 @@
+"""`lineguard demo --plc external` as a person runs it: a subprocess that prints its endpoints, serves an outside
+PLC (here a real asyncua client, lineguard.sim.plc.SimulatedPlc, on the printed OPC UA endpoint, and a Modbus
+TCP client on station s2's) and stops on
+Ctrl-C (SIGINT) with exit code 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lineguard.cli.demo import EXTERNAL_MODBUS_PORT
+from lineguard.sim.modbus import SimulatedModbusPlc
+from lineguard.sim.plc import SimulatedPlc
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_external_demo_serves_an_outside_plc_until_sigint(tmp_path: Path) -> None:
+    if not _port_free(EXTERNAL_MODBUS_PORT):
+        pytest.skip(f"127.0.0.1:{EXTERNAL_MODBUS_PORT} is taken (another demo?)")
+    command = [sys.executable, "-c", "from lineguard.cli import main; main()", "demo", "--plc", "external"]
+    proc = subprocess.Popen(
+        [*command, "--api-port", "0", "--workdir", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        endpoints: dict[str, str] = {}
+        deadline = time.monotonic() + 180
+        assert proc.stdout is not None
+        while len(endpoints) < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("endpoint "):
+                _, _station, protocol, address = line.split()
+                endpoints[protocol] = address
+        assert set(endpoints) == {"opcua", "modbus"}, proc.stderr.read() if proc.poll() is not None else endpoints
+        assert endpoints["modbus"] == f"127.0.0.1:{EXTERNAL_MODBUS_PORT}"
+
+        async def one_part() -> None:
+            async with SimulatedPlc(endpoints["opcua"], station="s1") as plc:
+                report = await plc.run(1, 1.0, result_timeout_s=60.0)
+            assert report.ok, report
+            assert report.results[0].verdict in {"PASS", "FAIL", "REWORK"}
+            host, port = endpoints["modbus"].split(":")
+            async with SimulatedModbusPlc(host, int(port)) as modbus:  # station s2, polling the gateway's server
+                report = await modbus.run(1, 1.0, result_timeout_s=60.0)
+            assert report.ok, report
+
+        asyncio.run(one_part())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        assert "policy None and anonymous" in err
+        assert "stopped: 2 rows" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
