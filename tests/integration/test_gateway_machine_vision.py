@@ -7,29 +7,29 @@ module (conftest's started_gateway: s1 waits 10 s for a decision, s2 gives FAIL 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from asyncua import Client, Node, ua
+from asyncua import Client, ua
 
 from lineguard.services.gateway.protocols.machine_vision import RESULTS_SHOWN  # the gateway's, for the assertion
 from lineguard.services.gateway.protocols.opcua_security import hash_password
 from lineguard.sim.machine_vision import MachineVisionPlc
 from lineguard.testing.gateway import Gateway, find, publish_decision
+from lineguard.testing.machine_vision import (
+    HALTED_STATE,
+    JOB_STARTED,
+    READY_EVENT,
+    READY_STATE,
+    VisionClient,
+    vision_system,
+)
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.trigger_pb2 import Trigger
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-# From the standard (OPC 40100-1 v1.0.0 NodeSet, NodeIds.csv), nothing lineguard-specific.
-MV = "http://opcfoundation.org/UA/MachineVision"
-VISION_SYSTEM_TYPE, JOB_STARTED, READY_EVENT, RESULT_READY = 1003, 1013, 1023, 1024
-READY_STATE, SINGLE_EXECUTION_STATE, HALTED_STATE = 5057, 5058, 5029
-
 
 ENGINEER, ENGINEER_PASSWORD = "eng", "halt-and-reset"  # a logged-in user, beside the anonymous operator
 
@@ -44,72 +44,6 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, started_gateway) -> 
         tmp_path_factory.mktemp("mv-nats"), quick_deadline_ms=300, plc_security=security
     ) as started:
         yield started
-
-
-@dataclass
-class VisionClient:
-    """A generic 40100 client on one vision system: what UaExpert or a PLC's OPC UA client does."""
-
-    client: Client
-    idx: int
-    system: Node
-    events: list[dict[str, Any]] = field(default_factory=list)
-    states: list[str] = field(default_factory=list)  # the automatic mode's CurrentState, as it changed
-
-    def node(self, *path: str) -> Any:
-        return self.system.get_child([f"{self.idx}:{name}" for name in path])
-
-    async def call(self, path: tuple[str, ...], *args: Any) -> Any:
-        method = await self.node(*path)
-        parent = await method.get_parent()
-        return await parent.call_method(method, *args)
-
-    async def start_single_job(self, meas: str, part: str, recipe: str = "", product: str = "") -> str:
-        out = await self.call(
-            ("VisionStateMachine", "AutomaticModeStateMachine", "StartSingleJob"),
-            ua.MeasIdDataType(Id=meas),
-            ua.PartIdDataType(Id=part),
-            ua.RecipeIdExternalDataType(Id=recipe),
-            ua.ProductIdDataType(Id=product),
-        )
-        job_id, error = out
-        assert error == 0
-        return job_id.Id
-
-    def event_notification(self, event: Any) -> None:
-        self.events.append({k: v.Value for k, v in event.get_event_props_as_fields_dict().items()})
-
-    def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
-        if value is not None:
-            self.states.append(value.Text)
-
-    def results(self) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["EventType"] == ua.NodeId(RESULT_READY, self.idx)]
-
-    async def wait_for(self, what: Callable[[], bool], timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
-            assert time.monotonic() < deadline, "timed out"
-            await asyncio.sleep(0.02)
-
-
-async def vision_system(client: Client, name: str) -> VisionClient:
-    """Find the vision system by its standard type among the Objects, and subscribe to its events and state."""
-    await client.load_data_type_definitions()
-    idx = await client.get_namespace_index(MV)
-    systems = [
-        node
-        for node in await client.nodes.objects.get_children()
-        if await node.read_type_definition() == ua.NodeId(VISION_SYSTEM_TYPE, idx)
-    ]
-    by_name = {(await n.read_browse_name()).Name: n for n in systems}
-    vc = VisionClient(client, idx, by_name[name])
-    sub = await client.create_subscription(10, vc)
-    event_types = [client.get_node(ua.NodeId(t, idx)) for t in (RESULT_READY, JOB_STARTED, READY_EVENT)]
-    await sub.subscribe_events(vc.system, event_types, queuesize=1000)
-    current = await vc.node("VisionStateMachine", "AutomaticModeStateMachine")
-    await sub.subscribe_data_change(await current.get_child("0:CurrentState"), queuesize=100)
-    return vc
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -23,6 +23,7 @@ from lineguard.services.gateway.protocols import opcua_access
 from lineguard.services.gateway.protocols.opcua_security import hash_password
 from lineguard.sim.plc import SimulatedPlc
 from lineguard.testing.gateway import Gateway, find, publish_decision
+from lineguard.testing.machine_vision import vision_system
 from lineguard.testing.opcua import ClientCertificate, client_setup, make_certificate, secure_client
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.trigger_pb2 import Trigger
@@ -302,3 +303,22 @@ async def test_the_server_says_it_is_lineguard(secured: Secured) -> None:
     assert {e.Server.ProductUri for e in endpoints} == {opcua_access.PRODUCT_URI}
     # The server certificate it made on first start names the same ApplicationUri.
     assert (secured.pki_dir / "own" / "cert.der").is_file()
+
+
+async def test_a_generic_40100_client_over_sign_and_encrypt_with_a_login_gets_one_result_per_job(
+    secured: Secured,
+) -> None:
+    # The bar for the Machine Vision profile: a client knowing only the standard, in the production profile.
+    client = await secure_client(secured.endpoint, login(secured, "op", policy="Basic256Sha256", mode="SignAndEncrypt"))
+    async with client:
+        vc = await vision_system(client, "s1")
+        await vc.wait_for(lambda: bool(vc.states))
+        jobs = [await vc.start_single_job(f"sec-meas-{i}", f"sec-part-{i}") for i in range(2)]
+        for job_id in jobs:
+            [trigger] = await find(
+                secured.gateway.bus, "trigger", Trigger, lambda t, j=job_id: t.part.inspection_id == j
+            )
+            await publish_decision(secured.gateway.bus, trigger.part, Verdict.VERDICT_FAIL, "DEFECT_SHORT")
+        await vc.wait_for(lambda: len(vc.results()) >= 2)
+        await asyncio.sleep(0.3)  # a duplicate, had there been one, would be here by now
+    assert sorted(r["ResultId"].Id for r in vc.results()) == sorted(jobs)
