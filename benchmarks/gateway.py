@@ -42,6 +42,7 @@ from lineguard.contracts import opcua as contract
 from lineguard.natsserver import EmbeddedNats, free_port
 from lineguard.runtime.service import run_service
 from lineguard.sim.lineconfig import demo_config_dict
+from lineguard.sim.plc import subscription_parameters
 from lineguard.testing.gateway import service_ready
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
@@ -83,15 +84,7 @@ class EventClock:
 
 async def subscribe(client: Client, source: Node, event_type: Node, interval_ms: float) -> EventClock:
     clock = EventClock()
-    params = ua.CreateSubscriptionParameters(
-        RequestedPublishingInterval=interval_ms,
-        RequestedLifetimeCount=3000,
-        RequestedMaxKeepAliveCount=500,
-        MaxNotificationsPerPublish=0,
-        PublishingEnabled=True,
-        Priority=0,
-    )
-    subscription = await client.create_subscription(params, clock)
+    subscription = await client.create_subscription(subscription_parameters(interval_ms), clock)
     await subscription.subscribe_events(source, event_type, queuesize=0xFFFFFFFF)
     return clock
 

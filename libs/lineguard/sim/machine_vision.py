@@ -23,12 +23,12 @@ from lineguard.contracts import verdict_name
 from lineguard.contracts.opcua import split_reasons
 from lineguard.opcua_nodesets import load_machine_vision_types
 from lineguard.sim.plc import (
-    PUBLISHING_INTERVAL_MS,
-    SESSION_TIMEOUT_MS,
     PlcResult,
     PlcRunReport,
     ResultCallback,
+    connect_client,
     paced,
+    subscription_parameters,
     tally,
     wait_until,
 )
@@ -81,19 +81,7 @@ class MachineVisionPlc:
             self._client = None
 
     async def _connect(self) -> None:
-        deadline = time.monotonic() + self.connect_timeout_s
-        while True:  # the gateway may still be starting: retry until the timeout
-            client = Client(self.endpoint, timeout=10)
-            client.session_timeout = SESSION_TIMEOUT_MS
-            try:
-                if self.setup is not None:
-                    await self.setup(client)
-                await client.connect()
-                break
-            except (TimeoutError, OSError, ua.UaError) as exc:
-                if time.monotonic() > deadline:
-                    raise ConnectionError(f"no OPC UA server at {self.endpoint}: {exc!r}") from exc
-                await asyncio.sleep(0.2)
+        client = await connect_client(self.endpoint, timeout_s=self.connect_timeout_s, setup=self.setup)
         self._client = client
         try:
             self._idx = await client.get_namespace_index(mv.NAMESPACE_URI)
@@ -106,15 +94,7 @@ class MachineVisionPlc:
             [f"{self._idx}:{mv.STATE_MACHINE}", f"{self._idx}:{mv.AUTOMATIC_MODE}"]
         )
         self._start_job = await self._automatic.get_child(f"{self._idx}:StartSingleJob")
-        params = ua.CreateSubscriptionParameters(
-            RequestedPublishingInterval=PUBLISHING_INTERVAL_MS,
-            RequestedLifetimeCount=3000,
-            RequestedMaxKeepAliveCount=500,
-            MaxNotificationsPerPublish=0,
-            PublishingEnabled=True,
-            Priority=0,
-        )
-        subscription = await client.create_subscription(params, self)
+        subscription = await client.create_subscription(subscription_parameters(), self)
         result_ready = client.get_node(_node_id(mv.RESULT_READY_EVENT_TYPE, self._idx))
         await subscription.subscribe_events(system, result_ready, queuesize=0xFFFFFFFF)
         await subscription.subscribe_data_change(await self._automatic.get_child("0:CurrentState"), queuesize=100)

@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Coroutine, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +117,46 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+async def connect_client(
+    endpoint: str,
+    *,
+    timeout_s: float,
+    setup: Callable[[Client], Awaitable[None]] | None = None,
+    on_lost: Callable[[Exception], Coroutine[Any, Any, None]] | None = None,
+) -> Client:
+    """A connected asyncua Client, as a PLC makes one: `setup` (security policy, certificate, login) is awaited on
+    each new client before it connects. The server may still be starting (a gateway's address space takes seconds
+    to build), so refused or unanswered connects are retried until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        client = Client(endpoint, timeout=10)
+        client.session_timeout = SESSION_TIMEOUT_MS
+        if on_lost is not None:
+            client.connection_lost_callback = on_lost
+        try:
+            if setup is not None:
+                await setup(client)
+            await client.connect()
+            return client
+        except (TimeoutError, OSError, ua.UaError) as exc:
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"no OPC UA server at {endpoint} after {timeout_s:g} s: {exc!r}") from exc
+            await asyncio.sleep(0.2)
+
+
+def subscription_parameters(interval_ms: float = PUBLISHING_INTERVAL_MS) -> ua.CreateSubscriptionParameters:
+    """A PLC's subscription: published every `interval_ms`, kept alive through long quiet spells, every
+    notification of a publish delivered at once."""
+    return ua.CreateSubscriptionParameters(
+        RequestedPublishingInterval=interval_ms,
+        RequestedLifetimeCount=3000,
+        RequestedMaxKeepAliveCount=500,
+        MaxNotificationsPerPublish=0,
+        PublishingEnabled=True,
+        Priority=0,
+    )
+
+
 @dataclass
 class _Sent:
     sequence: int
@@ -175,23 +215,9 @@ class SimulatedPlc:
                 transport.abort()
 
     async def _connect(self) -> None:
-        # The gateway may still be starting (its address space takes seconds to build): retry until the timeout.
-        deadline = time.monotonic() + self.connect_timeout_s
-        while True:
-            client = Client(self.endpoint, timeout=10)
-            client.session_timeout = SESSION_TIMEOUT_MS
-            client.connection_lost_callback = self._connection_lost
-            try:
-                if self.setup is not None:
-                    await self.setup(client)
-                await client.connect()
-                break
-            except (TimeoutError, OSError, ua.UaError) as exc:
-                if time.monotonic() > deadline:
-                    raise ConnectionError(
-                        f"no OPC UA server at {self.endpoint} after {self.connect_timeout_s:g} s: {exc!r}"
-                    ) from exc
-                await asyncio.sleep(0.2)
+        client = await connect_client(
+            self.endpoint, timeout_s=self.connect_timeout_s, setup=self.setup, on_lost=self._connection_lost
+        )
         self._client = client
         try:
             idx = await client.get_namespace_index(contract.NAMESPACE_URI)
@@ -211,15 +237,7 @@ class SimulatedPlc:
             await client.disconnect()
             raise ConnectionError(f"the gateway at {self.endpoint} serves no station {self.station!r}") from None
         event_type = client.get_node(_node_id(contract.EVENT_TYPE, idx))
-        params = ua.CreateSubscriptionParameters(
-            RequestedPublishingInterval=PUBLISHING_INTERVAL_MS,
-            RequestedLifetimeCount=3000,
-            RequestedMaxKeepAliveCount=500,
-            MaxNotificationsPerPublish=0,
-            PublishingEnabled=True,
-            Priority=0,
-        )
-        subscription = await client.create_subscription(params, self)
+        subscription = await client.create_subscription(subscription_parameters(), self)
         await subscription.subscribe_events(self._station_node, event_type, queuesize=0xFFFFFFFF)
 
     async def _connection_lost(self, exc: Exception) -> None:
