@@ -6,7 +6,6 @@ Environment variables are `LINEGUARD_` + the field path joined by `__`, e.g.
 
 from __future__ import annotations
 
-import re
 from datetime import time
 from itertools import pairwise
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy import make_url
 
-from lineguard.config.ocr import OcrSettings
+from lineguard.config.ocr import OcrSettings, Regex
 from lineguard.config.seams import BackendField, CameraField, PlcField
 
 MiB = 1024 * 1024
@@ -117,20 +116,10 @@ class RecipeSettings(_Strict):
         None, min_length=4, max_length=4, description="x, y, width, height where codes are read; default whole image"
     )
     require_code: bool = Field(False, description="a part without a readable code fails (CODE_MISSING)")
-    code_pattern: str | None = Field(None, description="regular expression the serial must match in full")
+    code_pattern: Regex | None = Field(None, description="regular expression the serial must match in full")
     ocr: OcrSettings = Field(
         default_factory=OcrSettings, description="identity reads: code formats, the ladder's budget, fields and checks"
     )
-
-    @field_validator("code_pattern")
-    @classmethod
-    def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return pattern
 
 
 class ModelSettings(_Strict):

@@ -4,9 +4,21 @@ the fields read from them with their checks. Each failed check is a reason code 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return pattern
+
+
+# A regular expression in the config: one that does not compile is an error at its field path.
+Regex = Annotated[str, AfterValidator(_compiles)]
 
 
 class _Strict(BaseModel):
@@ -21,7 +33,7 @@ class FieldRule(_Strict):
     )
     symbology: str | None = Field(None, description="only codes of this zxing format (e.g. DataMatrix); default any")
     ai: str | None = Field(None, pattern=r"^\d{2,4}$", description="GS1 application identifier: 01, 10, 21, 17, 11")
-    pattern: str | None = Field(None, description="regular expression the value must match in full (FORMAT_MISMATCH)")
+    pattern: Regex | None = Field(None, description="regular expression the value must match in full (FORMAT_MISMATCH)")
     min_length: int | None = Field(None, ge=1)
     max_length: int | None = Field(None, ge=1)
     checksum: str | None = Field(
@@ -34,16 +46,6 @@ class FieldRule(_Strict):
         0, ge=0, description="a value seen on this line within the last N parts is DUPLICATE_SERIAL; 0: no check"
     )
     required: bool = Field(True, description="nothing read is NO_READ (a FAIL)")
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return pattern
 
     @field_validator("checksum")
     @classmethod
