@@ -29,14 +29,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from lineguard.localline import LocalLine
 from lineguard.sim.plc import PlcResult, PlcRunReport, SimulatedPlc, percentile
 from lineguard.sim.plc_columns import check_plc_columns, read_plc_rows
-from lineguard.testing.postgres import ADMIN_URL_ENV, DEFAULT_ADMIN, throwaway_database
+from lineguard.testing.postgres import give_database_back, take_database_away, throwaway_database
 
 DEADLINE_MS = 3000
 GRACE_MS = 500  # gateway.result_grace_ms, the default
@@ -62,25 +60,6 @@ def first_results(plc: SimulatedPlc) -> dict[str, PlcResult]:
     for result in plc.received:
         first.setdefault(result.inspection_id, result)
     return first
-
-
-def _admin(sql: str, *params: object) -> None:
-    import os
-
-    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
-        conn.execute(sql, params)
-
-
-def take_database_away(url: str) -> None:
-    name = make_url(url).database
-    _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    _admin(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", name
-    )
-
-
-def give_database_back(url: str) -> None:
-    _admin(f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS true')
 
 
 async def faults(line: LocalLine, db_url: str | None, args: argparse.Namespace, log: list[str]) -> None:

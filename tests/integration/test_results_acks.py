@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, func, make_url, select
+from sqlalchemy import Engine, func, select
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
@@ -25,7 +23,7 @@ from lineguard.services.results.schema import Inspection
 from lineguard.services.results.service import setup
 from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.testing import throwaway_database
-from lineguard.testing.postgres import ADMIN_URL_ENV, DEFAULT_ADMIN
+from lineguard.testing.postgres import give_database_back, take_database_away
 from lineguard.testing.records import sample_ack, sample_decision
 from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Decision
@@ -109,24 +107,6 @@ def pg_database() -> Iterator[str]:
         yield url
 
 
-def _admin(sql: str, *params: object) -> None:
-    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
-        conn.execute(sql, params)
-
-
-def take_away(url: str) -> None:
-    """The database refuses new connections and its open ones are cut, as in an outage."""
-    name = make_url(url).database
-    _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    _admin(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", name
-    )
-
-
-def give_back(url: str) -> None:
-    _admin(f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS true')
-
-
 async def test_acks_through_a_postgresql_outage_longer_than_max_deliver_tries_are_all_recorded(
     fresh_nats: EmbeddedNats, pg_database: str
 ) -> None:
@@ -137,7 +117,7 @@ async def test_acks_through_a_postgresql_outage_longer_than_max_deliver_tries_ar
             await results.decide(decision)
         await wait_for(lambda: results.settled("decision"))
         tried = retries("ack")
-        take_away(pg_database)
+        take_database_away(pg_database)
         try:
             for decision in before + during:
                 await results.ack(decision)
@@ -148,7 +128,7 @@ async def test_acks_through_a_postgresql_outage_longer_than_max_deliver_tries_ar
             # Every ack was tried more often than the ack consumer used to before it dead-lettered it.
             assert retries("ack") - tried >= len(before + during) * MAX_DELIVER
         finally:
-            give_back(pg_database)
+            give_database_back(pg_database)
         await wait_for(lambda: results.filled(before + during) == 20, timeout=30)
         await wait_for(lambda: results.settled("ack"))
         await wait_for(lambda: results.settled("decision"))
@@ -180,7 +160,7 @@ async def test_a_stop_first_writes_the_acks_waiting_for_a_retry(fresh_nats: Embe
             await results.decide(decision)
         await wait_for(lambda: results.settled("decision"))
         tried = retries("ack")
-        take_away(pg_database)
+        take_database_away(pg_database)
         try:
             for decision in decisions:
                 await results.ack(decision)
@@ -189,7 +169,7 @@ async def test_a_stop_first_writes_the_acks_waiting_for_a_retry(fresh_nats: Embe
             await asyncio.sleep(0.5)
             assert not results.service.done()  # still draining
         finally:
-            give_back(pg_database)
+            give_database_back(pg_database)
         await asyncio.wait_for(results.service, 30)
         assert results.filled(decisions) == len(decisions)
 

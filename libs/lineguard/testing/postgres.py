@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import psycopg
+from sqlalchemy.engine import make_url
 
 ADMIN_URL_ENV = "LINEGUARD_TEST_PG"
 DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -26,3 +27,21 @@ def throwaway_database(admin_url: str | None = None) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin(sql: str, *params: object) -> None:
+    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
+        conn.execute(sql, params)
+
+
+def take_database_away(url: str) -> None:
+    """An outage of one database (a throwaway one, never the server): new connections refused, open ones cut."""
+    name = make_url(url).database
+    _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    _admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", name
+    )
+
+
+def give_database_back(url: str) -> None:
+    _admin(f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS true')
