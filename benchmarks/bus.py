@@ -29,6 +29,7 @@ from lineguard.bus import Bus, Delivery, Worker
 from lineguard.config import NatsSettings
 from lineguard.contracts import msg_id, new_inspection_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
+from lineguard.testing.rounds import medians_and_ranges
 from lineguard.v1.common_pb2 import Box, Part
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
 
@@ -246,10 +247,7 @@ async def main(n: int, hops: int, rounds: int) -> None:
         "fetch_batch": batch,
         "publishers": WINDOW,
     }
-    for key in results[0]:
-        values = [f[key] for f in results]
-        summary[key] = round(statistics.median(values), 4)
-        summary[f"{key}_range"] = [round(min(values), 4), round(max(values), 4)]
+    summary.update(medians_and_ranges(results))
     print(
         f"median of {rounds}: ratio {summary['ratio']:.3f} ({summary['ratio_range'][0]:.3f} - "  # type: ignore[index]
         f"{summary['ratio_range'][1]:.3f}), added per hop p50 {summary['added_p50_ms']:+.3f} ms, "  # type: ignore[index]

@@ -44,6 +44,7 @@ from lineguard.runtime.service import run_service
 from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.sim.plc import subscription_parameters
 from lineguard.testing.gateway import service_ready
+from lineguard.testing.rounds import medians_and_ranges
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 
@@ -245,10 +246,7 @@ async def main(results: int, rounds: int, interval_ms: float, pause_s: float, pr
         "publishing_interval_ms": interval_ms,
         "profiles": profiles,
     }
-    for key in rows[0]:
-        values = [row[key] for row in rows]
-        summary[key] = round(statistics.median(values), 4)
-        summary[f"{key}_range"] = [round(min(values), 4), round(max(values), 4)]
+    summary.update(medians_and_ranges(rows))
     print(
         f"median of {rounds}: decision -> PLC p50 {summary['gateway_p50_ms']:.3f} ms, "
         f"raw {summary['raw_p50_ms']:.3f} ms,"
