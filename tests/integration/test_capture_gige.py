@@ -24,15 +24,15 @@ from lineguard.bus import DEAD_REASON
 from lineguard.cameras import aravis
 from lineguard.cli import app
 from lineguard.config import LineConfig
-from lineguard.contracts import dead_subject, heartbeat_subject, msg_id, new_inspection_id, now_ns, stream_name, subject
+from lineguard.contracts import dead_subject, heartbeat_subject, msg_id, stream_name, subject
 from lineguard.imaging import decode_image
 from lineguard.natsserver import EmbeddedNats
 from lineguard.services.capture.service import setup as capture_setup
 from lineguard.services.capture.sources import CameraError, gige
 from lineguard.testing import running_service
 from lineguard.testing.fake_gige import FakeGigeCamera, fake_camera_installed
+from lineguard.testing.records import triggered_part
 from lineguard.testing.streams import collect, stored
-from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
 from lineguard.v1.trigger_pb2 import Trigger
@@ -62,17 +62,6 @@ SERIAL = "LG-FAKE-1"
 def fake() -> Iterator[FakeGigeCamera]:
     with FakeGigeCamera(SERIAL) as camera:
         yield camera
-
-
-def part(seq: int, station: str = "s1") -> Part:
-    return Part(
-        inspection_id=new_inspection_id(),
-        line="l1",
-        station=station,
-        recipe_id="pcb-a",
-        sequence=seq,
-        triggered_unix_ns=now_ns(),
-    )
 
 
 def gige_line(line_config_dict: Any, nats_url: str, **camera: Any) -> LineConfig:
@@ -107,7 +96,7 @@ async def test_a_trigger_becomes_a_frame_through_the_capture_service(
     config = gige_line(line_config_dict, fresh_nats.url, roi={"x": 16, "y": 8, "width": 320, "height": 240})
     labels = {"station": "s1", "camera": "gige:s1"}
     received = sample("lineguard_camera_packets_total", **labels, outcome="received")
-    trig = Trigger(part=part(7), source="plc")
+    trig = Trigger(part=triggered_part(7), source="plc")
     async with running_service("capture", config, capture_setup):
         assert sample("lineguard_camera_connected", **labels) == 1
         await bus.publish(subject("trigger", "l1", "s1"), trig, msg_id=msg_id(trig.part.inspection_id, "trigger"))
@@ -132,7 +121,7 @@ def test_settings_are_set_at_open_and_read_back(fake: FakeGigeCamera) -> None:
     settings = gige.Settings(serial=SERIAL, exposure_us=1234.0, gain=3.0, roi={"width": 200, "height": 100})
     source = gige.open_camera("s1", settings)
     try:
-        image = source.grab(part(1))
+        image = source.grab(triggered_part(1))
         assert (image.width, image.height) == (200, 100)
         # Read back by another client, as a controls engineer would (`lineguard camera features`).
         result = CliRunner().invoke(app, ["camera", "features", "127.0.0.1"])
@@ -166,7 +155,7 @@ async def test_the_camera_killed_and_started_again_mid_run(
     config = gige_line(line_config_dict, fresh_nats.url, grab_timeout_ms=500, reconnect_min_s=0.2, reconnect_max_s=1)
     labels = {"station": "s1", "camera": "gige:s1"}
     reconnects = sample("lineguard_camera_reconnects_total", **labels)
-    before, during, after = (Trigger(part=part(seq), source="plc") for seq in (1, 2, 3))
+    before, during, after = (Trigger(part=triggered_part(seq), source="plc") for seq in (1, 2, 3))
 
     async def send(trig: Trigger) -> None:
         await bus.publish(subject("trigger", "l1", "s1"), trig, msg_id=msg_id(trig.part.inspection_id, "trigger"))
@@ -208,7 +197,7 @@ async def test_a_camera_that_is_not_there_is_reported_and_refused_while_the_line
 ) -> None:
     bus = await bus_factory("driver")
     config = gige_line(line_config_dict, fresh_nats.url, serial="NOPE")
-    trig = Trigger(part=part(1), source="plc")
+    trig = Trigger(part=triggered_part(1), source="plc")
     async with running_service("capture", config, capture_setup):
         await bus.publish(subject("trigger", "l1", "s1"), trig, msg_id=msg_id(trig.part.inspection_id, "trigger"))
         [dead] = await collect(bus, dead_subject("trigger"), stream_name("dead"), 1)
@@ -244,11 +233,11 @@ def test_hardware_trigger_takes_the_first_frame_after_the_trigger(fake: FakeGige
     try:
         parts, images = [], []
         for seq in range(3):
-            parts.append(part(seq))  # triggered now
+            parts.append(triggered_part(seq))  # triggered now
             images.append(source.grab(parts[-1]))
         assert all(image.captured_unix_ns >= p.triggered_unix_ns for image, p in zip(images, parts, strict=True))
         assert len({image.source_uri for image in images}) == 3  # each trigger its own frame
-        late = part(9)
+        late = triggered_part(9)
         late.triggered_unix_ns -= 2_000_000_000  # a trigger whose frame went by long ago
         with pytest.raises(CameraError, match=r"no frame arrived within 500 ms after the trigger"):
             source.grab(late)
@@ -268,7 +257,7 @@ def test_a_frame_with_lost_packets_is_refused_naming_it_and_the_losses_are_count
         try:
             with pytest.raises(CameraError, match=r"camera gige:s7 \(serial 'LG-FAKE-1'\): frame \d+ is incomplete"):
                 for seq in range(5):
-                    source.grab(part(seq, "s7"))
+                    source.grab(triggered_part(seq, station="s7"))
             assert source.problem() is None  # a lossy stream is not a lost camera
         finally:
             source.close()

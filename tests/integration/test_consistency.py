@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from lineguard.bus import DEAD_REASON, DEAD_SUBJECT, Bus
 from lineguard.config import LineConfig
-from lineguard.contracts import dead_subject, msg_id, new_inspection_id, now_ns, stream_name, subject
+from lineguard.contracts import dead_subject, msg_id, stream_name, subject
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.capture.service import setup as capture_setup
 from lineguard.services.decision.service import setup as decision_setup
@@ -19,24 +19,13 @@ from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.schema import Inspection
 from lineguard.services.results.service import setup as results_setup
 from lineguard.testing import running_service
-from lineguard.testing.records import sample_decision
+from lineguard.testing.records import sample_decision, triggered_part
 from lineguard.testing.streams import collect, stored
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import Code, OcrResult
 from lineguard.v1.trigger_pb2 import Trigger
-
-
-def part(station: str = "s1", seq: int = 1) -> Part:
-    return Part(
-        inspection_id=new_inspection_id(),
-        line="l1",
-        station=station,
-        recipe_id="pcb-a",
-        sequence=seq,
-        triggered_unix_ns=now_ns(),
-    )
 
 
 async def send(bus: Bus, kind: str, message, *, on: str | None = None) -> None:
@@ -63,7 +52,7 @@ async def test_capture_refuses_a_trigger_whose_part_names_another_station_than_i
     bus_factory, fresh_nats, line_config_dict
 ) -> None:
     bus = await bus_factory("driver")
-    forged, good = Trigger(part=part(station="s9")), Trigger(part=part(seq=2))
+    forged, good = Trigger(part=triggered_part(station="s9")), Trigger(part=triggered_part(2))
     async with running_service("capture", LineConfig(**line_config_dict(nats_url=fresh_nats.url)), capture_setup):
         await send(bus, "trigger", forged, on="s1")
         await send(bus, "trigger", good)
@@ -79,13 +68,13 @@ async def test_decision_judges_only_triggered_parts_of_configured_stations(
     bus = await bus_factory("driver")
     config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=400))
     wrong_subject, unconfigured, untriggered, late_trigger, good = (
-        part("s9", 1),
-        part("s9", 2),
-        part("s1", 3),
-        part("s1", 4),
-        part("s1", 5),
+        triggered_part(1, station="s9"),
+        triggered_part(2, station="s9"),
+        triggered_part(3, station="s1"),
+        triggered_part(4, station="s1"),
+        triggered_part(5, station="s1"),
     )
-    disagreeing = part("s1", 6)
+    disagreeing = triggered_part(6, station="s1")
     async with running_service("decision", config, decision_setup):
         await send(bus, "trigger", Trigger(part=wrong_subject), on="s1")  # the attack: s9 on s1's subject
         await send(bus, "trigger", Trigger(part=unconfigured))  # on its own subject, but no such station
@@ -202,7 +191,7 @@ async def test_the_decision_service_reports_a_collision_with_a_forged_decision(
 ) -> None:
     bus = await bus_factory("forger")
     config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=300))
-    p = part()
+    p = triggered_part()
     before = duplicates("decision", "decision", "different")
     async with running_service("decision", config, decision_setup):
         await send(bus, "decision", Decision(part=p, verdict=Verdict.VERDICT_PASS))

@@ -7,26 +7,15 @@ import asyncio
 from lineguard.bus import DEAD_REASON
 from lineguard.bus.streams import line_streams, provision_streams
 from lineguard.config import LineConfig
-from lineguard.contracts import dead_subject, msg_id, new_inspection_id, now_ns, stream_name, subject
+from lineguard.contracts import dead_subject, msg_id, now_ns, stream_name, subject
 from lineguard.services.decision.service import setup
 from lineguard.testing import running_service
+from lineguard.testing.records import triggered_part
 from lineguard.testing.streams import collect
-from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
 from lineguard.v1.ocr_pb2 import Code, OcrResult
 from lineguard.v1.trigger_pb2 import Trigger
-
-
-def part(recipe: str = "pcb-a", seq: int = 1) -> Part:
-    return Part(
-        inspection_id=new_inspection_id(),
-        line="l1",
-        station="s1",
-        recipe_id=recipe,
-        sequence=seq,
-        triggered_unix_ns=now_ns(),
-    )
 
 
 async def send(bus, kind: str, message) -> None:
@@ -44,7 +33,7 @@ async def test_joins_inference_and_ocr_into_one_verdict(bus_factory, fresh_nats,
     bus = await bus_factory("driver")
     config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=400))
     async with running_service("decision", config, setup):
-        good, bad = part(seq=1), part(seq=2)
+        good, bad = triggered_part(1), triggered_part(2)
         for p, dets in ((good, []), (bad, [Detection(class_name="short", score=0.9)])):
             await send(bus, "trigger", Trigger(part=p))
             await send(
@@ -69,7 +58,7 @@ async def test_missing_result_at_deadline_is_fail_timeout(bus_factory, fresh_nat
     bus = await bus_factory("driver")
     config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=300))
     async with running_service("decision", config, setup):
-        p = part()
+        p = triggered_part()
         await send(bus, "trigger", Trigger(part=p))
         await send(bus, "ocr", OcrResult(part=p, codes=[Code(text="LG-00000001")]))
         [decision] = await decisions(bus, 1)
@@ -88,7 +77,7 @@ async def test_unknown_recipe_gives_error_verdict_and_dead_letter_then_keeps_ser
     bus = await bus_factory("driver")
     config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=400))
     async with running_service("decision", config, setup):
-        stray, good = part(recipe="no-such-recipe"), part(seq=2)
+        stray, good = triggered_part(recipe="no-such-recipe"), triggered_part(2)
         await send(bus, "trigger", Trigger(part=stray))
         await bus.publish(subject("inference", "l1", "s1"), b"\x08\x96\x01garbage\xff", msg_id="garbage")
         await send(bus, "trigger", Trigger(part=good))
@@ -115,7 +104,7 @@ async def test_inputs_of_a_verdict_that_cannot_be_published_are_retried_then_dea
     raw["nats"].update(max_deliver=3, nak_delay_s=0.05)
     async with running_service("decision", LineConfig(**raw), setup):
         await bus.js.delete_stream(stream_name("decision"))
-        await send(bus, "trigger", Trigger(part=part()))
+        await send(bus, "trigger", Trigger(part=triggered_part()))
         [dead] = await collect(bus, "lg.dead.>", stream_name("dead"), 1)
     assert dead.subject == dead_subject("trigger")
     assert dead.headers[DEAD_REASON].startswith(
@@ -136,7 +125,7 @@ async def test_an_input_redelivered_while_a_failing_verdict_is_published_is_judg
     async with running_service("decision", config, setup):
         await bus.js.delete_stream(stream_name("decision"))
         silent = await bus.nc.subscribe("lg.decision.>")  # takes the request, never replies: the publish times out
-        p = part()
+        p = triggered_part()
         await send(bus, "trigger", Trigger(part=p))
         await send(bus, "ocr", OcrResult(part=p, codes=[Code(text="LG-00000001")], completed_unix_ns=now_ns()))
         await send(bus, "inference", InferenceResult(part=p, model_id="m", model_version="7"))

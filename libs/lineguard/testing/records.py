@@ -1,8 +1,8 @@
-"""Decisions and PLC acks as the results service receives them, for its tests."""
+"""Parts, decisions and PLC acks as the services receive them, for their tests."""
 
 from __future__ import annotations
 
-from lineguard.contracts import new_inspection_id
+from lineguard.contracts import new_inspection_id, now_ns
 from lineguard.v1.common_pb2 import Box, Part, Point, Polygon, StageTiming
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
@@ -10,6 +10,18 @@ from lineguard.v1.ocr_pb2 import Code, OcrResult
 from lineguard.v1.plc_pb2 import PlcAck
 
 T0_NS = 1_780_000_000_123_456_789  # 2026-05-28T20:26:40.123456789Z
+
+
+def triggered_part(seq: int = 1, *, station: str = "s1", recipe: str = "pcb-a", line: str = "l1") -> Part:
+    """A part of the demo line as the gateway opens it: a new inspection id, triggered now."""
+    return Part(
+        inspection_id=new_inspection_id(),
+        line=line,
+        station=station,
+        recipe_id=recipe,
+        sequence=seq,
+        triggered_unix_ns=now_ns(),
+    )
 
 
 def sample_decision(
