@@ -31,7 +31,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 VERDICTS: tuple[str, ...] = ("PASS", "FAIL", "REWORK", "ERROR")
-ROLES: tuple[str, ...] = ("reader", "admin")
+ROLES: tuple[str, ...] = ("reader", "quality", "admin")
+IMAGE_KINDS: tuple[str, ...] = ("image", "thumbnail", "overlay")
 
 # Fixed constraint names, so a migration can name the constraint it changes on
 # every dialect (SQLite otherwise leaves them unnamed).
@@ -112,11 +113,25 @@ class Inspection(Base):
     product: Mapped[str | None] = mapped_column(String(64), comment="the recipe's product; NULL when not configured")
     shift: Mapped[str | None] = mapped_column(String(32), comment="shift name from the line's calendar; NULL: none")
     shift_day: Mapped[date | None] = mapped_column(Date, comment="the plant's local date the shift started on")
+    explanation: Mapped[list[Any] | None] = mapped_column(
+        comment="the rules that fired, worst first: [{reason, verdict, text, ...}]; NULL for rows before 0004"
+    )
+    recipe_sha256: Mapped[str | None] = mapped_column(
+        String(64), comment="sha256 of the recipe version that judged the part; NULL when not known"
+    )
+    image_quality: Mapped[dict[str, Any] | None] = mapped_column(
+        comment='the frame\'s {"brightness": .., "contrast": .., "sharpness": ..}; NULL when not measured'
+    )
+    trace_id: Mapped[str | None] = mapped_column(String(32), comment="OpenTelemetry trace id (hex); NULL: tracing off")
 
     defects: Mapped[list[Defect]] = relationship(back_populates="inspection", order_by="Defect.id")
     codes: Mapped[list[Code]] = relationship(back_populates="inspection", order_by="Code.id")
     reasons: Mapped[list[InspectionReason]] = relationship(
         back_populates="inspection", order_by="InspectionReason.position"
+    )
+    images: Mapped[list[InspectionImage]] = relationship(back_populates="inspection", order_by="InspectionImage.id")
+    confirmations: Mapped[list[VerdictConfirmation]] = relationship(
+        back_populates="inspection", order_by="VerdictConfirmation.id"
     )
 
     __table_args__ = (
@@ -207,6 +222,65 @@ class InspectionReason(Base):
     )
 
 
+class InspectionImage(Base):
+    """One stored image of an inspection in the archive: the frame, its thumbnail or the overlay of its detections."""
+
+    __tablename__ = "inspection_images"
+
+    id: Mapped[int] = mapped_column(_row_id(), primary_key=True, autoincrement=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.inspection_id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), comment="image, thumbnail or overlay")
+    uri: Mapped[str] = mapped_column(Text, comment="file:// or s3:// address in the archive")
+    content_type: Mapped[str] = mapped_column(String(32), comment="e.g. image/png, image/jpeg")
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), comment="of the stored bytes")
+    stored_at: Mapped[datetime] = mapped_column(index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(comment="removed by retention; NULL while kept")
+
+    inspection: Mapped[Inspection] = relationship(back_populates="images")
+
+    __table_args__ = (CheckConstraint(f"kind IN ({', '.join(repr(k) for k in IMAGE_KINDS)})", name="kind"),)
+
+
+class VerdictConfirmation(Base):
+    """A person's confirmation or overruling of a verdict: kept beside the inspection, which it never changes."""
+
+    __tablename__ = "verdict_confirmations"
+
+    id: Mapped[int] = mapped_column(_row_id(), primary_key=True, autoincrement=True)
+    inspection_id: Mapped[str] = mapped_column(ForeignKey("inspections.inspection_id", ondelete="CASCADE"), index=True)
+    verdict: Mapped[str] = mapped_column(String(8), comment="the verdict the person says is true")
+    confirmed_by: Mapped[str] = mapped_column(String(128), comment="the person (token name or user)")
+    confirmed_at: Mapped[datetime] = mapped_column()
+    comment: Mapped[str] = mapped_column(Text, comment="why; may be empty for a plain confirmation")
+
+    inspection: Mapped[Inspection] = relationship(back_populates="confirmations")
+
+    __table_args__ = (CheckConstraint(f"verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="verdict"),)
+
+
+class ShadowVerdict(Base):
+    """The verdict a candidate (shadow) model would have given a live inspection; it never reached the PLC."""
+
+    __tablename__ = "shadow_verdicts"
+
+    inspection_id: Mapped[str] = mapped_column(
+        ForeignKey("inspections.inspection_id", ondelete="CASCADE"), primary_key=True, comment="the live inspection"
+    )
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True, comment="the candidate model")
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(8), comment="what the candidate would have given")
+    reason_codes: Mapped[str] = mapped_column(Text, comment="comma-separated, worst first")
+    detections: Mapped[list[Any]] = mapped_column(comment="[{class_name, score, x1, y1, x2, y2}, ...]")
+    inference_ms: Mapped[float | None] = mapped_column(Float, comment="the candidate's model time")
+    decided_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (
+        Index(None, "model_id", "model_version"),
+        CheckConstraint(f"verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="verdict"),
+    )
+
+
 class ModelVersion(Base):
     """A model version that judged parts, with the first and last part it judged."""
 
@@ -240,7 +314,7 @@ class ApiToken(Base):
 
     token_id: Mapped[str] = mapped_column(String(16), primary_key=True, comment="the token's public part")
     name: Mapped[str] = mapped_column(String(64), comment="who or what it is for")
-    role: Mapped[str] = mapped_column(String(8), comment="reader or admin")
+    role: Mapped[str] = mapped_column(String(8), comment="reader, quality or admin")
     secret_sha256: Mapped[str] = mapped_column(String(64), comment="hex sha256 of the token's secret part")
     created_at: Mapped[datetime] = mapped_column(default=lambda: datetime.now(UTC))
     revoked_at: Mapped[datetime | None] = mapped_column(comment="NULL while the token is valid")

@@ -14,7 +14,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, func, insert, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
+from lineguard.services.results.api.tokens import create_token, verify_token
 from lineguard.services.results.db import (
     current_revision,
     downgrade_database,
@@ -39,6 +41,9 @@ TABLES = {
     "model_versions",
     "recipe_versions",
     "api_tokens",
+    "inspection_images",
+    "verdict_confirmations",
+    "shadow_verdicts",
     "alembic_version",
 }
 VIEWS = {"part_history", "yield_by_shift", "defect_pareto"}
@@ -55,11 +60,16 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 COLUMNS_SINCE_0003 = {"part_id", "lot", "product", "shift", "shift_day"}
+COLUMNS_SINCE_0004 = {"explanation", "recipe_sha256", "image_quality", "trace_id"}
 
 
 def insert_at_0001(conn: Connection, row: dict[str, Any]) -> None:
     """An inspection row as lineguard 0001 wrote it: the models' columns less those added since."""
-    conn.execute(insert(Inspection.__table__).values({k: v for k, v in row.items() if k not in COLUMNS_SINCE_0003}))
+    conn.execute(
+        insert(Inspection.__table__).values(
+            {k: v for k, v in row.items() if k not in COLUMNS_SINCE_0003 | COLUMNS_SINCE_0004}
+        )
+    )
 
 
 def schema_differences(url: str) -> list:
@@ -231,6 +241,39 @@ def test_0003_from_0001_keeps_every_row_and_gives_them_reasons_and_versions(empt
         assert _tables_and_views(empty_url) == ({"inspections", "defects", "codes", "alembic_version"}, set())
         columns = {c["name"] for c in inspect(engine).get_columns("inspections")}
         assert not columns & COLUMNS_SINCE_0003
+        assert upgrade_database(empty_url) == head_revision()
+        assert schema_differences(empty_url) == []
+    finally:
+        engine.dispose()
+
+
+def test_0004_adds_the_quality_role_and_going_back_keeps_every_inspection(empty_url: str) -> None:
+    # api_tokens is rebuilt on SQLite for its new role check; inspections is not, so undoing 0004 cascades nothing.
+    upgrade_database(empty_url, "0003")
+    decision = sample_decision()
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            rows = decision_rows(decision)
+            conn.execute(
+                insert(Inspection.__table__).values(
+                    {k: v for k, v in rows.inspection.items() if k not in COLUMNS_SINCE_0004}
+                )
+            )
+            conn.execute(insert(Defect), rows.defects)
+        reader = create_token(engine, "reader", "mes")
+        with pytest.raises(IntegrityError):
+            create_token(engine, "quality", "qe")
+        assert upgrade_database(empty_url) == head_revision()
+        assert verify_token(engine, create_token(engine, "quality", "qe")) is not None
+        assert verify_token(engine, reader) is not None
+        downgrade_database(empty_url, "0003")
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(Defect)).scalar_one() == len(rows.defects)
+            roles = conn.execute(text("SELECT role FROM api_tokens")).scalars().all()
+        assert roles == ["reader"]
+        columns = {c["name"] for c in inspect(engine).get_columns("inspections")}
+        assert not columns & COLUMNS_SINCE_0004
         assert upgrade_database(empty_url) == head_revision()
         assert schema_differences(empty_url) == []
     finally:
