@@ -90,6 +90,31 @@ class ClassRule(_Strict):
     verdict: Literal["fail", "rework", "ignore"] = "fail"
 
 
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+class ModelRef(_Strict):
+    """A model version in the registry (lineguard.registry), named exactly: its file's sha256 too."""
+
+    id: str = Field(min_length=1, description="the model card's model_id")
+    version: str = Field(min_length=1)
+    sha256: str = Field(pattern=_SHA256, description="the model file's sha256 (64 lower-case hex digits)")
+
+
+class ProductCamera(_Strict):
+    """The camera settings a product needs (the station's camera keeps its own where these are not given)."""
+
+    exposure_us: float | None = Field(None, gt=0, description="exposure time in microseconds")
+    gain: float | None = Field(None, ge=0, description="analog gain, in the camera's unit (dB on GenICam)")
+
+
+class ImageRetention(_Strict):
+    """How long a product's images stay in the archive."""
+
+    defect_days: int = Field(90, ge=0, description="images of parts that did not pass; 0: not kept")
+    good_days: int = Field(7, ge=0, description="thumbnails of parts that passed; 0: not kept")
+
+
 class RecipeSettings(_Strict):
     version: str = "1"
     product: str | None = Field(
@@ -119,6 +144,17 @@ class RecipeSettings(_Strict):
     code_pattern: Regex | None = Field(None, description="regular expression the serial must match in full")
     ocr: OcrSettings = Field(
         default_factory=OcrSettings, description="identity reads: code formats, the ladder's budget, fields and checks"
+    )
+    # What a recipe version carries besides its rules (docs/recipes.md): the bundle the recipe store keeps.
+    model: ModelRef | None = Field(
+        None, description="the registry model this recipe was made for (id, version, sha256); checked at push"
+    )
+    camera: ProductCamera = Field(default_factory=ProductCamera, description="the camera settings for this product")
+    plc_recipe_number: int | None = Field(
+        None, ge=1, le=65535, description="the number a PLC selects this recipe by (the register `recipe` field)"
+    )
+    retention: ImageRetention = Field(
+        default_factory=ImageRetention, description="how long this product's images are kept"
     )
 
 
@@ -319,6 +355,19 @@ class LineConfig(BaseSettings):
                 raise ValueError(
                     f"station {station.id!r} names recipe {station.recipe!r}, which is not defined (known: {known})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _plc_recipe_numbers_unique(self) -> LineConfig:
+        by_number: dict[int, str] = {}
+        for recipe_id, recipe in sorted(self.recipes.items()):
+            number = recipe.plc_recipe_number
+            if number is not None and number in by_number:
+                raise ValueError(
+                    f"recipes {by_number[number]!r} and {recipe_id!r} have the same plc_recipe_number {number}"
+                )
+            if number is not None:
+                by_number[number] = recipe_id
         return self
 
     @classmethod

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Part(_message.Message):
-    __slots__ = ("inspection_id", "line", "station", "recipe_id", "sequence", "triggered_unix_ns", "part_id", "lot")
+    __slots__ = ("inspection_id", "line", "station", "recipe_id", "sequence", "triggered_unix_ns", "part_id", "lot", "recipe_version", "recipe_sha256")
     INSPECTION_ID_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
     STATION_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,8 @@ class Part(_message.Message):
     TRIGGERED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     PART_ID_FIELD_NUMBER: _ClassVar[int]
     LOT_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_SHA256_FIELD_NUMBER: _ClassVar[int]
     inspection_id: str
     line: str
     station: str
@@ -24,7 +26,9 @@ class Part(_message.Message):
     triggered_unix_ns: int
     part_id: str
     lot: str
-    def __init__(self, inspection_id: _Optional[str] = ..., line: _Optional[str] = ..., station: _Optional[str] = ..., recipe_id: _Optional[str] = ..., sequence: _Optional[int] = ..., triggered_unix_ns: _Optional[int] = ..., part_id: _Optional[str] = ..., lot: _Optional[str] = ...) -> None: ...
+    recipe_version: str
+    recipe_sha256: str
+    def __init__(self, inspection_id: _Optional[str] = ..., line: _Optional[str] = ..., station: _Optional[str] = ..., recipe_id: _Optional[str] = ..., sequence: _Optional[int] = ..., triggered_unix_ns: _Optional[int] = ..., part_id: _Optional[str] = ..., lot: _Optional[str] = ..., recipe_version: _Optional[str] = ..., recipe_sha256: _Optional[str] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
