@@ -27,15 +27,17 @@ from lineguard.v1 import inference_pb2 as lineguard_dot_v1_dot_inference__pb2
 from lineguard.v1 import ocr_pb2 as lineguard_dot_v1_dot_ocr__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blineguard/v1/decision.proto\x12\x0clineguard.v1\x1a\x19lineguard/v1/common.proto\x1a\x1clineguard/v1/inference.proto\x1a\x16lineguard/v1/ocr.proto\"\xd8\x02\n\x08\x44\x65\x63ision\x12 \n\x04part\x18\x01 \x01(\x0b\x32\x12.lineguard.v1.Part\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.lineguard.v1.Verdict\x12\x14\n\x0creason_codes\x18\x03 \x03(\t\x12\x16\n\x0erecipe_version\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x0e\n\x06serial\x18\x07 \x01(\t\x12\x30\n\tinference\x18\x08 \x01(\x0b\x32\x1d.lineguard.v1.InferenceResult\x12$\n\x03ocr\x18\t \x01(\x0b\x32\x17.lineguard.v1.OcrResult\x12*\n\x07timings\x18\n \x03(\x0b\x32\x19.lineguard.v1.StageTiming\x12\x17\n\x0f\x64\x65\x63ided_unix_ns\x18\x0b \x01(\x03*m\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_PASS\x10\x01\x12\x10\n\x0cVERDICT_FAIL\x10\x02\x12\x12\n\x0eVERDICT_REWORK\x10\x03\x12\x11\n\rVERDICT_ERROR\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blineguard/v1/decision.proto\x12\x0clineguard.v1\x1a\x19lineguard/v1/common.proto\x1a\x1clineguard/v1/inference.proto\x1a\x16lineguard/v1/ocr.proto\"\x86\x02\n\x07\x46inding\x12&\n\x07verdict\x18\x01 \x01(\x0e\x32\x15.lineguard.v1.Verdict\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nclass_name\x18\x05 \x01(\t\x12\x0c\n\x04zone\x18\x06 \x01(\t\x12\x12\n\ndetections\x18\x07 \x03(\r\x12\r\n\x05score\x18\x08 \x01(\x02\x12\x11\n\tthreshold\x18\t \x01(\x02\x12\x1f\n\x02\x61t\x18\n \x01(\x0b\x32\x13.lineguard.v1.Point\x12\x0c\n\x04\x61rea\x18\x0b \x01(\x02\x12\x11\n\tarea_unit\x18\x0c \x01(\t\x12\r\n\x05\x63ount\x18\r \x01(\r\"\x84\x03\n\x08\x44\x65\x63ision\x12 \n\x04part\x18\x01 \x01(\x0b\x32\x12.lineguard.v1.Part\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.lineguard.v1.Verdict\x12\x14\n\x0creason_codes\x18\x03 \x03(\t\x12\x16\n\x0erecipe_version\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x0e\n\x06serial\x18\x07 \x01(\t\x12\x30\n\tinference\x18\x08 \x01(\x0b\x32\x1d.lineguard.v1.InferenceResult\x12$\n\x03ocr\x18\t \x01(\x0b\x32\x17.lineguard.v1.OcrResult\x12*\n\x07timings\x18\n \x03(\x0b\x32\x19.lineguard.v1.StageTiming\x12\x17\n\x0f\x64\x65\x63ided_unix_ns\x18\x0b \x01(\x03\x12*\n\x0b\x65xplanation\x18\x0c \x03(\x0b\x32\x15.lineguard.v1.Finding*m\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_PASS\x10\x01\x12\x10\n\x0cVERDICT_FAIL\x10\x02\x12\x12\n\x0eVERDICT_REWORK\x10\x03\x12\x11\n\rVERDICT_ERROR\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lineguard.v1.decision_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=473
-  _globals['_VERDICT']._serialized_end=582
-  _globals['_DECISION']._serialized_start=127
-  _globals['_DECISION']._serialized_end=471
+  _globals['_VERDICT']._serialized_start=782
+  _globals['_VERDICT']._serialized_end=891
+  _globals['_FINDING']._serialized_start=127
+  _globals['_FINDING']._serialized_end=389
+  _globals['_DECISION']._serialized_start=392
+  _globals['_DECISION']._serialized_end=780
 # @@protoc_insertion_point(module_scope)

@@ -23,8 +23,38 @@ VERDICT_FAIL: Verdict
 VERDICT_REWORK: Verdict
 VERDICT_ERROR: Verdict
 
+class Finding(_message.Message):
+    __slots__ = ("verdict", "reason", "rule", "text", "class_name", "zone", "detections", "score", "threshold", "at", "area", "area_unit", "count")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    AREA_FIELD_NUMBER: _ClassVar[int]
+    AREA_UNIT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    verdict: Verdict
+    reason: str
+    rule: str
+    text: str
+    class_name: str
+    zone: str
+    detections: _containers.RepeatedScalarFieldContainer[int]
+    score: float
+    threshold: float
+    at: _common_pb2.Point
+    area: float
+    area_unit: str
+    count: int
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[str] = ..., rule: _Optional[str] = ..., text: _Optional[str] = ..., class_name: _Optional[str] = ..., zone: _Optional[str] = ..., detections: _Optional[_Iterable[int]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., at: _Optional[_Union[_common_pb2.Point, _Mapping]] = ..., area: _Optional[float] = ..., area_unit: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
 class Decision(_message.Message):
-    __slots__ = ("part", "verdict", "reason_codes", "recipe_version", "model_id", "model_version", "serial", "inference", "ocr", "timings", "decided_unix_ns")
+    __slots__ = ("part", "verdict", "reason_codes", "recipe_version", "model_id", "model_version", "serial", "inference", "ocr", "timings", "decided_unix_ns", "explanation")
     PART_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     REASON_CODES_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +66,7 @@ class Decision(_message.Message):
     OCR_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     DECIDED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     part: _common_pb2.Part
     verdict: Verdict
     reason_codes: _containers.RepeatedScalarFieldContainer[str]
@@ -47,4 +78,5 @@ class Decision(_message.Message):
     ocr: _ocr_pb2.OcrResult
     timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
     decided_unix_ns: int
-    def __init__(self, part: _Optional[_Union[_common_pb2.Part, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reason_codes: _Optional[_Iterable[str]] = ..., recipe_version: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., serial: _Optional[str] = ..., inference: _Optional[_Union[_inference_pb2.InferenceResult, _Mapping]] = ..., ocr: _Optional[_Union[_ocr_pb2.OcrResult, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., decided_unix_ns: _Optional[int] = ...) -> None: ...
+    explanation: _containers.RepeatedCompositeFieldContainer[Finding]
+    def __init__(self, part: _Optional[_Union[_common_pb2.Part, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reason_codes: _Optional[_Iterable[str]] = ..., recipe_version: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., serial: _Optional[str] = ..., inference: _Optional[_Union[_inference_pb2.InferenceResult, _Mapping]] = ..., ocr: _Optional[_Union[_ocr_pb2.OcrResult, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., decided_unix_ns: _Optional[int] = ..., explanation: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ...) -> None: ...
