@@ -19,6 +19,9 @@ from typing import Protocol
 
 import structlog
 from google.protobuf.message import Message
+from opentelemetry.context import Context
+
+from lineguard.runtime import tracing
 
 log = structlog.get_logger("lineguard.gateway")
 
@@ -42,6 +45,7 @@ class Outgoing:
     message: Message
     stage: str | None  # None: the kind is the stage
     queued: float  # monotonic
+    trace: Context | None  # the span it was put in: its publish carries the part's trace
 
 
 class Outbox:
@@ -61,7 +65,7 @@ class Outbox:
         return len(self._queue) >= self.limit
 
     def put(self, kind: str, message: Message, stage: str | None = None) -> None:
-        self._queue.append(Outgoing(kind, message, stage, time.monotonic()))
+        self._queue.append(Outgoing(kind, message, stage, time.monotonic(), tracing.current()))
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -74,7 +78,8 @@ class Outbox:
                 continue
             item = self._queue[0]
             try:
-                await self.publish(item.kind, item.message, stage=item.stage)
+                with tracing.attached(item.trace):
+                    await self.publish(item.kind, item.message, stage=item.stage)
             except Exception as exc:  # noqa: BLE001 - whatever the bus says, the message stays and is tried again
                 if failing_since is None:
                     failing_since = time.monotonic()

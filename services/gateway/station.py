@@ -16,11 +16,13 @@ import time
 from collections import OrderedDict
 
 import structlog
+from opentelemetry.context import Context
 
 from lineguard.bus import BadMessage
 from lineguard.config import LineConfig
 from lineguard.contracts import VERDICT_NAMES, now_ns, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS
+from lineguard.runtime import tracing
 from lineguard.runtime.deadlines import Deadlines
 from lineguard.services.gateway.endpoint import NotHandedOver, PlcEndpoint, TriggerRefused
 from lineguard.services.gateway.handshake import REMEMBERED_RESULTS, Handshake, Outcome, Resolution, Result
@@ -70,6 +72,8 @@ class StationLink:
         self.deadlines: Deadlines[str] = Deadlines()
         self.refusing = ""  # why new triggers are refused (the gateway is stopping); empty while it serves
         self.fault = ""  # why the station is in Error (a service it needs is down); empty while it serves
+        # Tracing on: each open inspection's trigger span, for a delivery no decision's span covers (its deadline).
+        self._traces: dict[str, Context] = {}
 
     @property
     def station(self) -> str:
@@ -115,7 +119,16 @@ class StationLink:
             )
             return part.inspection_id
         self.deadlines.add(part.inspection_id, triggered.deadline)
-        self.outbox.put("trigger", Trigger(part=part, part_id=triggered.part_id, source=self.protocol))
+        # The part's trace starts here: its trigger message, and so every message after it, carries this span.
+        with tracing.step(
+            "trigger",
+            parent=tracing.NEW_TRACE,
+            attributes={"lineguard.inspection_id": part.inspection_id, "lineguard.station": self.station},
+        ):
+            trace = tracing.current()
+            if trace is not None:
+                self._traces[part.inspection_id] = trace
+            self.outbox.put("trigger", Trigger(part=part, part_id=triggered.part_id, source=self.protocol))
         await self._show_busy()
         log.info("triggered", station=self.station, sequence=sequence, inspection_id=part.inspection_id)
         return part.inspection_id
@@ -201,6 +214,32 @@ class StationLink:
 
     async def _deliver(self, result: Result) -> None:
         """Hand the result to the PLC, then queue its ack: delivered only when the endpoint could hand it over."""
+        trigger = self._traces.pop(result.inspection_id, None)
+        # Under the decision's span when a decision brought it; at a deadline, under the part's trigger.
+        with tracing.step(
+            "deliver",
+            parent=None if tracing.in_span() else trigger,
+            attributes={
+                "lineguard.inspection_id": result.inspection_id,
+                "lineguard.gateway_timeout": result.gateway_timeout,
+            },
+        ) as span:
+            delivered = await self._hand_over(result)
+            if span is not None:
+                span.set_attribute("lineguard.delivered", delivered)
+            self.outbox.put("ack", build_ack(result, self.protocol, delivered))
+        await self._show_busy()
+        if delivered:
+            log.info(
+                "result to PLC",
+                station=self.station,
+                inspection_id=result.inspection_id,
+                sequence=result.sequence,
+                verdict=verdict_name(result.verdict),
+                reasons=list(result.reasons),
+            )
+
+    async def _hand_over(self, result: Result) -> bool:
         delivered = False
         if self.plc is None:
             log.error("no PLC endpoint serves the station; result not delivered", station=self.station)
@@ -223,17 +262,7 @@ class StationLink:
                 log.exception(
                     "could not hand the result to the PLC", station=self.station, inspection_id=result.inspection_id
                 )
-        self.outbox.put("ack", build_ack(result, self.protocol, delivered))
-        await self._show_busy()
-        if delivered:
-            log.info(
-                "result to PLC",
-                station=self.station,
-                inspection_id=result.inspection_id,
-                sequence=result.sequence,
-                verdict=verdict_name(result.verdict),
-                reasons=list(result.reasons),
-            )
+        return delivered
 
     async def _show_busy(self) -> None:
         busy = self.handshake.busy

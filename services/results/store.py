@@ -36,13 +36,18 @@ from lineguard.v1.plc_pb2 import PlcAck
 _INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-def write_decision(engine: Engine, decision: Decision, facts: LineFacts | None = None) -> bool:
+def write_decision(
+    engine: Engine, decision: Decision, facts: LineFacts | None = None, trace_id: str | None = None
+) -> bool:
     """Write `decision` with its defects, codes and reasons in one transaction (and note its model and recipe
-    versions), then its PLC columns if its ack came first; False if it was already there.
+    versions), then its PLC columns if its ack came first; False if it was already there. `trace_id`: the part's
+    OpenTelemetry trace (from the message's traceparent), None when it is not traced.
 
     Raises InvalidRecord (a ValueError) for a decision that can never be written,
     and SQLAlchemy's errors when the database cannot be reached (worth retrying)."""
-    return write_rows(engine, decision_rows(decision, facts))
+    rows = decision_rows(decision, facts)
+    rows.inspection["trace_id"] = trace_id
+    return write_rows(engine, rows)
 
 
 def write_rows(engine: Engine, rows: InspectionRows) -> bool:

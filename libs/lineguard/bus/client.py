@@ -23,6 +23,7 @@ from lineguard.bus.permissions import inbox_prefix
 from lineguard.bus.streams import line_streams, provision_streams, require_streams
 from lineguard.config import NatsSettings, NatsTlsSettings
 from lineguard.contracts import dead_subject
+from lineguard.runtime import tracing
 
 log = structlog.get_logger("lineguard.bus")
 
@@ -110,6 +111,8 @@ class Bus:
         all_headers = {"Nats-Msg-Id": msg_id}
         if headers:
             all_headers.update(headers)
+        if tracing.TRACER is not None:  # the one check tracing off costs
+            tracing.inject(all_headers)
         reply = await self._acks.request(subject, payload, all_headers)
         if reply.headers and reply.headers.get(STATUS) == NO_RESPONDERS:
             raise PublishRefused(subject, "no stream takes this subject (or JetStream is not running)")

@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import structlog
 from google.protobuf.message import DecodeError, Message
@@ -25,11 +25,13 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.context import Context
 
 from lineguard.bus.client import Bus
 from lineguard.bus.errors import BadMessage
 from lineguard.bus.policy import Outcome, describe, settle_failure
 from lineguard.contracts import line_subjects, stream_name, subject
+from lineguard.runtime import tracing
 from lineguard.runtime.metrics import DEAD_LETTERS, HANDLE_SECONDS, MESSAGES
 
 M = TypeVar("M", bound=Message)
@@ -49,10 +51,17 @@ class Delivery(Generic[M]):
     deferred: bool = False
     settled: bool = False
     received_ns: int = field(default_factory=time.time_ns)
+    # The context of the span that handled it (tracing on): a step settled later continues the part's trace there.
+    trace: Context | None = None
 
     @property
     def inspection_id(self) -> str:
         return self.message.part.inspection_id  # type: ignore[attr-defined]
+
+    @property
+    def trace_id(self) -> str | None:
+        """The part's trace id from the message's `traceparent` (None: the part is not traced)."""
+        return tracing.trace_id_of(self.msg.headers)
 
     @property
     def num_delivered(self) -> int:
@@ -190,13 +199,25 @@ class Worker(Generic[M]):
             self._sub = None
 
     async def handle(self, msg: Msg) -> None:
+        if tracing.TRACER is None:  # the one check tracing off costs
+            await self._handle(msg, None)
+            return
+        # One span per handled message, named after the consumer, under the span the message was published in.
+        with tracing.consumer_span(self.durable, msg.subject, msg.headers) as span:
+            await self._handle(msg, span)
+
+    async def _handle(self, msg: Msg, span: Any) -> None:
         started = time.perf_counter()
         try:
             message = self._decode(msg)
         except BadMessage as exc:
             self._outcomes[await Delivery(self.message_type(), msg, self.kind, self.bus).fail(exc)].inc()
+            tracing.failed(span, str(exc))
             return
         delivery: Delivery[M] = Delivery(message, msg, self.kind, self.bus, retry_forever=self.retry_forever)
+        if span is not None:
+            span.set_attribute("lineguard.inspection_id", delivery.inspection_id)
+            delivery.trace = tracing.current()
         # bind + reset rather than structlog's bound_contextvars: the same, without a third of the worker's time.
         log_context = structlog.contextvars.bind_contextvars(inspection_id=delivery.inspection_id)
         try:
@@ -207,6 +228,7 @@ class Worker(Generic[M]):
                     await delivery.ack()
             except Exception as exc:  # noqa: BLE001 - every failure is settled by the one policy
                 outcome = await delivery.fail(exc)
+                tracing.failed(span, f"{outcome}: {describe(exc)}")
             self._outcomes[outcome].inc()
             self._seconds.observe(time.perf_counter() - started)
         finally:

@@ -12,6 +12,7 @@ from lineguard.config.model import (
     RecipeSettings,
     ServiceSettings,
     StationSettings,
+    TracingSettings,
 )
 from lineguard.config.seams import (
     BACKENDS,
@@ -43,6 +44,7 @@ __all__ = [
     "RecipeSettings",
     "ServiceSettings",
     "StationSettings",
+    "TracingSettings",
     "load_config",
     "parse_config",
 ]

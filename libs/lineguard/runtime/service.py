@@ -27,6 +27,7 @@ from lineguard import __version__
 from lineguard.bus import Bus, Delivery, Handler, Worker
 from lineguard.config import ConfigError, LineConfig, ServiceSettings, load_config
 from lineguard.contracts import heartbeat_subject, msg_id, now_ns, past_deadline, subject
+from lineguard.runtime import tracing
 from lineguard.runtime.duplicates import report_duplicate
 from lineguard.runtime.http import HealthServer
 from lineguard.runtime.logging import configure_logging
@@ -128,6 +129,18 @@ async def run_service(
     ready: asyncio.Event | None = None,
 ) -> None:
     """Run one service until SIGTERM / SIGINT (or until `stopping` is set); `ready` is set once it serves."""
+    traced = tracing.configure(config.tracing, name, config.line)
+    try:
+        await _run_service(name, config, setup, stopping, ready)
+    finally:
+        if traced:
+            # Off the event loop: the last export may wait on the collector for up to tracing.timeout_s.
+            await asyncio.to_thread(tracing.shutdown)
+
+
+async def _run_service(
+    name: str, config: LineConfig, setup: Setup, stopping: asyncio.Event | None, ready: asyncio.Event | None
+) -> None:
     bus = await Bus.connect(config.nats, name)
     # The stop asked for; ctx.stopping is set once the service's before_stop steps are done.
     requested = stopping or asyncio.Event()
@@ -139,7 +152,14 @@ async def run_service(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, requested.set)
-    log.info("service starting", version=__version__, nats=config.nats.url, http_port=port, pid=os.getpid())
+    log.info(
+        "service starting",
+        version=__version__,
+        nats=config.nats.url,
+        http_port=port,
+        pid=os.getpid(),
+        tracing=config.tracing.endpoint or "off",
+    )
     running: list[asyncio.Task[None]] = []
     try:
         await setup(ctx)
