@@ -13,15 +13,13 @@ from typing import Any
 import structlog
 
 from lineguard.bus import BadMessage, Delivery
+from lineguard.config import RecipeSettings
 from lineguard.contracts import now_ns
-from lineguard.recipes import LiveRecipes, RecipeStore, RecipeVersion
 from lineguard.runtime import tracing
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.decision.join import Joiner, Pending, mismatch
 from lineguard.services.decision.record import build_decision
-from lineguard.services.decision.rules import judge, unknown_recipe
-from lineguard.services.decision.shadow import ShadowJudge
-from lineguard.v1.common_pb2 import Part
+from lineguard.services.decision.rules import UNKNOWN_RECIPE, Judgement, judge
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import OcrResult
@@ -34,29 +32,23 @@ class DecisionService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         self.joiner = Joiner()
-        self.shadow = ShadowJudge(ctx)  # a shadow candidate's would-be verdicts, after the live ones
 
-        # The recipe versions parts are judged by: the one each part was triggered with (setup gives it the store).
-        self.live = LiveRecipes(ctx.config)
+    def recipe(self, recipe_id: str) -> RecipeSettings | None:
+        return self.ctx.config.recipes.get(recipe_id)
 
-    async def recipe(self, part: Part) -> RecipeVersion | None:
-        return await self.live.for_part(part)
-
-    def _unknown_recipe(self, part: Part) -> str:
-        known = ", ".join(f"{rid}@{v.version}" for rid, v in self.live.known().items())
-        version = f"@{part.recipe_version}" if part.recipe_version else ""
-        return f"unknown recipe {part.recipe_id}{version} for inspection {part.inspection_id} (known: {known})"
+    def _unknown_recipe(self, recipe_id: str, inspection_id: str) -> str:
+        known = ", ".join(sorted(self.ctx.config.recipes))
+        return f"unknown recipe {recipe_id!r} for inspection {inspection_id} (known: {known})"
 
     async def on_trigger(self, delivery: Delivery[Trigger]) -> None:
         part = delivery.message.part
-        if await self.recipe(part) is None:
+        if self.recipe(part.recipe_id) is None:
             # The part still gets a verdict (ERROR is never a pass); the trigger is dead-lettered.
             if not self.joiner.already_decided(part.inspection_id):
-                judgement = unknown_recipe(part.recipe_id, self.ctx.config.recipes)
-                decision = build_decision(part, None, judgement, now_ns())
+                decision = build_decision(part, None, Judgement(Verdict.VERDICT_ERROR, [UNKNOWN_RECIPE]), now_ns())
                 await self.ctx.publish("decision", decision)
                 self.joiner.close(part.inspection_id)
-            raise BadMessage(self._unknown_recipe(part))
+            raise BadMessage(self._unknown_recipe(part.recipe_id, part.inspection_id))
         await self._hold(delivery, None)
 
     async def on_inference(self, delivery: Delivery[InferenceResult]) -> None:
@@ -64,11 +56,6 @@ class DecisionService:
 
     async def on_ocr(self, delivery: Delivery[OcrResult]) -> None:
         await self._hold(delivery, "ocr")
-
-    async def on_shadow(self, delivery: Delivery[InferenceResult]) -> None:
-        inspection_id = delivery.message.part.inspection_id
-        live_pending = inspection_id in self.joiner.pending or inspection_id in self.joiner.publishing
-        await self.shadow.on_shadow(delivery, live_pending)
 
     async def _hold(self, delivery: Delivery[Any], slot: str | None) -> None:
         part = delivery.message.part
@@ -86,10 +73,10 @@ class DecisionService:
         wrong = mismatch(opened.part, part) if slot is not None and opened is not None and opened.triggered else None
         if wrong is not None:
             raise BadMessage(f"{slot} result disagrees with its trigger: {wrong}")
-        recipe = await self.recipe(part)
+        recipe = self.recipe(part.recipe_id)
         if recipe is None:
-            raise BadMessage(self._unknown_recipe(part))
-        entry = self.joiner.open(part, recipe.settings.deadline_ms, trigger=slot is None)
+            raise BadMessage(self._unknown_recipe(part.recipe_id, part.inspection_id))
+        entry = self.joiner.open(part, recipe.deadline_ms, trigger=slot is None)
         if slot is None:
             await self._refuse_disagreeing(entry)
         if slot is not None:
@@ -122,7 +109,6 @@ class DecisionService:
         log.warning("results without a trigger; dead-lettered", station=part.station, results=len(entry.held))
         for held in entry.held:
             await held.fail(BadMessage(reason))
-        await self.shadow.dropped(part.inspection_id)
 
     async def decide(self, entry: Pending) -> None:
         part = entry.part
@@ -134,10 +120,8 @@ class DecisionService:
         # Out of pending before the publish awaits, so a result arriving meanwhile is not judged again; closed (judged
         # once) only when the bus has the verdict.
         self.joiner.publish(part.inspection_id)
-        # The version the part was triggered with, whatever is active now (cached since the entry was opened).
-        version = await self.recipe(part)
-        assert version is not None  # checked when the entry was opened
-        recipe = version.settings
+        recipe = self.recipe(part.recipe_id)
+        assert recipe is not None  # checked when the entry was opened
         # Its inputs' handlers returned long ago (or it is the deadline): the decision is a step of the part's trace
         # under its trigger, linked to the results it joined; the verdict message carries it.
         trigger = next((d for d in entry.held if isinstance(d.message, Trigger)), None)
@@ -151,7 +135,6 @@ class DecisionService:
             if span is not None:
                 span.set_attribute("lineguard.verdict", Verdict.Name(judgement.verdict))
             decision = build_decision(part, recipe, judgement, now_ns(), entry.inference, entry.ocr)
-            decision.part.recipe_version, decision.part.recipe_sha256 = version.version, version.sha256
             try:
                 await self.ctx.publish("decision", decision)
             except Exception as exc:
@@ -170,8 +153,6 @@ class DecisionService:
         )
         for delivery in entry.held:
             await delivery.ack()
-        # After the live verdict is out and its inputs acked: a candidate never holds up the live part.
-        await self.shadow.decided(part, recipe, entry.ocr, judgement.verdict)
 
     async def deadlines(self) -> None:
         """A part whose results are not all in by its deadline is decided without them: FAIL, TIMEOUT."""
@@ -184,12 +165,7 @@ class DecisionService:
 
 async def setup(ctx: ServiceContext) -> None:
     service = DecisionService(ctx)
-    store = await RecipeStore.open(ctx.bus.js, provision=not ctx.config.nats.authenticated)
-    service.live = LiveRecipes(ctx.config, store)
-    await service.live.start()
-    ctx.run_task(service.live.follow(ctx.stopping))
     ctx.consume("trigger", Trigger, service.on_trigger)
     ctx.consume("inference", InferenceResult, service.on_inference)
     ctx.consume("ocr", OcrResult, service.on_ocr)
-    ctx.consume("shadow", InferenceResult, service.on_shadow)
     ctx.run_task(service.deadlines())

@@ -28,7 +28,6 @@ from lineguard.runtime.service import ServiceContext
 from lineguard.services.results.api.server import ApiServer
 from lineguard.services.results.db import check_schema, make_engine
 from lineguard.services.results.records import InvalidRecord, LineFacts
-from lineguard.services.results.shadow import LiveNotWritten, write_shadow_verdict
 from lineguard.services.results.store import record_plc_ack, write_decision
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
@@ -88,13 +87,6 @@ class ResultsHandlers:
             tries=delivery.num_delivered,
         )
 
-    async def shadow_verdict(self, delivery: Delivery[Decision]) -> None:
-        try:
-            new = await self._store(write_shadow_verdict, delivery)
-        except LiveNotWritten as exc:  # its live decision, on another stream, is not written yet
-            raise Retry(str(exc), delay_s=self._backoff(delivery)) from None
-        log.debug("shadow verdict written" if new else "shadow verdict already written", tries=delivery.num_delivered)
-
     def _backoff(self, delivery: Delivery) -> float:
         # Doubling delays, capped: a database restart is not hammered, and a long
         # outage is retried every BACKOFF_MAX_S until it is over.
@@ -104,12 +96,10 @@ class ResultsHandlers:
 async def prepare_database(url: str) -> Engine:
     """An engine for `url` once the database answers (waiting while it comes up) at this lineguard's schema.
 
-    Raises SchemaNotCurrent, not retried, when it is behind or unknown: the service stops with what to run. A database
-    that does not answer is waited for as long as it takes, the service unready: under an orchestrator, giving up
-    would only restart it into the same wait (a crash loop) while the database is away."""
+    Raises SchemaNotCurrent, not retried, when it is behind or unknown: the service stops with what to run."""
     engine = make_engine(url)
     try:
-        async for attempt in stamina.retry_context(on=OperationalError, attempts=None, timeout=None, wait_max=5.0):
+        async for attempt in stamina.retry_context(on=OperationalError, timeout=120, wait_max=5.0):
             with attempt:
                 revision = await asyncio.to_thread(check_schema, engine)
     except BaseException:
@@ -132,8 +122,6 @@ async def setup(ctx: ServiceContext) -> None:
     # JetStream holds them through an outage of any length. A bad record is still dead-lettered at once.
     ctx.consume("decision", Decision, handlers.decision, retry_forever=True)
     ctx.consume("ack", PlcAck, handlers.ack, retry_forever=True)
-    # A candidate's would-be verdict is worth less than a record: after max_deliver tries it is dead-lettered.
-    ctx.consume("shadow_verdict", Decision, handlers.shadow_verdict)
 
     async def write_what_is_queued() -> None:
         await drain(ctx, STOP_DRAIN_S)
