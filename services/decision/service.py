@@ -13,13 +13,14 @@ from typing import Any
 import structlog
 
 from lineguard.bus import BadMessage, Delivery
-from lineguard.config import RecipeSettings
 from lineguard.contracts import now_ns
+from lineguard.recipes import LiveRecipes, RecipeStore, RecipeVersion
 from lineguard.runtime import tracing
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.decision.join import Joiner, Pending, mismatch
 from lineguard.services.decision.record import build_decision
 from lineguard.services.decision.rules import UNKNOWN_RECIPE, Judgement, judge
+from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import OcrResult
@@ -32,23 +33,26 @@ class DecisionService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         self.joiner = Joiner()
+        # The recipe versions parts are judged by: the one each part was triggered with (setup gives it the store).
+        self.live = LiveRecipes(ctx.config)
 
-    def recipe(self, recipe_id: str) -> RecipeSettings | None:
-        return self.ctx.config.recipes.get(recipe_id)
+    async def recipe(self, part: Part) -> RecipeVersion | None:
+        return await self.live.for_part(part)
 
-    def _unknown_recipe(self, recipe_id: str, inspection_id: str) -> str:
-        known = ", ".join(sorted(self.ctx.config.recipes))
-        return f"unknown recipe {recipe_id!r} for inspection {inspection_id} (known: {known})"
+    def _unknown_recipe(self, part: Part) -> str:
+        known = ", ".join(f"{rid}@{v.version}" for rid, v in self.live.known().items())
+        version = f"@{part.recipe_version}" if part.recipe_version else ""
+        return f"unknown recipe {part.recipe_id!r}{version} for inspection {part.inspection_id} (known: {known})"
 
     async def on_trigger(self, delivery: Delivery[Trigger]) -> None:
         part = delivery.message.part
-        if self.recipe(part.recipe_id) is None:
+        if await self.recipe(part) is None:
             # The part still gets a verdict (ERROR is never a pass); the trigger is dead-lettered.
             if not self.joiner.already_decided(part.inspection_id):
                 decision = build_decision(part, None, Judgement(Verdict.VERDICT_ERROR, [UNKNOWN_RECIPE]), now_ns())
                 await self.ctx.publish("decision", decision)
                 self.joiner.close(part.inspection_id)
-            raise BadMessage(self._unknown_recipe(part.recipe_id, part.inspection_id))
+            raise BadMessage(self._unknown_recipe(part))
         await self._hold(delivery, None)
 
     async def on_inference(self, delivery: Delivery[InferenceResult]) -> None:
@@ -73,10 +77,10 @@ class DecisionService:
         wrong = mismatch(opened.part, part) if slot is not None and opened is not None and opened.triggered else None
         if wrong is not None:
             raise BadMessage(f"{slot} result disagrees with its trigger: {wrong}")
-        recipe = self.recipe(part.recipe_id)
+        recipe = await self.recipe(part)
         if recipe is None:
-            raise BadMessage(self._unknown_recipe(part.recipe_id, part.inspection_id))
-        entry = self.joiner.open(part, recipe.deadline_ms, trigger=slot is None)
+            raise BadMessage(self._unknown_recipe(part))
+        entry = self.joiner.open(part, recipe.settings.deadline_ms, trigger=slot is None)
         if slot is None:
             await self._refuse_disagreeing(entry)
         if slot is not None:
@@ -120,8 +124,10 @@ class DecisionService:
         # Out of pending before the publish awaits, so a result arriving meanwhile is not judged again; closed (judged
         # once) only when the bus has the verdict.
         self.joiner.publish(part.inspection_id)
-        recipe = self.recipe(part.recipe_id)
-        assert recipe is not None  # checked when the entry was opened
+        # The version the part was triggered with, whatever is active now (cached since the entry was opened).
+        version = await self.recipe(part)
+        assert version is not None  # checked when the entry was opened
+        recipe = version.settings
         # Its inputs' handlers returned long ago (or it is the deadline): the decision is a step of the part's trace
         # under its trigger, linked to the results it joined; the verdict message carries it.
         trigger = next((d for d in entry.held if isinstance(d.message, Trigger)), None)
@@ -135,6 +141,7 @@ class DecisionService:
             if span is not None:
                 span.set_attribute("lineguard.verdict", Verdict.Name(judgement.verdict))
             decision = build_decision(part, recipe, judgement, now_ns(), entry.inference, entry.ocr)
+            decision.part.recipe_version, decision.part.recipe_sha256 = version.version, version.sha256
             try:
                 await self.ctx.publish("decision", decision)
             except Exception as exc:
@@ -165,6 +172,10 @@ class DecisionService:
 
 async def setup(ctx: ServiceContext) -> None:
     service = DecisionService(ctx)
+    store = await RecipeStore.open(ctx.bus.js, provision=not ctx.config.nats.authenticated)
+    service.live = LiveRecipes(ctx.config, store)
+    await service.live.start()
+    ctx.run_task(service.live.follow(ctx.stopping))
     ctx.consume("trigger", Trigger, service.on_trigger)
     ctx.consume("inference", InferenceResult, service.on_inference)
     ctx.consume("ocr", OcrResult, service.on_ocr)

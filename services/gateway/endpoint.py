@@ -73,8 +73,8 @@ class PlcEndpoint(Protocol):
 
 @runtime_checkable
 class UsesRecipes(Protocol):
-    """An endpoint whose PLC lists and prepares recipes (OPC 40100's RecipeManagement): the gateway hands it the
-    line's recipe book before `start()`."""
+    """An endpoint whose PLC selects recipes (OPC 40100's RecipeManagement, a register PLC's `recipe` field): the
+    gateway hands it the line's recipe book before `start()`."""
 
     def use_recipes(self, recipes: RecipeBook) -> None: ...
 

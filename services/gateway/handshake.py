@@ -97,6 +97,9 @@ class Handshake:
         self.line = line
         self.station = station
         self.recipe_id = recipe_id
+        # The version of recipe_id the station runs, and its sha256 (lineguard.recipes): stamped on every part.
+        self.recipe_version = ""
+        self.recipe_sha256 = ""
         self.timeout_s = timeout_s
         self._remember = remember
         self._in_flight: dict[str, InFlight] = {}  # by inspection id, in trigger order
@@ -129,6 +132,8 @@ class Handshake:
             line=self.line,
             station=self.station,
             recipe_id=self.recipe_id,
+            recipe_version=self.recipe_version,
+            recipe_sha256=self.recipe_sha256,
             sequence=sequence,
             triggered_unix_ns=now_ns(),
         )

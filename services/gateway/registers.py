@@ -41,6 +41,7 @@ from lineguard.contracts.registers import (
 )
 from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
+from lineguard.services.gateway.recipes import RecipeBook, UnknownRecipe
 
 log = structlog.get_logger("lineguard.gateway")
 
@@ -100,6 +101,7 @@ class RegisterStation:
         self.station = station
         self.layout = layout
         self.on_trigger = on_trigger
+        self.recipes: RecipeBook | None = None  # the line's; given by the gateway (UsesRecipes) before start
         self._write = write
         self.plc_heartbeat_timeout_s = plc_heartbeat_timeout_s
         self.outputs = GatewayFields()
@@ -282,6 +284,13 @@ class RegisterStation:
             except PartIdError as exc:
                 await self._refuse(exc.code, str(exc), fields)
                 return
+            if self.recipes is not None and fields.recipe:
+                # One part at a time: the product changes between parts, for this one and those after it.
+                try:
+                    self.recipes.select_number(self.station, fields.recipe)
+                except UnknownRecipe as exc:
+                    await self._refuse(Error.UNKNOWN_RECIPE, str(exc), fields)
+                    return
             self._slot = sequence
             self._refusal = Error.NONE
             await self._show({"busy": True, "verdict": NO_RESULT, "reasons": 0})
@@ -456,3 +465,6 @@ class ClientEndpoint:
 
     def link(self, station: str) -> RegisterStation:
         return self._link
+
+    def use_recipes(self, recipes: RecipeBook) -> None:
+        self._link.recipes = recipes

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from lineguard.bus import Delivery
 from lineguard.config import PLC_PROTOCOLS, PlcSettings
 from lineguard.contracts import heartbeat_subject
+from lineguard.recipes import LiveRecipes, RecipeStore
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack, UsesRecipes
 from lineguard.services.gateway.health import ServiceWatch
@@ -29,7 +30,12 @@ from lineguard.v1.heartbeat_pb2 import Heartbeat
 
 async def setup(ctx: ServiceContext) -> None:
     links = StationLinks(ctx.config, ctx.publish)
-    recipes = RecipeBook(ctx.config, {station_id: link.handshake for station_id, link in links.links.items()})
+    # The stations' active recipe versions, before any PLC can trigger; then followed as they are activated.
+    store = await RecipeStore.open(ctx.bus.js, provision=not ctx.config.nats.authenticated)
+    live = LiveRecipes(ctx.config, store)
+    await live.start()
+    recipes = RecipeBook(ctx.config, {station_id: link.handshake for station_id, link in links.links.items()}, live)
+    ctx.run_task(live.follow(ctx.stopping, recipes.activated))
     by_protocol: dict[str, list[tuple[str, PlcSettings]]] = {}
     for station in ctx.config.stations:
         by_protocol.setdefault(station.plc.protocol, []).append((station.id, station.plc))
@@ -37,7 +43,7 @@ async def setup(ctx: ServiceContext) -> None:
         endpoints: list[PlcEndpoint] = PLC_PROTOCOLS.factory_of(protocol)(stations, links.trigger)
         for endpoint in endpoints:
             ctx.on_stop(endpoint.stop)
-            if isinstance(endpoint, UsesRecipes):  # its PLC lists and prepares recipes (OPC 40100)
+            if isinstance(endpoint, UsesRecipes):  # its PLC selects recipes (OPC 40100, a register `recipe` field)
                 endpoint.use_recipes(recipes)
             await endpoint.start()
             for station_id in endpoint.stations:

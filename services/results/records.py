@@ -6,8 +6,6 @@ message that can never be written is refused at once with every reason named
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import uuid
 from collections.abc import Mapping
@@ -21,6 +19,7 @@ from lineguard.config import LineConfig, RecipeSettings
 from lineguard.config.model import ShiftCalendar
 from lineguard.contracts import VERDICT_NAMES
 from lineguard.reasons import ordered_reasons, reason_severity
+from lineguard.recipes import recipe_sha256
 from lineguard.services.results.schema import VERDICTS, Code, Defect, Inspection, InspectionReason, ModelVersion
 from lineguard.services.results.shifts import shift_at
 from lineguard.v1.common_pb2 import Box, Polygon
@@ -52,12 +51,6 @@ class LineFacts:
             recipes=dict(config.recipes),
             recipe_sha256={(rid, r.version): recipe_sha256(r) for rid, r in config.recipes.items()},
         )
-
-
-def recipe_sha256(recipe: RecipeSettings) -> str:
-    """The recipe's settings as canonical JSON, hashed: two lines with the same version and hash judge alike."""
-    canonical = json.dumps(recipe.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass
@@ -139,6 +132,8 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
     triggered_at = from_unix_ns(part.triggered_unix_ns)
     decided_at = from_unix_ns(decision.decided_unix_ns)
     recipe = facts.recipes.get(part.recipe_id)
+    # The version's sha256 as the decision service judged by it (the recipe store's); else as configured here.
+    recipe_sha = part.recipe_sha256 or facts.recipe_sha256.get((part.recipe_id, decision.recipe_version)) or None
     slot = shift_at(facts.calendar, triggered_at)
     inspection = {
         "inspection_id": inspection_id,
@@ -146,6 +141,7 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
         "station": part.station,
         "recipe_id": part.recipe_id,
         "recipe_version": decision.recipe_version or None,
+        "recipe_sha256": recipe_sha if decision.recipe_version else None,
         "sequence": part.sequence,
         "serial": decision.serial or None,
         "verdict": verdict,
@@ -182,8 +178,7 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
         model_version = {"model_id": decision.model_id, "version": decision.model_version, "sha256": sha}
     recipe_version = None
     if decision.recipe_version:
-        sha = facts.recipe_sha256.get((part.recipe_id, decision.recipe_version))
-        recipe_version = {"recipe_id": part.recipe_id, "version": decision.recipe_version, "sha256": sha}
+        recipe_version = {"recipe_id": part.recipe_id, "version": decision.recipe_version, "sha256": recipe_sha}
     return InspectionRows(inspection, defects, codes, reasons, model_version, recipe_version)
 
 

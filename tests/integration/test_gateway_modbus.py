@@ -22,6 +22,7 @@ from lineguard.bus import Bus
 from lineguard.config import LineConfig
 from lineguard.contracts.registers import MODBUS_DEFAULTS, NO_RESULT, VERDICTS, Error
 from lineguard.natsserver import EmbeddedNats, free_port
+from lineguard.recipes import RecipeVersion
 from lineguard.services.gateway.service import setup
 from lineguard.sim.modbus import SimulatedModbusPlc, SimulatedModbusPlcServer
 from lineguard.testing import running_service
@@ -43,7 +44,9 @@ class Line:
 
 def modbus_line(line_config_dict: LineDict, nats_url: str, port: int, mode: str) -> LineConfig:
     raw = line_config_dict(nats_url=nats_url, deadline_ms=10_000, gateway={"result_grace_ms": 100})
-    raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": 300}
+    # The PLC selects them by number in the `recipe` field (3: pcb-a, 4: quick).
+    raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": 300, "plc_recipe_number": 4}
+    raw["recipes"]["pcb-a"]["plc_recipe_number"] = 3
     plc = {
         "protocol": "modbus",
         "mode": mode,
@@ -114,6 +117,28 @@ async def test_server_mode_round_trip_and_timeout(server_line: Line) -> None:
         (1, "FAIL", ["TIMEOUT"]),
         (2, "FAIL", ["TIMEOUT"]),
     ]
+
+
+async def test_plc_recipe_number_changes_the_product_between_parts(server_line: Line) -> None:
+    """The `recipe` field selects a recipe by its plc_recipe_number for this part and those after it; a number no
+    recipe has is refused (UNKNOWN_RECIPE) and the live recipe keeps running."""
+    quick = RecipeVersion.of("quick", server_line.config.recipes["quick"])
+    async with SimulatedModbusPlc("127.0.0.1", server_line.port, device_id=1) as plc:
+        assert (await plc.trigger(1, recipe=4)).busy
+        first = await trigger_on_bus(server_line.bus, "s1", 1)
+        assert (first.part.recipe_id, first.part.recipe_version, first.part.recipe_sha256) == (
+            "quick",
+            quick.version,
+            quick.sha256,
+        )
+        assert (await plc.result(1)).reasons == ["TIMEOUT"]  # quick's deadline (300 ms), not pcb-a's 10 s
+        await plc.wait_for(lambda g: not g.done)
+        refused = await plc.trigger(2, recipe=99)
+        assert (refused.error, refused.busy) == (Error.UNKNOWN_RECIPE, False)
+        assert (await plc.trigger(3)).busy  # 0: the recipe prepared now, still quick
+        assert (await trigger_on_bus(server_line.bus, "s1", 3)).part.recipe_id == "quick"
+        taken = await find(server_line.bus, "trigger", Trigger, lambda t: t.part.station == "s1")
+        assert [t.part.sequence for t in taken] == [1, 3]  # the refused part never entered the line
 
 
 async def test_trigger_while_busy_and_wrong_sequence_ack(server_line: Line, capfd: pytest.CaptureFixture[str]) -> None:

@@ -39,7 +39,9 @@ class Line:
 async def line(line_config_dict: LineDict, fresh_nats: EmbeddedNats) -> AsyncIterator[Line]:
     ports = {"s1": free_port(), "s2": free_port()}
     raw = line_config_dict(nats_url=fresh_nats.url, deadline_ms=10_000, gateway={"result_grace_ms": 100})
-    raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": 300}
+    # The PLC selects them by number in the `recipe` field (2: pcb-a, 7: quick).
+    raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": 300, "plc_recipe_number": 7}
+    raw["recipes"]["pcb-a"]["plc_recipe_number"] = 2
     plc = {
         "protocol": "s7",
         "db": 100,
@@ -85,6 +87,18 @@ async def test_round_trip_and_timeout(line: Line) -> None:
         report = await plc2.run(2, rate_hz=20, result_timeout_s=5)
     assert report.ok, report
     assert {(r.verdict, tuple(r.reasons)) for r in report.results} == {("FAIL", ("TIMEOUT",))}
+
+
+async def test_plc_recipe_number_changes_the_product_and_an_unknown_one_is_refused(line: Line) -> None:
+    async with SimulatedS7Plc(line.ports["s1"]) as plc:
+        assert (await plc.trigger(1, recipe=7)).busy
+        assert (await trigger_on_bus(line.bus, "s1", 1)).part.recipe_id == "quick"
+        assert (await plc.result(1)).reasons == ["TIMEOUT"]  # quick's deadline (300 ms), not pcb-a's 10 s
+        await plc.wait_for(lambda g: not g.done)
+        refused = await plc.trigger(2, recipe=300)
+        assert (refused.error, refused.busy) == (Error.UNKNOWN_RECIPE, False)
+        assert (await plc.trigger(3, recipe=2)).busy  # back to pcb-a by its number
+        assert (await trigger_on_bus(line.bus, "s1", 3)).part.recipe_id == "pcb-a"
 
 
 async def test_busy_wrong_ack_and_too_long_part_id(line: Line, capfd: pytest.CaptureFixture[str]) -> None:

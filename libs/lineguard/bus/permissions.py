@@ -4,7 +4,8 @@ Every service signs in with its own identity (an nkey, `lineguard.bus.credential
 own kinds, its heartbeat and the dead letters of what it consumes; it reads only through its own durable
 consumers and its own reply inbox (`_INBOX.<identity>.>`, so no one reads another's replies or pull deliveries).
 Two identities are people's, not services': `admin` makes the streams and the registry's buckets (`lineguard
-nats provision`), `operator` writes the model registry (`lineguard model push / promote`). Nobody else may write
+nats provision`), `operator` writes the model registry (`lineguard model push / promote`) and the recipe store
+(`lineguard recipe push / activate`; the decision service and the gateway read it). Nobody else may write
 either; nobody may delete a stream.
 
 `server_authorization(keys, line)` renders the `authorization { users = [...] }` block nats-server reads;
@@ -19,6 +20,7 @@ from lineguard.contracts import (
     KINDS,
     MODELS_BUCKET,
     PROMOTED_BUCKET,
+    RECIPES_BUCKET,
     dead_subject,
     heartbeat_subject,
     stream_name,
@@ -27,6 +29,7 @@ from lineguard.contracts import (
 API = "$JS.API"
 MODELS_STREAM = f"OBJ_{MODELS_BUCKET}"
 PROMOTED_STREAM = f"KV_{PROMOTED_BUCKET}"
+RECIPES_STREAM = f"KV_{RECIPES_BUCKET}"
 LINE_STREAMS = tuple(stream_name(kind) for kind in (*KINDS, DEAD_KIND))
 
 
@@ -37,6 +40,7 @@ class Role:
     consumes: tuple[str, ...]
     produces: tuple[str, ...]
     reads_registry: bool = False
+    reads_recipes: bool = False  # the recipe store: versions, and each station's active one (lineguard.recipes)
     watches_heartbeats: bool = False  # a plain subscription to every service's heartbeat on the line
 
 
@@ -45,9 +49,9 @@ SERVICE_ROLES: dict[str, Role] = {
     "capture": Role(consumes=("trigger",), produces=("frame",)),
     "inference": Role(consumes=("frame",), produces=("inference",), reads_registry=True),
     "ocr": Role(consumes=("frame",), produces=("ocr",)),
-    "decision": Role(consumes=("trigger", "inference", "ocr"), produces=("decision",)),
+    "decision": Role(consumes=("trigger", "inference", "ocr"), produces=("decision",), reads_recipes=True),
     # The gateway puts its stations in Error while a service they need is silent (services/gateway/health.py).
-    "gateway": Role(consumes=("decision",), produces=("trigger", "ack"), watches_heartbeats=True),
+    "gateway": Role(consumes=("decision",), produces=("trigger", "ack"), reads_recipes=True, watches_heartbeats=True),
     "results": Role(consumes=("decision", "ack"), produces=()),
 }
 ADMIN = "admin"
@@ -90,9 +94,19 @@ def _producer(kind: str, line: str) -> list[str]:
 
 
 def _registry_read() -> list[str]:
-    """Read models and promotions: look-ups and the ordered consumers nats-py's object store and KV watch use."""
+    """Read models and promotions."""
+    return _bucket_read(MODELS_STREAM, PROMOTED_STREAM)
+
+
+def _recipes_read() -> list[str]:
+    """Read recipe versions and activations (get, and the watch of a line's activations)."""
+    return _bucket_read(RECIPES_STREAM)
+
+
+def _bucket_read(*streams: str) -> list[str]:
+    """Read buckets: look-ups and the ordered consumers nats-py's object store and KV watch use."""
     subjects = [f"{API}.STREAM.NAMES"]
-    for stream in (MODELS_STREAM, PROMOTED_STREAM):
+    for stream in streams:
         subjects += [
             f"{API}.STREAM.INFO.{stream}",
             f"{API}.STREAM.MSG.GET.{stream}",
@@ -114,10 +128,14 @@ def _registry_write() -> list[str]:
     ]
 
 
+def _recipes_write() -> list[str]:
+    return [f"$KV.{RECIPES_BUCKET}.>"]
+
+
 def _admin() -> list[str]:
     """Provision: make and update the line's streams and the registry's buckets, and look at them. No deletes."""
     subjects = [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
-    for stream in (*LINE_STREAMS, MODELS_STREAM, PROMOTED_STREAM):
+    for stream in (*LINE_STREAMS, MODELS_STREAM, PROMOTED_STREAM, RECIPES_STREAM):
         subjects += [
             f"{API}.STREAM.CREATE.{stream}",
             f"{API}.STREAM.UPDATE.{stream}",
@@ -133,7 +151,7 @@ def permissions(identity: str, line: str) -> Permissions:
     if identity == ADMIN:
         publish = _admin()
     elif identity == OPERATOR:
-        publish = [*_registry_read(), *_registry_write()]
+        publish = [*_registry_read(), *_registry_write(), *_recipes_read(), *_recipes_write()]
     elif identity in SERVICE_ROLES:
         role = SERVICE_ROLES[identity]
         # Every line stream's info: a service checks at start that the streams it needs were provisioned.
@@ -144,6 +162,8 @@ def permissions(identity: str, line: str) -> Permissions:
             publish += _consumer(identity, kind, line)
         if role.reads_registry:
             publish += _registry_read()
+        if role.reads_recipes:
+            publish += _recipes_read()
     else:
         raise KeyError(f"no NATS identity {identity!r} (known: {', '.join(IDENTITIES)})")
     subscribe = [f"{inbox_prefix(identity)}.>"]
@@ -180,9 +200,16 @@ def server_authorization(public_keys: dict[str, str], line: str) -> str:
 def _summary(identity: str, line: str) -> tuple[str, str]:
     """What an identity may publish, and read, in a reader's words (the table in docs/security.md)."""
     if identity == ADMIN:
-        return "make / update the line's streams and the registry's buckets (no delete)", "stream and consumer info"
+        return (
+            "make / update the line's streams, the registry's buckets and the recipe store (no delete)",
+            "stream and consumer info",
+        )
     if identity == OPERATOR:
-        return f"the model registry: `$O.{MODELS_BUCKET}.>`, `$KV.{PROMOTED_BUCKET}.>`", "the model registry"
+        return (
+            f"the model registry: `$O.{MODELS_BUCKET}.>`, `$KV.{PROMOTED_BUCKET}.>`; the recipe store: "
+            f"`$KV.{RECIPES_BUCKET}.>`",
+            "the model registry, the recipe store",
+        )
     role = SERVICE_ROLES[identity]
     produced = [f"`lg.{kind}.{line}.*`" for kind in role.produces]
     dead = [f"`{dead_subject(kind)}`" for kind in role.consumes]
@@ -190,6 +217,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
     reads = ", ".join(f"`{durable_name(identity, kind)}` on {stream_name(kind)}" for kind in role.consumes)
     if role.reads_registry:
         reads += ", the model registry"
+    if role.reads_recipes:
+        reads += ", the recipe store"
     if role.watches_heartbeats:
         reads += f", `lg.heartbeat.{line}.*` (subscribed)"
     return publish, reads

@@ -52,6 +52,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> LineConfig:
 
 
 def parse_config(text: str, file: str = "<string>") -> LineConfig:
+    root, data = parse_mapping(text, file)
+    try:
+        return LineConfig(**data)
+    except ValidationError as exc:
+        raise validation_error(file, exc, root) from None
+
+
+def parse_mapping(text: str, file: str = "<string>") -> tuple[yaml.Node | None, dict[str, Any]]:
+    """A YAML document that must hold a mapping: its node tree (for `validation_error`'s lines) and its data."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -65,10 +74,12 @@ def parse_config(text: str, file: str = "<string>") -> LineConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(file, [Problem("", f"the file must hold a mapping, not a {type(data).__name__}", 1)])
-    try:
-        return LineConfig(**data)
-    except ValidationError as exc:
-        raise ConfigError(file, [_problem(err, root) for err in exc.errors()]) from None
+    return root, data
+
+
+def validation_error(file: str, exc: ValidationError, root: yaml.Node | None) -> ConfigError:
+    """pydantic's errors as problems naming the file line and the field path of each."""
+    return ConfigError(file, [_problem(err, root) for err in exc.errors()])
 
 
 def _problem(err: Any, root: yaml.Node | None) -> Problem:
@@ -82,7 +93,7 @@ def _problem(err: Any, root: yaml.Node | None) -> Problem:
         message = f"{message} (got {err['input']!r})"
     if err.get("type") == "extra_forbidden":
         message = "unknown field (check its spelling)"
-    return Problem(_render_path(loc), message, _line_of(root, loc))
+    return Problem(_render_path(loc), message, line_of(root, loc))
 
 
 def _render_path(loc: list[Any]) -> str:
@@ -95,7 +106,7 @@ def _render_path(loc: list[Any]) -> str:
     return out
 
 
-def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+def line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
     """The line of the deepest YAML node along `loc` (the field, or its parent when missing)."""
     if node is None:
         return None

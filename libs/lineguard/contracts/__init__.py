@@ -20,6 +20,8 @@ DEAD_KIND = "dead"
 # The model registry's JetStream buckets (lineguard.registry): the models, and which version each line runs.
 MODELS_BUCKET = "lg-models"
 PROMOTED_BUCKET = "lg-model-promoted"
+# The recipe store's key-value bucket (lineguard.recipes): every recipe version, and each station's active one.
+RECIPES_BUCKET = "lg-recipes"
 
 VERDICT_NAMES: dict[int, str] = {
     Verdict.VERDICT_UNSPECIFIED: "UNSPECIFIED",

@@ -58,6 +58,7 @@ class Error(enum.IntEnum):
     REFUSED = 6  # the gateway could not take the trigger (the bus is away, it is stopping): trigger again
     IN_ERROR = 7  # a trigger while the station is in Error (1 or 8): refused
     SERVICE_DOWN = 8  # a service the station needs (capture, inference, ocr, decision) stopped beating: in Error
+    UNKNOWN_RECIPE = 9  # the `recipe` field names no recipe's plc_recipe_number: refused, the live recipe stays
 
 
 # Reason codes -> bits of the `reasons` DWORD. Fixed: a bit never changes its meaning (add, never renumber).
@@ -105,7 +106,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("plc_heartbeat", WORD, PLC, "the PLC counts it up (any change); the gateway watches it"),
     FieldSpec("trigger", WORD, PLC, "0 -> non-zero: a part is here (only the rising edge counts)"),
     FieldSpec("sequence", DWORD, PLC, "the PLC's part counter, 1..2^32-1, set before the trigger rises"),
-    FieldSpec("recipe", WORD, PLC, "the PLC's recipe number; logged with the trigger"),
+    FieldSpec("recipe", WORD, PLC, "the recipe's plc_recipe_number for this part (0: the recipe prepared now)"),
     FieldSpec("ack_sequence", DWORD, PLC, "the PLC writes result_sequence here once it has read the result"),
     FieldSpec("part_id", STRING, PLC, "an id the PLC may give (carrier, tray position); ASCII, may be empty"),
     FieldSpec("heartbeat", WORD, GATEWAY, "the gateway counts it up every heartbeat_ms while it runs"),

@@ -545,7 +545,9 @@ class VisionSystem:
     def _result_data(self, result: Result) -> Any:
         job = self._jobs.pop(result.inspection_id, None)
         part = result.part
-        recipe = self.space.recipes.recipes.get(part.recipe_id) or Recipe(part.recipe_id, "", 0)
+        # The version the part was triggered with (another may have been activated since).
+        recipe = Recipe(part.recipe_id, part.recipe_version, 0) if part.recipe_version else None
+        recipe = recipe or self.space.recipes.recipes.get(part.recipe_id) or Recipe(part.recipe_id, "", 0)
         failed = result.gateway_timeout or result.verdict == _ERROR
         content = [
             ua.Variant(int(result.verdict), ua.VariantType.Int32),

@@ -22,6 +22,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from lineguard.contracts import registers as contract
+from lineguard.services.gateway.recipes import RecipeBook
 from lineguard.services.gateway.registers import (
     ClientEndpoint,
     RegisterSettings,
@@ -262,6 +263,10 @@ class ModbusServerEndpoint:
 
     def link(self, station: str) -> RegisterStation:
         return self._links[station]
+
+    def use_recipes(self, recipes: RecipeBook) -> None:
+        for link in self._links.values():
+            link.recipes = recipes
 
 
 class ModbusClientEndpoint(ClientEndpoint):
