@@ -122,33 +122,44 @@ def started_gateway(
         *,
         quick_deadline_ms: int,
         plc_security: dict[str, Any] | None = None,
+        nats: EmbeddedNats | None = None,
+        endpoint: str | None = None,
+        plc: dict[str, dict[str, Any]] | None = None,
         **settings: Any,
     ) -> AsyncIterator[Gateway]:
         """A gateway on its own nats-server, one endpoint, two stations: s1 waits up to 10 s for a decision, s2
         (recipe "quick") gives FAIL / TIMEOUT after quick_deadline_ms + 100 ms grace. `plc_security`: both stations'
-        plc.security (default the demo profile); `settings`: more of the line's configuration."""
+        plc.security (default the demo profile); `settings`: more of the line's configuration.
+
+        To restart a gateway (a second one after the first stopped, as the same process would be started again):
+        `nats`, a server the caller owns and keeps running, and `endpoint`, the OPC UA address to serve again.
+        `plc`: station id -> its plc settings in place of the OPC UA server (another protocol)."""
         # Imported here: a test run that starts no gateway does not need it to import.
         from lineguard.services.gateway.service import setup
 
-        nats = EmbeddedNats(store_dir=store, log_file=store / "nats.log").start()
-        endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
-        raw = line_config_dict(nats_url=nats.url, opcua_endpoint=endpoint, deadline_ms=10_000)
+        own_nats = nats is None
+        server = EmbeddedNats(store_dir=store, log_file=store / "nats.log").start() if nats is None else nats
+        endpoint = endpoint or f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
+        raw = line_config_dict(nats_url=server.url, opcua_endpoint=endpoint, deadline_ms=10_000)
         raw["recipes"]["quick"] = {**raw["recipes"]["pcb-a"], "deadline_ms": quick_deadline_ms}
         raw["stations"].append({**raw["stations"][0], "id": "s2", "recipe": "quick"})
         for station in raw["stations"] if plc_security is not None else []:
             station["plc"] = {**station["plc"], "security": plc_security}
+        for station in raw["stations"]:
+            station["plc"] = (plc or {}).get(station["id"], station["plc"])
         raw["gateway"] = {"result_grace_ms": 100}
         config = LineConfig(**{**raw, **settings})
-        stopping = asyncio.Event()
-        service = asyncio.create_task(run_service("gateway", config, setup, stopping=stopping))
+        stopping, ready = asyncio.Event(), asyncio.Event()
+        service = asyncio.create_task(run_service("gateway", config, setup, stopping=stopping, ready=ready))
         bus = await Bus.connect(config.nats, "gateway-test")
         try:
-            await service_ready(bus, service)
-            yield Gateway(config, endpoint, bus, stopping, service, nats)
+            await service_ready(bus, service, ready=ready)
+            yield Gateway(config, endpoint, bus, stopping, service, server)
         finally:
             stopping.set()
             await asyncio.wait_for(service, timeout=30)
             await bus.close()
-            nats.stop()
+            if own_nats:
+                server.stop()
 
     return started_gateway

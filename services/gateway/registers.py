@@ -128,8 +128,11 @@ class RegisterStation:
     async def _show(self, change: dict[str, int | bool]) -> None:
         """Set our fields and write the ones that changed. Call with the lock held.
 
-        One write when the changed fields are adjacent (the PLC reads them together); otherwise a rising
-        `done` is written last and a falling one first, so the PLC never sees `done` with another result."""
+        The gateway's fields lying between changed ones are written again with their value, so that a change
+        spread over a block of gateway fields (a result: busy ... result_sequence, the reasons unchanged on a
+        pass) is one write, one round trip, which the PLC sees whole. Where the map puts other bytes between
+        them, a rising `done` is written last and a falling one first, so the PLC never sees `done` with
+        another result."""
         before = self.outputs
         after = GatewayFields(**{**before.__dict__, **change})
         after.error = self._error() if "error" not in change else after.error
@@ -137,7 +140,7 @@ class RegisterStation:
         self.outputs = after
         if not changed or not self._connected:
             return  # written in full when the connection is back (resync)
-        writes = self.layout.encode_gateway(after, changed)
+        writes = self.layout.encode_gateway(after, self._bridged(changed))
         if len(writes) > 1 and "done" in changed:
             done_offset = self.layout.offsets["done"]
             done_write = next(w for w in writes if w[0] <= done_offset < w[0] + len(w[1]))
@@ -145,6 +148,13 @@ class RegisterStation:
             writes = [*writes, done_write] if after.done else [done_write, *writes]
         for offset, data in writes:
             await self._write(offset, data)
+
+    def _bridged(self, changed: list[str]) -> list[str]:
+        """`changed` and every gateway field that lies between them."""
+        offsets, size = self.layout.offsets, self.layout.size
+        low = min(offsets[n] for n in changed)
+        high = max(offsets[n] + size(n) for n in changed)
+        return [n for n in GATEWAY_FIELDS if low <= offsets[n] and offsets[n] + size(n) <= high]
 
     # -- the transport's events
 

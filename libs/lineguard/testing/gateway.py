@@ -29,12 +29,20 @@ class Gateway:
     nats: EmbeddedNats | None = None  # its nats-server, for tests that stop and restart it
 
 
-async def service_ready(bus: Bus, service: asyncio.Task, timeout: float = 60.0) -> None:
-    """The decision consumer exists once setup is done, and setup starts the OPC UA server."""
+async def service_ready(
+    bus: Bus, service: asyncio.Task, timeout: float = 60.0, ready: asyncio.Event | None = None
+) -> None:
+    """The decision consumer exists once setup is done, and setup starts the OPC UA server. `ready`: the event
+    run_service sets once it serves, for a gateway started again (its durable consumer is there already)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.done():
             service.result()  # raises what stopped it
+        if ready is not None:
+            if ready.is_set():
+                return
+            await asyncio.sleep(0.05)
+            continue
         try:
             await bus.js.consumer_info(stream_name("decision"), "gateway-decision")
             return

@@ -166,6 +166,10 @@ class ModbusServerEndpoint:
     async def start(self) -> None:
         from pymodbus.server import ModbusTcpServer
 
+        for link in self._links.values():
+            # The registers show the station's state from the first read on (Error until the PLC's heartbeat is
+            # seen), not zeros, which read as "no error" from a gateway that would refuse the trigger.
+            await link.connected()
         devices = [self._device(s) for s in self.stations]
         self._server = ModbusTcpServer(devices, address=(self.host, self.port))
         try:
