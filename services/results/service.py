@@ -96,10 +96,12 @@ class ResultsHandlers:
 async def prepare_database(url: str) -> Engine:
     """An engine for `url` once the database answers (waiting while it comes up) at this lineguard's schema.
 
-    Raises SchemaNotCurrent, not retried, when it is behind or unknown: the service stops with what to run."""
+    Raises SchemaNotCurrent, not retried, when it is behind or unknown: the service stops with what to run. A database
+    that does not answer is waited for as long as it takes, the service unready: under an orchestrator, giving up
+    would only restart it into the same wait (a crash loop) while the database is away."""
     engine = make_engine(url)
     try:
-        async for attempt in stamina.retry_context(on=OperationalError, timeout=120, wait_max=5.0):
+        async for attempt in stamina.retry_context(on=OperationalError, attempts=None, timeout=None, wait_max=5.0):
             with attempt:
                 revision = await asyncio.to_thread(check_schema, engine)
     except BaseException:
