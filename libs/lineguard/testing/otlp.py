@@ -109,7 +109,7 @@ class OtlpReceiver:
             request = ExportTraceServiceRequest.FromString(body)
         except (OSError, DecodeError) as exc:
             return self._refuse(HTTPStatus.BAD_REQUEST, f"not an ExportTraceServiceRequest: {exc}")
-        spans = []
+        spans: list[ReceivedSpan] = []
         for resource_spans in request.resource_spans:
             service = _attributes(resource_spans.resource.attributes).get("service.name", "")
             for scope_spans in resource_spans.scope_spans:
