@@ -9,6 +9,9 @@ only the operator identity may write them: lineguard.bus.permissions):
 - key-value bucket `lg-model-promoted`: key = line id, value = JSON `Promotion` (model id, version,
   sha256, who, when). The bucket keeps each line's last 64 promotions: rolling back is promoting an
   earlier version again, and the inference service can fall back along this history.
+- key-value bucket `lg-model-shadow`: key = line id, value = JSON `ShadowRun` (the candidate's id, version and
+  sha256, the share of parts it sees, who, when); deleted when shadow mode stops. A candidate must detect the
+  same classes as the model the line runs (reason SHADOW_CLASSES_DIFFER), or its verdicts would not compare.
 
 A version is immutable: pushing it again with the same model file and card does nothing; with a
 different file or card it is refused. The card's `onnx_sha256` must match the file, at push and at
@@ -23,7 +26,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +44,7 @@ from lineguard.bus.client import connect_options
 from lineguard.bus.credentials import CredentialError
 from lineguard.bus.permissions import OPERATOR
 from lineguard.config import NatsSettings
-from lineguard.contracts import MODELS_BUCKET, PROMOTED_BUCKET
+from lineguard.contracts import MODELS_BUCKET, PROMOTED_BUCKET, SHADOW_BUCKET
 from lineguard.hashing import file_sha256
 from lineguard.vision.card import ModelCard, card_path
 from lineguard.vision.errors import ModelLoadError
@@ -55,7 +58,25 @@ log = structlog.get_logger("lineguard.registry")
 
 
 class RegistryError(RuntimeError):
-    """The registry refused or could not do what was asked; the message says why."""
+    """The registry refused or could not do what was asked; the message says why, `reason` (a code) what kind."""
+
+    def __init__(self, message: str, reason: str = "REGISTRY_REFUSED"):
+        super().__init__(message)
+        self.reason = reason
+
+
+# A shadow candidate whose classes are not the live model's: its verdicts would not be comparable.
+SHADOW_CLASSES_DIFFER = "SHADOW_CLASSES_DIFFER"
+
+
+def check_shadow_classes(live: Sequence[str], candidate: Sequence[str], *, live_name: str, candidate_name: str) -> None:
+    """RegistryError (SHADOW_CLASSES_DIFFER) unless the candidate detects the live model's classes, in its order."""
+    if list(live) != list(candidate):
+        raise RegistryError(
+            f"{SHADOW_CLASSES_DIFFER}: shadow candidate {candidate_name} detects {list(candidate)}, but the live model "
+            f"{live_name} detects {list(live)}: a candidate must detect the same classes to be compared",
+            SHADOW_CLASSES_DIFFER,
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,46 @@ class Promotion:
         return f"{self.model_id} {self.version}"
 
 
+@dataclass(frozen=True)
+class ShadowRun:
+    """Which candidate runs in shadow on a line and on what share of its parts (0 < share <= 1)."""
+
+    line: str
+    model_id: str
+    version: str
+    sha256: str
+    share: float
+    by: str
+    at: str
+    revision: int = 0
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        del data["revision"]
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_entry(cls, entry: KeyValue.Entry) -> ShadowRun:
+        try:
+            data = json.loads(entry.value or b"")
+            share = float(data["share"])
+            if not 0 < share <= 1:
+                raise ValueError(f"share {share} is not in (0, 1]")
+            return cls(
+                **{k: str(data[k]) for k in ("line", "model_id", "version", "sha256", "by", "at")},
+                share=share,
+                revision=int(entry.revision or 0),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"shadow record of line {entry.key!r} (revision {entry.revision}) is not a shadow run "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+
+    def __str__(self) -> str:
+        return f"{self.model_id} {self.version}"
+
+
 def object_prefix(model_id: str, version: str) -> str:
     return f"{model_id}/{version}/"
 
@@ -170,18 +231,23 @@ async def _ensure(open_existing, create) -> Any:
     return await open_existing()
 
 
-async def open_registry_buckets(js: JetStreamContext) -> tuple[ObjectStore, KeyValue]:
+async def open_registry_buckets(js: JetStreamContext) -> tuple[ObjectStore, KeyValue, KeyValue]:
     """The registry's buckets as they are, for an identity that may not make them (a secured line's)."""
     try:
-        return await js.object_store(MODELS_BUCKET), await js.key_value(PROMOTED_BUCKET)
+        return (
+            await js.object_store(MODELS_BUCKET),
+            await js.key_value(PROMOTED_BUCKET),
+            await js.key_value(SHADOW_BUCKET),
+        )
     except BucketNotFoundError:
         raise RegistryError(
-            f"the model registry's buckets ({MODELS_BUCKET}, {PROMOTED_BUCKET}) do not exist: on a secured server "
+            f"the model registry's buckets ({MODELS_BUCKET}, {PROMOTED_BUCKET}, {SHADOW_BUCKET}) do not exist: on a "
+            "secured server "
             "the admin identity makes them (`lineguard nats provision`)"
         ) from None
 
 
-async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValue]:
+async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValue, KeyValue]:
     """The registry's buckets, created when missing. Safe to run from every process at every start."""
     models = await _ensure(
         lambda: js.object_store(MODELS_BUCKET),
@@ -204,16 +270,28 @@ async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValu
             )
         ),
     )
-    return models, promoted
+    shadow = await _ensure(
+        lambda: js.key_value(SHADOW_BUCKET),
+        lambda: js.create_key_value(
+            api.KeyValueConfig(
+                bucket=SHADOW_BUCKET,
+                description="lineguard: the candidate model each line runs in shadow",
+                history=PROMOTION_HISTORY,
+                storage=api.StorageType.FILE,
+            )
+        ),
+    )
+    return models, promoted, shadow
 
 
 class ModelRegistry:
     """push / list / promote / fetch over one JetStream connection."""
 
-    def __init__(self, js: JetStreamContext, models: ObjectStore, promoted: KeyValue):
+    def __init__(self, js: JetStreamContext, models: ObjectStore, promoted: KeyValue, shadow: KeyValue):
         self.js = js
         self.models = models
         self.promoted_kv = promoted
+        self.shadow_kv = shadow
 
     @classmethod
     async def open(cls, js: JetStreamContext, *, provision: bool = True) -> ModelRegistry:
@@ -396,6 +474,84 @@ class ModelRegistry:
                 found[line] = promotion
         return found
 
+    async def rollback(self, line: str, *, by: str | None = None) -> tuple[Promotion, Promotion]:
+        """Promote again the version the line ran before its current one: (what it ran, what it runs now)."""
+        current = await self.promoted(line)
+        if current is None:
+            raise RegistryError(f"line {line!r}: no model was ever promoted there, so there is nothing to roll back")
+        earlier = [
+            p
+            for p in reversed(await self.promotions(line))
+            if (p.model_id, p.version) != (current.model_id, current.version)
+        ]
+        if not earlier:
+            raise RegistryError(f"line {line!r}: {current} is the only version it ever ran; nothing to roll back to")
+        return current, await self.promote(earlier[0].model_id, earlier[0].version, line, by=by)
+
+    # -- shadow mode ----------------------------------------------------------------------------
+
+    async def start_shadow(
+        self, model_id: str, version: str, line: str, *, share: float = 1.0, by: str | None = None
+    ) -> ShadowRun:
+        """Run `model_id` `version` in shadow on `line`, on `share` of its parts; refuses an unknown version, a share
+        outside (0, 1], and a candidate whose classes are not those of the model the line has promoted."""
+        if not _LINE.match(line):
+            raise RegistryError(f"line {line!r}: a line id is letters, digits, '_' or '-'")
+        if not 0 < share <= 1:
+            raise RegistryError(f"share {share:g}: the share of parts the candidate sees is in (0, 1]", "SHADOW_SHARE")
+        stored = await self.get(model_id, version)
+        live = await self.promoted(line)
+        if live is not None:
+            running = await self.get(live.model_id, live.version)
+            check_shadow_classes(
+                running.classes, stored.classes, live_name=str(live), candidate_name=f"{model_id} {version}"
+            )
+        run = ShadowRun(
+            line=line,
+            model_id=model_id,
+            version=version,
+            sha256=stored.sha256,
+            share=share,
+            by=by or default_promoter(),
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        revision = await self.shadow_kv.put(line, run.to_json())
+        return ShadowRun(**{**asdict(run), "revision": revision})
+
+    async def stop_shadow(self, line: str) -> ShadowRun | None:
+        """Stop shadow mode on `line`; what ran (None: nothing did)."""
+        running = await self.shadow(line)
+        if running is not None:
+            await self.shadow_kv.delete(line)
+        return running
+
+    async def shadow(self, line: str) -> ShadowRun | None:
+        """The candidate running in shadow on `line`, or None."""
+        try:
+            entry = await self.shadow_kv.get(line)
+        except KeyNotFoundError:  # never started, or stopped (a deleted key reads as not found)
+            return None
+        if not entry.value or entry.operation is not None:
+            return None
+        return ShadowRun.from_entry(entry)
+
+    async def watch_shadow(self, line: str) -> AsyncIterator[ShadowRun | None]:
+        """The line's shadow run now (None: none), then each change: a new run, or None when it stops."""
+        watcher = await self.shadow_kv.watch(line)
+        try:
+            current: ShadowRun | None = None
+            async for entry in watcher:
+                if entry is None:  # the end of what was there before the watch began
+                    break
+                current = _shadow_or_none(entry)
+            yield current
+            async for entry in watcher:
+                if entry is not None:
+                    yield _shadow_or_none(entry)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
     async def watch(self, line: str) -> AsyncIterator[Promotion | None]:
         """The line's current promotion (None if there is none), then each new one as it is made.
 
@@ -419,6 +575,16 @@ class ModelRegistry:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+
+def _shadow_or_none(entry: KeyValue.Entry) -> ShadowRun | None:
+    if not entry.value or entry.operation is not None:  # stopped
+        return None
+    try:
+        return ShadowRun.from_entry(entry)
+    except RegistryError as exc:
+        log.error("ignoring a shadow record; no candidate runs", error=str(exc))
+        return None
 
 
 def _promotion_or_none(entry: KeyValue.Entry) -> Promotion | None:

@@ -20,6 +20,7 @@ from lineguard.runtime.service import ServiceContext
 from lineguard.services.decision.join import Joiner, Pending, mismatch
 from lineguard.services.decision.record import build_decision
 from lineguard.services.decision.rules import UNKNOWN_RECIPE, Judgement, judge
+from lineguard.services.decision.shadow import ShadowJudge
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.inference_pb2 import InferenceResult
@@ -33,6 +34,7 @@ class DecisionService:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         self.joiner = Joiner()
+        self.shadow = ShadowJudge(ctx)  # a shadow candidate's would-be verdicts, after the live ones
         # The recipe versions parts are judged by: the one each part was triggered with (setup gives it the store).
         self.live = LiveRecipes(ctx.config)
 
@@ -60,6 +62,11 @@ class DecisionService:
 
     async def on_ocr(self, delivery: Delivery[OcrResult]) -> None:
         await self._hold(delivery, "ocr")
+
+    async def on_shadow(self, delivery: Delivery[InferenceResult]) -> None:
+        inspection_id = delivery.message.part.inspection_id
+        live_pending = inspection_id in self.joiner.pending or inspection_id in self.joiner.publishing
+        await self.shadow.on_shadow(delivery, live_pending)
 
     async def _hold(self, delivery: Delivery[Any], slot: str | None) -> None:
         part = delivery.message.part
@@ -113,6 +120,7 @@ class DecisionService:
         log.warning("results without a trigger; dead-lettered", station=part.station, results=len(entry.held))
         for held in entry.held:
             await held.fail(BadMessage(reason))
+        await self.shadow.dropped(part.inspection_id)
 
     async def decide(self, entry: Pending) -> None:
         part = entry.part
@@ -160,6 +168,8 @@ class DecisionService:
         )
         for delivery in entry.held:
             await delivery.ack()
+        # After the live verdict is out and its inputs acked: a candidate never holds up the live part.
+        await self.shadow.decided(decision.part, recipe, entry.ocr, judgement.verdict)
 
     async def deadlines(self) -> None:
         """A part whose results are not all in by its deadline is decided without them: FAIL, TIMEOUT."""
@@ -179,4 +189,5 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.consume("trigger", Trigger, service.on_trigger)
     ctx.consume("inference", InferenceResult, service.on_inference)
     ctx.consume("ocr", OcrResult, service.on_ocr)
+    ctx.consume("shadow", InferenceResult, service.on_shadow)
     ctx.run_task(service.deadlines())

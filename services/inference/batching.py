@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import structlog
@@ -26,6 +26,7 @@ from lineguard.imaging import FrameError
 from lineguard.runtime import tracing
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
+from lineguard.services.inference.shadow import ShadowModel
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.vision.model import Detector
@@ -42,12 +43,20 @@ class Stopped(HandBack):
 class MicroBatcher(Generic[T, R]):
     """Collects submitted items into batches of up to `batch_size`, runs each with `run_batch` in a thread.
 
-    `run_batch(items)` returns one outcome per item: its result, or the exception that item failed with."""
+    `run_batch(items)` returns one outcome per item: its result, or the exception that item failed with.
+    `after(items, waiting)`, when given, runs once a batch's outcomes are handed over, before the next batch, with
+    the items that succeeded and `waiting()`, whether more items wait (shadow mode runs its candidate there)."""
 
     def __init__(
-        self, run_batch: Callable[[list[T]], Sequence[R | BaseException]], *, batch_size: int, max_wait_s: float
+        self,
+        run_batch: Callable[[list[T]], Sequence[R | BaseException]],
+        *,
+        batch_size: int,
+        max_wait_s: float,
+        after: Callable[[list[T], Callable[[], bool]], Awaitable[None]] | None = None,
     ):
         self.run_batch = run_batch
+        self.after = after
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self.queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(maxsize=2 * batch_size)
@@ -119,17 +128,27 @@ class MicroBatcher(Generic[T, R]):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+        if self.after is not None:
+            ran = [
+                item
+                for (item, _), outcome in zip(batch, outcomes, strict=True)
+                if not isinstance(outcome, BaseException)
+            ]
+            await self.after(ran, lambda: not self.queue.empty())
 
 
 class FrameBatcher:
     """The inference service's frame handler: prepare, queue, run in batches, settle each frame."""
 
-    def __init__(self, ctx: ServiceContext, detector: Callable[[], Detector]):
+    def __init__(self, ctx: ServiceContext, detector: Callable[[], Detector], shadow: ShadowModel | None = None):
         self.ctx = ctx
         self.detector = detector  # a callable: the model in use when a batch runs (it may be swapped)
         settings = ctx.config.model
         self.batcher: MicroBatcher[PreparedFrame, InferenceResult] = MicroBatcher(
-            self._infer, batch_size=settings.batch_size, max_wait_s=settings.batch_wait_ms / 1000
+            self._infer,
+            batch_size=settings.batch_size,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            after=shadow.after_batch if shadow is not None else None,
         )
         self.settling: set[asyncio.Task[None]] = set()
         takes = detector().max_batch

@@ -96,6 +96,7 @@ class ModelHolder:
         self.registry = registry
         self.promotion: Promotion | None = None
         self.refused: str = ""
+        self.notes: dict[str, str] = {}  # what else the heartbeat says (shadow mode's state), by topic
         self._detector = detector
         # The model swapped out last: frames that took it may still be running, so it is closed (its
         # runtime's memory, on a GPU too) at the next swap, not at this one.
@@ -235,9 +236,15 @@ class ModelHolder:
         PROMOTION_REFUSED.labels(self.ctx.name).set(1 if why else 0)
         self._update_health()
 
+    def note(self, topic: str, text: str) -> None:
+        """Say `text` in the heartbeat's detail (nothing when empty); it does not make the service DEGRADED."""
+        self.notes[topic] = text
+        self._update_health()
+
     def _update_health(self) -> None:
         card = self._detector.card
-        self.ctx.detail = f"model {card.model_id} {card.version}" + (f"; {self.refused}" if self.refused else "")
+        said = [f"model {card.model_id} {card.version}", self.refused, *self.notes.values()]
+        self.ctx.detail = "; ".join(s for s in said if s)
         self.ctx.degraded = bool(self.refused)
 
 

@@ -7,6 +7,7 @@ import structlog
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.batching import FrameBatcher
 from lineguard.services.inference.holder import ModelHolder
+from lineguard.services.inference.shadow import start_shadow
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.vision.model import ModelLoadError
 
@@ -36,7 +37,9 @@ async def setup(ctx: ServiceContext) -> None:
         batch_size=ctx.config.model.batch_size,
     )
 
-    pipeline = FrameBatcher(ctx, holder.current)
+    # A candidate in shadow (lineguard model shadow start) runs between live batches; it never reaches the PLC.
+    shadow = await start_shadow(ctx, holder)
+    pipeline = FrameBatcher(ctx, holder.current, shadow)
     ctx.consume("frame", Frame, pipeline.handle)
     ctx.run_task(pipeline.run())
     ctx.on_stop(pipeline.drain)

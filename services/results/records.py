@@ -1,4 +1,4 @@
-"""From the wire messages (Decision, PlcAck) to database rows, checking them on the way.
+"""From the wire messages (Decision, PlcAck, a shadow candidate's Decision) to database rows, checking them on the way.
 
 Everything a row needs is checked here, before any database is touched, so a
 message that can never be written is refused at once with every reason named
@@ -20,7 +20,15 @@ from lineguard.config.model import ShiftCalendar
 from lineguard.contracts import VERDICT_NAMES
 from lineguard.reasons import ordered_reasons, reason_severity
 from lineguard.recipes import recipe_sha256
-from lineguard.services.results.schema import VERDICTS, Code, Defect, Inspection, InspectionReason, ModelVersion
+from lineguard.services.results.schema import (
+    VERDICTS,
+    Code,
+    Defect,
+    Inspection,
+    InspectionReason,
+    ModelVersion,
+    ShadowVerdict,
+)
 from lineguard.services.results.shifts import shift_at
 from lineguard.v1.common_pb2 import Box, Polygon
 from lineguard.v1.decision_pb2 import Decision
@@ -251,15 +259,12 @@ def _box(box: Box) -> dict[str, float]:
 
 
 def _polygon(problems: list[str], name: str, polygon: Polygon) -> list[list[float]] | None:
-    # The points read off the message once: each protobuf access costs more than the check itself (the writer's
-    # budget at thousands of inspections a second, benchmarks/results.py).
-    points = [(p.x, p.y) for p in polygon.points]
-    if not points:
+    if not polygon.points:
         return None
-    if not all(map(math.isfinite, [v for xy in points for v in xy])):
+    if not all(math.isfinite(p.x) and math.isfinite(p.y) for p in polygon.points):
         problems.append(f"{name}: a point is not finite")
         return None
-    return [[_f32(x), _f32(y)] for x, y in points]
+    return [[_f32(p.x), _f32(p.y)] for p in polygon.points]
 
 
 def _defect(problems: list[str], i: int, detection: Any) -> dict[str, Any]:
@@ -290,4 +295,30 @@ def _code(problems: list[str], i: int, code: Any) -> dict[str, Any]:
         "text": code.text,
         **_finite(problems, f"{name}.box", _box(code.box)),
         "outline": _polygon(problems, f"{name}.outline", code.outline),
+    }
+
+def shadow_verdict_row(decision: Decision) -> dict[str, Any]:
+    """The shadow_verdicts row of a candidate's would-be decision (lg.shadow_verdict), or InvalidRecord."""
+    problems: list[str] = []
+    inspection_id = _inspection_id(decision.part.inspection_id, problems)
+    verdict = _verdict(problems, "verdict", decision.verdict)
+    for name in ("model_id", "model_version"):
+        _required(problems, name, getattr(decision, name), ShadowVerdict.__table__.c[name])
+    if decision.decided_unix_ns <= 0:
+        problems.append("decided_unix_ns: missing (must be > 0)")
+    detections = [_defect(problems, i, d) for i, d in enumerate(decision.inference.detections)]
+    infer_ms = [t.ms for t in decision.inference.timings if t.stage == "infer" and math.isfinite(t.ms)]
+    if problems:
+        raise InvalidRecord(
+            f"invalid shadow verdict {decision.part.inspection_id or '<no id>'}: " + "; ".join(problems)
+        )
+    return {
+        "inspection_id": inspection_id,
+        "model_id": decision.model_id,
+        "model_version": decision.model_version,
+        "verdict": verdict,
+        "reason_codes": REASON_SEPARATOR.join(decision.reason_codes),
+        "detections": detections,
+        "inference_ms": infer_ms[0] if infer_ms else None,
+        "decided_at": from_unix_ns(decision.decided_unix_ns),
     }

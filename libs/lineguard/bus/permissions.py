@@ -21,6 +21,7 @@ from lineguard.contracts import (
     MODELS_BUCKET,
     PROMOTED_BUCKET,
     RECIPES_BUCKET,
+    SHADOW_BUCKET,
     dead_subject,
     heartbeat_subject,
     stream_name,
@@ -30,6 +31,7 @@ API = "$JS.API"
 MODELS_STREAM = f"OBJ_{MODELS_BUCKET}"
 PROMOTED_STREAM = f"KV_{PROMOTED_BUCKET}"
 RECIPES_STREAM = f"KV_{RECIPES_BUCKET}"
+SHADOW_STREAM = f"KV_{SHADOW_BUCKET}"
 LINE_STREAMS = tuple(stream_name(kind) for kind in (*KINDS, DEAD_KIND))
 
 
@@ -47,12 +49,15 @@ class Role:
 # The services, as the code wires them (`ctx.consume(...)`, `ctx.publish(...)` in services/<name>/service.py).
 SERVICE_ROLES: dict[str, Role] = {
     "capture": Role(consumes=("trigger",), produces=("frame",)),
-    "inference": Role(consumes=("frame",), produces=("inference",), reads_registry=True),
+    # The candidate model's results (shadow) and the verdict it would give (shadow_verdict) never reach the gateway.
+    "inference": Role(consumes=("frame",), produces=("inference", "shadow"), reads_registry=True),
     "ocr": Role(consumes=("frame",), produces=("ocr",)),
-    "decision": Role(consumes=("trigger", "inference", "ocr"), produces=("decision",), reads_recipes=True),
+    "decision": Role(
+        consumes=("trigger", "inference", "ocr", "shadow"), produces=("decision", "shadow_verdict"), reads_recipes=True
+    ),
     # The gateway puts its stations in Error while a service they need is silent (services/gateway/health.py).
     "gateway": Role(consumes=("decision",), produces=("trigger", "ack"), reads_recipes=True, watches_heartbeats=True),
-    "results": Role(consumes=("decision", "ack"), produces=()),
+    "results": Role(consumes=("decision", "ack", "shadow_verdict"), produces=()),
 }
 ADMIN = "admin"
 OPERATOR = "operator"
@@ -95,7 +100,7 @@ def _producer(kind: str, line: str) -> list[str]:
 
 def _registry_read() -> list[str]:
     """Read models and promotions."""
-    return _bucket_read(MODELS_STREAM, PROMOTED_STREAM)
+    return _bucket_read(MODELS_STREAM, PROMOTED_STREAM, SHADOW_STREAM)
 
 
 def _recipes_read() -> list[str]:
@@ -125,6 +130,7 @@ def _registry_write() -> list[str]:
         f"$O.{MODELS_BUCKET}.>",
         f"{API}.STREAM.PURGE.{MODELS_STREAM}",  # an object written again drops its earlier chunks
         f"$KV.{PROMOTED_BUCKET}.>",
+        f"$KV.{SHADOW_BUCKET}.>",
     ]
 
 
@@ -135,7 +141,7 @@ def _recipes_write() -> list[str]:
 def _admin() -> list[str]:
     """Provision: make and update the line's streams and the registry's buckets, and look at them. No deletes."""
     subjects = [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
-    for stream in (*LINE_STREAMS, MODELS_STREAM, PROMOTED_STREAM, RECIPES_STREAM):
+    for stream in (*LINE_STREAMS, MODELS_STREAM, PROMOTED_STREAM, SHADOW_STREAM, RECIPES_STREAM):
         subjects += [
             f"{API}.STREAM.CREATE.{stream}",
             f"{API}.STREAM.UPDATE.{stream}",
@@ -206,8 +212,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
         )
     if identity == OPERATOR:
         return (
-            f"the model registry: `$O.{MODELS_BUCKET}.>`, `$KV.{PROMOTED_BUCKET}.>`; the recipe store: "
-            f"`$KV.{RECIPES_BUCKET}.>`",
+            f"the model registry: `$O.{MODELS_BUCKET}.>`, `$KV.{PROMOTED_BUCKET}.>`, `$KV.{SHADOW_BUCKET}.>`; "
+            f"the recipe store: `$KV.{RECIPES_BUCKET}.>`",
             "the model registry, the recipe store",
         )
     role = SERVICE_ROLES[identity]

@@ -209,12 +209,6 @@ class DatabaseSettings(_Strict):
     password_file: str | None = Field(
         None, description="a file whose content (one line) is the role's password, e.g. a mounted secret"
     )
-    write_batch: int = Field(
-        500, ge=1, le=10_000, description="decisions the results service writes in one transaction, at most"
-    )
-    write_wait_ms: float = Field(
-        20.0, ge=0, le=10_000, description="how long the first decision of a batch waits for more before it is written"
-    )
 
     @model_validator(mode="after")
     def _one_password(self) -> DatabaseSettings:

@@ -15,8 +15,22 @@ from lineguard.v1.common_pb2 import Part, StageTiming
 from lineguard.v1.decision_pb2 import Verdict
 
 # One JetStream stream per kind of message (ARCHITECTURE.md, "Bus").
-KINDS: tuple[str, ...] = ("trigger", "frame", "inference", "ocr", "decision", "ack", "heartbeat")
+# `shadow`: a candidate model's results beside the live ones; `shadow_verdict`: the verdict it would have given.
+# Neither is ever read by the gateway, so a candidate never reaches the PLC (docs/models.md, shadow mode).
+KINDS: tuple[str, ...] = (
+    "trigger",
+    "frame",
+    "inference",
+    "ocr",
+    "decision",
+    "ack",
+    "heartbeat",
+    "shadow",
+    "shadow_verdict",
+)
 DEAD_KIND = "dead"
+# Which candidate model runs in shadow on each line, and on what share of its parts (lineguard.registry).
+SHADOW_BUCKET = "lg-model-shadow"
 # The model registry's JetStream buckets (lineguard.registry): the models, and which version each line runs.
 MODELS_BUCKET = "lg-models"
 PROMOTED_BUCKET = "lg-model-promoted"

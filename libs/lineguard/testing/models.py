@@ -47,17 +47,26 @@ def write_signed_card(model: Path, card: dict[str, Any], *, indent: int | None =
 
 
 def tiny_model(
-    path: Path, *, batch: int | str, segment: bool = False, scores: tuple[float, float] = (0.05, 0.9)
+    path: Path,
+    *,
+    batch: int | str,
+    segment: bool = False,
+    scores: tuple[float, ...] = (0.05, 0.9),
+    classes: tuple[str, ...] = ("open", "short"),
+    **card_values: Any,
 ) -> Path:
     """A YOLO-shaped ONNX of a few convolutions, with a card: 2 classes, 16 anchors on a 32 px input.
 
     Every anchor says: box cx, cy, w, h = 16, 16, 8, 8, class 1 at 0.9; a -seg model adds 2 mask
-    coefficients (10, 0) and prototypes whose channel 0 is 5 everywhere (a mask filling the box)."""
+    coefficients (10, 0) and prototypes whose channel 0 is 5 everywhere (a mask filling the box).
+    `classes` with one score each makes another class count; `card_values` replace the card's (model_id, ...)."""
+    if len(scores) != len(classes):
+        raise ValueError(f"one score per class: {len(scores)} scores for {len(classes)} classes")
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    rows = 4 + 2 + (2 if segment else 0)
+    rows = 4 + len(classes) + (2 if segment else 0)
     # Tiny weights on the image, biases that fix each row's value: an answer that is known, and an input
     # that still flows through the graph (so a batch of different images gives different outputs).
     w = (rng.standard_normal((rows, 3, 8, 8)) * 1e-4).astype(np.float32)
@@ -91,9 +100,10 @@ def tiny_model(
     card = {
         "model_id": "tiny",
         "version": "1",
-        "classes": ["open", "short"],
+        "classes": list(classes),
         "input": {"width": SIDE},
         "task": "segment" if segment else "detect",
+        **card_values,
     }
     write_signed_card(path, card)
     return path
