@@ -16,7 +16,18 @@ subscription (publishing interval --publishing-interval-ms, default 0: the serve
 a notification at once; at the simulated PLC's 10 ms both sides wait up to one interval more). Rounds alternate
 which side goes first; the figures are the medians over rounds and their ranges; the last line is JSON.
 
-    python benchmarks/gateway.py [--results 200] [--rounds 5] [--publishing-interval-ms 0]
+Modbus TCP and S7 (--protocols modbus,s7): the gateway is the client of a simulated PLC's registers (Modbus
+`mode: client` against lineguard.sim.modbus's pymodbus server; S7 against snap7's own server holding the DB,
+lineguard.sim.s7). Each sample: the PLC raises its trigger and the gateway answers busy (not timed); then the
+decision is published and timed until the PLC's memory holds `done` with that result_sequence (seen in the
+server's write hook: pymodbus's action on the event loop, snap7's write event in its server thread). Raw: a
+bare pymodbus AsyncModbusTcpClient / snap7 AsyncClient writing the same registers (the result's verdict,
+reasons, result_sequence, busy and done, the same write(s) the gateway makes) into a second server of the same
+kind, timed the same way. In Modbus server mode the gateway writes its own memory and the PLC's next poll reads
+it: that mode adds the PLC's poll period, which is the PLC's, and is not measured here.
+
+    python benchmarks/gateway.py [--protocols opcua,modbus,s7] [--results 200] [--rounds 5]
+        [--publishing-interval-ms 0]
 """
 
 from __future__ import annotations
@@ -34,19 +45,27 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Client, Node, Server, ua
+from pymodbus.client import AsyncModbusTcpClient
+from snap7 import AsyncClient
+from snap7.server import EVC_DATA_WRITE
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
 from lineguard.contracts import msg_id, subject
 from lineguard.contracts import opcua as contract
+from lineguard.contracts.registers import VERDICTS, GatewayFields, Layout
 from lineguard.natsserver import EmbeddedNats, free_port
+from lineguard.runtime.logging import configure_logging
 from lineguard.runtime.service import run_service
 from lineguard.sim.lineconfig import demo_config_dict
+from lineguard.sim.modbus import SimulatedModbusPlcServer
 from lineguard.sim.plc import subscription_parameters
+from lineguard.sim.s7 import SimulatedS7Plc
 from lineguard.testing.gateway import service_ready
 from lineguard.testing.rounds import medians_and_ranges
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
+from lineguard.v1.trigger_pb2 import Trigger
 
 STATION = "s1"
 RAW_NAMESPACE = "urn:lineguard:bench:raw"
@@ -93,18 +112,23 @@ async def subscribe(client: Client, source: Node, event_type: Node, interval_ms:
 Sample = Callable[[int], Awaitable[float]]  # one result's latency in ms
 
 
-async def gateway_side(
-    store: Path, interval_ms: float, profiles: list[str], stack: list[Callable[[], Awaitable[None]]]
-) -> Sample:
-    from lineguard.services.gateway.service import setup  # loads asyncua's server only when benchmarked
+Stack = list[Callable[[], Awaitable[None]]]  # what to close, in reverse order
+
+
+async def start_gateway(store: Path, stack: Stack, endpoint: str, plc: dict[str, Any] | None) -> tuple[LineConfig, Bus]:
+    """The gateway service in-process on its own nats-server (station s1's plc settings `plc`, or the OPC UA server at
+    `endpoint`), and the decision service's connection to the bus, once the gateway serves."""
+    from lineguard.services.gateway.service import setup  # loads the protocols' libraries only when benchmarked
 
     nats = EmbeddedNats(store_dir=store / "nats").start()
     stack.append(lambda: asyncio.to_thread(nats.stop))
-    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
     raw = demo_config_dict(
-        nats_url=nats.url, database_url=f"sqlite:///{store / 'unused.db'}", opcua_endpoint=endpoint, deadline_ms=10_000
+        nats_url=nats.url,
+        database_url=f"sqlite:///{store / 'unused.db'}",
+        opcua_endpoint=endpoint,
+        deadline_ms=10_000,
+        plc=plc,
     )
-    raw["stations"][0]["plc"]["profiles"] = profiles
     config = LineConfig(**raw)
     stopping = asyncio.Event()
     service = asyncio.create_task(run_service("gateway", config, setup, stopping=stopping))
@@ -117,6 +141,20 @@ async def gateway_side(
     bus = await Bus.connect(config.nats, "bench-decision")
     stack.append(bus.close)
     await service_ready(bus, service)
+    return config, bus
+
+
+async def publish_pass(bus: Bus, part: Part) -> None:
+    decision = Decision(part=part, verdict=Verdict.VERDICT_PASS)
+    await bus.publish(
+        subject("decision", part.line, part.station), decision, msg_id=msg_id(part.inspection_id, "decision")
+    )
+
+
+async def gateway_side(store: Path, interval_ms: float, profiles: list[str], stack: Stack) -> Sample:
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
+    plc = {"protocol": "opcua", "endpoint": endpoint, "security": {"profile": "demo"}, "profiles": profiles}
+    config, bus = await start_gateway(store, stack, endpoint, plc)
 
     client = Client(endpoint)
     await client.connect()
@@ -133,16 +171,15 @@ async def gateway_side(
         part = Part(
             inspection_id=inspection_id, line=config.line, station=STATION, recipe_id="pcb-a", sequence=sequence
         )
-        decision = Decision(part=part, verdict=Verdict.VERDICT_PASS)
         arrived = clock.expect(inspection_id)
         started = time.perf_counter_ns()
-        await bus.publish(subject("decision", config.line, STATION), decision, msg_id=msg_id(inspection_id, "decision"))
+        await publish_pass(bus, part)
         return (await asyncio.wait_for(arrived, 10) - started) / 1e6
 
     return sample
 
 
-async def raw_side(interval_ms: float, stack: list[Callable[[], Awaitable[None]]]) -> Sample:
+async def raw_side(interval_ms: float, stack: Stack) -> Sample:
     endpoint = f"opc.tcp://127.0.0.1:{free_port()}/raw/"
     server = Server()
     await server.init()
@@ -188,6 +225,182 @@ async def raw_side(interval_ms: float, stack: list[Callable[[], Awaitable[None]]
     return sample
 
 
+# -- Modbus TCP and S7: the result written into the PLC's registers -------------------------------------------------
+
+# The gateway's fields a result writes (busy falls, done rises, the verdict, reasons and result_sequence): one block in
+# the default maps, written as one request (RegisterStation._show writes the unchanged reasons of a pass again).
+RESULT_FIELDS = ("busy", "done", "verdict", "reasons", "result_sequence")
+
+
+class WriteClock:
+    """When a PLC's memory first holds `done` with an awaited result_sequence (perf_counter_ns), checked by the
+    server's write hook on whatever thread the write landed (snap7 serves from threads of its own)."""
+
+    def __init__(self, layout: Layout, memory: bytearray) -> None:
+        self.layout, self.memory = layout, memory
+        self.span = layout.gateway_span()
+        self.loop = asyncio.get_running_loop()
+        self.waiting: dict[int, asyncio.Future[int]] = {}
+
+    def expect(self, sequence: int) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = self.loop.create_future()
+        self.waiting[sequence] = future
+        return future
+
+    def written(self) -> None:
+        arrived = time.perf_counter_ns()
+        if not self.waiting:
+            return
+        start, end = self.span
+        fields = self.layout.decode_gateway(bytes(self.memory[start:end]), start)
+        future = self.waiting.pop(fields.result_sequence, None) if fields.done else None
+        if future is not None:
+            self.loop.call_soon_threadsafe(lambda: future.done() or future.set_result(arrived))
+
+
+class WatchedModbusPlc(SimulatedModbusPlcServer):
+    """The simulated Modbus PLC server, its clock told of every register write a client makes."""
+
+    clock: WriteClock | None = None
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> Any:
+        outcome = await super()._action(function_code, start_address, address, count, registers, values)
+        if values is not None and self.clock is not None:
+            self.clock.written()
+        return outcome
+
+
+def watch_s7(plc: SimulatedS7Plc) -> WriteClock:
+    assert plc.server is not None
+    clock = WriteClock(plc.layout, plc.memory)
+    plc.server.set_events_callback(lambda event: clock.written() if event.EvtCode == EVC_DATA_WRITE else None)
+    return clock
+
+
+def result_writes(layout: Layout, sequence: int) -> list[tuple[int, bytes]]:
+    """The write(s) the gateway makes to show a PASS for `sequence`: RESULT_FIELDS, adjacent ones in one write, a
+    rising `done` last where a map splits them."""
+    after = GatewayFields(done=True, verdict=VERDICTS["PASS"], result_sequence=sequence)
+    writes = layout.encode_gateway(after, RESULT_FIELDS)
+    done_at = layout.offsets["done"]
+    return sorted(writes, key=lambda w: w[0] <= done_at < w[0] + len(w[1]))
+
+
+async def register_plc(protocol: str, port: int, stack: Stack, *, triggers: bool) -> tuple[Any, WriteClock]:
+    """A simulated PLC holding the station's registers on `port`, and the clock of the writes into them; with
+    `triggers` it also plays its side of the handshake (heartbeat, trigger, acknowledge), else it is memory only."""
+    plc: WatchedModbusPlc | SimulatedS7Plc
+    if protocol == "modbus":
+        plc = WatchedModbusPlc(port)
+        if triggers:
+            await plc.__aenter__()
+        else:
+            await plc.start_server()
+        clock = WriteClock(plc.layout, plc.memory)
+        plc.clock = clock
+    else:
+        plc = SimulatedS7Plc(port)
+        if triggers:
+            await plc.__aenter__()
+        else:
+            plc.start_server()
+        clock = watch_s7(plc)
+    if triggers:
+        stack.append(lambda: plc.__aexit__(None, None, None))
+    elif isinstance(plc, WatchedModbusPlc):
+        stack.append(plc.stop_server)
+    else:
+        stack.append(lambda: asyncio.to_thread(plc.stop_server))
+    return plc, clock
+
+
+async def register_gateway_side(protocol: str, store: Path, stack: Stack) -> Sample:
+    port = free_port()
+    plc_settings: dict[str, Any] = {
+        "protocol": protocol,
+        "port": port,
+        "poll_ms": 5,
+        "heartbeat_ms": 100,
+        "reconnect_ms": 50,
+        **({"mode": "client"} if protocol == "modbus" else {}),
+    }
+    config, bus = await start_gateway(store, stack, "opc.tcp://127.0.0.1:1/", plc_settings)
+    plc, clock = await register_plc(protocol, port, stack, triggers=True)
+    plc.auto_ack = True
+    seen: dict[int, asyncio.Future[Part]] = {}
+
+    async def on_trigger(msg: Any) -> None:
+        part = Trigger.FromString(msg.data).part
+        future = seen.pop(part.sequence, None)
+        if future is not None and not future.done():
+            future.set_result(part)
+
+    sub = await bus.nc.subscribe(subject("trigger", config.line, STATION), cb=on_trigger)
+    stack.append(sub.unsubscribe)
+
+    async def sample(sequence: int) -> float:
+        await plc.wait_for(lambda g: not g.busy and not g.done)  # the last result acknowledged
+        triggered = seen[sequence] = asyncio.get_running_loop().create_future()
+        answer = await plc.trigger(sequence)
+        if not answer.busy:
+            raise RuntimeError(f"{protocol}: trigger {sequence} not taken (error {answer.error})")
+        part = await asyncio.wait_for(triggered, 10)
+        arrived = clock.expect(sequence)
+        started = time.perf_counter_ns()
+        await publish_pass(bus, part)
+        return (await asyncio.wait_for(arrived, 10) - started) / 1e6
+
+    return sample
+
+
+async def register_raw_side(protocol: str, stack: Stack) -> Sample:
+    port = free_port()
+    plc, clock = await register_plc(protocol, port, stack, triggers=False)
+    write: Callable[[int, bytes], Awaitable[Any]]
+    if protocol == "modbus":
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0, reconnect_delay=0)
+        if not await client.connect():
+            raise ConnectionError(f"no Modbus server on {port}")
+        stack.append(lambda: asyncio.to_thread(client.close))
+
+        async def write(offset: int, data: bytes) -> None:
+            values = [int.from_bytes(data[i : i + 2]) for i in range(0, len(data), 2)]
+            reply = await client.write_registers(offset // 2, values, device_id=1)
+            if reply.isError():
+                raise RuntimeError(f"write refused: {reply}")
+
+    else:
+        s7 = AsyncClient()
+        await s7.connect("127.0.0.1", 0, 1, tcp_port=port)
+        stack.append(s7.disconnect)
+
+        async def write(offset: int, data: bytes) -> None:
+            await s7.db_write(plc.db, offset, bytearray(data))
+
+    done_falls = plc.layout.encode_gateway(GatewayFields(), ["done"])
+
+    async def sample(sequence: int) -> float:
+        writes = result_writes(plc.layout, sequence)
+        arrived = clock.expect(sequence)
+        started = time.perf_counter_ns()
+        for offset, data in writes:
+            await write(offset, data)
+        latency = (await asyncio.wait_for(arrived, 10) - started) / 1e6
+        for offset, data in done_falls:  # not timed: the PLC's acknowledgement, so the next result rises again
+            await write(offset, data)
+        return latency
+
+    return sample
+
+
 def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -200,15 +413,28 @@ async def measure(sample: Sample, first: int, count: int, pause_s: float) -> lis
     return out
 
 
-async def main(results: int, rounds: int, interval_ms: float, pause_s: float, profiles: list[str]) -> None:
-    stack: list[Callable[[], Awaitable[None]]] = []
+async def sides_of(
+    protocol: str, store: Path, interval_ms: float, profiles: list[str], stack: Stack
+) -> dict[str, Sample]:
+    if protocol == "opcua":
+        return {
+            "gateway": await gateway_side(store, interval_ms, profiles, stack),
+            "raw": await raw_side(interval_ms, stack),
+        }
+    return {
+        "gateway": await register_gateway_side(protocol, store, stack),
+        "raw": await register_raw_side(protocol, stack),
+    }
+
+
+async def bench(
+    protocol: str, results: int, rounds: int, interval_ms: float, pause_s: float, profiles: list[str]
+) -> dict[str, Any]:
+    stack: Stack = []
     rows = []
     try:
         with tempfile.TemporaryDirectory() as store:
-            sides = {
-                "gateway": await gateway_side(Path(store), interval_ms, profiles, stack),
-                "raw": await raw_side(interval_ms, stack),
-            }
+            sides = await sides_of(protocol, Path(store), interval_ms, profiles, stack)
             for sample in sides.values():  # warm both: imports, first sessions, first paths
                 await measure(sample, 1, 20, pause_s)
             sequence = 1000
@@ -226,12 +452,14 @@ async def main(results: int, rounds: int, interval_ms: float, pause_s: float, pr
                 row["added_p50_ms"] = row["gateway_p50_ms"] - row["raw_p50_ms"]
                 row["added_p99_ms"] = row["gateway_p99_ms"] - row["raw_p99_ms"]
                 row["ratio_p50"] = row["gateway_p50_ms"] / row["raw_p50_ms"]
+                row["ratio_p99"] = row["gateway_p99_ms"] / row["raw_p99_ms"]
                 rows.append(row)
                 print(
-                    f"round {r + 1}: decision -> PLC p50 / p99 {row['gateway_p50_ms']:.3f} / "
+                    f"{protocol} round {r + 1}: decision -> PLC p50 / p99 {row['gateway_p50_ms']:.3f} / "
                     f"{row['gateway_p99_ms']:.3f} ms"
-                    f"   raw event {row['raw_p50_ms']:.3f} / {row['raw_p99_ms']:.3f} ms"
-                    f"   added p50 {row['added_p50_ms']:+.3f} ms"
+                    f"   raw {RAW[protocol]} {row['raw_p50_ms']:.3f} / {row['raw_p99_ms']:.3f} ms"
+                    f"   added p50 {row['added_p50_ms']:+.3f} ms",
+                    flush=True,
                 )
             for close in reversed(stack):
                 await close()
@@ -241,34 +469,69 @@ async def main(results: int, rounds: int, interval_ms: float, pause_s: float, pr
             await close()
     summary: dict[str, Any] = {
         "benchmark": "gateway",
+        "protocol": protocol,
+        "raw": RAW[protocol],
         "results_per_round": results,
         "rounds": rounds,
-        "publishing_interval_ms": interval_ms,
-        "profiles": profiles,
     }
+    if protocol == "opcua":
+        summary.update(publishing_interval_ms=interval_ms, profiles=profiles)
     summary.update(medians_and_ranges(rows))
     print(
-        f"median of {rounds}: decision -> PLC p50 {summary['gateway_p50_ms']:.3f} ms, "
-        f"raw {summary['raw_p50_ms']:.3f} ms,"
+        f"{protocol} median of {rounds}: decision -> PLC p50 / p99 {summary['gateway_p50_ms']:.3f} / "
+        f"{summary['gateway_p99_ms']:.3f} ms, raw {summary['raw_p50_ms']:.3f} / {summary['raw_p99_ms']:.3f} ms,"
         f" added p50 {summary['added_p50_ms']:+.3f} ms ({summary['added_p50_ms_range'][0]:+.3f} - "
-        f"{summary['added_p50_ms_range'][1]:+.3f}), ratio {summary['ratio_p50']:.3f}"
+        f"{summary['added_p50_ms_range'][1]:+.3f}), ratio p50 {summary['ratio_p50']:.3f}"
+        f" ({summary['ratio_p50_range'][0]:.3f} - {summary['ratio_p50_range'][1]:.3f})",
+        flush=True,
     )
-    print(json.dumps(summary))
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+RAW = {
+    "opcua": "asyncua write + event",
+    "modbus": "pymodbus write_registers",
+    "s7": "snap7 db_write",
+}
+
+
+async def main(
+    protocols: list[str], results: int, rounds: int, interval_ms: float, pause_s: float, profiles: list[str]
+) -> None:
+    for protocol in protocols:
+        await bench(protocol, results, rounds, interval_ms, pause_s, profiles)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--protocols", default="opcua,modbus,s7", help="comma separated, each measured on its own: opcua, modbus, s7"
+    )
     parser.add_argument("--results", type=int, default=200, help="results per side per round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--publishing-interval-ms", type=float, default=0.0)
+    parser.add_argument("--publishing-interval-ms", type=float, default=0.0, help="OPC UA: the subscriptions'")
     parser.add_argument(
         "--profiles",
         default="simple",
-        help="the station's plc.profiles, comma separated (the gateway's default: simple,machine-vision)",
+        help="OPC UA: the station's plc.profiles, comma separated (the gateway's default: simple,machine-vision)",
     )
     parser.add_argument("--pause-ms", type=float, default=5.0, help="between two results, on both sides")
     args = parser.parse_args()
-    logging.disable(logging.WARNING)  # asyncua's per-session info lines; errors still raise
+    protocols = args.protocols.split(",")
+    unknown = [p for p in protocols if p not in RAW]
+    if unknown:
+        parser.error(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(RAW)}")
+    # The gateway's per-part log lines would be most of this process's output (and CPU); errors still show.
+    configure_logging("bench-gateway", "error", json=False)
+    logging.disable(logging.WARNING)  # asyncua's and pymodbus's per-session info lines; errors still raise
     asyncio.run(
-        main(args.results, args.rounds, args.publishing_interval_ms, args.pause_ms / 1000, args.profiles.split(","))
+        main(
+            protocols,
+            args.results,
+            args.rounds,
+            args.publishing_interval_ms,
+            args.pause_ms / 1000,
+            args.profiles.split(","),
+        )
     )

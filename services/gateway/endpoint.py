@@ -85,3 +85,14 @@ class ReadsBack(Protocol):
     the reader once the endpoint is open. A result read back is recorded as delivered."""
 
     def serve_reads(self, read: ResultReader) -> None: ...
+
+
+@runtime_checkable
+class ShowsCapture(Protocol):
+    """An endpoint whose PLC is told when a part's image is taken (OPC 40100's AcquisitionDone), so it can move the
+    part on before the result: the gateway watches the frames (captures.py) for the stations it `shows_capture`."""
+
+    def shows_capture(self, station: str) -> bool: ...
+
+    async def captured(self, station: str, inspection_id: str) -> None:
+        """The image of `inspection_id`, a part in flight at `station`, is taken."""

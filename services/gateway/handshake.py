@@ -115,6 +115,10 @@ class Handshake:
     def busy(self) -> bool:
         return bool(self._in_flight)
 
+    def in_flight_id(self, inspection_id: str) -> bool:
+        """The inspection was opened here and has no result yet."""
+        return inspection_id in self._in_flight
+
     def is_open(self, sequence: int) -> bool:
         """The PLC's trigger `sequence` is in flight (a call with it again is a retry)."""
         return sequence in self._by_sequence

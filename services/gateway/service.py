@@ -20,6 +20,7 @@ from lineguard.config import PLC_PROTOCOLS, PlcSettings
 from lineguard.contracts import heartbeat_subject
 from lineguard.recipes import LiveRecipes, RecipeStore
 from lineguard.runtime.service import ServiceContext
+from lineguard.services.gateway.captures import watch_captures
 from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack, UsesRecipes
 from lineguard.services.gateway.health import ServiceWatch
 from lineguard.services.gateway.recipes import RecipeBook
@@ -56,6 +57,14 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.run_task(link.run_outbox(ctx.stopping))
     ctx.before_stop(links.finish)
     ctx.run_task(watch_health(ctx, links))
+    if any(link.shows_capture for link in links.links.values()):  # an OPC 40100 PLC hears of each image taken
+
+        async def on_captured(station_id: str, inspection_id: str) -> None:
+            link = links.links.get(station_id)
+            if link is not None:
+                await link.on_captured(inspection_id)
+
+        ctx.run_task(watch_captures(ctx.bus, ctx.config.line, on_captured, ctx.stopping))
 
     async def on_decision(delivery: Delivery[Decision]) -> None:
         await links.route(delivery.message).on_decision(delivery.message)

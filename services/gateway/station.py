@@ -24,7 +24,7 @@ from lineguard.contracts import VERDICT_NAMES, now_ns, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS
 from lineguard.runtime import tracing
 from lineguard.runtime.deadlines import Deadlines
-from lineguard.services.gateway.endpoint import NotHandedOver, PlcEndpoint, TriggerRefused
+from lineguard.services.gateway.endpoint import NotHandedOver, PlcEndpoint, ShowsCapture, TriggerRefused
 from lineguard.services.gateway.handshake import REMEMBERED_RESULTS, Handshake, Outcome, Resolution, Result
 from lineguard.services.gateway.outbox import OUTBOX_LIMIT, Outbox, Publish
 from lineguard.v1.decision_pb2 import Decision
@@ -70,6 +70,8 @@ class StationLink:
         self._missed: OrderedDict[str, None] = OrderedDict()
         # Each open inspection's deadline (monotonic).
         self.deadlines: Deadlines[str] = Deadlines()
+        # Parts whose PLC was told their image is taken (a frame redelivered is not news twice).
+        self._captured: OrderedDict[str, None] = OrderedDict()
         self.refusing = ""  # why new triggers are refused (the gateway is stopping); empty while it serves
         self.fault = ""  # why the station is in Error (a service it needs is down); empty while it serves
         # Tracing on: each open inspection's trigger span, for a delivery no decision's span covers (its deadline).
@@ -174,6 +176,23 @@ class StationLink:
             )
             await self._deliver(result)
         return expired
+
+    @property
+    def shows_capture(self) -> bool:
+        return isinstance(self.plc, ShowsCapture) and self.plc.shows_capture(self.station)
+
+    async def on_captured(self, inspection_id: str) -> None:
+        """The capture service has the part's image: tell a PLC that wants to know, once, while the part is in
+        flight (an image of a part already answered, or never triggered here, is no news to anybody)."""
+        plc = self.plc
+        if not isinstance(plc, ShowsCapture) or inspection_id in self._captured:
+            return
+        if not self.handshake.in_flight_id(inspection_id):
+            return
+        self._captured[inspection_id] = None
+        while len(self._captured) > REMEMBERED_RESULTS:
+            self._captured.popitem(last=False)
+        await plc.captured(self.station, inspection_id)
 
     def read_result(self, sequence: int) -> Result | None:
         """The result given for `sequence`, for a PLC that missed it; the first read of a missed one is its delivery."""

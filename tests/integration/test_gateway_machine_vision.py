@@ -17,15 +17,18 @@ from asyncua import Client, ua
 from lineguard.services.gateway.protocols.machine_vision import RESULTS_SHOWN  # the gateway's, for the assertion
 from lineguard.services.gateway.protocols.opcua_security import hash_password
 from lineguard.sim.machine_vision import MachineVisionPlc
-from lineguard.testing.gateway import Gateway, find, publish_decision
+from lineguard.testing.gateway import Gateway, find, publish_decision, publish_frame
 from lineguard.testing.machine_vision import (
+    ACQUISITION_DONE,
     HALTED_STATE,
     JOB_STARTED,
     READY_EVENT,
     READY_STATE,
+    RESULT_READY,
     VisionClient,
     vision_system,
 )
+from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.trigger_pb2 import Trigger
 
@@ -99,6 +102,36 @@ async def test_a_generic_client_starts_jobs_and_gets_one_result_each(gateway: Ga
     assert await (await state_id.get_child(["0:CurrentState", "0:Id"])).read_value() == ua.NodeId(READY_STATE, s1.idx)
     system_state = await (await s1.node("SystemState")).read_value()
     assert system_state.State.value == 2  # SEMI E10 standby: operational, nothing in flight
+
+
+async def test_acquisition_done_when_the_image_is_taken_before_the_result(gateway: Gateway, s1: VisionClient) -> None:
+    def acquired() -> list[str]:
+        return [e["JobId"].Id for e in s1.events if e["EventType"] == ua.NodeId(ACQUISITION_DONE, s1.idx)]
+
+    await s1.wait_for(lambda: bool(s1.states))
+    job_id = await s1.start_single_job("acq", "acq-part")
+    [trigger] = await find(gateway.bus, "trigger", Trigger, lambda t: t.part.inspection_id == job_id)
+    await publish_frame(gateway.bus, trigger.part)  # the capture service has the image
+    await s1.wait_for(lambda: acquired() == [job_id])
+    assert not [r for r in s1.results() if r["ResultId"].Id == job_id]  # before its result: the part may move on
+    await publish_decision(gateway.bus, trigger.part, Verdict.VERDICT_PASS)
+    await s1.wait_for(lambda: any(r["ResultId"].Id == job_id for r in s1.results()))
+    # An image of a part already answered, and of one never triggered here, is no news.
+    late = await s1.start_single_job("acq-late", "p")
+    [late_trigger] = await find(gateway.bus, "trigger", Trigger, lambda t: t.part.inspection_id == late)
+    await publish_decision(gateway.bus, late_trigger.part, Verdict.VERDICT_FAIL, "DEFECT_OPEN")
+    await s1.wait_for(lambda: any(r["ResultId"].Id == late for r in s1.results()))
+    await publish_frame(gateway.bus, late_trigger.part)
+    stranger = Part()
+    stranger.CopyFrom(late_trigger.part)
+    stranger.inspection_id = "01900000-0000-7000-8000-000000000000"
+    await publish_frame(gateway.bus, stranger)
+    await asyncio.sleep(0.5)
+    assert acquired() == [job_id]
+    order = [
+        (e["EventType"].Identifier, e["JobId"].Id) for e in s1.events if e.get("JobId") and e["JobId"].Id == job_id
+    ]
+    assert order.index((ACQUISITION_DONE, job_id)) < order.index((RESULT_READY, job_id))
 
 
 async def test_results_are_readable_again(gateway: Gateway, s1: VisionClient) -> None:

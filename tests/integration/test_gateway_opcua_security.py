@@ -254,6 +254,26 @@ async def test_a_viewer_reads_but_may_not_trigger(secured: Secured) -> None:
     assert await find(secured.gateway.bus, "trigger", Trigger, lambda t: t.part.sequence == 1101, timeout=0.5) == []
 
 
+@pytest.mark.parametrize(("user", "allowed"), [("view", False), ("op", True), ("eng", True)])
+async def test_prepare_recipe_needs_the_operator_role(secured: Secured, user: str, allowed: bool) -> None:
+    # PrepareRecipe is how a PLC changes product (between parts): the PLC's own role, operator, may; a viewer may
+    # not. Changing what a recipe is (AddRecipe, ...) stays the engineer's.
+    async with await secure_client(secured.endpoint, login(secured, user)) as client:
+        vc = await vision_system(client, "s1")
+        prepare = vc.call(
+            ("RecipeManagement", "PrepareRecipe"),
+            ua.RecipeIdExternalDataType(Id="pcb-a"),
+            ua.RecipeIdInternalDataType(),
+        )
+        if allowed:
+            internal, completed, error = await prepare
+            assert (internal.Id, completed, error) == ("pcb-a", True, 0)
+        else:
+            with pytest.raises(ua.UaStatusCodeError) as refused:
+                await prepare
+            assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
+
+
 async def test_a_user_certificate_logs_in_as_its_operator(secured: Secured) -> None:
     setup = client_setup(secured.app, user_certificate=secured.user_cert)
     async with await secure_client(secured.endpoint, setup) as client:

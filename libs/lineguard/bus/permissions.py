@@ -44,6 +44,9 @@ class Role:
     reads_registry: bool = False
     reads_recipes: bool = False  # the recipe store: versions, and each station's active one (lineguard.recipes)
     watches_heartbeats: bool = False  # a plain subscription to every service's heartbeat on the line
+    # Which parts' images are taken: the line's frames through a headers-only durable consumer (the message id names
+    # the part; the image never travels to it). NATS cannot hold a consumer to headers only: the code does.
+    watches_captures: bool = False
 
 
 # The services, as the code wires them (`ctx.consume(...)`, `ctx.publish(...)` in services/<name>/service.py).
@@ -56,7 +59,14 @@ SERVICE_ROLES: dict[str, Role] = {
         consumes=("trigger", "inference", "ocr", "shadow"), produces=("decision", "shadow_verdict"), reads_recipes=True
     ),
     # The gateway puts its stations in Error while a service they need is silent (services/gateway/health.py).
-    "gateway": Role(consumes=("decision",), produces=("trigger", "ack"), reads_recipes=True, watches_heartbeats=True),
+    # It tells OPC 40100 PLCs when a part's image is taken (AcquisitionDone, services/gateway/captures.py).
+    "gateway": Role(
+        consumes=("decision",),
+        produces=("trigger", "ack"),
+        reads_recipes=True,
+        watches_heartbeats=True,
+        watches_captures=True,
+    ),
     "results": Role(consumes=("decision", "ack", "shadow_verdict"), produces=()),
 }
 ADMIN = "admin"
@@ -170,6 +180,8 @@ def permissions(identity: str, line: str) -> Permissions:
             publish += _registry_read()
         if role.reads_recipes:
             publish += _recipes_read()
+        if role.watches_captures:  # its own durable on the frames; it dead-letters nothing
+            publish += [s for s in _consumer(identity, "frame", line) if s != dead_subject("frame")]
     else:
         raise KeyError(f"no NATS identity {identity!r} (known: {', '.join(IDENTITIES)})")
     subscribe = [f"{inbox_prefix(identity)}.>"]
@@ -227,6 +239,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
         reads += ", the recipe store"
     if role.watches_heartbeats:
         reads += f", `lg.heartbeat.{line}.*` (subscribed)"
+    if role.watches_captures:
+        reads += f", `{durable_name(identity, 'frame')}` on {stream_name('frame')} (headers only)"
     return publish, reads
 
 

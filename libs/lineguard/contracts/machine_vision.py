@@ -31,7 +31,7 @@ READY_EVENT_TYPE = 1023
 RESULT_READY_EVENT_TYPE = 1024
 ERROR_EVENT_TYPE = 1019  # the system entered Error (a service a station needs is down)
 ERROR_RESOLVED_EVENT_TYPE = 1020  # ... and left it
-ACQUISITION_DONE_EVENT_TYPE = 1025  # declared by the standard; lineguard has no capture signal to send it on yet
+ACQUISITION_DONE_EVENT_TYPE = 1025  # the part's image is taken (the gateway sees its frame stored)
 
 # VisionStateMachine's states and the automatic-mode sub-machine's (the states of the types):
 # CurrentState/Id holds one of these.

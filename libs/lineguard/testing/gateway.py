@@ -1,5 +1,5 @@
-"""A gateway under test, driven from the bus side: its handles, waiting until it serves, what it published, and
-the decision service's part (publishing a decision)."""
+"""A gateway under test, driven from the bus side: its handles, waiting until it serves, what it published, the
+decision service's part (publishing a decision) and the capture service's (publishing a part's frame)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
+from lineguard.v1.frame_pb2 import Frame
 
 
 @dataclass
@@ -92,3 +93,12 @@ async def publish_decision(bus: Bus, part: Part, verdict: Verdict, *reasons: str
         subject("decision", part.line, part.station), decision, msg_id=msg_id(part.inspection_id, "decision")
     )
     return decision
+
+
+async def publish_frame(bus: Bus, part: Part) -> Frame:
+    """What the capture service publishes once it has a part's image (a tiny one: the gateway reads no image)."""
+    frame = Frame(camera_id="test-camera", captured_unix_ns=time.time_ns(), width=1, height=1, channels=1)
+    frame.part.CopyFrom(part)
+    frame.encoding, frame.data = "png", b"\x89PNG"
+    await bus.publish(subject("frame", part.line, part.station), frame, msg_id=msg_id(part.inspection_id, "frame"))
+    return frame

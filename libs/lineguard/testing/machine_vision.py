@@ -13,7 +13,7 @@ from asyncua import Client, Node, ua
 
 # From the standard (OPC 40100-1 v1.0.0 NodeSet, NodeIds.csv), nothing lineguard-specific.
 MV = "http://opcfoundation.org/UA/MachineVision"
-VISION_SYSTEM_TYPE, JOB_STARTED, READY_EVENT, RESULT_READY = 1003, 1013, 1023, 1024
+VISION_SYSTEM_TYPE, JOB_STARTED, READY_EVENT, RESULT_READY, ACQUISITION_DONE = 1003, 1013, 1023, 1024, 1025
 READY_STATE, SINGLE_EXECUTION_STATE, HALTED_STATE = 5057, 5058, 5029
 
 
@@ -85,7 +85,9 @@ async def vision_system(client: Client, name: str) -> VisionClient:
     by_name: dict[str, Node] = {str((await n.read_browse_name()).Name): n for n in systems}
     vc = VisionClient(client, idx, by_name[name])
     sub = await client.create_subscription(10, vc)
-    event_types = [client.get_node(_node_id(t, idx)) for t in (RESULT_READY, JOB_STARTED, READY_EVENT)]
+    event_types = [
+        client.get_node(_node_id(t, idx)) for t in (RESULT_READY, JOB_STARTED, READY_EVENT, ACQUISITION_DONE)
+    ]
     await sub.subscribe_events(vc.system, event_types, queuesize=1000)
     current = await vc.node("VisionStateMachine", "AutomaticModeStateMachine")
     await sub.subscribe_data_change(await current.get_child("0:CurrentState"), queuesize=100)

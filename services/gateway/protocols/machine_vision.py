@@ -176,6 +176,7 @@ class VisionSystem:
         self._slots = [await self._result_slot(results, k) for k in range(RESULTS_SHOWN)]
         for type_id in (
             mv.JOB_STARTED_EVENT_TYPE,
+            mv.ACQUISITION_DONE_EVENT_TYPE,
             mv.READY_EVENT_TYPE,
             mv.RESULT_READY_EVENT_TYPE,
             mv.ERROR_EVENT_TYPE,
@@ -376,6 +377,12 @@ class VisionSystem:
         await self._emit(mv.READY_EVENT_TYPE, self._job_id_fields(inspection_id), f"ready after job {inspection_id}")
         log.info("40100 job started", station=self.station, job_id=inspection_id, meas_id=meas_id, part_id=part_id)
         return [_ext(_type("JobIdDataType")(Id=inspection_id)), _error_ok()]
+
+    async def acquisition_done(self, inspection_id: str) -> None:
+        """AcquisitionDoneEventType: the part's image is taken (the PLC may move it on); JobId as its result's."""
+        job = self._jobs.get(inspection_id)
+        job_id = job.job_id if job else inspection_id
+        await self._emit(mv.ACQUISITION_DONE_EVENT_TYPE, self._job_id_fields(job_id), f"image of {inspection_id} taken")
 
     async def _start_continuous(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
         meas_id, part_id, product_id, recipe = self._job_args(args, "StartContinuous")
@@ -725,6 +732,11 @@ class MachineVisionSpace:
         system = self.systems.get(station)
         if system is not None:
             await system.deliver(result)
+
+    async def captured(self, station: str, inspection_id: str) -> None:
+        system = self.systems.get(station)
+        if system is not None:
+            await system.acquisition_done(inspection_id)
 
     async def set_busy(self, station: str, busy: bool) -> None:
         system = self.systems.get(station)

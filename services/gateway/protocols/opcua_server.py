@@ -255,6 +255,13 @@ class OpcuaEndpoint:
         if self.machine_vision is not None:
             await self.machine_vision.set_error(station, reason)
 
+    def shows_capture(self, station: str) -> bool:
+        return self.machine_vision is not None and station in self.machine_vision.stations
+
+    async def captured(self, station: str, inspection_id: str) -> None:
+        if self.machine_vision is not None:
+            await self.machine_vision.captured(station, inspection_id)
+
     def use_recipes(self, recipes: RecipeBook) -> None:
         if self.machine_vision is not None:
             self.machine_vision.use_recipes(recipes)
