@@ -141,13 +141,25 @@ def promote(
     nats: NatsOption = None,
     config: ConfigOption = None,
     credential: CredentialOption = None,
+    require_shadow: Annotated[
+        int,
+        typer.Option(
+            "--require-shadow",
+            min=0,
+            help="refuse unless the version judged at least N parts in shadow with no new escape (0: no check)",
+        ),
+    ] = 0,
+    url: Annotated[str | None, typer.Option("--url", help="the MES database, for --require-shadow")] = None,
 ) -> None:
-    """Make a line run a pushed version; rolling back is promoting the previous one again.
+    """Make a line run a pushed version; rolling back is promoting the previous one again (`model rollback`).
 
     The line's inference services download it, check it, and swap to it between two frames; a
-    version that does not load there is refused and the running one keeps serving."""
+    version that does not load there is refused and the running one keeps serving. With
+    --require-shadow N, the shadow report (`model shadow report`) must cover N parts and show no new escape."""
     cfg = _config(config)
     target = line or (cfg.line if cfg else "l1")
+    if require_shadow:
+        _check_shadow(model_id, version, require_shadow, url, cfg)
 
     async def work(registry: ModelRegistry) -> tuple[Any, Any]:
         before = await registry.promoted(target)
@@ -156,3 +168,20 @@ def promote(
     before, after = _run(nats, cfg, work, credential)
     was = f" (was {before})" if before else ""
     typer.echo(f"line {target}: {after} promoted by {after.by}{was}")
+
+
+def _check_shadow(model_id: str, version: str, min_parts: int, url: str | None, cfg: LineConfig | None) -> None:
+    """Exit 1 unless the version's shadow report allows its promotion."""
+    from lineguard.cli.model_shadow import database_url
+    from lineguard.modelops.shadow_report import ReportError, promotion_refusal, read_report
+
+    try:
+        report = read_report(database_url(url, cfg), model_id, version)
+    except ReportError as exc:
+        typer.echo(f"error: promotion refused: {exc}", err=True)
+        raise typer.Exit(1) from None
+    refusal = promotion_refusal(report, min_parts)
+    if refusal is not None:
+        typer.echo(f"error: promotion refused: {refusal}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"shadow report: {report.parts} parts, no new escape")
