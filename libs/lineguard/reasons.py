@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 # Worse verdicts rank higher: the order a part's reasons are listed in, and the pareto's.
 SEVERITY_RANK: Mapping[str, int] = {"PASS": 0, "REWORK": 1, "FAIL": 2, "ERROR": 3}
 # Reasons that make a part ERROR (lineguard could not judge it), whatever the recipe says.
-ERROR_REASONS = frozenset({"INVALID_RESULT", "UNKNOWN_RECIPE"})
+ERROR_REASONS = frozenset({"INVALID_RESULT", "UNKNOWN_RECIPE", "IMAGE_SIZE_MISMATCH"})
 
 
 def defect_reason(class_name: str) -> str:

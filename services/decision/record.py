@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from lineguard.config import RecipeSettings
 from lineguard.contracts import copy_part
-from lineguard.services.decision.rules import Judgement
-from lineguard.v1.common_pb2 import Part, StageTiming
+from lineguard.services.decision.rules import Finding, Judgement
+from lineguard.v1.common_pb2 import Part, Point, StageTiming
 from lineguard.v1.decision_pb2 import Decision
+from lineguard.v1.decision_pb2 import Finding as FindingMessage
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import OcrResult
 
@@ -26,6 +27,7 @@ def build_decision(
         recipe_version=recipe.version if recipe else "",
         serial=judgement.serial,
         decided_unix_ns=decided_ns,
+        explanation=[finding_message(f) for f in judgement.explanation],
     )
     if inference is not None:
         decision.inference.CopyFrom(inference)
@@ -35,6 +37,26 @@ def build_decision(
         decision.ocr.CopyFrom(ocr)
     decision.timings.extend(_timings(part.triggered_unix_ns, decided_ns, inference, ocr))
     return decision
+
+
+def finding_message(finding: Finding) -> FindingMessage:
+    message = FindingMessage(
+        verdict=finding.verdict,
+        reason=finding.reason,
+        rule=finding.rule,
+        text=finding.text,
+        class_name=finding.class_name,
+        zone=finding.zone,
+        detections=finding.detections,
+        score=finding.score,
+        threshold=finding.threshold,
+        area=finding.area,
+        area_unit=finding.area_unit,
+        count=finding.count,
+    )
+    if finding.at is not None:
+        message.at.CopyFrom(Point(x=finding.at[0], y=finding.at[1]))
+    return message
 
 
 def _timings(

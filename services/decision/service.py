@@ -19,7 +19,7 @@ from lineguard.runtime import tracing
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.decision.join import Joiner, Pending, mismatch
 from lineguard.services.decision.record import build_decision
-from lineguard.services.decision.rules import UNKNOWN_RECIPE, Judgement, judge
+from lineguard.services.decision.rules import judge, unknown_recipe
 from lineguard.services.decision.shadow import ShadowJudge
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Verdict
@@ -35,6 +35,7 @@ class DecisionService:
         self.ctx = ctx
         self.joiner = Joiner()
         self.shadow = ShadowJudge(ctx)  # a shadow candidate's would-be verdicts, after the live ones
+
         # The recipe versions parts are judged by: the one each part was triggered with (setup gives it the store).
         self.live = LiveRecipes(ctx.config)
 
@@ -51,7 +52,8 @@ class DecisionService:
         if await self.recipe(part) is None:
             # The part still gets a verdict (ERROR is never a pass); the trigger is dead-lettered.
             if not self.joiner.already_decided(part.inspection_id):
-                decision = build_decision(part, None, Judgement(Verdict.VERDICT_ERROR, [UNKNOWN_RECIPE]), now_ns())
+                judgement = unknown_recipe(part.recipe_id, self.ctx.config.recipes)
+                decision = build_decision(part, None, judgement, now_ns())
                 await self.ctx.publish("decision", decision)
                 self.joiner.close(part.inspection_id)
             raise BadMessage(self._unknown_recipe(part))

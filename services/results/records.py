@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, String
 from lineguard.config import LineConfig, RecipeSettings
 from lineguard.config.model import ShiftCalendar
 from lineguard.contracts import VERDICT_NAMES
-from lineguard.reasons import ordered_reasons, reason_severity
+from lineguard.reasons import SEVERITY_RANK, ordered_reasons, reason_severity
 from lineguard.recipes import recipe_sha256
 from lineguard.services.results.schema import (
     VERDICTS,
@@ -133,6 +133,7 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
             timings[stage.stage] = stage.ms
 
     defects = [_defect(problems, i, d) for i, d in enumerate(decision.inference.detections)]
+    explanation = [_finding(problems, i, f) for i, f in enumerate(decision.explanation)]
     codes = [_code(problems, i, c) for i, c in enumerate(decision.ocr.codes)]
     if problems:
         raise InvalidRecord(f"invalid decision {part.inspection_id or '<no id>'}: " + "; ".join(problems))
@@ -168,12 +169,21 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
         "product": recipe.product if recipe is not None else None,
         "shift": slot.name if slot is not None else None,
         "shift_day": slot.day if slot is not None else None,
+        # Written since the decision service explains its verdicts (issue 17); an older producer's: NULL.
+        "explanation": explanation or None,
     }
     for row in (*defects, *codes):
         row["inspection_id"] = inspection_id
     rework = [c for c, rule in recipe.classes.items() if rule.verdict == "rework"] if recipe is not None else []
+    # The decision's own findings say how bad each reason was where it fired (a zone can make a class rework in one
+    # place and fail in another); a reason it does not explain is judged by the recipe as configured.
+    explained: dict[str, str] = {}
+    for finding in explanation:
+        worst = explained.get(finding["reason"])
+        if worst is None or SEVERITY_RANK[finding["verdict"]] > SEVERITY_RANK[worst]:
+            explained[finding["reason"]] = finding["verdict"]
     severities = [
-        (code, reason_severity(code, verdict, rework) if recipe is not None else verdict)
+        (code, explained.get(code) or (reason_severity(code, verdict, rework) if recipe is not None else verdict))
         for code in decision.reason_codes
     ]
     reasons = [
@@ -287,6 +297,33 @@ def _defect(problems: list[str], i: int, detection: Any) -> dict[str, Any]:
     }
 
 
+def _finding(problems: list[str], i: int, finding: Any) -> dict[str, Any]:
+    """One rule that fired, as docs/mes-schema.md's `explanation` has it: reason, verdict and text always, the
+    figures where the rule has them."""
+    name = f"explanation[{i}]"
+    verdict = _verdict(problems, f"{name}.verdict", finding.verdict)
+    if verdict == "PASS":
+        problems.append(f"{name}.verdict: PASS is no rule firing")
+    if not finding.reason or not finding.text:
+        problems.append(f"{name}: needs a reason and a text")
+    row: dict[str, Any] = {"reason": finding.reason, "verdict": verdict, "text": finding.text, "rule": finding.rule}
+    for key in ("class_name", "zone", "area_unit"):
+        if getattr(finding, key):
+            row[key] = getattr(finding, key)
+    if finding.detections:
+        row["detections"] = list(finding.detections)
+    # Score and area are 0 on the wire where the rule has none; only a rule about defects crosses a threshold.
+    numbers = {key: getattr(finding, key) for key in ("score", "area") if getattr(finding, key)}
+    if finding.detections:
+        numbers["threshold"] = finding.threshold
+    if finding.HasField("at"):
+        numbers |= {"x": finding.at.x, "y": finding.at.y}
+    row |= _finite(problems, name, numbers)
+    if finding.count:
+        row["count"] = finding.count
+    return row
+
+
 def _code(problems: list[str], i: int, code: Any) -> dict[str, Any]:
     name = f"ocr.codes[{i}]"
     _required(problems, f"{name}.symbology", code.symbology, Code.__table__.c.symbology)
@@ -296,6 +333,7 @@ def _code(problems: list[str], i: int, code: Any) -> dict[str, Any]:
         **_finite(problems, f"{name}.box", _box(code.box)),
         "outline": _polygon(problems, f"{name}.outline", code.outline),
     }
+
 
 def shadow_verdict_row(decision: Decision) -> dict[str, Any]:
     """The shadow_verdicts row of a candidate's would-be decision (lg.shadow_verdict), or InvalidRecord."""

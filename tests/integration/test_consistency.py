@@ -108,7 +108,7 @@ async def test_decision_judges_only_triggered_parts_of_configured_stations(
     assert verdicts[good.inspection_id].verdict == Verdict.VERDICT_PASS
     # The disagreeing result is not judged: the part gets FAIL / TIMEOUT without it, never a pass.
     timed_out = verdicts[disagreeing.inspection_id]
-    assert (timed_out.verdict, list(timed_out.reason_codes)) == (Verdict.VERDICT_FAIL, ["TIMEOUT", "NO_INFERENCE"])
+    assert (timed_out.verdict, list(timed_out.reason_codes)) == (Verdict.VERDICT_FAIL, ["NO_INFERENCE", "TIMEOUT"])
     reasons = [(m.headers[DEAD_SUBJECT], m.headers[DEAD_REASON]) for m in dead]
     assert len([r for s, r in reasons if s == "lg.trigger.l1.s1" and "whose subject is lg.trigger.l1.s9" in r]) == 1
     not_configured = [s for s, r in reasons if "station 's9', which is not configured on line 'l1'" in r]

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 from lineguard.bus import DEAD_REASON
 from lineguard.bus.streams import line_streams, provision_streams
 from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, now_ns, stream_name, subject
 from lineguard.services.decision.service import setup
+from lineguard.services.results.db import upgrade_database
+from lineguard.services.results.service import setup as results_setup
 from lineguard.testing import running_service
 from lineguard.testing.records import triggered_part
 from lineguard.testing.streams import collect
+from lineguard.testing.waiting import wait_for
+from lineguard.v1.common_pb2 import Box
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
 from lineguard.v1.ocr_pb2 import Code, OcrResult
@@ -67,7 +75,7 @@ async def test_missing_result_at_deadline_is_fail_timeout(bus_factory, fresh_nat
         await asyncio.sleep(0.5)
         info = await bus.js.stream_info(stream_name("decision"))
     assert decision.verdict == Verdict.VERDICT_FAIL
-    assert list(decision.reason_codes) == ["TIMEOUT", "NO_INFERENCE"]
+    assert list(decision.reason_codes) == ["NO_INFERENCE", "TIMEOUT"]  # both FAIL: by name
     assert info.state.messages == 1
 
 
@@ -136,3 +144,69 @@ async def test_an_input_redelivered_while_a_failing_verdict_is_published_is_judg
     assert decision.part.inspection_id == p.inspection_id
     assert decision.verdict == Verdict.VERDICT_PASS, list(decision.reason_codes)
     assert decision.serial == "LG-00000001"
+
+
+async def test_every_verdict_is_explained_in_the_decision_the_record_and_the_trace(
+    bus_factory, fresh_nats, line_config_dict, tmp_path: Path
+) -> None:
+    # The demo recipe with a critical zone over the pads and a tolerant one along the edge, judged by the decision
+    # service, written by the results service to a SQLite file, told by `lineguard trace`.
+    url = f"sqlite:///{tmp_path / 'lineguard.db'}"
+    upgrade_database(url)
+    raw = line_config_dict(nats_url=fresh_nats.url, database_url=url, deadline_ms=2000)
+    raw["recipes"]["pcb-a"].update(
+        image_size={"width": 640, "height": 800},
+        zones={
+            "pads": {"kind": "critical", "polygon": [[100, 100], [300, 100], [300, 200], [100, 200]]},
+            "edge": {"kind": "tolerant", "polygon": [[0, 600], [640, 600], [640, 640], [0, 640]], "min_score": 0.9},
+        },
+    )
+    config = LineConfig(**raw)
+    bus = await bus_factory("driver")
+    p = triggered_part(7)
+    spur = Detection(class_name="spur", score=0.61, box=Box(x1=150, y1=130, x2=170, y2=150), area_px=400, area_mm2=0.17)
+    edge = Detection(class_name="short", score=0.85, box=Box(x1=10, y1=610, x2=20, y2=620), area_px=100, area_mm2=0.04)
+    async with running_service("decision", config, setup), running_service("results", config, results_setup):
+        await send(bus, "trigger", Trigger(part=p))
+        await send(
+            bus,
+            "ocr",
+            OcrResult(part=p, codes=[Code(symbology="DataMatrix", text="LG-00000007")], completed_unix_ns=now_ns()),
+        )
+        await send(
+            bus,
+            "inference",
+            InferenceResult(part=p, detections=[edge, spur], image_width=640, image_height=800, model_id="m"),
+        )
+        [decision] = await decisions(bus, 1)
+        await wait_for(lambda: _trace(url, "LG-00000007", "--json").returncode == 0)
+    # A spur is rework by its class rule, but in the critical zone it fails; the short under the edge's 0.9 is not
+    # judged at all.
+    assert (decision.verdict, list(decision.reason_codes)) == (Verdict.VERDICT_FAIL, ["DEFECT_SPUR"])
+    said = "FAIL: spur 0.61 ≥ 0.50 at (160, 140), 0.17 mm² in critical zone 'pads'"
+    [finding] = decision.explanation
+    assert (finding.text, finding.zone, list(finding.detections), finding.area_unit) == (said, "pads", [1], "mm2")
+
+    story = json.loads(_trace(url, "LG-00000007", "--json").stdout)
+    [inspection] = story["inspections"]
+    [stored_finding] = inspection["explanation"]
+    assert stored_finding["text"] == said
+    assert (stored_finding["reason"], stored_finding["verdict"], stored_finding["zone"]) == (
+        "DEFECT_SPUR",
+        "FAIL",
+        "pads",
+    )
+    assert (stored_finding["x"], stored_finding["y"], stored_finding["threshold"]) == (160, 140, 0.5)
+    # The reason's severity is the zone's FAIL, not the class rule's REWORK.
+    assert inspection["reasons"] == [{"code": "DEFECT_SPUR", "severity": "FAIL"}]
+    table = _trace(url, "LG-00000007")
+    assert table.returncode == 0, table.stderr
+    assert "FAIL, because:" in table.stdout and said in table.stdout
+
+
+def _trace(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    lineguard = str(Path(sys.executable).with_name("lineguard"))
+    env = {"COLUMNS": "200", "PATH": str(Path(sys.executable).parent)}
+    return subprocess.run(
+        [lineguard, "trace", *args, "--url", url], capture_output=True, text=True, timeout=60, check=False, env=env
+    )

@@ -60,7 +60,16 @@ async def test_versions_are_immutable_and_model_references_are_checked(
                 version(v="5", model={**ref, "id": "nosuch"}),
                 version(v="6", model={**ref, "sha256": "0" * 64}),
             ],
-            "RECIPE_CLASSES_UNKNOWN": [version(v="7", model=ref, classes={"scratch": {"verdict": "fail"}})],
+            "RECIPE_CLASSES_UNKNOWN": [
+                version(v="7", model=ref, classes={"scratch": {"verdict": "fail"}}),
+                # A zone's rule for a class the model does not have (lineguard.config.rules.model_problems).
+                version(
+                    v="8",
+                    model=ref,
+                    image_size={"width": 640, "height": 640},
+                    zones={"pads": {"kind": "critical", "polygon": [[0, 0], [9, 0], [9, 9]], "classes": {"dirt": {}}}},
+                ),
+            ],
         }
         for reason, candidates in refusals.items():
             for candidate in candidates:

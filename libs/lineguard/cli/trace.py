@@ -27,6 +27,8 @@ REASONS = sa.text(
     "SELECT r.inspection_id, r.reason_code, r.severity FROM inspection_reasons AS r "
     "JOIN inspections AS i ON i.inspection_id = r.inspection_id WHERE i.serial = :serial ORDER BY r.position"
 )
+# Not in part_history (a view of the MES interface that predates it): read beside it, from the table.
+EXPLANATIONS = sa.text("SELECT inspection_id, explanation FROM inspections WHERE serial = :serial")
 _COLOUR = {"PASS": "green", "FAIL": "red", "REWORK": "yellow", "ERROR": "magenta"}
 
 
@@ -35,7 +37,7 @@ class NoHistory(RuntimeError):
 
 
 def read_trace(url: str, serial: str) -> list[dict[str, Any]]:
-    """Every inspection of `serial`, oldest first, each with its reasons (worst first)."""
+    """Every inspection of `serial`, oldest first, each with its reasons and the rules that fired (worst first)."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
         raise NoHistory(f"no database at {parsed.database}")  # connecting would make an empty one
@@ -48,11 +50,18 @@ def read_trace(url: str, serial: str) -> list[dict[str, Any]]:
             why: dict[str, list[dict[str, str]]] = {}
             for r in conn.execute(REASONS, {"serial": serial}):
                 why.setdefault(r.inspection_id, []).append({"code": r.reason_code, "severity": r.severity})
+            explained = {r.inspection_id: _json(r.explanation) for r in conn.execute(EXPLANATIONS, {"serial": serial})}
     finally:
         engine.dispose()
     for row in rows:
         row["reasons"] = why.get(row["inspection_id"], [])
+        row["explanation"] = explained.get(row["inspection_id"]) or []
     return rows
+
+
+def _json(value: Any) -> Any:
+    # A JSON column comes back decoded from the engine that wrote it; a raw string from one that did not.
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def trace(
@@ -117,3 +126,9 @@ def _print(out: Console, serial: str, rows: list[dict[str, Any]]) -> None:
             plc,
         )
     out.print(table)
+    # The rules that fired, in full below the table, where a narrow terminal does not fold them.
+    for r in rows:
+        if r["explanation"]:
+            out.print(f"{str(r['decided_at'])[:23]} {r['verdict']}, because:", markup=False)
+            for finding in r["explanation"]:
+                out.print(f"  {finding['text']}", markup=False, soft_wrap=True)

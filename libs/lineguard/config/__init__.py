@@ -2,7 +2,6 @@
 
 from lineguard.config.loader import ConfigError, Problem, load_config, parse_config
 from lineguard.config.model import (
-    ClassRule,
     DatabaseSettings,
     GatewaySettings,
     LineConfig,
@@ -14,6 +13,7 @@ from lineguard.config.model import (
     StationSettings,
     TracingSettings,
 )
+from lineguard.config.rules import ClassRule, ImageSize, TotalAreaRule, Zone
 from lineguard.config.seams import (
     BACKENDS,
     CAMERAS,
@@ -34,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DatabaseSettings",
     "GatewaySettings",
+    "ImageSize",
     "KindSettings",
     "LineConfig",
     "ModelSettings",
@@ -44,7 +45,9 @@ __all__ = [
     "RecipeSettings",
     "ServiceSettings",
     "StationSettings",
+    "TotalAreaRule",
     "TracingSettings",
+    "Zone",
     "load_config",
     "parse_config",
 ]

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy import make_url
 
 from lineguard.config.ocr import OcrSettings, Regex
+from lineguard.config.rules import ClassRule, ImageSize, TotalAreaRule, Zone, zone_problems
 from lineguard.config.seams import BackendField, CameraField, PlcField
 
 MiB = 1024 * 1024
@@ -85,11 +86,6 @@ class StationSettings(_Strict):
     )
 
 
-class ClassRule(_Strict):
-    min_score: float | None = Field(None, ge=0, le=1, description="overrides the recipe's min_score")
-    verdict: Literal["fail", "rework", "ignore"] = "fail"
-
-
 _SHA256 = r"^[0-9a-f]{64}$"
 
 
@@ -123,6 +119,13 @@ class RecipeSettings(_Strict):
     deadline_ms: int = Field(2000, gt=0, description="trigger to verdict; a missing input then is FAIL/TIMEOUT")
     min_score: float = Field(0.5, ge=0, le=1)
     classes: dict[str, ClassRule] = Field(default_factory=dict, description="rules per defect class")
+    image_size: ImageSize | None = Field(
+        None, description="the width and height of the image the zones are drawn on; needed with zones"
+    )
+    zones: dict[str, Zone] = Field(
+        default_factory=dict, description="regions by name: critical, tolerant or ignored (docs/decisions.md)"
+    )
+    total_area: TotalAreaRule | None = Field(None, description="a limit on the part's total defect area")
     inspect_roi: list[int] | None = Field(
         None,
         min_length=4,
@@ -145,6 +148,14 @@ class RecipeSettings(_Strict):
     ocr: OcrSettings = Field(
         default_factory=OcrSettings, description="identity reads: code formats, the ladder's budget, fields and checks"
     )
+
+    @field_validator("zones")
+    @classmethod
+    def _zones_inside_the_image(cls, zones: dict[str, Zone], info: ValidationInfo) -> dict[str, Zone]:
+        problems = zone_problems(zones, info.data.get("image_size"))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return zones
     # What a recipe version carries besides its rules (docs/recipes.md): the bundle the recipe store keeps.
     model: ModelRef | None = Field(
         None, description="the registry model this recipe was made for (id, version, sha256); checked at push"
@@ -208,6 +219,12 @@ class DatabaseSettings(_Strict):
     )
     password_file: str | None = Field(
         None, description="a file whose content (one line) is the role's password, e.g. a mounted secret"
+    )
+    write_batch: int = Field(
+        500, ge=1, le=10_000, description="decisions the results service writes in one transaction, at most"
+    )
+    write_wait_ms: float = Field(
+        20.0, ge=0, le=10_000, description="how long the first decision of a batch waits for more before it is written"
     )
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from lineguard.config import LineConfig
+from lineguard.config.rules import RECIPE_CLASSES_UNKNOWN, model_problems
 from lineguard.contracts import RECIPES_BUCKET
 from lineguard.recipes.bundle import RecipeError, RecipeVersion, check_names
 from lineguard.registry import ModelRegistry, RegistryError, default_promoter
@@ -325,9 +326,8 @@ async def check_model(candidate: RecipeVersion, registry: ModelRegistry | None) 
         raise RecipeError(
             f"{where}: the registry's file has sha256 {stored.sha256}, the recipe names {model.sha256}", "MODEL_UNKNOWN"
         )
-    unknown = sorted(set(candidate.settings.classes) - set(stored.classes))
+    # The recipe's classes and its zones' (lineguard.config.rules: the one check of a recipe against a model).
+    unknown = model_problems(candidate.settings, stored.classes, f"model {model.id} {model.version}")
     if unknown:
-        raise RecipeError(
-            f"{candidate.ref}: classes {', '.join(unknown)} are not the model's ({', '.join(stored.classes)})",
-            "RECIPE_CLASSES_UNKNOWN",
-        )
+        said = "; ".join(f"{p.field}: {p.message}" for p in unknown)
+        raise RecipeError(f"{candidate.ref}: {said}", RECIPE_CLASSES_UNKNOWN)
