@@ -238,6 +238,14 @@ async def test_the_cli_pushes_lists_shows_diffs_activates(fresh_nats: EmbeddedNa
     assert code == 0 and "already stored, unchanged" in out
     code, out = await asyncio.to_thread(run, "recipe", "activate", "--station", "s1", "pcb-a@2")
     assert code == 0 and "l1/s1: pcb-a@2 active" in out, out
+    # A version whose zones lie outside their image is refused before anything is stored; s1 keeps pcb-a@2.
+    zoned = tmp_path / "zoned.yaml"
+    zoned.write_text(
+        'id: pcb-a\nversion: "6"\nimage_size: {width: 640, height: 640}\nzones:\n'
+        "  pads: {kind: critical, polygon: [[0, 0], [700, 0], [700, 100]]}\n"
+    )
+    code, out = await asyncio.to_thread(run, "recipe", "push", str(zoned))
+    assert code == 2 and f"{zoned}:4: zones: " in out and "ZONE_OUTSIDE_IMAGE: zone 'pads'" in out, out
     code, out = await asyncio.to_thread(run, "recipe", "activate", "--station", "s1", "pcb-a@5")
     assert code == 1 and "[UNKNOWN_RECIPE]" in out and "stored: 1, 2" in out
     code, out = await asyncio.to_thread(run, "recipe", "list")
@@ -248,6 +256,7 @@ async def test_the_cli_pushes_lists_shows_diffs_activates(fresh_nats: EmbeddedNa
     assert code == 0 and '"field": "min_score"' in out and "0.7" in out
     code, out = await asyncio.to_thread(run, "recipe", "history", "--station", "s1", "--json")
     assert code == 0 and '"recipe": "pcb-a@2"' in out
+    assert '"pcb-a@6"' not in out
 
 
 async def test_secured_bucket_services_read_and_only_the_operator_writes(secured_nats: EmbeddedNats) -> None:
