@@ -1,4 +1,5 @@
-"""`python -m lineguard.services.results.admin`: the migrator's and the API admin's commands.
+"""`python -m lineguard.services.results.admin`: the migrator's and the API admin's commands, and a person's
+confirmation of a verdict.
 
 `lineguard db ...` and `lineguard api token ...` run these by module path (the shared library
 never imports a service), so the one place that knows the migrations and the tokens is the
@@ -15,9 +16,11 @@ from typing import Annotated
 
 import typer
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from lineguard.config import ConfigError, load_config
 from lineguard.services.results.api.tokens import create_token, list_tokens, revoke_token
+from lineguard.services.results.confirmations import BadConfirmation, UnknownInspection, confirm
 from lineguard.services.results.db import (
     SchemaNotCurrent,
     check_schema,
@@ -102,12 +105,16 @@ def db_downgrade(
 
 class Role(StrEnum):
     reader = "reader"
+    quality = "quality"
     admin = "admin"
 
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[Role, typer.Option(help="reader: the MES's queries; admin: also the admin routes")],
+    role: Annotated[
+        Role,
+        typer.Option(help="reader: the MES's queries; quality: also confirms verdicts; admin: also the admin routes"),
+    ],
     name: Annotated[str, typer.Option(help="who or what it is for")] = "mes",
     config: ConfigOption = None,
     url: UrlOption = None,
@@ -152,6 +159,37 @@ def token_revoke(
     finally:
         engine.dispose()
     typer.echo(f"revoked {token_id}")
+
+
+@app.command("confirm")
+def confirm_verdict(
+    inspection_id: Annotated[str, typer.Argument(help="the inspection's id")],
+    verdict: Annotated[str, typer.Option(help="the verdict the part truly deserves: PASS, REWORK or FAIL")],
+    by: Annotated[str, typer.Option(help="who confirms (a person's name)")],
+    why: Annotated[str, typer.Option(help="why; needed when overruling the line's verdict")] = "",
+    config: ConfigOption = None,
+    url: UrlOption = None,
+) -> None:
+    """Keep a person's verdict beside the inspection (never changing it): exit 1 for an unknown inspection or a
+    database that refuses the write, 2 for a bad value."""
+    engine = _ready_engine(database_url(config, url))
+    try:
+        kept = confirm(engine, inspection_id, verdict.upper(), by, why)
+    except UnknownInspection as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except BadConfirmation as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except DBAPIError as exc:
+        typer.echo(f"error: the database refused the confirmation: {str(exc.orig or exc).strip()}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    what = f"overrules the line's {kept.recorded_verdict}" if kept.overrules else "confirms the line's verdict"
+    typer.echo(
+        f"{kept.inspection_id}: {kept.verdict} by {kept.confirmed_by} at {kept.confirmed_at:%Y-%m-%d %H:%M:%S}Z, {what}"
+    )
 
 
 def _ready_engine(url: str) -> Engine:

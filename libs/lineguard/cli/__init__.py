@@ -9,6 +9,7 @@ import typer
 
 from lineguard.cli.api import api_app
 from lineguard.cli.camera import camera_app
+from lineguard.cli.confirm import confirm
 from lineguard.cli.data import data_app
 from lineguard.cli.db import db_app
 from lineguard.cli.demo import demo
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.command()(demo)
 app.command()(trace)
+app.command()(confirm)
 app.add_typer(camera_app, name="camera")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")

@@ -18,12 +18,16 @@ api_app.add_typer(token_app, name="token")
 
 class Role(StrEnum):
     reader = "reader"
+    quality = "quality"
     admin = "admin"
 
 
 @token_app.command("create")
 def create(
-    role: Annotated[Role, typer.Option(help="reader: the MES's queries; admin: also the admin routes")],
+    role: Annotated[
+        Role,
+        typer.Option(help="reader: the MES's queries; quality: also confirms verdicts; admin: also the admin routes"),
+    ],
     name: Annotated[str, typer.Option(help="who or what it is for")] = "mes",
     config: ConfigOption = None,
     url: UrlOption = None,
