@@ -26,6 +26,7 @@ from lineguard.bus import BadMessage, Delivery, Retry
 from lineguard.contracts import stream_name, verdict_name
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.results.api.server import ApiServer
+from lineguard.services.results.archive.archiver import keep_images
 from lineguard.services.results.db import check_schema, make_engine
 from lineguard.services.results.records import InvalidRecord, LineFacts
 from lineguard.services.results.shadow import LiveNotWritten, write_shadow_verdict
@@ -139,6 +140,8 @@ async def setup(ctx: ServiceContext) -> None:
         await drain(ctx, STOP_DRAIN_S)
 
     ctx.before_stop(write_what_is_queued)
+    if ctx.config.archive.enabled:
+        keep_images(ctx, engine)
     if ctx.config.api.enabled:
         serve_api(ctx, engine)
 

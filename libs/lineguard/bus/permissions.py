@@ -67,7 +67,8 @@ SERVICE_ROLES: dict[str, Role] = {
         watches_heartbeats=True,
         watches_captures=True,
     ),
-    "results": Role(consumes=("decision", "ack", "shadow_verdict"), produces=()),
+    # frame: the image archive reads the stored frames after the fact (services/results/archive/archiver.py).
+    "results": Role(consumes=("decision", "ack", "shadow_verdict", "frame"), produces=()),
 }
 ADMIN = "admin"
 OPERATOR = "operator"

@@ -18,7 +18,7 @@ from sqlalchemy import make_url
 
 from lineguard.config.ocr import OcrSettings, Regex
 from lineguard.config.rules import ClassRule, ImageSize, TotalAreaRule, Zone, zone_problems
-from lineguard.config.seams import BackendField, CameraField, PlcField
+from lineguard.config.seams import ArchiveField, BackendField, CameraField, PlcField
 
 MiB = 1024 * 1024
 _ID = r"^[A-Za-z0-9_-]+$"
@@ -109,6 +109,9 @@ class ImageRetention(_Strict):
 
     defect_days: int = Field(90, ge=0, description="images of parts that did not pass; 0: not kept")
     good_days: int = Field(7, ge=0, description="thumbnails of parts that passed; 0: not kept")
+    good_images: Literal["thumbnail", "image"] = Field(
+        "thumbnail", description="what a pass keeps: its thumbnail, or the full image (a non-pass: image and overlay)"
+    )
 
 
 class RecipeSettings(_Strict):
@@ -375,6 +378,11 @@ class LineConfig(BaseSettings):
     calendar: ShiftCalendar = ShiftCalendar()
     gateway: GatewaySettings = GatewaySettings()
     services: ServicesSettings = ServicesSettings()
+    archive: ArchiveField = Field(
+        {"kind": "folder"},
+        validate_default=True,
+        description="where inspected images are kept (`kind`: folder, s3) and its budget; see lineguard.config.seams",
+    )
     tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")

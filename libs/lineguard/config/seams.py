@@ -9,6 +9,7 @@ names (lineguard.plugins). The kinds themselves are modules elsewhere, declared 
 | CAMERAS | `kind` | lineguard.cameras | `open_camera(station_id, settings)` | services.capture.sources |
 | PLC_PROTOCOLS | `protocol` | lineguard.plc | `open_endpoints(stations, on_trigger)` | services.gateway.protocols |
 | BACKENDS | `kind` | lineguard.backends | `load(path, settings, device, threads)` | vision.backends |
+| ARCHIVES | `kind` | lineguard.archives | `open_archive(settings)` | services.results.archive |
 """
 
 from __future__ import annotations
@@ -49,6 +50,28 @@ class BackendSettings(KindSettings):
     kind: str
 
 
+class ArchiveSettings(KindSettings):
+    """Where the results service keeps inspected images (docs/mes-schema.md, Retention); each kind adds its place."""
+
+    kind: str
+    enabled: bool = Field(True, description="keep images at all; false: frames are not read, no image rows")
+    max_bytes: int = Field(
+        10 * 1024**3,
+        gt=0,
+        description="the archive's budget: before an image would take it past this, the oldest are deleted "
+        "(passes first), so the archive never grows beyond it",
+    )
+    thumbnail_px: int = Field(256, ge=16, le=4096, description="the longer side of a pass's thumbnail")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="thumbnails' and overlays' JPEG quality")
+    retention_every_s: float = Field(300.0, gt=0, description="how often images past their age are deleted")
+    decision_wait_s: float = Field(
+        600.0,
+        gt=0,
+        description="a frame whose inspection row is not written this long after its trigger is dead-lettered "
+        "(while the database answers), with the reason",
+    )
+
+
 CAMERAS: Seam[CameraSettings] = Seam(
     "cameras", noun="camera kind", base=CameraSettings, key_field="kind", factory="open_camera"
 )
@@ -59,6 +82,11 @@ BACKENDS: Seam[BackendSettings] = Seam(
     "backends", noun="model backend", base=BackendSettings, key_field="kind", factory="load"
 )
 
+ARCHIVES: Seam[ArchiveSettings] = Seam(
+    "archives", noun="image archive kind", base=ArchiveSettings, key_field="kind", factory="open_archive"
+)
+
 CameraField = Annotated[SerializeAsAny[CameraSettings], WrapValidator(CAMERAS.validate)]
 PlcField = Annotated[SerializeAsAny[PlcSettings], WrapValidator(PLC_PROTOCOLS.validate)]
 BackendField = Annotated[SerializeAsAny[BackendSettings], WrapValidator(BACKENDS.validate)]
+ArchiveField = Annotated[SerializeAsAny[ArchiveSettings], WrapValidator(ARCHIVES.validate)]

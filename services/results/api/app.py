@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from lineguard import __version__
 from lineguard.config.model import ApiSettings
 from lineguard.services.results.api import queries
+from lineguard.services.results.api.images import image_routes
 from lineguard.services.results.api.filters import AggregateFilters, BoundedRange, HistoryFilters, InspectionFilters
 from lineguard.services.results.api.models import (
     InspectionPage,
@@ -134,6 +135,9 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     def tokens() -> list[dict[str, object]]:
         """The API tokens (never their secrets): admins only."""
         return list_tokens(engine)
+
+    # The archive's images (images.py): read by the URIs the results service wrote.
+    app.include_router(image_routes(engine, None), dependencies=reader, responses=errors)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
