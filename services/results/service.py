@@ -18,7 +18,6 @@ from typing import Any
 
 import stamina
 import structlog
-from prometheus_client import Counter
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -31,16 +30,12 @@ from lineguard.services.results.db import check_schema, make_engine
 from lineguard.services.results.records import InvalidRecord, LineFacts
 from lineguard.services.results.shadow import LiveNotWritten, write_shadow_verdict
 from lineguard.services.results.store import record_plc_ack, write_decision
+from lineguard.services.results.writer import ROWS, DecisionWriter
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
 
 log = structlog.get_logger("lineguard.results")
 
-ROWS = Counter(
-    "lineguard_results_inspections_total",
-    "Decisions handled by the results service: new rows, or duplicates already written",
-    ["outcome"],
-)
 BACKOFF_MAX_S = 30.0
 # How long a stop waits for the messages already on the streams to be written. A line's backlog
 # of a few seconds is written in well under it; what is left (the database is away) stays on the
@@ -131,7 +126,11 @@ async def setup(ctx: ServiceContext) -> None:
     handlers = ResultsHandlers(engine, nak_delay_s=ctx.config.nats.nak_delay_s, facts=LineFacts.of(ctx.config))
     # Neither a decision nor an ack (what the PLC was given) is given up on while the database is away:
     # JetStream holds them through an outage of any length. A bad record is still dead-lettered at once.
-    ctx.consume("decision", Decision, handlers.decision, retry_forever=True)
+    # Decisions are written in batches (writer.py), each acked after its batch's commit.
+    writer = DecisionWriter(engine, ctx.config.database, handlers.facts, ctx.config.nats.nak_delay_s)
+    ctx.run_task(writer.run(ctx.stopping))
+    ctx.on_stop(writer.drain)
+    ctx.consume("decision", Decision, writer.handle, retry_forever=True)
     ctx.consume("ack", PlcAck, handlers.ack, retry_forever=True)
     # A candidate's would-be verdict is worth less than a record: after max_deliver tries it is dead-lettered.
     ctx.consume("shadow_verdict", Decision, handlers.shadow_verdict)

@@ -38,10 +38,25 @@ def take_database_away(url: str) -> None:
     """An outage of one database (a throwaway one, never the server): new connections refused, open ones cut."""
     name = make_url(url).database
     _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    _admin(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", name
-    )
+    cut_connections(url)
 
 
-def give_database_back(url: str) -> None:
-    _admin(f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS true')
+def cut_connections(url: str, *, busy_only: bool = False) -> list[str]:
+    """pg_terminate_backend on the connections to one database; the state each was in when cut.
+
+    busy_only: only those running a statement or inside a transaction ('active', 'idle in transaction'),
+    that is, a writer cut mid-batch."""
+    states = ("active", "idle in transaction") if busy_only else None
+    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
+        # The backends chosen first, then cut one by one: within one WHERE clause PostgreSQL may call
+        # pg_terminate_backend before the other conditions, on any backend of the server.
+        found = conn.execute(
+            "SELECT pid, state FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (make_url(url).database,),
+        ).fetchall()
+        return [
+            state or ""
+            for pid, state in found
+            if (states is None or state in states)
+            and conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        ]

@@ -108,3 +108,25 @@ def sample_ack(
         delivered=delivered,
         delivered_unix_ns=(delivered_ns or decision.decided_unix_ns + 3_000_000) if delivered else 0,
     )
+
+
+def busy_decision(sequence: int, *, defects: int = 3, codes: int = 2, triggered_ns: int | None = None) -> Decision:
+    """A FAIL with `defects` detections and `codes` reads, a reason per defect class: the MES writer's load unit."""
+    decision = sample_decision(sequence, serial=f"LG-{sequence % 100_000_000:08d}", triggered_ns=triggered_ns)
+    template = list(decision.inference.detections)
+    del decision.inference.detections[:]
+    for i in range(defects):
+        detection = decision.inference.detections.add()
+        detection.CopyFrom(template[i % len(template)])
+        detection.box.x1 += 40 * i
+        detection.box.x2 += 40 * i
+    code = Code()
+    code.CopyFrom(decision.ocr.codes[0])
+    del decision.ocr.codes[:]
+    for i in range(codes):
+        read = decision.ocr.codes.add()
+        read.CopyFrom(code)
+        read.symbology = "DataMatrix" if i == 0 else "Code128"
+    del decision.reason_codes[:]
+    decision.reason_codes.extend(sorted({f"DEFECT_{d.class_name.upper()}" for d in decision.inference.detections}))
+    return decision

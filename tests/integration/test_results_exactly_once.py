@@ -1,0 +1,108 @@
+"""Exactly once under failure: the results service's PostgreSQL connections cut (pg_terminate_backend) again and
+again while it writes batches of decisions, some delivered twice; afterwards every inspection is there once, with
+all of its defects, reads and reasons once (real nats-server, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+
+from lineguard.bus import Bus
+from lineguard.config import LineConfig
+from lineguard.contracts import msg_id, stream_name, subject
+from lineguard.natsserver import EmbeddedNats
+from lineguard.runtime.service import run_service
+from lineguard.services.results.db import make_engine, upgrade_database
+from lineguard.services.results.schema import Code, Defect, Inspection, InspectionReason
+from lineguard.services.results.service import setup
+from lineguard.sim.lineconfig import demo_config_dict
+from lineguard.testing import throwaway_database
+from lineguard.testing.postgres import cut_connections
+from lineguard.testing.records import busy_decision
+from lineguard.testing.waiting import wait_for
+
+DECISIONS = 1500
+TWICE = 300  # the first TWICE decisions are published again under another message id: a redelivery to the writer
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    with throwaway_database() as url:
+        yield url
+
+
+def failed_batches() -> float:
+    return REGISTRY.get_sample_value("lineguard_results_write_batches_total", {"outcome": "failed"}) or 0.0
+
+
+@contextlib.asynccontextmanager
+async def results_service(nats: EmbeddedNats, url: str) -> AsyncIterator[Bus]:
+    upgrade_database(url)
+    raw = demo_config_dict(nats_url=nats.url, database_url=url, opcua_endpoint="opc.tcp://127.0.0.1:4840/")
+    raw["nats"].update(nak_delay_s=0.05, fetch_batch=64)
+    raw["database"].update(write_batch=100, write_wait_ms=5)
+    config = LineConfig(**raw)
+    stopping, ready = asyncio.Event(), asyncio.Event()
+    service = asyncio.create_task(run_service("results", config, setup, stopping=stopping, ready=ready))
+    await wait_for(lambda: ready.is_set() or service.done(), timeout=60)
+    assert not service.done(), service.exception()
+    bus = await Bus.connect(config.nats, "producer")
+    try:
+        yield bus
+    finally:
+        stopping.set()
+        await asyncio.wait_for(service, 30)
+        await bus.close()
+
+
+async def test_connections_cut_mid_batch_lose_nothing_and_double_nothing(
+    fresh_nats: EmbeddedNats, pg_database: str
+) -> None:
+    decisions = [busy_decision(i, triggered_ns=1_780_000_000_000_000_000 + i * 1_000_000) for i in range(DECISIONS)]
+    async with results_service(fresh_nats, pg_database) as bus:
+        failed = failed_batches()
+        cut_mid_batch = 0
+
+        async def publish_all() -> None:
+            for i, decision in enumerate(decisions):
+                part = decision.part
+                where = subject("decision", part.line, part.station)
+                await bus.publish(where, decision, msg_id=msg_id(part.inspection_id, "decision"))
+                if i < TWICE:
+                    await bus.publish(where, decision, msg_id=msg_id(part.inspection_id, "decision-again"))
+
+        publishing = asyncio.create_task(publish_all())
+        # Cut the writer's connections whenever one is inside a statement or a transaction: a batch half written.
+        for _ in range(400):
+            cut = await asyncio.to_thread(cut_connections, pg_database, busy_only=True)
+            cut_mid_batch += len(cut)
+            if publishing.done() and cut_mid_batch >= 5:
+                break
+            await asyncio.sleep(0.02)
+        await publishing
+
+        async def settled() -> bool:
+            info = await bus.js.consumer_info(stream_name("decision"), "results-decision")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await wait_for(settled, timeout=120)
+        assert cut_mid_batch >= 5, f"only {cut_mid_batch} connections were cut mid-batch"
+        assert failed_batches() > failed  # the cuts were felt: batches failed, were handed back and came again
+        assert (await bus.js.stream_info(stream_name("dead"))).state.messages == 0
+
+    engine = make_engine(pg_database)
+    try:
+        with engine.connect() as conn:
+            ids = {d.part.inspection_id for d in decisions}
+            assert set(conn.execute(select(Inspection.inspection_id)).scalars()) == ids
+            for table, each in ((Defect, 3), (Code, 2), (InspectionReason, 2)):
+                counts = conn.execute(select(table.inspection_id, func.count()).group_by(table.inspection_id)).all()
+                assert len(counts) == DECISIONS, table.__tablename__
+                assert {n for _, n in counts} == {each}, f"{table.__tablename__}: {sorted({n for _, n in counts})}"
+    finally:
+        engine.dispose()
