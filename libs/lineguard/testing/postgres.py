@@ -60,3 +60,7 @@ def cut_connections(url: str, *, busy_only: bool = False) -> list[str]:
             if (states is None or state in states)
             and conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
         ]
+
+
+def give_database_back(url: str) -> None:
+    _admin(f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS true')
