@@ -25,6 +25,8 @@ from lineguard.bus import BadMessage, Delivery, Retry
 from lineguard.contracts import stream_name, verdict_name
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.results.api.server import ApiServer
+from lineguard.services.results.dashboard.follow import follow_bus, unsubscribe
+from lineguard.services.results.dashboard.live import LiveFeed
 from lineguard.services.results.archive.archiver import keep_images
 from lineguard.services.results.db import check_schema, make_engine
 from lineguard.services.results.records import InvalidRecord, LineFacts
@@ -151,16 +153,22 @@ def serve_api(ctx: ServiceContext, engine: Engine) -> None:
     if settings.database_url is not None:  # a reader's role, apart from the writer's
         engine = make_engine(settings.database_url)
         ctx.on_stop(lambda: asyncio.to_thread(engine.dispose))
-    server = ApiServer(engine, settings)
-    log.info("API serving", url=f"http://{settings.host}:{server.port}")
+    feed = LiveFeed.of(ctx.config)
+    server = ApiServer(engine, settings, ctx.config, feed)
+    log.info("API serving", url=f"http://{settings.host}:{server.port}", dashboard="/dashboard")
 
     async def serve_until_stopped() -> None:
+        # The dashboard's live view: a side subscription to the line, which no part's path waits on.
+        subscriptions = await follow_bus(feed, ctx.bus.nc)
         serving = asyncio.create_task(server.serve())
         stopped = asyncio.create_task(ctx.stopping.wait())
-        await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
-        server.stop()
-        stopped.cancel()
-        await serving
+        try:
+            await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+            server.stop()
+            stopped.cancel()
+            await serving
+        finally:
+            await unsubscribe(subscriptions)
 
     ctx.run_task(serve_until_stopped())
 

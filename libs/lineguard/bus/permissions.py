@@ -70,6 +70,9 @@ SERVICE_ROLES: dict[str, Role] = {
     # frame: the image archive reads the stored frames after the fact (services/results/archive/archiver.py).
     "results": Role(consumes=("decision", "ack", "shadow_verdict", "frame"), produces=()),
 }
+# Plain subscriptions to a line's kinds, nothing stored or acked for them: the results service's dashboard follows
+# the line live through these (services/results/dashboard/follow.py) and adds nothing to a part's path.
+SIDE_SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {"results": ("frame", "decision", "ack", "heartbeat")}
 ADMIN = "admin"
 OPERATOR = "operator"
 IDENTITIES: tuple[str, ...] = (*SERVICE_ROLES, OPERATOR, ADMIN)
@@ -188,6 +191,7 @@ def permissions(identity: str, line: str) -> Permissions:
     subscribe = [f"{inbox_prefix(identity)}.>"]
     if identity in SERVICE_ROLES and SERVICE_ROLES[identity].watches_heartbeats:
         subscribe.append(f"lg.heartbeat.{line}.*")
+    subscribe += [f"lg.{kind}.{line}.*" for kind in SIDE_SUBSCRIPTIONS.get(identity, ())]
     return Permissions(publish=tuple(dict.fromkeys(publish)), subscribe=tuple(subscribe))
 
 
@@ -242,6 +246,9 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
         reads += f", `lg.heartbeat.{line}.*` (subscribed)"
     if role.watches_captures:
         reads += f", `{durable_name(identity, 'frame')}` on {stream_name('frame')} (headers only)"
+    if identity in SIDE_SUBSCRIPTIONS:
+        kinds = ", ".join(f"`lg.{kind}.{line}.*`" for kind in SIDE_SUBSCRIPTIONS[identity])
+        reads += f", {kinds} (subscribed: the dashboard's live view)"
     return publish, reads
 
 

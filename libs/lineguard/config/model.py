@@ -315,6 +315,20 @@ class ApiSettings(_Strict):
     database_url: str | None = Field(None, description="a reader role's URL (SELECT only); default database.url")
     rate_per_s: float = Field(20.0, gt=0, description="requests a token may make per second, sustained")
     burst: int = Field(40, ge=1, description="requests a token may make at once before the rate applies")
+    # The operator dashboard (docs/dashboard.md), served on /dashboard by the same process.
+    session_hours: float = Field(
+        12.0, gt=0, le=168, description="a dashboard sign-in lasts this long (the token's revocation ends it at once)"
+    )
+    secure_cookie: bool = Field(
+        True,
+        description="the dashboard's session cookie goes over HTTPS only (browsers also keep it on http://localhost); "
+        "false only for a plain-HTTP line-side screen on a trusted cell network",
+    )
+    trace_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S*\{trace_id\}\S*$",
+        description="the dashboard links a record's trace id here, e.g. http://jaeger:16686/trace/{trace_id}",
+    )
 
 
 class GatewaySettings(_Strict):

@@ -13,6 +13,7 @@ import typer
 from lineguard.config import ConfigError, load_config
 from lineguard.runtime.logging import configure_logging
 from lineguard.services.results.api.server import ApiBindError, ApiServer
+from lineguard.services.results.dashboard.follow import follow_database
 from lineguard.services.results.db import SchemaNotCurrent, check_schema, make_engine
 
 log = structlog.get_logger("lineguard.api")
@@ -36,7 +37,7 @@ def _main(
     engine = make_engine(settings.database_url or cfg.database.connect_url())
     try:
         check_schema(engine)
-        server = ApiServer(engine, settings)
+        server = ApiServer(engine, settings, cfg)
     except (SchemaNotCurrent, ApiBindError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -46,7 +47,15 @@ def _main(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop)
-        await server.serve()
+        # No bus here: the dashboard's live view follows the database instead (no images, no heartbeats).
+        stopping = asyncio.Event()
+        assert server.feed is not None
+        following = asyncio.create_task(follow_database(server.feed, engine, stopping))
+        try:
+            await server.serve()
+        finally:
+            stopping.set()
+            await following
 
     try:
         asyncio.run(run())

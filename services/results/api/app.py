@@ -17,10 +17,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
 from lineguard import __version__
+from lineguard.config import LineConfig
 from lineguard.config.model import ApiSettings
 from lineguard.services.results.api import queries
-from lineguard.services.results.api.images import image_routes
+from lineguard.services.results.api.confirmations import add_confirmations
 from lineguard.services.results.api.filters import AggregateFilters, BoundedRange, HistoryFilters, InspectionFilters
+from lineguard.services.results.api.images import image_routes
 from lineguard.services.results.api.models import (
     InspectionPage,
     ParetoBucket,
@@ -30,6 +32,8 @@ from lineguard.services.results.api.models import (
 )
 from lineguard.services.results.api.ratelimit import RateLimiter
 from lineguard.services.results.api.tokens import Caller, list_tokens, verify_token
+from lineguard.services.results.dashboard.live import LiveFeed
+from lineguard.services.results.dashboard.routes import add_dashboard
 
 EXPORT_COLUMNS = [c.name for c in queries.SUMMARY]
 _bearer = HTTPBearer(auto_error=False, description="an API token: `lineguard api token create --role reader`")
@@ -39,7 +43,10 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "reason_codes": [c for c in row["reason_codes"].split(",") if c]}
 
 
-def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    engine: Engine, settings: ApiSettings | None = None, line: LineConfig | None = None, feed: LiveFeed | None = None
+) -> FastAPI:
+    """The API; with `line`, the operator dashboard on /dashboard too (kept live by `feed`, see dashboard/follow.py)."""
     settings = settings or ApiSettings()
     limiter = RateLimiter(settings.rate_per_s, settings.burst)
     app = FastAPI(
@@ -136,11 +143,17 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
         """The API tokens (never their secrets): admins only."""
         return list_tokens(engine)
 
-    # The archive's images (images.py): read by the URIs the results service wrote.
-    app.include_router(image_routes(engine, None), dependencies=reader, responses=errors)
+    # The archive's images (images.py): the line's archive settings where the API has them, else the folder default.
+    app.include_router(
+        image_routes(engine, line.archive if line is not None else None), dependencies=reader, responses=errors
+    )
+
+    add_confirmations(app, engine, caller, errors)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    if line is not None:
+        add_dashboard(app, engine, settings, line, feed)
     return app

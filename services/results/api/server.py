@@ -12,8 +12,10 @@ from collections.abc import Iterator
 import uvicorn
 from sqlalchemy import Engine
 
+from lineguard.config import LineConfig
 from lineguard.config.model import ApiSettings
 from lineguard.services.results.api.app import create_app
+from lineguard.services.results.dashboard.live import LiveFeed
 
 
 class ApiBindError(OSError):
@@ -44,11 +46,18 @@ def bind(host: str, port: int) -> socket.socket:
 class ApiServer:
     """The API on a bound socket; `serve()` until `stop()`."""
 
-    def __init__(self, engine: Engine, settings: ApiSettings) -> None:
+    def __init__(
+        self, engine: Engine, settings: ApiSettings, line: LineConfig | None = None, feed: LiveFeed | None = None
+    ) -> None:
         self.socket = bind(settings.host, settings.port)
         self.port: int = self.socket.getsockname()[1]
+        self.feed = feed if feed is not None or line is None else LiveFeed.of(line)
         config = uvicorn.Config(
-            create_app(engine, settings), log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+            create_app(engine, settings, line, self.feed),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
         )
         self._server = _Server(config)
 
@@ -59,4 +68,6 @@ class ApiServer:
             self.socket.close()
 
     def stop(self) -> None:
+        if self.feed is not None:  # ends the dashboard's event streams, which would hold the shutdown
+            self.feed.close()
         self._server.should_exit = True
