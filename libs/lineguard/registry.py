@@ -7,8 +7,10 @@ only the operator identity may write them: lineguard.bus.permissions):
   is written last: a version exists once its card does, so an interrupted push leaves no half version,
   and `list` reads cards without downloading models.
 - key-value bucket `lg-model-promoted`: key = line id, value = JSON `Promotion` (model id, version,
-  sha256, who, when). The bucket keeps each line's last 64 promotions: rolling back is promoting an
-  earlier version again, and the inference service can fall back along this history.
+  sha256, who, when; on a secured line "who" is the identity the server signed in, `operator U...` with the
+  operator's public nkey, never a name the client claims, and that key may write only its own line's key).
+  The bucket keeps each line's last 64 promotions: rolling back is promoting an earlier version again, and
+  the inference service can fall back along this history.
 - key-value bucket `lg-model-shadow`: key = line id, value = JSON `ShadowRun` (the candidate's id, version and
   sha256, the share of parts it sees, who, when); deleted when shadow mode stops. A candidate must detect the
   same classes as the model the line runs (reason SHADOW_CLASSES_DIFFER), or its verdicts would not compare.
@@ -41,7 +43,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from lineguard.bus.client import connect_options
-from lineguard.bus.credentials import CredentialError
+from lineguard.bus.credentials import CredentialError, read_public_key
 from lineguard.bus.permissions import OPERATOR
 from lineguard.config import NatsSettings
 from lineguard.contracts import MODELS_BUCKET, PROMOTED_BUCKET, SHADOW_BUCKET
@@ -210,11 +212,18 @@ def push_card(card: ModelCard | dict[str, Any] | str | Path, path: Path) -> tupl
 
 
 def default_promoter() -> str:
+    """Who promotes on an open bus (no sign-in): the local user, as claimed by this machine."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # a container user without a passwd entry
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def signed_in_name(identity: str, seed: Path) -> str:
+    """How a record names the identity a secured server signed in: its role and its public nkey (the server
+    admitted the connection only for the holder of that key's seed, and only it may write the record)."""
+    return f"{identity} {read_public_key(seed)}"
 
 
 async def _ensure(open_existing, create) -> Any:
@@ -287,17 +296,42 @@ async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValu
 class ModelRegistry:
     """push / list / promote / fetch over one JetStream connection."""
 
-    def __init__(self, js: JetStreamContext, models: ObjectStore, promoted: KeyValue, shadow: KeyValue):
+    def __init__(
+        self,
+        js: JetStreamContext,
+        models: ObjectStore,
+        promoted: KeyValue,
+        shadow: KeyValue,
+        *,
+        signed_in_as: str | None = None,
+    ):
         self.js = js
         self.models = models
         self.promoted_kv = promoted
         self.shadow_kv = shadow
+        # The identity the server signed this connection in as (signed_in_name); None on an open bus.
+        self.signed_in_as = signed_in_as
 
     @classmethod
-    async def open(cls, js: JetStreamContext, *, provision: bool = True) -> ModelRegistry:
+    async def open(
+        cls, js: JetStreamContext, *, provision: bool = True, signed_in_as: str | None = None
+    ) -> ModelRegistry:
         """The registry on `js`; `provision`: make its buckets when missing (an open server's way; on a secured
-        one only the admin identity may)."""
-        return cls(js, *await (provision_registry(js) if provision else open_registry_buckets(js)))
+        one only the admin identity may). `signed_in_as`: what promotions made through it record as their author."""
+        buckets = await (provision_registry(js) if provision else open_registry_buckets(js))
+        return cls(js, *buckets, signed_in_as=signed_in_as)
+
+    def _author(self, by: str | None) -> str:
+        """Who a promotion or shadow run records: the signed-in identity on a secured bus (a claimed name there is
+        refused, so no record says anything the server did not check), else `by` or the local user."""
+        if self.signed_in_as is None:
+            return by or default_promoter()
+        if by is not None and by != self.signed_in_as:
+            raise RegistryError(
+                f"signed in as {self.signed_in_as}: a promotion records that identity, not the claimed {by!r}",
+                "PROMOTER_CLAIMED",
+            )
+        return self.signed_in_as
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -425,7 +459,8 @@ class ModelRegistry:
     # -- promotions -----------------------------------------------------------------------------
 
     async def promote(self, model_id: str, version: str, line: str, *, by: str | None = None) -> Promotion:
-        """Make `line` run this version (the line's inference services swap to it); refuses an unknown version."""
+        """Make `line` run this version (the line's inference services swap to it); refuses an unknown version.
+        The record names the signed-in identity (secured bus) or `by` / the local user (open bus): _author."""
         if not _LINE.match(line):
             raise RegistryError(f"line {line!r}: a line id is letters, digits, '_' or '-'")
         stored = await self.get(model_id, version)
@@ -434,7 +469,7 @@ class ModelRegistry:
             model_id=model_id,
             version=version,
             sha256=stored.sha256,
-            by=by or default_promoter(),
+            by=self._author(by),
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         revision = await self.promoted_kv.put(line, promotion.to_json())
@@ -512,7 +547,7 @@ class ModelRegistry:
             version=version,
             sha256=stored.sha256,
             share=share,
-            by=by or default_promoter(),
+            by=self._author(by),
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         revision = await self.shadow_kv.put(line, run.to_json())
@@ -616,6 +651,7 @@ async def connect_registry(
 
     try:
         options = connect_options(settings, identity, seed=seed)
+        signed_in_as = signed_in_name(identity, Path(options["nkeys_seed"])) if "nkeys_seed" in options else None
         nc = await nats.connect(
             **{**options, "connect_timeout": timeout_s, "error_cb": note},
             name=f"lineguard-model-registry-{identity}",
@@ -629,7 +665,11 @@ async def connect_registry(
         raise RegistryError(f"cannot reach NATS at {settings.url} ({type(exc).__name__}: {exc})") from None
     try:
         # timeout_s bounds each JetStream call too: a refused one is never answered, only timed out.
-        yield await ModelRegistry.open(nc.jetstream(timeout=timeout_s), provision=not (settings.authenticated or seed))
+        yield await ModelRegistry.open(
+            nc.jetstream(timeout=timeout_s),
+            provision=not (settings.authenticated or seed),
+            signed_in_as=signed_in_as,
+        )
     except (TimeoutError, NatsTimeoutError) as exc:
         # A publish the server refused is never answered: the refusal, not the timeout, is the cause.
         if refusals:

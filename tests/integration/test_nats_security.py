@@ -157,16 +157,17 @@ async def test_only_the_operator_pushes_and_promotes_models(secured_nats: Embedd
                 await registry.push(model)
     async with connect_registry(settings) as registry:  # the operator, by default
         pushed = await registry.push(model)
-        await registry.promote(MODEL_ID, "1.0.0", "l1", by="tester")
+        operator = await registry.promote(MODEL_ID, "1.0.0", "l1")
     for identity in ("inference", "decision"):
         with pytest.raises(RegistryError, match="refused"):
             async with connect_registry(settings, identity=identity, timeout_s=1.0) as registry:
-                await registry.promote(MODEL_ID, "1.0.0", "l1", by="attacker")
+                await registry.promote(MODEL_ID, "1.0.0", "l1")
     # The inference service reads what the operator promoted (and nothing it may not).
     async with connect_registry(settings, identity="inference") as registry:
         promotion = await registry.promoted("l1")
-        assert promotion is not None and (promotion.by, promotion.sha256) == ("tester", pushed.sha256)
-        assert [p.by for p in await registry.promotions("l1")] == ["tester"]
+        assert promotion is not None and (promotion.by, promotion.sha256) == (operator.by, pushed.sha256)
+        assert [p.by for p in await registry.promotions("l1")] == [operator.by]
+        assert operator.by.startswith("operator U")  # the signed-in key (tests/integration/test_promotion_identity)
         fetched = await registry.fetch(MODEL_ID, "1.0.0", tmp_path / "cache")
         assert fetched.stat().st_size == pushed.size
 

@@ -139,12 +139,14 @@ def _bucket_read(*streams: str) -> list[str]:
     return subjects
 
 
-def _registry_write() -> list[str]:
+def _registry_write(line: str) -> list[str]:
+    # Models are shared by every line; what a line runs is its own key: one operator key per line, which may
+    # promote (and start shadow runs) on that line only, so a record's author is that line's operator.
     return [
         f"$O.{MODELS_BUCKET}.>",
         f"{API}.STREAM.PURGE.{MODELS_STREAM}",  # an object written again drops its earlier chunks
-        f"$KV.{PROMOTED_BUCKET}.>",
-        f"$KV.{SHADOW_BUCKET}.>",
+        f"$KV.{PROMOTED_BUCKET}.{line}",
+        f"$KV.{SHADOW_BUCKET}.{line}",
     ]
 
 
@@ -171,7 +173,7 @@ def permissions(identity: str, line: str) -> Permissions:
     if identity == ADMIN:
         publish = _admin()
     elif identity == OPERATOR:
-        publish = [*_registry_read(), *_registry_write(), *_recipes_read(), *_recipes_write()]
+        publish = [*_registry_read(), *_registry_write(line), *_recipes_read(), *_recipes_write()]
     elif identity in SERVICE_ROLES:
         role = SERVICE_ROLES[identity]
         # Every line stream's info: a service checks at start that the streams it needs were provisioned.
@@ -229,7 +231,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
         )
     if identity == OPERATOR:
         return (
-            f"the model registry: `$O.{MODELS_BUCKET}.>`, `$KV.{PROMOTED_BUCKET}.>`, `$KV.{SHADOW_BUCKET}.>`; "
+            f"the model registry: `$O.{MODELS_BUCKET}.>`, `$KV.{PROMOTED_BUCKET}.{line}`, "
+            f"`$KV.{SHADOW_BUCKET}.{line}`; "
             f"the recipe store: `$KV.{RECIPES_BUCKET}.>`",
             "the model registry, the recipe store",
         )
