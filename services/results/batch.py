@@ -31,6 +31,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from lineguard.services.results.records import InspectionRows
 from lineguard.services.results.schema import (
+    Base,
     Code,
     Defect,
     Inspection,
@@ -127,9 +128,9 @@ def _write_rows(conn: Connection, batch: list[InspectionRows]) -> set[str]:
         new.update(conn.execute(statement).scalars())
     fresh = [rows for rows in batch if rows.inspection_id in new]
     children = (
-        (Defect.__table__, [r for rows in fresh for r in rows.defects]),
-        (Code.__table__, [r for rows in fresh for r in rows.codes]),
-        (InspectionReason.__table__, [r for rows in fresh for r in rows.reasons]),
+        (_table(Defect), [r for rows in fresh for r in rows.defects]),
+        (_table(Code), [r for rows in fresh for r in rows.codes]),
+        (_table(InspectionReason), [r for rows in fresh for r in rows.reasons]),
     )
     for table, rows_of in children:
         if not rows_of:
@@ -139,13 +140,21 @@ def _write_rows(conn: Connection, batch: list[InspectionRows]) -> set[str]:
         else:
             conn.execute(insert(table), rows_of)
     # Model before recipe, each in key order, in every transaction: two writers lock the same rows in one order.
-    for table, seen in (
+    versions: tuple[tuple[type[ModelVersion] | type[RecipeVersion], list[Any]], ...] = (
         (ModelVersion, [(rows.model_version, rows.inspection["decided_at"]) for rows in fresh]),
         (RecipeVersion, [(rows.recipe_version, rows.inspection["decided_at"]) for rows in fresh]),
-    ):
+    )
+    for model, seen in versions:
         for row in _versions(seen):
-            note_version(conn, table, row)
+            note_version(conn, model, row)
     return new
+
+
+def _table(model: type[Base]) -> Table:
+    """A mapped class's table, as a Table (the declarative base types `__table__` as any FROM clause)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 @functools.cache
@@ -155,7 +164,7 @@ def _unnest_insert(columns: tuple[str, ...]) -> str:
     One statement of a parameter a column, whatever the batch's size: SQLAlchemy's multi-row VALUES binds one
     parameter a value, and compiling 15,000 of them costs more than the database's work. Strings travel as text[]
     (an explicit cast to varchar(n)[] would cut a long value silently; the INSERT's own cast refuses it)."""
-    table = Inspection.__table__
+    table = _table(Inspection)
     arrays, selected = [], []
     for name in columns:
         kind = table.c[name].type
@@ -232,9 +241,9 @@ def _versions(seen: Iterable[tuple[dict[str, Any] | None, datetime]]) -> list[di
             continue
         key = tuple(v for k, v in row.items() if k != "sha256")
         assert len(key) == 2
-        have = found.get(key)  # type: ignore[arg-type]
+        have = found.get(key)
         if have is None:
-            found[key] = {**row, "first_used_at": used_at, "last_used_at": used_at}  # type: ignore[index]
+            found[key] = {**row, "first_used_at": used_at, "last_used_at": used_at}
         else:
             have["sha256"] = have["sha256"] or row["sha256"]
             have["first_used_at"] = min(have["first_used_at"], used_at)

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import Engine, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, case, func, or_, select, update
 
 from lineguard.config import RecipeSettings
+from lineguard.config.model import ImageRetention
 from lineguard.services.results.archive import ImageStore
 from lineguard.services.results.schema import Inspection, InspectionImage
 
@@ -71,9 +72,9 @@ def expire(
     ages = [(recipe_id, r.retention) for recipe_id, r in recipes.items()]
     known = [recipe_id for recipe_id, _ in ages]
 
-    def past(retention: object, recipe: object) -> object:
-        good = now - timedelta(days=retention.good_days)  # type: ignore[attr-defined]
-        defect = now - timedelta(days=retention.defect_days)  # type: ignore[attr-defined]
+    def past(retention: ImageRetention, recipe: ColumnElement[bool]) -> ColumnElement[bool]:
+        good = now - timedelta(days=retention.good_days)
+        defect = now - timedelta(days=retention.defect_days)
         return and_(
             recipe,
             or_(

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 
 from lineguard.config.seams import ArchiveSettings
 from lineguard.services.results.archive import ImageGone
+
+if TYPE_CHECKING:  # the stubs (boto3-stubs[s3], in the lint extra) only: boto3 is imported when the kind is opened
+    from mypy_boto3_s3 import S3Client
 
 KEY = "s3"
 
@@ -28,7 +31,7 @@ class Settings(ArchiveSettings):
 
 
 class S3Store:
-    def __init__(self, client: Any, bucket: str, prefix: str):
+    def __init__(self, client: S3Client, bucket: str, prefix: str):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
@@ -47,7 +50,7 @@ class S3Store:
 
     def get(self, uri: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(uri))["Body"].read()  # type: ignore[no-any-return]
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(uri))["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise ImageGone(f"{uri}: no such object in the archive") from None
 
