@@ -25,13 +25,12 @@ import asyncio
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import structlog
 
+from lineguard.bench.model import Runtime, bare_run
 from lineguard.bus import Bus
 from lineguard.config import LineConfig, NatsSettings
 from lineguard.contracts import msg_id, stream_name, subject
@@ -42,8 +41,7 @@ from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.testing import running_service
 from lineguard.testing.boards import BOARD_STEMS, board_frame
 from lineguard.v1.frame_pb2 import Frame
-from lineguard.vision.detect import prepare
-from lineguard.vision.model import load_model, packaged_model_path
+from lineguard.vision.model import packaged_model_path
 
 BOARDS = [SAMPLE_BOARDS / f"{stem}_test.jpg" for stem in BOARD_STEMS]
 FRAME_SUBJECT = subject("frame", "l1", "s1")
@@ -53,65 +51,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """What runs the model, on both sides: the backend, its device and its CPU threads."""
-
-    backend: str = "onnxruntime"
-    device: str = "cpu"
-    threads: int = 2
-
-    @property
-    def raw_onnxruntime(self) -> bool:
-        return self.backend == "onnxruntime" and self.device == "cpu"
-
-    @property
-    def bare(self) -> str:
-        return "bare onnxruntime session.run" if self.raw_onnxruntime else f"bare {self.backend} run ({self.device})"
-
-
 def bare_loop(model: Path, runtime: Runtime, runs: int, batch: int = 1) -> tuple[float, list[float]]:
-    """images/s and per-run latencies (ms) of the runtime alone: onnxruntime's session.run on the CPU provider,
-    or, for another backend or device (TensorRT on a GPU), that backend's runner (the engine's own execute
-    with its host / device copies), as the service loads it."""
-    # The input the service gives this model (its card's size, padding and, for a paired model, the board
-    # beside its template), prepared once: the loop times the runtime alone.
-    board = cv2.imread(str(BOARDS[0]))
-    template = cv2.imread(str(BOARDS[0]).replace("_test.jpg", "_temp.jpg"))
-    tensor = prepare(load_model(model, intra_op_threads=1), board, reference=template).tensor
-    if runtime.raw_onnxruntime:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = runtime.threads
-        session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        fixed = session.get_inputs()[0].shape[0]
-        fixed = fixed if isinstance(fixed, int) else None
-
-        def run(x: np.ndarray) -> None:
-            session.run(None, {name: x})
-    else:
-        detector = load_model(model, backend=runtime.backend, device=runtime.device, intra_op_threads=runtime.threads)
-        fixed = detector.max_batch
-
-        def run(x: np.ndarray) -> None:
-            detector.runner.run(x)
-
-    # A model that takes a fixed batch takes the batch in pieces of that size, as the service runs it.
-    piece = fixed if fixed is not None and fixed < batch else batch
-    tensor = np.repeat(tensor, piece, axis=0)
-    for _ in range(3):
-        run(tensor)
-    latencies = []
-    started = time.perf_counter()
-    for _ in range(max(1, runs // batch)):
-        t = time.perf_counter()
-        for _ in range(batch // piece):
-            run(tensor)
-        latencies.append((time.perf_counter() - t) * 1000)
-    elapsed = time.perf_counter() - started
-    return len(latencies) * batch / elapsed, latencies
+    """images/s and per-run latencies (ms) of the runtime alone (lineguard.bench.model, as `lineguard bench`)."""
+    bare = bare_run(model, runtime, runs, batch)
+    return bare.images_per_s, bare.latencies_ms
 
 
 def frame(seq: int) -> Frame:

@@ -1,16 +1,6 @@
-"""A benchmark's rounds summed up as this noisy machine asks: the median of each figure and its range."""
+"""A benchmark's rounds summed up: the one summary lives in lineguard.bench.rounds (`lineguard bench` uses it too,
+and production code never imports lineguard.testing); the benchmarks import it from here or there alike."""
 
-from __future__ import annotations
+from lineguard.bench.rounds import medians_and_ranges
 
-import statistics
-from collections.abc import Mapping, Sequence
-
-
-def medians_and_ranges(rounds: Sequence[Mapping[str, float]], digits: int = 4) -> dict[str, object]:
-    """For each figure the rounds have: `key` its median over the rounds, `key_range` [lowest, highest]."""
-    summary: dict[str, object] = {}
-    for key in rounds[0]:
-        values = [r[key] for r in rounds]
-        summary[key] = round(statistics.median(values), digits)
-        summary[f"{key}_range"] = [round(min(values), digits), round(max(values), digits)]
-    return summary
+__all__ = ["medians_and_ranges"]
