@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +14,6 @@ from typer.testing import CliRunner
 from lineguard.cli import app
 from lineguard.deeppcb_format import DEEPPCB_CLASSES
 from lineguard.modelops.datasets import DatasetError
-from lineguard.modelops.deeppcb import yolo_label_lines
 from lineguard.modelops.evaluate import (
     EvalError,
     Predicted,
@@ -27,7 +25,7 @@ from lineguard.modelops.evaluate import (
     read_truth,
 )
 from lineguard.samples import __file__ as samples_init
-from lineguard.testing.boards import write_model_input
+from lineguard.testing.boards import sample_split
 from lineguard.vision.detections import Detections
 from lineguard.vision.model import ModelCard, load_model, packaged_model_path
 
@@ -49,20 +47,7 @@ def deeppcb_boxes(stem: str) -> list[tuple[int, int, int, int, int]]:
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 12 sample boards as a YOLO val split in the shipped model's input form: each board with
     its boxes, each board's good part (its template's entry) with an empty label file."""
-    root = tmp_path_factory.mktemp("tiny-deeppcb")
-    images, labels = root / "images" / "val", root / "labels" / "val"
-    labels.mkdir(parents=True)
-    for annotation in sorted(SAMPLES.glob("*.txt")):
-        for kind in ("test", "temp"):
-            write_model_input(annotation.stem, kind, images, paired=PAIRED)
-        height, width = cv2.imread(str(SAMPLES / f"{annotation.stem}_test.jpg"), cv2.IMREAD_GRAYSCALE).shape
-        (labels / f"{annotation.stem}_test.txt").write_text(
-            "".join(f"{line}\n" for line in yolo_label_lines(annotation, width, height))
-        )
-        (labels / f"{annotation.stem}_temp.txt").write_text("")
-    names = "".join(f"  {i}: {name}\n" for i, name in enumerate(DEEPPCB_CLASSES))
-    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n{names}")
-    return root / "data.yaml"
+    return sample_split(tmp_path_factory.mktemp("tiny-deeppcb"), paired=PAIRED)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from lineguard.cli.nats import nats_app
 from lineguard.cli.ocr import ocr_app
 from lineguard.cli.plc import plc_app
 from lineguard.cli.recipe import recipe_app
+from lineguard.cli.recipe_tune import tune as recipe_tune
 from lineguard.cli.trace import trace
 from lineguard.config import ConfigError, load_config
 
@@ -34,6 +35,7 @@ app.add_typer(api_app, name="api")
 app.add_typer(model_app, name="model")
 app.add_typer(nats_app, name="nats")
 app.add_typer(ocr_app, name="ocr")
+recipe_app.command("tune")(recipe_tune)  # its own module (recipe_tune.py), beside the store's commands
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(plc_app, name="plc")
 

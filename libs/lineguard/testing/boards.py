@@ -81,3 +81,26 @@ def write_model_input(stem: str, kind: str, dst_dir: Path, *, paired: bool) -> P
     )
     write_paired(pair, dst_dir, good=kind == "temp")
     return dst_dir / f"{stem}_{kind}.png"
+
+
+def sample_split(root: Path, *, paired: bool) -> Path:
+    """The sample boards as a labelled YOLO val split under `root`, in a model's input form: each board with its
+    boxes, each board's good part (its template's entry) with an empty label file; returns its data.yaml."""
+    import cv2
+
+    from lineguard.deeppcb_format import DEEPPCB_CLASSES
+    from lineguard.modelops.deeppcb import yolo_label_lines
+
+    images, labels = root / "images" / "val", root / "labels" / "val"
+    labels.mkdir(parents=True, exist_ok=True)
+    for annotation in sorted(SAMPLE_BOARDS.glob("*.txt")):
+        for kind in ("test", "temp"):
+            write_model_input(annotation.stem, kind, images, paired=paired)
+        height, width = cv2.imread(str(SAMPLE_BOARDS / f"{annotation.stem}_test.jpg"), cv2.IMREAD_GRAYSCALE).shape
+        (labels / f"{annotation.stem}_test.txt").write_text(
+            "".join(f"{line}\n" for line in yolo_label_lines(annotation, width, height))
+        )
+        (labels / f"{annotation.stem}_temp.txt").write_text("")
+    names = "".join(f"  {i}: {name}\n" for i, name in enumerate(DEEPPCB_CLASSES))
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n{names}")
+    return root / "data.yaml"
