@@ -241,6 +241,17 @@ def test_the_s3_kind_keeps_and_deletes_images_in_a_bucket(
     assert store.get(rows["image"].uri) == frame.data
     listed = store.client.list_objects_v2(Bucket="lineguard-images")["Contents"]  # type: ignore[attr-defined]
     assert sorted(o["Size"] for o in listed) == sorted(r.bytes for r in rows.values())
+    # The API given the line serves the bucket's bytes; without the line's archive settings it cannot read s3://.
+    from fastapi.testclient import TestClient
+
+    from lineguard.services.results.api.app import create_app
+    from lineguard.services.results.api.tokens import create_token
+
+    token = {"Authorization": f"Bearer {create_token(engine, 'reader', 'mes')}"}
+    served = TestClient(create_app(engine, line=config), headers=token).get(f"/v1/images/{rows['image'].id}")
+    assert served.status_code == 200 and served.content == frame.data
+    unknown = TestClient(create_app(engine), headers=token).get(f"/v1/images/{rows['image'].id}")
+    assert unknown.status_code == 404 and "missing from the archive" in unknown.json()["detail"]
     assert make_room(engine, store, rows["image"].bytes + rows["overlay"].bytes, 1) >= 1
     with pytest.raises(ImageGone):
         store.get(rows["image"].uri)
