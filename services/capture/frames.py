@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from lineguard.config import LineConfig
 from lineguard.contracts import copy_part, now_ns, timing
-from lineguard.services.capture.sources import CameraError, CameraSource, Watched, open_source
+from lineguard.imagequality import decode_gray, measure, measure_encoded
+from lineguard.imaging import ROI
+from lineguard.services.capture.golden import GoldenImages
+from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage, Watched, open_source
+from lineguard.v1.common_pb2 import ImageQuality
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.trigger_pb2 import Trigger
 
@@ -21,10 +25,11 @@ class StationCameras:
 
     config: LineConfig
     sources: dict[str, CameraSource]
+    golden: GoldenImages | None = None  # the stations' golden parts, for self-test parts
 
     @classmethod
     def from_config(cls, config: LineConfig) -> StationCameras:
-        return cls(config, {s.id: open_source(s.id, s.camera) for s in config.stations})
+        return cls(config, {s.id: open_source(s.id, s.camera) for s in config.stations}, GoldenImages(config))
 
     def problems(self) -> dict[str, str]:
         """Each station whose camera cannot grab now, with why."""
@@ -51,7 +56,8 @@ class StationCameras:
                 f"{self.config.line!r} (known: {known})"
             )
         try:
-            image = source.grab(part)
+            # A self-test part is one of the station's golden images, not the camera's next one.
+            image = self.golden.grab(part) if part.golden_case and self.golden else source.grab(part)
         except CameraError as exc:
             raise CaptureError(str(exc)) from None
         limit = self.config.nats.inline_image_max_bytes
@@ -78,5 +84,23 @@ class StationCameras:
             reference_data=image.reference,
             reference_encoding=image.reference_encoding,
         )
+        if (quality := self._quality(image, part.recipe_id)) is not None:
+            frame.quality.CopyFrom(quality)
         frame.timings.append(timing("capture", started))
         return frame
+
+    def _quality(self, image: CapturedImage, recipe_id: str) -> ImageQuality | None:
+        """The image's quality within the recipe's inspect_roi (what is inspected, not the label strip beside it);
+        None when its pixels cannot be had (the frame goes on: inference says what is wrong with it)."""
+        recipe = self.config.recipes.get(recipe_id)
+        roi = ROI.from_list(recipe.inspect_roi) if recipe is not None else None
+        try:
+            if image.pixels is None and roi is None:
+                return measure_encoded(image.data, image.encoding, image.width).to_proto()
+            pixels = image.pixels if image.pixels is not None else decode_gray(image.data)
+            if roi is not None:
+                cropped = pixels[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
+                pixels = cropped if cropped.size else pixels
+            return measure(pixels).to_proto()
+        except ValueError:
+            return None

@@ -96,3 +96,11 @@ class ShowsCapture(Protocol):
 
     async def captured(self, station: str, inspection_id: str) -> None:
         """The image of `inspection_id`, a part in flight at `station`, is taken."""
+
+
+@runtime_checkable
+class ShowsWarning(Protocol):
+    """An endpoint that can show its PLC a warning while the station serves on: the drift watch's alert (register
+    PLCs: `error` = DRIFT_WARNING while no error shows; docs/drift.md)."""
+
+    async def set_warning(self, station: str, reason: str | None) -> None: ...

@@ -110,6 +110,7 @@ class RegisterStation:
         self._refusal = Error.NONE  # why the trigger now high was refused, shown until it falls
         self._fault: Error | None = None  # the station is in Error while set
         self._down: str | None = None  # a service the station needs is down (set_down): in Error while set
+        self._warning: str | None = None  # the drift watch alerts (set_warning): shown, the station serves on
         self._connected = connected
         # What the last read found; None until the first read of a connection (nothing to compare with).
         self._last: PlcFields | None = PlcFields() if connected else None
@@ -123,7 +124,8 @@ class RegisterStation:
         return self._fault is not None or self._down is not None
 
     def _error(self) -> int:
-        return int(self._refusal or self._fault or (Error.SERVICE_DOWN if self._down else Error.NONE))
+        standing = Error.SERVICE_DOWN if self._down else Error.DRIFT_WARNING if self._warning else Error.NONE
+        return int(self._refusal or self._fault or standing)
 
     async def _show(self, change: dict[str, int | bool]) -> None:
         """Set our fields and write the ones that changed. Call with the lock held.
@@ -205,6 +207,12 @@ class RegisterStation:
                 await self._enter_error(Error.SERVICE_DOWN, reason)
             else:
                 await self._show({})
+
+    async def set_warning(self, reason: str | None) -> None:
+        """The drift watch alerts (shown as DRIFT_WARNING while no error shows; triggers are still taken), or not."""
+        async with self._lock:
+            self._warning = reason
+            await self._show({})
 
     async def beat(self) -> None:
         async with self._lock:
@@ -472,6 +480,10 @@ class ClientEndpoint:
     async def set_error(self, station: str, reason: str | None) -> None:
         with contextlib.suppress(Exception):  # not connected: shown with every field when the connection is back
             await self._link.set_down(reason)
+
+    async def set_warning(self, station: str, reason: str | None) -> None:
+        with contextlib.suppress(Exception):  # as set_error
+            await self._link.set_warning(reason)
 
     def link(self, station: str) -> RegisterStation:
         return self._link

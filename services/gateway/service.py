@@ -24,8 +24,10 @@ from lineguard.services.gateway.captures import watch_captures
 from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack, UsesRecipes
 from lineguard.services.gateway.health import ServiceWatch
 from lineguard.services.gateway.recipes import RecipeBook
+from lineguard.services.gateway.selftest import SelfTests, command_subjects
 from lineguard.services.gateway.station import StationLinks
 from lineguard.v1.decision_pb2 import Decision
+from lineguard.v1.drift_pb2 import DriftLevel, DriftState
 from lineguard.v1.heartbeat_pb2 import Heartbeat
 
 
@@ -66,10 +68,40 @@ async def setup(ctx: ServiceContext) -> None:
 
         ctx.run_task(watch_captures(ctx.bus, ctx.config.line, on_captured, ctx.stopping))
 
+    selftests = SelfTests(ctx.config, ctx.publish)
+
     async def on_decision(delivery: Delivery[Decision]) -> None:
+        if delivery.message.part.simulated:  # a golden part's: to its self-test, never to the PLC
+            selftests.on_decision(delivery.message)
+            return
         await links.route(delivery.message).on_decision(delivery.message)
 
     ctx.consume("decision", Decision, on_decision)
+    await watch_drift(ctx, links, selftests)
+
+
+async def watch_drift(ctx: ServiceContext, links: StationLinks, selftests: SelfTests) -> None:
+    """The drift watch's state of each station shown at its PLC as a warning (docs/drift.md); the self-tests on
+    their schedule and on command."""
+
+    async def on_drift(delivery: Delivery[DriftState]) -> None:
+        state = delivery.message
+        link = links.links.get(state.part.station)
+        if link is not None:
+            alert = state.level == DriftLevel.DRIFT_LEVEL_ALERT
+            await link.set_warning(state.detail or "drift alert" if alert else None)
+
+    ctx.consume("drift", DriftState, on_drift)
+    for station_id in selftests.stations:
+        ctx.run_task(selftests.schedule(ctx.stopping, station_id))
+    if selftests.stations:
+        sub = await ctx.bus.nc.subscribe(command_subjects(ctx.config.line), cb=selftests.on_command)
+
+        async def unsubscribe() -> None:
+            with contextlib.suppress(Exception):  # the bus may be closing
+                await sub.unsubscribe()
+
+        ctx.on_stop(unsubscribe)
 
 
 async def watch_health(ctx: ServiceContext, links: StationLinks) -> None:

@@ -24,7 +24,7 @@ from lineguard.contracts import VERDICT_NAMES, now_ns, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS
 from lineguard.runtime import tracing
 from lineguard.runtime.deadlines import Deadlines
-from lineguard.services.gateway.endpoint import NotHandedOver, PlcEndpoint, ShowsCapture, TriggerRefused
+from lineguard.services.gateway.endpoint import NotHandedOver, PlcEndpoint, ShowsCapture, ShowsWarning, TriggerRefused
 from lineguard.services.gateway.handshake import REMEMBERED_RESULTS, Handshake, Outcome, Resolution, Result
 from lineguard.services.gateway.outbox import OUTBOX_LIMIT, Outbox, Publish
 from lineguard.v1.decision_pb2 import Decision
@@ -74,6 +74,7 @@ class StationLink:
         self._captured: OrderedDict[str, None] = OrderedDict()
         self.refusing = ""  # why new triggers are refused (the gateway is stopping); empty while it serves
         self.fault = ""  # why the station is in Error (a service it needs is down); empty while it serves
+        self.warning = ""  # why the drift watch alerts (docs/drift.md); empty while it does not
         # Tracing on: each open inspection's trigger span, for a delivery no decision's span covers (its deadline).
         self._traces: dict[str, Context] = {}
 
@@ -211,6 +212,20 @@ class StationLink:
             ack = build_ack(result, self.protocol, delivered=True, delivered_unix_ns=now_ns())
             self.outbox.put("ack", ack, stage=READ_BACK_STAGE)
         return result
+
+    async def set_warning(self, reason: str | None) -> None:
+        """The drift watch's alert for this station (docs/drift.md), shown where the protocol can; or over."""
+        if (reason or "") == self.warning:
+            return
+        self.warning = reason or ""
+        if reason:
+            log.warning(
+                "station drift alert shown at the PLC; triggers are still taken", station=self.station, reason=reason
+            )
+        else:
+            log.info("station drift alert over", station=self.station)
+        if isinstance(self.plc, ShowsWarning):
+            await self.plc.set_warning(self.station, reason)
 
     async def set_fault(self, reason: str | None) -> None:
         """Error (a service the station needs is down: new triggers refused, fail safe) or serving again."""

@@ -102,6 +102,8 @@ def infer_prepared(
             image_width=prepared.width,
             image_height=prepared.height,
         )
+        if frame.HasField("quality"):  # carried on to the decision, for the record and the drift watch
+            result.image_quality.CopyFrom(frame.quality)
         # Decoding counts as preprocessing: it is the cost of getting pixels ready for the model.
         result.timings.append(timing("preprocess", prepared.started_ns, timed.marks["preprocess"][1]))
         for stage in ("infer", "postprocess"):

@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, String
 from lineguard.config import LineConfig, RecipeSettings
 from lineguard.config.model import ShiftCalendar
 from lineguard.contracts import VERDICT_NAMES
+from lineguard.imagequality import stored_figures
 from lineguard.reasons import SEVERITY_RANK, ordered_reasons, reason_severity
 from lineguard.recipes import recipe_sha256
 from lineguard.services.results.schema import (
@@ -171,6 +172,8 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
         "shift_day": slot.day if slot is not None else None,
         # Written since the decision service explains its verdicts (issue 17); an older producer's: NULL.
         "explanation": explanation or None,
+        # The frame's brightness, contrast, sharpness and saturation as capture measured them (docs/drift.md).
+        "image_quality": _image_quality(decision),
     }
     for row in (*defects, *codes):
         row["inspection_id"] = inspection_id
@@ -363,3 +366,8 @@ def shadow_verdict_row(decision: Decision) -> dict[str, Any]:
         "inference_ms": infer_ms[0] if infer_ms else None,
         "decided_at": from_unix_ns(decision.decided_unix_ns),
     }
+
+
+def _image_quality(decision: Decision) -> dict[str, float] | None:
+    """inspections.image_quality: NULL when the frame was not measured."""
+    return stored_figures(decision.inference.image_quality) if decision.inference.HasField("image_quality") else None

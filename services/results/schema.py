@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -320,3 +321,50 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(comment="NULL while the token is valid")
 
     __table_args__ = (CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="role"),)
+
+
+class DriftBaseline(Base):
+    """What a station's parts are compared with (docs/drift.md): quantile bins per feature; the latest one counts."""
+
+    __tablename__ = "drift_baselines"
+
+    id: Mapped[int] = mapped_column(_row_id(), primary_key=True, autoincrement=True)
+    station: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column()
+    source: Mapped[str] = mapped_column(Text, comment="what it was taken from: a period or a folder")
+    samples: Mapped[int] = mapped_column(Integer, comment="parts (or images) it was taken from")
+    features: Mapped[dict[str, Any]] = mapped_column(comment="{feature: {edges, expected, mean}}")
+
+
+class DriftStateRow(Base):
+    """Each station's drift as the drift watch last judged it (what GET /v1/drift shows)."""
+
+    __tablename__ = "drift_states"
+
+    station: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shift: Mapped[str | None] = mapped_column(String(32), comment="NULL when the line has no calendar")
+    level: Mapped[str] = mapped_column(String(8), comment="OK, WARNING or ALERT")
+    samples: Mapped[int] = mapped_column(Integer)
+    baseline: Mapped[str] = mapped_column(String(32), comment="'training' or a drift_baselines id")
+    features: Mapped[list[Any]] = mapped_column(comment="[{feature, psi, level, baseline_mean, ...}]")
+    selftest: Mapped[str] = mapped_column(Text, comment="why the last self-test raises the alert, or ''")
+    detail: Mapped[str] = mapped_column(Text)
+    computed_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (CheckConstraint("level IN ('OK', 'WARNING', 'ALERT')", name="level"),)
+
+
+class SelfTestRun(Base):
+    """One golden-part self-test of a station: each golden image's verdict against the one it must get."""
+
+    __tablename__ = "selftest_runs"
+
+    id: Mapped[int] = mapped_column(_row_id(), primary_key=True, autoincrement=True)
+    station: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(64), comment="the command's id; '' when scheduled")
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    changed: Mapped[bool] = mapped_column(Boolean, comment="a golden part did not get its expected outcome")
+    cases: Mapped[list[Any]] = mapped_column(comment="[{name, expected, verdict, reason_codes, changed}]")
+
+    __table_args__ = (Index(None, "station", "started_at"),)

@@ -29,6 +29,7 @@ from lineguard.services.results.dashboard.follow import follow_bus, unsubscribe
 from lineguard.services.results.dashboard.live import LiveFeed
 from lineguard.services.results.archive.archiver import keep_images
 from lineguard.services.results.db import check_schema, make_engine
+from lineguard.services.results.drift import setup_drift
 from lineguard.services.results.records import InvalidRecord, LineFacts
 from lineguard.services.results.shadow import LiveNotWritten, write_shadow_verdict
 from lineguard.services.results.store import record_plc_ack, write_decision
@@ -132,7 +133,8 @@ async def setup(ctx: ServiceContext) -> None:
     writer = DecisionWriter(engine, ctx.config.database, handlers.facts, ctx.config.nats.nak_delay_s)
     ctx.run_task(writer.run(ctx.stopping))
     ctx.on_stop(writer.drain)
-    ctx.consume("decision", Decision, writer.handle, retry_forever=True)
+    # The drift watch sees each production decision on its way to the writer; a self-test part's is not written.
+    ctx.consume("decision", Decision, setup_drift(ctx, engine, writer.handle), retry_forever=True)
     ctx.consume("ack", PlcAck, handlers.ack, retry_forever=True)
     # A candidate's would-be verdict is worth less than a record: after max_deliver tries it is dead-lettered.
     ctx.consume("shadow_verdict", Decision, handlers.shadow_verdict)

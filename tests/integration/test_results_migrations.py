@@ -44,6 +44,9 @@ TABLES = {
     "inspection_images",
     "verdict_confirmations",
     "shadow_verdicts",
+    "drift_baselines",
+    "drift_states",
+    "selftest_runs",
     "alembic_version",
 }
 VIEWS = {"part_history", "yield_by_shift", "defect_pareto"}

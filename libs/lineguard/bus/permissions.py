@@ -21,9 +21,11 @@ from lineguard.contracts import (
     MODELS_BUCKET,
     PROMOTED_BUCKET,
     RECIPES_BUCKET,
+    SELFTEST_COMMAND,
     SHADOW_BUCKET,
     dead_subject,
     heartbeat_subject,
+    line_subjects,
     stream_name,
 )
 
@@ -47,6 +49,8 @@ class Role:
     # Which parts' images are taken: the line's frames through a headers-only durable consumer (the message id names
     # the part; the image never travels to it). NATS cannot hold a consumer to headers only: the code does.
     watches_captures: bool = False
+    # `lineguard selftest` (the operator) asks it to run a station's self-test: a plain subscription.
+    takes_selftest_commands: bool = False
 
 
 # The services, as the code wires them (`ctx.consume(...)`, `ctx.publish(...)` in services/<name>/service.py).
@@ -60,15 +64,18 @@ SERVICE_ROLES: dict[str, Role] = {
     ),
     # The gateway puts its stations in Error while a service they need is silent (services/gateway/health.py).
     # It tells OPC 40100 PLCs when a part's image is taken (AcquisitionDone, services/gateway/captures.py).
+    # It shows each station's drift at its PLC (a warning) and runs the golden-part self-tests (docs/drift.md).
     "gateway": Role(
-        consumes=("decision",),
-        produces=("trigger", "ack"),
+        consumes=("decision", "drift"),
+        produces=("trigger", "ack", "selftest"),
         reads_recipes=True,
         watches_heartbeats=True,
         watches_captures=True,
+        takes_selftest_commands=True,
     ),
     # frame: the image archive reads the stored frames after the fact (services/results/archive/archiver.py).
-    "results": Role(consumes=("decision", "ack", "shadow_verdict", "frame"), produces=()),
+    # drift / selftest: the drift watch publishes each station's drift state and reads the gateway's self-tests.
+    "results": Role(consumes=("decision", "ack", "shadow_verdict", "frame", "selftest"), produces=("drift",)),
 }
 # Plain subscriptions to a line's kinds, nothing stored or acked for them: the results service's dashboard follows
 # the line live through these (services/results/dashboard/follow.py) and adds nothing to a part's path.
@@ -150,6 +157,10 @@ def _registry_write(line: str) -> list[str]:
     ]
 
 
+def _selftest_commands(line: str) -> str:
+    return f"lg.{SELFTEST_COMMAND}.{line}.*"
+
+
 def _recipes_write() -> list[str]:
     return [f"$KV.{RECIPES_BUCKET}.>"]
 
@@ -174,6 +185,7 @@ def permissions(identity: str, line: str) -> Permissions:
         publish = _admin()
     elif identity == OPERATOR:
         publish = [*_registry_read(), *_registry_write(line), *_recipes_read(), *_recipes_write()]
+        publish.append(_selftest_commands(line))
     elif identity in SERVICE_ROLES:
         role = SERVICE_ROLES[identity]
         # Every line stream's info: a service checks at start that the streams it needs were provisioned.
@@ -194,6 +206,10 @@ def permissions(identity: str, line: str) -> Permissions:
     if identity in SERVICE_ROLES and SERVICE_ROLES[identity].watches_heartbeats:
         subscribe.append(f"lg.heartbeat.{line}.*")
     subscribe += [f"lg.{kind}.{line}.*" for kind in SIDE_SUBSCRIPTIONS.get(identity, ())]
+    if identity in SERVICE_ROLES and SERVICE_ROLES[identity].takes_selftest_commands:
+        subscribe.append(_selftest_commands(line))
+    if identity == OPERATOR:  # the self-test's report, which `lineguard selftest` waits for
+        subscribe.append(line_subjects("selftest", line))
     return Permissions(publish=tuple(dict.fromkeys(publish)), subscribe=tuple(subscribe))
 
 
@@ -233,8 +249,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
         return (
             f"the model registry: `$O.{MODELS_BUCKET}.>`, `$KV.{PROMOTED_BUCKET}.{line}`, "
             f"`$KV.{SHADOW_BUCKET}.{line}`; "
-            f"the recipe store: `$KV.{RECIPES_BUCKET}.>`",
-            "the model registry, the recipe store",
+            f"the recipe store: `$KV.{RECIPES_BUCKET}.>`; self-test commands `{_selftest_commands(line)}`",
+            f"the model registry, the recipe store, `{line_subjects('selftest', line)}` (subscribed)",
         )
     role = SERVICE_ROLES[identity]
     produced = [f"`lg.{kind}.{line}.*`" for kind in role.produces]
@@ -249,6 +265,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
         reads += f", `lg.heartbeat.{line}.*` (subscribed)"
     if role.watches_captures:
         reads += f", `{durable_name(identity, 'frame')}` on {stream_name('frame')} (headers only)"
+    if role.takes_selftest_commands:
+        reads += f", `{_selftest_commands(line)}` (subscribed: self-test commands)"
     if identity in SIDE_SUBSCRIPTIONS:
         kinds = ", ".join(f"`lg.{kind}.{line}.*`" for kind in SIDE_SUBSCRIPTIONS[identity])
         reads += f", {kinds} (subscribed: the dashboard's live view)"

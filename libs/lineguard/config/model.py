@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy import make_url
 
+from lineguard.config.drift import DriftSettings, SelfTestSettings
 from lineguard.config.ocr import OcrSettings, Regex
 from lineguard.config.rules import ClassRule, ImageSize, TotalAreaRule, Zone, zone_problems
 from lineguard.config.seams import ArchiveField, BackendField, CameraField, PlcField
@@ -83,6 +84,9 @@ class StationSettings(_Strict):
         "opcua",
         validate_default=True,
         description="the PLC protocol (`protocol`) and its own options; see lineguard.config.seams",
+    )
+    selftest: SelfTestSettings | None = Field(
+        None, description="the station's golden parts, judged through the live path (docs/drift.md); none: no self-test"
     )
 
 
@@ -159,6 +163,7 @@ class RecipeSettings(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return zones
+
     # What a recipe version carries besides its rules (docs/recipes.md): the bundle the recipe store keeps.
     model: ModelRef | None = Field(
         None, description="the registry model this recipe was made for (id, version, sha256); checked at push"
@@ -398,6 +403,7 @@ class LineConfig(BaseSettings):
         description="where inspected images are kept (`kind`: folder, s3) and its budget; see lineguard.config.seams",
     )
     tracing: TracingSettings = TracingSettings()
+    drift: DriftSettings = Field(default_factory=DriftSettings, description="the drift watch (docs/drift.md)")
 
     @model_validator(mode="after")
     def _stations_name_known_recipes(self) -> LineConfig:

@@ -27,6 +27,10 @@ KINDS: tuple[str, ...] = (
     "heartbeat",
     "shadow",
     "shadow_verdict",
+    # A station's drift state (results' drift watch -> the gateway, a warning at the PLC) and its self-test runs
+    # (gateway -> results): docs/drift.md.
+    "drift",
+    "selftest",
 )
 DEAD_KIND = "dead"
 # Which candidate model runs in shadow on each line, and on what share of its parts (lineguard.registry).
@@ -69,6 +73,15 @@ def kind_subjects(kind: str) -> str:
 def heartbeat_subject(line: str, service: str) -> str:
     """`lg.heartbeat.<line>.<service>`: where each service of a line says it is alive."""
     return subject("heartbeat", line, service)
+
+
+SELFTEST_COMMAND = "selftest_run"
+
+
+def selftest_command_subject(line: str, station: str) -> str:
+    """`lg.selftest_run.<line>.<station>`: where `lineguard selftest` asks the gateway to run a station's self-test
+    (a plain publish: the report comes on lg.selftest.<line>.<station>)."""
+    return subject("selftest", line, station).replace("lg.selftest.", f"lg.{SELFTEST_COMMAND}.", 1)
 
 
 def dead_subject(kind: str) -> str:

@@ -59,6 +59,7 @@ class Error(enum.IntEnum):
     IN_ERROR = 7  # a trigger while the station is in Error (1 or 8): refused
     SERVICE_DOWN = 8  # a service the station needs (capture, inference, ocr, decision) stopped beating: in Error
     UNKNOWN_RECIPE = 9  # the `recipe` field names no recipe's plc_recipe_number: refused, the live recipe stays
+    DRIFT_WARNING = 10  # the drift watch alerts (lighting, model, a self-test changed; docs/drift.md): triggers taken
 
 
 # Reason codes -> bits of the `reasons` DWORD. Fixed: a bit never changes its meaning (add, never renumber).

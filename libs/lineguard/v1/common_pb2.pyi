@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Part(_message.Message):
-    __slots__ = ("inspection_id", "line", "station", "recipe_id", "sequence", "triggered_unix_ns", "part_id", "lot", "recipe_version", "recipe_sha256")
+    __slots__ = ("inspection_id", "line", "station", "recipe_id", "sequence", "triggered_unix_ns", "part_id", "lot", "recipe_version", "recipe_sha256", "simulated", "golden_case")
     INSPECTION_ID_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
     STATION_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,8 @@ class Part(_message.Message):
     LOT_FIELD_NUMBER: _ClassVar[int]
     RECIPE_VERSION_FIELD_NUMBER: _ClassVar[int]
     RECIPE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_CASE_FIELD_NUMBER: _ClassVar[int]
     inspection_id: str
     line: str
     station: str
@@ -28,7 +30,9 @@ class Part(_message.Message):
     lot: str
     recipe_version: str
     recipe_sha256: str
-    def __init__(self, inspection_id: _Optional[str] = ..., line: _Optional[str] = ..., station: _Optional[str] = ..., recipe_id: _Optional[str] = ..., sequence: _Optional[int] = ..., triggered_unix_ns: _Optional[int] = ..., part_id: _Optional[str] = ..., lot: _Optional[str] = ..., recipe_version: _Optional[str] = ..., recipe_sha256: _Optional[str] = ...) -> None: ...
+    simulated: bool
+    golden_case: str
+    def __init__(self, inspection_id: _Optional[str] = ..., line: _Optional[str] = ..., station: _Optional[str] = ..., recipe_id: _Optional[str] = ..., sequence: _Optional[int] = ..., triggered_unix_ns: _Optional[int] = ..., part_id: _Optional[str] = ..., lot: _Optional[str] = ..., recipe_version: _Optional[str] = ..., recipe_sha256: _Optional[str] = ..., simulated: _Optional[bool] = ..., golden_case: _Optional[str] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -63,3 +67,15 @@ class StageTiming(_message.Message):
     stage: str
     ms: float
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ...) -> None: ...
+
+class ImageQuality(_message.Message):
+    __slots__ = ("brightness", "contrast", "sharpness", "saturated")
+    BRIGHTNESS_FIELD_NUMBER: _ClassVar[int]
+    CONTRAST_FIELD_NUMBER: _ClassVar[int]
+    SHARPNESS_FIELD_NUMBER: _ClassVar[int]
+    SATURATED_FIELD_NUMBER: _ClassVar[int]
+    brightness: float
+    contrast: float
+    sharpness: float
+    saturated: float
+    def __init__(self, brightness: _Optional[float] = ..., contrast: _Optional[float] = ..., sharpness: _Optional[float] = ..., saturated: _Optional[float] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lineguard.v1 import common_pb2 as lineguard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lineguard/v1/frame.proto\x12\x0clineguard.v1\x1a\x19lineguard/v1/common.proto\"\xd1\x02\n\x05\x46rame\x12 \n\x04part\x18\x01 \x01(\x0b\x32\x12.lineguard.v1.Part\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x18\n\x10\x63\x61ptured_unix_ns\x18\x03 \x01(\x03\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x10\n\x08\x63hannels\x18\x06 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x07 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x08 \x01(\x0cH\x00\x12\x14\n\nobject_key\x18\t \x01(\tH\x00\x12\x12\n\nsource_uri\x18\n \x01(\t\x12\x11\n\tpx_per_mm\x18\x0b \x01(\x02\x12*\n\x07timings\x18\x0c \x03(\x0b\x32\x19.lineguard.v1.StageTiming\x12\x16\n\x0ereference_data\x18\r \x01(\x0c\x12\x1a\n\x12reference_encoding\x18\x0e \x01(\tB\t\n\x07payloadb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lineguard/v1/frame.proto\x12\x0clineguard.v1\x1a\x19lineguard/v1/common.proto\"\xfe\x02\n\x05\x46rame\x12 \n\x04part\x18\x01 \x01(\x0b\x32\x12.lineguard.v1.Part\x12\x11\n\tcamera_id\x18\x02 \x01(\t\x12\x18\n\x10\x63\x61ptured_unix_ns\x18\x03 \x01(\x03\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x10\n\x08\x63hannels\x18\x06 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x07 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x08 \x01(\x0cH\x00\x12\x14\n\nobject_key\x18\t \x01(\tH\x00\x12\x12\n\nsource_uri\x18\n \x01(\t\x12\x11\n\tpx_per_mm\x18\x0b \x01(\x02\x12*\n\x07timings\x18\x0c \x03(\x0b\x32\x19.lineguard.v1.StageTiming\x12\x16\n\x0ereference_data\x18\r \x01(\x0c\x12\x1a\n\x12reference_encoding\x18\x0e \x01(\t\x12+\n\x07quality\x18\x0f \x01(\x0b\x32\x1a.lineguard.v1.ImageQualityB\t\n\x07payloadb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lineguard.v1.frame_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FRAME']._serialized_start=70
-  _globals['_FRAME']._serialized_end=407
+  _globals['_FRAME']._serialized_end=452
 # @@protoc_insertion_point(module_scope)

@@ -6,8 +6,10 @@ kinds is the `lineguard.cameras` entry points (lineguard.config.seams.CAMERAS), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from lineguard.config import CAMERAS, CameraSettings
 from lineguard.v1.common_pb2 import Part
@@ -30,6 +32,9 @@ class CapturedImage:
     captured_unix_ns: int
     reference: bytes = b""  # the part's defect-free reference image, encoded; empty when none
     reference_encoding: str = ""
+    # The decoded image, when the source had it anyway (files read to learn their size, the simulator's board, a
+    # camera's buffer): capture measures its quality from it instead of decoding the file again.
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class CameraSource(Protocol):

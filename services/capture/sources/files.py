@@ -62,7 +62,9 @@ def file_image(camera_id: str, path: Path, uri: str, captured: int) -> CapturedI
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if encoding else None
     if encoding is None or pixels is None:
         raise CameraError(f"camera {camera_id}: {path} is not a readable jpeg, png or bmp image")
-    return CapturedImage(data, encoding, pixels.shape[1], pixels.shape[0], channels(pixels), uri, captured)
+    return CapturedImage(
+        data, encoding, pixels.shape[1], pixels.shape[0], channels(pixels), uri, captured, pixels=pixels
+    )
 
 
 def channels(image: np.ndarray) -> int:

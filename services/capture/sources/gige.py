@@ -324,6 +324,7 @@ class GigeSource:
             channels(pixels),
             f"gige://{conn.address}/{conn.serial}#frame={frame_id}",
             captured_ns,
+            pixels=pixels,
         )
 
     def _connected(self) -> Connection:

@@ -98,6 +98,7 @@ class SimulatorSource:
             captured,
             reference.data,
             reference.encoding,
+            pixels=image,
         )
 
     def _reference(self, path: Path) -> Reference:

@@ -265,6 +265,9 @@ class ModbusServerEndpoint:
     async def set_error(self, station: str, reason: str | None) -> None:
         await self._links[station].set_down(reason)
 
+    async def set_warning(self, station: str, reason: str | None) -> None:
+        await self._links[station].set_warning(reason)
+
     def link(self, station: str) -> RegisterStation:
         return self._links[station]
 

@@ -21,6 +21,7 @@ from lineguard.config import LineConfig
 from lineguard.config.model import ApiSettings
 from lineguard.services.results.api import queries
 from lineguard.services.results.api.confirmations import add_confirmations
+from lineguard.services.results.api.drift import drift_routes
 from lineguard.services.results.api.filters import AggregateFilters, BoundedRange, HistoryFilters, InspectionFilters
 from lineguard.services.results.api.images import image_routes
 from lineguard.services.results.api.models import (
@@ -149,6 +150,7 @@ def create_app(
     )
 
     add_confirmations(app, engine, caller, errors)
+    app.include_router(drift_routes(engine), dependencies=reader, responses=errors)  # the drift watch (docs/drift.md)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
