@@ -113,6 +113,10 @@ STEPS: dict[str, Step] = {
         Step("clahe-join-dots-up", _scaled(1.25, lambda g: _join_dots(_CLAHE.apply(g))), 1.25),
         Step("clahe-join-dots-down", _scaled(0.8, lambda g: _join_dots(_CLAHE.apply(g))), 0.8),
         Step("join-dots-down", _scaled(0.8, lambda g: _join_dots(g, 1.0)), 0.8),
+        Step("clahe-join-dots-fine-down", _scaled(0.8, lambda g: _join_dots(_CLAHE.apply(g), 1.0)), 0.8),
+        Step("join-dots-wide-up15", _scaled(1.5, lambda g: _join_dots(g, 2.0, _DISC5)), 1.5),
+        Step("clahe-join-dots-wide-up15", _scaled(1.5, lambda g: _join_dots(_CLAHE.apply(g), 2.0, _DISC5)), 1.5),
+        Step("clahe-join-dots-up15", _scaled(1.5, lambda g: _join_dots(_CLAHE.apply(g), 1.0)), 1.5),
         Step("join-dots-small", _scaled(0.66, lambda g: _join_dots(g, 1.0)), 0.66),
         Step("open5", lambda g: cv2.morphologyEx(cv2.GaussianBlur(g, (0, 0), 1.0), cv2.MORPH_OPEN, _DISC5)),
         Step("up2", lambda g: _resize(g, 2.0), 2.0),
@@ -133,6 +137,11 @@ LADDER: tuple[str, ...] = (
     "join-dots-wide",
     "down2",
     "global-histogram",
+    # Small dots at 4-5 px modules under glare or low contrast: the wider closing needs them larger first.
+    "join-dots-wide-up15",
+    "clahe-join-dots-fine-down",
+    "clahe-join-dots-wide-up15",
+    "clahe-join-dots-up15",
 )
 
 
