@@ -46,3 +46,10 @@ CAMERA_RECONNECTS = Counter(
     "Times the station's camera was opened again after it was lost",
     ["station", "camera"],
 )
+# Streaming cameras (capture's rtsp and usb kinds): a stream that stalls (no frame within stall_ms), ends or cannot
+# be opened, by cause; each is then opened again with backoff.
+CAMERA_STREAM_LOST = Counter(
+    "lineguard_camera_stream_lost_total",
+    "Times the station's camera stream was lost, by cause (stalled, ended, open_failed)",
+    ["station", "camera", "cause"],
+)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from lineguard.bus import Bus
+from lineguard.contracts import heartbeat_subject, stream_name
+from lineguard.v1.heartbeat_pb2 import Heartbeat
 
 
 async def collect(bus: Bus, subject: str, stream: str, count: int, timeout: float = 20.0) -> list:
@@ -33,3 +37,17 @@ async def stored(bus: Bus, subject: str, stream: str, wait_s: float = 1.0) -> li
         return []
     finally:
         await sub.unsubscribe()
+
+
+async def heartbeat(
+    bus: Bus, service: str, until: Callable[[Heartbeat], bool], *, line: str = "l1", timeout: float = 30.0
+) -> Heartbeat:
+    """`service`'s latest heartbeat, once it says what `until` wants (TimeoutError after `timeout` seconds)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(NotFoundError):  # none yet
+                msg = await bus.js.get_last_msg(stream_name("heartbeat"), heartbeat_subject(line, service))
+                beat = Heartbeat.FromString(msg.data)
+                if until(beat):
+                    return beat
+            await asyncio.sleep(0.05)
