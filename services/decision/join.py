@@ -36,6 +36,9 @@ class Pending:
 
     @property
     def complete(self) -> bool:
+        """Both results are in, or the frame was refused (OVERLOAD): the part fails whatever OCR finds, at once."""
+        if self.inference is not None and self.inference.refused:
+            return True
         return self.inference is not None and self.ocr is not None
 
 

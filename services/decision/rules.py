@@ -25,6 +25,7 @@ from lineguard.v1.ocr_pb2 import OcrResult
 # Reason codes the PLC, the MES rows and the docs use.
 TIMEOUT = "TIMEOUT"
 NO_INFERENCE = "NO_INFERENCE"
+OVERLOAD = "OVERLOAD"  # the inference service refused the frame: the model could not judge it by the deadline
 NO_OCR = "NO_OCR"
 CODE_MISSING = "CODE_MISSING"
 CODE_INVALID = "CODE_INVALID"
@@ -82,9 +83,19 @@ class Judgement:
 
 
 def judge(recipe: RecipeSettings, inference: InferenceResult | None, ocr: OcrResult | None) -> Judgement:
-    """The verdict on one part. A missing input is a FAIL (TIMEOUT), never a pass."""
+    """The verdict on one part. A missing input is a FAIL (TIMEOUT), a frame refused by the inference service a FAIL
+    with its reason (OVERLOAD), never a pass."""
     findings: list[Finding] = []
-    if inference is None or ocr is None:
+    refused = inference is not None and bool(inference.refused)
+    if refused:
+        # The part was not judged and cannot pass: it fails with the refusal's own reason, not as a TIMEOUT.
+        assert inference is not None
+        text = (
+            f"the inference service refused the frame ({inference.refused}): the model could not judge it by the "
+            f"recipe's {recipe.deadline_ms} ms deadline"
+        )
+        findings.append(_plain(Verdict.VERDICT_FAIL, inference.refused, "input", text))
+    elif inference is None or ocr is None:
         missing = " and ".join(name for name, r in (("inference", inference), ("OCR", ocr)) if r is None)
         text = f"no {missing} result by the recipe's {recipe.deadline_ms} ms deadline"
         findings.append(_plain(Verdict.VERDICT_FAIL, TIMEOUT, "input", text))
@@ -92,7 +103,7 @@ def judge(recipe: RecipeSettings, inference: InferenceResult | None, ocr: OcrRes
             findings.append(_plain(Verdict.VERDICT_FAIL, NO_INFERENCE, "input", "the defect model's result is missing"))
         if ocr is None:
             findings.append(_plain(Verdict.VERDICT_FAIL, NO_OCR, "input", "the code reader's result is missing"))
-    if inference is not None:
+    if inference is not None and not refused:
         findings += judge_defects(recipe, inference)
     serial = ""
     if ocr is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from lineguard.runtime.service import ServiceContext
@@ -40,6 +42,7 @@ async def setup(ctx: ServiceContext) -> None:
     # A candidate in shadow (lineguard model shadow start) runs between live batches; it never reaches the PLC.
     shadow = await start_shadow(ctx, holder)
     pipeline = FrameBatcher(ctx, holder.current, shadow)
+    await asyncio.to_thread(pipeline.warm_up)  # before consuming: admission knows the model's pace from the start
     ctx.consume("frame", Frame, pipeline.handle)
     ctx.run_task(pipeline.run())
     ctx.on_stop(pipeline.drain)

@@ -340,3 +340,18 @@ def test_the_verdict_and_reasons_do_not_depend_on_the_order_defects_come_in(
     # Every verdict is explained: the worst finding's verdict is the part's, a pass has none.
     assert (a.explanation[0].verdict if a.explanation else Verdict.VERDICT_PASS) == a.verdict
     assert a.reasons == list(dict.fromkeys(f.reason for f in a.explanation))
+
+
+def test_a_refused_frame_fails_with_its_reason_whatever_ocr_read_and_is_never_a_timeout() -> None:
+    refused = InferenceResult(refused="OVERLOAD")
+    for read in (ocr("LG-00000001"), None):
+        j = judge(RECIPE, refused, read)
+        assert j.verdict == Verdict.VERDICT_FAIL and j.reasons == ["OVERLOAD"]
+        assert "refused the frame (OVERLOAD)" in j.explanation[0].text
+    # The join decides it at once, without waiting for OCR.
+    joiner = Joiner()
+    entry = joiner.open(Part(inspection_id="a", triggered_unix_ns=time.time_ns()), 3000, trigger=True)
+    entry.inference = refused
+    assert entry.complete
+    entry.inference = inference()
+    assert not entry.complete

@@ -20,12 +20,12 @@ BOARD = SAMPLE_BOARDS / "00041000_test.jpg"
 
 @dataclass(frozen=True)
 class Runtime:
-    """What runs the model, on both sides of a ratio: the backend, its device and its CPU threads (0: the runtime's
-    default, as `model.intra_op_threads` 0 means)."""
+    """What runs the model, on both sides of a ratio: the backend, its device and its CPU threads (0 as
+    `model.intra_op_threads` 0 means)."""
 
     backend: str = "onnxruntime"
     device: str = "cpu"
-    threads: int = 0
+    threads: int = 0  # 0: lineguard's default (lineguard.vision.backends.onnxruntime.default_threads)
 
     @property
     def raw_onnxruntime(self) -> bool:
@@ -68,9 +68,10 @@ def bare_run(model: Path, runtime: Runtime, images: int, batch: int = 1) -> Bare
     if runtime.raw_onnxruntime:
         import onnxruntime as ort
 
+        from lineguard.vision.backends.onnxruntime import apply_threads
+
         options = ort.SessionOptions()
-        if runtime.threads:
-            options.intra_op_num_threads = runtime.threads
+        apply_threads(options, runtime.threads)  # the threads (and no spinning) the service runs it with
         session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         fixed = session.get_inputs()[0].shape[0]

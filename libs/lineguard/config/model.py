@@ -183,7 +183,12 @@ class ModelSettings(_Strict):
     version: str | None = None
     conf_threshold: float = Field(0.25, ge=0, le=1)
     iou_threshold: float = Field(0.45, ge=0, le=1)
-    intra_op_threads: int = Field(0, ge=0, description="CPU threads per inference; 0 = the runtime's default")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads per inference; 0 = half the cores, at least 1 (the line's other processes "
+        "need the rest; docs/inference.md)",
+    )
     device: str | None = Field(
         None,
         description="'cpu', 'cuda' / 'cuda:N' (onnxruntime-gpu, tensorrt), or an "

@@ -72,6 +72,7 @@ REASON_BITS: dict[str, int] = {
     "CODE_INVALID": 4,
     "UNKNOWN_RECIPE": 5,
     "INVALID_RESULT": 6,
+    "OVERLOAD": 7,  # refused on arrival: the model could not judge the part by its deadline (a fast FAIL)
     "DEFECT_OPEN": 8,
     "DEFECT_SHORT": 9,
     "DEFECT_MOUSEBITE": 10,

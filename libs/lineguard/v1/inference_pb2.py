@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lineguard.v1 import common_pb2 as lineguard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clineguard/v1/inference.proto\x12\x0clineguard.v1\x1a\x19lineguard/v1/common.proto\"\xa8\x01\n\tDetection\x12\x12\n\nclass_name\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x1e\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x11.lineguard.v1.Box\x12#\n\x04mask\x18\x05 \x01(\x0b\x32\x15.lineguard.v1.Polygon\x12\x0f\n\x07\x61rea_px\x18\x06 \x01(\x02\x12\x10\n\x08\x61rea_mm2\x18\x07 \x01(\x02\"\xc4\x02\n\x0fInferenceResult\x12 \n\x04part\x18\x01 \x01(\x0b\x32\x12.lineguard.v1.Part\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12+\n\ndetections\x18\x04 \x03(\x0b\x32\x17.lineguard.v1.Detection\x12\x13\n\x0bimage_width\x18\x05 \x01(\r\x12\x14\n\x0cimage_height\x18\x06 \x01(\r\x12*\n\x07timings\x18\x07 \x03(\x0b\x32\x19.lineguard.v1.StageTiming\x12\x19\n\x11\x63ompleted_unix_ns\x18\x08 \x01(\x03\x12\x14\n\x0cmodel_sha256\x18\t \x01(\t\x12\x31\n\rimage_quality\x18\n \x01(\x0b\x32\x1a.lineguard.v1.ImageQualityb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clineguard/v1/inference.proto\x12\x0clineguard.v1\x1a\x19lineguard/v1/common.proto\"\xa8\x01\n\tDetection\x12\x12\n\nclass_name\x18\x01 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x1e\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x11.lineguard.v1.Box\x12#\n\x04mask\x18\x05 \x01(\x0b\x32\x15.lineguard.v1.Polygon\x12\x0f\n\x07\x61rea_px\x18\x06 \x01(\x02\x12\x10\n\x08\x61rea_mm2\x18\x07 \x01(\x02\"\xd5\x02\n\x0fInferenceResult\x12 \n\x04part\x18\x01 \x01(\x0b\x32\x12.lineguard.v1.Part\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12+\n\ndetections\x18\x04 \x03(\x0b\x32\x17.lineguard.v1.Detection\x12\x13\n\x0bimage_width\x18\x05 \x01(\r\x12\x14\n\x0cimage_height\x18\x06 \x01(\r\x12*\n\x07timings\x18\x07 \x03(\x0b\x32\x19.lineguard.v1.StageTiming\x12\x19\n\x11\x63ompleted_unix_ns\x18\x08 \x01(\x03\x12\x14\n\x0cmodel_sha256\x18\t \x01(\t\x12\x31\n\rimage_quality\x18\n \x01(\x0b\x32\x1a.lineguard.v1.ImageQuality\x12\x0f\n\x07refused\x18\x0b \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,5 +35,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DETECTION']._serialized_start=74
   _globals['_DETECTION']._serialized_end=242
   _globals['_INFERENCERESULT']._serialized_start=245
-  _globals['_INFERENCERESULT']._serialized_end=569
+  _globals['_INFERENCERESULT']._serialized_end=586
 # @@protoc_insertion_point(module_scope)

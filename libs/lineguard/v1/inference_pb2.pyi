@@ -26,7 +26,7 @@ class Detection(_message.Message):
     def __init__(self, class_name: _Optional[str] = ..., class_id: _Optional[int] = ..., score: _Optional[float] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., mask: _Optional[_Union[_common_pb2.Polygon, _Mapping]] = ..., area_px: _Optional[float] = ..., area_mm2: _Optional[float] = ...) -> None: ...
 
 class InferenceResult(_message.Message):
-    __slots__ = ("part", "model_id", "model_version", "detections", "image_width", "image_height", "timings", "completed_unix_ns", "model_sha256", "image_quality")
+    __slots__ = ("part", "model_id", "model_version", "detections", "image_width", "image_height", "timings", "completed_unix_ns", "model_sha256", "image_quality", "refused")
     PART_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class InferenceResult(_message.Message):
     COMPLETED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     IMAGE_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     part: _common_pb2.Part
     model_id: str
     model_version: str
@@ -47,4 +48,5 @@ class InferenceResult(_message.Message):
     completed_unix_ns: int
     model_sha256: str
     image_quality: _common_pb2.ImageQuality
-    def __init__(self, part: _Optional[_Union[_common_pb2.Part, _Mapping]] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., completed_unix_ns: _Optional[int] = ..., model_sha256: _Optional[str] = ..., image_quality: _Optional[_Union[_common_pb2.ImageQuality, _Mapping]] = ...) -> None: ...
+    refused: str
+    def __init__(self, part: _Optional[_Union[_common_pb2.Part, _Mapping]] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., completed_unix_ns: _Optional[int] = ..., model_sha256: _Optional[str] = ..., image_quality: _Optional[_Union[_common_pb2.ImageQuality, _Mapping]] = ..., refused: _Optional[str] = ...) -> None: ...
