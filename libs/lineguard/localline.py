@@ -99,21 +99,39 @@ class LocalLine:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._migrate(env)
         for name in SERVICES:
-            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the service writes it until it is stopped
-            # By module path, not by import: the library never imports a service.
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"lineguard.services.{name}", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+            self.respawn(name)
         try:
             asyncio.run(self._wait_ready(ready_timeout_s))
         except BaseException:
             self.stop()
             raise
         return self
+
+    def respawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start service `name`'s process (again, once it has exited: what a supervisor such as compose's
+        `restart: always` does), appending to its log."""
+        running = self.processes.get(name)
+        if running is not None and running.poll() is None:
+            raise LineStartError(f"service {name} is still running (pid {running.pid})")
+        if self.config_path is None:
+            raise LineStartError("the line was never started: no configuration to start a service with")
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the service writes it until it is stopped
+        # By module path, not by import: the library never imports a service.
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", f"lineguard.services.{name}", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        log.close()  # the child holds its own copy
+        return self.processes[name]
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send `sig` to service `name`'s process (SIGKILL, SIGTERM, SIGSTOP / SIGCONT: the chaos harness)."""
+        proc = self.processes[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
 
     def _migrate(self, env: dict[str, str]) -> None:
         """The migrator's step before the writer starts, as compose's one-shot service and Helm's hook run it."""
