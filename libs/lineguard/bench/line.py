@@ -42,7 +42,7 @@ class LineRun:
     missing: int = 0
     duplicates: int = 0
     rows: int = 0  # database rows of these parts whose verdict is the one the PLC got
-    judged_per_s: float = 0.0  # judged parts over the time from the first trigger to the last result
+    judged_per_s: float = 0.0  # judged results a second in the run's steady state (steady_window)
     judged_p50_ms: float = math.nan
     judged_p99_ms: float = math.nan
     overload_p50_ms: float = math.nan  # trigger to OVERLOAD result
@@ -58,7 +58,9 @@ class LineRun:
         return sum(self.cpu_ms_per_part.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "sustained": self.sustained, "cpu_ms_total": round(self.cpu_ms_total, 1)}
+        """Its figures, JSON-ready: a latency of no part of its kind is None (JSON has no NaN)."""
+        figures = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
+        return {**figures, "sustained": self.sustained, "cpu_ms_total": round(self.cpu_ms_total, 1)}
 
 
 class CpuClock:
@@ -126,8 +128,9 @@ async def drive(line: LocalLine, plc: SimulatedPlc, rate: float, parts: int, res
     run.timeout = sum(1 for r in report.results if TIMEOUT in r.reasons)
     run.unjudged_pass = sum(1 for r in report.results if r.verdict == "PASS" and NOT_JUDGED & set(r.reasons))
     if judged:
-        last = max(arrived.get(r.inspection_id, started) for r in judged)
-        run.judged_per_s = round(len(judged) / max(last - started, 1e-6), 2)
+        begin, end = steady_window(started, parts / rate)
+        steady = sum(1 for r in judged if begin <= arrived.get(r.inspection_id, math.inf) <= end)
+        run.judged_per_s = round(steady / (end - begin), 2)
         run.judged_p50_ms, run.judged_p99_ms = (
             round(percentile([r.latency_s * 1000 for r in judged], q), 1) for q in (50, 99)
         )
@@ -137,6 +140,14 @@ async def drive(line: LocalLine, plc: SimulatedPlc, rate: float, parts: int, res
         )
     run.cpu_ms_per_part = {name: round((after[name] - before[name]) * 1000 / parts, 1) for name in after}
     return run
+
+
+def steady_window(started: float, triggering_s: float) -> tuple[float, float]:
+    """The part of a run whose results count towards its rate: from a third of the triggering (at most 3 s: the
+    line's queues filled) to the last trigger (before the backlog left at the end drains, which would count a
+    deadline's worth of results no second of triggering made)."""
+    skip = min(3.0, triggering_s / 3)
+    return started + skip, started + triggering_s
 
 
 def start_line(workdir: Path, config_overrides: dict[str, Any] | None = None) -> LocalLine:

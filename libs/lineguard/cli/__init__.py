@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lineguard.cli.api import api_app
+from lineguard.cli.bench import bench
 from lineguard.cli.camera import camera_app
 from lineguard.cli.confirm import confirm
 from lineguard.cli.data import data_app
@@ -26,6 +27,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="lineguard: computer-vision inspection for production lines."
 )
 app.command()(demo)
+app.command()(bench)
 app.command()(trace)
 app.command()(confirm)
 app.add_typer(camera_app, name="camera")
