@@ -6,12 +6,14 @@ unready, waiting, not crash-looping."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -30,7 +32,7 @@ from lineguard.testing.containers import (
     stack,
     wait_ready,
 )
-from lineguard.testing.postgres import give_database_back, take_database_away, throwaway_database
+from lineguard.testing.postgres import ADMIN_URL_ENV, DEFAULT_ADMIN, take_database_away, throwaway_database
 
 pytestmark = [
     pytest.mark.deploy,
@@ -64,11 +66,13 @@ def make_box(folder: Path, database_url: str) -> Box:
     secrets = folder / "secrets"
     write_credentials(secrets / "nats", "l1", hosts=["127.0.0.1", "localhost"])
     (secrets / "opcua-plc-password").write_text("plc-password-for-the-test\n")
+    # Mounted as compose mounts it; the host's PostgreSQL trusts loopback, so the config names no password file.
+    (secrets / "postgres-password").write_text("unused-by-a-trusting-server\n")
     nats_port, monitor_port, opcua_port = free_port(), free_port(), free_port()
     # The host's network: every port its own, every address loopback (compose gives each container its own).
     line: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "line.yaml").read_text())
     line["nats"]["url"] = f"nats://127.0.0.1:{nats_port}"
-    line["database"] = {"url": database_url}  # the host's PostgreSQL trusts loopback: no password file
+    line["database"] = {"url": database_url}
     line["stations"][0]["plc"]["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}/lineguard/"
     health_ports = {name: free_port() for name in SERVICES}
     for name, port in health_ports.items():
@@ -127,6 +131,12 @@ def start_service(box: Box, running: Stack, name: str) -> None:
         env={"LINEGUARD_HEALTH_PORT": str(box.health_ports[name])},
         restart="on-failure",
     )
+
+
+def give_database_back(url: str) -> None:
+    """The end of take_database_away's outage: connections allowed again."""
+    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{sa.engine.make_url(url).database}" ALLOW_CONNECTIONS true')
 
 
 @pytest.fixture

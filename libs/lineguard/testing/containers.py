@@ -128,7 +128,9 @@ class Stack:
             args += ["--volume", f"{host}:{target}:ro" if host.is_file() else f"{host}:{target}"]
         for key, value in (env or {}).items():
             args += ["--env", f"{key}={value}"]
-        subprocess.run([*args, image(image_name), *command], capture_output=True, text=True, check=True)
+        done = subprocess.run([*args, image(image_name), *command], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"podman run {name} failed ({done.returncode}): {done.stderr.strip()}")
         self.containers.append(container)
         return container
 
