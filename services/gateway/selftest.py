@@ -133,7 +133,7 @@ class SelfTests:
 
     async def schedule(self, stopping: asyncio.Event, station_id: str) -> None:
         interval = self.stations[station_id].selftest.interval_s  # type: ignore[union-attr]
-        while interval > 0 and not stopping.is_set():
+        while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval)
             if not stopping.is_set():

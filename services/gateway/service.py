@@ -92,8 +92,9 @@ async def watch_drift(ctx: ServiceContext, links: StationLinks, selftests: SelfT
             await link.set_warning(state.detail or "drift alert" if alert else None)
 
     ctx.consume("drift", DriftState, on_drift)
-    for station_id in selftests.stations:
-        ctx.run_task(selftests.schedule(ctx.stopping, station_id))
+    for station_id, station in selftests.stations.items():
+        if station.selftest is not None and station.selftest.interval_s > 0:  # a service's task runs while it does
+            ctx.run_task(selftests.schedule(ctx.stopping, station_id))
     if selftests.stations:
         sub = await ctx.bus.nc.subscribe(command_subjects(ctx.config.line), cb=selftests.on_command)
 

@@ -61,7 +61,7 @@ class DriftWatch:
         self.selftest: dict[str, str] = {}  # station -> why its last self-test raises the alert
         self.baselines: dict[str, Baseline] = {}
         self._training: dict[ROI | None, Baseline] = {}
-        self.published: dict[str, DriftLevel.ValueType] = {}
+        self.published: dict[str, DriftLevel] = {}
 
     # --- what comes in
 

@@ -86,7 +86,8 @@ async def test_darkened_frames_raise_the_drift_alert(bus_factory, fresh_nats, li
             await trigger(bus, range(1, BOARDS + 1))
             await wait_for(lambda: rows(url, count)[0][0] == BOARDS, timeout=90)
         # The lit boards are the training set's own: no drift.
-        await wait_for(lambda: rows(url, "SELECT level FROM drift_states WHERE samples = :n".replace(":n", str(BOARDS))), timeout=10)
+        judged = f"SELECT level FROM drift_states WHERE samples = {BOARDS}"
+        await wait_for(lambda: rows(url, judged), timeout=10)
         [(level, detail)] = rows(url, "SELECT level, detail FROM drift_states")
         assert level == "OK", detail
         assert all(s.level == DriftLevel.DRIFT_LEVEL_OK for s in states)
@@ -96,8 +97,9 @@ async def test_darkened_frames_raise_the_drift_alert(bus_factory, fresh_nats, li
             await wait_for(lambda: rows(url, count)[0][0] == 2 * BOARDS, timeout=90)
         await wait_for(lambda: rows(url, "SELECT 1 FROM drift_states WHERE level = 'ALERT'"), timeout=10)
 
+    stored = "SELECT image_quality FROM inspections WHERE {} ORDER BY sequence"
     lit_quality, dark_quality = (
-        [json.loads(q)["brightness"] for (q,) in rows(url, f"SELECT image_quality FROM inspections WHERE {where} ORDER BY sequence")]
+        [json.loads(q)["brightness"] for (q,) in rows(url, stored.format(where))]
         for where in (f"sequence <= {BOARDS}", f"sequence > {BOARDS}")
     )
     assert len(lit_quality) == len(dark_quality) == BOARDS

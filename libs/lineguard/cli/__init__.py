@@ -14,6 +14,7 @@ from lineguard.cli.confirm import confirm
 from lineguard.cli.data import data_app
 from lineguard.cli.db import db_app
 from lineguard.cli.demo import demo
+from lineguard.cli.drift import drift_app, selftest
 from lineguard.cli.model import model_app
 from lineguard.cli.nats import nats_app
 from lineguard.cli.ocr import ocr_app
@@ -30,6 +31,8 @@ app.command()(demo)
 app.command()(bench)
 app.command()(trace)
 app.command()(confirm)
+app.command()(selftest)
+app.add_typer(drift_app, name="drift")
 app.add_typer(camera_app, name="camera")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")

@@ -20,7 +20,10 @@ class _Strict(BaseModel):
 
 class DriftSettings(_Strict):
     enabled: bool = Field(True, description="the results service watches each station's drift")
-    features: list[Feature] = Field(default_factory=lambda: list(FEATURES), description="what is compared")
+    features: list[Feature] = Field(
+        default_factory=lambda: list(FEATURES),  # type: ignore[arg-type]  # FEATURES holds every Feature
+        description="what is compared",
+    )
     warn_psi: float = Field(0.1, gt=0, description="a feature's PSI at or over this: WARNING")
     alert_psi: float = Field(0.25, gt=0, description="a feature's PSI at or over this: ALERT (a warning at the PLC)")
     window: int = Field(500, ge=10, description="the latest parts of the station's current shift that are compared")

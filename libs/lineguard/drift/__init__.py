@@ -1,12 +1,12 @@
 """Drift: how far a station's parts have moved from a baseline, one population stability index per feature.
 
-Plain functions and dataclasses (docs/drift.md). A `Baseline` holds, per feature, the edges of equal-width bins over
-the range of the baseline's values (the outer bins open-ended) and the share of those values in each bin; `psi` puts the current window's values in the
-same bins and sums (actual - expected) * ln(actual / expected). Equal widths rather than quantiles: a small
-baseline (a training set of a few dozen images) has near-equal values that quantile edges split at random, which
-reads as drift where there is none. Shares are floored at EPSILON so that an empty bin
-on either side gives a large, finite index instead of infinity. A feature whose baseline has one value only (a
-count that never varied) gets two bins around it: any other value is drift."""
+Plain functions and dataclasses (docs/drift.md). A `Baseline` holds, per feature, the edges of equal-width bins
+over the range of the baseline's values (the outer bins open-ended) and the share of those values in each bin;
+`psi` puts the current window's values in the same bins and sums (actual - expected) * ln(actual / expected).
+Equal widths rather than quantiles: a small baseline (a training set of a few dozen images) has near-equal values
+that quantile edges split at random, which reads as drift where there is none. Shares are floored at EPSILON so
+that an empty bin on either side gives a large, finite index instead of infinity. A feature whose baseline has one
+value only (a count that never varied) gets a bin of its own: any other value is drift."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Histogram:
     expected: tuple[float, ...]  # share of the baseline's values in each bin
     mean: float
 
-    def shares(self, values: Sequence[float]) -> np.ndarray:
+    def shares(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
         counts = np.bincount(np.searchsorted(self.edges, values, side="right"), minlength=len(self.edges) + 1)
         return counts / max(len(values), 1)
 
@@ -126,7 +126,7 @@ def decision_features(decision: Decision) -> dict[str, float]:
     return found
 
 
-def level_of(value: float, settings: DriftSettings) -> DriftLevel.ValueType:
+def level_of(value: float, settings: DriftSettings) -> DriftLevel:
     if value >= settings.alert_psi:
         return DriftLevel.DRIFT_LEVEL_ALERT
     if value >= settings.warn_psi:
@@ -138,7 +138,7 @@ def level_of(value: float, settings: DriftSettings) -> DriftLevel.ValueType:
 class Judged:
     """A window judged against a baseline."""
 
-    level: DriftLevel.ValueType
+    level: DriftLevel
     features: list[FeatureDrift] = field(default_factory=list)
     detail: str = ""
 
