@@ -354,7 +354,11 @@ def judge(run: Run, line: LocalLine, db_url: str, dead_stored: dict[str, int], c
         return any(sent.called_at <= kill <= sent.called_at + bound_s for kill in run.gateway_kills)
 
     first: list[PlcResult] = []
-    escapes, late, unanswered, lost_with_gateway, no_row = [], [], [], [], []
+    escapes: list[int] = []
+    late: list[tuple[int, float]] = []
+    unanswered: list[int] = []
+    lost_with_gateway: list[int] = []
+    no_row: list[int] = []
     duplicated: list[tuple[int, list[tuple[str, str, bool]]]] = []
     for sent in accepted:
         got = run.results.get(sent.inspection_id, [])
@@ -383,11 +387,11 @@ def judge(run: Run, line: LocalLine, db_url: str, dead_stored: dict[str, int], c
     resumed_s = math.nan
     if run.nats_back_at is not None:
         after = [
-            (got[0][0], s)
+            (seen[0][0], s)
             for s in accepted
             if s.called_at >= run.nats_back_at
-            and (got := run.results.get(s.inspection_id))
-            and "TIMEOUT" not in got[0][1].reasons
+            and (seen := run.results.get(s.inspection_id))
+            and "TIMEOUT" not in seen[0][1].reasons
         ]
         if after:
             resumed_s = min(arrival for arrival, _ in after) - run.nats_back_at
@@ -424,7 +428,7 @@ def judge(run: Run, line: LocalLine, db_url: str, dead_stored: dict[str, int], c
     if dead_at_end:
         violations["stop"] = f"services that did not stop cleanly at the end: {dead_at_end}"
 
-    latencies = [got[0][0] - s.called_at for s in accepted if (got := run.results.get(s.inspection_id))]
+    latencies = [seen[0][0] - s.called_at for s in accepted if (seen := run.results.get(s.inspection_id))]
     verdicts = Counter(r.verdict for r in first)
     figures = {
         "parts": run.parts,
