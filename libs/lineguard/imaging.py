@@ -137,8 +137,9 @@ def frame_pixels(frame: Frame, config: LineConfig, *, grey: bool = False) -> tup
     except KeyError as exc:
         raise FrameError(f"frame of part {part.inspection_id}: {exc.args[0]}") from None
     if frame.WhichOneof("payload") == "object_key":
+        # The services fetch such an image first (lineguard.bus.bigframes.fetching_images): a caller that did not.
         raise FrameError(
-            f"frame carries object_key {frame.object_key!r}: frames in the object store are not supported yet"
+            f"frame carries object_key {frame.object_key!r}: its image was not fetched from the object store"
         )
     try:
         limits = frame_limits(frame, config)

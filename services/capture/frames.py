@@ -1,4 +1,5 @@
-"""A trigger in, a frame out: the station's camera grabs, the frame carries the image inline."""
+"""A trigger in, a frame out: the station's camera grabs, the frame carries the image (inline here; the service moves
+one too big for a message into the object store, lineguard.bus.bigframes)."""
 
 from __future__ import annotations
 
@@ -60,16 +61,6 @@ class StationCameras:
             image = self.golden.grab(part) if part.golden_case and self.golden else source.grab(part)
         except CameraError as exc:
             raise CaptureError(str(exc)) from None
-        limit = self.config.nats.inline_image_max_bytes
-        size = len(image.data) + len(image.reference)
-        if size > limit:
-            # Until frames can go through the object store, an oversize one is refused here
-            # rather than rejected by the server as an oversize message.
-            raise CaptureError(
-                f"frame from {source.camera_id} is {size} bytes (image and reference), over the "
-                f"inline limit nats.inline_image_max_bytes={limit}; larger frames need the object "
-                "store, which is not supported yet"
-            )
         frame = Frame(
             part=copy_part(part),
             camera_id=source.camera_id,

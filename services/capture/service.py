@@ -7,6 +7,7 @@ import contextlib
 from collections import OrderedDict
 
 from lineguard.bus import BadMessage, Delivery
+from lineguard.bus.bigframes import frames_bucket, offload
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.capture.frames import CaptureError, StationCameras
 from lineguard.v1.frame_pb2 import Frame
@@ -32,6 +33,7 @@ async def setup(ctx: ServiceContext) -> None:
             f"the NATS server takes messages up to {server_limit} bytes, but nats.inline_image_max_bytes is "
             f"{inline_limit}: raise max_payload on the server or lower nats.inline_image_max_bytes"
         )
+    bucket = await frames_bucket(ctx.bus.js)  # for frames over inline_limit (lineguard.bus.bigframes)
     cameras = StationCameras.from_config(ctx.config)
     ctx.on_stop(lambda: asyncio.to_thread(cameras.close))
     ctx.run_task(report_cameras(ctx, cameras))
@@ -54,6 +56,11 @@ async def setup(ctx: ServiceContext) -> None:
             unsent[inspection_id] = frame
             while len(unsent) > UNSENT_KEPT:
                 unsent.popitem(last=False)
+        try:
+            # In place once stored: a redelivery publishes the same key, nothing is stored twice.
+            await offload(bucket, frame, inline_limit)
+        except ValueError as exc:
+            raise BadMessage(str(exc)) from None
         await ctx.publish("frame", frame)
         unsent.pop(inspection_id, None)
 

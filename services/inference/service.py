@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 
+from lineguard.bus.bigframes import fetching_images
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.batching import FrameBatcher
 from lineguard.services.inference.holder import ModelHolder
@@ -43,6 +44,6 @@ async def setup(ctx: ServiceContext) -> None:
     shadow = await start_shadow(ctx, holder)
     pipeline = FrameBatcher(ctx, holder.current, shadow)
     await asyncio.to_thread(pipeline.warm_up)  # before consuming: admission knows the model's pace from the start
-    ctx.consume("frame", Frame, pipeline.handle)
+    ctx.consume("frame", Frame, fetching_images(ctx.bus.js, pipeline.handle))
     ctx.run_task(pipeline.run())
     ctx.on_stop(pipeline.drain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from lineguard.bus import BadMessage, Delivery
+from lineguard.bus.bigframes import fetching_images
 from lineguard.imaging import FrameError
 from lineguard.ocr.fields import SeenValues
 from lineguard.runtime.service import ServiceContext
@@ -26,4 +27,4 @@ async def setup(ctx: ServiceContext) -> None:
             raise BadMessage(str(exc)) from None
         await ctx.publish("ocr", result)
 
-    ctx.consume("frame", Frame, handle)
+    ctx.consume("frame", Frame, fetching_images(ctx.bus.js, handle))

@@ -175,14 +175,3 @@ def test_capture_refuses_an_unknown_station(line_config_dict) -> None:
     with pytest.raises(CaptureError, match=r"station 's9', which is not configured on line 'l1' \(known: s1\)"):
         cameras.capture(Trigger(part=part(station="s9")))
 
-
-def test_capture_refuses_a_frame_over_the_inline_limit(line_config_dict) -> None:
-    raw = line_config_dict()
-    raw["nats"]["inline_image_max_bytes"] = 10_000
-    cameras = StationCameras.from_config(LineConfig(**raw))
-    with pytest.raises(
-        CaptureError,
-        match=r"is \d+ bytes \(image and reference\), over the inline limit "
-        r"nats.inline_image_max_bytes=10000",
-    ):
-        cameras.capture(Trigger(part=part()))

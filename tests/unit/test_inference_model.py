@@ -169,7 +169,7 @@ def test_frames_that_cannot_be_inspected_say_why(detector, config) -> None:
         (frame_of(b"GIF89a nope"), config, "frame is not an image"),
         (frame_of(jpeg[: len(jpeg) // 2]), config, "truncated jpeg"),
         (frame_of(jpeg, recipe="pcb-z"), config, "unknown recipe 'pcb-z'"),
-        (object_frame, config, "object_key 'frames/abc': frames in the object store are not supported yet"),
+        (object_frame, config, "object_key 'frames/abc': its image was not fetched from the object store"),
         (
             frame_of(jpeg),
             outside,

@@ -117,5 +117,5 @@ def test_ocr_frame_names_what_is_wrong_with_the_frame(line_config_dict) -> None:
         ocr_frame(frame_of(board()), config)
     in_store = frame_of(stamped)
     in_store.object_key = "frames/abc"
-    with pytest.raises(FrameError, match="object store are not supported yet"):
+    with pytest.raises(FrameError, match="its image was not fetched from the object store"):
         ocr_frame(in_store, config)

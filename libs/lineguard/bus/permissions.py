@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lineguard.bus.bigframes import FRAMES_BUCKET, FRAMES_STREAM
 from lineguard.contracts import (
     DEAD_KIND,
     KINDS,
@@ -34,7 +35,8 @@ MODELS_STREAM = f"OBJ_{MODELS_BUCKET}"
 PROMOTED_STREAM = f"KV_{PROMOTED_BUCKET}"
 RECIPES_STREAM = f"KV_{RECIPES_BUCKET}"
 SHADOW_STREAM = f"KV_{SHADOW_BUCKET}"
-LINE_STREAMS = tuple(stream_name(kind) for kind in (*KINDS, DEAD_KIND))
+# The kinds' streams, the dead letters and the bucket of frames too big for a message (lineguard.bus.bigframes).
+LINE_STREAMS = (*(stream_name(kind) for kind in (*KINDS, DEAD_KIND)), FRAMES_STREAM)
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,20 @@ class Role:
     watches_captures: bool = False
     # `lineguard selftest` (the operator) asks it to run a station's self-test: a plain subscription.
     takes_selftest_commands: bool = False
+    # Frames over nats.inline_image_max_bytes: their images in the lg-frames bucket (lineguard.bus.bigframes).
+    # Capture writes them (new names only: it never purges or deletes); the frames' readers read them.
+    writes_big_frames: bool = False
+    reads_big_frames: bool = False
 
 
 # The services, as the code wires them (`ctx.consume(...)`, `ctx.publish(...)` in services/<name>/service.py).
 SERVICE_ROLES: dict[str, Role] = {
-    "capture": Role(consumes=("trigger",), produces=("frame",)),
+    "capture": Role(consumes=("trigger",), produces=("frame",), writes_big_frames=True),
     # The candidate model's results (shadow) and the verdict it would give (shadow_verdict) never reach the gateway.
-    "inference": Role(consumes=("frame",), produces=("inference", "shadow"), reads_registry=True),
-    "ocr": Role(consumes=("frame",), produces=("ocr",)),
+    "inference": Role(
+        consumes=("frame",), produces=("inference", "shadow"), reads_registry=True, reads_big_frames=True
+    ),
+    "ocr": Role(consumes=("frame",), produces=("ocr",), reads_big_frames=True),
     "decision": Role(
         consumes=("trigger", "inference", "ocr", "shadow"), produces=("decision", "shadow_verdict"), reads_recipes=True
     ),
@@ -75,7 +83,9 @@ SERVICE_ROLES: dict[str, Role] = {
     ),
     # frame: the image archive reads the stored frames after the fact (services/results/archive/archiver.py).
     # drift / selftest: the drift watch publishes each station's drift state and reads the gateway's self-tests.
-    "results": Role(consumes=("decision", "ack", "shadow_verdict", "frame", "selftest"), produces=("drift",)),
+    "results": Role(
+        consumes=("decision", "ack", "shadow_verdict", "frame", "selftest"), produces=("drift",), reads_big_frames=True
+    ),
 }
 # Plain subscriptions to a line's kinds, nothing stored or acked for them: the results service's dashboard follows
 # the line live through these (services/results/dashboard/follow.py) and adds nothing to a part's path.
@@ -146,6 +156,16 @@ def _bucket_read(*streams: str) -> list[str]:
     return subjects
 
 
+def _big_frames_write() -> list[str]:
+    """Put new objects: chunks and meta, and the look-up of a name's meta that put does first."""
+    return [
+        f"$O.{FRAMES_BUCKET}.>",
+        f"{API}.STREAM.INFO.{FRAMES_STREAM}",
+        f"{API}.STREAM.MSG.GET.{FRAMES_STREAM}",
+        f"{API}.DIRECT.GET.{FRAMES_STREAM}.>",
+    ]
+
+
 def _registry_write(line: str) -> list[str]:
     # Models are shared by every line; what a line runs is its own key: one operator key per line, which may
     # promote (and start shadow runs) on that line only, so a record's author is that line's operator.
@@ -200,6 +220,10 @@ def permissions(identity: str, line: str) -> Permissions:
             publish += _recipes_read()
         if role.watches_captures:  # its own durable on the frames; it dead-letters nothing
             publish += [s for s in _consumer(identity, "frame", line) if s != dead_subject("frame")]
+        if role.writes_big_frames:
+            publish += _big_frames_write()
+        if role.reads_big_frames:
+            publish += _bucket_read(FRAMES_STREAM)
     else:
         raise KeyError(f"no NATS identity {identity!r} (known: {', '.join(IDENTITIES)})")
     subscribe = [f"{inbox_prefix(identity)}.>"]
@@ -255,6 +279,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
     role = SERVICE_ROLES[identity]
     produced = [f"`lg.{kind}.{line}.*`" for kind in role.produces]
     dead = [f"`{dead_subject(kind)}`" for kind in role.consumes]
+    if role.writes_big_frames:
+        produced.append(f"new objects in `{FRAMES_BUCKET}` (frames too big for a message)")
     publish = ", ".join([*produced, f"`{heartbeat_subject(line, identity)}`", *dead])
     reads = ", ".join(f"`{durable_name(identity, kind)}` on {stream_name(kind)}" for kind in role.consumes)
     if role.reads_registry:
@@ -265,6 +291,8 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
         reads += f", `lg.heartbeat.{line}.*` (subscribed)"
     if role.watches_captures:
         reads += f", `{durable_name(identity, 'frame')}` on {stream_name('frame')} (headers only)"
+    if role.reads_big_frames:
+        reads += f", the big frames' images (`{FRAMES_BUCKET}`)"
     if role.takes_selftest_commands:
         reads += f", `{_selftest_commands(line)}` (subscribed: self-test commands)"
     if identity in SIDE_SUBSCRIPTIONS:

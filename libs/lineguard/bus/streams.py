@@ -8,6 +8,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from lineguard.bus.bigframes import FRAMES_STREAM, FRAMES_SUBJECTS
 from lineguard.config import NatsSettings
 from lineguard.contracts import DEAD_KIND, KINDS, kind_subjects, stream_name
 
@@ -27,6 +28,7 @@ class StreamSpec:
     duplicate_window_s: float
     max_msgs_per_subject: int = -1
     discard: DiscardPolicy = DiscardPolicy.OLD
+    object_store: bool = False  # an object store bucket's stream (rollup of each object's meta, direct gets)
 
     def to_config(self) -> StreamConfig:
         return StreamConfig(
@@ -39,11 +41,14 @@ class StreamSpec:
             max_bytes=self.max_bytes,
             max_msgs_per_subject=self.max_msgs_per_subject,
             duplicate_window=self.duplicate_window_s,
+            allow_rollup_hdrs=self.object_store,
+            allow_direct=self.object_store,
         )
 
 
 def line_streams(settings: NatsSettings) -> list[StreamSpec]:
-    """One stream per kind (`lg.<kind>.>`), plus the dead letters (`lg.dead.>`)."""
+    """One stream per kind (`lg.<kind>.>`), plus the dead letters (`lg.dead.>`) and the bucket of frames too big
+    for a message (lineguard.bus.bigframes)."""
     specs = []
     for kind in (*KINDS, DEAD_KIND):
         specs.append(
@@ -58,6 +63,17 @@ def line_streams(settings: NatsSettings) -> list[StreamSpec]:
                 discard=DiscardPolicy.NEW if kind in KEEP_WHEN_FULL else DiscardPolicy.OLD,
             )
         )
+    # As long-lived as the frames; the oldest dropped when full, as frames are.
+    specs.append(
+        StreamSpec(
+            name=FRAMES_STREAM,
+            subjects=FRAMES_SUBJECTS,
+            max_age_s=settings.stream_max_age_s,
+            max_bytes=settings.stream_max_bytes,
+            duplicate_window_s=settings.duplicate_window_s,
+            object_store=True,
+        )
+    )
     return specs
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from lineguard.bus import BadMessage, Delivery, Retry
+from lineguard.bus.bigframes import fetching_images
 from lineguard.config import LineConfig
 from lineguard.config.seams import ArchiveSettings
 from lineguard.imaging import ImageError
@@ -131,7 +132,7 @@ def keep_images(ctx: ServiceContext, engine: Engine) -> Archiver:
     settings = ctx.config.archive
     archiver = Archiver(engine, open_store(settings), settings, ctx.config)
     # Never given up on while the database or the store is away; a frame without a decision is, after its wait.
-    ctx.consume("frame", Frame, archiver.handle, retry_forever=True)
+    ctx.consume("frame", Frame, fetching_images(ctx.bus.js, archiver.handle), retry_forever=True)
 
     async def retention() -> None:
         while not ctx.stopping.is_set():
