@@ -1,5 +1,6 @@
 """A frame in, an OcrResult out: decode, crop to the recipe's code region, read the codes through the
-ladder, check the recipe's identity fields."""
+ladder (with their print-quality grades), read the printed line when the recipe needs it, check the
+recipe's identity fields."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imaging import ROI, FrameError, ImageError, frame_pixels
 from lineguard.ocr.codes import READ_FORMATS, FoundCode, formats_named, read_ladder
 from lineguard.ocr.fields import FieldOutcome, SeenValues, validate
+from lineguard.ocr.text import TextLine, read_text
 from lineguard.v1.common_pb2 import Box, Point, Polygon
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.ocr_pb2 import Code, FieldRead, OcrResult
+from lineguard.v1.ocr_pb2 import TextLine as TextLineMessage
 
 
 def ocr_frame(frame: Frame, config: LineConfig, seen: SeenValues | None = None) -> OcrResult:
@@ -27,10 +30,19 @@ def ocr_frame(frame: Frame, config: LineConfig, seen: SeenValues | None = None) 
         )
     except ImageError as exc:
         raise FrameError(f"recipe {part.recipe_id!r} code_roi: {exc}") from None
-    fields = validate(ocr.fields, reading.codes, seen=seen, line=part.line)
+    lines: list[TextLine] = []
+    if ocr.wants_text():
+        # The recipe's box of the printed line: recognition only; else detection over the code region.
+        box, where = (ocr.text_roi, "ocr.text_roi") if ocr.text_roi else (recipe.code_roi, "code_roi")
+        try:
+            lines = read_text(image, ROI.from_list(box), detect=ocr.text_roi is None)
+        except ImageError as exc:
+            raise FrameError(f"recipe {part.recipe_id!r} {where}: {exc}") from None
+    fields = validate(ocr.fields, reading.codes, [t.text for t in lines], seen=seen, line=part.line)
     result = OcrResult(
         part=copy_part(part),
         codes=[code_message(c) for c in reading.codes],
+        lines=[line_message(t) for t in lines],
         fields=[field_message(f) for f in fields],
     )
     result.timings.append(timing("ocr", started))
@@ -48,6 +60,19 @@ def code_message(code: FoundCode) -> Code:
         error=code.error,
         gs1=code.gs1,
         step=code.step,
+        quality=code.grades.values if code.grades else {},
+        quality_grades=code.grades.letters if code.grades else {},
+        grade=code.grades.overall if code.grades else "",
+    )
+
+
+def line_message(line: TextLine) -> TextLineMessage:
+    x1, y1, x2, y2 = line.box
+    return TextLineMessage(
+        text=line.text,
+        confidence=line.confidence,
+        box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
+        char_confidences=line.char_confidences,
     )
 
 

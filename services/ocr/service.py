@@ -8,6 +8,7 @@ from lineguard.bus import BadMessage, Delivery
 from lineguard.bus.bigframes import fetching_images
 from lineguard.imaging import FrameError
 from lineguard.ocr.fields import SeenValues
+from lineguard.ocr.text import warm_up
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.ocr.results import ocr_frame
 from lineguard.v1.frame_pb2 import Frame
@@ -15,6 +16,8 @@ from lineguard.v1.frame_pb2 import Frame
 
 async def setup(ctx: ServiceContext) -> None:
     seen = SeenValues()  # DUPLICATE_SERIAL's window: this process's parts
+    if any(recipe.ocr.wants_text() for recipe in ctx.config.recipes.values()):
+        await asyncio.to_thread(warm_up)
 
     async def handle(delivery: Delivery[Frame]) -> None:
         if ctx.is_stale(delivery):

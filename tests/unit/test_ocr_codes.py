@@ -99,7 +99,12 @@ def test_ocr_frame_reads_the_serial_of_a_stamped_frame(line_config_dict) -> None
     code = result.codes[0]
     assert inside((code.box.x1, code.box.y1, code.box.x2, code.box.y2), CODE_ROI)
     assert len(code.outline.points) == 4
-    assert list(result.lines) == []
+    # The demo recipe reads the printed serial beside the code (recognition only in ocr.text_roi) and
+    # checks that both agree; the code carries its print-quality grades (a clean print: A overall).
+    assert [line.text for line in result.lines] == ["LG-00000005"]
+    assert len(result.lines[0].char_confidences) == len("LG-00000005")
+    assert [(f.name, f.value, f.reason) for f in result.fields] == [("serial", "LG-00000005", "")]
+    assert code.grade == "A" and code.quality_grades["symbol_contrast"] == "A"
     assert [t.stage for t in result.timings] == ["ocr"]
     assert result.completed_unix_ns > 0
 

@@ -106,7 +106,12 @@ def _frame(data: bytes, recipe: str = "pcb-a") -> Frame:
 def test_ocr_frame_checks_fields_and_refuses_bad_frames(line_config_dict) -> None:
     raw = line_config_dict()
     raw["recipes"]["pcb-a"].pop("code_roi", None)
-    raw["recipes"]["pcb-a"]["ocr"] = {"formats": ["DataMatrix"], "fields": {"serial": SERIAL.model_dump()}}
+    # A budget no busy CI machine runs out of: this checks the fields, not the ladder's speed.
+    raw["recipes"]["pcb-a"]["ocr"] = {
+        "formats": ["DataMatrix"],
+        "budget_ms": 2000,
+        "fields": {"serial": SERIAL.model_dump()},
+    }
     config = LineConfig(**raw)
     image, truth = render(LabelSettings(surface="metal", dot_peen=1.0, gs1=0), 4, 1)
     png = encode_image(image)

@@ -89,6 +89,21 @@ class OcrSettings(_Strict):
     fields: dict[str, FieldRule] = Field(
         default_factory=dict, description="the identity fields read and checked; `serial` is the part's serial"
     )
+    text_roi: list[int] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="x, y, width, height of the printed line: recognition only (levelled first), about 25 ms; "
+        "default: detection + recognition over code_roi, several times slower",
+    )
+    read_text: bool | None = Field(
+        None, description="read printed text; default: when a field has source text or match_text"
+    )
+
+    def wants_text(self) -> bool:
+        if self.read_text is not None:
+            return self.read_text
+        return any(rule.source == "text" or rule.match_text for rule in self.fields.values())
 
     @field_validator("formats")
     @classmethod

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 import zxingcpp
 
 from lineguard.imaging import ROI
+from lineguard.ocr.grades import Grades, grade, module_grid
 from lineguard.ocr.gs1 import GS1Error, parse
 
 # DataMatrix and QR for serials, every 1D symbology for labels; the other 2D
@@ -54,6 +55,9 @@ class FoundCode:
     gs1: dict[str, str] = field(default_factory=dict)  # application identifier -> value, for a GS1 symbol
     error: str = ""  # why the content is unusable though the symbol decoded (binary bytes, broken GS1)
     step: str = ""  # the ladder step that read it
+    version: str = ""  # zxing's symbol size: DataMatrix "RxC", QR "N"
+    unused_ec: float | None = None  # share of the error correction left unused (zxing), 0..1
+    grades: Grades | None = None  # print quality (lineguard.ocr.grades), for DataMatrix and QR
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -172,7 +176,29 @@ def _found(barcode: zxingcpp.Barcode, scale: float, dx: int, dy: int, step: str)
         # zxing escapes what is not text (<U+80>); such a text must never pass as a serial.
         raw = barcode.bytes
         text, error = "", f"code bytes are not valid text: {len(raw)} bytes {raw[:16].hex(' ')}"
-    return FoundCode(barcode.format.name, text, outline, gs1, error, step)
+    extra = barcode.extra if isinstance(barcode.extra, dict) else {}
+    uec = extra.get("UEC")
+    return FoundCode(
+        barcode.format.name,
+        text,
+        outline,
+        gs1,
+        error,
+        step,
+        str(extra.get("Version", "")),
+        float(uec) if isinstance(uec, int | float) else None,
+    )
+
+
+def _graded(code: FoundCode, region: np.ndarray, dx: int, dy: int) -> FoundCode:
+    """The code with its print-quality grades, measured on the region as the camera gave it (not on a
+    ladder step's preparation)."""
+    grid = module_grid(code.symbology, code.version)
+    if grid is None:
+        return code
+    outline = [(x - dx, y - dy) for x, y in code.outline]
+    grades = grade(region, outline, *grid, unused_ec=code.unused_ec, datamatrix=code.symbology == "DataMatrix")
+    return replace(code, grades=grades)
 
 
 def read_codes(
@@ -196,11 +222,12 @@ def read_ladder(
     wanted: Sequence[str] = (),
     budget_ms: float = DEFAULT_BUDGET_MS,
     ladder: Sequence[str] = LADDER,
+    grades: bool = True,
 ) -> Reading:
     """Read the region with each step of `ladder` in turn until every symbology in `wanted` (zxing names)
     is read, or with `wanted` empty until anything is, or until `budget_ms` is spent (a step is started
     only within the budget; the first always is). Codes of several steps are merged, one per symbology and
-    text.
+    text. With `grades`, each DataMatrix and QR gets its print-quality grades (about a millisecond).
 
     Raises lineguard.imaging.ImageError when `roi` lies outside the image."""
     started = time.perf_counter()
@@ -221,4 +248,5 @@ def read_ladder(
         symbologies = {c.symbology for c in found.values()}
         if (wanted and symbologies.issuperset(wanted)) or (not wanted and found):
             break
-    return Reading(list(found.values()), tried, (time.perf_counter() - started) * 1000)
+    codes = [_graded(c, region, dx, dy) for c in found.values()] if grades else list(found.values())
+    return Reading(codes, tried, (time.perf_counter() - started) * 1000)

@@ -51,6 +51,13 @@ def demo_config_dict(
                 "code_roi": [0, 640, 640, 160],
                 "require_code": True,
                 "code_pattern": SERIAL_PATTERN,
+                # The strip's DataMatrix and the printed serial beside it must agree (CODE_TEXT_MISMATCH);
+                # the printed line's box: recognition only.
+                "ocr": {
+                    "formats": ["DataMatrix"],
+                    "text_roi": [150, 680, 490, 80],
+                    "fields": {"serial": {"symbology": "DataMatrix", "pattern": SERIAL_PATTERN, "match_text": True}},
+                },
             }
         },
         "database": {"url": database_url},

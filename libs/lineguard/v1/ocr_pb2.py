@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lineguard.v1 import common_pb2 as lineguard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lineguard/v1/ocr.proto\x12\x0clineguard.v1\x1a\x19lineguard/v1/common.proto\"\xe2\x01\n\x04\x43ode\x12\x11\n\tsymbology\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12&\n\x07outline\x18\x03 \x01(\x0b\x32\x15.lineguard.v1.Polygon\x12\x1e\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x11.lineguard.v1.Box\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12(\n\x03gs1\x18\x06 \x03(\x0b\x32\x1b.lineguard.v1.Code.Gs1Entry\x12\x0c\n\x04step\x18\x07 \x01(\t\x1a*\n\x08Gs1Entry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\tFieldRead\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0c\n\x04read\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"L\n\x08TextLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x1e\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x11.lineguard.v1.Box\"\xe7\x01\n\tOcrResult\x12 \n\x04part\x18\x01 \x01(\x0b\x32\x12.lineguard.v1.Part\x12!\n\x05\x63odes\x18\x02 \x03(\x0b\x32\x12.lineguard.v1.Code\x12%\n\x05lines\x18\x03 \x03(\x0b\x32\x16.lineguard.v1.TextLine\x12*\n\x07timings\x18\x04 \x03(\x0b\x32\x19.lineguard.v1.StageTiming\x12\x19\n\x11\x63ompleted_unix_ns\x18\x05 \x01(\x03\x12\'\n\x06\x66ields\x18\x06 \x03(\x0b\x32\x17.lineguard.v1.FieldReadb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lineguard/v1/ocr.proto\x12\x0clineguard.v1\x1a\x19lineguard/v1/common.proto\"\xc8\x03\n\x04\x43ode\x12\x11\n\tsymbology\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12&\n\x07outline\x18\x03 \x01(\x0b\x32\x15.lineguard.v1.Polygon\x12\x1e\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x11.lineguard.v1.Box\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12(\n\x03gs1\x18\x06 \x03(\x0b\x32\x1b.lineguard.v1.Code.Gs1Entry\x12\x0c\n\x04step\x18\x07 \x01(\t\x12\x30\n\x07quality\x18\x08 \x03(\x0b\x32\x1f.lineguard.v1.Code.QualityEntry\x12=\n\x0equality_grades\x18\t \x03(\x0b\x32%.lineguard.v1.Code.QualityGradesEntry\x12\r\n\x05grade\x18\n \x01(\t\x1a*\n\x08Gs1Entry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cQualityEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x1a\x34\n\x12QualityGradesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\tFieldRead\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0c\n\x04read\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"f\n\x08TextLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x1e\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x11.lineguard.v1.Box\x12\x18\n\x10\x63har_confidences\x18\x04 \x03(\x02\"\xe7\x01\n\tOcrResult\x12 \n\x04part\x18\x01 \x01(\x0b\x32\x12.lineguard.v1.Part\x12!\n\x05\x63odes\x18\x02 \x03(\x0b\x32\x12.lineguard.v1.Code\x12%\n\x05lines\x18\x03 \x03(\x0b\x32\x16.lineguard.v1.TextLine\x12*\n\x07timings\x18\x04 \x03(\x0b\x32\x19.lineguard.v1.StageTiming\x12\x19\n\x11\x63ompleted_unix_ns\x18\x05 \x01(\x03\x12\'\n\x06\x66ields\x18\x06 \x03(\x0b\x32\x17.lineguard.v1.FieldReadb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CODE_GS1ENTRY']._loaded_options = None
   _globals['_CODE_GS1ENTRY']._serialized_options = b'8\001'
+  _globals['_CODE_QUALITYENTRY']._loaded_options = None
+  _globals['_CODE_QUALITYENTRY']._serialized_options = b'8\001'
+  _globals['_CODE_QUALITYGRADESENTRY']._loaded_options = None
+  _globals['_CODE_QUALITYGRADESENTRY']._serialized_options = b'8\001'
   _globals['_CODE']._serialized_start=68
-  _globals['_CODE']._serialized_end=294
-  _globals['_CODE_GS1ENTRY']._serialized_start=252
-  _globals['_CODE_GS1ENTRY']._serialized_end=294
-  _globals['_FIELDREAD']._serialized_start=296
-  _globals['_FIELDREAD']._serialized_end=382
-  _globals['_TEXTLINE']._serialized_start=384
-  _globals['_TEXTLINE']._serialized_end=460
-  _globals['_OCRRESULT']._serialized_start=463
-  _globals['_OCRRESULT']._serialized_end=694
+  _globals['_CODE']._serialized_end=524
+  _globals['_CODE_GS1ENTRY']._serialized_start=380
+  _globals['_CODE_GS1ENTRY']._serialized_end=422
+  _globals['_CODE_QUALITYENTRY']._serialized_start=424
+  _globals['_CODE_QUALITYENTRY']._serialized_end=470
+  _globals['_CODE_QUALITYGRADESENTRY']._serialized_start=472
+  _globals['_CODE_QUALITYGRADESENTRY']._serialized_end=524
+  _globals['_FIELDREAD']._serialized_start=526
+  _globals['_FIELDREAD']._serialized_end=612
+  _globals['_TEXTLINE']._serialized_start=614
+  _globals['_TEXTLINE']._serialized_end=716
+  _globals['_OCRRESULT']._serialized_start=719
+  _globals['_OCRRESULT']._serialized_end=950
 # @@protoc_insertion_point(module_scope)

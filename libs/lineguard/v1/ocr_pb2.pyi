@@ -8,8 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Code(_message.Message):
-    __slots__ = ("symbology", "text", "outline", "box", "error", "gs1", "step")
+    __slots__ = ("symbology", "text", "outline", "box", "error", "gs1", "step", "quality", "quality_grades", "grade")
     class Gs1Entry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class QualityEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class QualityGradesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +37,9 @@ class Code(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GS1_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_GRADES_FIELD_NUMBER: _ClassVar[int]
+    GRADE_FIELD_NUMBER: _ClassVar[int]
     symbology: str
     text: str
     outline: _common_pb2.Polygon
@@ -30,7 +47,10 @@ class Code(_message.Message):
     error: str
     gs1: _containers.ScalarMap[str, str]
     step: str
-    def __init__(self, symbology: _Optional[str] = ..., text: _Optional[str] = ..., outline: _Optional[_Union[_common_pb2.Polygon, _Mapping]] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., error: _Optional[str] = ..., gs1: _Optional[_Mapping[str, str]] = ..., step: _Optional[str] = ...) -> None: ...
+    quality: _containers.ScalarMap[str, float]
+    quality_grades: _containers.ScalarMap[str, str]
+    grade: str
+    def __init__(self, symbology: _Optional[str] = ..., text: _Optional[str] = ..., outline: _Optional[_Union[_common_pb2.Polygon, _Mapping]] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., error: _Optional[str] = ..., gs1: _Optional[_Mapping[str, str]] = ..., step: _Optional[str] = ..., quality: _Optional[_Mapping[str, float]] = ..., quality_grades: _Optional[_Mapping[str, str]] = ..., grade: _Optional[str] = ...) -> None: ...
 
 class FieldRead(_message.Message):
     __slots__ = ("name", "value", "read", "reason", "detail")
@@ -47,14 +67,16 @@ class FieldRead(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., read: _Optional[str] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class TextLine(_message.Message):
-    __slots__ = ("text", "confidence", "box")
+    __slots__ = ("text", "confidence", "box", "char_confidences")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
+    CHAR_CONFIDENCES_FIELD_NUMBER: _ClassVar[int]
     text: str
     confidence: float
     box: _common_pb2.Box
-    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ...) -> None: ...
+    char_confidences: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., char_confidences: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class OcrResult(_message.Message):
     __slots__ = ("part", "codes", "lines", "timings", "completed_unix_ns", "fields")

@@ -1,0 +1,137 @@
+"""Printed text lines (a serial, a batch) through rapidocr: PP-OCR detection and recognition on ONNX Runtime.
+
+The models are the ones inside the rapidocr wheel, named by path: nothing is fetched at run time (rapidocr
+downloads a model it is not given and does not find). Two ways to read:
+- recognition only, when the recipe gives the printed line's box (`ocr.text_roi`): the line is turned
+  level first (the angle of its ink), then recognised, about 25 ms;
+- detection + recognition over a region, when it does not: every line found, several times slower."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from lineguard.imaging import ROI
+
+
+@dataclass(frozen=True)
+class TextLine:
+    text: str
+    confidence: float  # the line's mean character confidence, 0..1
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the image
+    char_confidences: tuple[float, ...] = ()  # recognition only; empty after detection
+
+
+def model_dir() -> Path:
+    """Where the installed rapidocr wheel keeps its ONNX models."""
+    import rapidocr
+
+    return Path(rapidocr.__file__).parent / "models"
+
+
+# The three models rapidocr 3.10's default configuration uses, as shipped in its wheel.
+MODELS = {
+    "Det": "PP-OCRv6_det_small.onnx",
+    "Cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+    "Rec": "PP-OCRv6_rec_small.onnx",
+}
+
+
+@cache
+def _engine() -> Any:
+    """One engine per process (loading takes about 2 s); the sessions are shared by the readers."""
+    from rapidocr import RapidOCR
+
+    folder = model_dir()
+    # Detection scales the region's longest side to at most 960 px: rapidocr's default scales the shortest
+    # side up to 736 px, which turns a 640 x 160 label strip into 2944 x 736 (seconds on a small CPU).
+    params: dict[str, Any] = {"Global.log_level": "error", "Det.limit_type": "max", "Det.limit_side_len": 960}
+    for task, name in MODELS.items():
+        path = folder / name
+        if not path.is_file():
+            raise RuntimeError(f"rapidocr's model {path} is missing: reinstall rapidocr (it ships its models)")
+        params[f"{task}.model_path"] = str(path)
+    return RapidOCR(params=params)
+
+
+_LOCK = threading.Lock()  # rapidocr keeps per-call state on the engine
+
+
+def _level(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The crop turned so that its ink's longest extent is horizontal, cut to the ink with a margin; and the
+    2x3 affine map from the crop to it (to map nothing back: boxes are given in the crop's frame)."""
+    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    height = max(3, grey.shape[0] // 3) | 1
+    ink = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (height, height)))
+    _, mask = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    points = cv2.findNonZero(mask)
+    if points is None or len(points) < 10:
+        return crop, np.eye(2, 3)
+    (cx, cy), (w, h), angle = cv2.minAreaRect(points)
+    if w < h:
+        w, h, angle = h, w, angle - 90
+    # The long side's direction, as the turn of least magnitude: a line is never read upside down here.
+    angle = (angle + 90) % 180 - 90
+    margin = max(6.0, 0.4 * h)
+    out_w, out_h = int(w + 2 * margin), int(h + 2 * margin)
+    turn = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+    turn[0, 2] += out_w / 2 - cx
+    turn[1, 2] += out_h / 2 - cy
+    level = cv2.warpAffine(grey, turn, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # Stretched to the full grey range: the recogniser was trained on print, not on a faint etch on metal.
+    low, high = np.percentile(level, (1, 99))
+    if high - low >= 8:
+        level = np.clip((level.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(level, cv2.COLOR_GRAY2BGR), turn
+
+
+def _chars(word_results: Any) -> tuple[float, ...]:
+    try:
+        return tuple(float(c) for info in word_results for c in (info.confs or ()))
+    except (TypeError, AttributeError):
+        return ()
+
+
+def read_text(image: np.ndarray, roi: ROI | None = None, *, detect: bool = True) -> list[TextLine]:
+    """The printed lines in `image` (or its `roi`). `detect=False`: the region is one line (the recipe's
+    text box), recognised without detection. Raises lineguard.imaging.ImageError for a region outside the
+    image."""
+    region = roi.crop(image) if roi else image
+    dx, dy = (roi.x, roi.y) if roi else (0, 0)
+    if region.ndim == 2:
+        region = cv2.cvtColor(region, cv2.COLOR_GRAY2BGR)
+    engine = _engine()
+    if not detect:
+        level, _ = _level(region)
+        with _LOCK:
+            out = engine(level, use_det=False, use_cls=False, use_rec=True, return_word_box=True)
+        lines = []
+        for text, score in zip(out.txts or (), out.scores or (), strict=False):
+            if text:
+                h, w = region.shape[:2]
+                box = (float(dx), float(dy), float(dx + w), float(dy + h))
+                lines.append(TextLine(text, float(score), box, _chars(out.word_results)))
+        return lines
+    with _LOCK:
+        out = engine(region, use_det=True, use_cls=False, use_rec=True, return_word_box=True)
+    if out.txts is None:
+        return []
+    lines = []
+    # With detection rapidocr gives word scores, not character ones: char_confidences stays empty.
+    for text, score, quad in zip(out.txts, out.scores, out.boxes, strict=False):
+        xs, ys = quad[:, 0], quad[:, 1]
+        box = (float(xs.min() + dx), float(ys.min() + dy), float(xs.max() + dx), float(ys.max() + dy))
+        lines.append(TextLine(text, float(score), box))
+    return lines
+
+
+def warm_up() -> None:
+    """Load the models now (about 2 s), so that the first part does not wait for them and a broken install
+    stops the service at its start."""
+    _engine()
