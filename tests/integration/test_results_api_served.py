@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from lineguard.config.model import ApiSettings
 from lineguard.natsserver import EmbeddedNats, free_port
 from lineguard.runtime.service import run_service
 from lineguard.services.results.api.app import create_app
-from lineguard.services.results.api.server import ApiBindError, ApiServer
+from lineguard.services.results.api.server import ApiBindError, ApiServer, bind
 from lineguard.services.results.api.tokens import create_token
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.service import setup
@@ -69,6 +70,25 @@ def test_a_port_in_use_is_an_error_naming_it() -> None:
     finally:
         first.socket.close()
         engine.dispose()
+
+
+async def test_the_api_socket_gives_its_connections_tcp_nodelay() -> None:
+    # uvicorn writes a response's head and body apart: with Nagle's algorithm on, a kept-alive connection's body
+    # waits for the client's delayed ACK, ~40 ms a request. asyncio turns it off only where the socket says TCP.
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Queue[asyncio.BaseTransport] = asyncio.Queue()
+
+    class Accepting(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.put_nowait(transport)
+
+    server = await loop.create_server(Accepting, sock=bind("127.0.0.1", 0))
+    async with server:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        transport = await asyncio.wait_for(accepted.get(), 5)
+        assert transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        writer.close()
+        transport.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
