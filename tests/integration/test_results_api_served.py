@@ -120,6 +120,11 @@ OPERATIONS = [
     "GET /v1/pareto",
     "GET /v1/export.csv",
     "GET /v1/tokens",
+    "GET /v1/inspections/{inspection_id}/confirmations",
+    "POST /v1/inspections/{inspection_id}/confirmations",
+    "GET /v1/inspections/{inspection_id}/images",
+    "GET /v1/images/{image_id}",
+    "GET /v1/drift",
 ]
 
 
