@@ -542,7 +542,8 @@ class VisionSystem:
     async def _release_recipe_handle(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
         _count(args, "ReleaseRecipeHandle", 1, 1)
         handle = args[0].Value
-        if handle not in self._recipe_handles:
+        # A structure as the handle is unhashable: refused as any unknown handle, not a TypeError (Bad_InternalError).
+        if not isinstance(handle, int) or handle not in self._recipe_handles:
             raise BadCall(ua.StatusCodes.BadInvalidArgument, f"no recipe handle {handle!r}")
         self._recipe_handles.discard(handle)
         return [_error_ok()]
