@@ -24,7 +24,7 @@ from lineguard.bus import DEAD_REASON
 from lineguard.cameras import aravis
 from lineguard.cli import app
 from lineguard.config import LineConfig
-from lineguard.contracts import dead_subject, heartbeat_subject, msg_id, stream_name, subject
+from lineguard.contracts import dead_subject, msg_id, stream_name, subject
 from lineguard.imaging import decode_image
 from lineguard.natsserver import EmbeddedNats
 from lineguard.services.capture.service import setup as capture_setup
@@ -32,7 +32,7 @@ from lineguard.services.capture.sources import CameraError, gige
 from lineguard.testing import running_service
 from lineguard.testing.fake_gige import FakeGigeCamera, fake_camera_installed
 from lineguard.testing.records import triggered_part
-from lineguard.testing.streams import collect, stored
+from lineguard.testing.streams import collect, heartbeat
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
 from lineguard.v1.trigger_pb2 import Trigger
@@ -160,14 +160,8 @@ async def test_the_camera_killed_and_started_again_mid_run(
     async def send(trig: Trigger) -> None:
         await bus.publish(subject("trigger", "l1", "s1"), trig, msg_id=msg_id(trig.part.inspection_id, "trigger"))
 
-    async def health(status: int, timeout_s: float = 30) -> Heartbeat:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for message in await stored(bus, heartbeat_subject("l1", "capture"), stream_name("heartbeat"), 0.2):
-                    beat = Heartbeat.FromString(message.data)
-                    if beat.status == status:
-                        return beat
-                await asyncio.sleep(0.1)
+    async def health(status: int) -> Heartbeat:
+        return await heartbeat(bus, "capture", lambda beat: beat.status == status)
 
     async with running_service("capture", config, capture_setup):
         await send(before)

@@ -14,15 +14,16 @@ from prometheus_client import REGISTRY
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
-from lineguard.contracts import heartbeat_subject, msg_id, stream_name, subject
+from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.registry import connect_registry
 from lineguard.services.inference.service import setup
 from lineguard.testing import running_service
 from lineguard.testing.boards import board_frame
 from lineguard.testing.models import MODEL_ID, model_version
+from lineguard.testing.streams import heartbeat
 from lineguard.v1.frame_pb2 import Frame
-from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
+from lineguard.v1.heartbeat_pb2 import HealthStatus
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.vision.model import ModelLoadError, card_path, packaged_model_path
 
@@ -89,20 +90,6 @@ async def driver(bus_factory) -> AsyncIterator[tuple[Bus, Results]]:
     await results.close()
 
 
-async def heartbeat(bus: Bus, until: Callable[[Heartbeat], bool], timeout: float = 30.0) -> Heartbeat:
-    """The inference service's latest heartbeat, once it says what `until` wants."""
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                msg = await bus.js.get_last_msg(stream_name("heartbeat"), heartbeat_subject("l1", "inference"))
-                beat = Heartbeat.FromString(msg.data)
-                if until(beat):
-                    return beat
-            except Exception:  # noqa: BLE001 - no heartbeat yet
-                pass
-            await asyncio.sleep(0.05)
-
-
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -117,7 +104,7 @@ async def test_the_service_starts_with_the_promoted_model(
     async with running_service("inference", line_config(), setup):
         await send(bus, frame(1))
         [result] = await results.take(1)
-        beat = await heartbeat(bus, lambda b: bool(b.detail))
+        beat = await heartbeat(bus, "inference", lambda b: bool(b.detail))
     assert (result.model_id, result.model_version) == (MODEL_ID, "1.0.0")
     assert (beat.status, beat.detail) == (HealthStatus.HEALTH_STATUS_OK, f"model {MODEL_ID} 1.0.0")
     assert (tmp_path / "cache" / MODEL_ID / "1.0.0" / f"{MODEL_ID}.onnx").is_file()
@@ -180,18 +167,18 @@ async def test_a_promoted_model_that_does_not_load_is_refused_and_the_old_one_se
         async with running_service("inference", line_config(), setup):
             await registry.promoted_kv.put("l1", b"written by hand")  # logged and skipped
             await registry.promote(MODEL_ID, "9.0.0-broken", "l1")
-            broken = await heartbeat(bus, lambda b: b.status == HealthStatus.HEALTH_STATUS_DEGRADED)
+            broken = await heartbeat(bus, "inference", lambda b: b.status == HealthStatus.HEALTH_STATUS_DEGRADED)
             refused_gauge = metric("lineguard_model_promotion_refused", service="inference")
             await send(bus, frame(1))
             [after_broken] = await results.take(1)
 
             await registry.promote(MODEL_ID, "8.0.0-renamed", "l1")
-            renamed = await heartbeat(bus, lambda b: "8.0.0-renamed" in b.detail)
+            renamed = await heartbeat(bus, "inference", lambda b: "8.0.0-renamed" in b.detail)
             await send(bus, frame(2))
             [after_renamed] = await results.take(1)
 
             await registry.promote(MODEL_ID, "1.0.0", "l1")  # the rollback
-            healthy = await heartbeat(bus, lambda b: b.status == HealthStatus.HEALTH_STATUS_OK)
+            healthy = await heartbeat(bus, "inference", lambda b: b.status == HealthStatus.HEALTH_STATUS_OK)
 
     assert broken.detail.startswith(f"model {MODEL_ID} 1.0.0; promotion of {MODEL_ID} 9.0.0-broken refused: model ")
     assert "not a loadable ONNX model" in broken.detail
@@ -221,7 +208,7 @@ async def test_at_start_a_refused_promotion_falls_back_to_the_one_before(
     async with running_service("inference", line_config(), setup):
         await send(bus, frame(1))
         [result] = await results.take(1)
-        beat = await heartbeat(bus, lambda b: bool(b.detail))
+        beat = await heartbeat(bus, "inference", lambda b: bool(b.detail))
     assert result.model_version == "1.0.0"
     assert beat.status == HealthStatus.HEALTH_STATUS_DEGRADED
     assert beat.detail.startswith(f"model {MODEL_ID} 1.0.0; promotion of {MODEL_ID} 9.0.0-broken refused")
@@ -294,7 +281,7 @@ async def test_a_pushed_card_changed_under_its_old_signature_is_refused_and_the_
         bus, results = driver
         async with running_service("inference", line_config(), setup):
             await registry.promote(MODEL_ID, "7.0.0-permuted", "l1")
-            refused = await heartbeat(bus, lambda b: b.status == HealthStatus.HEALTH_STATUS_DEGRADED)
+            refused = await heartbeat(bus, "inference", lambda b: b.status == HealthStatus.HEALTH_STATUS_DEGRADED)
             await send(bus, frame(1))
             [after] = await results.take(1)
     assert f"promotion of {MODEL_ID} 7.0.0-permuted refused" in refused.detail

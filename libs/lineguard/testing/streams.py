@@ -47,7 +47,7 @@ async def heartbeat(
         while True:
             with contextlib.suppress(NotFoundError):  # none yet
                 msg = await bus.js.get_last_msg(stream_name("heartbeat"), heartbeat_subject(line, service))
-                beat = Heartbeat.FromString(msg.data)
+                beat = Heartbeat.FromString(msg.data or b"")
                 if until(beat):
                     return beat
             await asyncio.sleep(0.05)
