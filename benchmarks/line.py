@@ -8,7 +8,8 @@ simulated OPC UA PLC):
   sustain    parts triggered at --ratio x the bare rate for --seconds: judged share (no TIMEOUT, no OVERLOAD),
              the rate / bare when every part was judged, else judged parts/s / bare (the target: >= 0.85
              with every part judged);
-  overload   parts at 2 x the sustain rate: judged parts/s / the sustain rate (target >= 0.8), how many failed with
+  overload   parts at 2 x the sustain rate: judged parts/s / the sustain run's (target >= 0.8; both in their steady
+             state, lineguard.bench.line.steady_window), how many failed with
              OVERLOAD and how fast (trigger to PLC result), TIMEOUTs (target 0), a PASS among them (must be 0), and
              every part's PLC result and row;
   cpu        each process's CPU ms per part in the sustain run (psutil), and the total minus the bare model's CPU per
@@ -66,7 +67,8 @@ async def rounds(args: argparse.Namespace, workdir: Path) -> None:
                     "sustain_p50_ms": sustain.judged_p50_ms,
                     "sustain_p99_ms": sustain.judged_p99_ms,
                     "overload_rate": round(over_rate, 2),
-                    "overload_judged_ratio": round(overload.judged_per_s / sustain.rate, 4),
+                    # Against what the line judged a second without overload: the sustain rate when it held it.
+                    "overload_judged_ratio": round(overload.judged_per_s / max(sustain.judged_per_s, 1e-6), 4),
                     "overload_failed_fast": overload.overload,
                     "overload_timeouts": overload.timeout,
                     "overload_unjudged_pass": overload.unjudged_pass,

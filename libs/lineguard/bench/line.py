@@ -38,6 +38,7 @@ class LineRun:
     judged: int = 0
     overload: int = 0
     timeout: int = 0
+    timeout_no_inference: int = 0  # of the TIMEOUTs, those without the model's result (else OCR's was missing)
     unjudged_pass: int = 0  # a PASS for a part that was not judged: must be 0
     missing: int = 0
     duplicates: int = 0
@@ -126,6 +127,7 @@ async def drive(line: LocalLine, plc: SimulatedPlc, rate: float, parts: int, res
     overloaded = [r for r in report.results if OVERLOAD in r.reasons]
     run.judged, run.overload = len(judged), len(overloaded)
     run.timeout = sum(1 for r in report.results if TIMEOUT in r.reasons)
+    run.timeout_no_inference = sum(1 for r in report.results if TIMEOUT in r.reasons and "NO_INFERENCE" in r.reasons)
     run.unjudged_pass = sum(1 for r in report.results if r.verdict == "PASS" and NOT_JUDGED & set(r.reasons))
     if judged:
         begin, end = steady_window(started, parts / rate)

@@ -293,6 +293,9 @@ def _summary(
         "fail": verdicts["FAIL"],
         "rework": verdicts["REWORK"],
         "error": verdicts["ERROR"],
+        # Parts the line could not judge in time, each a FAIL: refused at once (OVERLOAD) or at the deadline (TIMEOUT).
+        "overload": sum(1 for r in report.results if "OVERLOAD" in r.reasons),
+        "timeout": sum(1 for r in report.results if "TIMEOUT" in r.reasons),
         "missing": len(report.missing),
         "duplicates": len(report.duplicates),
         "latency_p50_ms": round(report.p50_s * 1000, 1),
@@ -328,6 +331,11 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row("parts triggered", str(s["parts"]))
     table.add_row("results at the PLC", f"{s['results_at_plc']} (missing {s['missing']}, duplicated {s['duplicates']})")
     table.add_row("pass / fail / rework / error", f"{s['pass']} / {s['fail']} / {s['rework']} / {s['error']}")
+    if s["overload"] or s["timeout"]:
+        table.add_row(
+            "not judged in time (FAIL)",
+            f"{s['overload']} OVERLOAD (refused at once), {s['timeout']} TIMEOUT (at the deadline)",
+        )
     table.add_row("trigger to PLC result", f"p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms")
     table.add_row("throughput", f"{s['parts_per_s']} parts/s")
     table.add_row("database rows", f"{s['database_rows']} in {s['database']}")
