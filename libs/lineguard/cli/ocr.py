@@ -59,7 +59,8 @@ def read(
     recipe: Annotated[str | None, typer.Option(help="recipe id in --config (default: the first)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per image on its own line")] = False,
 ) -> None:
-    """What the OCR service would read: codes (symbology, text, box, GS1 elements, ladder step), ms."""
+    """What the OCR service would read: codes (symbology, text, box, GS1 elements, ladder step, print-quality
+    grades), ms."""
     import json
 
     import zxingcpp
@@ -96,6 +97,7 @@ def read(
         codes = [
             {"symbology": c.symbology, "text": c.text, "box": [round(v, 1) for v in c.box], "gs1": c.gs1}
             | {"error": c.error, "step": c.step}
+            | ({"grade": c.grades.overall, "quality": c.grades.values, "grades": c.grades.letters} if c.grades else {})
             for c in reading.codes
         ]
         if as_json:
