@@ -73,8 +73,8 @@ def grade(
     corners = np.array(outline, np.float32)
     square = np.array([[0, 0], [cols, 0], [cols, rows], [0, rows]], np.float32)
     to_image = cv2.getPerspectiveTransform(square, corners)
-    width = (np.linalg.norm(corners[1] - corners[0]) + np.linalg.norm(corners[2] - corners[3])) / 2
-    height = (np.linalg.norm(corners[3] - corners[0]) + np.linalg.norm(corners[2] - corners[1])) / 2
+    width = float(np.linalg.norm(corners[1] - corners[0]) + np.linalg.norm(corners[2] - corners[3])) / 2
+    height = float(np.linalg.norm(corners[3] - corners[0]) + np.linalg.norm(corners[2] - corners[1])) / 2
     x_avg, y_avg = width / cols, height / rows
     module = (x_avg + y_avg) / 2
 
