@@ -9,7 +9,8 @@ busy_decision), into a throwaway PostgreSQL database emptied before each side:
 and their ratio, in --rounds interleaved rounds (the order alternates), then medians and ranges.
 
 API: --api-rows inspections (3 defects and 2 reads each, over 30 days) made by COPY, then the API served by
-uvicorn on loopback (the results service's ApiServer, a reader's token) and asked --api-requests times each:
+uvicorn on loopback in a process of its own (the results service's ApiServer, a reader's token; the client keeps
+its connection alive, as an MES would) and asked --api-requests times each:
   history  GET /v1/history?serial=... (a part's every inspection with reasons, defects, codes);
   yield    GET /v1/yield?by=hour over one day (24 buckets) of line l1;
 each p50 / p99 through HTTP against the same question as raw SQL on one psycopg connection (the ratio of p99s).
@@ -25,14 +26,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from typing import Any
 
 import httpx
@@ -211,16 +213,28 @@ def raw_history(conn: psycopg.Connection, serial: str) -> None:
         conn.execute(sql, (ids,)).fetchall()
 
 
-class ServedApi:
-    """The API on loopback in a thread of its own, so the client's clock is not the server's loop."""
+def _serve_api(url: str, port: Connection) -> None:
+    """The API process: the results service's ApiServer over its own engine, its port sent back, until terminated."""
+    engine = make_engine(url)
+    server = ApiServer(engine, ApiSettings(host="127.0.0.1", port=0, rate_per_s=1e6, burst=1_000_000))
+    port.send(server.port)
+    asyncio.run(server.serve())
 
-    def __init__(self, engine: Engine):
-        self.server = ApiServer(engine, ApiSettings(host="127.0.0.1", port=0, rate_per_s=1e6, burst=1_000_000))
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+
+class ServedApi:
+    """The API on loopback in a process of its own, as the MES meets it (the results service's or lineguard-api's):
+    the client's clock, its HTTP parsing and the raw SQL baseline never share a GIL with the server."""
+
+    def __init__(self, url: str):
+        spawn = multiprocessing.get_context("spawn")
+        self._port, theirs = spawn.Pipe(duplex=False)
+        self.process = spawn.Process(target=_serve_api, args=(url, theirs), daemon=True)
 
     def __enter__(self) -> str:
-        self.thread.start()
-        base = f"http://127.0.0.1:{self.server.port}"
+        self.process.start()
+        if not self._port.poll(60):
+            raise RuntimeError("the API process did not come up")
+        base = f"http://127.0.0.1:{self._port.recv()}"
         for _ in range(100):
             try:
                 httpx.get(f"{base}/healthz", timeout=1)
@@ -230,8 +244,8 @@ class ServedApi:
         raise RuntimeError("the API did not come up")
 
     def __exit__(self, *exc: object) -> None:
-        self.server.stop()
-        self.thread.join(10)
+        self.process.terminate()
+        self.process.join(10)
 
 
 def api_figures(url: str, args: argparse.Namespace, facts: LineFacts) -> dict[str, Any]:
@@ -247,7 +261,7 @@ def api_figures(url: str, args: argparse.Namespace, facts: LineFacts) -> dict[st
     try:
         headers = {"Authorization": f"Bearer {token}"}
         with (
-            ServedApi(engine) as base,
+            ServedApi(url) as base,
             httpx.Client(base_url=base, headers=headers) as c,
             psycopg.connect(psycopg_url(url), autocommit=True) as raw,
         ):
