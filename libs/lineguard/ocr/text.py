@@ -51,7 +51,10 @@ def _engine() -> Any:
     folder = model_dir()
     # Detection scales the region's longest side to at most 960 px: rapidocr's default scales the shortest
     # side up to 736 px, which turns a 640 x 160 label strip into 2944 x 736 (seconds on a small CPU).
+    # One ONNX Runtime thread: a text line is a small input, and rapidocr's default (every core) fights the
+    # inference service for the same cores on a line's PC.
     params: dict[str, Any] = {"Global.log_level": "error", "Det.limit_type": "max", "Det.limit_side_len": 960}
+    params |= {"EngineConfig.onnxruntime.intra_op_num_threads": 1, "EngineConfig.onnxruntime.inter_op_num_threads": 1}
     for task, name in MODELS.items():
         path = folder / name
         if not path.is_file():
