@@ -225,6 +225,26 @@ def test_bad_input_is_a_4xx_naming_the_field(api: Api, params: dict[str, Any], f
     assert field in response.text
 
 
+def test_a_station_neither_configured_nor_recorded_is_a_404_naming_it(api: Api, line_config_dict) -> None:
+    # The demo line configures s1 alone; s2 has records (a station taken out of the line keeps its history).
+    app = create_app(api.engine, ApiSettings(rate_per_s=1000, burst=1000), LineConfig(**line_config_dict()))
+    window = {"start": START.isoformat(), "end": (START + DAY).isoformat(), "by": "hour"}
+    with TestClient(app, headers={"Authorization": f"Bearer {api.reader}"}) as client:
+        for path, params in (("/v1/inspections", {}), ("/v1/yield", window), ("/v1/pareto", window)):
+            unknown = client.get(path, params={**params, "station": "s9"})
+            assert unknown.status_code == 404, (path, unknown.text)
+            assert unknown.json()["detail"] == (
+                "station: 's9' is not configured on line 'l1' (configured: s1), nor recorded"
+            )
+            assert client.get(path, params={**params, "station": "s2"}).status_code == 200
+            other = client.get(path, params={**params, "station": "s1", "line": "l2"})
+            assert other.status_code == 404
+            assert other.json()["detail"] == "station: line 'l2' has no record of station 's1'"
+        assert len(client.get("/v1/inspections", params={"station": "s2"}).json()["items"]) == PARTS // 2
+    # Without the line's settings nothing is checked: an empty answer, as before.
+    assert api.get("/v1/inspections", station="s9").json()["items"] == []
+
+
 def test_a_cursor_not_from_the_api_is_a_400_naming_it(api: Api) -> None:
     for cursor in ("garbage", "W10", "eyJ4IjoxfQ"):
         response = api.get("/v1/inspections", cursor=cursor)

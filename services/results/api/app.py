@@ -32,6 +32,7 @@ from lineguard.services.results.api.models import (
     YieldBucket,
 )
 from lineguard.services.results.api.ratelimit import RateLimiter
+from lineguard.services.results.api.stations import station_check
 from lineguard.services.results.api.tokens import Caller, list_tokens, verify_token
 from lineguard.services.results.dashboard.live import LiveFeed
 from lineguard.services.results.dashboard.routes import add_dashboard
@@ -50,6 +51,7 @@ def create_app(
     """The API; with `line`, the operator dashboard on /dashboard too (kept live by `feed`, see dashboard/follow.py)."""
     settings = settings or ApiSettings()
     limiter = RateLimiter(settings.rate_per_s, settings.burst)
+    known_station = station_check(engine, line)  # a station neither configured nor recorded: 404
     app = FastAPI(
         title="lineguard MES API",
         version=__version__,
@@ -86,9 +88,10 @@ def create_app(
         429: {"description": "this token's rate limit; Retry-After says when to come back"},
     }
 
-    @app.get("/v1/inspections", dependencies=reader, responses=errors, response_model=InspectionPage)
+    @app.get("/v1/inspections", dependencies=reader, responses={**errors, 404: {}}, response_model=InspectionPage)
     def inspections(filters: Annotated[InspectionFilters, Query()]) -> dict[str, Any]:
         """Inspections in decided_at order, filtered; page on with `cursor` = the last page's next_cursor."""
+        known_station(filters.station, filters.line)
         try:
             rows, next_cursor = queries.inspections_page(engine, filters)
         except queries.BadCursor as exc:
@@ -103,14 +106,16 @@ def create_app(
             raise HTTPException(404, f"serial: no inspection of {filters.serial!r}")
         return {"serial": filters.serial, "inspections": [_summary(r) for r in found]}
 
-    @app.get("/v1/yield", dependencies=reader, responses=errors, response_model=list[YieldBucket])
+    @app.get("/v1/yield", dependencies=reader, responses={**errors, 404: {}}, response_model=list[YieldBucket])
     def yields(filters: Annotated[AggregateFilters, Query()]) -> list[dict[str, Any]]:
         """Parts and yield per bucket (hour or day in UTC, or shift), line and station."""
+        known_station(filters.station, filters.line)
         return queries.yield_buckets(engine, filters)
 
-    @app.get("/v1/pareto", dependencies=reader, responses=errors, response_model=list[ParetoBucket])
+    @app.get("/v1/pareto", dependencies=reader, responses={**errors, 404: {}}, response_model=list[ParetoBucket])
     def pareto(filters: Annotated[AggregateFilters, Query()]) -> list[dict[str, Any]]:
         """Parts per reason code per bucket, most first."""
+        known_station(filters.station, filters.line)
         return queries.pareto_buckets(engine, filters)
 
     @app.get(
