@@ -18,7 +18,7 @@ from lineguard.services.results.schema import Inspection, VerdictConfirmation
 # What a person can say a part is; ERROR is the line's own failure, not a property of the part.
 CONFIRMABLE: tuple[str, ...] = ("PASS", "REWORK", "FAIL")
 COMMENT_MAX = 2000
-WHO_MAX = VerdictConfirmation.confirmed_by.type.length  # type: ignore[attr-defined]
+WHO_MAX = VerdictConfirmation.confirmed_by.type.length
 
 
 class UnknownInspection(LookupError):

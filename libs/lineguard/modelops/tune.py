@@ -282,7 +282,7 @@ def tune(
         )
     judged = [k for k, name in enumerate(class_names) if name not in ignored]
     # The part is bad by the classes the recipe judges (a part with only ignored defects is neither bad nor good).
-    judged_bad = parts.has[:, judged].any(axis=1)
+    judged_bad: np.ndarray = np.asarray(parts.has[:, judged].any(axis=1))
     return Tuning(
         target_escape=target_escape,
         unit=unit,

@@ -96,7 +96,9 @@ def sample_split(root: Path, *, paired: bool) -> Path:
     for annotation in sorted(SAMPLE_BOARDS.glob("*.txt")):
         for kind in ("test", "temp"):
             write_model_input(annotation.stem, kind, images, paired=paired)
-        height, width = cv2.imread(str(SAMPLE_BOARDS / f"{annotation.stem}_test.jpg"), cv2.IMREAD_GRAYSCALE).shape
+        board = cv2.imread(str(SAMPLE_BOARDS / f"{annotation.stem}_test.jpg"), cv2.IMREAD_GRAYSCALE)
+        assert board is not None, annotation
+        height, width = board.shape
         (labels / f"{annotation.stem}_test.txt").write_text(
             "".join(f"{line}\n" for line in yolo_label_lines(annotation, width, height))
         )

@@ -46,7 +46,9 @@ class ConfirmationOut(BaseModel):
     comment: str
 
 
-def add_confirmations(app: FastAPI, engine: Engine, caller: Callable[..., Caller], errors: dict[Any, Any]) -> None:
+def add_confirmations(
+    app: FastAPI, engine: Engine, caller: Callable[..., Caller], errors: dict[int | str, dict[str, Any]]
+) -> None:
     """The confirmation routes on `app`, `caller` the API's token check."""
 
     def confirmer(who: Annotated[Caller, Depends(caller)]) -> Caller:
@@ -56,7 +58,7 @@ def add_confirmations(app: FastAPI, engine: Engine, caller: Callable[..., Caller
             )
         return who
 
-    unknown = {404: {"description": "no inspection of that id"}}
+    unknown: dict[int | str, dict[str, Any]] = {404: {"description": "no inspection of that id"}}
 
     @app.post(
         "/v1/inspections/{inspection_id}/confirmations",
