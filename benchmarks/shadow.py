@@ -2,20 +2,22 @@
 and the bare runtime running the model once and twice per frame, in one run, in interleaved rounds.
 
 The live model and the candidate are the same file (the packaged model) under two registry versions, so the
-candidate's own time is one more model run. Each round, in order:
-  bare       onnxruntime session.run on a prepared board, once per frame (one_ms) and twice (two_ms): the
-             candidate's bare time is two_ms - one_ms;
-  live       the inference service (model from the registry, no shadow run): one frame at a time, publish to its
-             lg.inference result (live_ms);
-  shadow     the same with `model shadow start` on every part (share 1): publish to the candidate's lg.shadow
-             result, the frame's whole work (cycle_ms), and publish to the live result (shadow_live_ms);
-             then `paced`: frames at a fixed interval (--interval-ms) with their live latencies, p50 / p99, against
-             the live service's at the same interval (a live frame may wait for one candidate batch);
-and the figures are each round's, summed up as the median and range over the rounds (lineguard.testing.rounds).
+candidate's own time is one more model run. Each round has two phases, each a fresh inference service taking its
+model from the registry: `live` (no shadow run) and `shadow` (`model shadow start` on every part, share 1). In each
+phase every lone frame comes right after the bare runtime (onnxruntime session.run on a prepared board, with the
+service's thread settings) has run the model once (one_ms) and twice (two_ms), so both sides see the same load:
+  <phase>_live_ms     publish to the frame's lg.inference result; <phase>_live_ratio: over the bare run's
+  cycle_ms            (shadow) publish to the candidate's lg.shadow result: the frame's whole work
+  cost_ms             (shadow) per frame, cycle - live: what the candidate added
+  candidate_ms        (shadow) per frame, two_ms - one_ms: the candidate's bare time
+  cost_ratio          cost_ms / candidate_ms; overhead_ms: cost_ms - candidate_ms
+  live_slowdown       shadow_live_ratio / live_live_ratio: the live result's time with a candidate, against without
+  <phase>_paced_*     with --interval-ms, frames at that interval: their live latency p50 / p99 (a live frame may
+                      wait for one candidate batch)
+Figures are medians over the phase's frames, then the median and range over the rounds (lineguard.testing.rounds).
 
-The target: shadow costs the candidate's time and nothing more, i.e. cost_ms = cycle_ms - live_ms is about
-candidate_ms = two_ms - one_ms (cost_ratio = cost_ms / candidate_ms about 1, overhead_ms = cost_ms - candidate_ms
-about 0), and the live frame's own latency (shadow_live_ms) is the live service's (live_ms).
+The target: shadow costs the candidate's time and nothing more: cost_ratio about 1 (overhead_ms about 0) and
+live_slowdown about 1.
 
     python benchmarks/shadow.py [--rounds 5] [--frames 30] [--threads 2] [--interval-ms 0] [--json]
 """
@@ -55,29 +57,28 @@ from lineguard.vision.model import load_model
 LIVE, CANDIDATE = "1.0.0", "2.0.0"
 
 
-def bare(model: Path, threads: int, frames: int) -> tuple[float, float]:
-    """Median ms per frame of the bare runtime running the model once, and twice, per frame (interleaved)."""
-    import onnxruntime as ort
+class Bare:
+    """The bare runtime on a prepared board: onnxruntime session.run, with the service's thread settings."""
 
-    board = cv2.imread(str(SAMPLE_BOARDS / f"{BOARD_STEMS[0]}_test.jpg"))
-    template = cv2.imread(str(SAMPLE_BOARDS / f"{BOARD_STEMS[0]}_temp.jpg"))
-    tensor = prepare(load_model(model, intra_op_threads=1), board, reference=template).tensor
-    options = ort.SessionOptions()
-    apply_threads(options, threads)  # the service's thread settings (spinning off), so both sides run alike
-    session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    for _ in range(3):
-        session.run(None, {name: tensor})
-    once, twice = [], []
-    for _ in range(frames):
+    def __init__(self, model: Path, threads: int):
+        import onnxruntime as ort
+
+        board = cv2.imread(str(SAMPLE_BOARDS / f"{BOARD_STEMS[0]}_test.jpg"))
+        template = cv2.imread(str(SAMPLE_BOARDS / f"{BOARD_STEMS[0]}_temp.jpg"))
+        self.tensor = prepare(load_model(model, intra_op_threads=1), board, reference=template).tensor
+        options = ort.SessionOptions()
+        apply_threads(options, threads)  # spinning off, as the service runs it
+        self.session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        self.name = self.session.get_inputs()[0].name
+        for _ in range(3):
+            self.runs(1)
+
+    def runs(self, n: int) -> float:
+        """ms for `n` runs of the model, one after the other (a frame's live run, and the candidate's)."""
         t = time.perf_counter()
-        session.run(None, {name: tensor})
-        once.append((time.perf_counter() - t) * 1000)
-        t = time.perf_counter()
-        session.run(None, {name: tensor})
-        session.run(None, {name: tensor})
-        twice.append((time.perf_counter() - t) * 1000)
-    return statistics.median(once), statistics.median(twice)
+        for _ in range(n):
+            self.session.run(None, {self.name: self.tensor})
+        return (time.perf_counter() - t) * 1000
 
 
 class Results:
@@ -102,10 +103,10 @@ class Results:
 
 
 async def through_service(
-    config: LineConfig, driver: Bus, results: Results, frames: int, shadow: bool, interval_ms: float
+    config: LineConfig, driver: Bus, results: Results, bare: Bare, frames: int, shadow: bool, interval_ms: float
 ) -> dict[str, float]:
-    """One phase: lone frames (live latency and, with shadow, the cycle to the candidate's result), then paced
-    frames' live latencies."""
+    """One phase: lone frames (live latency and, with shadow, the cycle to the candidate's result), each after the
+    bare runtime's one and two runs (so both sides see the same load), then paced frames' live latencies."""
     figures: dict[str, float] = {}
     async with running_service("inference", config, setup):
 
@@ -125,17 +126,28 @@ async def through_service(
             for seq in range(3):  # warm up: the first runs of a session are slow
                 _, _, live, candidate = await send(seq)
                 await asyncio.gather(live, *([candidate] if candidate else []))
-            lone, cycles = [], []
+            lone, cycles, ones, twos, extra, candidate_bare = [], [], [], [], [], []
             for seq in range(frames):
+                ones.append(bare.runs(1))
+                twos.append(bare.runs(2))
                 part, started, live, candidate = await send(seq)
                 await live
                 lone.append(took(started, part, "inference"))
                 if candidate is not None:
                     await candidate
                     cycles.append(took(started, part, "shadow"))
-            figures["live_ms" if not shadow else "shadow_live_ms"] = statistics.median(lone)
-            if cycles:
+                    extra.append(cycles[-1] - lone[-1])
+                    candidate_bare.append(twos[-1] - ones[-1])
+            tag = "shadow" if shadow else "live"
+            figures[f"{tag}_one_ms"] = statistics.median(ones)
+            figures[f"{tag}_live_ms"] = statistics.median(lone)
+            figures[f"{tag}_live_ratio"] = statistics.median(lone) / statistics.median(ones)
+            if shadow:
+                figures["two_ms"] = statistics.median(twos)
                 figures["cycle_ms"] = statistics.median(cycles)
+                figures["cycle_ratio"] = statistics.median(cycles) / statistics.median(twos)
+                figures["candidate_ms"] = statistics.median(candidate_bare)
+                figures["cost_ms"] = statistics.median(extra)
             if interval_ms > 0:
                 paced, pending = [], []
                 for seq in range(frames):
@@ -144,9 +156,8 @@ async def through_service(
                 for part, started, live, candidate in pending:
                     await asyncio.gather(live, *([candidate] if candidate else []))
                     paced.append(took(started, part, "inference"))
-                tag = "shadow_paced" if shadow else "live_paced"
-                figures[f"{tag}_p50_ms"] = float(np.percentile(paced, 50))
-                figures[f"{tag}_p99_ms"] = float(np.percentile(paced, 99))
+                figures[f"{tag}_paced_p50_ms"] = float(np.percentile(paced, 50))
+                figures[f"{tag}_paced_p99_ms"] = float(np.percentile(paced, 99))
     return figures
 
 
@@ -189,20 +200,19 @@ async def main() -> None:
                 for kind in ("inference", "shadow")
             ]
             rounds = []
+            bare = Bare(live_model, args.threads)
             try:
                 for round_no in range(1, args.rounds + 1):
-                    one, two = bare(live_model, args.threads, args.frames)
                     async with connect_registry(nats.url) as registry:
                         await registry.stop_shadow("l1")
-                    live = await through_service(config, driver, results, args.frames, False, args.interval_ms)
+                    live = await through_service(config, driver, results, bare, args.frames, False, args.interval_ms)
                     async with connect_registry(nats.url) as registry:
                         await registry.start_shadow(MODEL_ID, CANDIDATE, "l1", share=1.0)
-                    shadow = await through_service(config, driver, results, args.frames, True, args.interval_ms)
-                    figures = {"one_ms": one, "two_ms": two, **live, **shadow}
-                    figures["candidate_ms"] = two - one
-                    figures["cost_ms"] = shadow["cycle_ms"] - live["live_ms"]
+                    shadow = await through_service(config, driver, results, bare, args.frames, True, args.interval_ms)
+                    figures = {**live, **shadow}
                     figures["cost_ratio"] = figures["cost_ms"] / figures["candidate_ms"]
                     figures["overhead_ms"] = figures["cost_ms"] - figures["candidate_ms"]
+                    figures["live_slowdown"] = figures["shadow_live_ratio"] / figures["live_live_ratio"]
                     rounds.append(figures)
                     if not args.json:
                         print(f"round {round_no}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()))
