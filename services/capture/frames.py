@@ -9,6 +9,7 @@ from lineguard.config import LineConfig
 from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imagequality import decode_gray, measure, measure_encoded
 from lineguard.imaging import ROI
+from lineguard.runtime.metrics import IMAGE_BRIGHTNESS, IMAGE_CONTRAST, IMAGE_SATURATED, IMAGE_SHARPNESS
 from lineguard.services.capture.golden import GoldenImages
 from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage, Watched, open_source
 from lineguard.v1.common_pb2 import ImageQuality
@@ -77,6 +78,8 @@ class StationCameras:
         )
         if (quality := self._quality(image, part.recipe_id)) is not None:
             frame.quality.CopyFrom(quality)
+            if not part.simulated:  # a golden part's figures are the stored image's, not the line's lighting
+                observe_quality(part.station, quality)
         frame.timings.append(timing("capture", started))
         return frame
 
@@ -95,3 +98,11 @@ class StationCameras:
             return measure(pixels).to_proto()
         except ValueError:
             return None
+
+
+def observe_quality(station: str, quality: ImageQuality) -> None:
+    """One frame's figures into the station's histograms (lineguard_image_*)."""
+    IMAGE_BRIGHTNESS.labels(station).observe(quality.brightness)
+    IMAGE_CONTRAST.labels(station).observe(quality.contrast)
+    IMAGE_SHARPNESS.labels(station).observe(quality.sharpness)
+    IMAGE_SATURATED.labels(station).observe(quality.saturated)

@@ -175,3 +175,26 @@ def test_capture_refuses_an_unknown_station(line_config_dict) -> None:
     with pytest.raises(CaptureError, match=r"station 's9', which is not configured on line 'l1' \(known: s1\)"):
         cameras.capture(Trigger(part=part(station="s9")))
 
+
+def test_capture_counts_each_production_frames_quality_in_the_stations_histograms(line_config_dict) -> None:
+    from prometheus_client import REGISTRY
+
+    def counted(figure: str) -> tuple[float, float]:
+        labels = {"station": "s1"}
+        count = REGISTRY.get_sample_value(f"lineguard_image_{figure}_count", labels) or 0.0
+        return count, REGISTRY.get_sample_value(f"lineguard_image_{figure}_sum", labels) or 0.0
+
+    figures = ("brightness", "contrast", "sharpness", "saturated_ratio")
+    cameras = StationCameras.from_config(LineConfig(**line_config_dict()))
+    before = {f: counted(f) for f in figures}
+    frame = cameras.capture(Trigger(part=part(1)))
+    after = {f: counted(f) for f in figures}
+    for figure, value in zip(figures, ("brightness", "contrast", "sharpness", "saturated"), strict=True):
+        assert after[figure][0] == before[figure][0] + 1, figure
+        assert after[figure][1] - before[figure][1] == pytest.approx(getattr(frame.quality, value)), figure
+    assert 0 < frame.quality.brightness < 255
+    # A golden self-test part's image is not the line's lighting: measured on its frame, not counted.
+    simulated = part(2)
+    simulated.simulated = True
+    assert cameras.capture(Trigger(part=simulated)).HasField("quality")
+    assert {f: counted(f) for f in figures} == after

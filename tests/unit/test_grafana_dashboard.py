@@ -41,3 +41,20 @@ def test_every_query_is_about_a_lineguard_metric() -> None:
     for expr in queries(dashboard):
         assert named_metrics({"panels": [{"targets": [{"expr": expr}]}]}), expr
     assert "lineguard_handle_seconds_bucket" in named_metrics(dashboard)
+
+
+def test_the_image_quality_row_shows_each_figure_per_station() -> None:
+    dashboard = load_dashboard(DASHBOARD)
+    by_title = {panel["title"]: panel for panel in panels(dashboard)}
+    assert by_title["Image quality"]["type"] == "row"
+    for title, metric in (
+        ("Image brightness", "lineguard_image_brightness"),
+        ("Image contrast", "lineguard_image_contrast"),
+        ("Image sharpness", "lineguard_image_sharpness"),
+        ("Saturated pixels", "lineguard_image_saturated_ratio"),
+    ):
+        panel = by_title[title]
+        assert panel["type"] == "timeseries" and panel["gridPos"]["y"] > by_title["Image quality"]["gridPos"]["y"]
+        exprs = [target["expr"] for target in panel["targets"]]
+        assert [e.split(",")[0] for e in exprs] == [f"histogram_quantile({q}" for q in ("0.5", "0.1", "0.9")], title
+        assert all(f"sum by (station, le) (rate({metric}_bucket[" in e for e in exprs), title

@@ -53,3 +53,30 @@ CAMERA_STREAM_LOST = Counter(
     "Times the station's camera stream was lost, by cause (stalled, ended, open_failed)",
     ["station", "camera", "cause"],
 )
+# Every production frame's image quality (capture, lineguard.imagequality; golden self-test parts not counted), by
+# station: the distributions the drift watch compares with its baseline, for Grafana. The buckets span each figure's
+# range as measured at 256 px (docs/drift.md).
+IMAGE_BRIGHTNESS = Histogram(
+    "lineguard_image_brightness",
+    "Mean gray level of each frame (0..255), within the recipe's inspect_roi",
+    ["station"],
+    buckets=(16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 255),
+)
+IMAGE_CONTRAST = Histogram(
+    "lineguard_image_contrast",
+    "Standard deviation of each frame's gray levels, within the recipe's inspect_roi",
+    ["station"],
+    buckets=(4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 112, 128),
+)
+IMAGE_SHARPNESS = Histogram(
+    "lineguard_image_sharpness",
+    "Variance of the Laplacian of each frame at 256 px, within the recipe's inspect_roi",
+    ["station"],
+    buckets=(5, 10, 25, 50, 100, 250, 500, 1000, 1500, 2000, 3000, 5000, 10000, 25000),
+)
+IMAGE_SATURATED = Histogram(
+    "lineguard_image_saturated_ratio",
+    "Share of each frame's pixels at 250 or above (clipped), within the recipe's inspect_roi",
+    ["station"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1),
+)
