@@ -15,8 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lineguard.bus.credentials import Layout, server_config, write_credentials
+from lineguard.bus.credentials import Layout, jetstream_block, server_config, write_credentials
 from lineguard.config import NatsSettings, NatsTlsSettings
+
+# The embedded server's JetStream storage ceiling (see EmbeddedNats.start).
+EMBEDDED_MAX_FILE_STORE = "1TB"
 
 
 class NatsServerError(RuntimeError):
@@ -79,11 +82,22 @@ class EmbeddedNats:
         if not self.port:
             self.port = free_port(self.host)
         config = self.store_dir / "nats.conf"
-        # max_payload above the 4 MB inline-image limit, with room for the envelope.
+        # max_payload above the 4 MB inline-image limit, with room for the envelope. JetStream reserves each stream's
+        # max_bytes (2 GiB by default) against its ceiling, 75% of the free disk unless set: a line's 13 streams need
+        # 26 GiB of it, which a test machine's disk need not have free. The streams' own limits still bound them.
         if self.credentials is None:
-            config.write_text(f"max_payload: {self.max_payload}\n")
+            config.write_text(
+                f"max_payload: {self.max_payload}\n{jetstream_block(max_file_store=EMBEDDED_MAX_FILE_STORE)}\n"
+            )
         else:
-            config.write_text(server_config(self.credentials, config.parent, max_payload=self.max_payload))
+            config.write_text(
+                server_config(
+                    self.credentials,
+                    config.parent,
+                    max_payload=self.max_payload,
+                    max_file_store=EMBEDDED_MAX_FILE_STORE,
+                )
+            )
         args = [
             nats_server_binary(),
             "-js",

@@ -205,17 +205,24 @@ def write_tls(layout: Layout, hosts: list[str]) -> None:
 
 
 def server_config(
-    layout: Layout, config_dir: Path, *, max_payload: int, store_dir: str | None = None, monitor: str | None = None
+    layout: Layout,
+    config_dir: Path,
+    *,
+    max_payload: int,
+    store_dir: str | None = None,
+    monitor: str | None = None,
+    max_file_store: str | None = None,
 ) -> str:
     """A nats-server config, to be written in `config_dir`, for a secured line: TLS on every client connection,
     the users of `layout`'s authorization.conf (included, so a rerun of `lineguard nats creds` takes effect on a
-    reload), JetStream. `monitor`: "host:port" of the monitoring endpoint (default none: it is off)."""
+    reload), JetStream. `monitor`: "host:port" of the monitoring endpoint (default none: it is off).
+    `max_file_store`: JetStream's storage ceiling ("1TB"; default: the server's, 75% of the free disk)."""
     # nats-server reads an include relative to the config's folder, and a certificate's path as given.
     include = os.path.relpath(layout.authorization.resolve(), config_dir.resolve())
     lines = [
         "# lineguard: a secured line (docs/security.md, NATS). Clients must use TLS and sign in with their nkey.",
         f"max_payload: {max_payload}",
-        f'jetstream {{ store_dir: "{store_dir}" }}' if store_dir else "jetstream {}",
+        jetstream_block(store_dir=store_dir, max_file_store=max_file_store),
         "tls {",
         f'  cert_file: "{layout.server_cert.resolve()}"',
         f'  key_file: "{layout.server_key.resolve()}"',
@@ -226,3 +233,10 @@ def server_config(
     if monitor:
         lines.append(f'http: "{monitor}"')
     return "\n".join(lines) + "\n"
+
+
+def jetstream_block(*, store_dir: str | None = None, max_file_store: str | None = None) -> str:
+    options = ([f'store_dir: "{store_dir}"'] if store_dir else []) + (
+        [f"max_file_store: {max_file_store}"] if max_file_store else []
+    )
+    return f"jetstream {{ {', '.join(options)} }}" if options else "jetstream {}"
