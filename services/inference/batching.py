@@ -168,7 +168,7 @@ class FrameBatcher:
         self.settling: set[asyncio.Task[None]] = set()
         # Admission (admission.py): frames admitted and not yet prepared, in arrival order; how many are admitted and
         # not yet run to the end (waiting, being prepared, queued, running); the model's recent time per frame.
-        self.waiting: deque[Delivery[Frame]] = deque()
+        self.waiting: deque[tuple[Delivery[Frame], float]] = deque()  # with when each came
         self.admitted = 0
         self.pace = ModelPace()
         self.ack_wait_s = ctx.config.nats.ack_wait_s
@@ -240,23 +240,24 @@ class FrameBatcher:
         `waiting` (its ack deferred) and the handler returns, so every frame is seen as it arrives."""
         if self.ctx.is_stale(delivery):
             return
-        if not await self._admitted(delivery, ahead=self.admitted):
+        arrived = time.time()
+        if not await self._admitted(delivery, self.admitted, arrived):
             return  # refused: its OVERLOAD result is out, the worker acks the frame
         self.admitted += 1
         delivery.defer()
-        self.waiting.append(delivery)
+        self.waiting.append((delivery, arrived))
         self._arrived.set()
 
-    async def _admitted(self, delivery: Delivery[Frame], ahead: int) -> bool:
+    async def _admitted(self, delivery: Delivery[Frame], ahead: int, arrived: float) -> bool:
         """Whether the part can be judged by its deadline with `ahead` frames before it; if not, its OVERLOAD
-        result is published (the part fails at once) and False."""
+        result is published (the part fails at once) and False. `arrived`: when the frame came (wall clock)."""
         part = delivery.message.part
         recipe = self.ctx.config.recipes.get(part.recipe_id)
         if recipe is None or part.triggered_unix_ns <= 0:
             return True  # no deadline to keep: the frame's own errors are settled when it is prepared
         now = time.time()
         # Within half the ack wait too: a frame held longer would be redelivered while it waits.
-        deadline = min((part.triggered_unix_ns + recipe.deadline_ms * 1_000_000) / 1e9, now + self.ack_wait_s / 2)
+        deadline = min((part.triggered_unix_ns + recipe.deadline_ms * 1_000_000) / 1e9, arrived + self.ack_wait_s / 2)
         if can_finish(now, deadline, ahead, self.pace, reserve_s(recipe.deadline_ms)):
             return True
         OVERLOADED.labels(self.ctx.name).inc()
@@ -277,22 +278,22 @@ class FrameBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), timeout=0.2)  # bounded: a stop is noticed
                 continue
-            delivery = self.waiting.popleft()
+            delivery, arrived = self.waiting.popleft()
             queued = False
             try:
                 if self.ctx.stopping.is_set():
                     raise Stopped("the service stopped before the frame ran")
-                queued = await self._prepare_and_queue(delivery)
+                queued = await self._prepare_and_queue(delivery, arrived)
             except Exception as exc:  # noqa: BLE001 - deferred, so settled here by the bus's one failure policy
                 await delivery.fail(exc)
             finally:
                 if not queued:
                     self.admitted -= 1  # a queued frame counts until the model has run it (_settle)
 
-    async def _prepare_and_queue(self, delivery: Delivery[Frame]) -> bool:
+    async def _prepare_and_queue(self, delivery: Delivery[Frame], arrived: float) -> bool:
         """True once the frame is queued for the model; False when it is skipped (stale) or refused, and acked."""
         ahead = self.admitted - 1 - len(self.waiting)  # those behind it wait in `waiting`
-        if self.ctx.is_stale(delivery) or not await self._admitted(delivery, ahead):
+        if self.ctx.is_stale(delivery) or not await self._admitted(delivery, ahead, arrived):
             await delivery.ack()
             return False
         try:
