@@ -13,7 +13,7 @@ Prints, on one machine in one run:
   batching  the same service throughput at each --batch-sizes with --batch-model (which needs a
             dynamic batch axis to batch for real), next to the bare loop at that batch size.
 
-    python benchmarks/inference.py [--frames 60] [--rounds 3] [--threads 2] [--model M] [--batch-model M]
+    python benchmarks/inference.py [--frames 60] [--rounds 3] [--threads 0] [--model M] [--batch-model M]
                                    [--batch-sizes 1,4] [--batch-wait-ms 20] [--backend B --device D]
     python benchmarks/inference.py --backend tensorrt --device cuda      # on a GPU, the tensorrt extra
 """
@@ -132,7 +132,9 @@ async def main() -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames per throughput run")
     parser.add_argument("--latency-frames", type=int, default=30, help="lone frames for the service's latency")
     parser.add_argument("--rounds", type=int, default=3, help="bare / service / bare rounds; the ratio is their median")
-    parser.add_argument("--threads", type=int, default=2, help="the runtime's CPU threads, both sides")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="the runtime's CPU threads, both sides (0: the service's default)"
+    )
     parser.add_argument("--backend", default="onnxruntime", help="onnxruntime, tensorrt or openvino, both sides")
     parser.add_argument(
         "--device", default="cpu", help="cpu, cuda (TensorRT, onnxruntime-gpu) or an OpenVINO device, both sides"
