@@ -2,7 +2,8 @@
 runs the one before, run frames that arrive while the model is busy as one batch, settle each on its own.
 
 The bus worker hands frames over one at a time. The handler admits the frame by its part's deadline
-(admission.py: the frames admitted ahead of it at the model's recent pace must leave it time to be judged) or refuses
+(lineguard.runtime.admission: the frames admitted ahead of it at the model's recent pace must leave it time to
+be judged) or refuses
 it at once with an OVERLOAD result, which fails the part within milliseconds instead of at its deadline; an admitted
 frame waits in arrival order with its ack deferred (`delivery.defer()`), so the handler returns and every frame is
 seen as it comes. A feeder takes the admitted frames in order, checks each again against the queue as it is then,
@@ -29,15 +30,9 @@ import structlog
 from lineguard.bus import BadMessage, Delivery, HandBack
 from lineguard.imaging import FrameError
 from lineguard.runtime import tracing
+from lineguard.runtime.admission import OVERLOADED, Pace, can_finish, overload_text, part_deadline_s, reserve_s
 from lineguard.runtime.service import ServiceContext
-from lineguard.services.inference.admission import (
-    OVERLOADED,
-    ModelPace,
-    can_finish,
-    overload_result,
-    overload_text,
-    reserve_s,
-)
+from lineguard.services.inference.admission import overload_result
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
 from lineguard.services.inference.shadow import ShadowModel
 from lineguard.v1.frame_pb2 import Frame
@@ -166,11 +161,11 @@ class FrameBatcher:
             after=self._shadow_after(shadow) if shadow is not None else None,
         )
         self.settling: set[asyncio.Task[None]] = set()
-        # Admission (admission.py): frames admitted and not yet prepared, in arrival order; how many are admitted and
-        # not yet run to the end (waiting, being prepared, queued, running); the model's recent time per frame.
+        # Admission (lineguard.runtime.admission): frames admitted and not yet prepared, in arrival order; how many
+        # are admitted and not yet run to the end (waiting, being prepared, queued, running); the model's pace.
         self.waiting: deque[tuple[Delivery[Frame], float]] = deque()  # with when each came
         self.admitted = 0
-        self.pace = ModelPace()
+        self.pace = Pace()
         self.ack_wait_s = ctx.config.nats.ack_wait_s
         self._arrived = asyncio.Event()
         self._last_run_end: float | None = None
@@ -253,11 +248,10 @@ class FrameBatcher:
         result is published (the part fails at once) and False. `arrived`: when the frame came (wall clock)."""
         part = delivery.message.part
         recipe = self.ctx.config.recipes.get(part.recipe_id)
-        if recipe is None or part.triggered_unix_ns <= 0:
+        deadline = part_deadline_s(part, recipe.deadline_ms, arrived, self.ack_wait_s) if recipe else None
+        if recipe is None or deadline is None:
             return True  # no deadline to keep: the frame's own errors are settled when it is prepared
         now = time.time()
-        # Within half the ack wait too: a frame held longer would be redelivered while it waits.
-        deadline = min((part.triggered_unix_ns + recipe.deadline_ms * 1_000_000) / 1e9, arrived + self.ack_wait_s / 2)
         if can_finish(now, deadline, ahead, self.pace, reserve_s(recipe.deadline_ms)):
             return True
         OVERLOADED.labels(self.ctx.name).inc()

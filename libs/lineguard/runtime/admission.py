@@ -1,0 +1,93 @@
+"""Admission by deadline: a frame a service cannot finish before its part's deadline is refused when it arrives.
+
+Skipping a frame only once its deadline has passed lets a backlog settle at the deadline: every frame then waits
+almost the whole deadline, and nearly every one that runs finishes just late (an overload fails all parts, not
+some). Instead the service decides when the frame arrives, from what it knows then: the part's deadline, the frames
+admitted ahead of it (queued or running) and its stage's recent time per frame. A frame that cannot be finished in
+time is refused at once with reason OVERLOAD (the decision service fails the part with it: never a pass), so the
+frames that can be are, and the parts that cannot get their FAIL within milliseconds instead of at the deadline.
+The rule is plain functions; the inference service (its model) and the OCR service (its reads) each apply it to
+their own queue, and check a frame again just before they run it, against the queue as it is then."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from lineguard.v1.common_pb2 import Part
+
+# The reason code of a part the line could not judge in time (InferenceResult.refused, OcrResult.refused).
+OVERLOAD = "OVERLOAD"
+OVERLOADED = Counter(
+    "lineguard_overload_refused_total",
+    "Frames refused on arrival (or just before their run) because the service could not finish them by their part's "
+    "deadline: each part failed at once with reason OVERLOAD",
+    ["service"],
+)
+# Kept free after the stage's run for the rest of the part's path (the result's publish, the decision, the
+# gateway's write to the PLC): at least this, or this share of the recipe's deadline, whichever is more. On a
+# 2-core box loaded by other work that path's p99 reached a few hundred ms, and a part admitted on a tighter reserve
+# was judged just late (a TIMEOUT where an OVERLOAD at once was due).
+AFTER_RUN_S = 0.15
+RESERVE_SHARE = 0.1
+# How fast the estimate follows the stage's time per frame: a few runs' worth.
+SMOOTHING = 0.2
+
+
+@dataclass
+class Pace:
+    """A stage's recent wall time per frame (the model's batches, or OCR's reads, over their frames, smoothed); None
+    before it ran."""
+
+    per_frame_s: float | None = None
+    # How far the runs stray from it (smoothed absolute deviation): a box whose other work comes and goes makes
+    # the model's time jump, and admission plans with the mean plus this.
+    spread_s: float = 0.0
+
+    def observe(self, seconds: float, frames: int) -> None:
+        if frames < 1:
+            return
+        took = seconds / frames
+        if self.per_frame_s is None:
+            self.per_frame_s = took
+            return
+        self.spread_s += SMOOTHING * (abs(took - self.per_frame_s) - self.spread_s)
+        self.per_frame_s += SMOOTHING * (took - self.per_frame_s)
+
+    @property
+    def planned_s(self) -> float | None:
+        """The time per frame admission plans with: the recent mean and its spread."""
+        return None if self.per_frame_s is None else self.per_frame_s + self.spread_s
+
+
+def reserve_s(deadline_ms: float) -> float:
+    """What is kept free after the stage's run for the rest of the part's path, for a recipe's deadline."""
+    return max(AFTER_RUN_S, RESERVE_SHARE * deadline_ms / 1000)
+
+
+def can_finish(now_s: float, deadline_s: float, ahead: int, pace: Pace, reserve: float = AFTER_RUN_S) -> bool:
+    """Whether a frame with `ahead` frames before it (admitted, not yet run to the end) can be judged by
+    `deadline_s` (same clock as `now_s`): its own run and theirs at the stage's planned pace, plus `reserve` for
+    the path after it. Before the stage's first run nothing is known: every frame is admitted."""
+    planned = pace.planned_s
+    if planned is None:
+        return True
+    return now_s + (ahead + 1) * planned + reserve <= deadline_s
+
+
+def overload_text(ahead: int, pace: Pace, left_s: float) -> str:
+    per_frame_ms = (pace.planned_s or 0.0) * 1000
+    return (
+        f"{OVERLOAD}: {ahead} frames ahead at {per_frame_ms:.0f} ms each cannot be judged in the "
+        f"{max(left_s, 0.0) * 1000:.0f} ms left before the part's deadline"
+    )
+
+
+def part_deadline_s(part: Part, deadline_ms: float, arrived_s: float, ack_wait_s: float) -> float | None:
+    """By when (wall clock, s) a frame of `part` that came at `arrived_s` must be finished: its recipe's deadline
+    from the trigger, and within half the bus's ack wait from its arrival (a frame held longer is redelivered while
+    it waits); None for a part without a trigger time."""
+    if part.triggered_unix_ns <= 0:
+        return None
+    return min((part.triggered_unix_ns + deadline_ms * 1_000_000) / 1e9, arrived_s + ack_wait_s / 2)
