@@ -20,12 +20,12 @@ target "_common" {
   secret = ["id=pip-conf,env=PIP_CONF_FILE", "id=pip-cert,env=PIP_CERT"]
 }
 
-# Each service with only its own extra.
+# Each service with only its own extra, and tracing (tracing.endpoint can be turned on).
 target "services" {
   inherits = ["_common"]
   name     = service
   matrix   = { service = ["capture", "inference", "ocr", "decision", "gateway", "results"] }
-  args     = { BASE_IMAGE = BASE_IMAGE, SERVICE = service, EXTRAS = service }
+  args     = { BASE_IMAGE = BASE_IMAGE, SERVICE = service, EXTRAS = "${service},tracing" }
   tags     = ["${REGISTRY}/${service}:${VERSION}"]
 }
 

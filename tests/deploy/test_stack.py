@@ -1,24 +1,22 @@
-"""The CPU images built with podman and the stack run from them (docs/deploy.md, What CI runs): NATS, the
-migration and provisioning, the six services as containers, the simulated PLC triggering parts and their rows read
-back from PostgreSQL (the host's, a throwaway database); and a database that is away keeps the results service
-unready, waiting, not crash-looping."""
+"""The CPU images built with podman and the stack run from them (docs/deploy.md, What CI runs): the NATS credentials
+made by the tools image (its own permissions table, the one the services' code was built with), NATS, the migration and
+provisioning, the six services as containers with tracing on, the simulated PLC triggering parts, their rows read back
+from PostgreSQL (the host's, a throwaway database) and each part's trace holding spans of all six services; and a
+database that is away keeps the results service unready, waiting, not crash-looping."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 import yaml
 
-from lineguard.bus.credentials import write_credentials
 from lineguard.natsserver import free_port
 from lineguard.testing.containers import (
     ROOT,
@@ -32,7 +30,8 @@ from lineguard.testing.containers import (
     stack,
     wait_ready,
 )
-from lineguard.testing.postgres import ADMIN_URL_ENV, DEFAULT_ADMIN, take_database_away, throwaway_database
+from lineguard.testing.otlp import OtlpReceiver
+from lineguard.testing.postgres import give_database_back, take_database_away, throwaway_database
 
 pytestmark = [
     pytest.mark.deploy,
@@ -62,9 +61,20 @@ class Box:
     database_url: str
 
 
-def make_box(folder: Path, database_url: str) -> Box:
+def make_box(folder: Path, database_url: str, running: Stack, tracing: str | None = None) -> Box:
+    """`tracing`: the OTLP endpoint the services export to (none: tracing off)."""
     secrets = folder / "secrets"
-    write_credentials(secrets / "nats", "l1", hosts=["127.0.0.1", "localhost"])
+    secrets.mkdir()
+    # As docs/deploy.md says to: `lineguard nats creds` from the tools image, so the server's authorization is the
+    # permissions table of the code the services run, not of whatever lineguard the host has.
+    readable_by_the_image(secrets)
+    creds = running.run(
+        "nats-creds",
+        "tools",
+        ["lineguard", "nats", "creds", "/secrets/nats", "--host", "127.0.0.1", "--host", "localhost"],
+        mounts=[(secrets, "/secrets")],
+    )
+    assert creds.wait(60) == 0, f"lineguard nats creds failed:\n{creds.logs()}"
     (secrets / "opcua-plc-password").write_text("plc-password-for-the-test\n")
     # Mounted as compose mounts it; the host's PostgreSQL trusts loopback, so the config names no password file.
     (secrets / "postgres-password").write_text("unused-by-a-trusting-server\n")
@@ -73,6 +83,8 @@ def make_box(folder: Path, database_url: str) -> Box:
     line: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "line.yaml").read_text())
     line["nats"]["url"] = f"nats://127.0.0.1:{nats_port}"
     line["database"] = {"url": database_url}
+    if tracing:
+        line["tracing"] = {"endpoint": tracing}
     line["stations"][0]["plc"]["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}/lineguard/"
     health_ports = {name: free_port() for name in SERVICES}
     for name, port in health_ports.items():
@@ -133,12 +145,6 @@ def start_service(box: Box, running: Stack, name: str) -> None:
     )
 
 
-def give_database_back(url: str) -> None:
-    """The end of take_database_away's outage: connections allowed again."""
-    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{sa.engine.make_url(url).database}" ALLOW_CONNECTIONS true')
-
-
 @pytest.fixture
 def database() -> Iterator[str]:
     with throwaway_database() as url:
@@ -148,8 +154,8 @@ def database() -> Iterator[str]:
 def test_the_stack_runs_from_the_images_and_writes_each_triggered_part(
     images: None, tmp_path: Path, database: str
 ) -> None:
-    box = make_box(tmp_path, database)
-    with stack() as running:
+    with OtlpReceiver() as receiver, stack() as running:
+        box = make_box(tmp_path, database, running, tracing=receiver.endpoint)
         start_nats(box, running)
         one_shot(box, running, "nats-provision")
         one_shot(box, running, "migrate")
@@ -189,7 +195,9 @@ def test_the_stack_runs_from_the_images_and_writes_each_triggered_part(
             while time.monotonic() < deadline:
                 with engine.connect() as conn:
                     rows = conn.execute(
-                        sa.text("SELECT inspection_id, verdict FROM inspections WHERE inspection_id = ANY(:ids)"),
+                        sa.text(
+                            "SELECT inspection_id, verdict, trace_id FROM inspections WHERE inspection_id = ANY(:ids)"
+                        ),
                         {"ids": ids},
                     ).all()
                 if len(rows) == len(ids):
@@ -199,13 +207,27 @@ def test_the_stack_runs_from_the_images_and_writes_each_triggered_part(
             engine.dispose()
         assert sorted(str(r.inspection_id) for r in rows) == sorted(ids), f"rows {rows}\n{running.logs()}"
         assert all(c.restarts == 0 for c in running.containers), running.logs()
+        # Tracing on in the images (the tracing extra): each part's trace, named by its row, has spans of all six
+        # services' containers (their batches leave within a few seconds).
+        wanted = {f"lineguard-{name}" for name in SERVICES}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            traces = receiver.traces()
+            if all(wanted <= {span.service for span in traces.get(row.trace_id, [])} for row in rows):
+                break
+            time.sleep(1)
+        missing = {
+            str(row.inspection_id): sorted(wanted - {span.service for span in traces.get(row.trace_id, [])})
+            for row in rows
+        }
+        assert not any(missing.values()), f"traces lack spans of {missing}; refused: {receiver.refused}"
 
 
 def test_a_stack_whose_database_is_away_keeps_results_unready_and_waiting_not_crash_looping(
     images: None, tmp_path: Path, database: str
 ) -> None:
-    box = make_box(tmp_path, database)
     with stack() as running:
+        box = make_box(tmp_path, database, running)
         start_nats(box, running)
         one_shot(box, running, "nats-provision")
         one_shot(box, running, "migrate")

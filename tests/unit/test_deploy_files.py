@@ -73,3 +73,13 @@ def test_compose_migrates_in_a_step_of_its_own_before_the_writer_starts() -> Non
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["migrate"]["command"] == ["lineguard", "db", "upgrade"]
     assert compose["services"]["results"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+
+
+def test_compose_streams_fit_the_jetstream_store() -> None:
+    """Every line stream at deploy/line.yaml's limit fits nats.conf's JetStream store, with room for the model
+    registry's and the recipes' buckets."""
+    from lineguard.testing.containers import jetstream_store_bytes, reserved_stream_bytes
+
+    store = jetstream_store_bytes((ROOT / "deploy" / "nats.conf").read_text())
+    reserved = reserved_stream_bytes(load_config(ROOT / "deploy" / "line.yaml").nats)
+    assert reserved <= 0.85 * store, f"the line's streams reserve {reserved} of the {store} bytes JetStream may use"

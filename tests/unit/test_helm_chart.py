@@ -144,3 +144,21 @@ def test_the_grafana_dashboard_ships_as_a_configmap_for_grafanas_sidecar_when_as
     )
     moved = by(elsewhere, "ConfigMap", "t-grafana-dashboard")["metadata"]
     assert moved["namespace"] == "monitoring" and moved["labels"]["dashboards"] == "lineguard"
+
+
+@pytest.mark.parametrize("site", SITES, ids=lambda p: p.stem)
+def test_the_line_streams_fit_jetstreams_store_and_the_store_its_volume(site: Path) -> None:
+    """JetStream reserves each stream's limit as provisioning makes it and refuses one beyond max_file_store (the Job
+    failing with "insufficient storage resources available"); the store must fit the PVC."""
+    from lineguard.config import LineConfig
+    from lineguard.testing.containers import jetstream_store_bytes, reserved_stream_bytes
+
+    docs = manifests("-f", str(site))
+    store = jetstream_store_bytes(by(docs, "ConfigMap", "t-nats")["data"]["nats.conf"])
+    line = LineConfig.model_validate(yaml.safe_load(by(docs, "ConfigMap", "t-line")["data"]["line.yaml"]))
+    reserved = reserved_stream_bytes(line.nats)
+    assert reserved <= 0.85 * store, f"the line's streams reserve {reserved} of the {store} bytes JetStream may use"
+    volume = by(docs, "StatefulSet", "t-nats")["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
+    units = {"Gi": 1 << 30, "Mi": 1 << 20, "Ti": 1 << 40}
+    size = volume["storage"]
+    assert store <= int(size[:-2]) * units[size[-2:]], f"max_file_store {store} over the {size} volume"

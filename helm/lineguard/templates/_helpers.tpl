@@ -17,7 +17,7 @@ app.kubernetes.io/name: {{ .name }}
 {{/* The line's YAML: the values' line, with the in-cluster NATS, the database and the health ports filled in. */}}
 {{- define "lineguard.config" -}}
 {{- $line := deepCopy .Values.line }}
-{{- $_ := set $line "nats" (dict "url" (printf "nats://%s-nats:4222" .Release.Name) "credentials_dir" "/run/secrets/nats" "tls" (dict "ca_file" "/run/secrets/nats/ca.pem")) }}
+{{- $_ := set $line "nats" (dict "url" (printf "nats://%s-nats:4222" .Release.Name) "credentials_dir" "/run/secrets/nats" "tls" (dict "ca_file" "/run/secrets/nats/ca.pem") "stream_max_bytes" (.Values.nats.streamMaxBytes | int64)) }}
 {{- $url := .Values.database.url }}
 {{- if .Values.database.bundled.enabled }}{{ $url = printf "postgresql+psycopg://lineguard@%s-postgres/lineguard" .Release.Name }}{{ end }}
 {{- $_ := set $line "database" (dict "url" $url) }}

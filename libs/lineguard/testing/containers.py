@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lineguard.bus.streams import line_streams
+from lineguard.config import NatsSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 # crun refuses this kernel's hybrid cgroups, and the default ulimits cannot be set here (scripts/build-images).
@@ -37,8 +41,16 @@ def image(name: str) -> str:
     return f"localhost/lineguard/{name}:{version}"
 
 
+IMAGES = ("capture", "inference", "ocr", "decision", "gateway", "results", "tools")
+
+
 def build_images(timeout_s: float = 1200) -> None:
-    """scripts/build-images: the base and every CPU image (podman's layer cache makes a rebuild quick)."""
+    """scripts/build-images: the base and every CPU image (podman's layer cache makes a rebuild quick).
+    LINEGUARD_REUSE_IMAGES=1 (a developer rerunning the stack, never CI) runs the images already built, if all are."""
+    if os.environ.get("LINEGUARD_REUSE_IMAGES") == "1" and all(
+        subprocess.run([*PODMAN, "image", "exists", image(name)], check=False).returncode == 0 for name in IMAGES
+    ):
+        return
     done = subprocess.run(
         [str(ROOT / "scripts" / "build-images")], capture_output=True, text=True, timeout=timeout_s, check=False
     )
@@ -173,3 +185,17 @@ def wait_ready(url: str, timeout_s: float, stack: Stack) -> None:
 
 def podman_present() -> bool:
     return shutil.which("podman") is not None and shutil.which("runc") is not None
+
+
+def jetstream_store_bytes(nats_conf: str) -> int:
+    """A nats-server config's JetStream store (max_file_store, in bytes), which must be set: left out, nats-server
+    takes 75% of the disk free at its start, so a fuller disk refuses streams that fitted the day before."""
+    found = re.search(r"jetstream\s*\{[^}]*max_file_store:\s*(\d+)", nats_conf)
+    assert found, "no max_file_store (in bytes) in the config's jetstream block"
+    return int(found.group(1))
+
+
+def reserved_stream_bytes(settings: NatsSettings) -> int:
+    """What JetStream reserves for the line's streams as provisioning makes them (each stream's max_bytes; it refuses
+    a stream beyond the store: "insufficient storage resources available"). The buckets are unlimited: not reserved."""
+    return sum(spec.max_bytes for spec in line_streams(settings))
