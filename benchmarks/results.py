@@ -201,7 +201,7 @@ HISTORY_SQL = [
     "SELECT * FROM codes WHERE inspection_id = ANY(%s) ORDER BY id",
 ]
 YIELD_SQL = (
-    "SELECT to_char(timezone('UTC', decided_at), 'YYYY-MM-DD\"T\"HH24:00:00Z') AS bucket, line, station, count(*),"
+    "SELECT date_trunc('hour', timezone('UTC', decided_at)) AS bucket, line, station, count(*),"
     " sum(CASE WHEN verdict = 'PASS' THEN 1 ELSE 0 END) FROM inspections"
     " WHERE decided_at >= %s AND decided_at < %s AND line = %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 )

@@ -84,6 +84,10 @@ class Base(DeclarativeBase):
     }
 
 
+# What a yield or shift question reads of each inspection in its range besides decided_at.
+YIELD_COLUMNS = ("line", "station", "verdict", "shift_day", "shift")
+
+
 class Inspection(Base):
     """One part at one station: the verdict and everything that led to it."""
 
@@ -140,7 +144,8 @@ class Inspection(Base):
         Index(None, "serial"),
         Index(None, "verdict"),
         Index(None, "lot"),
-        Index(None, "decided_at"),
+        # Covering on PostgreSQL (migration 0006): yield and shift questions over a range read the index alone.
+        Index(None, "decided_at", postgresql_include=list(YIELD_COLUMNS)),
         CheckConstraint(f"verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="verdict"),
         CheckConstraint(f"plc_verdict IN ({', '.join(repr(v) for v in VERDICTS)})", name="plc_verdict"),
     )
