@@ -36,8 +36,9 @@ class Pending:
 
     @property
     def complete(self) -> bool:
-        """Both results are in, or the frame was refused (OVERLOAD): the part fails whatever OCR finds, at once."""
-        if self.inference is not None and self.inference.refused:
+        """Both results are in, or one of them refused the frame (OVERLOAD): the part fails whatever the other finds,
+        at once."""
+        if (self.inference is not None and self.inference.refused) or (self.ocr is not None and self.ocr.refused):
             return True
         return self.inference is not None and self.ocr is not None
 

@@ -83,19 +83,23 @@ class Judgement:
 
 
 def judge(recipe: RecipeSettings, inference: InferenceResult | None, ocr: OcrResult | None) -> Judgement:
-    """The verdict on one part. A missing input is a FAIL (TIMEOUT), a frame refused by the inference service a FAIL
-    with its reason (OVERLOAD), never a pass."""
+    """The verdict on one part. A missing input is a FAIL (TIMEOUT), a frame refused by the inference or OCR
+    service a FAIL with its reason (OVERLOAD), never a pass."""
     findings: list[Finding] = []
-    refused = inference is not None and bool(inference.refused)
-    if refused:
+    refusals = [
+        (service, what, result.refused)
+        for service, what, result in (("inference", "the model", inference), ("OCR", "the code reader", ocr))
+        if result is not None and result.refused
+    ]
+    for service, what, reason in refusals:
         # The part was not judged and cannot pass: it fails with the refusal's own reason, not as a TIMEOUT.
-        assert inference is not None
         text = (
-            f"the inference service refused the frame ({inference.refused}): the model could not judge it by the "
-            f"recipe's {recipe.deadline_ms} ms deadline"
+            f"the {service} service refused the frame ({reason}): {what} could not judge it by the recipe's "
+            f"{recipe.deadline_ms} ms deadline"
         )
-        findings.append(_plain(Verdict.VERDICT_FAIL, inference.refused, "input", text))
-    elif inference is None or ocr is None:
+        findings.append(_plain(Verdict.VERDICT_FAIL, reason, "input", text))
+    refused = bool(refusals)
+    if not refused and (inference is None or ocr is None):
         missing = " and ".join(name for name, r in (("inference", inference), ("OCR", ocr)) if r is None)
         text = f"no {missing} result by the recipe's {recipe.deadline_ms} ms deadline"
         findings.append(_plain(Verdict.VERDICT_FAIL, TIMEOUT, "input", text))
@@ -103,10 +107,10 @@ def judge(recipe: RecipeSettings, inference: InferenceResult | None, ocr: OcrRes
             findings.append(_plain(Verdict.VERDICT_FAIL, NO_INFERENCE, "input", "the defect model's result is missing"))
         if ocr is None:
             findings.append(_plain(Verdict.VERDICT_FAIL, NO_OCR, "input", "the code reader's result is missing"))
-    if inference is not None and not refused:
+    if inference is not None and not inference.refused:
         findings += judge_defects(recipe, inference)
     serial = ""
-    if ocr is not None:
+    if ocr is not None and not ocr.refused:
         serial = _judge_codes(recipe, ocr, findings)
     return Judgement.of(findings, serial)
 

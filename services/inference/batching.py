@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +31,7 @@ import structlog
 from lineguard.bus import BadMessage, Delivery, HandBack
 from lineguard.imaging import FrameError
 from lineguard.runtime import tracing
-from lineguard.runtime.admission import OVERLOADED, Pace, can_finish, overload_text, part_deadline_s, reserve_s
+from lineguard.runtime.admission import Pace, admitted
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.admission import overload_result
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
@@ -166,7 +167,6 @@ class FrameBatcher:
         self.waiting: deque[tuple[Delivery[Frame], float]] = deque()  # with when each came
         self.admitted = 0
         self.pace = Pace()
-        self.ack_wait_s = ctx.config.nats.ack_wait_s
         self._arrived = asyncio.Event()
         self._last_run_end: float | None = None
         takes = detector().max_batch
@@ -247,19 +247,10 @@ class FrameBatcher:
         """Whether the part can be judged by its deadline with `ahead` frames before it; if not, its OVERLOAD
         result is published (the part fails at once) and False. `arrived`: when the frame came (wall clock)."""
         part = delivery.message.part
-        recipe = self.ctx.config.recipes.get(part.recipe_id)
-        deadline = part_deadline_s(part, recipe.deadline_ms, arrived, self.ack_wait_s) if recipe else None
-        if recipe is None or deadline is None:
-            return True  # no deadline to keep: the frame's own errors are settled when it is prepared
-        now = time.time()
-        if can_finish(now, deadline, ahead, self.pace, reserve_s(recipe.deadline_ms)):
-            return True
-        OVERLOADED.labels(self.ctx.name).inc()
-        log.warning(
-            "frame refused: it cannot be judged by its deadline", reason=overload_text(ahead, self.pace, deadline - now)
+        refusal = functools.partial(overload_result, part, self.detector())
+        return await admitted(
+            self.ctx, "inference", part, ahead=ahead, arrived_s=arrived, pace=self.pace, refusal=refusal
         )
-        await self.ctx.publish("inference", overload_result(part, self.detector()))
-        return False
 
     async def _feed(self) -> None:
         """Prepare the admitted frames in order, each while the model runs the ones before it, and queue them for

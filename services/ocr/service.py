@@ -1,33 +1,104 @@
-"""The OCR service: frame in, codes out."""
+"""The OCR service: frame in, codes out.
+
+Frames are admitted by their part's deadline when they come (lineguard.runtime.admission: the frames admitted ahead
+of one, at the recent time per read, must leave it time to be read) or refused at once with an OVERLOAD result,
+which fails the part within milliseconds instead of at its deadline. Admitted frames wait in arrival order, their
+acks deferred, and are read one at a time off the event loop, each checked again just before its read."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import time
+from collections import deque
 
-from lineguard.bus import BadMessage, Delivery
+from lineguard.bus import BadMessage, Delivery, HandBack
 from lineguard.bus.bigframes import fetching_images
+from lineguard.contracts import copy_part, now_ns
 from lineguard.imaging import FrameError
 from lineguard.ocr.fields import SeenValues
 from lineguard.ocr.text import warm_up
+from lineguard.runtime.admission import OVERLOAD, Pace, admitted
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.ocr.results import ocr_frame
+from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
+from lineguard.v1.ocr_pb2 import OcrResult
+
+
+def overload_result(part: Part) -> OcrResult:
+    """The OCR result of a refused frame: nothing read, `refused` OVERLOAD (the part fails with it)."""
+    return OcrResult(part=copy_part(part), completed_unix_ns=now_ns(), refused=OVERLOAD)
+
+
+class Reader:
+    """The OCR service's frame handler: admit or refuse, then read the admitted frames in order."""
+
+    def __init__(self, ctx: ServiceContext, seen: SeenValues):
+        self.ctx = ctx
+        self.seen = seen  # DUPLICATE_SERIAL's window: this process's parts
+        self.waiting: deque[tuple[Delivery[Frame], float]] = deque()  # admitted, with when each came
+        self.admitted = 0  # waiting or being read
+        self.pace = Pace()
+        self._arrived = asyncio.Event()
+
+    async def handle(self, delivery: Delivery[Frame]) -> None:
+        if self.ctx.is_stale(delivery):
+            return
+        arrived = time.time()
+        if not await self._admitted(delivery, self.admitted, arrived):
+            return  # refused: its OVERLOAD result is out, the worker acks the frame
+        self.admitted += 1
+        delivery.defer()
+        self.waiting.append((delivery, arrived))
+        self._arrived.set()
+
+    async def _admitted(self, delivery: Delivery[Frame], ahead: int, arrived: float) -> bool:
+        part = delivery.message.part
+        refusal = functools.partial(overload_result, part)
+        return await admitted(self.ctx, "ocr", part, ahead=ahead, arrived_s=arrived, pace=self.pace, refusal=refusal)
+
+    async def run(self) -> None:
+        """Read the admitted frames one at a time until the service stops; those left then are handed back."""
+        while True:
+            if not self.waiting:
+                if self.ctx.stopping.is_set():
+                    return
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), timeout=0.2)  # bounded: a stop is noticed
+                continue
+            delivery, arrived = self.waiting.popleft()
+            try:
+                if self.ctx.stopping.is_set():
+                    raise HandBack("the service stopped before the frame was read")
+                await self._read(delivery, arrived)
+            except FrameError as exc:  # this frame can never be read
+                await delivery.fail(BadMessage(str(exc)))
+            except Exception as exc:  # noqa: BLE001 - deferred, so settled here by the bus's one failure policy
+                await delivery.fail(exc)
+            finally:
+                self.admitted -= 1
+
+    async def _read(self, delivery: Delivery[Frame], arrived: float) -> None:
+        # Nothing else is being read: the frames behind it wait in `waiting`.
+        if self.ctx.is_stale(delivery) or not await self._admitted(delivery, 0, arrived):
+            await delivery.ack()
+            return
+        started = time.perf_counter()
+        try:
+            # Decoding and reading take milliseconds: off the event loop, so heartbeats and acks keep flowing.
+            result = await asyncio.to_thread(ocr_frame, delivery.message, self.ctx.config, self.seen)
+        finally:
+            self.pace.observe(time.perf_counter() - started, 1)
+        await self.ctx.publish("ocr", result)
+        await delivery.ack()
 
 
 async def setup(ctx: ServiceContext) -> None:
-    seen = SeenValues()  # DUPLICATE_SERIAL's window: this process's parts
     if any(recipe.ocr.wants_text() for recipe in ctx.config.recipes.values()):
         await asyncio.to_thread(warm_up)
-
-    async def handle(delivery: Delivery[Frame]) -> None:
-        if ctx.is_stale(delivery):
-            return
-        try:
-            # Decoding and reading take milliseconds: off the event loop, so
-            # heartbeats and acks keep flowing meanwhile.
-            result = await asyncio.to_thread(ocr_frame, delivery.message, ctx.config, seen)
-        except FrameError as exc:
-            raise BadMessage(str(exc)) from None
-        await ctx.publish("ocr", result)
-
-    ctx.consume("frame", Frame, fetching_images(ctx.bus.js, handle))
+    reader = Reader(ctx, SeenValues())
+    ctx.consume("frame", Frame, fetching_images(ctx.bus.js, reader.handle))
+    ctx.run_task(reader.run())

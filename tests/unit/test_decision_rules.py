@@ -355,3 +355,10 @@ def test_a_refused_frame_fails_with_its_reason_whatever_ocr_read_and_is_never_a_
     assert entry.complete
     entry.inference = inference()
     assert not entry.complete
+    # OCR's refusal alike: a FAIL with its reason whatever the model found, decided without waiting for the model.
+    for found in (inference(), None):
+        j = judge(RECIPE, found, OcrResult(refused="OVERLOAD"))
+        assert j.verdict == Verdict.VERDICT_FAIL and j.reasons == ["OVERLOAD"]
+        assert "the OCR service refused the frame (OVERLOAD)" in j.explanation[0].text
+    entry.inference, entry.ocr = None, OcrResult(refused="OVERLOAD")
+    assert entry.complete

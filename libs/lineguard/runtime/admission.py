@@ -11,11 +11,18 @@ their own queue, and check a frame again just before they run it, against the qu
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
+from google.protobuf.message import Message
 from prometheus_client import Counter
 
+from lineguard.runtime.service import ServiceContext
 from lineguard.v1.common_pb2 import Part
+
+log = structlog.get_logger("lineguard.runtime")
 
 # The reason code of a part the line could not judge in time (InferenceResult.refused, OcrResult.refused).
 OVERLOAD = "OVERLOAD"
@@ -91,3 +98,32 @@ def part_deadline_s(part: Part, deadline_ms: float, arrived_s: float, ack_wait_s
     if part.triggered_unix_ns <= 0:
         return None
     return min((part.triggered_unix_ns + deadline_ms * 1_000_000) / 1e9, arrived_s + ack_wait_s / 2)
+
+
+async def admitted(
+    ctx: ServiceContext,
+    kind: str,
+    part: Part,
+    *,
+    ahead: int,
+    arrived_s: float,
+    pace: Pace,
+    refusal: Callable[[], Message],
+) -> bool:
+    """Whether `part`'s frame, which came at `arrived_s` with `ahead` frames before it, can be finished by its
+    deadline at `pace`; if not, `refusal()` (the service's result with refused = OVERLOAD) is published on `kind`,
+    counted and logged, and False. A part of no known recipe, or without a trigger time, is admitted: its own
+    errors are settled when it runs."""
+    recipe = ctx.config.recipes.get(part.recipe_id)
+    deadline = part_deadline_s(part, recipe.deadline_ms, arrived_s, ctx.config.nats.ack_wait_s) if recipe else None
+    if recipe is None or deadline is None:
+        return True
+    now = time.time()
+    if can_finish(now, deadline, ahead, pace, reserve_s(recipe.deadline_ms)):
+        return True
+    OVERLOADED.labels(ctx.name).inc()
+    log.warning(
+        "frame refused: it cannot be finished by its deadline", reason=overload_text(ahead, pace, deadline - now)
+    )
+    await ctx.publish(kind, refusal())
+    return False

@@ -79,17 +79,19 @@ class TextLine(_message.Message):
     def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., char_confidences: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class OcrResult(_message.Message):
-    __slots__ = ("part", "codes", "lines", "timings", "completed_unix_ns", "fields")
+    __slots__ = ("part", "codes", "lines", "timings", "completed_unix_ns", "fields", "refused")
     PART_FIELD_NUMBER: _ClassVar[int]
     CODES_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     part: _common_pb2.Part
     codes: _containers.RepeatedCompositeFieldContainer[Code]
     lines: _containers.RepeatedCompositeFieldContainer[TextLine]
     timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
     completed_unix_ns: int
     fields: _containers.RepeatedCompositeFieldContainer[FieldRead]
-    def __init__(self, part: _Optional[_Union[_common_pb2.Part, _Mapping]] = ..., codes: _Optional[_Iterable[_Union[Code, _Mapping]]] = ..., lines: _Optional[_Iterable[_Union[TextLine, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., completed_unix_ns: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[FieldRead, _Mapping]]] = ...) -> None: ...
+    refused: str
+    def __init__(self, part: _Optional[_Union[_common_pb2.Part, _Mapping]] = ..., codes: _Optional[_Iterable[_Union[Code, _Mapping]]] = ..., lines: _Optional[_Iterable[_Union[TextLine, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., completed_unix_ns: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[FieldRead, _Mapping]]] = ..., refused: _Optional[str] = ...) -> None: ...
