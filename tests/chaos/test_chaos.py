@@ -7,6 +7,8 @@ again. Each test is one invariant of the same run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lineguard.testing.chaos import EVERY_FAULT, Verdict, chaos_run
@@ -66,3 +68,22 @@ def test_no_service_is_left_crash_looping(chaos: Verdict) -> None:
     for invariant in ("crash_loop", "stop"):
         assert invariant not in chaos.violations, broken(chaos, invariant)
     assert chaos.figures["restarts"] == chaos.figures["kills"]
+
+
+def test_a_plc_that_gives_up_a_frozen_gateways_session_gets_each_result_once(tmp_path: Path) -> None:
+    """The gateway frozen (SIGSTOP) for 2.5 s with parts in flight: the PLC's keep-alive probe goes unanswered, so
+    it gives that session up and opens another while the old one is still open. The results the gateway hands over
+    as it wakes may reach the session given up (which the PLC no longer listens to: counted there they were
+    duplicates) or none (lost from the PLC's view: it reads them back with GetResult). Each part gets one result."""
+    verdict = chaos_run(
+        tmp_path / "line",
+        parts=80,
+        rate_hz=5.0,
+        faults=["slow:gateway@8"],
+        hold_s=2.5,
+        config_overrides={"nats": {"stream_max_bytes": 256 * 1024 * 1024}},
+    )
+    assert verdict.figures["plc_reconnects"] >= 1, verdict.figures["faults"]  # the session was given up
+    # A frozen gateway answers what fell due meanwhile late: "late" is not judged here, everything else is.
+    for invariant in ("escape", "unanswered", "hung_call", "duplicate", "conflict", "missing_row", "plc_columns"):
+        assert invariant not in verdict.violations, broken(verdict, invariant)

@@ -18,8 +18,11 @@ Then the line is stopped (results last) and the invariants are checked (`Verdict
 - every trigger answered: each Trigger call returned at once, and each accepted part got its result within the
   recipe's deadline + the gateway's grace (+ `margin_s`), except the parts a SIGKILLed gateway held (the PLC's own
   watchdog fails those; they are counted);
-- one result per part at the PLC, one row per accepted part (a part the killed gateway held may have none: counted),
-  no row the PLC never triggered, and every row's PLC columns agreeing with what the PLC got;
+- one result per part at the PLC (`plc_outcome`: two different results for one trigger are a `conflict`, the same
+  one handed over twice a `duplicate`; a result and its read-back are one), counted on the PLC's current session
+  only (`ReconnectingPlc`: a session it gave up is not listened to, and the parts it triggered there are read back),
+  one row per accepted part (a part the killed gateway held may have none: counted), no row the PLC never
+  triggered, and every row's PLC columns agreeing with what the PLC got;
 - nothing lost silently: every dead letter on the bus has its reason in the service's log (counted by reason);
 - consumption resumed within 5 s of the nats-server's restart (a part triggered after it judged and answered);
 - no service left crash-looping: each started exactly as often as the schedule stopped it, all six alive at the end.
@@ -77,16 +80,19 @@ class Fault:
 
 
 def spread(faults: Iterable[str], duration_s: float, *, hold_s: float = 4.0) -> list[Fault]:
-    """The faults evenly over [10 %, 75 %] of the run, in the order given (the last ones with the quietest end)."""
+    """The faults evenly over [10 %, 75 %] of the run, in the order given (the last ones with the quietest end);
+    a fault written `<what>@<seconds>` is played at that time instead (to replay one interleaving)."""
     names = list(faults)
     if not names:
         return []
     start, end = 0.10 * duration_s, 0.75 * duration_s
     step = (end - start) / max(1, len(names) - 1)
-    return [
-        Fault(round(start + i * step, 2), name, hold_s if name.split(":")[0] in ("slow", "pg-away") else 0.0)
-        for i, name in enumerate(names)
-    ]
+    schedule = []
+    for i, name in enumerate(names):
+        what, _, at = name.partition("@")
+        hold = hold_s if what.split(":")[0] in ("slow", "pg-away") else 0.0
+        schedule.append(Fault(float(at) if at else round(start + i * step, 2), what, hold))
+    return sorted(schedule, key=lambda f: f.at_s)
 
 
 @dataclass
@@ -95,6 +101,7 @@ class Sent:
     called_at: float  # perf_counter, the clock SimulatedPlc stamps arrivals with
     inspection_id: str = ""  # "" when the Trigger call was refused or never answered
     refused: str = ""  # why the call gave no inspection id (the PLC rejects the part itself)
+    session: int = -1  # the PLC session it was triggered on
 
 
 @dataclass
@@ -106,6 +113,7 @@ class Run:
     deadline_ms: int
     sent: list[Sent] = field(default_factory=list)
     results: dict[str, list[tuple[float, PlcResult]]] = field(default_factory=dict)  # by inspection id
+    result_sessions: dict[str, list[int]] = field(default_factory=dict)  # which PLC session got each of those
     log: list[str] = field(default_factory=list)
     gateway_kills: list[float] = field(default_factory=list)  # perf_counter
     nats_back_at: float | None = None
@@ -118,7 +126,14 @@ class Run:
 
 class ReconnectingPlc:
     """The simulated PLC as a real one behaves on a line whose gateway may go: when its session is lost it keeps
-    its own time (a part it cannot trigger is rejected by the PLC itself) and connects again."""
+    its own time (a part it cannot trigger is rejected by the PLC itself) and connects again.
+
+    A session is given up when its client reports the connection lost, which includes a keep-alive probe unanswered
+    for 1 s while the connection is in fact still open (a gateway frozen or starved of CPU): the old session is then
+    closed in the background while the new one subscribes, and the gateway may hand a result to either or both.
+    A PLC acts on its current session only, so what comes on a session after it was given up is not a result at
+    the PLC; and once connected again it reads back (GetResult) the parts triggered on an earlier session that have
+    no result yet, so a result handed to the session it gave up is not lost."""
 
     def __init__(self, run: Run, endpoint: str, station: str = "s1"):
         self.run = run
@@ -126,6 +141,7 @@ class ReconnectingPlc:
         self.station = station
         self.plc: SimulatedPlc | None = None
         self.sessions: list[SimulatedPlc] = []
+        self.given_up_at: dict[int, float] = {}  # session index -> perf_counter when the PLC stopped listening to it
         self._connecting: asyncio.Task[None] | None = None
         self._closing: list[asyncio.Task[None]] = []
 
@@ -135,25 +151,43 @@ class ReconnectingPlc:
             try:
                 await plc.__aenter__()
             except (ConnectionError, OSError, TimeoutError) as exc:
-                self.run.log.append(f"PLC could not connect: {exc!r}")
+                self._note(f"PLC could not connect: {exc!r}")
                 await asyncio.sleep(0.5)
                 continue
             self.sessions.append(plc)
             self.plc = plc
+            self._note(f"PLC session {len(self.sessions) - 1} connected")
             return
 
+    def _note(self, what: str) -> None:
+        at = time.perf_counter() - self.run.started if self.run.started else 0.0  # 0: before the first trigger
+        self.run.log.append(f"{at:7.1f} s {what}")
+
     def collect(self) -> None:
-        """Every session's result events into run.results (a result may come in a later session than its
-        trigger's: a gateway stopping answers its parts, and events sent meanwhile reach the session then open)."""
+        """Every session's results, up to when the PLC gave it up, into run.results (a result may come in a later
+        session than its trigger's: a gateway stopping answers its parts, and events sent meanwhile reach the
+        session then open), in arrival order."""
         merged: dict[str, list[tuple[float, PlcResult]]] = {}
-        for session in self.sessions:
-            for arrival, result in session._received:
-                merged.setdefault(result.inspection_id, []).append((arrival, result))
+        sessions: dict[str, list[int]] = {}
+        seen = [
+            (arrival, index, result)
+            for index, session in enumerate(self.sessions)
+            for arrival, result in session._received
+            if arrival <= self.given_up_at.get(index, math.inf)
+        ]
+        for arrival, index, result in sorted(seen, key=lambda s: s[0]):
+            merged.setdefault(result.inspection_id, []).append((arrival, result))
+            sessions.setdefault(result.inspection_id, []).append(index)
         self.run.results = merged
+        self.run.result_sessions = sessions
 
     def _drop(self) -> None:
         """Give up the session (its results stay in its list): closed, or its client would retry forever."""
         if self.plc is not None:
+            losses = "; ".join(self.plc.connection_losses) or "its call failed"
+            index = self.sessions.index(self.plc)
+            self.given_up_at[index] = time.perf_counter()
+            self._note(f"PLC session {index} given up: {losses}")
             self._closing.append(asyncio.create_task(self._close(self.plc)))
             self.plc = None
             self.run.plc_reconnects += 1
@@ -176,6 +210,7 @@ class ReconnectingPlc:
             sent.refused = "no session"
             return sent
         assert self.plc is not None
+        sent.session = self.sessions.index(self.plc)
         try:
             sent.inspection_id = await asyncio.wait_for(self.plc.trigger(sequence), timeout_s)
         except TimeoutError:
@@ -185,6 +220,23 @@ class ReconnectingPlc:
             if not isinstance(exc, ua.UaStatusCodeError):  # a Bad status is an answer; anything else lost the session
                 self._drop()
         return sent
+
+    async def read_back(self, sent: list[Sent]) -> None:
+        """GetResult, on the current session, of each part triggered on an earlier session that has no result: what
+        a PLC does for the parts in flight when it connected again (BadNotFound while a part is still in flight: its
+        result then comes as an event on this session). A session lost meanwhile is given up at the next trigger."""
+        if not self.connected():
+            return
+        assert self.plc is not None
+        current = self.sessions.index(self.plc)
+        self.collect()
+        for part in sent:
+            if not part.inspection_id or part.session >= current or part.inspection_id in self.run.results:
+                continue
+            try:
+                await asyncio.wait_for(self.plc.read_result(part.sequence), 2.0)
+            except Exception:  # noqa: BLE001 - a refused or unanswered call: tried again on the next pass
+                return
 
     async def close(self) -> None:
         if self._connecting is not None and not self._connecting.done():
@@ -260,6 +312,13 @@ async def drive(
     supervisor = asyncio.create_task(_supervise(line, run, stop))
     run.started = time.perf_counter()
     chaos = asyncio.create_task(_play(line, run, plc, faults, db_url))
+
+    async def read_back() -> None:
+        while not stop.is_set():
+            await plc.read_back(run.sent)
+            await asyncio.sleep(0.5)
+
+    reading_back = asyncio.create_task(read_back())
     bound_s = (run.deadline_ms + GRACE_MS) / 1000
     try:
         async for i in paced(run.parts, run.rate_hz):
@@ -281,6 +340,7 @@ async def drive(
         chaos.cancel()
         stop.set()
         await supervisor
+        await reading_back
         plc.collect()
         await plc.close()
 
@@ -331,6 +391,17 @@ async def dead_letters_stored(line: LocalLine) -> dict[str, int]:
         await nc.close()
 
 
+def plc_outcome(got: list[PlcResult]) -> str | None:
+    """What the PLC's results for one trigger say: "conflict" (two different results: the fail-safe breach),
+    "duplicate" (the same result as an event more than once: handed over twice), None (one result; an event and
+    its read-back by GetResult are one result read twice)."""
+    if len({(r.verdict, tuple(r.reasons)) for r in got}) > 1:
+        return "conflict"
+    if sum(1 for r in got if not r.read_back) > 1:
+        return "duplicate"
+    return None
+
+
 def judge(run: Run, line: LocalLine, db_url: str, dead_stored: dict[str, int], codes: dict[str, int | None]) -> Verdict:
     """The invariants over what the PLC got, the rows, the dead letters and the supervisor's counts."""
     violations: dict[str, str] = {}
@@ -359,11 +430,21 @@ def judge(run: Run, line: LocalLine, db_url: str, dead_stored: dict[str, int], c
     unanswered: list[int] = []
     lost_with_gateway: list[int] = []
     no_row: list[int] = []
-    duplicated: list[tuple[int, list[tuple[str, str, bool]]]] = []
+    duplicated: list[tuple[int, list[tuple[str, str, bool, int, float]]]] = []
+    conflicting: list[tuple[int, list[tuple[str, str, bool, int, float]]]] = []
     for sent in accepted:
         got = run.results.get(sent.inspection_id, [])
-        if len(got) > 1:
-            duplicated.append((sent.sequence, [(r.verdict, ",".join(r.reasons), r.read_back) for _, r in got]))
+        # Each: verdict, reasons, read back, the PLC session it came in, seconds after the run began.
+        sessions = run.result_sessions.get(sent.inspection_id, [-1] * len(got))
+        seen = [
+            (r.verdict, ",".join(r.reasons), r.read_back, n, round(t - run.started, 2))
+            for (t, r), n in zip(got, sessions, strict=True)
+        ]
+        outcome = plc_outcome([r for _, r in got])
+        if outcome == "conflict":
+            conflicting.append((sent.sequence, seen))
+        elif outcome == "duplicate":
+            duplicated.append((sent.sequence, seen))
         if not got:
             (lost_with_gateway if held_by_killed_gateway(sent) else unanswered).append(sent.sequence)
         else:
@@ -409,8 +490,16 @@ def judge(run: Run, line: LocalLine, db_url: str, dead_stored: dict[str, int], c
         violations["unanswered"] = f"{len(unanswered)} accepted parts never answered: {unanswered[:20]}"
     if hung_calls:
         violations["hung_call"] = f"{len(hung_calls)} Trigger calls unanswered within {bound_s:g} s: {hung_calls[:20]}"
+    if conflicting:
+        violations["conflict"] = (
+            f"{len(conflicting)} parts given two different results at the PLC (verdict, reasons, read back, "
+            f"session, at s): {conflicting[:20]}"
+        )
     if duplicated:
-        violations["duplicate"] = f"{len(duplicated)} parts with more than one result at the PLC: {duplicated[:20]}"
+        violations["duplicate"] = (
+            f"{len(duplicated)} parts whose result came twice at the PLC (verdict, reasons, read back, session, "
+            f"at s): {duplicated[:20]}"
+        )
     if no_row_unexcused:
         violations["missing_row"] = f"{len(no_row_unexcused)} accepted parts without a row: {no_row_unexcused[:20]}"
     if rows_without_trigger or results_never_triggered:
@@ -448,6 +537,8 @@ def judge(run: Run, line: LocalLine, db_url: str, dead_stored: dict[str, int], c
         "rows": len(rows),
         "escapes": len(escapes),
         "duplicates": len(duplicated),
+        "conflicts": len(conflicting),
+        "read_back": sum(1 for got in run.results.values() if any(r.read_back for _, r in got)),
         "plc_columns_agree": f"{check.agree} of {check.rows}",
         "dead_letters_stored": dead_stored,
         "dead_letters_logged": dict(logged),
@@ -484,11 +575,15 @@ def chaos_run(
     deadline_ms: int = 3000,
     hold_s: float = 4.0,
     rows_wait_s: float = 60.0,
+    config_overrides: dict[str, Any] | None = None,
 ) -> Verdict:
     """One run: start the line in `workdir` (PostgreSQL at `database_url`, else SQLite), trigger `parts` parts at
     `rate_hz` with `faults` spread over the run, wait up to `rows_wait_s` for the rows of the parts the PLC got a
-    result for (a trigger a killed service held comes again after the consumer's ack_wait, 30 s), stop, judge."""
-    line = LocalLine(workdir=workdir, database_url=database_url, deadline_ms=deadline_ms)
+    result for (a trigger a killed service held comes again after the consumer's ack_wait, 30 s), stop, judge.
+    `config_overrides`: merged into the line's configuration (LocalLine's)."""
+    line = LocalLine(
+        workdir=workdir, database_url=database_url, deadline_ms=deadline_ms, config_overrides=config_overrides or {}
+    )
     db_url = database_url or f"sqlite:///{line.database_path}"
     run = Run(parts=parts, rate_hz=rate_hz, deadline_ms=deadline_ms)
     # Without PostgreSQL (SQLite) its faults have nothing to act on.
