@@ -436,15 +436,15 @@ def judge(run: Run, line: LocalLine, db_url: str, dead_stored: dict[str, int], c
         got = run.results.get(sent.inspection_id, [])
         # Each: verdict, reasons, read back, the PLC session it came in, seconds after the run began.
         sessions = run.result_sessions.get(sent.inspection_id, [-1] * len(got))
-        seen = [
+        shown = [
             (r.verdict, ",".join(r.reasons), r.read_back, n, round(t - run.started, 2))
             for (t, r), n in zip(got, sessions, strict=True)
         ]
         outcome = plc_outcome([r for _, r in got])
         if outcome == "conflict":
-            conflicting.append((sent.sequence, seen))
+            conflicting.append((sent.sequence, shown))
         elif outcome == "duplicate":
-            duplicated.append((sent.sequence, seen))
+            duplicated.append((sent.sequence, shown))
         if not got:
             (lost_with_gateway if held_by_killed_gateway(sent) else unanswered).append(sent.sequence)
         else:
