@@ -81,7 +81,7 @@ class Step:
     prepare: Prepare | None = None
     scale: float = 1.0
     binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage
-    sample: Callable[[np.ndarray, float | None], list[Sampled]] | None = None
+    sample: Callable[[np.ndarray, float | None, bool], list[Sampled]] | None = None
 
 
 _DISC3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
@@ -130,7 +130,7 @@ STEPS: dict[str, Step] = {
         Step("down2", lambda g: _resize(g, 0.5), 0.5),
         Step("global-histogram", binarizer=zxingcpp.Binarizer.GlobalHistogram),
         Step("fixed-threshold", binarizer=zxingcpp.Binarizer.FixedThreshold),
-        Step("grid-sample", sample=read_sampled),
+        Step("grid-sample", sample=lambda grey, deadline, first: read_sampled(grey, deadline, first=first)),
     )
 }
 LADDER: tuple[str, ...] = (
@@ -262,8 +262,9 @@ def read_ladder(
                 continue
             tried.append(name)
             # The sampler works blob by blob and stops at the part's deadline, so it cannot carry a part far
-            # past its budget as one long preparation would.
-            for sampled in step.sample(region, started + budget_ms / 1000):
+            # past its budget as one long preparation would; and at its first symbol when one is enough.
+            first = not wanted or "DataMatrix" in wanted
+            for sampled in step.sample(region, started + budget_ms / 1000, first):
                 code = _found(sampled.barcode, 1.0, dx, dy, name, sampled.corners)
                 found.setdefault((code.symbology, code.text, code.error), code)
         else:

@@ -155,28 +155,23 @@ def _tightened(mark: np.ndarray, contour: np.ndarray, centre: tuple[float, float
     return np.array([(centre[0] + a * ux - b * uy, centre[1] + a * uy + b * ux) for a, b in box])
 
 
-_GRID_CORNERS = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
-
-
 def _homographies(corners: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """(n, 3, 3) homographies taking grid coordinates (column, row; module edges at integers) to the
-    image, one per set of four corners in `corners` (n, 4, 2): a direct linear solve, batched, as the
-    refinement tries many at once."""
-    grid = _GRID_CORNERS * (cols, rows)
-    n = corners.shape[0]
-    a = np.zeros((n, 8, 8))
-    rhs = np.zeros((n, 8))
-    for k, (gx, gy) in enumerate(grid):
-        x, y = corners[:, k, 0], corners[:, k, 1]
-        a[:, 2 * k, 0:3] = (gx, gy, 1)
-        a[:, 2 * k, 6] = -gx * x
-        a[:, 2 * k, 7] = -gy * x
-        a[:, 2 * k + 1, 3:6] = (gx, gy, 1)
-        a[:, 2 * k + 1, 6] = -gx * y
-        a[:, 2 * k + 1, 7] = -gy * y
-        rhs[:, 2 * k], rhs[:, 2 * k + 1] = x, y
-    h = np.linalg.solve(a, rhs[..., None])[..., 0]
-    return np.concatenate([h, np.ones((n, 1))], axis=1).reshape(n, 3, 3)
+    image, one per set of four corners in `corners` (n, 4, 2): the unit square to each quadrilateral in
+    closed form (Heckbert), batched, as the refinement tries many at once."""
+    x0, x1, x2, x3 = (corners[:, k, 0] for k in range(4))
+    y0, y1, y2, y3 = (corners[:, k, 1] for k in range(4))
+    dx1, dx2, dx3 = x1 - x2, x3 - x2, x0 - x1 + x2 - x3
+    dy1, dy2, dy3 = y1 - y2, y3 - y2, y0 - y1 + y2 - y3
+    den = dx1 * dy2 - dx2 * dy1
+    den = np.where(np.abs(den) < 1e-9, 1e-9, den)  # a degenerate quadrilateral: a useless fit, not a crash
+    g = (dx3 * dy2 - dx2 * dy3) / den
+    h = (dx1 * dy3 - dx3 * dy1) / den
+    out = np.empty((corners.shape[0], 3, 3))
+    out[:, 0] = np.stack([(x1 - x0 + g * x1) / cols, (x3 - x0 + h * x3) / rows, x0], axis=1)
+    out[:, 1] = np.stack([(y1 - y0 + g * y1) / cols, (y3 - y0 + h * y3) / rows, y0], axis=1)
+    out[:, 2] = np.stack([g / cols, h / rows, np.ones_like(g)], axis=1)
+    return out
 
 
 @cache
@@ -341,45 +336,59 @@ def _decode(
     return None
 
 
-def read_sampled(grey: np.ndarray, deadline: float | None = None) -> list[Sampled]:
-    """DataMatrix symbols in the grey region found and sampled by the steps above (at most one per blob).
-    With a `deadline` (time.perf_counter()), no further blob or fit is started past it."""
+@dataclass
+class _Blob:
+    """A candidate symbol: its neighbourhood of the mark map, its outline there, where that lies in the
+    region, the blurred fields made for it, and its (orientation, size) fits ranked."""
+
+    crop: np.ndarray
+    outline: np.ndarray
+    offset: tuple[int, int]
+    fields: dict[float, np.ndarray]
+    fits: list[tuple[int, float, int, tuple[int, int], np.ndarray]]
+
+
+def _blob(mark: np.ndarray, outline: np.ndarray, margin: int = 12) -> _Blob:
+    """The outline's (orientation, size) fits: sizes the measured module counts agree with first (where
+    some size agrees on both sides, those agreeing on neither are not scored), then by how well the fixed
+    pattern shows under the rough outline."""
+    x, y, w, h = cv2.boundingRect(outline.astype(np.float32))
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    blob = _Blob(mark[y0 : y + h + margin, x0 : x + w + margin], outline - (x0, y0), (x0, y0), {}, [])
+    along_top, along_left = module_counts(_field(blob.crop, 5.0, blob.fields), blob.outline)
+    options = []
+    for start in range(4):
+        corners = np.roll(blob.outline, -start, axis=0)
+        counts = (along_top, along_left) if start % 2 == 0 else (along_left, along_top)
+        for size in _sizes_for(corners):
+            options.append((_agrees(counts[0], size[1]) + _agrees(counts[1], size[0]), start, size))
+    floor = 1 if any(agree == 2 for agree, _, _ in options) else 0
+    for agree, start, size in options:
+        if agree >= floor:
+            corners = np.roll(blob.outline, -start, axis=0)
+            field = _field(blob.crop, float(np.linalg.norm(corners[1] - corners[0])) / size[1], blob.fields)
+            blob.fits.append((agree, float(_fit_scores(field, corners[None], size)[0]), start, size, field))
+    blob.fits.sort(key=lambda f: f[:2], reverse=True)
+    return blob
+
+
+def read_sampled(grey: np.ndarray, deadline: float | None = None, *, first: bool = False) -> list[Sampled]:
+    """DataMatrix symbols in the grey region found and sampled by the steps above (at most one per blob),
+    the blobs most like a DataMatrix first (a label's QR code and text line are blobs too). With a
+    `deadline` (time.perf_counter()), no further blob or fit is started past it; with `first`, none after
+    the first symbol read (the ladder wants one)."""
     mark = mark_map(grey)
+    blobs = [_blob(mark, outline) for outline in candidates(grey, mark)]
+    blobs.sort(key=lambda b: b.fits[0][:2] if b.fits else (-1, 0.0), reverse=True)
     out: list[Sampled] = []
-    for outline in candidates(grey, mark):
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        # The blob's neighbourhood only: the fields are blurred per module pitch, so per candidate.
-        x, y, w, h = cv2.boundingRect(outline.astype(np.float32))
-        margin = 12
-        x0, y0 = max(0, x - margin), max(0, y - margin)
-        crop = mark[y0 : y + h + margin, x0 : x + w + margin]
-        local = outline - (x0, y0)
-        fields: dict[float, np.ndarray] = {}
-        along_top, along_left = module_counts(_field(crop, 5.0, fields), local)
-        options = []
-        for start in range(4):
-            corners = np.roll(local, -start, axis=0)
-            counts = (along_top, along_left) if start % 2 == 0 else (along_left, along_top)
-            for size in _sizes_for(corners):
-                options.append((_agrees(counts[0], size[1]) + _agrees(counts[1], size[0]), start, size))
-        # Where the counts agree with some size on both sides, the sizes agreeing on neither are not scored.
-        floor = 1 if any(agree == 2 for agree, _, _ in options) else 0
-        fits = []
-        for agree, start, size in options:
-            if agree >= floor:
-                corners = np.roll(local, -start, axis=0)
-                field = _field(crop, float(np.linalg.norm(corners[1] - corners[0])) / size[1], fields)
-                fits.append((agree, float(_fit_scores(field, corners[None], size)[0]), start, size, field))
-        # Sizes the measured module counts agree with first, then by how well the fixed pattern shows. The
-        # rough outline misses by up to a module or so, which that quick score does not forgive: the best
-        # few are refined coarsely (half-module steps) before they are ranked, the best then finely.
-        fits.sort(key=lambda f: f[:2], reverse=True)
+    for blob in blobs:
+        # The rough outline misses by up to a module or so, which the quick score does not forgive: the
+        # best few fits are refined coarsely (half-module steps) before they are ranked, the best finely.
         coarse = []
-        for _, _, start, size, field in fits[:_COARSE]:
+        for _, _, start, size, field in blob.fits[:_COARSE]:
             if deadline is not None and time.perf_counter() >= deadline:
-                break
-            corners, score = _refine(field, np.roll(local, -start, axis=0), size, (0.5,))
+                return out
+            corners, score = _refine(field, np.roll(blob.outline, -start, axis=0), size, (0.5,))
             coarse.append((score, corners, size, field))
         coarse.sort(key=lambda f: f[0], reverse=True)
         for score, corners, size, field in coarse[:_FITS]:
@@ -388,8 +397,10 @@ def read_sampled(grey: np.ndarray, deadline: float | None = None) -> list[Sample
             corners, _ = _refine(field, corners, size, (0.25, 0.125))
             sampled = _decode(field, corners, size)
             if sampled:
-                shifted = tuple((cx + x0, cy + y0) for cx, cy in sampled.corners)
-                out.append(Sampled(sampled.barcode, shifted))
+                x0, y0 = blob.offset
+                out.append(Sampled(sampled.barcode, tuple((cx + x0, cy + y0) for cx, cy in sampled.corners)))
+                if first:
+                    return out
                 break
     return out
 
