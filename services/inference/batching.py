@@ -268,7 +268,9 @@ class FrameBatcher:
             try:
                 if self.ctx.stopping.is_set():
                     raise Stopped("the service stopped before the frame ran")
-                queued = await self._prepare_and_queue(delivery, arrived)
+                # Under the frame's consumer span, as if in its handler: what is published carries its trace.
+                with tracing.attached(delivery.trace):
+                    queued = await self._prepare_and_queue(delivery, arrived)
             except Exception as exc:  # noqa: BLE001 - deferred, so settled here by the bus's one failure policy
                 await delivery.fail(exc)
             finally:

@@ -19,6 +19,7 @@ from lineguard.contracts import copy_part, now_ns
 from lineguard.imaging import FrameError
 from lineguard.ocr.fields import SeenValues
 from lineguard.ocr.text import warm_up
+from lineguard.runtime import tracing
 from lineguard.runtime.admission import OVERLOAD, Pace, admitted
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.ocr.results import ocr_frame
@@ -73,7 +74,9 @@ class Reader:
             try:
                 if self.ctx.stopping.is_set():
                     raise HandBack("the service stopped before the frame was read")
-                await self._read(delivery, arrived)
+                # Under the frame's consumer span, as if in its handler: what is published carries its trace.
+                with tracing.attached(delivery.trace):
+                    await self._read(delivery, arrived)
             except FrameError as exc:  # this frame can never be read
                 await delivery.fail(BadMessage(str(exc)))
             except Exception as exc:  # noqa: BLE001 - deferred, so settled here by the bus's one failure policy
