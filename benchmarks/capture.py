@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +35,8 @@ from typing import Any
 from lineguard.cameras import aravis
 from lineguard.services.capture.sources import gige
 from lineguard.testing.fake_gige import FakeGigeCamera
+from lineguard.testing.latency import latency_figures, round_line, side_by_side, timed
+from lineguard.testing.rounds import medians_and_ranges
 from lineguard.v1.common_pb2 import Part
 
 SERIAL = "LG-BENCH-1"
@@ -59,13 +60,7 @@ def settings(args: argparse.Namespace) -> gige.Settings:
 def run_gige(args: argparse.Namespace) -> list[float]:
     source = gige.open_camera("s1", settings(args))
     try:
-        source.grab(Part(sequence=0, triggered_unix_ns=time.time_ns()))  # the stream's first frame pays its start
-        latencies = []
-        for seq in range(1, args.frames + 1):
-            started = time.perf_counter()
-            source.grab(Part(sequence=seq, triggered_unix_ns=time.time_ns()))
-            latencies.append(time.perf_counter() - started)
-        return latencies
+        return timed(lambda seq: source.grab(Part(sequence=seq, triggered_unix_ns=time.time_ns())), args.frames)
     finally:
         source.close()  # type: ignore[attr-defined]
 
@@ -103,43 +98,21 @@ def run_raw(args: argparse.Namespace) -> list[float]:
                 if args.mode == "software" or arrived >= asked:
                     return
 
-        one()
-        latencies = []
-        for _ in range(args.frames):
-            started = time.perf_counter()
-            one()
-            latencies.append(time.perf_counter() - started)
-        return latencies
+        return timed(lambda _: one(), args.frames)
     finally:
         camera.stop_acquisition()
 
 
-def figures(latencies: list[float]) -> dict[str, float]:
-    ms = sorted(x * 1000 for x in latencies)
-    return {
-        "fps": len(latencies) / sum(latencies),
-        "p50_ms": statistics.median(ms),
-        "p99_ms": statistics.quantiles(ms, n=100, method="inclusive")[98],
-    }
-
-
 def main(args: argparse.Namespace) -> None:
-    rounds: list[dict[str, Any]] = []
+    rounds: list[dict[str, float]] = []
     with FakeGigeCamera(SERIAL):
         for r in range(args.rounds):
             order = [("gige", run_gige), ("raw", run_raw)]
             if r % 2:
                 order.reverse()
-            got = {name: figures(run(args)) for name, run in order}
-            got["ratio"] = {"fps": got["gige"]["fps"] / got["raw"]["fps"]}
-            rounds.append(got)
-            print(
-                f"round {r + 1}: gige {got['gige']['fps']:.1f} frames/s p50 {got['gige']['p50_ms']:.2f} ms "
-                f"p99 {got['gige']['p99_ms']:.2f} ms | raw {got['raw']['fps']:.1f} frames/s "
-                f"p50 {got['raw']['p50_ms']:.2f} ms p99 {got['raw']['p99_ms']:.2f} ms "
-                f"| ratio {got['ratio']['fps']:.3f}",
-                flush=True,
-            )
+            flat = side_by_side({name: latency_figures(run(args)) for name, run in order}, "gige")
+            rounds.append(flat)
+            print(round_line(r + 1, flat, "gige"), flush=True)
     summary: dict[str, Any] = {
         "benchmark": "capture",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -151,16 +124,8 @@ def main(args: argparse.Namespace) -> None:
         "mode": args.mode,
         "camera_fps": args.camera_fps,
         "load": round(os.getloadavg()[0], 2),
+        **medians_and_ranges(rounds, digits=3),
     }
-    for side in ("gige", "raw"):
-        for key in ("fps", "p50_ms", "p99_ms"):
-            values = [r[side][key] for r in rounds]
-            summary[f"{side}_{key}"] = round(statistics.median(values), 3)
-            summary[f"{side}_{key}_range"] = [round(min(values), 3), round(max(values), 3)]
-    ratios = [r["ratio"]["fps"] for r in rounds]
-    summary["ratio_fps"] = round(statistics.median(ratios), 3)
-    summary["ratio_fps_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
-    summary["added_p50_ms"] = round(summary["gige_p50_ms"] - summary["raw_p50_ms"], 3)
     print(json.dumps(summary))
 
 

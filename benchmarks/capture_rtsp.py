@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import threading
 import time
 from datetime import UTC, datetime
@@ -31,8 +30,9 @@ from typing import Any
 
 import cv2
 
-from lineguard.bench.rounds import medians_and_ranges
 from lineguard.services.capture.sources import rtsp
+from lineguard.testing.latency import latency_figures, round_line, side_by_side, timed
+from lineguard.testing.rounds import medians_and_ranges
 from lineguard.testing.rtsp import RtspTestServer
 from lineguard.v1.common_pb2 import Part
 
@@ -40,13 +40,7 @@ from lineguard.v1.common_pb2 import Part
 def run_rtsp(args: argparse.Namespace, url: str) -> list[float]:
     source = rtsp.open_camera("s1", rtsp.Settings(url=url, encoding=args.encoding, grab_timeout_ms=5000))
     try:
-        source.grab(Part(sequence=0, triggered_unix_ns=time.time_ns()))  # the stream's start paid before timing
-        latencies = []
-        for seq in range(1, args.frames + 1):
-            started = time.perf_counter()
-            source.grab(Part(sequence=seq, triggered_unix_ns=time.time_ns()))
-            latencies.append(time.perf_counter() - started)
-        return latencies
+        return timed(lambda seq: source.grab(Part(sequence=seq, triggered_unix_ns=time.time_ns())), args.frames)
     finally:
         source.close()  # type: ignore[attr-defined]
 
@@ -79,26 +73,11 @@ def run_raw(args: argparse.Namespace, url: str) -> list[float]:
                 raise RuntimeError("raw: no frame within 5 s")
 
     try:
-        one()
-        latencies = []
-        for _ in range(args.frames):
-            started = time.perf_counter()
-            one()
-            latencies.append(time.perf_counter() - started)
-        return latencies
+        return timed(lambda _: one(), args.frames)
     finally:
         stop.set()
         reader.join(timeout=5)
         capture.release()
-
-
-def figures(latencies: list[float]) -> dict[str, float]:
-    ms = sorted(x * 1000 for x in latencies)
-    return {
-        "fps": len(latencies) / sum(latencies),
-        "p50_ms": statistics.median(ms),
-        "p99_ms": statistics.quantiles(ms, n=100, method="inclusive")[98],
-    }
 
 
 def main(args: argparse.Namespace) -> None:
@@ -108,17 +87,9 @@ def main(args: argparse.Namespace) -> None:
             order = [("rtsp", run_rtsp), ("raw", run_raw)]
             if r % 2:
                 order.reverse()
-            got = {name: figures(run(args, server.url)) for name, run in order}
-            flat = {f"{side}_{key}": value for side, values in got.items() for key, value in values.items()}
-            flat["ratio_fps"] = got["rtsp"]["fps"] / got["raw"]["fps"]
-            flat["added_p50_ms"] = got["rtsp"]["p50_ms"] - got["raw"]["p50_ms"]
+            flat = side_by_side({name: latency_figures(run(args, server.url)) for name, run in order}, "rtsp")
             rounds.append(flat)
-            print(
-                f"round {r + 1}: rtsp {flat['rtsp_fps']:.1f} frames/s p50 {flat['rtsp_p50_ms']:.2f} ms "
-                f"p99 {flat['rtsp_p99_ms']:.2f} ms | raw {flat['raw_fps']:.1f} frames/s p50 {flat['raw_p50_ms']:.2f} "
-                f"ms p99 {flat['raw_p99_ms']:.2f} ms | ratio {flat['ratio_fps']:.3f}",
-                flush=True,
-            )
+            print(round_line(r + 1, flat, "rtsp"), flush=True)
     summary: dict[str, Any] = {
         "benchmark": "capture_rtsp",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
