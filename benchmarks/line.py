@@ -13,7 +13,8 @@ simulated OPC UA PLC):
              OVERLOAD and how fast (trigger to PLC result), TIMEOUTs (target 0), a PASS among them (must be 0), and
              every part's PLC result and row;
   cpu        each process's CPU ms per part in the sustain run (psutil), and the total minus the bare model's CPU per
-             image: the line's CPU per part outside the model (target <= 10 ms).
+             image for each part the model ran (the judged ones): the line's CPU per part outside the model
+             (target <= 10 ms).
 
 Prints one JSON line per round, then one summary JSON line (medians and ranges, lineguard.testing.rounds).
 
@@ -76,7 +77,10 @@ async def rounds(args: argparse.Namespace, workdir: Path) -> None:
                     "overload_fail_p50_ms": overload.overload_p50_ms,
                     "overload_fail_p99_ms": overload.overload_p99_ms,
                     "cpu_ms_per_part_line": round(sustain.cpu_ms_total, 1),
-                    "cpu_ms_per_part_outside_model": round(sustain.cpu_ms_total - model_cpu, 1),
+                    # The model ran the judged parts' frames only (a refused frame is not run).
+                    "cpu_ms_per_part_outside_model": round(
+                        sustain.cpu_ms_total - model_cpu * sustain.judged / sustain.parts, 1
+                    ),
                     "load_1m": round(load, 2),
                 }
                 figures.append(row)
