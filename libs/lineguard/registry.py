@@ -29,10 +29,10 @@ import os
 import re
 import socket
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import nats
 import structlog
@@ -102,8 +102,9 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
-class Promotion:
-    """Which version a line runs; `revision` orders promotions (the key-value entry's stream sequence)."""
+class LineModel:
+    """A model version kept for a line in a key-value bucket (key = the line id): the JSON value has every field
+    but `revision`, the entry's stream sequence, which orders the line's records. Promotion and ShadowRun."""
 
     line: str
     model_id: str
@@ -111,72 +112,78 @@ class Promotion:
     sha256: str
     by: str
     at: str
-    revision: int = 0
+    revision: int = field(default=0, kw_only=True)
+
+    _WHAT: ClassVar[str] = "record"  # what the refusal of an unreadable entry calls it
 
     def to_json(self) -> bytes:
         data = asdict(self)
         del data["revision"]
         return json.dumps(data).encode()
 
+    def stored(self, revision: int) -> Self:
+        """This record as the bucket stored it, under `revision`."""
+        return replace(self, revision=revision)
+
     @classmethod
-    def from_entry(cls, entry: KeyValue.Entry) -> Promotion:
+    def from_entry(cls, entry: KeyValue.Entry) -> Self:
         try:
             data = json.loads(entry.value or b"")
             return cls(
                 **{k: str(data[k]) for k in ("line", "model_id", "version", "sha256", "by", "at")},
+                **cls._fields_of(data),
                 revision=int(entry.revision or 0),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RegistryError(
-                f"promotion of line {entry.key!r} (revision {entry.revision}) is not a "
-                f"promotion record ({type(exc).__name__}: {exc})"
+                f"{cls._WHAT} of line {entry.key!r} (revision {entry.revision}) is not a {cls._WHAT} record "
+                f"({type(exc).__name__}: {exc})"
             ) from None
 
-    def names(self, version: ModelVersion) -> bool:
-        return (self.model_id, self.version, self.sha256) == (version.model_id, version.version, version.sha256)
+    @classmethod
+    def or_none(cls, entry: KeyValue.Entry) -> Self | None:
+        """The record an entry holds; None for a deletion, and (logged) for a value that is not one."""
+        if not entry.value or entry.operation is not None:  # deleted or purged
+            return None
+        try:
+            return cls.from_entry(entry)
+        except RegistryError as exc:
+            log.error(f"ignoring a {cls._WHAT} record", error=str(exc))
+            return None
+
+    @classmethod
+    def _fields_of(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The subclass's own fields read from the JSON value (ValueError, KeyError, TypeError: not a record)."""
+        return {}
 
     def __str__(self) -> str:
         return f"{self.model_id} {self.version}"
 
 
 @dataclass(frozen=True)
-class ShadowRun:
+class Promotion(LineModel):
+    """Which version a line runs; `revision` orders promotions (the key-value entry's stream sequence)."""
+
+    _WHAT: ClassVar[str] = "promotion"
+
+    def names(self, version: ModelVersion) -> bool:
+        return (self.model_id, self.version, self.sha256) == (version.model_id, version.version, version.sha256)
+
+
+@dataclass(frozen=True)
+class ShadowRun(LineModel):
     """Which candidate runs in shadow on a line and on what share of its parts (0 < share <= 1)."""
 
-    line: str
-    model_id: str
-    version: str
-    sha256: str
     share: float
-    by: str
-    at: str
-    revision: int = 0
 
-    def to_json(self) -> bytes:
-        data = asdict(self)
-        del data["revision"]
-        return json.dumps(data).encode()
+    _WHAT: ClassVar[str] = "shadow run"
 
     @classmethod
-    def from_entry(cls, entry: KeyValue.Entry) -> ShadowRun:
-        try:
-            data = json.loads(entry.value or b"")
-            share = float(data["share"])
-            if not 0 < share <= 1:
-                raise ValueError(f"share {share} is not in (0, 1]")
-            return cls(
-                **{k: str(data[k]) for k in ("line", "model_id", "version", "sha256", "by", "at")},
-                share=share,
-                revision=int(entry.revision or 0),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(
-                f"shadow record of line {entry.key!r} (revision {entry.revision}) is not a shadow run "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-
-    def __str__(self) -> str:
-        return f"{self.model_id} {self.version}"
+    def _fields_of(cls, data: dict[str, Any]) -> dict[str, Any]:
+        share = float(data["share"])
+        if not 0 < share <= 1:
+            raise ValueError(f"share {share} is not in (0, 1]")
+        return {"share": share}
 
 
 def object_prefix(model_id: str, version: str) -> str:
@@ -185,11 +192,11 @@ def object_prefix(model_id: str, version: str) -> str:
 
 def check_card(card: ModelCard, where: str) -> None:
     """A card the registry can store (beyond a valid card): id and version usable as names, the file's sha256."""
-    for field in ("model_id", "version"):
-        value = getattr(card, field)
+    for name in ("model_id", "version"):
+        value = getattr(card, name)
         if not _NAME.match(value):
             raise RegistryError(
-                f"{where}: {field} {value!r} must be letters, digits, '.', '_' or '-' (not starting with '.' or '-')"
+                f"{where}: {name} {value!r} must be letters, digits, '.', '_' or '-' (not starting with '.' or '-')"
             )
     if card.onnx_sha256 is None:
         raise RegistryError(
@@ -472,8 +479,7 @@ class ModelRegistry:
             by=self._author(by),
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        revision = await self.promoted_kv.put(line, promotion.to_json())
-        return Promotion(**{**asdict(promotion), "revision": revision})
+        return promotion.stored(await self.promoted_kv.put(line, promotion.to_json()))
 
     async def promoted(self, line: str) -> Promotion | None:
         """The version `line` runs, or None when none was ever promoted there."""
@@ -489,7 +495,7 @@ class ModelRegistry:
             entries = await self.promoted_kv.history(line)
         except NoKeysError:
             return []
-        return [p for p in map(_promotion_or_none, entries) if p is not None]
+        return [p for p in map(Promotion.or_none, entries) if p is not None]
 
     async def lines(self) -> dict[str, Promotion]:
         """Every line with a promotion, and what it runs."""
@@ -550,8 +556,7 @@ class ModelRegistry:
             by=self._author(by),
             at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        revision = await self.shadow_kv.put(line, run.to_json())
-        return ShadowRun(**{**asdict(run), "revision": revision})
+        return run.stored(await self.shadow_kv.put(line, run.to_json()))
 
     async def stop_shadow(self, line: str) -> ShadowRun | None:
         """Stop shadow mode on `line`; what ran (None: nothing did)."""
@@ -578,11 +583,11 @@ class ModelRegistry:
             async for entry in watcher:
                 if entry is None:  # the end of what was there before the watch began
                     break
-                current = _shadow_or_none(entry)
+                current = ShadowRun.or_none(entry)
             yield current
             async for entry in watcher:
                 if entry is not None:
-                    yield _shadow_or_none(entry)
+                    yield ShadowRun.or_none(entry)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
@@ -601,35 +606,15 @@ class ModelRegistry:
                 if not entry.value or entry.operation is not None:  # deleted: nothing promoted now
                     initial = None
                 else:
-                    initial = _promotion_or_none(entry) or initial
+                    initial = Promotion.or_none(entry) or initial
             yield initial
             async for entry in watcher:
-                promotion = _promotion_or_none(entry) if entry is not None else None
+                promotion = Promotion.or_none(entry) if entry is not None else None
                 if promotion is not None:
                     yield promotion
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
-
-
-def _shadow_or_none(entry: KeyValue.Entry) -> ShadowRun | None:
-    if not entry.value or entry.operation is not None:  # stopped
-        return None
-    try:
-        return ShadowRun.from_entry(entry)
-    except RegistryError as exc:
-        log.error("ignoring a shadow record; no candidate runs", error=str(exc))
-        return None
-
-
-def _promotion_or_none(entry: KeyValue.Entry) -> Promotion | None:
-    if not entry.value or entry.operation is not None:  # deleted or purged
-        return None
-    try:
-        return Promotion.from_entry(entry)
-    except RegistryError as exc:
-        log.error("ignoring a promotion record", error=str(exc))
-        return None
 
 
 @contextlib.asynccontextmanager
