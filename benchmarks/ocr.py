@@ -5,6 +5,8 @@ dot-peened DataMatrix) made in a temporary folder:
   ladder   lineguard.ocr.codes.read_ladder as the service calls it (DataMatrix + QR wanted, its
            budget, grades of what it read);
   bare     one zxingcpp.read_barcodes on the same grey image (what the service did before the ladder);
+  no-sampler  the same ladder without its grid-sample step (lineguard.ocr.gridsample): what the
+           sampler adds to the time per part, against what it adds to the reads;
   region / frame: the ladder on the 640 x 400 label against the same label placed in a 1920 x 1200
            frame and read whole (why a recipe gives code_roi).
 Text, on generated paper labels:
@@ -31,9 +33,9 @@ import numpy as np
 import zxingcpp
 
 from lineguard.imaging import ROI
-from lineguard.ocr.codes import formats_named, read_ladder
-from lineguard.ocr.evaluate import Sample, load_set
-from lineguard.ocr.labels import CANVAS, LabelSettings, write_set
+from lineguard.ocr.codes import LADDER, formats_named, read_ladder
+from lineguard.ocr.evaluate import Sample, load_set, text_roi
+from lineguard.ocr.labels import LabelSettings, write_set
 from lineguard.ocr.text import read_text, warm_up
 from lineguard.testing.rounds import medians_and_ranges
 
@@ -59,12 +61,6 @@ def _in_frame(image: np.ndarray) -> np.ndarray:
     return frame
 
 
-def _text_roi(box: list[float], margin: int = 12) -> ROI:
-    w, h = CANVAS
-    x1, y1 = max(0, int(box[0]) - margin), max(0, int(box[1]) - margin)
-    return ROI(x1, y1, min(w, int(box[2]) + margin) - x1, min(h, int(box[3]) + margin) - y1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60, help="metal labels for the code sides")
@@ -85,6 +81,12 @@ def main() -> None:
         reading = read_ladder(s.image, formats=formats, wanted=WANTED, budget_ms=args.budget_ms)
         return any(c.text == _dm(s) for c in reading.codes)
 
+    without = tuple(step for step in LADDER if step != "grid-sample")
+
+    def no_sampler(s: Sample) -> bool:
+        reading = read_ladder(s.image, formats=formats, wanted=WANTED, budget_ms=args.budget_ms, ladder=without)
+        return any(c.text == _dm(s) for c in reading.codes)
+
     def bare(s: Sample) -> bool:
         return any(b.text == _dm(s) for b in zxingcpp.read_barcodes(s.image, formats=tuple(formats)))  # type: ignore[arg-type]
 
@@ -93,7 +95,7 @@ def main() -> None:
         return any(c.text == _dm(s) for c in reading.codes)
 
     def recognise(s: Sample) -> bool:
-        return [t.text for t in read_text(s.image, _text_roi(s.truth.text_box), detect=False)] == [s.truth.text]
+        return [t.text for t in read_text(s.image, text_roi(s.truth, s.image.shape), detect=False)] == [s.truth.text]
 
     def detect(s: Sample) -> bool:
         return s.truth.text in [t.text for t in read_text(s.image, ROI(0, 200, 640, 200), detect=True)]
@@ -101,6 +103,7 @@ def main() -> None:
     sides: dict[str, tuple[Callable[[Sample], bool], list[Sample]]] = {
         "ladder": (ladder, metal),
         "bare": (bare, metal),
+        "no_sampler": (no_sampler, metal),
         "frame": (frame, metal),
         "recognise": (recognise, paper),
         "detect": (detect, paper),
@@ -117,6 +120,8 @@ def main() -> None:
             figures[f"{name}_p99_ms"] = float(np.percentile(ms, 99))
             figures[f"{name}_read_rate"] = hits / len(ms)
         figures["ladder_over_bare_p50"] = figures["ladder_p50_ms"] / figures["bare_p50_ms"]
+        figures["ladder_over_no_sampler_p50"] = figures["ladder_p50_ms"] / figures["no_sampler_p50_ms"]
+        figures["ladder_over_no_sampler_p99"] = figures["ladder_p99_ms"] / figures["no_sampler_p99_ms"]
         figures["frame_over_region_p50"] = figures["frame_p50_ms"] / figures["ladder_p50_ms"]
         figures["detect_over_recognise_p50"] = figures["detect_p50_ms"] / figures["recognise_p50_ms"]
         rounds.append(figures)

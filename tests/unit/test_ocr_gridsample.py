@@ -58,6 +58,12 @@ def symbol(
     return np.clip(image, 0, 255).astype(np.uint8), true_corners
 
 
+def assert_outline(corners: tuple[tuple[float, float], ...], truth: np.ndarray, module: float) -> None:
+    """The outline reported is the symbol's: every corner within a module and a half of a true corner."""
+    for corner in np.array(corners):
+        assert np.linalg.norm(truth - corner, axis=1).min() < 1.5 * module
+
+
 def test_fixed_pattern_matches_what_zxing_draws_for_every_size_it_writes() -> None:
     seen = set()
     for text in ("A", "1" * 5, "LG-1234567-8", "A" * 20, "1" * 40, "A" * 40, "1" * 80, "A" * 80, "A" * 150, "1" * 300):
@@ -92,11 +98,7 @@ def test_sampler_reads_symbols_turned_tilted_peened_and_under_glare(text: str, k
     image, truth = symbol(text, **kwargs)
     found = read_sampled(image)
     assert [s.barcode.text for s in found] == [text]
-    # The outline it reports is the symbol's: every corner within a module and a half of a true corner.
-    corners = np.array(found[0].corners)
-    module = kwargs.get("module_px", 5.0)
-    for corner in corners:
-        assert np.linalg.norm(truth - corner, axis=1).min() < 1.5 * module
+    assert_outline(found[0].corners, truth, kwargs.get("module_px", 5.0))
 
 
 def test_no_symbol_no_qr_and_no_text_give_nothing() -> None:
@@ -125,3 +127,15 @@ def test_the_ladder_reads_through_the_sampler_what_its_other_steps_miss() -> Non
     tx1, ty1, tx2, ty2 = truth.codes[0].box
     assert abs(x1 - tx1) < 8 and abs(y1 - ty1) < 8 and abs(x2 - tx2) < 8 and abs(y2 - ty2) < 8
     assert code.grades is not None and code.version == "8x32"
+
+
+def test_a_symbol_in_a_larger_frame_of_another_surface_is_found() -> None:
+    # The surface's noise is measured per tile: a smooth surround (little sensor noise) must not set the
+    # level for the brushed patch around the symbol, or the patch's streaks join the symbol's blob.
+    image, truth = symbol("LG-4790583-2", angle=12.0)
+    rng = np.random.default_rng(1)
+    frame = np.clip(rng.normal(float(np.median(image)), 2, (900, 1200)), 0, 255).astype(np.uint8)
+    frame[300:600, 500:860] = image
+    found = read_sampled(frame)
+    assert [s.barcode.text for s in found] == ["LG-4790583-2"]
+    assert_outline(found[0].corners, truth + np.array([500, 300]), 5.0)

@@ -261,8 +261,9 @@ def read_ladder(
             if zxingcpp.BarcodeFormat.DataMatrix not in formats:
                 continue
             tried.append(name)
-            # The sampler works blob by blob and stops at the part's deadline, so it cannot carry a part far
-            # past its budget as one long preparation would; and at its first symbol when one is enough.
+            # The sampler works blob by blob and starts no blob after its first past the part's deadline,
+            # so it carries a part past its budget by one blob's work at most; and it stops at its first
+            # symbol when one is enough.
             first = not wanted or "DataMatrix" in wanted
             for sampled in step.sample(region, started + budget_ms / 1000, first):
                 code = _found(sampled.barcode, 1.0, dx, dy, name, sampled.corners)

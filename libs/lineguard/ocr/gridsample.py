@@ -104,12 +104,7 @@ def candidates(grey: np.ndarray, mark: np.ndarray, limit: int = _CANDIDATES) -> 
     # is a patch of raised mean darkness well above the noise, where its single dots are not.
     half = cv2.resize(grey, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
     smooth = cv2.GaussianBlur(mark_map(half, 9), (0, 0), 2.0)
-    # Most of the region is bare surface: its median and spread say what noise and streaks look like, and
-    # a mark stands above them (Otsu would split the darkest printed code from everything else).
-    sample = smooth[::2, ::2]
-    median = float(np.median(sample))
-    spread = 1.4826 * float(np.median(np.abs(sample - median))) + 0.1
-    raised = ((smooth > median + 2.5 * spread) * 255).astype(np.uint8)
+    raised = ((smooth > _surface_level(smooth)) * 255).astype(np.uint8)
     joined = cv2.morphologyEx(raised, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
     blobs = cv2.morphologyEx(joined, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     contours, _ = cv2.findContours(blobs, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -127,6 +122,25 @@ def candidates(grey: np.ndarray, mark: np.ndarray, limit: int = _CANDIDATES) -> 
         if len(outlines) == limit:
             break
     return outlines
+
+
+def _surface_level(smooth: np.ndarray, tile: int = 160) -> np.ndarray:
+    """Where a mark begins, per pixel: most of the region is bare surface, whose median and spread (in
+    tiles of `tile` px, larger than a symbol, blended between tiles) say what noise and streaks look like,
+    and a mark stands 2.5 spreads above them. Per tile, because a frame holds surfaces of different
+    texture (a label on a smooth part); Otsu would split the darkest printed code from everything else."""
+    h, w = smooth.shape
+    rows, cols = max(1, round(h / tile)), max(1, round(w / tile))
+    level = np.empty((rows, cols), np.float32)
+    for i in range(rows):
+        for j in range(cols):
+            block = smooth[i * h // rows : (i + 1) * h // rows : 2, j * w // cols : (j + 1) * w // cols : 2]
+            median = float(np.median(block))
+            spread = 1.4826 * float(np.median(np.abs(block - median))) + 0.1
+            level[i, j] = median + 2.5 * spread
+    if level.size == 1:
+        return level
+    return np.asarray(cv2.resize(level, (w, h), interpolation=cv2.INTER_LINEAR))
 
 
 def _tightened(mark: np.ndarray, contour: np.ndarray, centre: tuple[float, float], angle: float) -> np.ndarray | None:
@@ -375,24 +389,26 @@ def _blob(mark: np.ndarray, outline: np.ndarray, margin: int = 12) -> _Blob:
 def read_sampled(grey: np.ndarray, deadline: float | None = None, *, first: bool = False) -> list[Sampled]:
     """DataMatrix symbols in the grey region found and sampled by the steps above (at most one per blob),
     the blobs most like a DataMatrix first (a label's QR code and text line are blobs too). With a
-    `deadline` (time.perf_counter()), no further blob or fit is started past it; with `first`, none after
+    `deadline` (time.perf_counter()), no blob after the first is started past it; with `first`, none after
     the first symbol read (the ladder wants one)."""
     mark = mark_map(grey)
     blobs = [_blob(mark, outline) for outline in candidates(grey, mark)]
     blobs.sort(key=lambda b: b.fits[0][:2] if b.fits else (-1, 0.0), reverse=True)
     out: list[Sampled] = []
-    for blob in blobs:
+    for index, blob in enumerate(blobs):
+        # Like any other step, once started the sampler finishes its first (most DataMatrix-like) blob;
+        # the deadline stops it before the next ones.
+        if index and deadline is not None and time.perf_counter() >= deadline:
+            break
         # The rough outline misses by up to a module or so, which the quick score does not forgive: the
         # best few fits are refined coarsely (half-module steps) before they are ranked, the best finely.
         coarse = []
         for _, _, start, size, field in blob.fits[:_COARSE]:
-            if deadline is not None and time.perf_counter() >= deadline:
-                return out
             corners, score = _refine(field, np.roll(blob.outline, -start, axis=0), size, (0.5,))
             coarse.append((score, corners, size, field))
         coarse.sort(key=lambda f: f[0], reverse=True)
         for score, corners, size, field in coarse[:_FITS]:
-            if score < _LEAST_FIT or (deadline is not None and time.perf_counter() >= deadline):
+            if score < _LEAST_FIT:
                 break
             corners, _ = _refine(field, corners, size, (0.25, 0.125))
             sampled = _decode(field, corners, size)
