@@ -13,11 +13,13 @@ Read from the MES database's documented tables (`inspections`, `shadow_verdicts`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from lineguard.modelops.rates import Rates
 
 VERDICTS = ("PASS", "REWORK", "FAIL", "ERROR")
 
@@ -45,27 +47,6 @@ CANDIDATES = sa.text(
 
 class ReportError(RuntimeError):
     """The database cannot give the report (not there, no shadow verdicts of that candidate); the text says why."""
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Against confirmed parts: bad ones passed (escapes), good ones not passed (false rejects)."""
-
-    bad: int
-    good: int
-    escapes: int
-    false_rejects: int
-
-    @property
-    def escape_rate(self) -> float | None:
-        return self.escapes / self.bad if self.bad else None
-
-    @property
-    def false_reject_rate(self) -> float | None:
-        return self.false_rejects / self.good if self.good else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "escape_rate": self.escape_rate, "false_reject_rate": self.false_reject_rate}
 
 
 @dataclass

@@ -30,31 +30,17 @@ import numpy as np
 
 from lineguard.config import RecipeSettings
 from lineguard.modelops.evaluate import Predicted, Truth
+from lineguard.modelops.rates import Rates
 
 SCORE_GRID = tuple(round(0.01 * i, 2) for i in range(1, 100))
 AREA_POINTS = 100  # area thresholds tried: the detections' own areas, thinned to this many
 
 
 @dataclass(frozen=True)
-class Point:
+class Point(Rates):
     """The figures at one threshold."""
 
     threshold: float
-    escapes: int
-    false_rejects: int
-    bad: int
-    good: int
-
-    @property
-    def escape_rate(self) -> float | None:
-        return self.escapes / self.bad if self.bad else None
-
-    @property
-    def false_reject_rate(self) -> float | None:
-        return self.false_rejects / self.good if self.good else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "escape_rate": self.escape_rate, "false_reject_rate": self.false_reject_rate}
 
 
 @dataclass(frozen=True)
