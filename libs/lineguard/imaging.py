@@ -21,6 +21,15 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 
 
+# The HTTP content type of each encoding a frame may carry (Frame.encoding), for the archive and the dashboard.
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "bmp": "image/bmp"}
+
+
+def content_type(encoding: str) -> str:
+    """The content type of a frame encoded as `encoding` (any case); application/octet-stream when unknown."""
+    return CONTENT_TYPES.get(encoding.lower(), "application/octet-stream")
+
+
 class ImageError(ValueError):
     """The bytes are not a usable image; the message says why."""
 

@@ -14,16 +14,16 @@ import numpy as np
 
 from lineguard.config import RecipeSettings
 from lineguard.config.seams import ArchiveSettings
-from lineguard.imaging import decode_image
+from lineguard.imaging import content_type, decode_image
 from lineguard.v1.frame_pb2 import Frame
 
-CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "bmp": "image/bmp"}
 _RED = (40, 40, 230)
 
 
 @dataclass(frozen=True)
 class Box:
-    """A detection as the inspection's defects row has it."""
+    """A detection as drawn (the archive's overlay, the dashboard's tiles): class, score and box in image pixels, as
+    the inspection's defects row has it; the outline when the model gives masks."""
 
     class_name: str
     score: float
@@ -31,6 +31,12 @@ class Box:
     y1: float
     x2: float
     y2: float
+    outline: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def outline_points(self) -> str:
+        """The SVG `points` of the outline."""
+        return " ".join(f"{x:.1f},{y:.1f}" for x, y in self.outline)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ def renderings(
     made = []
     for kind in kinds:
         if kind == "image":
-            made.append(Rendered("image", frame.data, CONTENT_TYPES.get(encoding, "application/octet-stream")))
+            made.append(Rendered("image", frame.data, content_type(encoding)))
         elif kind == "overlay":
             made.append(Rendered("overlay", _jpeg(overlay(pixels, boxes), settings.jpeg_quality), "image/jpeg"))
         else:

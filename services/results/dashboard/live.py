@@ -18,6 +18,8 @@ from typing import Any
 
 from lineguard.config import LineConfig
 from lineguard.contracts import VERDICT_NAMES
+from lineguard.imaging import content_type
+from lineguard.services.results.archive.images import Box
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
@@ -25,30 +27,11 @@ from lineguard.v1.plc_pb2 import PlcAck
 
 # The frames kept for the live tiles (and for records whose archived image is not written yet): a few per station.
 FRAMES_KEPT = 32
-CONTENT_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "bmp": "image/bmp"}
 _HEALTH = {
     HealthStatus.HEALTH_STATUS_OK: "ok",
     HealthStatus.HEALTH_STATUS_DEGRADED: "degraded",
     HealthStatus.HEALTH_STATUS_STOPPING: "stopping",
 }
-
-
-@dataclass(frozen=True)
-class Box:
-    """One detection as drawn: class, score and box in image pixels; the outline when the model gives masks."""
-
-    class_name: str
-    score: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    outline: tuple[tuple[float, float], ...] = ()
-
-    @property
-    def outline_points(self) -> str:
-        """The SVG `points` of the outline."""
-        return " ".join(f"{x:.1f},{y:.1f}" for x, y in self.outline)
 
 
 @dataclass(frozen=True)
@@ -220,9 +203,7 @@ class LiveFeed:
         # Frames in the object store (over the inline limit) are not fetched: the live view skips them.
         if frame.WhichOneof("payload") != "data" or frame.part.station not in self.stations:
             return
-        self.frames[frame.part.inspection_id] = StoredFrame(
-            CONTENT_TYPES.get(frame.encoding.lower(), "application/octet-stream"), frame.data
-        )
+        self.frames[frame.part.inspection_id] = StoredFrame(content_type(frame.encoding), frame.data)
         while len(self.frames) > self.frames_kept:
             self.frames.popitem(last=False)
 
