@@ -38,7 +38,7 @@ pytestmark = [
     pytest.mark.skipif(
         not deploy_tests_enabled(), reason="builds and runs images: LINEGUARD_DEPLOY_TESTS=1 (CI runs it)"
     ),
-    pytest.mark.timeout(1800),
+    pytest.mark.timeout(900),  # a fresh build here takes 5 min (docs/deploy.md, What CI runs)
 ]
 SERVICES = ["capture", "inference", "ocr", "decision", "gateway", "results"]
 

@@ -44,7 +44,7 @@ def image(name: str) -> str:
 IMAGES = ("capture", "inference", "ocr", "decision", "gateway", "results", "tools")
 
 
-def build_images(timeout_s: float = 1200) -> None:
+def build_images(timeout_s: float = 720) -> None:
     """scripts/build-images: the base and every CPU image (podman's layer cache makes a rebuild quick).
     LINEGUARD_REUSE_IMAGES=1 (a developer rerunning the stack, never CI) runs the images already built, if all are."""
     if os.environ.get("LINEGUARD_REUSE_IMAGES") == "1" and all(
