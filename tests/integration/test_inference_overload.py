@@ -22,6 +22,7 @@ from lineguard.testing import running_service, slow_backend
 from lineguard.testing.boards import board_frame
 from lineguard.testing.records import triggered_part
 from lineguard.testing.streams import collect, stored
+from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.ocr_pb2 import Code, OcrResult
 from lineguard.v1.trigger_pb2 import Trigger
@@ -70,9 +71,14 @@ async def test_a_burst_past_the_model_is_judged_as_far_as_it_fits_and_the_rest_f
             Decision.FromString(m.data)
             for m in await collect(bus, "lg.decision.l1.*", stream_name("decision"), PARTS, timeout=30)
         ]
+
+        async def settled() -> bool:  # each frame is acked right after its result is published
+            info = await bus.js.consumer_info(stream_name("frame"), "inference-frame")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await wait_for(settled, timeout=10)  # every frame settled
         await asyncio.sleep(0.5)  # a second decision for any part would be stored by now
         all_stored = await stored(bus, "lg.decision.l1.*", stream_name("decision"))
-        frames = await bus.js.consumer_info(stream_name("frame"), "inference-frame")
 
     by_part = {d.part.inspection_id: d for d in decisions}
     assert set(by_part) == {p.inspection_id for p in parts} and len(all_stored) == PARTS  # one decision each
@@ -92,4 +98,3 @@ async def test_a_burst_past_the_model_is_judged_as_far_as_it_fits_and_the_rest_f
     # The parts judged are the first ones: admission is in arrival order.
     assert max(d.part.sequence for d in judged) < max(d.part.sequence for d in overloaded)
     assert refused_so_far() - refused_before == len(overloaded)
-    assert frames.num_ack_pending == 0 and frames.num_pending == 0  # every frame settled
