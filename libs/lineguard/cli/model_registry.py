@@ -45,18 +45,22 @@ def _config(config: Path | None) -> LineConfig | None:
         raise typer.Exit(2) from None
 
 
+def _nats_settings(nats: str | None, config: LineConfig | None) -> NatsSettings:
+    """--config's NATS settings (the defaults without one), at --nats's URL when it is given."""
+    settings = config.nats if config else NatsSettings()
+    return settings.model_copy(update={"url": nats}) if nats else settings
+
+
 def _run(
     nats: str | None,
     config: LineConfig | None,
     work: Callable[[ModelRegistry], Awaitable[T]],
     credential: Path | None = None,
 ) -> T:
-    settings = config.nats if config else NatsSettings()
-    if nats:
-        settings = settings.model_copy(update={"url": nats})
+    """`work` on the registry, signed in with `credential`; a RegistryError is told as `error: ...`, exit 1."""
 
     async def go() -> T:
-        async with connect_registry(settings, seed=credential) as registry:
+        async with connect_registry(_nats_settings(nats, config), seed=credential) as registry:
             return await work(registry)
 
     try:

@@ -3,7 +3,6 @@ from the shell, signed in as the operator (docs/recipes.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,10 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lineguard.cli.model_registry import ConfigOption, CredentialOption, NatsOption, _config
-from lineguard.config import ConfigError, LineConfig, NatsSettings
+from lineguard.cli.model_registry import ConfigOption, CredentialOption, NatsOption, _config, _nats_settings
+from lineguard.cli.model_registry import _run as _run_registry
+from lineguard.config import ConfigError, LineConfig
 from lineguard.recipes import RecipeError, RecipeStore, diff, parse_ref, read_bundle
-from lineguard.registry import ModelRegistry, RegistryError, connect_registry
+from lineguard.registry import ModelRegistry
 
 T = TypeVar("T")
 
@@ -33,21 +33,16 @@ def _run(
     work: Callable[[RecipeStore, ModelRegistry], Awaitable[T]],
     credential: Path | None = None,
 ) -> T:
-    settings = config.nats if config else NatsSettings()
-    if nats:
-        settings = settings.model_copy(update={"url": nats})
+    provision = not (_nats_settings(nats, config).authenticated or credential)
 
-    async def go() -> T:
-        # The registry's connection: a version's model reference is checked against it.
-        async with connect_registry(settings, seed=credential) as registry:
-            store = await RecipeStore.open(registry.js, provision=not (settings.authenticated or credential))
-            return await work(store, registry)
+    async def with_store(registry: ModelRegistry) -> T:
+        # On the registry's connection: a version's model reference is checked against it.
+        return await work(await RecipeStore.open(registry.js, provision=provision), registry)
 
     try:
-        return asyncio.run(go())
-    except (RecipeError, RegistryError) as exc:
-        reason = f" [{exc.reason}]" if isinstance(exc, RecipeError) else ""
-        typer.echo(f"error{reason}: {exc}", err=True)
+        return _run_registry(nats, config, with_store, credential)
+    except RecipeError as exc:
+        typer.echo(f"error [{exc.reason}]: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
