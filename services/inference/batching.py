@@ -22,16 +22,17 @@ import contextlib
 import functools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import structlog
 
-from lineguard.bus import BadMessage, Delivery, HandBack
+from lineguard.bus import BadMessage, Delivery
 from lineguard.imaging import FrameError
 from lineguard.runtime import tracing
 from lineguard.runtime.admission import Pace, admitted
+from lineguard.runtime.batching import MicroBatcher, Stopped
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.admission import overload_result
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
@@ -40,112 +41,9 @@ from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.vision.model import Detector
 
-T = TypeVar("T")
-R = TypeVar("R")
 log = structlog.get_logger("lineguard.inference")
 # A batch that starts this soon after the one before ran back to back with it (frames were waiting).
 BACK_TO_BACK_S = 0.02
-
-
-class Stopped(HandBack):
-    """The batcher stopped before this item ran; it is handed back to the bus, never dead-lettered."""
-
-
-class MicroBatcher(Generic[T, R]):
-    """Collects submitted items into batches of up to `batch_size`, runs each with `run_batch` in a thread.
-
-    `run_batch(items)` returns one outcome per item: its result, or the exception that item failed with.
-    `after(items, waiting)`, when given, runs once a batch's outcomes are handed over, before the next batch, with
-    the items that succeeded and `waiting()`, whether more items wait (shadow mode runs its candidate there)."""
-
-    def __init__(
-        self,
-        run_batch: Callable[[list[T]], Sequence[R | BaseException]],
-        *,
-        batch_size: int,
-        max_wait_s: float,
-        after: Callable[[list[T], Callable[[], bool]], Awaitable[None]] | None = None,
-    ):
-        self.run_batch = run_batch
-        self.after = after
-        self.batch_size = batch_size
-        self.max_wait_s = max_wait_s
-        self.queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(maxsize=2 * batch_size)
-        self.closed = False
-        self.batches: list[int] = []  # the size of each batch run, for tests and metrics
-
-    async def submit(self, item: T) -> asyncio.Future[R]:
-        """Queue `item` (waiting while the queue is full); the future resolves to its outcome."""
-        if self.closed:
-            raise Stopped("the batcher has stopped")
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self.queue.put((item, future))
-        return future
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Run batches until `stopping` is set and every queued item has run."""
-        try:
-            while True:
-                first = await self._first(stopping)
-                if first is None:
-                    return
-                await self._run([first, *await self._more()])
-        finally:
-            self.closed = True
-            while not self.queue.empty():
-                _, future = self.queue.get_nowait()
-                if not future.done():
-                    future.set_exception(Stopped("the service stopped before the frame ran"))
-
-    async def _first(self, stopping: asyncio.Event) -> tuple[T, asyncio.Future[R]] | None:
-        while True:
-            with contextlib.suppress(asyncio.QueueEmpty):
-                return self.queue.get_nowait()
-            if stopping.is_set():
-                return None
-            with contextlib.suppress(TimeoutError):
-                # Bounded, so that a stop is noticed while idle.
-                return await asyncio.wait_for(self.queue.get(), timeout=0.2)
-
-    async def _more(self) -> list[tuple[T, asyncio.Future[R]]]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_s
-        more: list[tuple[T, asyncio.Future[R]]] = []
-        while len(more) < self.batch_size - 1:
-            try:
-                more.append(self.queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                more.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
-            except TimeoutError:
-                break
-        return more
-
-    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        self.batches.append(len(batch))
-        try:
-            outcomes: Sequence[R | BaseException] = await asyncio.to_thread(self.run_batch, [i for i, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - the whole batch failed: every item gets the cause
-            outcomes = [exc] * len(batch)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-        if self.after is not None:
-            ran = [
-                item
-                for (item, _), outcome in zip(batch, outcomes, strict=True)
-                if not isinstance(outcome, BaseException)
-            ]
-            await self.after(ran, lambda: not self.queue.empty())
 
 
 class FrameBatcher:

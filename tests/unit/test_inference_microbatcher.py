@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lineguard.services.inference.batching import MicroBatcher, Stopped
+from lineguard.runtime.batching import MicroBatcher, Stopped
 
 
 def doubling(delay_s: float = 0.0):

@@ -25,7 +25,7 @@ class MicroBatcher(Generic[T, R]):
 
     `run_batch(items)` returns one outcome per item: its result, or the exception that item failed with.
     `after(items, waiting)`, when given, runs once a batch's outcomes are handed over, before the next batch, with
-    the items that succeeded and whether more are already waiting (shadow mode runs its candidate there)."""
+    the items that succeeded and `waiting()`, whether more items wait (shadow mode runs its candidate there)."""
 
     def __init__(
         self,
@@ -33,7 +33,7 @@ class MicroBatcher(Generic[T, R]):
         *,
         batch_size: int,
         max_wait_s: float,
-        after: Callable[[list[T], bool], Awaitable[None]] | None = None,
+        after: Callable[[list[T], Callable[[], bool]], Awaitable[None]] | None = None,
     ):
         self.run_batch = run_batch
         self.after = after
@@ -114,4 +114,4 @@ class MicroBatcher(Generic[T, R]):
                 for (item, _), outcome in zip(batch, outcomes, strict=True)
                 if not isinstance(outcome, BaseException)
             ]
-            await self.after(ran, not self.queue.empty())
+            await self.after(ran, lambda: not self.queue.empty())
