@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 
 from lineguard.bus.client import connect_options
 from lineguard.bus.permissions import OPERATOR
-from lineguard.cli.model_registry import ConfigOption, CredentialOption, NatsOption, _config, _nats_settings
+from lineguard.cli.model_registry import ConfigOption, CredentialOption, NatsOption, _config, _line, _nats_settings
 from lineguard.cli.model_shadow import UrlOption, database_url
 from lineguard.config import LineConfig, NatsSettings
 from lineguard.contracts import new_inspection_id, selftest_command_subject, subject, verdict_name
@@ -121,7 +121,7 @@ def selftest(
     """Judge the station's golden parts through the live path now (flagged simulated, never production records);
     exit 1 when an outcome changed (the drift alert is raised), 2 when no report came."""
     cfg = _config(config)
-    line = cfg.line if cfg else "l1"
+    line = _line(None, cfg)
     try:
         report = asyncio.run(request_selftest(_nats_settings(nats_url, cfg), line, station, timeout, credential))
     except TimeoutError:

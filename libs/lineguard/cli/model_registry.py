@@ -34,6 +34,13 @@ CredentialOption = Annotated[
     ),
 ]
 
+LineOption = Annotated[str | None, typer.Option(help="the line (default: --config's line, else l1)")]
+
+
+def _line(line: str | None, config: LineConfig | None) -> str:
+    """--line, else --config's line, else l1."""
+    return line or (config.line if config else "l1")
+
 
 def _config(config: Path | None) -> LineConfig | None:
     if config is None and not os.environ.get(ENV_CONFIG_PATH):
@@ -161,7 +168,7 @@ def promote(
     version that does not load there is refused and the running one keeps serving. With
     --require-shadow N, the shadow report (`model shadow report`) must cover N parts and show no new escape."""
     cfg = _config(config)
-    target = line or (cfg.line if cfg else "l1")
+    target = _line(line, cfg)
     if require_shadow:
         _check_shadow(model_id, version, require_shadow, url, cfg)
 

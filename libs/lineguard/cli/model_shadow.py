@@ -13,19 +13,14 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 import typer
 
-from lineguard.cli.model_registry import ConfigOption, CredentialOption, NatsOption, _config, _run
+from lineguard.cli.model_registry import ConfigOption, CredentialOption, LineOption, NatsOption, _config, _line, _run
 from lineguard.config import LineConfig
 from lineguard.registry import ModelRegistry
 
 shadow_app = typer.Typer(
     no_args_is_help=True, help="Shadow mode: a candidate model beside the live one, never reaching the PLC."
 )
-LineOption = Annotated[str | None, typer.Option(help="the line (default: --config's line, else l1)")]
 UrlOption = Annotated[str | None, typer.Option("--url", help="the MES database URL (default: --config's)")]
-
-
-def _line(line: str | None, cfg: LineConfig | None) -> str:
-    return line or (cfg.line if cfg else "l1")
 
 
 def database_url(url: str | None, cfg: LineConfig | None) -> str:

@@ -12,7 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lineguard.cli.model_registry import ConfigOption, CredentialOption, NatsOption, _config, _nats_settings
+from lineguard.cli.model_registry import (
+    ConfigOption,
+    CredentialOption,
+    LineOption,
+    NatsOption,
+    _config,
+    _line,
+    _nats_settings,
+)
 from lineguard.cli.model_registry import _run as _run_registry
 from lineguard.config import ConfigError, LineConfig
 from lineguard.recipes import RecipeError, RecipeStore, diff, parse_ref, read_bundle
@@ -23,7 +31,6 @@ T = TypeVar("T")
 recipe_app = typer.Typer(
     no_args_is_help=True, help="Recipes: versioned bundles in the recipe store; push, list, show, diff, activate."
 )
-LineOption = Annotated[str | None, typer.Option(help="the line (default: --config's line, else l1)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="one JSON document instead of a table")]
 
 
@@ -44,10 +51,6 @@ def _run(
     except RecipeError as exc:
         typer.echo(f"error [{exc.reason}]: {exc}", err=True)
         raise typer.Exit(1) from None
-
-
-def _line(line: str | None, config: LineConfig | None) -> str:
-    return line or (config.line if config else "l1")
 
 
 @recipe_app.command("push")
