@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import cv2
-import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
 from lineguard.config import LineConfig
@@ -25,6 +24,7 @@ from lineguard.services.results.db import upgrade_database
 from lineguard.services.results.service import setup as results_setup
 from lineguard.testing import running_service
 from lineguard.testing.records import triggered_part
+from lineguard.testing.sql import rows
 from lineguard.testing.waiting import wait_for
 from lineguard.v1.drift_pb2 import DriftLevel, DriftState
 from lineguard.v1.trigger_pb2 import Trigger
@@ -50,15 +50,6 @@ async def trigger(bus, sequences: range) -> None:
         part = triggered_part(seq)
         await bus.publish(subject("trigger", "l1", "s1"), Trigger(part=part), msg_id=msg_id(part.inspection_id, "t"))
         await asyncio.sleep(0.15)
-
-
-def rows(url: str, sql: str) -> list[sa.Row]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.text(sql)))
-    finally:
-        engine.dispose()
 
 
 async def test_darkened_frames_raise_the_drift_alert(bus_factory, fresh_nats, line_config_dict, tmp_path) -> None:

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import cv2
-import sqlalchemy as sa
 
 from lineguard.cli.drift import request_selftest
 from lineguard.config import LineConfig
@@ -23,6 +22,7 @@ from lineguard.services.ocr.service import setup as ocr_setup
 from lineguard.services.results.db import upgrade_database
 from lineguard.services.results.service import setup as results_setup
 from lineguard.testing import running_service
+from lineguard.testing.sql import rows
 from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Verdict
 
@@ -32,15 +32,6 @@ def golden(folder: Path, board: str) -> str:
     path = folder / f"{Path(board).stem}.png"
     cv2.imwrite(str(path), stamp_serial(cv2.imread(str(SAMPLE_BOARDS / board)), "LG-00000001"))
     return str(path)
-
-
-def rows(url: str, sql: str) -> list[sa.Row]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.text(sql)))
-    finally:
-        engine.dispose()
 
 
 async def test_golden_parts_are_judged_live_never_recorded_and_a_changed_outcome_alerts(
