@@ -27,10 +27,11 @@ import nats
 
 from lineguard.bus import Bus, Delivery, Worker
 from lineguard.config import NatsSettings
-from lineguard.contracts import msg_id, new_inspection_id, stream_name, subject
+from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
+from lineguard.testing.records import triggered_part
 from lineguard.testing.rounds import medians_and_ranges
-from lineguard.v1.common_pb2 import Box, Part
+from lineguard.v1.common_pb2 import Box
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
 
 WINDOW = 256
@@ -39,14 +40,7 @@ SUBJECT = subject("inference", "l1", "s1")
 
 def payload_message(seq: int) -> InferenceResult:
     """About 1 KiB: an inference result with ten detections, what most hops carry."""
-    part = Part(
-        inspection_id=new_inspection_id(),
-        line="l1",
-        station="s1",
-        recipe_id="pcb-a",
-        sequence=seq,
-        triggered_unix_ns=time.time_ns(),
-    )
+    part = triggered_part(seq)
     dets = [
         Detection(
             class_name="short",

@@ -25,10 +25,11 @@ import statistics
 import time
 
 from lineguard.config import RecipeSettings
-from lineguard.contracts import new_inspection_id, now_ns
+from lineguard.contracts import now_ns
 from lineguard.services.decision.join import Joiner
 from lineguard.services.decision.record import build_decision
 from lineguard.services.decision.rules import judge
+from lineguard.testing.records import triggered_part
 from lineguard.testing.rounds import medians_and_ranges
 from lineguard.v1.common_pb2 import Box, Part, Point, Polygon
 from lineguard.v1.inference_pb2 import Detection, InferenceResult
@@ -74,14 +75,7 @@ RECIPE = RecipeSettings.model_validate(
 def part_results(seed: int) -> tuple[Part, InferenceResult, OcrResult]:
     """One part's inference (DETECTIONS defects spread over the board) and OCR result, as the service holds them."""
     rnd = random.Random(seed)
-    part = Part(
-        inspection_id=new_inspection_id(),
-        line="l1",
-        station="s1",
-        recipe_id="pcb-a",
-        sequence=seed,
-        triggered_unix_ns=now_ns(),
-    )
+    part = triggered_part(seed)
     detections = []
     for i in range(DETECTIONS):
         x, y, w, h = rnd.uniform(0, 620), rnd.uniform(0, 620), rnd.uniform(4, 20), rnd.uniform(4, 20)
