@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from lineguard.services.results.schema import Inspection, VerdictConfirmation
 
@@ -68,14 +68,20 @@ def check(verdict: str, by: str, comment: str, recorded: str) -> None:
         raise BadConfirmation("comment", f"say why when overruling the line's {recorded} with {verdict}")
 
 
+def _recorded_verdict(conn: Connection, inspection_id: str) -> str:
+    """The verdict the line recorded for the inspection; UnknownInspection when there is no such inspection."""
+    recorded = conn.execute(
+        select(Inspection.verdict).where(Inspection.inspection_id == inspection_id)
+    ).scalar_one_or_none()
+    if recorded is None:
+        raise UnknownInspection(inspection_id)
+    return str(recorded)
+
+
 def confirm(engine: Engine, inspection_id: str, verdict: str, by: str, comment: str = "") -> Confirmation:
     """Keep a person's verdict for the inspection (UnknownInspection, BadConfirmation); the inspection is untouched."""
     with engine.begin() as conn:
-        recorded = conn.execute(
-            select(Inspection.verdict).where(Inspection.inspection_id == inspection_id)
-        ).scalar_one_or_none()
-        if recorded is None:
-            raise UnknownInspection(inspection_id)
+        recorded = _recorded_verdict(conn, inspection_id)
         check(verdict, by, comment, recorded)
         at = datetime.now(UTC)
         row_id = conn.execute(
@@ -89,11 +95,7 @@ def confirm(engine: Engine, inspection_id: str, verdict: str, by: str, comment: 
 def confirmations(engine: Engine, inspection_id: str) -> list[Confirmation]:
     """The inspection's confirmations, oldest first (UnknownInspection when there is no such inspection)."""
     with engine.connect() as conn:
-        recorded = conn.execute(
-            select(Inspection.verdict).where(Inspection.inspection_id == inspection_id)
-        ).scalar_one_or_none()
-        if recorded is None:
-            raise UnknownInspection(inspection_id)
+        recorded = _recorded_verdict(conn, inspection_id)
         rows = conn.execute(
             select(VerdictConfirmation)
             .where(VerdictConfirmation.inspection_id == inspection_id)
