@@ -4,6 +4,8 @@ and what must not come back (no symbol, a QR code, text)."""
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -139,3 +141,14 @@ def test_a_symbol_in_a_larger_frame_of_another_surface_is_found() -> None:
     found = read_sampled(frame)
     assert [s.barcode.text for s in found] == ["LG-4790583-2"]
     assert_outline(found[0].corners, truth + np.array([500, 300]), 5.0)
+
+
+def test_two_symbols_both_read_or_the_first_only_and_a_spent_deadline_still_finishes_one() -> None:
+    left, _ = symbol("LG-1111111-6", angle=5.0, seed=1)
+    right, _ = symbol("LG-2222222-2", angle=-8.0, seed=2)
+    image = np.hstack([left, right])
+    assert sorted(s.barcode.text for s in read_sampled(image)) == ["LG-1111111-6", "LG-2222222-2"]
+    assert len(read_sampled(image, first=True)) == 1
+    # Past its deadline when it starts, the step still finishes its first blob, as any step once started.
+    late = read_sampled(image, time.perf_counter())
+    assert len(late) == 1 and late[0].barcode.text in ("LG-1111111-6", "LG-2222222-2")

@@ -51,7 +51,7 @@ SIZES: dict[tuple[int, int], tuple[int, int, int, int]] = {
 }  # fmt: skip
 
 MODULE_PX = (2.5, 12.0)  # module pitch the sampler looks for, in pixels of the region
-_CANDIDATES = 4  # blobs tried, largest first
+_CANDIDATES = 4  # blobs considered: the largest; sampled most DataMatrix-like first
 _COARSE = 4  # best (orientation, size) fits per blob refined coarsely
 _FITS = 2  # of them, the best refined finely and decoded
 # The fixed pattern's fit (dark minus light modules over their spread) below which a blob is not taken
