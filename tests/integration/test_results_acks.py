@@ -17,14 +17,14 @@ from lineguard.bus import Bus
 from lineguard.config import LineConfig
 from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
-from lineguard.runtime.service import run_service
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.schema import Inspection
 from lineguard.services.results.service import setup
 from lineguard.sim.lineconfig import demo_config_dict
-from lineguard.testing import throwaway_database
+from lineguard.testing import running_service, throwaway_database
 from lineguard.testing.postgres import give_database_back, take_database_away
 from lineguard.testing.records import sample_ack, sample_decision
+from lineguard.testing.services import RunningService
 from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Decision
 
@@ -40,8 +40,7 @@ class Results:
 
     bus: Bus
     engine: Engine
-    stopping: asyncio.Event
-    service: asyncio.Task[None]
+    service: RunningService
 
     async def decide(self, decision: Decision) -> None:
         part = decision.part
@@ -85,19 +84,14 @@ async def results_service(nats: EmbeddedNats, url: str) -> AsyncIterator[Results
     raw = demo_config_dict(nats_url=nats.url, database_url=url, opcua_endpoint="opc.tcp://127.0.0.1:4840/")
     raw["nats"].update(max_deliver=MAX_DELIVER, nak_delay_s=NAK_DELAY_S)
     config = LineConfig(**raw)
-    stopping, ready = asyncio.Event(), asyncio.Event()
-    service = asyncio.create_task(run_service("results", config, setup, stopping=stopping, ready=ready))
-    await wait_for(lambda: ready.is_set() or service.done(), timeout=60)
-    assert not service.done(), service.exception()
-    bus = await Bus.connect(config.nats, "producer")
-    engine = make_engine(url)
-    try:
-        yield Results(bus, engine, stopping, service)
-    finally:
-        stopping.set()
-        await asyncio.wait_for(service, 30)
-        await bus.close()
-        engine.dispose()
+    async with running_service("results", config, setup, timeout_s=60) as service:
+        bus = await Bus.connect(config.nats, "producer")
+        engine = make_engine(url)
+        try:
+            yield Results(bus, engine, service)
+        finally:
+            await bus.close()
+            engine.dispose()
 
 
 @pytest.fixture
@@ -165,12 +159,12 @@ async def test_a_stop_first_writes_the_acks_waiting_for_a_retry(fresh_nats: Embe
             for decision in decisions:
                 await results.ack(decision)
             await wait_for(lambda: retries("ack") - tried >= len(decisions))
-            results.stopping.set()
+            results.service.stopping.set()
             await asyncio.sleep(0.5)
-            assert not results.service.done()  # still draining
+            assert not results.service.task.done()  # still draining
         finally:
             give_database_back(pg_database)
-        await asyncio.wait_for(results.service, 30)
+        await results.service.stop()
         assert results.filled(decisions) == len(decisions)
 
 
@@ -180,6 +174,5 @@ async def test_a_stop_first_writes_the_backlog_on_the_streams(fresh_nats: Embedd
         for decision in decisions:
             await results.decide(decision)
             await results.ack(decision)
-        results.stopping.set()
-        await asyncio.wait_for(results.service, 30)
+        await results.service.stop()
         assert results.filled(decisions) == len(decisions)

@@ -16,12 +16,11 @@ from lineguard.bus import Bus
 from lineguard.config import LineConfig
 from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
-from lineguard.runtime.service import run_service
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.schema import Code, Defect, Inspection, InspectionReason
 from lineguard.services.results.service import setup
 from lineguard.sim.lineconfig import demo_config_dict
-from lineguard.testing import throwaway_database
+from lineguard.testing import running_service, throwaway_database
 from lineguard.testing.postgres import cut_connections
 from lineguard.testing.records import busy_decision
 from lineguard.testing.waiting import wait_for
@@ -47,17 +46,12 @@ async def results_service(nats: EmbeddedNats, url: str) -> AsyncIterator[Bus]:
     raw["nats"].update(nak_delay_s=0.05, fetch_batch=64)
     raw["database"].update(write_batch=100, write_wait_ms=5)
     config = LineConfig(**raw)
-    stopping, ready = asyncio.Event(), asyncio.Event()
-    service = asyncio.create_task(run_service("results", config, setup, stopping=stopping, ready=ready))
-    await wait_for(lambda: ready.is_set() or service.done(), timeout=60)
-    assert not service.done(), service.exception()
-    bus = await Bus.connect(config.nats, "producer")
-    try:
-        yield bus
-    finally:
-        stopping.set()
-        await asyncio.wait_for(service, 30)
-        await bus.close()
+    async with running_service("results", config, setup, timeout_s=60):
+        bus = await Bus.connect(config.nats, "producer")
+        try:
+            yield bus
+        finally:
+            await bus.close()
 
 
 async def test_connections_cut_mid_batch_lose_nothing_and_double_nothing(
