@@ -25,7 +25,7 @@ from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.records import LineFacts, from_unix_ns
 from lineguard.services.results.schema import Inspection
 from lineguard.services.results.store import write_decision
-from lineguard.testing import throwaway_database
+from lineguard.testing.postgres import empty_database
 from lineguard.testing.records import T0_NS, sample_decision
 from lineguard.v1.decision_pb2 import Verdict
 
@@ -89,7 +89,7 @@ def _fill(engine: Engine, facts: LineFacts) -> list[Any]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, line_config_dict) -> Iterator[Api]:
-    with throwaway_database() if request.param == "postgresql" else _sqlite(tmp_path_factory) as url:
+    with empty_database(request.param, tmp_path_factory.mktemp("api")) as url:
         upgrade_database(url)
         engine = make_engine(url)
         decisions = _fill(engine, _facts(line_config_dict))
@@ -97,17 +97,6 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         with TestClient(create_app(engine, ApiSettings(rate_per_s=1000, burst=1000))) as client:
             yield Api(client, engine, url, reader, admin, decisions)
         engine.dispose()
-
-
-class _sqlite:
-    def __init__(self, factory: pytest.TempPathFactory) -> None:
-        self.url = f"sqlite:///{factory.mktemp('api') / 'lineguard.db'}"
-
-    def __enter__(self) -> str:
-        return self.url
-
-    def __exit__(self, *_: object) -> None:
-        return None
 
 
 def serials(response: Any) -> list[str]:

@@ -24,7 +24,7 @@ from lineguard.services.results.api.tokens import create_token
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.schema import ShadowVerdict
 from lineguard.services.results.store import write_decision
-from lineguard.testing import throwaway_database
+from lineguard.testing.postgres import empty_database
 from lineguard.testing.records import sample_decision
 from lineguard.v1.decision_pb2 import Verdict
 
@@ -57,8 +57,7 @@ def _row(engine: Engine, inspection_id: str) -> dict[str, Any]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
-    with throwaway_database() if request.param == "postgresql" else _nothing() as pg:
-        url = pg or f"sqlite:///{tmp_path / 'lineguard.db'}"
+    with empty_database(request.param, tmp_path) as url:
         upgrade_database(url)
         engine = make_engine(url)
         ids = []
@@ -73,14 +72,6 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
         with TestClient(create_app(engine, ApiSettings(rate_per_s=1000, burst=1000))) as client:
             yield Api(client, engine, url, ids, tokens)
         engine.dispose()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
 
 
 def test_a_quality_token_overrules_a_verdict_and_the_inspection_stays_as_decided(api: Api) -> None:

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL database per test run, dropped afterwards."""
+"""A throwaway PostgreSQL database per test run, dropped afterwards (or, for a test of both dialects, SQLite's file)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -27,6 +28,18 @@ def throwaway_database(admin_url: str | None = None) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def empty_database(dialect: str, folder: Path) -> Iterator[str]:
+    """An empty database's URL: "sqlite", a new file in `folder`; "postgresql", a throwaway_database."""
+    if dialect == "sqlite":
+        yield f"sqlite:///{folder / 'lineguard.db'}"
+    elif dialect == "postgresql":
+        with throwaway_database() as url:
+            yield url
+    else:
+        raise ValueError(f"dialect {dialect!r}: sqlite or postgresql")
 
 
 def _admin(sql: str, *params: object) -> None:
