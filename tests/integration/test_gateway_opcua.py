@@ -17,9 +17,10 @@ from asyncua import Client, ua
 
 from lineguard.bus import DEAD_REASON, Bus
 from lineguard.contracts import opcua as contract
-from lineguard.contracts import stream_name
 from lineguard.sim.plc import SimulatedPlc
 from lineguard.testing.gateway import Gateway, find, publish_decision
+from lineguard.testing.streams import settled
+from lineguard.testing.waiting import wait_for
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.plc_pb2 import PlcAck
@@ -36,15 +37,9 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, started_gateway) -> 
         yield started
 
 
-async def gateway_idle(bus: Bus, timeout: float = 10.0) -> None:
-    """Wait until the gateway has settled every decision on the bus."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = await bus.js.consumer_info(stream_name("decision"), "gateway-decision")
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the gateway did not settle its decisions in time")
+async def gateway_idle(bus: Bus) -> None:
+    """Until the gateway has settled every decision on the bus."""
+    await wait_for(lambda: settled(bus, "decision", "gateway-decision"), timeout=10)
 
 
 async def read_station(endpoint: str, station: str, *names: str) -> dict[str, object]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from lineguard.bus import Bus
-from lineguard.contracts import stream_name, verdict_name
+from lineguard.contracts import verdict_name
 from lineguard.contracts.registers import reasons_of
 from lineguard.natsserver import EmbeddedNats, free_port
 from lineguard.sim.modbus import SimulatedModbusPlc, SimulatedModbusPlcServer
@@ -28,6 +28,8 @@ from lineguard.sim.plc import SimulatedPlc
 from lineguard.sim.registers import RegisterPlc
 from lineguard.sim.s7 import SimulatedS7Plc
 from lineguard.testing.gateway import Gateway, find, publish_decision
+from lineguard.testing.streams import settled
+from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
@@ -160,17 +162,6 @@ async def results_at(plcs: Any, counts: dict[str, int], timeout_s: float) -> Non
         await asyncio.sleep(0.02)
 
 
-async def decisions_taken(bus: Bus, timeout_s: float = 10) -> None:
-    """Until the gateway's decision consumer has every decision delivered and settled."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        info = await bus.js.consumer_info(stream_name("decision"), "gateway-decision")
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the gateway did not take every decision")
-
-
 async def acks_of(bus: Bus, ids: set[str], timeout_s: float = 10) -> list[PlcAck]:
     """The stored acks of those inspections, once each has one (each look reads the whole stream again)."""
     deadline = time.monotonic() + timeout_s
@@ -215,7 +206,7 @@ async def test_a_gateway_restarted_mid_run_loses_no_part_and_hands_over_no_stale
             third = await triggered(second.bus, "s1", 3)
             await publish_decision(second.bus, third.part, Verdict.VERDICT_FAIL, "DEFECT_SHORT")
             await results_at(plcs, {"s1": 3, "s2": 2}, timeout_s=QUICK_TIMEOUT_S + 10)
-            await decisions_taken(second.bus)
+            await wait_for(lambda: settled(second.bus, "decision", "gateway-decision"), timeout=10)
             await asyncio.sleep(0.3)  # a result handed over twice, or a stale one, would be here by now
             after_restart = {s: plcs.results(s) for s in STATIONS}
             ids = {t.part.inspection_id for t in (waiting, timed_out, again, third)}

@@ -25,6 +25,7 @@ from lineguard.testing import running_service, throwaway_database
 from lineguard.testing.postgres import give_database_back, take_database_away
 from lineguard.testing.records import sample_ack, sample_decision
 from lineguard.testing.services import RunningService
+from lineguard.testing.streams import settled
 from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Decision
 
@@ -64,8 +65,7 @@ class Results:
             ).scalar_one()
 
     async def settled(self, kind: str) -> bool:
-        info = await self.bus.js.consumer_info(stream_name(kind), f"results-{kind}")
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return await settled(self.bus, kind, f"results-{kind}")
 
     async def dead(self) -> int:
         return (await self.bus.js.stream_info(stream_name("dead"))).state.messages

@@ -23,6 +23,7 @@ from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.testing import running_service, throwaway_database
 from lineguard.testing.postgres import cut_connections
 from lineguard.testing.records import busy_decision
+from lineguard.testing.streams import settled
 from lineguard.testing.waiting import wait_for
 
 DECISIONS = 1500
@@ -80,11 +81,7 @@ async def test_connections_cut_mid_batch_lose_nothing_and_double_nothing(
             await asyncio.sleep(0.02)
         await publishing
 
-        async def settled() -> bool:
-            info = await bus.js.consumer_info(stream_name("decision"), "results-decision")
-            return info.num_pending == 0 and info.num_ack_pending == 0
-
-        await wait_for(settled, timeout=120)
+        await wait_for(lambda: settled(bus, "decision", "results-decision"), timeout=120)
         assert cut_mid_batch >= 5, f"only {cut_mid_batch} connections were cut mid-batch"
         assert failed_batches() > failed  # the cuts were felt: batches failed, were handed back and came again
         assert (await bus.js.stream_info(stream_name("dead"))).state.messages == 0

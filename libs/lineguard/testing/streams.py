@@ -28,6 +28,13 @@ async def collect(bus: Bus, subject: str, stream: str, count: int, timeout: floa
     return got
 
 
+async def settled(bus: Bus, kind: str, durable: str) -> bool:
+    """Whether the durable consumer `durable` on `kind`'s stream has settled everything: no message left to deliver,
+    none delivered and waiting for its ack (with lineguard.testing.waiting.wait_for: until a service caught up)."""
+    info = await bus.js.consumer_info(stream_name(kind), durable)
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
 async def stored(bus: Bus, subject: str, stream: str, wait_s: float = 1.0) -> list:
     """Every message `stream` holds on `subject` now (up to 1000)."""
     sub = await bus.js.pull_subscribe(subject, stream=stream)
