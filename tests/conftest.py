@@ -125,6 +125,7 @@ def started_gateway(
         nats: EmbeddedNats | None = None,
         endpoint: str | None = None,
         plc: dict[str, dict[str, Any]] | None = None,
+        stations: dict[str, dict[str, Any]] | None = None,
         **settings: Any,
     ) -> AsyncIterator[Gateway]:
         """A gateway on its own nats-server, one endpoint, two stations: s1 waits up to 10 s for a decision, s2
@@ -133,7 +134,8 @@ def started_gateway(
 
         To restart a gateway (a second one after the first stopped, as the same process would be started again):
         `nats`, a server the caller owns and keeps running, and `endpoint`, the OPC UA address to serve again.
-        `plc`: station id -> its plc settings in place of the OPC UA server (another protocol)."""
+        `plc`: station id -> its plc settings in place of the OPC UA server (another protocol); `stations`: station
+        id -> more of its settings (its selftest, ...)."""
         # Imported here: a test run that starts no gateway does not need it to import.
         from lineguard.services.gateway.service import setup
 
@@ -147,6 +149,7 @@ def started_gateway(
             station["plc"] = {**station["plc"], "security": plc_security}
         for station in raw["stations"]:
             station["plc"] = (plc or {}).get(station["id"], station["plc"])
+            station.update((stations or {}).get(station["id"], {}))
         raw["gateway"] = {"result_grace_ms": 100}
         config = LineConfig(**{**raw, **settings})
         stopping, ready = asyncio.Event(), asyncio.Event()

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.recipes import RecipeBook
+from lineguard.v1.drift_pb2 import SelfTestReport
 
 # station id, the PLC's sequence, its part id -> the inspection id the PLC is given back.
 # Raises TriggerRefused when the trigger was not taken: the protocol tells its PLC to call again.
@@ -22,6 +23,15 @@ TriggerHandler = Callable[[str, int, str], Awaitable[str]]
 # station id, the PLC's sequence -> the latest result given for it, None when there is none to read (in flight,
 # unknown, too old). A result read this way is recorded as delivered.
 ResultReader = Callable[[str, int], Result | None]
+
+
+# station id, the request's id (who asked: "plc", a 40100 job id) -> the run's report (selftest.py). Raises NoSelfTest
+# for a station without golden parts configured.
+SelfTestRunner = Callable[[str, str], Awaitable[SelfTestReport]]
+
+
+class NoSelfTest(LookupError):
+    """The station has no golden-part self-test configured (`selftest` in its settings)."""
 
 
 class TriggerRefused(Exception):
@@ -104,3 +114,13 @@ class ShowsWarning(Protocol):
     PLCs: `error` = DRIFT_WARNING while no error shows; docs/drift.md)."""
 
     async def set_warning(self, station: str, reason: str | None) -> None: ...
+
+
+@runtime_checkable
+class RunsSelfTests(Protocol):
+    """An endpoint whose PLC can ask for a station's golden-part self-test (a register PLC's `selftest` field, an
+    OPC 40100 job with IsSimulated): the gateway hands it the runner before `start()`. The golden parts' results
+    reach that PLC flagged simulated, never as a production result (docs/drift.md)."""
+
+    def use_selftests(self, run: SelfTestRunner, stations: frozenset[str]) -> None:
+        """`stations`: those with golden parts configured (a command at another is answered "none configured")."""

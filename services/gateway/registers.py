@@ -36,10 +36,11 @@ from lineguard.contracts.registers import (
     Layout,
     PartIdError,
     PlcFields,
+    SelfTestState,
     overlap,
     reason_bits,
 )
-from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
+from lineguard.services.gateway.endpoint import NoSelfTest, SelfTestRunner, TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.recipes import RecipeBook, UnknownRecipe
 
@@ -102,6 +103,8 @@ class RegisterStation:
         self.layout = layout
         self.on_trigger = on_trigger
         self.recipes: RecipeBook | None = None  # the line's; given by the gateway (UsesRecipes) before start
+        self.selftests: SelfTestRunner | None = None  # given by the gateway (RunsSelfTests) before start
+        self._selftest: asyncio.Task[None] | None = None  # the run the PLC's `selftest` edge asked for
         self._write = write
         self.plc_heartbeat_timeout_s = plc_heartbeat_timeout_s
         self.outputs = GatewayFields()
@@ -198,6 +201,8 @@ class RegisterStation:
                 await self._show({})
         if last is not None and fields.trigger and not last.trigger:
             await self._trigger(fields)
+        if last is not None and fields.selftest and not last.selftest:
+            await self._start_selftest()
 
     async def set_down(self, reason: str | None) -> None:
         """A service the station needs is down (Error, safe outputs, triggers refused), or beats again (None)."""
@@ -213,6 +218,38 @@ class RegisterStation:
         async with self._lock:
             self._warning = reason
             await self._show({})
+
+    async def _start_selftest(self) -> None:
+        """The PLC's `selftest` edge: judge the golden parts (flagged simulated, never a production result), and
+        show how it went in `selftest_state`. An edge while a run is going is that run's."""
+        if self._selftest is not None and not self._selftest.done():
+            return
+        if self.selftests is None:
+            await self._show_selftest(SelfTestState.NOT_CONFIGURED, "no golden-part self-test configured here")
+            return
+        run = self.selftests
+        async with self._lock:
+            await self._show({"selftest_state": SelfTestState.RUNNING})
+        log.info("PLC asked for the self-test", station=self.station)
+
+        async def selftest() -> None:
+            try:
+                report = await run(self.station, "plc")
+            except NoSelfTest as exc:
+                await self._show_selftest(SelfTestState.NOT_CONFIGURED, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the bus away: shown as not run, the PLC may ask again
+                await self._show_selftest(SelfTestState.NOT_RUN, repr(exc))
+            else:
+                await self._show_selftest(SelfTestState.CHANGED if report.changed else SelfTestState.AS_EXPECTED)
+
+        self._selftest = asyncio.create_task(selftest())
+
+    async def _show_selftest(self, state: SelfTestState, why: str = "") -> None:
+        if why:
+            log.warning("PLC self-test not run", station=self.station, state=state.name, why=why)
+        async with self._lock:
+            with contextlib.suppress(Exception):  # not connected: written with every field when it is back
+                await self._show({"selftest_state": state})
 
     async def beat(self) -> None:
         async with self._lock:
@@ -261,7 +298,7 @@ class RegisterStation:
         if code is not Error.SERVICE_DOWN:
             self._fault = code
         self._slot = None
-        safe = {n: getattr(_SAFE, n) for n in GATEWAY_FIELDS if n not in ("heartbeat", "error")}
+        safe = {n: getattr(_SAFE, n) for n in GATEWAY_FIELDS if n not in ("heartbeat", "error", "selftest_state")}
         await self._show(safe)
 
     async def _acknowledge(self, ack_sequence: int) -> None:
@@ -490,3 +527,6 @@ class ClientEndpoint:
 
     def use_recipes(self, recipes: RecipeBook) -> None:
         self._link.recipes = recipes
+
+    def use_selftests(self, run: SelfTestRunner, stations: frozenset[str]) -> None:
+        self._link.selftests = run if self._link.station in stations else None

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from lineguard.config import LineConfig, StationSettings
 from lineguard.config.drift import SelfTestSettings
 from lineguard.contracts import SELFTEST_COMMAND, new_inspection_id, now_ns, verdict_name
+from lineguard.services.gateway.endpoint import NoSelfTest
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.drift_pb2 import SelfTestCase, SelfTestReport
@@ -67,7 +68,10 @@ class SelfTests:
             log.info("self-test decision nobody waits for", station=decision.part.station)
 
     async def run(self, station_id: str, request_id: str = "") -> SelfTestReport:
-        """Run the station's self-test (one at a time per station: a second request waits for the running one)."""
+        """Run the station's self-test (one at a time per station: a second request waits for the running one);
+        NoSelfTest for a station without one."""
+        if station_id not in self.stations:
+            raise NoSelfTest(f"station {station_id!r} has no golden-part self-test configured (stations[].selftest)")
         running = self._running.get(station_id)
         if running is None or running.done():
             running = self._running[station_id] = asyncio.create_task(self._run(station_id, request_id))

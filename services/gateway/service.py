@@ -21,7 +21,7 @@ from lineguard.contracts import heartbeat_subject
 from lineguard.recipes import LiveRecipes, RecipeStore
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.gateway.captures import watch_captures
-from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack, UsesRecipes
+from lineguard.services.gateway.endpoint import PlcEndpoint, ReadsBack, RunsSelfTests, UsesRecipes
 from lineguard.services.gateway.health import ServiceWatch
 from lineguard.services.gateway.recipes import RecipeBook
 from lineguard.services.gateway.selftest import SelfTests, command_subjects
@@ -39,6 +39,7 @@ async def setup(ctx: ServiceContext) -> None:
     await live.start()
     recipes = RecipeBook(ctx.config, {station_id: link.handshake for station_id, link in links.links.items()}, live)
     ctx.run_task(live.follow(ctx.stopping, recipes.activated))
+    selftests = SelfTests(ctx.config, ctx.publish)
     by_protocol: dict[str, list[tuple[str, PlcSettings]]] = {}
     for station in ctx.config.stations:
         by_protocol.setdefault(station.plc.protocol, []).append((station.id, station.plc))
@@ -48,6 +49,8 @@ async def setup(ctx: ServiceContext) -> None:
             ctx.on_stop(endpoint.stop)
             if isinstance(endpoint, UsesRecipes):  # its PLC selects recipes (OPC 40100, a register `recipe` field)
                 endpoint.use_recipes(recipes)
+            if isinstance(endpoint, RunsSelfTests):  # its PLC can ask for a self-test (docs/drift.md)
+                endpoint.use_selftests(selftests.run, frozenset(selftests.stations))
             await endpoint.start()
             for station_id in endpoint.stations:
                 links.links[station_id].attach(endpoint)
@@ -67,8 +70,6 @@ async def setup(ctx: ServiceContext) -> None:
                 await link.on_captured(inspection_id)
 
         ctx.run_task(watch_captures(ctx.bus, ctx.config.line, on_captured, ctx.stopping))
-
-    selftests = SelfTests(ctx.config, ctx.publish)
 
     async def on_decision(delivery: Delivery[Decision]) -> None:
         if delivery.message.part.simulated:  # a golden part's: to its self-test, never to the PLC

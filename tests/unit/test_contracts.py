@@ -61,3 +61,10 @@ def test_heartbeat_subject_is_a_subject_like_any_other() -> None:
     assert kind_subjects("heartbeat") == "lg.heartbeat.>"
     with pytest.raises(ValueError, match="cannot be part of a NATS subject"):
         heartbeat_subject("l1", "infer.ence")
+
+
+def test_the_40100_drift_warning_names_the_register_plcs_error_code() -> None:
+    from lineguard.contracts import machine_vision
+    from lineguard.contracts.registers import Error
+
+    assert machine_vision.WARNING_ERROR_CODE == Error.DRIFT_WARNING

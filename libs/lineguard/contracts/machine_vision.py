@@ -32,6 +32,9 @@ RESULT_READY_EVENT_TYPE = 1024
 ERROR_EVENT_TYPE = 1019  # the system entered Error (a service a station needs is down)
 ERROR_RESOLVED_EVENT_TYPE = 1020  # ... and left it
 ACQUISITION_DONE_EVENT_TYPE = 1025  # the part's image is taken (the gateway sees its frame stored)
+# OPC 40100-1 11.4.5: a condition the vision system reports while it operates on (no state change): the drift
+# watch's alert (docs/drift.md). Reported by its events only (no condition node; see WARNING_CONDITION below).
+VISION_WARNING_CONDITION_TYPE = 1034
 
 # VisionStateMachine's states and the automatic-mode sub-machine's (the states of the types):
 # CurrentState/Id holds one of these.
@@ -81,6 +84,13 @@ SEMI_E10: dict[str, int] = {
     "UDT": 5,  # unscheduled downtime: Error
     "NST": 6,  # non-scheduled: Halted
 }
+
+# The drift warning condition: its ConditionName, the last part of its ConditionId (a string NodeId in the gateway's
+# namespace, MachineVision/<station>/DriftWarning, naming no node), its ErrorCode (the code a register PLC's `error`
+# reads for it, lineguard.contracts.registers.Error.DRIFT_WARNING) and Severity (1..1000: a warning, below an Error).
+WARNING_CONDITION = "DriftWarning"
+WARNING_ERROR_CODE = 10
+WARNING_SEVERITY = 400
 
 # ResultStateDataType values (OPC 40100-1 12.19).
 RESULT_STATE_COMPLETED = 1

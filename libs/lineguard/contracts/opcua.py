@@ -19,6 +19,7 @@ Address space, under the Objects folder, in namespace `NAMESPACE_URI`
         Busy                 Boolean   inspections in flight at this station
         Heartbeat            UInt32    +1 every HEARTBEAT_PERIOD_S while the gateway runs
         Error                String    "" while the station serves; why it is in Error (a service it needs is down)
+        Warning              String    "" while none; what the drift watch alerts of (docs/drift.md); Trigger taken
 
 Every result is also an event of type `InspectionResultEventType` (a subtype of
 BaseEventType) emitted by the station object, carrying the five Result* fields
@@ -54,6 +55,7 @@ RESULT_TIMESTAMP = "ResultTimestamp"
 BUSY = "Busy"
 HEARTBEAT = "Heartbeat"
 ERROR = "Error"
+WARNING = "Warning"
 
 HEARTBEAT_PERIOD_S = 1.0
 # How many of a station's latest results GetResult can read (the gateway's handshake remembers as many).
@@ -91,6 +93,11 @@ STATUS_FIELDS: tuple[Field, ...] = (
     Field(BUSY, "Boolean", "true while inspections triggered at this station await their result"),
     Field(HEARTBEAT, "UInt32", "incremented every second while the gateway runs; wraps at 2^32"),
     Field(ERROR, "String", "empty while the station serves; else why it is in Error (Trigger then refused)"),
+    Field(
+        WARNING,
+        "String",
+        "empty while none; else what the drift watch alerts of (lighting, model, a golden part; Trigger still taken)",
+    ),
 )
 
 TRIGGER_INPUTS: tuple[Argument, ...] = (

@@ -17,6 +17,10 @@ gateway writes `verdict`, `reasons`, `result_sequence` (= the trigger's sequence
 `busy` falls; the PLC reads them and acknowledges by writing `ack_sequence` = `result_sequence`; `done`
 falls, and the station takes the next trigger. Both sides count a heartbeat; `error` says why the station is in Error
 or why a trigger was refused (`Error` below).
+
+Self-test (docs/drift.md): the PLC raises `selftest` (a rising edge) and the gateway judges the station's golden parts
+through the live path, flagged simulated: their verdicts never show in `verdict` / `done` (no production result, no
+record); `selftest_state` says how the run went (`SelfTestState` below).
 """
 
 from __future__ import annotations
@@ -60,6 +64,17 @@ class Error(enum.IntEnum):
     SERVICE_DOWN = 8  # a service the station needs (capture, inference, ocr, decision) stopped beating: in Error
     UNKNOWN_RECIPE = 9  # the `recipe` field names no recipe's plc_recipe_number: refused, the live recipe stays
     DRIFT_WARNING = 10  # the drift watch alerts (lighting, model, a self-test changed; docs/drift.md): triggers taken
+
+
+class SelfTestState(enum.IntEnum):
+    """The `selftest_state` field: the last golden-part self-test the PLC asked for (its `selftest` rising edge)."""
+
+    NONE = 0  # none asked since the gateway started
+    RUNNING = 1  # the golden parts are being judged
+    AS_EXPECTED = 2  # every golden part got the verdict (and reasons) the station's config expects
+    CHANGED = 3  # an outcome changed (or no verdict in time): the drift watch alerts too (error 10 DRIFT_WARNING)
+    NOT_CONFIGURED = 4  # the station has no `selftest` in its configuration
+    NOT_RUN = 5  # the run could not be made (the bus away): ask again
 
 
 # Reason codes -> bits of the `reasons` DWORD. Fixed: a bit never changes its meaning (add, never renumber).
@@ -111,6 +126,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("recipe", WORD, PLC, "the recipe's plc_recipe_number for this part (0: the recipe prepared now)"),
     FieldSpec("ack_sequence", DWORD, PLC, "the PLC writes result_sequence here once it has read the result"),
     FieldSpec("part_id", STRING, PLC, "an id the PLC may give (carrier, tray position); ASCII, may be empty"),
+    FieldSpec("selftest", WORD, PLC, "0 -> non-zero: run the station's golden-part self-test (the rising edge counts)"),
     FieldSpec("heartbeat", WORD, GATEWAY, "the gateway counts it up every heartbeat_ms while it runs"),
     FieldSpec("busy", WORD, GATEWAY, "1 from a trigger taken until its result is written"),
     FieldSpec("done", WORD, GATEWAY, "1 while a result waits for the PLC's acknowledgement"),
@@ -118,6 +134,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("reasons", DWORD, GATEWAY, "reason code bits (REASON_BITS)"),
     FieldSpec("result_sequence", DWORD, GATEWAY, "the sequence of the trigger this result answers"),
     FieldSpec("error", WORD, GATEWAY, "0 none, else an Error code"),
+    FieldSpec("selftest_state", WORD, GATEWAY, "the last self-test asked: a SelfTestState (2 as expected, 3 changed)"),
 )
 SPECS: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 PLC_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.writer == PLC)
@@ -132,6 +149,7 @@ MODBUS_DEFAULTS: dict[str, int] = {
     "recipe": 4,
     "ack_sequence": 5,
     "part_id": 7,
+    "selftest": 24,
     "heartbeat": 40,
     "busy": 41,
     "done": 42,
@@ -139,6 +157,7 @@ MODBUS_DEFAULTS: dict[str, int] = {
     "reasons": 44,
     "result_sequence": 46,
     "error": 48,
+    "selftest_state": 49,
 }
 # The default S7 layout: byte offsets in the data block (non-optimized). Part id: STRING[32], 34 bytes.
 S7_DEFAULTS: dict[str, int] = {
@@ -148,6 +167,7 @@ S7_DEFAULTS: dict[str, int] = {
     "recipe": 8,
     "ack_sequence": 10,
     "part_id": 14,
+    "selftest": 66,  # after the gateway's block: the map up to 66 stays as it was before the self-test fields
     "heartbeat": 48,
     "busy": 50,
     "done": 52,
@@ -155,6 +175,7 @@ S7_DEFAULTS: dict[str, int] = {
     "reasons": 56,
     "result_sequence": 60,
     "error": 64,
+    "selftest_state": 68,
 }
 DEFAULT_PART_ID_CHARS = 32
 
@@ -196,6 +217,7 @@ class PlcFields:
     recipe: int = 0
     ack_sequence: int = 0
     part_id: PartIdField = field(default_factory=PartIdField)
+    selftest: bool = False
 
 
 @dataclass
@@ -209,6 +231,7 @@ class GatewayFields:
     reasons: int = 0
     result_sequence: int = 0
     error: int = Error.NONE
+    selftest_state: int = SelfTestState.NONE
 
 
 def string_size(style: StringStyle, chars: int) -> int:
@@ -265,6 +288,7 @@ class Layout:
             recipe=word("recipe"),
             ack_sequence=dword("ack_sequence"),
             part_id=part_id,
+            selftest=word("selftest") != 0,
         )
 
     def encode_gateway(self, fields: GatewayFields, names: Iterable[str]) -> list[tuple[int, bytes]]:
@@ -309,6 +333,7 @@ class Layout:
             reasons=values["reasons"],
             result_sequence=values["result_sequence"],
             error=values["error"],
+            selftest_state=values["selftest_state"],
         )
 
     def gateway_span(self) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from snap7.type import SrvArea
 from lineguard.contracts.registers import DEFAULT_PART_ID_CHARS, S7_DEFAULTS, Layout
 from lineguard.sim.registers import RegisterPlc
 
-DB_SIZE = 256  # bytes: the default layout uses 66
+DB_SIZE = 256  # bytes: the default layout uses 70
 
 
 def s7_layout(offsets: Mapping[str, int] | None = None, part_id_chars: int = DEFAULT_PART_ID_CHARS) -> Layout:

@@ -13,10 +13,11 @@ from google.protobuf.message import Message
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
-from lineguard.contracts import msg_id, stream_name, subject
+from lineguard.contracts import msg_id, new_inspection_id, now_ns, stream_name, subject
 from lineguard.natsserver import EmbeddedNats
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Decision, Verdict
+from lineguard.v1.drift_pb2 import DriftLevel, DriftState
 from lineguard.v1.frame_pb2 import Frame
 
 
@@ -102,3 +103,15 @@ async def publish_frame(bus: Bus, part: Part) -> Frame:
     frame.encoding, frame.data = "png", b"\x89PNG"
     await bus.publish(subject("frame", part.line, part.station), frame, msg_id=msg_id(part.inspection_id, "frame"))
     return frame
+
+
+async def publish_drift(bus: Bus, line: str, station: str, level: DriftLevel, detail: str = "") -> DriftState:
+    """What the results service's drift watch publishes for a station (services/results/drift.py)."""
+    state = DriftState(
+        part=Part(inspection_id=new_inspection_id(), line=line, station=station),
+        level=level,
+        detail=detail,
+        computed_unix_ns=now_ns(),
+    )
+    await bus.publish(subject("drift", line, station), state, msg_id=msg_id(state.part.inspection_id, "drift"))
+    return state

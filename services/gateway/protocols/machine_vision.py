@@ -29,10 +29,12 @@ from lineguard.contracts import machine_vision as mv
 from lineguard.contracts import new_inspection_id, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS, join_reasons
 from lineguard.opcua_nodesets import is_decoded_as, load_machine_vision_types
-from lineguard.services.gateway.endpoint import TriggerHandler, TriggerRefused
+from lineguard.services.gateway.endpoint import SelfTestRunner, TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.protocols.machine_vision_states import InvalidState, VisionStates
 from lineguard.services.gateway.recipes import Recipe, RecipeBook, UnknownRecipe
+from lineguard.v1.common_pb2 import Part
+from lineguard.v1.decision_pb2 import Verdict
 
 log = structlog.get_logger("lineguard.gateway")
 
@@ -84,6 +86,7 @@ class Job:
     part_id: str
     product_id: str
     external_recipe: Recipe | None  # as the PLC named it in the start method; None: it named none
+    simulated: bool = False  # a self-test job: its results are the golden parts', IsSimulated (docs/drift.md)
 
 
 def _id_of(args: Sequence[ua.Variant], i: int, type_name: str, arg: str) -> str:
@@ -158,7 +161,10 @@ class VisionSystem:
         self._lock = asyncio.Lock()  # the event objects are shared between emits
         self._events: dict[int, EventGenerator] = {}
         self._down: str | None = None  # why a service the station needs is down (set_error): in Error while set
+        self._warning: str | None = None  # what the drift watch alerts of (set_warning): a condition while set
         self._vars: dict[str, Node] = {}
+        self._selftest_jobs: set[asyncio.Task[None]] = set()  # self-test jobs running (a reference keeps each)
+        self._simulation = False  # SimulationMode: a job is the self-test, its results IsSimulated
 
     # --- building ---------------------------------------------------------------------------------------------
 
@@ -183,14 +189,14 @@ class VisionSystem:
             mv.ERROR_RESOLVED_EVENT_TYPE,
         ):
             self._events[type_id] = await self.server.get_event_generator(_nid(type_id, mv_idx), self.node.nodeid)
-        self._events[mv.RECIPE_PREPARED_EVENT_TYPE] = await self.server.get_event_generator(
-            _nid(mv.RECIPE_PREPARED_EVENT_TYPE, mv_idx), self.node.nodeid
-        )
+        for type_id in (mv.RECIPE_PREPARED_EVENT_TYPE, mv.VISION_WARNING_CONDITION_TYPE):
+            self._events[type_id] = await self.server.get_event_generator(_nid(type_id, mv_idx), self.node.nodeid)
         handlers: dict[tuple[str, ...], Callable[[Sequence[ua.Variant]], Awaitable[list[ua.Variant]]]] = {
             (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "StartSingleJob"): self._start_single_job,
             (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "StartContinuous"): self._start_continuous,
             (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "Stop"): self._stop_method("Stop"),
             (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "Abort"): self._stop_method("Abort"),
+            (mv.STATE_MACHINE, mv.AUTOMATIC_MODE, "SimulationMode"): self._simulation_mode,
             (mv.STATE_MACHINE, "Halt"): self._halt,
             (mv.STATE_MACHINE, "Reset"): self._reset,
             (mv.STATE_MACHINE, "SelectModeAutomatic"): self._select_mode_automatic,
@@ -312,6 +318,41 @@ class VisionSystem:
             await self._show_states()
             await self._emit(mv.ERROR_RESOLVED_EVENT_TYPE, {}, "the station's services beat again")
 
+    async def set_warning(self, reason: str | None) -> None:
+        """The drift watch's alert as a VisionWarningConditionType condition (OPC 40100-1 11.4.5): an event with
+        Retain true when it is raised or its text changes (ConditionRefresh hands it to a client that subscribes
+        later), then one with Retain false when it is over. The state machines do not change: a warning, the station
+        serves on (BlockReaction and StopReaction false). Deviations (docs/opcua.md): the condition is reported by
+        its events only, no condition node in the address space, and it asks no acknowledgement (AckedState true;
+        it ends when the drift watch is OK again, not when acknowledged)."""
+        if reason == self._warning:
+            return
+        raised, self._warning = reason is not None, reason
+        text = reason or "drift warning over"
+        fields: dict[str, tuple[Any, ua.VariantType]] = {
+            "NodeId": (
+                _nid(f"MachineVision/{self.station}/{mv.WARNING_CONDITION}", self.space.lg_idx),
+                ua.VariantType.NodeId,
+            ),
+            "ConditionName": (mv.WARNING_CONDITION, ua.VariantType.String),
+            "ConditionClassId": (_nid(ua.ObjectIds.ProcessConditionClassType, 0), ua.VariantType.NodeId),
+            "ConditionClassName": (ua.LocalizedText("Process"), ua.VariantType.LocalizedText),
+            "Retain": (raised, ua.VariantType.Boolean),
+            "EnabledState": (ua.LocalizedText("Enabled"), ua.VariantType.LocalizedText),
+            "EnabledState/Id": (True, ua.VariantType.Boolean),
+            "AckedState": (ua.LocalizedText("Acknowledged"), ua.VariantType.LocalizedText),
+            "AckedState/Id": (True, ua.VariantType.Boolean),
+            "Quality": (_status(ua.StatusCodes.Good), ua.VariantType.StatusCode),
+            "Severity": (mv.WARNING_SEVERITY, ua.VariantType.UInt16),
+            "LastSeverity": (mv.WARNING_SEVERITY, ua.VariantType.UInt16),
+            "BlockReaction": (False, ua.VariantType.Boolean),
+            "StopReaction": (False, ua.VariantType.Boolean),
+            "ErrorCode": (mv.WARNING_ERROR_CODE, ua.VariantType.UInt64),
+            "ErrorString": (text, ua.VariantType.String),
+        }
+        await self._emit(mv.VISION_WARNING_CONDITION_TYPE, fields, text)
+        log.info("40100 drift warning " + ("raised" if raised else "over"), station=self.station, reason=reason)
+
     async def set_busy(self, busy: bool) -> None:
         before = self.states.system_state
         self.states.busy = busy
@@ -364,6 +405,8 @@ class VisionSystem:
 
     async def _start_single_job(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
         meas_id, part_id, product_id, recipe = self._job_args(args, "StartSingleJob")
+        if self._simulation:
+            return await self._start_selftest_job(Job(new_inspection_id(), meas_id, part_id, product_id, recipe, True))
         self.states.start_single()
         await self._show_states()
         try:
@@ -378,6 +421,73 @@ class VisionSystem:
         log.info("40100 job started", station=self.station, job_id=inspection_id, meas_id=meas_id, part_id=part_id)
         return [_ext(_type("JobIdDataType")(Id=inspection_id)), _error_ok()]
 
+    async def _simulation_mode(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
+        """SimulationMode(Activate, Cause, CauseDescription) (OPC 40100-1 8.3.7.5): while active, a StartSingleJob
+        judges the station's stored golden parts instead of the camera's (the self-test) and its results carry
+        IsSimulated true; production jobs wait until it is deactivated. Not while a job executes."""
+        _count(args, "SimulationMode", 3, 3)
+        activate = args[0].Value
+        if not isinstance(activate, bool):
+            raise BadCall(ua.StatusCodes.BadInvalidArgument, f"Activate must be a Boolean, got {activate!r}")
+        cause = self._cause(args[1:], "SimulationMode")
+        if activate and (self.space.selftests is None or self.station not in self.space.selftest_stations):
+            raise BadCall(ua.StatusCodes.BadNotSupported, f"station {self.station} has no golden-part self-test")
+        if self.states.auto in (mv.SINGLE_EXECUTION, mv.CONTINUOUS_EXECUTION):
+            raise InvalidState(f"SimulationMode is not allowed in {self.states.auto}")
+        self._simulation = activate
+        log.info("40100 SimulationMode " + ("on" if activate else "off"), station=self.station, cause=cause)
+        return [_error_ok()]
+
+    async def _start_selftest_job(self, job: Job) -> list[ua.Variant]:
+        """A job in SimulationMode: the station's golden-part self-test through the live path (selftest.py). Started
+        and ended as a single job; when it is judged, one ResultReady per golden part, IsSimulated true, JobId this
+        job's (never a production result: the results service writes no record of a simulated part)."""
+        run = self.space.selftests
+        if run is None:  # SimulationMode is refused then: not reached
+            raise BadCall(ua.StatusCodes.BadNotSupported, f"station {self.station} has no golden-part self-test")
+        self.states.start_single()
+        await self._show_states()
+        try:
+            await self._emit(mv.JOB_STARTED_EVENT_TYPE, self._job_id_fields(job.job_id), f"self-test job {job.job_id}")
+        finally:
+            self.states.job_taken()
+            await self._show_states()
+        await self._emit(mv.READY_EVENT_TYPE, self._job_id_fields(job.job_id), f"ready after job {job.job_id}")
+        task = asyncio.create_task(self._run_selftest(run, job))
+        self._selftest_jobs.add(task)
+        task.add_done_callback(self._selftest_jobs.discard)
+        log.info("40100 self-test job started", station=self.station, job_id=job.job_id, meas_id=job.meas_id)
+        return [_ext(_type("JobIdDataType")(Id=job.job_id)), _error_ok()]
+
+    async def _run_selftest(self, run: SelfTestRunner, job: Job) -> None:
+        try:
+            report = await run(self.station, job.job_id)
+        except Exception:
+            log.exception("40100 self-test job not run", station=self.station, job_id=job.job_id)
+            return
+        recipe_id = self._prepared.id if self._prepared else ""
+        for case in report.cases:
+            part = Part(
+                inspection_id=case.inspection_id or new_inspection_id(),
+                line=report.part.line,
+                station=self.station,
+                recipe_id=recipe_id,
+                triggered_unix_ns=report.started_unix_ns,
+                simulated=True,
+                golden_case=case.name,
+            )
+            judged = case.verdict != Verdict.VERDICT_UNSPECIFIED
+            # No verdict in time: FAIL / TIMEOUT, as a production part would get (fail safe).
+            result = Result(
+                part=part,
+                verdict=case.verdict if judged else Verdict.VERDICT_FAIL,
+                reasons=tuple(case.reason_codes) if judged else ("TIMEOUT",),
+                gateway_timeout=not judged,
+                closed_unix_ns=report.finished_unix_ns,
+            )
+            self._remember(part.inspection_id, job)
+            await self.deliver(result)
+
     async def acquisition_done(self, inspection_id: str) -> None:
         """AcquisitionDoneEventType: the part's image is taken (the PLC may move it on); JobId as its result's."""
         job = self._jobs.get(inspection_id)
@@ -386,6 +496,8 @@ class VisionSystem:
 
     async def _start_continuous(self, args: Sequence[ua.Variant]) -> list[ua.Variant]:
         meas_id, part_id, product_id, recipe = self._job_args(args, "StartContinuous")
+        if self._simulation:
+            raise BadCall(ua.StatusCodes.BadNotSupported, "in SimulationMode a job is the self-test: StartSingleJob")
         self.states.start_continuous()
         job = Job(new_inspection_id(), meas_id, part_id, product_id, recipe)
         self._continuous = asyncio.create_task(self._run_continuous(job))
@@ -557,6 +669,7 @@ class VisionSystem:
         recipe = Recipe(part.recipe_id, part.recipe_version, 0) if part.recipe_version else None
         recipe = recipe or self.space.recipes.recipes.get(part.recipe_id) or Recipe(part.recipe_id, "", 0)
         failed = result.gateway_timeout or result.verdict == _ERROR
+        simulated = bool(job and job.simulated)
         content = [
             ua.Variant(int(result.verdict), ua.VariantType.Int32),
             ua.Variant(verdict_name(result.verdict), ua.VariantType.String),
@@ -567,7 +680,7 @@ class VisionSystem:
             ResultId=_type("ResultIdDataType")(Id=result.inspection_id),
             HasTransferableDataOnFile=False,
             IsPartial=False,
-            IsSimulated=False,
+            IsSimulated=simulated,
             ResultState=mv.RESULT_STATE_FAILED if failed else mv.RESULT_STATE_COMPLETED,
             MeasId=_type("MeasIdDataType")(Id=job.meas_id if job else ""),
             PartId=_type("PartIdDataType")(Id=job.part_id if job else ""),
@@ -595,7 +708,7 @@ class VisionSystem:
         fields["ExternalRecipeId"] = (data.ExternalRecipeId, ua.VariantType.ExtensionObject)
         fields["InternalConfigurationId"] = (data.InternalConfigurationId, ua.VariantType.ExtensionObject)
         fields["IsPartial"] = (False, ua.VariantType.Boolean)
-        fields["IsSimulated"] = (False, ua.VariantType.Boolean)
+        fields["IsSimulated"] = (data.IsSimulated, ua.VariantType.Boolean)
         fields["ResultState"] = (data.ResultState, ua.VariantType.Int32)
         fields["CreationTime"] = (data.CreationTime, ua.VariantType.DateTime)
         fields["ResultContent"] = (data.ResultContent, ua.VariantType.Variant)
@@ -669,6 +782,8 @@ class VisionSystem:
 
     async def stop(self) -> None:
         await self._end_continuous()
+        for task in list(self._selftest_jobs):
+            task.cancel()
 
 
 class MachineVisionSpace:
@@ -687,11 +802,16 @@ class MachineVisionSpace:
         self.continuous_period_s = continuous_period_s
         self.systems: dict[str, VisionSystem] = {}
         self._recipes: RecipeBook | None = None
+        self.selftests: SelfTestRunner | None = None  # given by the gateway (RunsSelfTests) before build
+        self.selftest_stations: frozenset[str] = frozenset()
         self.mv_idx = 0
         self.lg_idx = 0
 
     def use_recipes(self, recipes: RecipeBook) -> None:
         self._recipes = recipes
+
+    def use_selftests(self, run: SelfTestRunner, stations: frozenset[str]) -> None:
+        self.selftests, self.selftest_stations = run, stations
 
     @property
     def recipes(self) -> RecipeBook:
@@ -748,6 +868,11 @@ class MachineVisionSpace:
         system = self.systems.get(station)
         if system is not None:
             await system.set_error(reason)
+
+    async def set_warning(self, station: str, reason: str | None) -> None:
+        system = self.systems.get(station)
+        if system is not None:
+            await system.set_warning(reason)
 
     async def stop(self) -> None:
         for system in self.systems.values():

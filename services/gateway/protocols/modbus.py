@@ -33,7 +33,7 @@ from lineguard.services.gateway.registers import (
 )
 
 if TYPE_CHECKING:  # every service validates the config, and so imports this module: keep it light
-    from lineguard.services.gateway.endpoint import PlcEndpoint, TriggerHandler
+    from lineguard.services.gateway.endpoint import PlcEndpoint, SelfTestRunner, TriggerHandler
     from lineguard.services.gateway.handshake import Result
 
 KEY = "modbus"
@@ -76,6 +76,8 @@ class RegisterMap(BaseModel):
     reasons: int = contract.MODBUS_DEFAULTS["reasons"]
     result_sequence: int = contract.MODBUS_DEFAULTS["result_sequence"]
     error: int = contract.MODBUS_DEFAULTS["error"]
+    selftest: int = contract.MODBUS_DEFAULTS["selftest"]
+    selftest_state: int = contract.MODBUS_DEFAULTS["selftest_state"]
 
     @field_validator(*contract.SPECS, mode="after")
     @classmethod
@@ -274,6 +276,10 @@ class ModbusServerEndpoint:
     def use_recipes(self, recipes: RecipeBook) -> None:
         for link in self._links.values():
             link.recipes = recipes
+
+    def use_selftests(self, run: SelfTestRunner, stations: frozenset[str]) -> None:
+        for station, link in self._links.items():
+            link.selftests = run if station in stations else None
 
 
 class ModbusClientEndpoint(ClientEndpoint):

@@ -68,6 +68,7 @@ METHOD_ROLES: dict[str, Role] = {
     "Reset": "operator",
     "Halt": "operator",
     "SelectModeAutomatic": "operator",
+    "SimulationMode": "operator",  # the PLC's self-test: golden parts, results IsSimulated (docs/drift.md)
     "GetResultById": "operator",
     "GetResultComponentsById": "operator",
     "GetResultListFiltered": "operator",

@@ -21,7 +21,13 @@ from asyncua.server.event_generator import EventGenerator
 
 from lineguard.contracts import opcua as contract
 from lineguard.contracts import verdict_name
-from lineguard.services.gateway.endpoint import NotHandedOver, ResultReader, TriggerHandler, TriggerRefused
+from lineguard.services.gateway.endpoint import (
+    NotHandedOver,
+    ResultReader,
+    SelfTestRunner,
+    TriggerHandler,
+    TriggerRefused,
+)
 from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.protocols import opcua_access
 from lineguard.services.gateway.protocols.machine_vision import MachineVisionSpace
@@ -69,6 +75,7 @@ _INITIAL: dict[str, Any] = {
     contract.BUSY: False,
     contract.HEARTBEAT: 0,
     contract.ERROR: "",
+    contract.WARNING: "",
 }
 
 
@@ -167,6 +174,9 @@ class OpcuaStation:
     async def set_error(self, reason: str | None) -> None:
         await self._write(contract.ERROR, reason or "", datetime.now(UTC))
 
+    async def set_warning(self, reason: str | None) -> None:
+        await self._write(contract.WARNING, reason or "", datetime.now(UTC))
+
 
 class OpcuaEndpoint:
     """One asyncua server listening at one endpoint, serving the stations configured on it (a PlcEndpoint)."""
@@ -201,6 +211,9 @@ class OpcuaEndpoint:
 
     async def start(self) -> None:
         opcua_access.set_identity(self.server)  # before init(), which writes it into BuildInfo
+        # ConditionRefresh (Part 9): a client that subscribes later is handed the retained conditions (the 40100
+        # drift warning). asyncua links it only when asked, before init().
+        self.server.iserver.bind_condition_methods = True
         await self.server.init()
         await opcua_access.write_identity(self.server, self.security)
         self.server.set_endpoint(self.endpoint)
@@ -255,6 +268,14 @@ class OpcuaEndpoint:
         if self.machine_vision is not None:
             await self.machine_vision.set_error(station, reason)
 
+    async def set_warning(self, station: str, reason: str | None) -> None:
+        """The drift watch's alert (ShowsWarning): the simple profile's Warning variable, 40100's
+        VisionWarningConditionType condition; the station serves on."""
+        if station in self._nodes:
+            await self._nodes[station].set_warning(reason)
+        if self.machine_vision is not None:
+            await self.machine_vision.set_warning(station, reason)
+
     def shows_capture(self, station: str) -> bool:
         return self.machine_vision is not None and station in self.machine_vision.stations
 
@@ -265,6 +286,11 @@ class OpcuaEndpoint:
     def use_recipes(self, recipes: RecipeBook) -> None:
         if self.machine_vision is not None:
             self.machine_vision.use_recipes(recipes)
+
+    def use_selftests(self, run: SelfTestRunner, stations: frozenset[str]) -> None:
+        """40100 only: a StartSingleJob with IsSimulated runs the self-test (the simple profile has no command)."""
+        if self.machine_vision is not None:
+            self.machine_vision.use_selftests(run, stations)
 
     def serve_reads(self, read: ResultReader) -> None:
         self.read_result = read

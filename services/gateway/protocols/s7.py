@@ -51,6 +51,8 @@ class DbLayout(BaseModel):
     reasons: int = contract.S7_DEFAULTS["reasons"]
     result_sequence: int = contract.S7_DEFAULTS["result_sequence"]
     error: int = contract.S7_DEFAULTS["error"]
+    selftest: int = contract.S7_DEFAULTS["selftest"]
+    selftest_state: int = contract.S7_DEFAULTS["selftest_state"]
 
     @field_validator(*contract.SPECS, mode="after")
     @classmethod
