@@ -17,12 +17,20 @@ from lineguard.testing.postgres import throwaway_database
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PARTS, RATE_HZ = 300, 5.0
+# A few minutes of parts: JetStream refuses a line's 2 GiB streams on a disk short of space (docs/faults.md).
+SMALL_STREAMS = {"nats": {"stream_max_bytes": 256 * 1024 * 1024}}
 
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> Verdict:
     with throwaway_database() as url:
-        return chaos_run(tmp_path_factory.mktemp("chaos") / "line", parts=PARTS, rate_hz=RATE_HZ, database_url=url)
+        return chaos_run(
+            tmp_path_factory.mktemp("chaos") / "line",
+            parts=PARTS,
+            rate_hz=RATE_HZ,
+            database_url=url,
+            config_overrides=SMALL_STREAMS,
+        )
 
 
 def broken(chaos: Verdict, invariant: str) -> str:
@@ -81,7 +89,7 @@ def test_a_plc_that_gives_up_a_frozen_gateways_session_gets_each_result_once(tmp
         rate_hz=5.0,
         faults=["slow:gateway@8"],
         hold_s=2.5,
-        config_overrides={"nats": {"stream_max_bytes": 256 * 1024 * 1024}},
+        config_overrides=SMALL_STREAMS,
     )
     assert verdict.figures["plc_reconnects"] >= 1, verdict.figures["faults"]  # the session was given up
     # A frozen gateway answers what fell due meanwhile late: "late" is not judged here, everything else is.
