@@ -3,7 +3,7 @@ one too big for a message into the object store, lineguard.bus.bigframes)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lineguard.config import LineConfig
 from lineguard.contracts import copy_part, now_ns, timing
@@ -11,7 +11,14 @@ from lineguard.imagequality import decode_gray, measure, measure_encoded
 from lineguard.imaging import ROI
 from lineguard.runtime.metrics import IMAGE_BRIGHTNESS, IMAGE_CONTRAST, IMAGE_SATURATED, IMAGE_SHARPNESS
 from lineguard.services.capture.golden import GoldenImages
-from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage, Watched, open_source
+from lineguard.services.capture.sources import (
+    CameraError,
+    CameraSource,
+    CapturedImage,
+    TakesProductSettings,
+    Watched,
+    open_source,
+)
 from lineguard.v1.common_pb2 import ImageQuality
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.trigger_pb2 import Trigger
@@ -28,6 +35,7 @@ class StationCameras:
     config: LineConfig
     sources: dict[str, CameraSource]
     golden: GoldenImages | None = None  # the stations' golden parts, for self-test parts
+    products: dict[str, str] = field(default_factory=dict)  # station -> the recipe whose camera settings are set
 
     @classmethod
     def from_config(cls, config: LineConfig) -> StationCameras:
@@ -58,6 +66,8 @@ class StationCameras:
                 f"{self.config.line!r} (known: {known})"
             )
         try:
+            if isinstance(source, TakesProductSettings) and not part.golden_case:
+                self._set_product(part.station, source, part.recipe_id)
             # A self-test part is one of the station's golden images, not the camera's next one.
             image = self.golden.grab(part) if part.golden_case and self.golden else source.grab(part)
         except CameraError as exc:
@@ -82,6 +92,15 @@ class StationCameras:
                 observe_quality(part.station, quality)
         frame.timings.append(timing("capture", started))
         return frame
+
+    def _set_product(self, station: str, source: TakesProductSettings, recipe_id: str) -> None:
+        """A part of another product than the last: its recipe's camera settings before its image is taken (the
+        handshake stamps a recipe change on the parts triggered after it, so it falls between parts)."""
+        recipe = self.config.recipes.get(recipe_id)
+        if recipe is None or self.products.get(station) == recipe_id:
+            return
+        source.set_product(recipe.camera)  # CameraError: this part fails, the next of the recipe tries again
+        self.products[station] = recipe_id
 
     def _quality(self, image: CapturedImage, recipe_id: str) -> ImageQuality | None:
         """The image's quality within the recipe's inspect_roi (what is inspected, not the label strip beside it);

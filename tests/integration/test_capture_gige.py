@@ -27,6 +27,7 @@ from lineguard.config import LineConfig
 from lineguard.contracts import dead_subject, msg_id, stream_name, subject
 from lineguard.imaging import decode_image
 from lineguard.natsserver import EmbeddedNats
+from lineguard.services.capture.frames import CaptureError, StationCameras
 from lineguard.services.capture.service import setup as capture_setup
 from lineguard.services.capture.sources import CameraError, gige
 from lineguard.testing import running_service
@@ -258,3 +259,34 @@ def test_a_frame_with_lost_packets_is_refused_naming_it_and_the_losses_are_count
     assert sample("lineguard_camera_packets_total", **labels, outcome="missing") > missing
     assert sample("lineguard_camera_packets_total", **labels, outcome="resend_requests") > requests
     assert sample("lineguard_camera_frames_total", **labels, outcome="failures") > failures
+
+
+def test_a_product_change_sets_the_recipes_exposure_and_gain_between_parts(
+    fake: FakeGigeCamera, line_config_dict: Any
+) -> None:
+    raw = line_config_dict(deadline_ms=10_000)
+    raw["stations"][0]["camera"] = {"kind": "gige", "serial": SERIAL, "exposure_us": 1500.0, "gain": 1.0}
+    raw["recipes"]["pcb-a"]["camera"] = {"exposure_us": 2500.0, "gain": 4.0}
+    raw["recipes"]["bright"] = {**raw["recipes"]["pcb-a"], "camera": {"exposure_us": 800.0}}  # gain: the station's
+    raw["recipes"]["too-long"] = {**raw["recipes"]["pcb-a"], "camera": {"exposure_us": 9e9}}
+    cameras = StationCameras.from_config(LineConfig(**raw))
+
+    def read_back() -> tuple[float, float]:
+        # By another client of the camera (as `lineguard camera features` reads it), not the source's own objects.
+        other = aravis.open_camera(aravis.Selector(address="127.0.0.1"))
+        return other.get_exposure_time(), other.get_gain()
+
+    try:
+        assert read_back() == (1500.0, 1.0)  # the station's, set at open
+        cameras.capture(Trigger(part=triggered_part(1, recipe="pcb-a")))
+        assert read_back() == (2500.0, 4.0)
+        cameras.capture(Trigger(part=triggered_part(2, recipe="bright")))
+        assert read_back() == (800.0, 1.0)
+        # A setting the camera cannot take fails that part, naming it; the settings in force stay, the next is served.
+        with pytest.raises(CaptureError, match=r"product's camera settings: .* takes ExposureTime 10 to 1e\+07 µs"):
+            cameras.capture(Trigger(part=triggered_part(3, recipe="too-long")))
+        assert read_back() == (800.0, 1.0)
+        frame = cameras.capture(Trigger(part=triggered_part(4, recipe="pcb-a")))
+        assert frame.width > 0 and read_back() == (2500.0, 4.0)
+    finally:
+        cameras.close()

@@ -304,20 +304,7 @@ def configure(
         if region is not None:
             _check_region(camera, model, region)
             camera.set_region(region.x, region.y, region.width, region.height)
-        if exposure_us is not None:
-            if not camera.is_exposure_time_available():
-                raise FeatureError(f"the {model} has no ExposureTime feature (exposure_us)")
-            low, high = camera.get_exposure_time_bounds()
-            if not low <= exposure_us <= high:
-                raise FeatureError(f"the {model} takes ExposureTime {low:g} to {high:g} µs, not {exposure_us:g}")
-            camera.set_exposure_time(exposure_us)
-        if gain is not None:
-            if not camera.is_gain_available():
-                raise FeatureError(f"the {model} has no Gain feature (gain)")
-            low, high = camera.get_gain_bounds()
-            if not low <= gain <= high:
-                raise FeatureError(f"the {model} takes Gain {low:g} to {high:g}, not {gain:g}")
-            camera.set_gain(gain)
+        _exposure_and_gain(camera, model, exposure_us, gain)
         if trigger_source is None:
             camera.clear_triggers()
             camera.set_acquisition_mode(aravis().AcquisitionMode.CONTINUOUS)
@@ -333,6 +320,32 @@ def configure(
             set_feature(camera, name, value)
     except error as exc:
         raise FeatureError(f"the {model} refused a setting: {exc.message}") from None
+
+
+def set_exposure_and_gain(camera: Any, *, exposure_us: float | None, gain: float | None) -> None:
+    """Exposure and gain on an open, streaming camera (a recipe's, between parts), each checked against what the
+    camera has first: FeatureError naming the feature or value it lacks. None leaves a setting as it is."""
+    try:
+        _exposure_and_gain(camera, f"{camera.get_vendor_name()} {camera.get_model_name()}", exposure_us, gain)
+    except glib_error() as exc:
+        raise FeatureError(f"the camera refused a setting: {exc.message}") from None
+
+
+def _exposure_and_gain(camera: Any, model: str, exposure_us: float | None, gain: float | None) -> None:
+    if exposure_us is not None:
+        if not camera.is_exposure_time_available():
+            raise FeatureError(f"the {model} has no ExposureTime feature (exposure_us)")
+        low, high = camera.get_exposure_time_bounds()
+        if not low <= exposure_us <= high:
+            raise FeatureError(f"the {model} takes ExposureTime {low:g} to {high:g} µs, not {exposure_us:g}")
+        camera.set_exposure_time(exposure_us)
+    if gain is not None:
+        if not camera.is_gain_available():
+            raise FeatureError(f"the {model} has no Gain feature (gain)")
+        low, high = camera.get_gain_bounds()
+        if not low <= gain <= high:
+            raise FeatureError(f"the {model} takes Gain {low:g} to {high:g}, not {gain:g}")
+        camera.set_gain(gain)
 
 
 def _check_region(camera: Any, model: str, region: Region) -> None:

@@ -12,9 +12,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from lineguard.config import CAMERAS, CameraSettings
+from lineguard.config.model import ProductCamera
 from lineguard.v1.common_pb2 import Part
 
-__all__ = ["CameraError", "CameraSource", "CapturedImage", "Watched", "open_source"]
+__all__ = ["CameraError", "CameraSource", "CapturedImage", "TakesProductSettings", "Watched", "open_source"]
 
 
 class CameraError(RuntimeError):
@@ -55,6 +56,16 @@ class Watched(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TakesProductSettings(Protocol):
+    """A camera whose exposure and gain a recipe sets (`recipes.<id>.camera`; the gige kind): capture hands it the
+    product's settings when a part of another recipe than the last comes, before grabbing it."""
+
+    def set_product(self, product: ProductCamera) -> None:
+        """Raises CameraError naming what the camera cannot do."""
+        ...
 
 
 def open_source(station_id: str, settings: CameraSettings) -> CameraSource:

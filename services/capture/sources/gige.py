@@ -37,12 +37,14 @@ from lineguard.cameras.aravis import (
     buffer_image,
     configure,
     glib_error,
+    set_exposure_and_gain,
     stream_counters,
 )
 from lineguard.cameras.aravis import (
     open_camera as open_aravis_camera,
 )
 from lineguard.config import CameraSettings
+from lineguard.config.model import ProductCamera
 from lineguard.imaging import encode_image
 from lineguard.runtime.metrics import CAMERA_CONNECTED, CAMERA_FRAMES, CAMERA_PACKETS, CAMERA_RECONNECTS
 from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage
@@ -170,6 +172,8 @@ class GigeSource:
         self._arrival = threading.Condition()
         self._grabber = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gige-grab-{station_id}")
         self._pending: concurrent.futures.Future[CapturedImage] | None = None
+        # Exposure and gain in force: the station's, or the product's (set_product); set again on every reopening.
+        self._exposure_us, self._gain = settings.exposure_us, settings.gain
         CAMERA_CONNECTED.labels(station_id, self.camera_id).set(0)
         try:
             self._connect()
@@ -212,6 +216,22 @@ class GigeSource:
             return self._triggered(self._connected())
         finally:
             self._lock.release()
+
+    def set_product(self, product: ProductCamera) -> None:
+        """A product change (capture calls it between parts): the recipe's exposure and gain, the station's own
+        where the recipe gives none. Set on the streaming camera now (the next trigger's frame has them) and on
+        every reopening; a camera that is away gets them when it is back. CameraError naming the feature or value
+        the camera lacks (the settings in force stay)."""
+        exposure = product.exposure_us if product.exposure_us is not None else self.settings.exposure_us
+        gain = product.gain if product.gain is not None else self.settings.gain
+        with self._lock:
+            conn = self._conn
+            if conn is not None:
+                try:
+                    set_exposure_and_gain(conn.camera, exposure_us=exposure, gain=gain)
+                except FeatureError as exc:
+                    raise CameraError(f"{self.label}: the product's camera settings: {exc}") from None
+            self._exposure_us, self._gain = exposure, gain
 
     def problem(self) -> str | None:
         """Why the camera cannot grab now (for the station's health); None while it can."""
@@ -342,8 +362,8 @@ class GigeSource:
         configure(
             camera,
             pixel_format=s.pixel_format,
-            exposure_us=s.exposure_us,
-            gain=s.gain,
+            exposure_us=self._exposure_us,
+            gain=self._gain,
             region=Region(s.roi.x, s.roi.y, s.roi.width, s.roi.height) if s.roi else None,
             trigger_source="Software" if s.trigger == "software" else s.hardware_source,
             extra=s.features,
