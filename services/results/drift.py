@@ -22,6 +22,7 @@ from lineguard.bus.worker import Handler
 from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id, now_ns, verdict_name
 from lineguard.drift import LEVEL_NAMES, Baseline, BaselineError, decision_features, judge
+from lineguard.drift.selftest import case_fields
 from lineguard.drift.store import latest_baseline, training_baseline
 from lineguard.imaging import ROI
 from lineguard.runtime.service import ServiceContext
@@ -176,17 +177,7 @@ def store_state(engine: Engine, state: DriftState) -> None:
 
 
 def store_selftest(engine: Engine, report: SelfTestReport) -> None:
-    cases = [
-        {
-            "name": c.name,
-            "expected": verdict_name(c.expected),
-            "verdict": verdict_name(c.verdict) if c.verdict else None,
-            "reason_codes": list(c.reason_codes),
-            "inspection_id": c.inspection_id,
-            "changed": c.changed,
-        }
-        for c in report.cases
-    ]
+    cases = [case_fields(c) for c in report.cases]
     with engine.begin() as conn:
         conn.execute(
             insert(SelfTestRun).values(

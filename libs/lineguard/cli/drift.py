@@ -19,8 +19,9 @@ from lineguard.bus.permissions import OPERATOR
 from lineguard.cli.model_registry import ConfigOption, CredentialOption, NatsOption, _config, _line, _nats_settings
 from lineguard.cli.model_shadow import UrlOption, database_url
 from lineguard.config import LineConfig, NatsSettings
-from lineguard.contracts import new_inspection_id, selftest_command_subject, subject, verdict_name
+from lineguard.contracts import new_inspection_id, selftest_command_subject, subject
 from lineguard.drift import BaselineError, baseline_of
+from lineguard.drift.selftest import case_fields
 from lineguard.drift.store import period_rows, store_baseline, training_baseline
 from lineguard.imaging import ROI
 from lineguard.samples import SAMPLE_BOARDS
@@ -129,16 +130,7 @@ def selftest(
             f"error: no self-test report from station {station} within {timeout:g} s (is it configured?)", err=True
         )
         raise typer.Exit(2) from None
-    cases = [
-        {
-            "name": c.name,
-            "expected": verdict_name(c.expected),
-            "verdict": verdict_name(c.verdict) if c.verdict else None,
-            "reasons": list(c.reason_codes),
-            "changed": c.changed,
-        }
-        for c in report.cases
-    ]
+    cases = [case_fields(c) for c in report.cases]
     if as_json:
         typer.echo(json.dumps({"station": station, "changed": report.changed, "cases": cases}, indent=2))
     else:
