@@ -1,5 +1,5 @@
-"""A benchmark's rounds summed up: the one summary lives in lineguard.bench.rounds (`lineguard bench` uses it too,
-and production code never imports lineguard.testing); the benchmarks import it from here or there alike."""
+"""A benchmark's rounds summed up: the one summary lives in lineguard.bench.rounds, where `lineguard bench` may use
+it (production code never imports lineguard.testing; today only the benchmarks do, through here)."""
 
 from lineguard.bench.rounds import medians_and_ranges
 
