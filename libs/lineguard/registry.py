@@ -275,28 +275,16 @@ async def provision_registry(js: JetStreamContext) -> tuple[ObjectStore, KeyValu
             ),
         ),
     )
-    promoted = await _ensure(
-        lambda: js.key_value(PROMOTED_BUCKET),
-        lambda: js.create_key_value(
-            api.KeyValueConfig(
-                bucket=PROMOTED_BUCKET,
-                description="lineguard: the model version each line runs",
-                history=PROMOTION_HISTORY,
-                storage=api.StorageType.FILE,
-            )
-        ),
-    )
-    shadow = await _ensure(
-        lambda: js.key_value(SHADOW_BUCKET),
-        lambda: js.create_key_value(
-            api.KeyValueConfig(
-                bucket=SHADOW_BUCKET,
-                description="lineguard: the candidate model each line runs in shadow",
-                history=PROMOTION_HISTORY,
-                storage=api.StorageType.FILE,
-            )
-        ),
-    )
+
+    async def line_bucket(bucket: str, description: str) -> KeyValue:
+        # A LineModel per line, its history kept: rolling back and falling back read it.
+        config = api.KeyValueConfig(
+            bucket=bucket, description=description, history=PROMOTION_HISTORY, storage=api.StorageType.FILE
+        )
+        return await _ensure(lambda: js.key_value(bucket), lambda: js.create_key_value(config))
+
+    promoted = await line_bucket(PROMOTED_BUCKET, "lineguard: the model version each line runs")
+    shadow = await line_bucket(SHADOW_BUCKET, "lineguard: the candidate model each line runs in shadow")
     return models, promoted, shadow
 
 
