@@ -11,7 +11,7 @@ import typer
 
 from lineguard.cli.db import ConfigOption, UrlOption, exit_with, results_admin
 
-api_app = typer.Typer(add_completion=False, no_args_is_help=True, help="the MES query API")
+api_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The MES query API: its tokens.")
 token_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API tokens (stored hashed)")
 api_app.add_typer(token_app, name="token")
 

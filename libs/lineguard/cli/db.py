@@ -16,7 +16,7 @@ import typer
 
 ADMIN_MODULE = "lineguard.services.results.admin"
 
-db_app = typer.Typer(add_completion=False, no_args_is_help=True, help="the MES database's schema (migrations)")
+db_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The MES database's schema (migrations).")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="the line's YAML (default $LINEGUARD_CONFIG)")

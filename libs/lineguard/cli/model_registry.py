@@ -23,14 +23,18 @@ NatsOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help=f"the line's YAML, for its NATS URL and line id (default ${ENV_CONFIG_PATH})"),
+    typer.Option(
+        "--config",
+        "-c",
+        help=f"the line's YAML, for its NATS settings, line id and database (default ${ENV_CONFIG_PATH})",
+    ),
 ]
 CredentialOption = Annotated[
     Path | None,
     typer.Option(
         "--credential",
-        help="the operator's nkey seed (default: operator.nk in --config's nats.credentials_dir); pushing and "
-        "promoting on a secured line needs it (docs/security.md, NATS)",
+        help="the operator's nkey seed (default: operator.nk in --config's nats.credentials_dir); a secured line "
+        "needs it (docs/security.md, NATS)",
     ),
 ]
 

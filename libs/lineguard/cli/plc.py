@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-plc_app = typer.Typer(add_completion=False, no_args_is_help=True, help="a simulated PLC against a running gateway")
+plc_app = typer.Typer(add_completion=False, no_args_is_help=True, help="A simulated PLC against a running gateway.")
 
 
 @plc_app.command()
