@@ -1,4 +1,4 @@
-"""The three seams of the line's configuration: camera kinds, PLC protocols, model backends.
+"""The four seams of the line's configuration: camera kinds, PLC protocols, model backends, image archives.
 
 Each seam has a base settings class (what every kind shares) and a config field type that
 validates a station's `camera`, `plc` or the model's `backend` as the Settings of the kind it
