@@ -35,7 +35,8 @@ def ocr_frame(frame: Frame, config: LineConfig, seen: SeenValues | None = None) 
         # The recipe's box of the printed line: recognition only; else detection over the code region.
         box, where = (ocr.text_roi, "ocr.text_roi") if ocr.text_roi else (recipe.code_roi, "code_roi")
         try:
-            lines = read_text(image, ROI.from_list(box), detect=ocr.text_roi is None)
+            rules = [r for r in ocr.fields.values() if r.source == "text"]
+            lines = read_text(image, ROI.from_list(box), detect=ocr.text_roi is None, rules=rules)
         except ImageError as exc:
             raise FrameError(f"recipe {part.recipe_id!r} {where}: {exc}") from None
     fields = validate(ocr.fields, reading.codes, [t.text for t in lines], seen=seen, line=part.line)

@@ -165,10 +165,12 @@ def evaluate(
     budget_ms: float = 40.0,
     ladder: Sequence[str] = LADDER,
     text: bool = False,
+    constrain: bool = True,
 ) -> Score:
     """The ladder on every sample, reading until every format in `formats` is found. With `text`, also the
     printed line, recognition only in the truth's text box (text_roi), as a recipe with ocr.text_roi reads
-    it; the models load first (about 2 s, not counted)."""
+    it, constrained by the serial's pattern and check digit (TEXT_SERIAL) unless `constrain` is False; the
+    models load first (about 2 s, not counted)."""
     score = Score()
     zx_formats = formats_named(formats)
     if text:
@@ -179,7 +181,8 @@ def evaluate(
         score_reading(score, sample.truth, reading.codes, reading.ms)
         if score.text is not None:
             started = time.perf_counter()
-            lines = read_text(sample.image, text_roi(sample.truth, sample.image.shape), detect=False)
+            roi = text_roi(sample.truth, sample.image.shape)
+            lines = read_text(sample.image, roi, detect=False, rules=[TEXT_SERIAL] if constrain else ())
             score.text.add(sample.truth.text, lines, (time.perf_counter() - started) * 1000)
     return score
 

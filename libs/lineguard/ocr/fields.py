@@ -71,7 +71,9 @@ def _candidates(rule: FieldRule, codes: Sequence[FoundCode], lines: Sequence[str
     return values, "; ".join(errors)
 
 
-def _check(rule: FieldRule, value: str) -> tuple[str, str]:
+def check_value(rule: FieldRule, value: str) -> tuple[str, str]:
+    """The reason code and detail of the first check `value` fails (length, pattern, checksum); ("", "") when
+    it passes them."""
     if (rule.min_length and len(value) < rule.min_length) or (rule.max_length and len(value) > rule.max_length):
         return FORMAT_MISMATCH, f"{len(value)} characters, needs {rule.min_length or 1} to {rule.max_length or 'any'}"
     if rule.pattern is not None and not re.fullmatch(rule.pattern, value):
@@ -100,7 +102,7 @@ def validate_field(
         # Two codes disagreeing on one field: which one is on the part is not for the reader to guess.
         return FieldOutcome(name, "", distinct[0], FORMAT_MISMATCH, f"codes disagree: {distinct}")
     value = distinct[0]
-    reason, detail = _check(rule, value)
+    reason, detail = check_value(rule, value)
     if not reason and rule.match_text and value not in lines:
         reason = CODE_TEXT_MISMATCH
         detail = f"printed text {list(lines)} does not show {value!r}" if lines else "no printed text read"

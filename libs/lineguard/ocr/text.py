@@ -3,12 +3,15 @@
 The models are the ones inside the rapidocr wheel, named by path: nothing is fetched at run time (rapidocr
 downloads a model it is not given and does not find). Two ways to read:
 - recognition only, when the recipe gives the printed line's box (`ocr.text_roi`): the line is turned
-  level first (the angle of its ink), then recognised, about 25 ms;
+  level first (the angle of its ink), then recognised, about 25 ms; where the plain reading fails a text
+  field's checks, the recogniser's per-step probabilities are decoded again under the field's pattern and
+  checksum (lineguard.ocr.ctc.constrained), then once more on the line upscaled and CLAHE-equalised;
 - detection + recognition over a region, when it does not: every line found, several times slower."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,7 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lineguard.config.ocr import FieldRule
 from lineguard.imaging import ROI
+from lineguard.ocr import checksums, ctc
+from lineguard.ocr.fields import check_value
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,8 @@ class TextLine:
     text: str
     confidence: float  # the line's mean character confidence, 0..1
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the image
-    char_confidences: tuple[float, ...] = ()  # recognition only; empty after detection
+    char_confidences: tuple[float, ...] = ()  # recognition only; empty after detection and when constrained
+    raw: str = ""  # the recogniser's plain reading, when `text` is the constrained one (else "")
 
 
 def model_dir() -> Path:
@@ -94,33 +101,84 @@ def _level(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.cvtColor(level, cv2.COLOR_GRAY2BGR), turn
 
 
-def _chars(word_results: Any) -> tuple[float, ...]:
-    try:
-        return tuple(float(c) for info in word_results for c in (info.confs or ()))
-    except (TypeError, AttributeError):
-        return ()
+def _probabilities(level: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The recogniser's per-step character probabilities (T x classes) for one line image, and its
+    characters (class 0 the blank), as rapidocr's own recognition prepares and runs it."""
+    rec = _engine()._load_rec_model()
+    _, height, width = rec.rec_image_shape
+    batch = rec.resize_norm_img(level, max(width / height, level.shape[1] / level.shape[0]))[np.newaxis]
+    with _LOCK:
+        probs = rec.session(batch.astype(np.float32))
+    return probs[0], rec.postprocess_op.character
 
 
-def read_text(image: np.ndarray, roi: ROI | None = None, *, detect: bool = True) -> list[TextLine]:
+def _enhanced(level: np.ndarray) -> np.ndarray:
+    """The levelled line at twice its size, CLAHE-equalised: the second try on a faint line."""
+    grey = cv2.cvtColor(level, cv2.COLOR_BGR2GRAY)
+    grey = cv2.resize(grey, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+    grey = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(2, 8)).apply(grey)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def _passes(rule: FieldRule, text: str) -> bool:
+    return not check_value(rule, text)[0]
+
+
+def _constrained(probs: np.ndarray, charset: list[str], rules: Sequence[FieldRule]) -> ctc.Decoded | None:
+    for rule in rules:
+        if rule.pattern is None:
+            continue
+        accept = checksums.get(rule.checksum) if rule.checksum else (lambda _: True)
+        found = ctc.constrained(probs, charset, rule.pattern, lambda t, r=rule, a=accept: _passes(r, t) and a(t))
+        if found is not None:
+            return found
+    return None
+
+
+def read_line(region: np.ndarray, rules: Sequence[FieldRule] = ()) -> TextLine | None:
+    """One printed line (the recipe's text box), recognition only. With `rules` (the recipe's text fields):
+    a plain reading that fails all of them is decoded again under each field's pattern and checksum, then
+    the line upscaled and equalised is read both ways; the first string that passes a field is the line's
+    text (its plain reading in `raw`), else the plain reading stands and the field fails as before."""
+    h, w = region.shape[:2]
+    level, _ = _level(region)
+    probs, charset = _probabilities(level)
+    plain = ctc.best_path(probs, charset)
+    rules = [r for r in rules if r.pattern is not None]
+    if rules and not any(_passes(r, plain.text) for r in rules):
+        found = _constrained(probs, charset, rules)
+        if found is None:
+            probs2, _ = _probabilities(_enhanced(level))
+            second = ctc.best_path(probs2, charset)
+            found = second if any(_passes(r, second.text) for r in rules) else _constrained(probs2, charset, rules)
+        if found is not None:
+            return TextLine(
+                found.text, found.confidence, (0.0, 0.0, float(w), float(h)), found.char_confidences, plain.text
+            )
+    if not plain.text:
+        return None
+    return TextLine(plain.text, plain.confidence, (0.0, 0.0, float(w), float(h)), plain.char_confidences)
+
+
+def read_text(
+    image: np.ndarray, roi: ROI | None = None, *, detect: bool = True, rules: Sequence[FieldRule] = ()
+) -> list[TextLine]:
     """The printed lines in `image` (or its `roi`). `detect=False`: the region is one line (the recipe's
-    text box), recognised without detection. Raises lineguard.imaging.ImageError for a region outside the
-    image."""
+    text box), recognised without detection, and constrained by `rules` where its plain reading fails them
+    (read_line). Raises lineguard.imaging.ImageError for a region outside the image."""
     region = roi.crop(image) if roi else image
     dx, dy = (roi.x, roi.y) if roi else (0, 0)
     if region.ndim == 2:
         region = cv2.cvtColor(region, cv2.COLOR_GRAY2BGR)
-    engine = _engine()
     if not detect:
-        level, _ = _level(region)
-        with _LOCK:
-            out = engine(level, use_det=False, use_cls=False, use_rec=True, return_word_box=True)
-        lines = []
-        for text, score in zip(out.txts or (), out.scores or (), strict=False):
-            if text:
-                h, w = region.shape[:2]
-                box = (float(dx), float(dy), float(dx + w), float(dy + h))
-                lines.append(TextLine(text, float(score), box, _chars(out.word_results)))
-        return lines
+        line = read_line(region, rules)
+        if line is None:
+            return []
+        x1, y1, x2, y2 = line.box
+        return [
+            TextLine(line.text, line.confidence, (x1 + dx, y1 + dy, x2 + dx, y2 + dy), line.char_confidences, line.raw)
+        ]
+    engine = _engine()
     with _LOCK:
         out = engine(region, use_det=True, use_cls=False, use_rec=True, return_word_box=True)
     if out.txts is None:
@@ -137,4 +195,4 @@ def read_text(image: np.ndarray, roi: ROI | None = None, *, detect: bool = True)
 def warm_up() -> None:
     """Load the models now (about 2 s), so that the first part does not wait for them and a broken install
     stops the service at its start."""
-    _engine()
+    _engine()._load_rec_model()
