@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import regex
+import regex  # type: ignore[import-untyped]
 
 BLANK = 0  # PP-OCR's (and rapidocr's) blank is class 0
 # The least likely constrained string given out (natural log of its CTC probability). Measured on the
@@ -101,8 +101,8 @@ def constrained(
     log_scale = 0.0
     for t in range(len(probs)):
         row = probs[t]
-        picks = np.argpartition(row, -top_k)[-top_k:]
-        picks = [int(c) for c in picks if c != BLANK and row[c] >= floor]
+        likeliest = np.argpartition(row, -top_k)[-top_k:]
+        picks = [int(c) for c in likeliest if c != BLANK and row[c] >= floor]
         grown: dict[tuple[int, ...], list[float]] = {}
         blank = float(row[BLANK])
         for prefix, (pb, pnb) in beams.items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from lineguard.config.ocr import FieldRule
 from lineguard.imaging import ROI
-from lineguard.ocr import checksums, ctc
+from lineguard.ocr import ctc
 from lineguard.ocr.fields import check_value
 
 
@@ -128,8 +128,8 @@ def _constrained(probs: np.ndarray, charset: list[str], rules: Sequence[FieldRul
     for rule in rules:
         if rule.pattern is None:
             continue
-        accept = checksums.get(rule.checksum) if rule.checksum else (lambda _: True)
-        found = ctc.constrained(probs, charset, rule.pattern, lambda t, r=rule, a=accept: _passes(r, t) and a(t))
+        # The whole check (length, pattern, checksum) decides; the pattern also steers the search.
+        found = ctc.constrained(probs, charset, rule.pattern, partial(_passes, rule))
         if found is not None:
             return found
     return None
