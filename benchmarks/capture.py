@@ -90,10 +90,15 @@ def run_raw(args: argparse.Namespace) -> list[float]:
                 camera.software_trigger()
             while True:
                 buffer = stream.timeout_pop_buffer(5_000_000)
-                if buffer is None or buffer.get_status() != arv.BufferStatus.SUCCESS:
-                    raise RuntimeError("raw loop: no complete frame within 5 s")
+                if buffer is None:
+                    raise RuntimeError("raw loop: no frame within 5 s")
+                complete = buffer.get_status() == arv.BufferStatus.SUCCESS
                 arrived = buffer.get_system_timestamp()
                 stream.push_buffer(buffer)
+                if not complete:
+                    if args.mode == "software":  # the gige side fails that grab too
+                        raise RuntimeError("raw loop: the triggered frame is incomplete")
+                    continue  # free run: the gige side's reader skips an incomplete frame, so does this
                 # Free run: the first frame that arrived after the ask, the rule the gige side applies.
                 if args.mode == "software" or arrived >= asked:
                     return
