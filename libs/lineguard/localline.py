@@ -85,6 +85,8 @@ class LocalLine:
             plc=self.plc,
         )
         config["nats"].update(self.nats.settings().model_dump(include={"credentials_dir", "tls"}, exclude_none=True))
+        # The archive's default folder is relative to the working directory: a run's images belong in its own folder.
+        config.setdefault("archive", {"kind": "folder", "path": str(self.workdir / "images")})
         if self.plc_profiles is not None:
             for station in config["stations"]:
                 station["plc"]["profiles"] = list(self.plc_profiles)
