@@ -88,11 +88,13 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def line_config_dict() -> Callable[..., dict[str, Any]]:
+def line_config_dict(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, Any]]:
     """The demo line's configuration (one station, the packaged boards and model) as a dict for the test to adjust.
 
     `nats_url`: the test's server; the default reaches nothing, for tests that never connect. `sections` replace
-    the top-level sections they name (`model={...}`, `services={...}`)."""
+    the top-level sections they name (`model={...}`, `services={...}`). The image archive is a folder of the
+    session's own (its default, ./images, would be the checkout)."""
+    archive = tmp_path_factory.mktemp("archive")
 
     def make(
         *,
@@ -105,7 +107,7 @@ def line_config_dict() -> Callable[..., dict[str, Any]]:
         raw = demo_config_dict(
             nats_url=nats_url, database_url=database_url, opcua_endpoint=opcua_endpoint, deadline_ms=deadline_ms
         )
-        return {**raw, **sections}
+        return {"archive": {"kind": "folder", "path": str(archive)}, **raw, **sections}
 
     return make
 
