@@ -28,18 +28,24 @@ from playwright.sync_api import expect
 
 from lineguard.config import LineConfig
 from lineguard.contracts import now_ns
+from lineguard.imagequality import measure
+from lineguard.imaging import ROI
 from lineguard.localline import LocalLine
 from lineguard.natsserver import free_port
+from lineguard.samples import SAMPLE_BOARDS
+from lineguard.services.capture.sources.simulator import simulator_playlist
 from lineguard.services.results.api.server import ApiServer
 from lineguard.services.results.api.tokens import create_token, revoke_token
 from lineguard.services.results.dashboard.live import LiveFeed
 from lineguard.services.results.db import make_engine, upgrade_database
+from lineguard.services.results.drift import DriftWatch, store_state
 from lineguard.services.results.schema import InspectionImage
 from lineguard.services.results.store import write_decision
 from lineguard.sim.plc import SimulatedPlc
 from lineguard.testing.records import sample_decision
 from lineguard.testing.threaded import call_in, serving_in_thread
 from lineguard.v1.decision_pb2 import Verdict
+from lineguard.v1.drift_pb2 import DriftLevel
 from lineguard.v1.frame_pb2 import Frame
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,6 +59,9 @@ pytestmark = [
 FULL_HD = {"width": 1920, "height": 1080}
 TABLET = {"width": 820, "height": 1180}  # a 10.9" tablet upright, CSS pixels
 HOSTILE_SERIAL = '<img src=x onerror="window.__pwned=1">'
+# The drift watch judges one round of the simulator's boards (the training set the baseline is taken from).
+BOARDS = simulator_playlist(SAMPLE_BOARDS)
+DRIFT = {"window": len(BOARDS), "min_samples": len(BOARDS)}
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +241,7 @@ class Served:
     feed: LiveFeed
     loop: asyncio.AbstractEventLoop
     ids: dict[str, str]
+    config: LineConfig
 
 
 def png(width: int, height: int) -> bytes:
@@ -264,7 +274,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, line_config_dict: Any) -> I
                 deleted_at=datetime.now(UTC),
             )
         )
-    config = LineConfig(**line_config_dict(database_url=url, api={"enabled": True, "port": free_port()}))
+    config = LineConfig(**line_config_dict(database_url=url, api={"enabled": True, "port": free_port()}, drift=DRIFT))
     server = ApiServer(engine, config.api, config)
     assert server.feed is not None
     with serving_in_thread(server) as loop:
@@ -273,7 +283,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, line_config_dict: Any) -> I
         call_in(loop, lambda: server.feed.on_decision(good))
         ids = {"good": good.part.inspection_id, "hostile": hostile.part.inspection_id}
         ids["retained"] = retained.part.inspection_id
-        yield Served(f"http://127.0.0.1:{server.port}", engine, server.feed, loop, ids)
+        yield Served(f"http://127.0.0.1:{server.port}", engine, server.feed, loop, ids, config)
     engine.dispose()
 
 
@@ -388,3 +398,42 @@ def test_a_record_whose_image_retention_deleted_says_so(page: Any, served: Serve
     assert kept.count() == 1  # the live frame the side subscription holds is shown
     gone = page.locator(f"#failures a[data-inspection='{served.ids['retained']}'] .no-image")
     assert "image deleted by retention" in gone.inner_text()
+
+
+# --- drift ------------------------------------------------------------------------------------------------------
+
+
+def judged_boards(served: Served, gain: float) -> DriftLevel:
+    """The drift watch's state of s1 after one round of the boards as the camera sees them with the lights at
+    `gain` (measured within the recipe's inspect_roi, as capture measures a frame), stored as the watch stores it."""
+    watch = DriftWatch(served.config, served.engine)
+    roi = ROI.from_list(served.config.recipes[served.config.station("s1").recipe].inspect_roi)
+    for sequence, path in enumerate(BOARDS, start=1):
+        pixels = cv2.convertScaleAbs(cv2.imread(str(path)), alpha=gain)
+        decision = sample_decision(sequence, triggered_ns=now_ns())
+        decision.inference.image_quality.CopyFrom(measure(roi.crop(pixels) if roi else pixels).to_proto())
+        watch.observe(decision)
+    state = watch.state("s1")
+    store_state(served.engine, state)
+    return state.level
+
+
+def test_a_lighting_change_shows_the_drift_banner_until_the_state_is_ok(
+    page: Any, served: Served, screenshots: Path
+) -> None:
+    sign_in(page, served.base, create_token(served.engine, "reader", "drift"))
+    banner = page.locator("#drift-banner")
+    expect(banner).to_be_hidden()
+    assert judged_boards(served, gain=0.35) == DriftLevel.DRIFT_LEVEL_ALERT  # the lights dimmed
+    # No reload: the page's own refresh of the drift panel brings the banner (out of band) and the panel's rows.
+    expect(banner).to_be_visible(timeout=10_000)
+    expect(banner.locator("p[data-station=s1]")).to_have_attribute("data-level", "ALERT")
+    expect(banner).to_contain_text("Drift ALERT at s1")
+    assert "brightness" in banner.inner_text()  # the detail names the feature that moved
+    expect(page.locator("#drift tbody[data-station=s1] [data-level]")).to_have_text("ALERT")
+    page.screenshot(path=str(screenshots / "dashboard-drift.png"))
+    page.reload()  # a fresh page shows it too, from the overview itself
+    expect(banner).to_be_visible()
+    assert judged_boards(served, gain=1.0) == DriftLevel.DRIFT_LEVEL_OK  # the lights back as trained
+    expect(banner).to_be_hidden(timeout=10_000)
+    expect(page.locator("#drift tbody[data-station=s1] [data-level]")).to_have_text("OK")

@@ -21,7 +21,7 @@ from lineguard.config import LineConfig
 from lineguard.config.model import ApiSettings
 from lineguard.services.results.api import queries
 from lineguard.services.results.api.confirmations import add_confirmations
-from lineguard.services.results.api.drift import drift_routes
+from lineguard.services.results.api.drift import drift_routes, read_drift
 from lineguard.services.results.api.filters import AggregateFilters, BoundedRange, HistoryFilters, InspectionFilters
 from lineguard.services.results.api.images import image_routes
 from lineguard.services.results.api.models import (
@@ -162,5 +162,7 @@ def create_app(
         return {"status": "ok"}
 
     if line is not None:
+        # The dashboard's drift panel and banner read the rows /v1/drift serves (one query for both).
+        app.state.drift_source = lambda: read_drift(engine)
         add_dashboard(app, engine, settings, line, feed)
     return app

@@ -45,6 +45,33 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def read_drift(engine: Engine, station: str | None = None) -> list[dict[str, Any]]:
+    """The latest drift state of each station (or of `station`) with its latest self-test run, in station order:
+    the rows GET /v1/drift serves and the dashboard's drift panel and banner show."""
+    where, params = ("WHERE station = :station", {"station": station}) if station is not None else ("", {})
+    with engine.connect() as conn:
+        states = conn.execute(text(f"SELECT * FROM drift_states {where} ORDER BY station"), params).mappings().all()
+        runs = conn.execute(
+            text(
+                "SELECT r.* FROM selftest_runs r WHERE r.id = "
+                "(SELECT MAX(id) FROM selftest_runs s WHERE s.station = r.station)"
+            )
+        ).mappings()
+        last = {r["station"]: r for r in runs}
+    found = []
+    for row in states:
+        run = last.get(row["station"])
+        found.append(
+            {
+                **row,
+                "alert": row["level"] == "ALERT",
+                "features": _json(row["features"]),
+                "last_selftest": None if run is None else {**run, "cases": _json(run["cases"])},
+            }
+        )
+    return found
+
+
 def drift_routes(engine: Engine) -> APIRouter:
     router = APIRouter()
 
@@ -53,29 +80,9 @@ def drift_routes(engine: Engine) -> APIRouter:
         station: Annotated[str | None, Query(max_length=64, description="one station; default every station")] = None,
     ) -> list[dict[str, Any]]:
         """The latest drift state of each station (or of `station`), with its latest self-test run."""
-        where, params = ("WHERE station = :station", {"station": station}) if station is not None else ("", {})
-        with engine.connect() as conn:
-            states = conn.execute(text(f"SELECT * FROM drift_states {where} ORDER BY station"), params).mappings().all()
-            runs = conn.execute(
-                text(
-                    "SELECT r.* FROM selftest_runs r WHERE r.id = "
-                    "(SELECT MAX(id) FROM selftest_runs s WHERE s.station = r.station)"
-                )
-            ).mappings()
-            last = {r["station"]: r for r in runs}
-        if station is not None and not states:
+        found = read_drift(engine, station)
+        if station is not None and not found:
             raise HTTPException(404, f"station: no drift state of {station!r} (not configured, or not judged yet)")
-        found = []
-        for row in states:
-            run = last.get(row["station"])
-            found.append(
-                {
-                    **row,
-                    "alert": row["level"] == "ALERT",
-                    "features": _json(row["features"]),
-                    "last_selftest": None if run is None else {**run, "cases": _json(run["cases"])},
-                }
-            )
         return found
 
     return router

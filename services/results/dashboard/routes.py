@@ -50,8 +50,10 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-# A drift source (drift watch, docs/dashboard.md): line -> rows {station, shift, feature, psi, threshold, state}.
-DriftSource = Callable[[str], list[dict[str, Any]]]
+# A drift source (docs/dashboard.md): () -> each station's drift state, as GET /v1/drift serves it
+# ({station, level, shift, samples, features: [{feature, psi, level, ...}], detail, ...}); create_app sets it.
+DriftSource = Callable[[], list[dict[str, Any]]]
+BANNER_LEVELS = ("WARNING", "ALERT")
 
 
 class NotSignedIn(Exception):
@@ -283,8 +285,8 @@ def add_dashboard(
 
     def drift_context() -> dict[str, Any]:
         source: DriftSource | None = app.state.drift_source
-        rows = source(line.line) if source is not None else []
-        return {"drift": rows}
+        rows = [r for r in source() if r["station"] in stations] if source is not None else []
+        return {"drift": rows, "drifting": [r for r in rows if r["level"] in BANNER_LEVELS]}
 
     def failures_context() -> dict[str, Any]:
         shown = queries.failures(engine, line.line, stations, FAILURES_SHOWN)
@@ -411,7 +413,8 @@ def add_dashboard(
 
     @app.get(f"{PREFIX}/fragments/drift", include_in_schema=False, response_class=HTMLResponse)
     def drift_fragment(request: Request, who: Who) -> HTMLResponse:
-        return page(request, "_drift.html", drift_context())
+        # The banner at the top of the page rides along (hx-swap-oob): one read of the drift states for both.
+        return page(request, "_drift.html", {**drift_context(), "banner_oob": True})
 
     @app.get(f"{PREFIX}/images/{{inspection_id}}", include_in_schema=False)
     def image(inspection_id: str, who: Who) -> Response:
