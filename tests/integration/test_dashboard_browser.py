@@ -4,7 +4,8 @@ download cannot be reached here).
 Two servers: the whole line as six processes with the dashboard in the results service (a simulated PLC triggering
 parts: the last part, its overlay, the counters moving, a serial search), and the API app on its own over a SQLite
 file with hostile records (bad input: stale and forged sessions, SQL and HTML in a search and a serial, a station
-that does not exist, a record whose image retention deleted). Screenshots of each view go to $LG_SCREENSHOTS
+that does not exist, a record whose image retention deleted). On the latter, the drift banner after a forced
+lighting change (the drift watch judging darkened boards). Screenshots of each view go to $LG_SCREENSHOTS
 (docs/images/ for docs/dashboard.md) or the test's tmp folder."""
 
 from __future__ import annotations

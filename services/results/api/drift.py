@@ -30,7 +30,7 @@ class SelfTestOut(BaseModel):
 class DriftOut(BaseModel):
     station: str
     level: str = Field(description="OK, WARNING or ALERT (a feature over drift.alert_psi, or a changed self-test)")
-    alert: bool = Field(description="level is ALERT: the dashboard shows its banner, the PLC a warning")
+    alert: bool = Field(description="level is ALERT: a warning at the PLC (the dashboard's banner shows WARNING too)")
     shift: str | None
     samples: int = Field(description="parts of the shift in the window that was judged")
     baseline: str = Field(description="'training' or the id of the stored baseline")
