@@ -35,7 +35,19 @@ def _gst() -> tuple[object, object]:
 
 
 def rtsp_server_missing() -> str | None:
-    """Why the test server cannot run here (None when it can)."""
+    """Why the test server cannot run here (None when it can).
+
+    Asked of a process of its own: GStreamer initialised in the test process loads its plugins' libraries there,
+    and a later import of matplotlib's ft2font (ultralytics' training) then aborted the whole test run."""
+    done = subprocess.run(
+        [sys.executable, "-m", "lineguard.testing.rtsp", "--check"], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return f"the GStreamer check failed ({done.stderr.strip()[-300:]})"
+    return done.stdout.strip() or None
+
+
+def _missing_here() -> str | None:
     try:
         gst, _ = _gst()
     except (ImportError, ValueError) as exc:
@@ -101,11 +113,17 @@ class RtspTestServer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--check", action="store_true", help="print why the server cannot run here, if it cannot")
+    parser.add_argument("--port", type=int)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--fps", type=int, default=25)
     args = parser.parse_args()
+    if args.check:
+        print(_missing_here() or "")
+        return
+    if args.port is None:
+        parser.error("--port is required")
     gst, rtsp = _gst()
     from gi.repository import GLib
 
