@@ -24,7 +24,21 @@ import yaml
 from lineguard.bus.streams import line_streams
 from lineguard.config import NatsSettings
 
-ROOT = Path(__file__).resolve().parents[3]
+
+def _checkout() -> Path:
+    """The lineguard checkout the deploy files are in: this module's (an editable install) or the working
+    directory's (CI installs the package into site-packages and runs the tests from the checkout)."""
+    for start in (Path(__file__).resolve().parents[3], Path.cwd().resolve()):
+        for folder in (start, *start.parents):
+            if (folder / "scripts" / "build-images").is_file() and (folder / "docker-compose.yml").is_file():
+                return folder
+    raise FileNotFoundError(
+        f"no lineguard checkout (scripts/build-images, docker-compose.yml) above {Path(__file__).parent} or the "
+        f"working directory {Path.cwd()}: the deploy tests run from a checkout"
+    )
+
+
+ROOT = _checkout()
 # crun refuses this kernel's hybrid cgroups, and the default ulimits cannot be set here (scripts/build-images).
 PODMAN = ("podman", "--runtime", "runc")
 RUN_FLAGS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--network", "host")
