@@ -18,10 +18,7 @@ admitted frames before it are bounded by the deadline (and half the ack wait), n
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +28,7 @@ import structlog
 from lineguard.bus import BadMessage, Delivery
 from lineguard.imaging import FrameError
 from lineguard.runtime import tracing
-from lineguard.runtime.admission import Pace, admitted
+from lineguard.runtime.admission import AdmittedFrames
 from lineguard.runtime.batching import MicroBatcher, Stopped
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.admission import overload_result
@@ -62,10 +59,8 @@ class FrameBatcher:
         self.settling: set[asyncio.Task[None]] = set()
         # Admission (lineguard.runtime.admission): frames admitted and not yet prepared, in arrival order; how many
         # are admitted and not yet run to the end (waiting, being prepared, queued, running); the model's pace.
-        self.waiting: deque[tuple[Delivery[Frame], float]] = deque()  # with when each came
-        self.admitted = 0
-        self.pace = Pace()
-        self._arrived = asyncio.Event()
+        self.frames = AdmittedFrames(ctx, "inference", lambda part: overload_result(part, self.detector()))
+        self.handle = self.frames.handle  # the frame consumer's handler: admit (deferred) or refuse at once
         self._last_run_end: float | None = None
         takes = detector().max_batch
         if takes is not None and takes < settings.batch_size:
@@ -86,14 +81,14 @@ class FrameBatcher:
         detector.runner.run(blank)
         started = time.perf_counter()
         detector.runner.run(blank)
-        self.pace.observe(time.perf_counter() - started, shape[0])
+        self.frames.pace.observe(time.perf_counter() - started, shape[0])
 
     def _shadow_after(
         self, shadow: ShadowModel
     ) -> Callable[[list[PreparedFrame], Callable[[], bool]], Awaitable[None]]:
         # A live frame waiting to be prepared waits as much as one queued for the model: the candidate runs neither.
         def after(ran: list[PreparedFrame], queued: Callable[[], bool]) -> Awaitable[None]:
-            return shadow.after_batch(ran, lambda: queued() or bool(self.waiting))
+            return shadow.after_batch(ran, lambda: queued() or bool(self.frames.waiting))
 
         return after
 
@@ -108,7 +103,7 @@ class FrameBatcher:
             # cores), which is what a frame waiting in line waits for; otherwise the run alone.
             last = self._last_run_end
             begun = last if last is not None and started - last < BACK_TO_BACK_S else started
-            self.pace.observe(ended - begun, len(frames))
+            self.frames.pace.observe(ended - begun, len(frames))
             self._last_run_end = ended
 
     def _infer_batch(self, frames: list[PreparedFrame]) -> list[InferenceResult | BaseException]:
@@ -128,40 +123,11 @@ class FrameBatcher:
                 outcomes[i] = result
         return outcomes
 
-    async def handle(self, delivery: Delivery[Frame]) -> None:
-        """Admit the frame or refuse it (OVERLOAD) now, while the bus worker is at it: an admitted frame waits in
-        `waiting` (its ack deferred) and the handler returns, so every frame is seen as it arrives."""
-        if self.ctx.is_stale(delivery):
-            return
-        arrived = time.time()
-        if not await self._admitted(delivery, self.admitted, arrived):
-            return  # refused: its OVERLOAD result is out, the worker acks the frame
-        self.admitted += 1
-        delivery.defer()
-        self.waiting.append((delivery, arrived))
-        self._arrived.set()
-
-    async def _admitted(self, delivery: Delivery[Frame], ahead: int, arrived: float) -> bool:
-        """Whether the part can be judged by its deadline with `ahead` frames before it; if not, its OVERLOAD
-        result is published (the part fails at once) and False. `arrived`: when the frame came (wall clock)."""
-        part = delivery.message.part
-        refusal = functools.partial(overload_result, part, self.detector())
-        return await admitted(
-            self.ctx, "inference", part, ahead=ahead, arrived_s=arrived, pace=self.pace, refusal=refusal
-        )
-
     async def _feed(self) -> None:
         """Prepare the admitted frames in order, each while the model runs the ones before it, and queue them for
         the model; a frame that can no longer be judged in time (the model slowed down) is refused here."""
-        while True:
-            if not self.waiting:
-                if self.ctx.stopping.is_set():
-                    return
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), timeout=0.2)  # bounded: a stop is noticed
-                continue
-            delivery, arrived = self.waiting.popleft()
+        while (admitted := await self.frames.next()) is not None:
+            delivery, arrived = admitted
             queued = False
             try:
                 if self.ctx.stopping.is_set():
@@ -173,12 +139,12 @@ class FrameBatcher:
                 await delivery.fail(exc)
             finally:
                 if not queued:
-                    self.admitted -= 1  # a queued frame counts until the model has run it (_settle)
+                    self.frames.admitted -= 1  # a queued frame counts until the model has run it (_settle)
 
     async def _prepare_and_queue(self, delivery: Delivery[Frame], arrived: float) -> bool:
         """True once the frame is queued for the model; False when it is skipped (stale) or refused, and acked."""
-        ahead = self.admitted - 1 - len(self.waiting)  # those behind it wait in `waiting`
-        if self.ctx.is_stale(delivery) or not await self._admitted(delivery, ahead, arrived):
+        ahead = self.frames.admitted - 1 - len(self.frames.waiting)  # those behind it wait in `waiting`
+        if self.ctx.is_stale(delivery) or not await self.frames.admits(delivery, ahead, arrived):
             await delivery.ack()
             return False
         try:
@@ -201,7 +167,7 @@ class FrameBatcher:
                 with tracing.step("inference", attributes={"lineguard.inspection_id": delivery.inspection_id}):
                     result = await future
             finally:
-                self.admitted -= 1  # no longer ahead of anyone
+                self.frames.admitted -= 1  # no longer ahead of anyone
             await self.ctx.publish("inference", result)
             await delivery.ack()
         except FrameError as exc:  # this frame can never be inspected

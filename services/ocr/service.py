@@ -8,10 +8,7 @@ acks deferred, and are read one at a time off the event loop, each checked again
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import time
-from collections import deque
 
 from lineguard.bus import BadMessage, Delivery, HandBack
 from lineguard.bus.bigframes import fetching_images
@@ -20,7 +17,7 @@ from lineguard.imaging import FrameError
 from lineguard.ocr.fields import SeenValues
 from lineguard.ocr.text import warm_up
 from lineguard.runtime import tracing
-from lineguard.runtime.admission import OVERLOAD, Pace, admitted
+from lineguard.runtime.admission import OVERLOAD, AdmittedFrames
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.ocr.results import ocr_frame
 from lineguard.v1.common_pb2 import Part
@@ -39,38 +36,13 @@ class Reader:
     def __init__(self, ctx: ServiceContext, seen: SeenValues):
         self.ctx = ctx
         self.seen = seen  # DUPLICATE_SERIAL's window: this process's parts
-        self.waiting: deque[tuple[Delivery[Frame], float]] = deque()  # admitted, with when each came
-        self.admitted = 0  # waiting or being read
-        self.pace = Pace()
-        self._arrived = asyncio.Event()
-
-    async def handle(self, delivery: Delivery[Frame]) -> None:
-        if self.ctx.is_stale(delivery):
-            return
-        arrived = time.time()
-        if not await self._admitted(delivery, self.admitted, arrived):
-            return  # refused: its OVERLOAD result is out, the worker acks the frame
-        self.admitted += 1
-        delivery.defer()
-        self.waiting.append((delivery, arrived))
-        self._arrived.set()
-
-    async def _admitted(self, delivery: Delivery[Frame], ahead: int, arrived: float) -> bool:
-        part = delivery.message.part
-        refusal = functools.partial(overload_result, part)
-        return await admitted(self.ctx, "ocr", part, ahead=ahead, arrived_s=arrived, pace=self.pace, refusal=refusal)
+        self.frames = AdmittedFrames(ctx, "ocr", overload_result)
+        self.handle = self.frames.handle  # the frame consumer's handler: admit (deferred) or refuse at once
 
     async def run(self) -> None:
         """Read the admitted frames one at a time until the service stops; those left then are handed back."""
-        while True:
-            if not self.waiting:
-                if self.ctx.stopping.is_set():
-                    return
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), timeout=0.2)  # bounded: a stop is noticed
-                continue
-            delivery, arrived = self.waiting.popleft()
+        while (admitted := await self.frames.next()) is not None:
+            delivery, arrived = admitted
             try:
                 if self.ctx.stopping.is_set():
                     raise HandBack("the service stopped before the frame was read")
@@ -82,11 +54,11 @@ class Reader:
             except Exception as exc:  # noqa: BLE001 - deferred, so settled here by the bus's one failure policy
                 await delivery.fail(exc)
             finally:
-                self.admitted -= 1
+                self.frames.admitted -= 1
 
     async def _read(self, delivery: Delivery[Frame], arrived: float) -> None:
         # Nothing else is being read: the frames behind it wait in `waiting`.
-        if self.ctx.is_stale(delivery) or not await self._admitted(delivery, 0, arrived):
+        if self.ctx.is_stale(delivery) or not await self.frames.admits(delivery, 0, arrived):
             await delivery.ack()
             return
         started = time.perf_counter()
@@ -94,7 +66,7 @@ class Reader:
             # Decoding and reading take milliseconds: off the event loop, so heartbeats and acks keep flowing.
             result = await asyncio.to_thread(ocr_frame, delivery.message, self.ctx.config, self.seen)
         finally:
-            self.pace.observe(time.perf_counter() - started, 1)
+            self.frames.pace.observe(time.perf_counter() - started, 1)
         await self.ctx.publish("ocr", result)
         await delivery.ack()
 

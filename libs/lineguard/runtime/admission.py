@@ -11,7 +11,10 @@ their own queue, and check a frame again just before they run it, against the qu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,8 +22,10 @@ import structlog
 from google.protobuf.message import Message
 from prometheus_client import Counter
 
+from lineguard.bus import Delivery
 from lineguard.runtime.service import ServiceContext
 from lineguard.v1.common_pb2 import Part
+from lineguard.v1.frame_pb2 import Frame
 
 log = structlog.get_logger("lineguard.runtime")
 
@@ -127,3 +132,58 @@ async def admitted(
     )
     await ctx.publish(kind, refusal())
     return False
+
+
+class AdmittedFrames:
+    """A frame service's admission (inference, OCR): each frame is admitted or refused (OVERLOAD) as it arrives; an
+    admitted one waits in arrival order with its ack deferred, so the bus worker's handler returns at once and every
+    frame is seen as it comes; the service's loop takes them with `next()`.
+
+    `admitted` counts the frames waiting or still being worked on (the service lowers it when one is done); `pace`
+    is the service's measured time per frame; `refusal(part)` makes its result with refused = OVERLOAD."""
+
+    def __init__(self, ctx: ServiceContext, kind: str, refusal: Callable[[Part], Message]):
+        self.ctx = ctx
+        self.kind = kind
+        self.refusal = refusal
+        self.waiting: deque[tuple[Delivery[Frame], float]] = deque()  # with when each came (wall clock)
+        self.admitted = 0
+        self.pace = Pace()
+        self._arrived = asyncio.Event()
+
+    async def handle(self, delivery: Delivery[Frame]) -> None:
+        """The consumer's handler: a stale frame is skipped, a refused one has its OVERLOAD result out (the worker
+        acks it), an admitted one waits."""
+        if self.ctx.is_stale(delivery):
+            return
+        arrived = time.time()
+        if not await self.admits(delivery, self.admitted, arrived):
+            return
+        self.admitted += 1
+        delivery.defer()
+        self.waiting.append((delivery, arrived))
+        self._arrived.set()
+
+    async def admits(self, delivery: Delivery[Frame], ahead: int, arrived: float) -> bool:
+        """Whether the frame's part can be judged by its deadline with `ahead` frames before it; if not, its
+        OVERLOAD result is published (the part fails at once) and False."""
+        part = delivery.message.part
+        return await admitted(
+            self.ctx,
+            self.kind,
+            part,
+            ahead=ahead,
+            arrived_s=arrived,
+            pace=self.pace,
+            refusal=lambda: self.refusal(part),
+        )
+
+    async def next(self) -> tuple[Delivery[Frame], float] | None:
+        """The next admitted frame and when it came, waiting for one; None once the service stops with none left."""
+        while not self.waiting:
+            if self.ctx.stopping.is_set():
+                return None
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout=0.2)  # bounded: a stop is noticed
+        return self.waiting.popleft()
