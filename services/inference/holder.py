@@ -16,7 +16,6 @@ which is what a running service would have kept serving."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from lineguard.config import LineConfig, RecipeSettings
 from lineguard.registry import ModelRegistry, Promotion, RegistryError
+from lineguard.runtime.following import until_stopped
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.detect import load_configured_model
 from lineguard.vision.cache import user_cache_dir
@@ -154,23 +154,9 @@ class ModelHolder:
 
     async def follow(self, promotions: AsyncIterator[Promotion | None]) -> None:
         """Apply each new promotion of the line until the service stops."""
-        stop = asyncio.ensure_future(self.ctx.stopping.wait())
-        try:
-            while not self.ctx.stopping.is_set():
-                following = asyncio.ensure_future(anext(promotions))
-                await asyncio.wait([following, stop], return_when=asyncio.FIRST_COMPLETED)
-                if not following.done():
-                    following.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await following
-                    return
-                promotion = following.result()
-                if promotion is not None:
-                    await self.apply(promotion)
-        finally:
-            stop.cancel()
-            with contextlib.suppress(Exception):
-                await promotions.aclose()  # type: ignore[attr-defined]
+        async for promotion in until_stopped(self.ctx.stopping, promotions):
+            if promotion is not None:
+                await self.apply(promotion)
 
     async def apply(self, promotion: Promotion) -> bool:
         """Swap to `promotion`'s model; False (logged, counted, in the heartbeat) when it is refused."""

@@ -18,7 +18,6 @@ decision service judges them into `lg.shadow_verdict`, which only the results se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from prometheus_client import Counter, Gauge
 
 from lineguard.imaging import FrameError
 from lineguard.registry import ModelRegistry, RegistryError, ShadowRun, check_shadow_classes
+from lineguard.runtime.following import until_stopped
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.inference.detect import PreparedFrame, infer_prepared, prepare_frame
 from lineguard.services.inference.holder import ModelHolder, cache_dir, load_for_line
@@ -82,21 +82,8 @@ class ShadowModel:
 
     async def follow(self, runs: AsyncIterator[ShadowRun | None]) -> None:
         """Apply each change of the line's shadow run until the service stops."""
-        stop = asyncio.ensure_future(self.ctx.stopping.wait())
-        try:
-            while not self.ctx.stopping.is_set():
-                following = asyncio.ensure_future(anext(runs))
-                await asyncio.wait([following, stop], return_when=asyncio.FIRST_COMPLETED)
-                if not following.done():
-                    following.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await following
-                    return
-                await self.apply(following.result())
-        finally:
-            stop.cancel()
-            with contextlib.suppress(Exception):
-                await runs.aclose()  # type: ignore[attr-defined]
+        async for run in until_stopped(self.ctx.stopping, runs):
+            await self.apply(run)
 
     async def apply(self, run: ShadowRun | None) -> bool:
         """Run `run`'s candidate (None: stop shadow mode); False when it is refused."""
