@@ -12,7 +12,6 @@ second round's verdicts are the first round's, part by part."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from lineguard.config import NatsSettings
 from lineguard.contracts import subject
 from lineguard.localline import SERVICES, LocalLine
 from lineguard.sim.plc import PlcRunReport, SimulatedPlc
-from lineguard.testing.chaos import dead_letters_stored
+from lineguard.testing.chaos import dead_letter_entries, dead_letters_stored
 from lineguard.testing.fuzz import CONSUMED, Fuzzed, decoded, decoders, draw_batch
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -110,15 +109,9 @@ def logged_dead_letters(logs: Path) -> tuple[Counter[tuple[str, str]], int]:
     """Each dead letter a service logged, by (service, kind of its subject); and how many had no reason."""
     counted: Counter[tuple[str, str]] = Counter()
     empty = 0
-    for log in sorted(logs.glob("*.log")):
-        for text in log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("event") == "dead-lettered":
-                counted[(str(entry.get("service")), str(entry.get("subject", "")).split(".")[1])] += 1
-                empty += not str(entry.get("reason") or "").strip()
+    for _, entry in dead_letter_entries(logs):
+        counted[(str(entry.get("service")), str(entry.get("subject", "")).split(".")[1])] += 1
+        empty += not str(entry.get("reason") or "").strip()
     return counted, empty
 
 

@@ -39,7 +39,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,9 +365,8 @@ def _complete_pass(row: sa.Row[Any]) -> bool:
     )
 
 
-def dead_letter_reasons(logs: Path) -> Counter[str]:
-    """Every dead letter the services logged (structlog's JSON lines), by service and reason (part ids masked)."""
-    reasons: Counter[str] = Counter()
+def dead_letter_entries(logs: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each dead letter the services logged (structlog's JSON lines under `logs`), with its log file's stem."""
     for log in sorted(logs.glob("*.log")):
         for text in log.read_text(errors="replace").splitlines():
             try:
@@ -375,8 +374,15 @@ def dead_letter_reasons(logs: Path) -> Counter[str]:
             except ValueError:
                 continue
             if isinstance(entry, dict) and entry.get("event") == "dead-lettered":
-                reason = _PART_ID.sub("<id>", str(entry.get("reason")))  # counted by kind, not by part
-                reasons[f"{entry.get('service', log.stem)}: {reason}"] += 1
+                yield log.stem, entry
+
+
+def dead_letter_reasons(logs: Path) -> Counter[str]:
+    """Every dead letter the services logged, by service and reason (part ids masked)."""
+    reasons: Counter[str] = Counter()
+    for stem, entry in dead_letter_entries(logs):
+        reason = _PART_ID.sub("<id>", str(entry.get("reason")))  # counted by kind, not by part
+        reasons[f"{entry.get('service', stem)}: {reason}"] += 1
     return reasons
 
 
