@@ -77,6 +77,8 @@ class StationLink:
         self.warning = ""  # why the drift watch alerts (docs/drift.md); empty while it does not
         # Tracing on: each open inspection's trigger span, for a delivery no decision's span covers (its deadline).
         self._traces: dict[str, Context] = {}
+        # Results being handed to the PLC: closed in the handshake, their acks not yet in the outbox.
+        self._delivering = 0
 
     @property
     def station(self) -> str:
@@ -91,8 +93,11 @@ class StationLink:
 
     @property
     def settled(self) -> bool:
-        """Every part triggered here has its result at the PLC, and its trigger and ack are on the bus."""
-        return not self.handshake.busy and not self.outbox
+        """Every part triggered here has its result at the PLC, and its trigger and ack are on the bus.
+
+        A result is closed in the handshake before the PLC is handed it: until its ack is in the outbox the link is
+        not settled, or a stop could end the outbox while the ack of a FAIL / TIMEOUT the PLC got is still to come."""
+        return not self.handshake.busy and not self._delivering and not self.outbox
 
     @property
     def unpublished(self) -> int:
@@ -143,7 +148,7 @@ class StationLink:
         result = resolution.result
         self.deadlines.cancel(result.inspection_id)
         if resolution.deliver:
-            await self._deliver(result)
+            await self._deliver_closed([result])
         elif resolution.outcome is Outcome.UNTRACKED:
             log.warning(
                 "decision for an inspection not triggered here (gateway restarted?); not delivered",
@@ -175,7 +180,7 @@ class StationLink:
                 inspection_id=result.inspection_id,
                 sequence=result.sequence,
             )
-            await self._deliver(result)
+        await self._deliver_closed(expired)
         return expired
 
     @property
@@ -245,6 +250,15 @@ class StationLink:
 
     async def run_outbox(self, stopping: asyncio.Event) -> None:
         await self.outbox.run(stopping)
+
+    async def _deliver_closed(self, results: list[Result]) -> None:
+        """Deliver results the handshake has just closed; the link is not settled until their acks are queued."""
+        self._delivering += len(results)
+        try:
+            for result in results:
+                await self._deliver(result)
+        finally:
+            self._delivering -= len(results)
 
     async def _deliver(self, result: Result) -> None:
         """Hand the result to the PLC, then queue its ack: delivered only when the endpoint could hand it over."""

@@ -33,6 +33,7 @@ class RecordingPlc:
     results: list[Result] = field(default_factory=list)
     busy: list[bool] = field(default_factory=list)
     listening: bool = True  # False: no session listens, deliver raises NotHandedOver
+    handing: asyncio.Event | None = None  # set: deliver waits for it (a slow PLC write)
 
     async def on_trigger(self, station: str, sequence: int, part_id: str) -> str:
         raise AssertionError("these tests trigger the link directly")
@@ -46,6 +47,8 @@ class RecordingPlc:
     async def deliver(self, station: str, result: Result) -> None:
         assert station in self.stations
         self.results.append(result)
+        if self.handing is not None:
+            await self.handing.wait()
         if not self.listening:
             raise NotHandedOver("nobody listens")
 
@@ -236,6 +239,26 @@ async def test_deadline_loop_delivers_the_timeout_without_any_decision() -> None
     stopping.set()
     await loop
     assert [r.reasons for r in plc.results] == [("TIMEOUT",)]
+
+
+async def test_a_link_is_not_settled_while_a_timeout_is_being_handed_to_the_plc() -> None:
+    # CI caught it: the handshake closes the part at its deadline before the PLC write; a stop that looked then saw
+    # no part in flight and an empty outbox, ended the outbox, and the FAIL / TIMEOUT's ack was never published.
+    lk, plc, bus = link(timeout_s=0.01)
+    plc.handing = asyncio.Event()
+    await lk.trigger(1, "")
+    await flush(lk)
+    await asyncio.sleep(0.02)
+    expiring = asyncio.create_task(lk.expire_due())
+    while not plc.results:
+        await asyncio.sleep(0.001)
+    assert not lk.handshake.busy and not lk.outbox  # what the stop used to look at
+    assert not lk.settled
+    plc.handing.set()
+    await expiring
+    assert not lk.settled  # the ack waits in the outbox
+    await flush(lk)
+    assert lk.settled and [a.gateway_timeout for a in bus.of("ack")] == [True]
 
 
 @pytest.fixture
