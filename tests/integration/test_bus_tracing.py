@@ -5,14 +5,17 @@ a reason to refuse the message, and tracing off adds no header and no span."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from lineguard.bus import BadMessage, Delivery, Worker
 from lineguard.config import TracingSettings
 from lineguard.contracts import msg_id, stream_name, subject
 from lineguard.runtime import tracing
+from lineguard.runtime.logging import configure_logging
 from lineguard.testing.otlp import OtlpReceiver
 from lineguard.testing.records import triggered_part
 from lineguard.testing.streams import stored
@@ -154,3 +157,28 @@ def test_tracing_on_without_the_sdk_says_what_to_install(monkeypatch: pytest.Mon
     with pytest.raises(tracing.TracingUnavailable, match=r"install lineguard\[tracing\]"):
         tracing.configure(TracingSettings(endpoint="http://127.0.0.1:4318/v1/traces"), "test", "l1")
     assert tracing.TRACER is None
+
+
+async def test_a_log_line_written_in_a_handler_names_the_parts_trace(
+    bus_factory, traced: OtlpReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("test", json=True)
+    log = structlog.get_logger("test")
+    bus = await bus_factory()
+    message = trigger()
+    with tracing.step("trigger", parent=tracing.NEW_TRACE):
+        await bus.publish(SUBJECT, message, msg_id=msg_id(message.part.inspection_id, "trigger"))
+    log.info("outside any span")
+
+    async def handler(delivery: Delivery[Trigger]) -> None:
+        log.info("in the handler", inspection_id=delivery.message.part.inspection_id)
+
+    await handle_all(bus, 1, handler)
+    tracing.shutdown()
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    [outside] = [e for e in lines if e["event"] == "outside any span"]
+    [inside] = [e for e in lines if e["event"] == "in the handler"]
+    [consumer] = [s for s in traced.snapshot() if s.name == "capture-trigger"]
+    assert "trace_id" not in outside
+    assert (inside["trace_id"], inside["span_id"]) == (consumer.trace_id, consumer.span_id)

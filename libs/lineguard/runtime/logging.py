@@ -1,4 +1,4 @@
-"""Structured JSON logs; each line inside a handler carries the inspection id."""
+"""Structured JSON logs; each line inside a handler carries the inspection id, and its trace id when it is traced."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import logging
 import sys
 
 import structlog
+
+from lineguard.runtime.tracing import add_trace_ids
 
 
 def configure_logging(service: str, level: str = "info", json: bool = True) -> None:
@@ -18,6 +20,7 @@ def configure_logging(service: str, level: str = "info", json: bool = True) -> N
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

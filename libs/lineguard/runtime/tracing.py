@@ -150,6 +150,18 @@ def _attached_context(ctx: Context) -> Iterator[None]:
         otel_context.detach(token)
 
 
+def add_trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: a log line written inside a sampled span names its trace and span, so a line in the logs
+    leads to the part's trace (docs/observability.md). Tracing off: nothing added, one check."""
+    if TRACER is None:
+        return event
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid and span_context.trace_flags.sampled:
+        event.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event.setdefault("span_id", format(span_context.span_id, "016x"))
+    return event
+
+
 def attached(ctx: Context | None) -> AbstractContextManager[None]:
     """Run under a context from `current()` (None: as it is)."""
     if TRACER is None or ctx is None:
