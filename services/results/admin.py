@@ -10,7 +10,6 @@ change the schema, the writer and the API with roles that may not."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from lineguard.config import ConfigError, load_config
+from lineguard.contracts.api_roles import ROLE_HELP, ApiRole
 from lineguard.services.results.api.tokens import create_token, list_tokens, revoke_token
 from lineguard.services.results.confirmations import BadConfirmation, UnknownInspection, confirm
 from lineguard.services.results.db import (
@@ -103,18 +103,9 @@ def db_downgrade(
     typer.echo(f"database at {_current(target) or 'base'} (was {before or 'empty'})")
 
 
-class Role(StrEnum):
-    reader = "reader"
-    quality = "quality"
-    admin = "admin"
-
-
 @token_app.command("create")
 def token_create(
-    role: Annotated[
-        Role,
-        typer.Option(help="reader: the MES's queries; quality: also confirms verdicts; admin: also the admin routes"),
-    ],
+    role: Annotated[ApiRole, typer.Option(help=ROLE_HELP)],
     name: Annotated[str, typer.Option(help="who or what it is for")] = "mes",
     config: ConfigOption = None,
     url: UrlOption = None,

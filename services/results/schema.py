@@ -31,8 +31,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from lineguard.contracts.api_roles import ApiRole
+
 VERDICTS: tuple[str, ...] = ("PASS", "FAIL", "REWORK", "ERROR")
-ROLES: tuple[str, ...] = ("reader", "quality", "admin")
+ROLES: tuple[str, ...] = tuple(ApiRole)
 IMAGE_KINDS: tuple[str, ...] = ("image", "thumbnail", "overlay")
 
 # Fixed constraint names, so a migration can name the constraint it changes on

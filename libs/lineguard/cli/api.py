@@ -4,30 +4,21 @@ Run by module path in the results service, which owns the tokens table (see line
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from lineguard.cli.db import ConfigOption, UrlOption, exit_with, results_admin
+from lineguard.contracts.api_roles import ROLE_HELP, ApiRole
 
 api_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The MES query API: its tokens.")
 token_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API tokens (stored hashed)")
 api_app.add_typer(token_app, name="token")
 
 
-class Role(StrEnum):
-    reader = "reader"
-    quality = "quality"
-    admin = "admin"
-
-
 @token_app.command("create")
 def create(
-    role: Annotated[
-        Role,
-        typer.Option(help="reader: the MES's queries; quality: also confirms verdicts; admin: also the admin routes"),
-    ],
+    role: Annotated[ApiRole, typer.Option(help=ROLE_HELP)],
     name: Annotated[str, typer.Option(help="who or what it is for")] = "mes",
     config: ConfigOption = None,
     url: UrlOption = None,
