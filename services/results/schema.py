@@ -188,6 +188,15 @@ class Code(Base):
     x2: Mapped[float] = mapped_column(Float)
     y2: Mapped[float] = mapped_column(Float)
     outline: Mapped[list[Any] | None] = mapped_column(comment="[[x, y], ...] in pixels; NULL when not given")
+    grade: Mapped[str | None] = mapped_column(
+        String(1), comment="overall print-quality letter A-F (the lowest parameter's); NULL: not graded (1D codes)"
+    )
+    quality: Mapped[dict[str, Any] | None] = mapped_column(
+        comment='each print-quality parameter\'s measured value, {"modulation": 0.41, ...}; NULL: not graded'
+    )
+    quality_grades: Mapped[dict[str, Any] | None] = mapped_column(
+        comment='each print-quality parameter\'s letter, {"modulation": "B", ...}; NULL: not graded'
+    )
 
     inspection: Mapped[Inspection] = relationship(back_populates="codes")
 
@@ -242,6 +251,8 @@ class InspectionImage(Base):
     content_type: Mapped[str] = mapped_column(String(32), comment="e.g. image/png, image/jpeg")
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), comment="of the stored bytes")
+    width: Mapped[int | None] = mapped_column(Integer, comment="of the stored image, pixels; NULL for rows before 0007")
+    height: Mapped[int | None] = mapped_column(Integer, comment="pixels; NULL for rows before 0007")
     stored_at: Mapped[datetime] = mapped_column(index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(comment="removed by retention; NULL while kept")
 
@@ -375,3 +386,25 @@ class SelfTestRun(Base):
     cases: Mapped[list[Any]] = mapped_column(comment="[{name, expected, verdict, reason_codes, changed}]")
 
     __table_args__ = (Index(None, "station", "started_at"),)
+
+
+class YieldHour(Base):
+    """Parts per verdict for each UTC hour (of decided_at), line, station and shift: what the writer counted, in the
+    transaction that wrote the inspections (batch.py), so an hourly, daily or shift yield reads a few rows a bucket
+    instead of every inspection of its range (migration 0008, docs/mes-schema.md)."""
+
+    __tablename__ = "yield_hours"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True, comment="the start of the UTC hour the parts were decided")
+    line: Mapped[str] = mapped_column(String(64), primary_key=True)
+    station: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[str] = mapped_column(
+        String(48), primary_key=True, comment="'<shift_day> <shift>', '' when no shift (a primary key holds no NULL)"
+    )
+    shift_day: Mapped[date | None] = mapped_column(Date, comment="as the inspections'; NULL when no shift")
+    shift: Mapped[str | None] = mapped_column(String(32), comment="as the inspections'; NULL when no shift")
+    parts: Mapped[int] = mapped_column(BigInteger, comment="inspections counted: passed + failed + rework + errors")
+    passed: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    rework: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
