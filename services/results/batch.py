@@ -39,6 +39,7 @@ from lineguard.services.results.schema import (
     ModelVersion,
     PlcResult,
     RecipeVersion,
+    YieldHour,
 )
 
 _INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -147,7 +148,55 @@ def _write_rows(conn: Connection, batch: list[InspectionRows]) -> set[str]:
     for model, seen in versions:
         for row in _versions(seen):
             note_version(conn, model, row)
+    # Last, so the hour's row (every batch of the hour updates it) is locked only until the commit just after.
+    hours = yield_hours(rows.inspection for rows in fresh)
+    if hours:
+        count_yield(conn, hours)
     return new
+
+
+_COUNTED = {"PASS": "passed", "FAIL": "failed", "REWORK": "rework", "ERROR": "errors"}
+
+
+def yield_hours(inspections: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """yield_hours' rows for these (new) inspections: their parts by verdict for each key, in key order (so two
+    writers lock the rows they share in one order)."""
+    found: dict[tuple[datetime, str, str, str], dict[str, Any]] = {}
+    for inspection in inspections:
+        verdict = _COUNTED.get(inspection["verdict"])
+        if verdict is None:
+            continue  # refused by the verdict's CHECK with the insert that holds it: nothing to count
+        day, shift = inspection["shift_day"], inspection["shift"]
+        slot = "" if shift is None else f"{day.isoformat()} {shift}"
+        hour = inspection["decided_at"].astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        key = (hour, inspection["line"], inspection["station"], slot)
+        row = found.get(key)
+        if row is None:
+            row = found[key] = {
+                "hour": hour,
+                "line": key[1],
+                "station": key[2],
+                "slot": slot,
+                "shift_day": day,
+                "shift": shift,
+                "parts": 0,
+                **dict.fromkeys(_COUNTED.values(), 0),
+            }
+        row["parts"] += 1
+        row[verdict] += 1
+    return [found[k] for k in sorted(found)]
+
+
+def count_yield(conn: Connection, hours: list[dict[str, Any]]) -> None:
+    """Add `hours` (yield_hours' rows) to the counts there, in the connection's transaction."""
+    statement = dialect_insert(conn.engine)(YieldHour).values(hours)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(YieldHour.__table__.primary_key),
+        set_={
+            name: getattr(YieldHour, name) + getattr(statement.excluded, name) for name in ("parts", *_COUNTED.values())
+        },
+    )
+    conn.execute(statement)
 
 
 def _table(model: type[Base]) -> Table:

@@ -26,7 +26,16 @@ from lineguard.services.results.db import (
     upgrade_database,
 )
 from lineguard.services.results.records import decision_rows, from_unix_ns
-from lineguard.services.results.schema import Base, Defect, Inspection, InspectionReason, ModelVersion, PlcResult
+from lineguard.services.results.schema import (
+    Base,
+    Code,
+    Defect,
+    Inspection,
+    InspectionImage,
+    InspectionReason,
+    ModelVersion,
+    PlcResult,
+)
 from lineguard.services.results.store import record_plc_ack
 from lineguard.testing import throwaway_database
 from lineguard.testing.records import sample_ack, sample_decision
@@ -47,6 +56,7 @@ TABLES = {
     "drift_baselines",
     "drift_states",
     "selftest_runs",
+    "yield_hours",
     "alembic_version",
 }
 VIEWS = {"part_history", "yield_by_shift", "defect_pareto"}
@@ -64,6 +74,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 COLUMNS_SINCE_0003 = {"part_id", "lot", "product", "shift", "shift_day"}
 COLUMNS_SINCE_0004 = {"explanation", "recipe_sha256", "image_quality", "trace_id"}
+COLUMNS_SINCE_0007 = {"grade", "quality", "quality_grades"}  # of codes
 
 
 def insert_at_0001(conn: Connection, row: dict[str, Any]) -> None:
@@ -277,6 +288,43 @@ def test_0004_adds_the_quality_role_and_going_back_keeps_every_inspection(empty_
         assert roles == ["reader"]
         columns = {c["name"] for c in inspect(engine).get_columns("inspections")}
         assert not columns & COLUMNS_SINCE_0004
+        assert upgrade_database(empty_url) == head_revision()
+        assert schema_differences(empty_url) == []
+    finally:
+        engine.dispose()
+
+
+def test_0007_adds_sizes_and_grades_as_null_and_going_back_keeps_every_code_and_image(empty_url: str) -> None:
+    # Rows before 0007 never had their sizes and grades measured: NULL, not a guess; undoing 0007 drops the columns
+    # in place, so no code or image row goes with them (SQLite rebuilds nothing).
+    upgrade_database(empty_url, "0006")
+    decision = sample_decision()
+    rows = decision_rows(decision)
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(Inspection.__table__).values(rows.inspection))
+            old_code = {k: v for k, v in rows.codes[0].items() if k not in COLUMNS_SINCE_0007}
+            conn.execute(insert(Code.__table__).values(old_code))
+            conn.execute(
+                text(
+                    "INSERT INTO inspection_images (inspection_id, kind, uri, content_type, bytes, sha256, stored_at) "
+                    "VALUES (:i, 'image', 'file:///a.png', 'image/png', 10, :sha, :at)"
+                ),
+                {"i": decision.part.inspection_id, "sha": "0" * 64, "at": from_unix_ns(decision.decided_unix_ns)},
+            )
+        assert upgrade_database(empty_url) == head_revision()
+        with engine.connect() as conn:
+            code = conn.execute(select(Code.grade, Code.quality, Code.quality_grades, Code.text)).one()
+            image = conn.execute(select(InspectionImage.width, InspectionImage.height, InspectionImage.uri)).one()
+        assert tuple(code) == (None, None, None, "LG-00000001")
+        assert tuple(image) == (None, None, "file:///a.png")
+        downgrade_database(empty_url, "0006")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM codes")).scalar_one() == 1
+            assert conn.execute(text("SELECT count(*) FROM inspection_images")).scalar_one() == 1
+        assert not {c["name"] for c in inspect(engine).get_columns("codes")} & COLUMNS_SINCE_0007
+        assert not {c["name"] for c in inspect(engine).get_columns("inspection_images")} & {"width", "height"}
         assert upgrade_database(empty_url) == head_revision()
         assert schema_differences(empty_url) == []
     finally:
