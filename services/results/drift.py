@@ -225,7 +225,10 @@ def setup_drift(ctx: ServiceContext, engine: Engine, writer: Handler[Decision]) 
 
     async def run() -> None:
         while not ctx.stopping.is_set():
-            await asyncio.to_thread(watch.refresh_baselines)
+            try:
+                await asyncio.to_thread(watch.refresh_baselines)
+            except Exception as exc:  # noqa: BLE001 - the database away: the baselines read last time still judge
+                log.warning("drift baselines not read; judging with the last ones", error=repr(exc))
             for station in watch.windows:
                 try:
                     await publish(station)

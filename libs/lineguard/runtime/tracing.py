@@ -16,7 +16,7 @@ import contextlib
 import os
 import re
 import socket
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -150,7 +150,7 @@ def _attached_context(ctx: Context) -> Iterator[None]:
         otel_context.detach(token)
 
 
-def add_trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def add_trace_ids(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: a log line written inside a sampled span names its trace and span, so a line in the logs
     leads to the part's trace (docs/observability.md). Tracing off: nothing added, one check."""
     if TRACER is None:

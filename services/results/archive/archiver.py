@@ -138,7 +138,7 @@ def keep_images(ctx: ServiceContext, engine: Engine) -> Archiver:
         while not ctx.stopping.is_set():
             try:
                 await asyncio.to_thread(expire, engine, archiver.store, ctx.config.recipes)
-            except (DBAPIError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the database or the object store away: a service task must not end
                 log.warning("retention pass failed; next pass retries", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.stopping.wait(), timeout=settings.retention_every_s)
