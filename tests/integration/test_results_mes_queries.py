@@ -49,6 +49,10 @@ def test_doc_query_finds_the_parts(dialect: str, sql: str, request: pytest.Fixtu
         for i in range(3):
             decision = sample_decision(i, triggered_ns=time.time_ns())
             decision.part.lot = "LOT-2026-0528"
+            code = decision.ocr.codes[0]  # graded as the OCR service grades a faded print: C on its contrast
+            code.grade = "C" if i == 0 else "A"
+            code.quality_grades.update(symbol_contrast=code.grade, modulation="A")
+            code.quality.update(symbol_contrast=0.45 if i == 0 else 0.9, modulation=0.91)
             write_decision(engine, decision, FACTS)
         with engine.connect() as conn:
             # psycopg reads % as a placeholder; the doc's SQL is written for a person's SQL console.

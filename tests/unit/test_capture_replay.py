@@ -50,7 +50,7 @@ def archived(root: Path, at_s: float, level: int, kinds: tuple[str, ...] = ("ima
     store = FolderStore(root)
     for kind in kinds:
         data = encode_image(grey(level), "png" if kind == "image" else "jpg")
-        store.put(image_key(frame, Rendered(kind, data, "image/png")), data, "image/png")
+        store.put(image_key(frame, Rendered(kind, data, "image/png", 64, 48)), data, "image/png")
     return inspection
 
 

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from lineguard.ocr.grades import LETTERS
 from lineguard.services.results.records import (
+    GRADE_LETTERS,
     InvalidRecord,
     ack_update,
     decision_rows,
@@ -45,6 +47,10 @@ def test_decision_becomes_one_inspection_with_its_defects_and_codes() -> None:
             "x2": 85.0,
             "y2": 730.0,
             "outline": [[5.0, 650.0], [85.0, 650.0], [85.0, 730.0], [5.0, 730.0]],
+            # Not graded on the wire (empty maps, no letter): NULL, never an "F" or an empty object.
+            "grade": None,
+            "quality": None,
+            "quality_grades": None,
         }
     ]
     assert all(d["inspection_id"] == row["inspection_id"] for d in rows.defects)
@@ -82,6 +88,19 @@ def test_timeout_decision_without_results_has_nulls_not_zeros() -> None:
         ),
         (lambda d: setattr(d, "serial", "x" * 200), "serial: 200 characters, the column holds 128"),
         (lambda d: setattr(d.ocr.codes[0], "symbology", ""), "ocr.codes[0].symbology: missing"),
+        (lambda d: setattr(d.ocr.codes[0], "grade", "E"), "ocr.codes[0].grade: 'E' is not one of the letters A, B"),
+        (
+            lambda d: (d.ocr.codes[0].quality_grades.update(modulation="c"), setattr(d.ocr.codes[0], "grade", "C")),
+            "ocr.codes[0].quality_grades: modulation not one of A, B, C, D, F",
+        ),
+        (
+            lambda d: (d.ocr.codes[0].quality.update(modulation=float("inf")), setattr(d.ocr.codes[0], "grade", "C")),
+            "ocr.codes[0].quality: modulation not finite",
+        ),
+        (
+            lambda d: d.ocr.codes[0].quality_grades.update(modulation="C"),
+            "ocr.codes[0].grade: missing although the code has print-quality parameters",
+        ),
     ],
 )
 def test_invalid_decision_is_refused_naming_the_cause(spoil, reason: str) -> None:
@@ -123,3 +142,19 @@ def test_timestamps_keep_microseconds() -> None:
     at = from_unix_ns(T0_NS)
     assert at.tzinfo is UTC
     assert to_unix_ns(at) == T0_NS - 789  # nanoseconds below a microsecond are dropped
+
+
+def test_a_codes_print_quality_is_kept_as_the_ocr_result_carries_it() -> None:
+    decision = sample_decision()
+    code = decision.ocr.codes[0]
+    code.grade = "C"
+    code.quality.update(symbol_contrast=0.4979, modulation=0.911)
+    code.quality_grades.update(symbol_contrast="C", modulation="A")
+    (row,) = decision_rows(decision).codes
+    assert row["grade"] == "C"
+    assert row["quality"] == {"symbol_contrast": 0.4979, "modulation": 0.911}  # float32 noise gone
+    assert row["quality_grades"] == {"symbol_contrast": "C", "modulation": "A"}
+
+
+def test_the_grade_letters_are_the_ocr_libraries() -> None:
+    assert sorted(GRADE_LETTERS) == sorted(LETTERS)

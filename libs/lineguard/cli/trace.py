@@ -1,8 +1,9 @@
 """`lineguard trace SERIAL`: a part's story for a person (a table) or a script (`--json`).
 
 Read from the MES database's documented interface, the `part_history` view and the
-`inspection_reasons` table (docs/mes-schema.md), with plain SQL: the library never imports
-the results service, and a reader's role (SELECT only) is all it needs."""
+`inspection_reasons`, `codes` and `inspection_images` tables (docs/mes-schema.md), with plain
+SQL: the library never imports the results service, and a reader's role (SELECT only) is all
+it needs."""
 
 from __future__ import annotations
 
@@ -27,8 +28,17 @@ REASONS = sa.text(
     "SELECT r.inspection_id, r.reason_code, r.severity FROM inspection_reasons AS r "
     "JOIN inspections AS i ON i.inspection_id = r.inspection_id WHERE i.serial = :serial ORDER BY r.position"
 )
-# Not in part_history (a view of the MES interface that predates it): read beside it, from the table.
+# Not in part_history (a view of the MES interface that predates them): read beside it, from the tables.
 EXPLANATIONS = sa.text("SELECT inspection_id, explanation FROM inspections WHERE serial = :serial")
+CODES = sa.text(
+    "SELECT c.inspection_id, c.symbology, c.text, c.grade, c.quality, c.quality_grades FROM codes AS c "
+    "JOIN inspections AS i ON i.inspection_id = c.inspection_id WHERE i.serial = :serial ORDER BY c.id"
+)
+IMAGES = sa.text(
+    "SELECT m.inspection_id, m.kind, m.uri, m.content_type, m.bytes, m.sha256, m.width, m.height, m.deleted_at "
+    "FROM inspection_images AS m JOIN inspections AS i ON i.inspection_id = m.inspection_id "
+    "WHERE i.serial = :serial ORDER BY m.id"
+)
 _COLOUR = {"PASS": "green", "FAIL": "red", "REWORK": "yellow", "ERROR": "magenta"}
 
 
@@ -37,26 +47,46 @@ class NoHistory(RuntimeError):
 
 
 def read_trace(url: str, serial: str) -> list[dict[str, Any]]:
-    """Every inspection of `serial`, oldest first, each with its reasons and the rules that fired (worst first)."""
+    """Every inspection of `serial`, oldest first, each with its reasons, the rules that fired (worst first), its
+    codes with their print-quality grades and its archived images with their sizes."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
         raise NoHistory(f"no database at {parsed.database}")  # connecting would make an empty one
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            if "part_history" not in sa.inspect(conn).get_view_names():
+            found = sa.inspect(conn)
+            if "part_history" not in found.get_view_names():
                 raise NoHistory("the MES database has no part_history view: run `lineguard db upgrade`")
+            if "grade" not in {c["name"] for c in found.get_columns("codes")}:
+                raise NoHistory(
+                    "the MES database is from before migration 0007 (no code grades): run `lineguard db upgrade`"
+                )
             rows = [dict(r._mapping) for r in conn.execute(HISTORY, {"serial": serial})]
             why: dict[str, list[dict[str, str]]] = {}
             for r in conn.execute(REASONS, {"serial": serial}):
                 why.setdefault(r.inspection_id, []).append({"code": r.reason_code, "severity": r.severity})
             explained = {r.inspection_id: _json(r.explanation) for r in conn.execute(EXPLANATIONS, {"serial": serial})}
+            codes = _by_inspection(conn.execute(CODES, {"serial": serial}), ("quality", "quality_grades"))
+            images = _by_inspection(conn.execute(IMAGES, {"serial": serial}), ())
     finally:
         engine.dispose()
     for row in rows:
         row["reasons"] = why.get(row["inspection_id"], [])
         row["explanation"] = explained.get(row["inspection_id"]) or []
+        row["codes"] = codes.get(row["inspection_id"], [])
+        row["images"] = images.get(row["inspection_id"], [])
     return rows
+
+
+def _by_inspection(rows: Any, json_columns: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        item = dict(r._mapping)
+        for name in json_columns:
+            item[name] = _json(item[name])
+        grouped.setdefault(item.pop("inspection_id"), []).append(item)
+    return grouped
 
 
 def _json(value: Any) -> Any:
@@ -99,7 +129,19 @@ def trace(
 
 def _print(out: Console, serial: str, rows: list[dict[str, Any]]) -> None:
     table = Table(title=f"part {serial}: {len(rows)} inspection{'s' * (len(rows) != 1)}", title_justify="left")
-    for column in ("decided (UTC)", "where", "lot / shift", "verdict", "why", "defects", "model", "recipe", "PLC got"):
+    columns = (
+        "decided (UTC)",
+        "where",
+        "lot / shift",
+        "verdict",
+        "why",
+        "defects",
+        "codes",
+        "model",
+        "recipe",
+        "PLC got",
+    )
+    for column in columns:
         table.add_column(column)
     for r in rows:
         colour = _COLOUR.get(r["verdict"], "white")
@@ -121,14 +163,36 @@ def _print(out: Console, serial: str, rows: list[dict[str, Any]]) -> None:
             f"[{colour}]{r['verdict']}[/]",
             why,
             str(r["defects"]),
+            "\n".join(_code_line(c) for c in r["codes"]) or "-",
             model,
             recipe,
             plc,
         )
     out.print(table)
-    # The rules that fired, in full below the table, where a narrow terminal does not fold them.
+    # The rules that fired and the images kept, in full below the table, where a narrow terminal does not fold them.
     for r in rows:
         if r["explanation"]:
             out.print(f"{str(r['decided_at'])[:23]} {r['verdict']}, because:", markup=False)
             for finding in r["explanation"]:
                 out.print(f"  {finding['text']}", markup=False, soft_wrap=True)
+        if r["images"]:
+            out.print(f"{str(r['decided_at'])[:23]} images:", markup=False)
+            for image in r["images"]:
+                out.print(f"  {_image_line(image)}", markup=False, soft_wrap=True)
+
+
+def _code_line(code: dict[str, Any]) -> str:
+    """`DataMatrix LG-1 grade C (modulation C, symbol_contrast B)`: the letters below A, worst first: what to fix."""
+    line = f"{code['symbology']} {code['text']}"
+    if not code["grade"]:
+        return line + " (not graded)"
+    letters = code["quality_grades"] or {}
+    weak = sorted((name for name, g in letters.items() if g != "A"), key=lambda n: ("FDCB".find(letters[n]), n))
+    detail = ", ".join(f"{name} {letters[name]}" for name in weak)
+    return f"{line} grade {code['grade']}" + (f" ({detail})" if detail else "")
+
+
+def _image_line(image: dict[str, Any]) -> str:
+    size = f"{image['width']}x{image['height']} px" if image["width"] else "size not recorded"
+    kept = f"deleted by retention {str(image['deleted_at'])[:19]}" if image["deleted_at"] is not None else image["uri"]
+    return f"{image['kind']} {size}, {image['bytes']} bytes: {kept}"

@@ -25,6 +25,8 @@ class ImageOut(BaseModel):
     content_type: str
     bytes: int
     sha256: str
+    width: int | None  # pixels of the stored image; null for images archived before migration 0007
+    height: int | None
     uri: str
     stored_at: datetime
     deleted_at: datetime | None

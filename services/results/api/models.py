@@ -63,6 +63,11 @@ class CodeOut(BaseModel):
     x2: float
     y2: float
     outline: list[Any] | None
+    grade: str | None = Field(
+        description="overall print-quality letter A-F, the lowest parameter's (docs/ocr.md); null: not graded"
+    )
+    quality: dict[str, float] | None = Field(description="each print-quality parameter's measured value")
+    quality_grades: dict[str, str] | None = Field(description="each print-quality parameter's letter A-F")
 
 
 class InspectionDetail(InspectionSummary):

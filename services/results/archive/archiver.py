@@ -91,6 +91,8 @@ class Archiver:
                 "content_type": image.content_type,
                 "bytes": len(image.data),
                 "sha256": image.sha256,
+                "width": image.width,
+                "height": image.height,
                 "stored_at": now,
                 "deleted_at": None,
             }

@@ -44,6 +44,8 @@ class Rendered:
     kind: str  # image, thumbnail or overlay
     data: bytes
     content_type: str
+    width: int  # of the encoded image, pixels
+    height: int
 
     @property
     def sha256(self) -> str:
@@ -73,16 +75,17 @@ def renderings(
     made = []
     for kind in kinds:
         if kind == "image":
-            made.append(Rendered("image", frame.data, content_type(encoding)))
-        elif kind == "overlay":
-            made.append(Rendered("overlay", _jpeg(overlay(pixels, boxes), settings.jpeg_quality), "image/jpeg"))
+            # The size of the pixels decoded from the stored bytes, not the frame's header: the row describes the file.
+            made.append(Rendered("image", frame.data, content_type(encoding), *_size(pixels)))
         else:
-            made.append(
-                Rendered(
-                    "thumbnail", _jpeg(thumbnail(pixels, settings.thumbnail_px), settings.jpeg_quality), "image/jpeg"
-                )
-            )
+            drawn = overlay(pixels, boxes) if kind == "overlay" else thumbnail(pixels, settings.thumbnail_px)
+            made.append(Rendered(kind, _jpeg(drawn, settings.jpeg_quality), "image/jpeg", *_size(drawn)))
     return made
+
+
+def _size(pixels: np.ndarray) -> tuple[int, int]:
+    height, width = pixels.shape[:2]
+    return int(width), int(height)
 
 
 def overlay(pixels: np.ndarray, boxes: list[Box]) -> np.ndarray:
