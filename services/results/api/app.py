@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter
 from sqlalchemy import Engine
 
 from lineguard import __version__
@@ -39,6 +40,16 @@ from lineguard.services.results.dashboard.routes import add_dashboard
 
 EXPORT_COLUMNS = [c.name for c in queries.SUMMARY]
 _bearer = HTTPBearer(auto_error=False, description="an API token: `lineguard api token create --role reader`")
+
+
+_HISTORY: TypeAdapter[PartHistory] = TypeAdapter(PartHistory)
+_YIELD: TypeAdapter[list[YieldBucket]] = TypeAdapter(list[YieldBucket])
+
+
+def _json(adapter: TypeAdapter[Any], content: Any) -> Response:
+    """`content` checked against its response model and written as JSON here, on the endpoint's worker thread, as
+    FastAPI would have done after it on a thread of its own: one hop through the pool less for the busiest routes."""
+    return Response(adapter.dump_json(adapter.validate_python(content), by_alias=True), media_type="application/json")
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +85,8 @@ def create_app(
         return found
 
     def role(needed: str) -> Callable[[Caller], Caller]:
-        def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        # async: no I/O, so it runs on the event loop, not as one more hop through the thread pool.
+        async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
             if needed == "admin" and who.role != "admin":
                 raise HTTPException(403, f"this route needs an admin token; {who.token_id} is a {who.role}")
             return who
@@ -99,18 +111,18 @@ def create_app(
         return {"items": [_summary(r) for r in rows], "next_cursor": next_cursor}
 
     @app.get("/v1/history", dependencies=reader, responses={**errors, 404: {}}, response_model=PartHistory)
-    def history(filters: Annotated[HistoryFilters, Query()]) -> dict[str, Any]:
+    def history(filters: Annotated[HistoryFilters, Query()]) -> Response:
         """A part's every inspection by its serial, oldest first: reasons, defects, codes, model and recipe."""
         found = queries.part_history(engine, filters.serial)
         if not found:
             raise HTTPException(404, f"serial: no inspection of {filters.serial!r}")
-        return {"serial": filters.serial, "inspections": [_summary(r) for r in found]}
+        return _json(_HISTORY, {"serial": filters.serial, "inspections": [_summary(r) for r in found]})
 
     @app.get("/v1/yield", dependencies=reader, responses={**errors, 404: {}}, response_model=list[YieldBucket])
-    def yields(filters: Annotated[AggregateFilters, Query()]) -> list[dict[str, Any]]:
+    def yields(filters: Annotated[AggregateFilters, Query()]) -> Response:
         """Parts and yield per bucket (hour or day in UTC, or shift), line and station."""
         known_station(filters.station, filters.line)
-        return queries.yield_buckets(engine, filters)
+        return _json(_YIELD, queries.yield_buckets(engine, filters))
 
     @app.get("/v1/pareto", dependencies=reader, responses={**errors, 404: {}}, response_model=list[ParetoBucket])
     def pareto(filters: Annotated[AggregateFilters, Query()]) -> list[dict[str, Any]]:
