@@ -103,6 +103,31 @@ def test_ignored_classes_are_not_tuned_and_max_count_counts_as_the_rule_does() -
     assert not tolerant.classes[0].met and tolerant.classes[0].at_proposed.escapes == 2
 
 
+def zoned(**zones: list[tuple[float, float]]) -> RecipeSettings:
+    return RecipeSettings(
+        version="1",
+        min_score=0.5,
+        image_size={"width": 64, "height": 64},
+        zones={name: {"kind": "tolerant", "polygon": polygon} for name, polygon in zones.items()},
+    )
+
+
+def test_what_lies_in_a_zone_is_the_zones_to_judge_and_left_out_of_the_class_figures() -> None:
+    truths, predictions = made_up()
+    # G1's and G2's small false opens (centres 12.5 and 12) lie in the zone: the class rule never sees them, so no
+    # false reject is left for an area rule to remove (without the zone: min_area 100).
+    around_the_false_ones = tune(truths, predictions, CLASSES, zoned(pads=[(11, 11), (13, 11), (13, 13), (11, 13)]))
+    open_ = around_the_false_ones.classes[0]
+    assert (open_.bad, open_.at_current.false_rejects) == (2, 0)
+    assert open_.proposed.min_score == 0.6 and open_.proposed.min_area is None
+    # A's open and C's short (centres 15) lie in it: their labelled defects are the zone's too, so only B's open is
+    # the class rule's to catch, and no part is left with a short for it.
+    around_a_and_c = tune(truths, predictions, CLASSES, zoned(pads=[(14, 14), (16, 14), (16, 16), (14, 16)]))
+    open_, short = around_a_and_c.classes
+    assert (open_.bad, short.bad) == (1, 0)
+    assert open_.proposed.min_score == 0.6 and "no labelled part has a short" in short.note
+
+
 def test_bad_targets_are_refused() -> None:
     truths, predictions = made_up()
     for target in (-0.1, 1.0):

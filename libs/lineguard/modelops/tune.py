@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from lineguard.config import RecipeSettings
+from lineguard.config.rules import Zone
 from lineguard.modelops.evaluate import Predicted, Truth
 from lineguard.modelops.rates import Rates
 
@@ -119,13 +120,31 @@ class _Parts:
     area: np.ndarray  # (D,) float64 in the unit
 
 
-def _parts(truths: Sequence[Truth], predictions: Sequence[Predicted], classes: int, px_per_mm: float | None) -> _Parts:
+def _in_a_zone(zones: Sequence[Zone], xyxy: np.ndarray) -> np.ndarray:
+    """(N,) bool: the boxes whose centre lies in one of the zones (as the decision service places a defect)."""
+    x, y = (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2
+    return np.array([any(z.contains(float(a), float(b)) for z in zones) for a, b in zip(x, y, strict=True)], dtype=bool)
+
+
+def _parts(
+    truths: Sequence[Truth],
+    predictions: Sequence[Predicted],
+    classes: int,
+    px_per_mm: float | None,
+    zones: Sequence[Zone] = (),
+) -> _Parts:
+    """The set as the class rules see it: with zones, what lies in a zone (a detection, a labelled defect) is the
+    zone's to judge, by its own rules, and left out of these figures."""
     found = {p.name: p.detections for p in predictions}
     parts, class_ids, scores, areas = [], [], [], []
     for i, truth in enumerate(truths):
         d = found.get(truth.name)
         if d is None or not len(d):
             continue
+        if zones:
+            d = d[~_in_a_zone(zones, d.xyxy)]
+            if not len(d):
+                continue
         parts.append(np.full(len(d), i))
         class_ids.append(d.class_id.astype(np.int64))
         scores.append(d.confidence.astype(np.float64))
@@ -133,7 +152,11 @@ def _parts(truths: Sequence[Truth], predictions: Sequence[Predicted], classes: i
         areas.append(area / px_per_mm**2 if px_per_mm else area)
     has = np.zeros((len(truths), classes), dtype=bool)
     for i, truth in enumerate(truths):
-        has[i, truth.class_ids[(truth.class_ids >= 0) & (truth.class_ids < classes)]] = True
+        outside = (
+            ~_in_a_zone(zones, truth.boxes) if zones and len(truth.class_ids) else np.ones(len(truth.class_ids), bool)
+        )
+        ids = truth.class_ids[outside]
+        has[i, ids[(ids >= 0) & (ids < classes)]] = True
     empty = np.zeros(0)
     return _Parts(
         good=np.array([not len(t.class_ids) for t in truths], dtype=bool),
@@ -203,7 +226,7 @@ def tune(
     """The curves and the proposal for each class `recipe` judges; areas in mm² with `px_per_mm`, else px²."""
     if not 0 <= target_escape < 1:
         raise ValueError(f"target_escape: a rate in [0, 1), got {target_escape}")
-    parts = _parts(truths, predictions, len(class_names), px_per_mm)
+    parts = _parts(truths, predictions, len(class_names), px_per_mm, list(recipe.zones.values()))
     unit = "mm2" if px_per_mm else "px2"
     tuned, ignored = [], []
     current_fired = np.zeros(len(truths), dtype=bool)
