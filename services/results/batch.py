@@ -21,11 +21,11 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import JSON, Connection, Engine, String, Table, case, exists, func, insert, select, update
+from sqlalchemy import JSON, Connection, Engine, Table, case, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
@@ -117,7 +117,7 @@ def _write_rows(conn: Connection, batch: list[InspectionRows]) -> set[str]:
     inspections = [{"created_at": now, **rows.inspection} for rows in batch]
     new: set[str] = set()
     if dialect == "postgresql":
-        new.update(_insert_absent_unnest(conn, inspections))
+        new.update(_insert_absent_json(conn, inspections))
     for start in range(0, len(inspections), _SQLITE_ROWS_A_STATEMENT) if dialect == "sqlite" else ():
         # RETURNING (SQLite >= 3.35), not rowcount: psycopg under SQLAlchemy 2.1 reports -1 for this INSERT.
         statement = (
@@ -207,43 +207,33 @@ def _table(model: type[Base]) -> Table:
 
 
 @functools.cache
-def _unnest_insert(columns: tuple[str, ...]) -> str:
-    """`INSERT INTO inspections ... SELECT FROM unnest(one array a column) ON CONFLICT DO NOTHING RETURNING id`.
+def _json_insert(columns: tuple[str, ...]) -> str:
+    """`INSERT INTO inspections ... SELECT FROM json_populate_recordset(the batch as one JSON array) ON CONFLICT
+    DO NOTHING RETURNING id`.
 
-    One statement of a parameter a column, whatever the batch's size: SQLAlchemy's multi-row VALUES binds one
-    parameter a value, and compiling 15,000 of them costs more than the database's work. Strings travel as text[]
-    (an explicit cast to varchar(n)[] would cut a long value silently; the INSERT's own cast refuses it)."""
+    One parameter, whatever the batch's size: SQLAlchemy's multi-row VALUES binds one parameter a value (compiling
+    15,000 of them cost more than the database's work), and psycopg's dumping of one array a column in Python cost
+    more than the C JSON encoder's one document (benchmarks/results.py). Each value takes its column's type as the
+    column's input would: a string too long for its varchar(n) is refused, never cut; JSON null is SQL NULL."""
     table = _table(Inspection)
-    arrays, selected = [], []
-    for name in columns:
-        kind = table.c[name].type
-        if isinstance(kind, JSON):
-            arrays.append("%s::text[]")
-            selected.append(f"u.{name}::json")
-        elif isinstance(kind, String):
-            arrays.append("%s::text[]")
-            selected.append(f"u.{name}")
-        else:
-            arrays.append(f"%s::{kind.compile(dialect=postgresql.dialect())}[]")
-            selected.append(f"u.{name}")
+    listed = ", ".join(columns)
     return (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(selected)} "
-        f"FROM unnest({', '.join(arrays)}) AS u({', '.join(columns)}) "
+        f"INSERT INTO {table.name} ({listed}) SELECT {listed} "
+        f"FROM json_populate_recordset(NULL::{table.name}, %s::json) "
         "ON CONFLICT (inspection_id) DO NOTHING RETURNING inspection_id"
     )
 
 
-def _insert_absent_unnest(conn: Connection, inspections: list[dict[str, Any]]) -> list[str]:
-    columns = tuple(inspections[0])
-    table = Inspection.__table__
-    arrays = []
-    for name in columns:
-        values = [row[name] for row in inspections]
-        if isinstance(table.c[name].type, JSON):
-            values = [None if v is None else json.dumps(v) for v in values]
-        arrays.append(values)
-    statement = _unnest_insert(columns)
-    return [row[0] for row in _raw(conn, statement, lambda cursor: cursor.execute(statement, arrays).fetchall())]
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()  # a datetime's with its UTC offset: timestamptz reads it as meant
+    raise TypeError(f"{type(value).__name__} {value!r} has no JSON form for the inspections insert")
+
+
+def _insert_absent_json(conn: Connection, inspections: list[dict[str, Any]]) -> list[str]:
+    statement = _json_insert(tuple(inspections[0]))
+    document = json.dumps(inspections, default=_json_value, separators=(",", ":"))
+    return [row[0] for row in _raw(conn, statement, lambda cursor: cursor.execute(statement, (document,)).fetchall())]
 
 
 def _raw(conn: Connection, statement: str, run: Callable[[psycopg.Cursor[Any]], Any]) -> Any:

@@ -175,3 +175,21 @@ def test_0008_counts_the_hours_recorded_before_it_as_the_writer_does(url: str, l
         assert yield_buckets(engine, filters) == grouped_yield_buckets(engine, filters)
     finally:
         engine.dispose()
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_cut(line_config_dict) -> None:
+    # PostgreSQL's: the inspections go in as one JSON document (batch.py), each value through its column's type.
+    with empty_database("postgresql", Path()) as found:
+        upgrade_database(found)
+        engine = make_engine(found)
+        try:
+            made = _decisions(_facts(line_config_dict), 5, random.Random(11))
+            made[2].inspection["lot"] = "L" * 65  # the column holds 64
+            outcomes = write_batch(engine, made)
+            assert isinstance(outcomes[2], Refused) and "too long" in str(outcomes[2])
+            assert [o for i, o in enumerate(outcomes) if i != 2] == [True] * 4
+            with engine.connect() as conn:
+                assert conn.scalar(select(func.sum(YieldHour.parts))) == 4
+                assert conn.scalar(select(func.count()).where(Inspection.lot.is_not(None))) == 0
+        finally:
+            engine.dispose()
