@@ -8,7 +8,7 @@ one the rest of the results service uses (see db.py)."""
 import csv
 import io
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -84,7 +84,7 @@ def create_app(
             )
         return found
 
-    def role(needed: str) -> Callable[[Caller], Caller]:
+    def role(needed: str) -> Callable[[Caller], Awaitable[Caller]]:
         # async: no I/O, so it runs on the event loop, not as one more hop through the thread pool.
         async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
             if needed == "admin" and who.role != "admin":
