@@ -17,9 +17,15 @@ from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.recipes import RecipeBook
 from lineguard.v1.drift_pb2 import SelfTestReport
 
-# station id, the PLC's sequence, its part id -> the inspection id the PLC is given back.
-# Raises TriggerRefused when the trigger was not taken: the protocol tells its PLC to call again.
-TriggerHandler = Callable[[str, int, str], Awaitable[str]]
+
+class TriggerHandler(Protocol):
+    """station id, the PLC's sequence, its part id, the lot the PLC says now ("" none) -> the inspection id the PLC
+    is given back. Raises TriggerRefused when the trigger was not taken: the protocol tells its PLC to call again.
+    The protocol checks the part id and lot (printable ASCII, within their fields) before it calls."""
+
+    def __call__(self, station: str, sequence: int, part_id: str, /, *, lot: str = "") -> Awaitable[str]: ...
+
+
 # station id, the PLC's sequence -> the latest result given for it, None when there is none to read (in flight,
 # unknown, too old). A result read this way is recorded as delivered.
 ResultReader = Callable[[str, int], Result | None]

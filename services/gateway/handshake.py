@@ -123,7 +123,9 @@ class Handshake:
         """The PLC's trigger `sequence` is in flight (a call with it again is a retry)."""
         return sequence in self._by_sequence
 
-    def trigger(self, sequence: int, part_id: str = "", *, now: float | None = None) -> Triggered:
+    def trigger(self, sequence: int, part_id: str = "", *, lot: str = "", now: float | None = None) -> Triggered:
+        """Open an inspection for the PLC's `sequence`; its Part carries the PLC's part id and lot into every message
+        and the record."""
         if not 0 <= sequence <= 0xFFFFFFFF:
             raise ValueError(f"a trigger sequence is a UInt32, got {sequence}")
         open_id = self._by_sequence.get(sequence)
@@ -140,6 +142,8 @@ class Handshake:
             recipe_sha256=self.recipe_sha256,
             sequence=sequence,
             triggered_unix_ns=now_ns(),
+            part_id=part_id,
+            lot=lot,
         )
         # A sequence used again (the PLC's counter restarted or wrapped) no longer reads the older part's result.
         self._answered.pop(sequence, None)

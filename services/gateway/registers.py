@@ -27,10 +27,11 @@ from pydantic import Field
 
 from lineguard.config.seams import PlcSettings
 from lineguard.contracts.registers import (
-    DEFAULT_PART_ID_CHARS,
     GATEWAY_FIELDS,
     NO_RESULT,
     SPECS,
+    TEXT_CHARS,
+    TEXT_DEFAULTS,
     Error,
     GatewayFields,
     Layout,
@@ -70,15 +71,20 @@ def check_overlap(
 ) -> None:
     """A map's field validator, for every register protocol: `name` at `start` must not overlap the fields validated
     before it (`earlier`, pydantic's info.data: in field order, so the overlap is reported at the later field's
-    path). `size(field, part_id_chars)` is a field's extent in the map's `unit` ("registers", "bytes")."""
-    chars = earlier.get("part_id_chars", DEFAULT_PART_ID_CHARS)
+    path). `size(field, chars)` is a field's extent in the map's `unit` ("registers", "bytes"), `chars` the
+    characters it holds when it is a text field (`part_id_chars`, `lot_chars`)."""
     starts = {n: a for n, a in earlier.items() if n in SPECS}
     starts[name] = start
-    other = overlap(starts, {n: size(n, chars) for n in starts}, name)
+
+    def extent(n: str) -> int:
+        option = TEXT_CHARS.get(n)
+        return size(n, earlier.get(option, TEXT_DEFAULTS[option]) if option else 0)
+
+    other = overlap(starts, {n: extent(n) for n in starts}, name)
     if other is not None:
         raise ValueError(
-            f"{name} ({unit} {start}..{start + size(name, chars) - 1}) overlaps {other} "
-            f"({starts[other]}..{starts[other] + size(other, chars) - 1})"
+            f"{name} ({unit} {start}..{start + extent(name) - 1}) overlaps {other} "
+            f"({starts[other]}..{starts[other] + extent(other) - 1})"
         )
 
 
@@ -336,6 +342,7 @@ class RegisterStation:
                 return
             try:
                 part_id = fields.part_id.text()
+                lot = fields.lot.text()  # the lot standing now: the PLC wrote it at the lot change
             except PartIdError as exc:
                 await self._refuse(exc.code, str(exc), fields)
                 return
@@ -349,10 +356,10 @@ class RegisterStation:
             self._slot = sequence
             self._refusal = Error.NONE
             await self._show({"busy": True, "verdict": NO_RESULT, "reasons": 0})
-        log.info("PLC trigger", station=self.station, sequence=sequence, part_id=part_id, recipe=fields.recipe)
+        log.info("PLC trigger", station=self.station, sequence=sequence, part_id=part_id, lot=lot, recipe=fields.recipe)
         try:
             # Not under the lock: the result may be delivered before this returns.
-            await self.on_trigger(self.station, sequence, part_id)
+            await self.on_trigger(self.station, sequence, part_id, lot=lot)
         except TriggerRefused as exc:
             async with self._lock:
                 if self._slot == sequence and self.outputs.busy:

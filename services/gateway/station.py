@@ -104,7 +104,7 @@ class StationLink:
         """Triggers and acks waiting for the bus."""
         return len(self.outbox)
 
-    async def trigger(self, sequence: int, part_id: str) -> str:
+    async def trigger(self, sequence: int, part_id: str, *, lot: str = "") -> str:
         """The PLC says "part here": open an inspection (or find the open one); its trigger goes to the outbox.
 
         Never waits on the bus. Refused (TriggerRefused) while stopping, or while the outbox is full."""
@@ -115,7 +115,7 @@ class StationLink:
             raise TriggerRefused(
                 f"trigger {sequence} of station {self.station} refused: {len(self.outbox)} messages wait for the bus"
             )
-        triggered = self.handshake.trigger(sequence, part_id)
+        triggered = self.handshake.trigger(sequence, part_id, lot=lot)
         part = triggered.part
         if triggered.repeated:
             # Its trigger is in the outbox or on the bus already.
@@ -334,8 +334,8 @@ class StationLinks:
             )
             self.links[station.id] = StationLink(handshake, publish)
 
-    async def trigger(self, station_id: str, sequence: int, part_id: str) -> str:
-        return await self.links[station_id].trigger(sequence, part_id)
+    async def trigger(self, station_id: str, sequence: int, part_id: str, /, *, lot: str = "") -> str:
+        return await self.links[station_id].trigger(sequence, part_id, lot=lot)
 
     def read_result(self, station_id: str, sequence: int) -> Result | None:
         return self.links[station_id].read_result(sequence)

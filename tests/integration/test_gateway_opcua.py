@@ -193,7 +193,7 @@ async def test_address_space_is_the_contracts(gateway: Gateway) -> None:
         assert sorted([(await n.read_browse_name()).Name for n in await stations.get_children()]) == ["s1", "s2"]
         s1 = await stations.get_child(f"{idx}:s1")
         names = {(await n.read_browse_name()).Name: n for n in await s1.get_children()}
-        methods = {contract.TRIGGER_METHOD, contract.GET_RESULT_METHOD}
+        methods = {contract.TRIGGER_METHOD, contract.GET_RESULT_METHOD, contract.SET_LOT_METHOD}
         expected = {*methods, *(f.name for f in (*contract.RESULT_FIELDS, *contract.STATUS_FIELDS))}
         assert set(names) == expected
         for f in (*contract.RESULT_FIELDS, *contract.STATUS_FIELDS):

@@ -35,6 +35,12 @@ def test_trigger_opens_an_inspection_with_the_stations_part() -> None:
     assert hs.next_deadline() == pytest.approx(100.0 + TIMEOUT_S)
 
 
+def test_the_part_carries_the_plcs_part_id_and_lot_to_every_message_and_the_record() -> None:
+    part = handshake().trigger(8, "tray-4", lot="LOT-7", now=0.0).part
+    assert (part.part_id, part.lot) == ("tray-4", "LOT-7")
+    assert (handshake().trigger(9, now=0.0).part.lot, handshake().trigger(9, now=0.0).part.part_id) == ("", "")
+
+
 def test_repeated_sequence_in_flight_returns_the_same_inspection() -> None:
     hs = handshake()
     first = hs.trigger(5, now=0.0)

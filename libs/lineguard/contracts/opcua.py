@@ -11,6 +11,7 @@ Address space, under the Objects folder, in namespace `NAMESPACE_URI`
       <station_id>/                             object; event notifier for its results
         Trigger(sequence UInt32, partId String) -> inspectionId String
         GetResult(sequence UInt32) -> the five Result* fields of that sequence's result
+        SetLot(lot String)                      the production lot of the parts triggered from now on
         ResultSequence       UInt32    the trigger sequence of the latest result; written last
         ResultInspectionId   String
         ResultVerdict        Int32     RESULT_VERDICTS: 1 = PASS, anything else is not a pass
@@ -20,6 +21,7 @@ Address space, under the Objects folder, in namespace `NAMESPACE_URI`
         Heartbeat            UInt32    +1 every HEARTBEAT_PERIOD_S while the gateway runs
         Error                String    "" while the station serves; why it is in Error (a service it needs is down)
         Warning              String    "" while none; what the drift watch alerts of (docs/drift.md); Trigger taken
+        Lot                  String    the lot SetLot set ("" none, and after a gateway restart): each part carries it
 
 Every result is also an event of type `InspectionResultEventType` (a subtype of
 BaseEventType) emitted by the station object, carrying the five Result* fields
@@ -45,6 +47,7 @@ NAMESPACE_URI = "urn:lineguard:gateway"
 STATIONS_FOLDER = "Stations"
 TRIGGER_METHOD = "Trigger"
 GET_RESULT_METHOD = "GetResult"
+SET_LOT_METHOD = "SetLot"
 EVENT_TYPE = "InspectionResultEventType"  # browse name and string node id
 
 RESULT_SEQUENCE = "ResultSequence"
@@ -56,6 +59,7 @@ BUSY = "Busy"
 HEARTBEAT = "Heartbeat"
 ERROR = "Error"
 WARNING = "Warning"
+LOT = "Lot"
 
 HEARTBEAT_PERIOD_S = 1.0
 # How many of a station's latest results GetResult can read (the gateway's handshake remembers as many).
@@ -98,6 +102,7 @@ STATUS_FIELDS: tuple[Field, ...] = (
         "String",
         "empty while none; else what the drift watch alerts of (lighting, model, a golden part; Trigger still taken)",
     ),
+    Field(LOT, "String", "the production lot SetLot set; every part triggered from then on carries it (empty: none)"),
 )
 
 TRIGGER_INPUTS: tuple[Argument, ...] = (
@@ -109,6 +114,11 @@ TRIGGER_INPUTS: tuple[Argument, ...] = (
 TRIGGER_OUTPUTS: tuple[Argument, ...] = (Argument("inspectionId", "String", "the inspection id the result will carry"),)
 GET_RESULT_INPUTS: tuple[Argument, ...] = (
     Argument("sequence", "UInt32", "the trigger sequence whose result to read (one of the last RESULTS_KEPT)"),
+)
+# Called at a lot change (and after connecting: a restarted gateway holds no lot); printable ASCII, at most
+# lineguard.contracts.registers.MAX_LOT_CHARS characters ("" : no lot).
+SET_LOT_INPUTS: tuple[Argument, ...] = (
+    Argument("lot", "String", "the production lot (batch) of the parts triggered from now on; empty: none"),
 )
 # The result fields, in RESULT_FIELDS order (ResultSequence last).
 GET_RESULT_OUTPUTS: tuple[Argument, ...] = tuple(Argument(f.name, f.ua_type, f.description) for f in RESULT_FIELDS)

@@ -6,17 +6,18 @@ protocol library here. docs/modbus.md and docs/s7.md are the same map for a cont
 
 A station's fields lie in one area (a Modbus unit's holding registers, an S7 data block) at offsets the
 station's configuration gives. Every number is big-endian (Modbus registers and S7 alike); a WORD is 16
-bits, a DWORD 32 bits (high word first); the part id is ASCII text with its length in front:
+bits, a DWORD 32 bits (high word first); the part id and the lot are ASCII text with the length in front:
 
 - Modbus: one register with the length in characters, then the characters, two per register, high byte first;
 - S7: a STRING[n]: a byte with the declared maximum n, a byte with the length, then the characters.
 
 Handshake (one part at a time per station): the PLC raises `trigger` (a rising edge, 0 -> non-zero) with
-`sequence`, `part_id` and `recipe` in place; the gateway raises `busy`; when the verdict is known the
-gateway writes `verdict`, `reasons`, `result_sequence` (= the trigger's sequence) and raises `done` while
-`busy` falls; the PLC reads them and acknowledges by writing `ack_sequence` = `result_sequence`; `done`
-falls, and the station takes the next trigger. Both sides count a heartbeat; `error` says why the station is in Error
-or why a trigger was refused (`Error` below).
+`sequence`, `part_id` and `recipe` in place, and `lot`, which the PLC writes at a lot change and leaves until the
+next (read with every trigger, it is the lot of every part triggered while it stands); the gateway raises `busy`;
+when the verdict is known the gateway writes `verdict`, `reasons`, `result_sequence` (= the trigger's sequence)
+and raises `done` while `busy` falls; the PLC reads them and acknowledges by writing `ack_sequence` =
+`result_sequence`; `done` falls, and the station takes the next trigger. Both sides count a heartbeat; `error`
+says why the station is in Error or why a trigger was refused (`Error` below).
 
 Self-test (docs/drift.md): the PLC raises `selftest` (a rising edge) and the gateway judges the station's golden parts
 through the live path, flagged simulated: their verdicts never show in `verdict` / `done` (no production result, no
@@ -64,6 +65,8 @@ class Error(enum.IntEnum):
     SERVICE_DOWN = 8  # a service the station needs (capture, inference, ocr, decision) stopped beating: in Error
     UNKNOWN_RECIPE = 9  # the `recipe` field names no recipe's plc_recipe_number: refused, the live recipe stays
     DRIFT_WARNING = 10  # the drift watch alerts (lighting, model, a self-test changed; docs/drift.md): triggers taken
+    LOT_TOO_LONG = 11  # the lot's length is more than its field holds: refused
+    LOT_NOT_ASCII = 12  # the lot holds bytes other than printable ASCII: refused
 
 
 class SelfTestState(enum.IntEnum):
@@ -127,6 +130,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("ack_sequence", DWORD, PLC, "the PLC writes result_sequence here once it has read the result"),
     FieldSpec("part_id", STRING, PLC, "an id the PLC may give (carrier, tray position); ASCII, may be empty"),
     FieldSpec("selftest", WORD, PLC, "0 -> non-zero: run the station's golden-part self-test (the rising edge counts)"),
+    FieldSpec("lot", STRING, PLC, "the production lot, written at a lot change and held; ASCII, may be empty (none)"),
     FieldSpec("heartbeat", WORD, GATEWAY, "the gateway counts it up every heartbeat_ms while it runs"),
     FieldSpec("busy", WORD, GATEWAY, "1 from a trigger taken until its result is written"),
     FieldSpec("done", WORD, GATEWAY, "1 while a result waits for the PLC's acknowledgement"),
@@ -141,7 +145,8 @@ PLC_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.writer == PLC)
 GATEWAY_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.writer == GATEWAY)
 
 # The default Modbus map: holding-register addresses (0-based, as on the wire; 40001 + address in 1-based
-# 4xxxx notation). The PLC's fields from 0, the gateway's from 40. Part id: 32 characters, 17 registers.
+# 4xxxx notation). The PLC's fields from 0, the gateway's from 40, the lot from 50. Part id and lot: 32 characters,
+# 17 registers each.
 MODBUS_DEFAULTS: dict[str, int] = {
     "plc_heartbeat": 0,
     "trigger": 1,
@@ -150,6 +155,7 @@ MODBUS_DEFAULTS: dict[str, int] = {
     "ack_sequence": 5,
     "part_id": 7,
     "selftest": 24,
+    "lot": 50,  # after the gateway's block (which ends at 49): the map up to 49 stays as it was before the lot
     "heartbeat": 40,
     "busy": 41,
     "done": 42,
@@ -176,34 +182,68 @@ S7_DEFAULTS: dict[str, int] = {
     "result_sequence": 60,
     "error": 64,
     "selftest_state": 68,
+    "lot": 70,  # STRING[32], 34 bytes: 70..103
 }
 DEFAULT_PART_ID_CHARS = 32
+DEFAULT_LOT_CHARS = 32
+# The most characters a part id may have anywhere: what the inspection record's `part_id` column holds (a longer one
+# would make the whole record invalid, dead-lettered).
+MAX_PART_ID_CHARS = 64
+# The most characters a lot may have anywhere (registers, OPC UA): what the inspection record's `lot` column holds.
+MAX_LOT_CHARS = 64
+# The text fields and the Layout / map option that says how many characters each holds.
+TEXT_CHARS: dict[str, str] = {"part_id": "part_id_chars", "lot": "lot_chars"}
+TEXT_DEFAULTS: dict[str, int] = {"part_id_chars": DEFAULT_PART_ID_CHARS, "lot_chars": DEFAULT_LOT_CHARS}
 
 
 class PartIdError(ValueError):
+    """A text field (the part id, the lot) the PLC wrote is not one: `code` is the Error the PLC is shown."""
+
     def __init__(self, code: Error, message: str):
         super().__init__(message)
         self.code = code
 
 
+# Each text field's name in messages, and its (too long, not ASCII) codes.
+_TEXT_ERRORS: dict[str, tuple[str, Error, Error]] = {
+    "part_id": ("part id", Error.PART_ID_TOO_LONG, Error.PART_ID_NOT_ASCII),
+    "lot": ("lot", Error.LOT_TOO_LONG, Error.LOT_NOT_ASCII),
+}
+
+
+def check_text(text: str, limit: int, what: str = "lot", *, ascii_only: bool = True) -> str:
+    """`text` if it is printable ASCII (unless not `ascii_only`) of at most `limit` characters; else ValueError naming
+    what is wrong. For the protocols whose text comes as a string (OPC UA): the registers' rule for their fields."""
+    if len(text) > limit:
+        raise ValueError(f"{what} has {len(text)} characters; at most {limit}")
+    if not ascii_only:
+        return text
+    bad = next((i for i, c in enumerate(text) if not 0x20 <= ord(c) <= 0x7E), None)
+    if bad is not None:
+        raise ValueError(f"{what} character {bad} is {text[bad]!r} (U+{ord(text[bad]):04X}), not printable ASCII")
+    return text
+
+
 @dataclass(frozen=True)
 class PartIdField:
-    """The part id as read: its length field and the characters' bytes (as many as the field holds)."""
+    """A text field as read (the part id, or the lot: `name`): its length field and the characters' bytes (as many
+    as the field holds)."""
 
     length: int = 0
     data: bytes = b""
+    name: str = "part_id"
 
     def text(self) -> str:
-        """The part id; PartIdError (too long, not ASCII) naming what was wrong."""
+        """The text; PartIdError (too long, not ASCII) naming what was wrong."""
+        what, too_long, not_ascii = _TEXT_ERRORS[self.name]
         if self.length > len(self.data):
             raise PartIdError(
-                Error.PART_ID_TOO_LONG,
-                f"part id length {self.length} is more than its field's {len(self.data)} characters",
+                too_long, f"{what} length {self.length} is more than its field's {len(self.data)} characters"
             )
         raw = self.data[: self.length]
         bad = next((i for i, b in enumerate(raw) if not 0x20 <= b <= 0x7E), None)
         if bad is not None:
-            raise PartIdError(Error.PART_ID_NOT_ASCII, f"part id byte {bad} is 0x{raw[bad]:02x}, not printable ASCII")
+            raise PartIdError(not_ascii, f"{what} byte {bad} is 0x{raw[bad]:02x}, not printable ASCII")
         return raw.decode("ascii")
 
 
@@ -218,6 +258,7 @@ class PlcFields:
     ack_sequence: int = 0
     part_id: PartIdField = field(default_factory=PartIdField)
     selftest: bool = False
+    lot: PartIdField = field(default_factory=lambda: PartIdField(name="lot"))
 
 
 @dataclass
@@ -235,7 +276,7 @@ class GatewayFields:
 
 
 def string_size(style: StringStyle, chars: int) -> int:
-    """Bytes a part id field of `chars` characters takes."""
+    """Bytes a text field (part id, lot) of `chars` characters takes."""
     return 2 + (chars + chars % 2 if style == "modbus" else chars)
 
 
@@ -246,11 +287,16 @@ class Layout:
     offsets: Mapping[str, int]
     part_id_chars: int
     style: StringStyle
+    lot_chars: int = DEFAULT_LOT_CHARS
+
+    def chars(self, name: str) -> int:
+        """Characters the text field `name` holds."""
+        return self.lot_chars if name == "lot" else self.part_id_chars
 
     def size(self, name: str) -> int:
         kind = SPECS[name].kind
         if kind == STRING:
-            return string_size(self.style, self.part_id_chars)
+            return string_size(self.style, self.chars(name))
         return 2 if kind == WORD else 4
 
     def span(self, names: Iterable[str]) -> tuple[int, int]:
@@ -276,19 +322,20 @@ class Layout:
         def dword(name: str) -> int:
             return int(struct.unpack_from(">I", data, at(name))[0])
 
-        p = at("part_id")
-        if self.style == "modbus":
-            part_id = PartIdField(struct.unpack_from(">H", data, p)[0], bytes(data[p + 2 : p + 2 + self.part_id_chars]))
-        else:
-            part_id = PartIdField(data[p + 1], bytes(data[p + 2 : p + 2 + self.part_id_chars]))
+        def text(name: str) -> PartIdField:
+            p, chars = at(name), self.chars(name)
+            length = struct.unpack_from(">H", data, p)[0] if self.style == "modbus" else data[p + 1]
+            return PartIdField(length, bytes(data[p + 2 : p + 2 + chars]), name)
+
         return PlcFields(
             plc_heartbeat=word("plc_heartbeat"),
             trigger=word("trigger") != 0,
             sequence=dword("sequence"),
             recipe=word("recipe"),
             ack_sequence=dword("ack_sequence"),
-            part_id=part_id,
+            part_id=text("part_id"),
             selftest=word("selftest") != 0,
+            lot=text("lot"),
         )
 
     def encode_gateway(self, fields: GatewayFields, names: Iterable[str]) -> list[tuple[int, bytes]]:
@@ -308,16 +355,18 @@ class Layout:
 
     # -- the PLC's side (the simulated PLCs): write its fields, read the gateway's
 
-    def encode_plc(self, name: str, value: int | str) -> tuple[int, bytes]:
-        """One of the PLC's fields as (offset, bytes); a part id is its text (ASCII)."""
+    def encode_plc(self, name: str, value: int | str | bytes) -> tuple[int, bytes]:
+        """One of the PLC's fields as (offset, bytes); a part id or lot is its text (ASCII; `bytes` as they are, so a
+        test can write what a faulty PLC would)."""
         offset = self.offsets[name]
         kind = SPECS[name].kind
         if kind == STRING:
-            text = str(value).encode("ascii")
-            chars = text[: self.part_id_chars].ljust(self.part_id_chars + (self.part_id_chars % 2), b"\0")
+            n = self.chars(name)
+            text = value if isinstance(value, bytes) else str(value).encode("ascii")
+            chars = text[:n].ljust(n + (n % 2), b"\0")
             if self.style == "modbus":
                 return offset, struct.pack(">H", len(text)) + chars
-            return offset, bytes([self.part_id_chars, min(len(text), 255)]) + chars[: self.part_id_chars]
+            return offset, bytes([n, min(len(text), 255)]) + chars[:n]
         return offset, struct.pack(">H" if kind == WORD else ">I", int(value))
 
     def decode_gateway(self, data: bytes, start: int) -> GatewayFields:

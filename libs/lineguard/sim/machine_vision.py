@@ -66,6 +66,7 @@ class MachineVisionPlc:
         self._state_changed = asyncio.Condition()
         self._on_result: ResultCallback | None = None
         self.jobs = 0
+        self.lot = ""  # the MeasId of every job: the lot it runs (docs/opcua.md); set it at a lot change
 
     @property
     def received(self) -> list[PlcResult]:
@@ -155,7 +156,7 @@ class MachineVisionPlc:
         called_at = time.perf_counter()
         job_id, _error = await self._automatic.call_method(
             self._start_job.nodeid,
-            ua.MeasIdDataType(Id=f"meas-{self.jobs}"),  # type: ignore[attr-defined]  # made from the NodeSet
+            ua.MeasIdDataType(Id=self.lot),  # type: ignore[attr-defined]  # made from the NodeSet; the lot (opcua.md)
             ua.PartIdDataType(Id=part_id),  # type: ignore[attr-defined]
             ua.RecipeIdExternalDataType(Id=""),  # type: ignore[attr-defined]  # "": the prepared recipe
             ua.ProductIdDataType(Id=""),  # type: ignore[attr-defined]

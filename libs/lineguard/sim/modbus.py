@@ -22,7 +22,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from lineguard.contracts.registers import DEFAULT_PART_ID_CHARS, MODBUS_DEFAULTS, Layout, string_size
+from lineguard.contracts.registers import DEFAULT_PART_ID_CHARS, MODBUS_DEFAULTS, Layout
 from lineguard.sim.registers import RegisterPlc
 
 
@@ -138,11 +138,10 @@ class SimulatedModbusPlcServer(RegisterPlc):
         await self.stop_server()
 
     async def start_server(self) -> None:
-        chars = self.layout.part_id_chars
-        blocks = []
-        for name, offset in self.layout.offsets.items():
-            size = self.layout.size(name) if name != "part_id" else string_size("modbus", chars)
-            blocks.append(SimData(offset // 2, count=size // 2, values=0, datatype=DataType.REGISTERS))
+        # One holding-register area from 0 past the last field, as a PLC's Modbus server block maps one: the gateway
+        # reads the PLC's fields in one request from the first to the last (the lot lies past the gateway's).
+        end = max(offset + self.layout.size(name) for name, offset in self.layout.offsets.items())
+        blocks = [SimData(0, count=(end + 1) // 2, values=0, datatype=DataType.REGISTERS)]
         device = SimDevice(self.device_id, simdata=blocks, action=functools.partial(self._action))
         logging.getLogger("pymodbus").setLevel(logging.ERROR)
         self.server = ModbusTcpServer([device], address=(self.host, self.port))

@@ -38,6 +38,7 @@ SERVER_URI = "urn:lineguard:sim:plc-server"  # its ApplicationUri, also in its c
 VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("Sequence", "UInt32", "sequence"),
     ("PartId", "String", "part_id"),
+    ("Lot", "String", "lot"),  # the production lot, written at a lot change (set_lot)
     ("Verdict", "Int16", "verdict"),  # a PLC's INT, not the contract's Int32: the gateway writes the node's type
     ("Reasons", "String", "reasons"),
     ("ReasonBits", "UInt32", ""),  # for a map whose reasons are the bitfield
@@ -134,7 +135,7 @@ class ServerPlc:
     def endpoint(self) -> str:
         return f"opc.tcp://{self.host}:{self.port}/plc/"
 
-    def node_map(self, *, part_id: bool = True, status: bool = True) -> dict[str, str]:
+    def node_map(self, *, part_id: bool = True, status: bool = True, lot: bool = False) -> dict[str, str]:
         """The station's `plc.nodes` for this PLC."""
         nodes = {
             "trigger": node_id("Trigger"),
@@ -147,6 +148,8 @@ class ServerPlc:
         nodes["inspection_id"] = node_id("InspectionId")
         if part_id:
             nodes["part_id"] = node_id("PartId")
+        if lot:
+            nodes["lot"] = node_id("Lot")
         if status:
             nodes.update(busy=node_id("Busy"), error=node_id("Error"), heartbeat=node_id("Heartbeat"))
         return nodes
@@ -228,6 +231,11 @@ class ServerPlc:
         async with self._changed:
             self.results.append(got)
             self._changed.notify_all()
+
+    async def set_lot(self, lot: str) -> None:
+        """Write the Lot variable, as a PLC program does at a lot change: every part triggered while it stands is
+        of that lot."""
+        await self.write("Lot", lot)
 
     async def trigger_part(self, sequence: int | None = None, part_id: str = "") -> int:
         """Trigger one part: the part id, then (bool) the sequence and the rising edge, or (counter) the count."""

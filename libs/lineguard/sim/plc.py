@@ -282,6 +282,17 @@ class SimulatedPlc:
         self._sent.setdefault(inspection_id, _Sent(sequence, called_at))
         return inspection_id
 
+    async def set_lot(self, lot: str) -> None:
+        """Call the station's SetLot, as a PLC does at a lot change: every part triggered from then on carries `lot`.
+        A lot the gateway refuses (not printable ASCII, too long) raises asyncua's UaStatusCodeError with its status."""
+        if self._station_node is None:
+            raise RuntimeError("SimulatedPlc is not connected: use it as `async with SimulatedPlc(...) as plc`")
+        namespace = self._station_node.nodeid.NamespaceIndex
+        await self._station_node.call_method(
+            _node_id(contract.node_path(self.station, contract.SET_LOT_METHOD), namespace),
+            ua.Variant(lot, ua.VariantType.String),
+        )
+
     async def read_result(self, sequence: int) -> PlcResult | None:
         """Read the result of `sequence` with the station's GetResult (what a PLC does for a result it missed while
         disconnected); None when the gateway has none for it. A result read is counted as received."""

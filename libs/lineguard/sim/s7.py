@@ -46,7 +46,8 @@ class SimulatedS7Plc(RegisterPlc):
 
     async def __aenter__(self) -> SimulatedS7Plc:
         self.start_server()
-        await self.set("part_id", "")  # the STRING's declared maximum, as the PLC's DB declaration sets it
+        for text in ("part_id", "lot"):  # the STRINGs' declared maximum, as the PLC's DB declaration sets it
+            await self.set(text, "")
         await self.start()
         await self.wait_ready(self.ready_timeout_s)
         return self

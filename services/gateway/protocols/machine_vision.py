@@ -28,6 +28,7 @@ from asyncua.server.event_generator import EventGenerator
 from lineguard.contracts import machine_vision as mv
 from lineguard.contracts import new_inspection_id, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS, join_reasons
+from lineguard.contracts.registers import MAX_LOT_CHARS, MAX_PART_ID_CHARS, check_text
 from lineguard.opcua_nodesets import is_decoded_as, load_machine_vision_types
 from lineguard.services.gateway.endpoint import SelfTestRunner, TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
@@ -97,6 +98,16 @@ def _id_of(args: Sequence[ua.Variant], i: int, type_name: str, arg: str) -> str:
     if not is_decoded_as(value, type_name):
         raise BadCall(ua.StatusCodes.BadInvalidArgument, f"{arg} must be a {type_name}, got {value!r}")
     return str(value.Id or "")
+
+
+def _text(text: str, limit: int, arg: str, *, ascii_only: bool = True) -> str:
+    """An id the PLC gave, as the record keeps it: at most `limit` characters (printable ASCII where `ascii_only`),
+    else refused."""
+    try:
+        return check_text(text, limit, arg, ascii_only=ascii_only)
+    except ValueError as exc:
+        code = ua.StatusCodes.BadOutOfRange if len(text) > limit else ua.StatusCodes.BadInvalidArgument
+        raise BadCall(code, str(exc)) from None
 
 
 def _int32(args: Sequence[ua.Variant], i: int, arg: str) -> int:
@@ -374,10 +385,13 @@ class VisionSystem:
     # --- jobs -------------------------------------------------------------------------------------------------
 
     def _job_args(self, args: Sequence[ua.Variant], method: str) -> tuple[str, str, str, Recipe | None]:
-        """MeasId, PartId, RecipeId, ProductId[, Parameters] -> meas id, part id, product id, the recipe named."""
+        """MeasId, PartId, RecipeId, ProductId[, Parameters] -> meas id, part id, product id, the recipe named.
+
+        The MeasId is the parts' production lot (docs/opcua.md: the measurement operation the client names, echoed
+        in every result): printable ASCII the record can hold, as the part id."""
         _count(args, method, 4, 5)  # Parameters may be left out: lineguard's recipes take none
-        meas_id = _id_of(args, 0, "MeasIdDataType", "MeasId")
-        part_id = _id_of(args, 1, "PartIdDataType", "PartId")
+        meas_id = _text(_id_of(args, 0, "MeasIdDataType", "MeasId"), MAX_LOT_CHARS, "MeasId (the lot)")
+        part_id = _text(_id_of(args, 1, "PartIdDataType", "PartId"), MAX_PART_ID_CHARS, "PartId", ascii_only=False)
         recipe_id = _id_of(args, 2, "RecipeIdExternalDataType", "RecipeId")
         product_id = _id_of(args, 3, "ProductIdDataType", "ProductId")
         if len(args) == 5 and args[4].Value not in (None, []):
@@ -394,9 +408,9 @@ class VisionSystem:
     def _next_sequence(self) -> int:
         return mv.JOB_SEQUENCE_BASE + next(self._sequences) % _SEQUENCES
 
-    async def _trigger(self, part_id: str) -> str:
+    async def _trigger(self, part_id: str, lot: str) -> str:
         """One part through the handshake; the inspection id it returns is the result's ResultId."""
-        return await self.space.on_trigger(self.station, self._next_sequence(), part_id)
+        return await self.space.on_trigger(self.station, self._next_sequence(), part_id, lot=lot)
 
     def _remember(self, inspection_id: str, job: Job) -> None:
         self._jobs[inspection_id] = job
@@ -411,7 +425,7 @@ class VisionSystem:
         await self._show_states()
         try:
             # The job id is the inspection id, which only the handshake makes: JobStarted follows the trigger.
-            inspection_id = await self._trigger(part_id)
+            inspection_id = await self._trigger(part_id, meas_id)
             self._remember(inspection_id, Job(inspection_id, meas_id, part_id, product_id, recipe))
             await self._emit(mv.JOB_STARTED_EVENT_TYPE, self._job_id_fields(inspection_id), f"job {inspection_id}")
         finally:
@@ -516,7 +530,7 @@ class VisionSystem:
         next_at = loop.time()
         while True:
             try:
-                self._remember(await self._trigger(job.part_id), job)
+                self._remember(await self._trigger(job.part_id, job.meas_id), job)
             except TriggerRefused as exc:
                 log.error("continuous job: trigger refused", station=self.station, job_id=job.job_id, reason=str(exc))
             next_at += self._period_s

@@ -3,7 +3,7 @@
 - `mode: server`: the gateway is a Modbus TCP server (pymodbus) and the PLC polls it: writes its fields,
   reads ours. Stations configured on the same host and port share one server, each its own unit
   (`device_id`) with a datastore of its own. Only the mapped registers exist: any other address is
-  exception 02, a write to the gateway's registers is 02, a part id length over the field is 03.
+  exception 02, a write to the gateway's registers is 02, a part id or lot length over its field is 03.
 - `mode: client`: the gateway connects to the PLC's Modbus server, reads the PLC's fields every `poll_ms`
   and writes ours into its registers; a lost connection is Error, and it connects again with backoff.
 
@@ -45,10 +45,11 @@ _READS = frozenset({3, 4})  # read holding / input registers: the same registers
 _WRITES = frozenset({6, 16, 23})  # write single, write multiple, read/write multiple
 
 
-def register_count(name: str, part_id_chars: int) -> int:
+def register_count(name: str, chars: int) -> int:
+    """Registers field `name` takes; `chars`: the characters a text field (part id, lot) holds."""
     spec = contract.SPECS[name]
     if spec.kind == contract.STRING:
-        return contract.string_size("modbus", part_id_chars) // 2
+        return contract.string_size("modbus", chars) // 2
     return 1 if spec.kind == contract.WORD else 2
 
 
@@ -60,8 +61,14 @@ class RegisterMap(BaseModel):
     part_id_chars: int = Field(
         contract.DEFAULT_PART_ID_CHARS,
         ge=1,
-        le=2 * (MAX_READ - 4),  # the part id is read in one request, with its length register
+        le=contract.MAX_PART_ID_CHARS,  # what the inspection record's part_id column holds
         description="characters the part id field holds (two per register, after one length register)",
+    )
+    lot_chars: int = Field(
+        contract.DEFAULT_LOT_CHARS,
+        ge=1,
+        le=contract.MAX_LOT_CHARS,  # what the inspection record's lot column holds
+        description="characters the lot field holds (two per register, after one length register)",
     )
     plc_heartbeat: int = contract.MODBUS_DEFAULTS["plc_heartbeat"]
     trigger: int = contract.MODBUS_DEFAULTS["trigger"]
@@ -78,20 +85,24 @@ class RegisterMap(BaseModel):
     error: int = contract.MODBUS_DEFAULTS["error"]
     selftest: int = contract.MODBUS_DEFAULTS["selftest"]
     selftest_state: int = contract.MODBUS_DEFAULTS["selftest_state"]
+    lot: int = contract.MODBUS_DEFAULTS["lot"]
 
     @field_validator(*contract.SPECS, mode="after")
     @classmethod
     def _fits(cls, address: int, info: ValidationInfo) -> int:
         name = info.field_name
         assert name is not None
-        count = register_count(name, info.data.get("part_id_chars", contract.DEFAULT_PART_ID_CHARS))
+        option = contract.TEXT_CHARS.get(name)
+        count = register_count(name, info.data.get(option, contract.TEXT_DEFAULTS[option]) if option else 0)
         if not 0 <= address <= MAX_ADDRESS - count + 1:
             raise ValueError(f"{name} needs {count} register(s) from {address}: beyond address {MAX_ADDRESS}")
         check_overlap(name, address, info.data, register_count, "registers")
         return address
 
     def layout(self) -> contract.Layout:
-        return contract.Layout({n: 2 * getattr(self, n) for n in contract.SPECS}, self.part_id_chars, "modbus")
+        return contract.Layout(
+            {n: 2 * getattr(self, n) for n in contract.SPECS}, self.part_id_chars, "modbus", self.lot_chars
+        )
 
 
 class Settings(RegisterSettings):
@@ -193,11 +204,11 @@ class ModbusServerEndpoint:
         from pymodbus.simulator import DataType, SimData, SimDevice
 
         settings = self._settings[station]
-        chars = settings.map.part_id_chars
+        layout = settings.map.layout()
         blocks = [
             SimData(
                 getattr(settings.map, name),
-                count=register_count(name, chars),
+                count=register_count(name, layout.chars(name)),
                 values=0,
                 datatype=DataType.REGISTERS,
                 readonly=spec.writer == contract.GATEWAY,  # the PLC may not write a result
@@ -231,16 +242,17 @@ class ModbusServerEndpoint:
             log.warning("Modbus function refused", station=station, function_code=function_code, address=address)
             return ExcCodes.ILLEGAL_FUNCTION
         settings = self._settings[station]
-        length_at = settings.map.part_id
-        if address <= length_at < address + len(values) and values[length_at - address] > settings.map.part_id_chars:
-            log.warning(
-                "Modbus write refused: part id too long for its registers",
-                station=station,
-                address=length_at,
-                length=int(values[length_at - address]),
-                max_chars=settings.map.part_id_chars,
-            )
-            return ExcCodes.ILLEGAL_VALUE
+        for name, what in (("part_id", "part id"), ("lot", "lot")):
+            length_at, chars = getattr(settings.map, name), self._links[station].layout.chars(name)
+            if address <= length_at < address + len(values) and values[length_at - address] > chars:
+                log.warning(
+                    f"Modbus write refused: {what} too long for its registers",
+                    station=station,
+                    address=length_at,
+                    length=int(values[length_at - address]),
+                    max_chars=chars,
+                )
+                return ExcCodes.ILLEGAL_VALUE
         for i, value in enumerate(values):
             memory[2 * (address + i) : 2 * (address + i) + 2] = int(value).to_bytes(2)
         self._wake.set()

@@ -59,6 +59,7 @@ PRODUCT_URI = "urn:lineguard:product:gateway"
 METHOD_ROLES: dict[str, Role] = {
     # lineguard's simple profile
     "Trigger": "operator",
+    "SetLot": "operator",  # the lot of the parts it triggers: a PLC's, as Trigger
     "GetResult": "viewer",  # reads a result the PLC missed: no more than reading its variables
     # OPC 40100: running jobs and reading results
     "StartSingleJob": "operator",

@@ -38,7 +38,7 @@ _NODE_ID = re.compile(
 # The nodes the gateway writes, in the order of one result's Write: result_sequence last, the PLC's "complete".
 RESULT_NODES: tuple[str, ...] = ("inspection_id", "verdict", "reasons", "result_sequence")
 STATUS_NODES: tuple[str, ...] = ("busy", "error", "heartbeat")
-READ_NODES: tuple[str, ...] = ("trigger", "sequence", "part_id")
+READ_NODES: tuple[str, ...] = ("trigger", "sequence", "part_id", "lot")
 
 
 class NodeMap(BaseModel):
@@ -49,6 +49,9 @@ class NodeMap(BaseModel):
     trigger: str = Field(description="a sequence counter (alone), or a Boolean trigger (with `sequence`)")
     sequence: str | None = Field(None, description="the part's sequence, read when the Boolean `trigger` rises")
     part_id: str | None = Field(None, description="a String read with the trigger (carrier, tray position)")
+    lot: str | None = Field(
+        None, description="a String the PLC sets at a lot change, read with every trigger: the parts' production lot"
+    )
     verdict: str = Field(description="an integer: 1 PASS, 2 FAIL, 3 REWORK, 4 ERROR (0 while none)")
     result_sequence: str = Field(description="an integer: the trigger's sequence this result answers; written last")
     reasons: str | None = Field(

@@ -22,11 +22,11 @@ import structlog
 from asyncua import Client, Node, ua
 
 from lineguard.contracts import opcua as opcua_contract
-from lineguard.contracts.registers import Error, reason_bits
+from lineguard.contracts.registers import MAX_LOT_CHARS, MAX_PART_ID_CHARS, Error, check_text, reason_bits
 from lineguard.services.gateway.endpoint import NotHandedOver, ResultReader, TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.protocols import opcua_access
-from lineguard.services.gateway.protocols.opcua_client import KEY, RESULT_NODES, Settings
+from lineguard.services.gateway.protocols.opcua_client import KEY, READ_NODES, RESULT_NODES, Settings
 
 log = structlog.get_logger("lineguard.gateway")
 
@@ -60,7 +60,7 @@ def _fits(field: str, counter: bool) -> frozenset[ua.VariantType]:
     """The data types a field's node may have."""
     if field == "trigger":
         return _INTEGERS if counter else _BOOL
-    if field in ("part_id", "inspection_id"):
+    if field in ("part_id", "lot", "inspection_id"):
         return _STRING
     if field == "busy":
         return _BOOL
@@ -315,7 +315,7 @@ class OpcuaClientEndpoint:
                     + (f" ({variant_type.name})" if variant_type else "")
                     + f"; the field needs {' or '.join(sorted(t.name for t in allowed))}"
                 )
-            needed = _READ if field in ("trigger", "sequence", "part_id") else _WRITE
+            needed = _READ if field in READ_NODES else _WRITE
             if not int(_value(access) or 0) & needed:
                 raise NodeMapError(f"{where}: the gateway's user may not {'read' if needed == _READ else 'write'} it")
             checked[field] = MappedNode(field, text, node, variant_type)
@@ -368,11 +368,25 @@ class OpcuaClientEndpoint:
                 log.info("PLC waits for a result closed while it was away: written", sequence=sequence)
                 await self.deliver(self.station, result)
                 return
-        part_id = ""
-        if "part_id" in self._nodes:
-            part_id = str((await self._read(["part_id"]))["part_id"] or "")
+        texts: list[str] = [f for f in ("part_id", "lot") if f in self._nodes]
+        read = await self._read(texts) if texts else {}
+        part_id, lot = (str(read.get(f) or "") for f in ("part_id", "lot"))
         try:
-            await self.on_trigger(self.station, sequence, part_id)
+            check_text(part_id, MAX_PART_ID_CHARS, "part id", ascii_only=False)  # what the record holds
+        except ValueError as exc:
+            log.warning(
+                "trigger refused: the PLC's part_id node", station=self.station, sequence=sequence, why=str(exc)
+            )
+            await self._show_error(Error.PART_ID_TOO_LONG)
+            return
+        try:
+            check_text(lot, MAX_LOT_CHARS)
+        except ValueError as exc:
+            log.warning("trigger refused: the PLC's lot node", station=self.station, sequence=sequence, why=str(exc))
+            await self._show_error(Error.LOT_TOO_LONG if len(lot) > MAX_LOT_CHARS else Error.LOT_NOT_ASCII)
+            return
+        try:
+            await self.on_trigger(self.station, sequence, part_id, lot=lot)
         except TriggerRefused as exc:
             log.error("trigger refused", station=self.station, sequence=sequence, reason=str(exc))
             await self._show_error(Error.IN_ERROR if self._fault else Error.REFUSED)

@@ -21,6 +21,7 @@ from asyncua.server.event_generator import EventGenerator
 
 from lineguard.contracts import opcua as contract
 from lineguard.contracts import verdict_name
+from lineguard.contracts.registers import MAX_LOT_CHARS, MAX_PART_ID_CHARS, check_text
 from lineguard.services.gateway.endpoint import (
     NotHandedOver,
     ResultReader,
@@ -76,6 +77,7 @@ _INITIAL: dict[str, Any] = {
     contract.HEARTBEAT: 0,
     contract.ERROR: "",
     contract.WARNING: "",
+    contract.LOT: "",
 }
 
 
@@ -177,6 +179,9 @@ class OpcuaStation:
     async def set_warning(self, reason: str | None) -> None:
         await self._write(contract.WARNING, reason or "", datetime.now(UTC))
 
+    async def set_lot(self, lot: str) -> None:
+        await self._write(contract.LOT, lot, datetime.now(UTC))
+
 
 class OpcuaEndpoint:
     """One asyncua server listening at one endpoint, serving the stations configured on it (a PlcEndpoint)."""
@@ -208,6 +213,8 @@ class OpcuaEndpoint:
             else None
         )
         self.read_result: ResultReader = lambda _station, _sequence: None
+        # The lot each simple-profile station's PLC set with SetLot: held until it sets another (not across a restart).
+        self.lots: dict[str, str] = dict.fromkeys(self.stations, "")
 
     async def start(self) -> None:
         opcua_access.set_identity(self.server)  # before init(), which writes it into BuildInfo
@@ -330,6 +337,13 @@ class OpcuaEndpoint:
             [_argument(a) for a in contract.TRIGGER_OUTPUTS],
         )
         await node.add_method(
+            _node_id(contract.node_path(station_id, contract.SET_LOT_METHOD), idx),
+            ua.QualifiedName(contract.SET_LOT_METHOD, idx),
+            self._set_lot_callback(station_id),
+            [_argument(a) for a in contract.SET_LOT_INPUTS],
+            [],
+        )
+        await node.add_method(
             _node_id(contract.node_path(station_id, contract.GET_RESULT_METHOD), idx),
             ua.QualifiedName(contract.GET_RESULT_METHOD, idx),
             self._get_result_callback(station_id),
@@ -363,14 +377,39 @@ class OpcuaEndpoint:
             if part_id is not None and not isinstance(part_id, str):
                 log.warning("Trigger refused: partId is not a String", station=station_id, part_id=repr(part_id))
                 return _status(ua.StatusCodes.BadInvalidArgument)
+            if part_id is not None and len(part_id) > MAX_PART_ID_CHARS:  # more than the record holds
+                log.warning("Trigger refused: partId too long", station=station_id, chars=len(part_id))
+                return _status(ua.StatusCodes.BadOutOfRange)
             try:
-                inspection_id = await self.on_trigger(station_id, sequence, part_id or "")
+                inspection_id = await self.on_trigger(station_id, sequence, part_id or "", lot=self.lots[station_id])
             except TriggerRefused as exc:
                 log.error("Trigger refused", station=station_id, sequence=sequence, reason=str(exc))
                 return _status(ua.StatusCodes.BadResourceUnavailable)
             return [ua.Variant(inspection_id, ua.VariantType.String)]
 
         return trigger
+
+    def _set_lot_callback(self, station_id: str) -> Callable[..., Awaitable[Any]]:
+        async def set_lot(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
+            if len(args) != len(contract.SET_LOT_INPUTS):
+                return _status(ua.StatusCodes.BadArgumentsMissing if not args else ua.StatusCodes.BadTooManyArguments)
+            lot = args[0].Value
+            if lot is not None and not isinstance(lot, str):
+                log.warning("SetLot refused: lot is not a String", station=station_id, lot=repr(lot))
+                return _status(ua.StatusCodes.BadInvalidArgument)
+            try:
+                lot = check_text(lot or "", MAX_LOT_CHARS)
+            except ValueError as exc:
+                log.warning("SetLot refused", station=station_id, why=str(exc))
+                too_long = len(lot or "") > MAX_LOT_CHARS
+                return _status(ua.StatusCodes.BadOutOfRange if too_long else ua.StatusCodes.BadInvalidArgument)
+            if lot != self.lots[station_id]:
+                log.info("PLC set the lot", station=station_id, lot=lot, was=self.lots[station_id])
+            self.lots[station_id] = lot
+            await self._nodes[station_id].set_lot(lot)
+            return []
+
+        return set_lot
 
     def _get_result_callback(self, station_id: str) -> Callable[..., Awaitable[Any]]:
         async def get_result(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:

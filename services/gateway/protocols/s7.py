@@ -23,10 +23,11 @@ KEY = "s7"
 MAX_OFFSET = 0xFFFF  # a DB holds at most 64 KiB
 
 
-def byte_size(name: str, part_id_chars: int) -> int:
+def byte_size(name: str, chars: int) -> int:
+    """Bytes field `name` takes; `chars`: the n of a text field's STRING[n] (part id, lot)."""
     kind = contract.SPECS[name].kind
     if kind == contract.STRING:
-        return contract.string_size("s7", part_id_chars)
+        return contract.string_size("s7", chars)
     return 2 if kind == contract.WORD else 4
 
 
@@ -36,7 +37,16 @@ class DbLayout(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     part_id_chars: int = Field(
-        contract.DEFAULT_PART_ID_CHARS, ge=1, le=254, description="n of the part id's STRING[n] (S7: at most 254)"
+        contract.DEFAULT_PART_ID_CHARS,
+        ge=1,
+        le=contract.MAX_PART_ID_CHARS,  # what the inspection record's part_id column holds (S7 allows 254)
+        description="n of the part id's STRING[n]",
+    )
+    lot_chars: int = Field(
+        contract.DEFAULT_LOT_CHARS,
+        ge=1,
+        le=contract.MAX_LOT_CHARS,  # what the inspection record's lot column holds
+        description="n of the lot's STRING[n]",
     )
     plc_heartbeat: int = contract.S7_DEFAULTS["plc_heartbeat"]
     trigger: int = contract.S7_DEFAULTS["trigger"]
@@ -53,13 +63,15 @@ class DbLayout(BaseModel):
     error: int = contract.S7_DEFAULTS["error"]
     selftest: int = contract.S7_DEFAULTS["selftest"]
     selftest_state: int = contract.S7_DEFAULTS["selftest_state"]
+    lot: int = contract.S7_DEFAULTS["lot"]
 
     @field_validator(*contract.SPECS, mode="after")
     @classmethod
     def _fits(cls, offset: int, info: ValidationInfo) -> int:
         name = info.field_name
         assert name is not None
-        size = byte_size(name, info.data.get("part_id_chars", contract.DEFAULT_PART_ID_CHARS))
+        option = contract.TEXT_CHARS.get(name)
+        size = byte_size(name, info.data.get(option, contract.TEXT_DEFAULTS[option]) if option else 0)
         if offset % 2:
             raise ValueError(f"{name} at byte {offset}: a WORD, DWORD or STRING starts at an even byte in an S7 DB")
         if not 0 <= offset <= MAX_OFFSET - size + 1:
@@ -68,7 +80,7 @@ class DbLayout(BaseModel):
         return offset
 
     def layout(self) -> contract.Layout:
-        return contract.Layout({n: getattr(self, n) for n in contract.SPECS}, self.part_id_chars, "s7")
+        return contract.Layout({n: getattr(self, n) for n in contract.SPECS}, self.part_id_chars, "s7", self.lot_chars)
 
 
 class Settings(RegisterSettings):
