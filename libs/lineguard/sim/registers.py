@@ -51,6 +51,7 @@ class RegisterPlc:
         self._on_result: ResultCallback | None = None
         self.min_low_s = 0.05  # the trigger stays low at least this long between parts (several gateway polls)
         self._trigger_fell = 0.0
+        self._heartbeat_moved = time.monotonic()  # when the gateway's heartbeat was last seen to change
 
     async def start(self) -> None:
         for name in ("trigger", "ack_sequence"):
@@ -64,7 +65,12 @@ class RegisterPlc:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def set(self, name: str, value: int | str) -> None:
+    async def set_lot(self, lot: str | bytes) -> None:
+        """Write the `lot` field, as a PLC does at a lot change: it stands for every part triggered until the next.
+        `bytes` are written as they are (a faulty PLC's); a length past the field is the gateway's to refuse."""
+        await self.set("lot", lot)
+
+    async def set(self, name: str, value: int | str | bytes) -> None:
         offset, data = self.layout.encode_plc(name, value)
         await self._write(offset, data)
 
@@ -90,6 +96,8 @@ class RegisterPlc:
                 await asyncio.sleep(self.poll_s * 10)
                 continue
             before, self.gateway = self.gateway, now
+            if now.heartbeat != before.heartbeat:
+                self._heartbeat_moved = time.monotonic()
             if now.done and not before.done:
                 seen = _Seen(now.result_sequence, now.verdict, now.reasons, time.perf_counter())
                 self.results.append(seen)
@@ -116,6 +124,11 @@ class RegisterPlc:
             reasons=reasons_of(seen.reasons),
             latency_s=seen.arrival - called if called is not None else math.nan,
         )
+
+    def gateway_silent_s(self) -> float:
+        """How long the gateway's heartbeat has not changed, as this PLC last read it: its watchdog. A PLC fails the
+        part in flight when this passes its limit (a gateway gone, killed or cut off, answers nothing)."""
+        return time.monotonic() - self._heartbeat_moved
 
     async def wait_for(self, condition: Callable[[GatewayFields], bool], timeout_s: float = 10.0) -> GatewayFields:
         """The gateway's fields once `condition` holds; TimeoutError when it does not within `timeout_s`."""
