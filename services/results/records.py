@@ -6,6 +6,7 @@ message that can never be written is refused at once with every reason named
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Mapping
@@ -118,7 +119,7 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
         problems.append("part.triggered_unix_ns: missing (must be > 0)")
     if decision.decided_unix_ns <= 0:
         problems.append("decided_unix_ns: missing (must be > 0)")
-    reason_length = InspectionReason.reason_code.type.length  # a String's
+    reason_length = _REASON_LENGTH
     for i, code in enumerate(decision.reason_codes):
         if not code.strip() or REASON_SEPARATOR in code:
             problems.append(f"reason_codes[{i}]: {code!r} is empty or contains {REASON_SEPARATOR!r}")
@@ -178,7 +179,7 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
     }
     for row in (*defects, *codes):
         row["inspection_id"] = inspection_id
-    rework = [c for c, rule in recipe.classes.items() if rule.verdict == "rework"] if recipe is not None else []
+    rework = tuple(c for c, rule in recipe.classes.items() if rule.verdict == "rework") if recipe is not None else ()
     # The decision's own findings say how bad each reason was where it fired (a zone can make a class rework in one
     # place and fail in another); a reason it does not explain is judged by the recipe as configured.
     explained: dict[str, str] = {}
@@ -187,7 +188,7 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
         if worst is None or SEVERITY_RANK[finding["verdict"]] > SEVERITY_RANK[worst]:
             explained[finding["reason"]] = finding["verdict"]
     severities = [
-        (code, explained.get(code) or (reason_severity(code, verdict, rework) if recipe is not None else verdict))
+        (code, explained.get(code) or (_severity(code, verdict, rework) if recipe is not None else verdict))
         for code in decision.reason_codes
     ]
     reasons = [
@@ -215,6 +216,12 @@ def ack_update(ack: PlcAck) -> AckUpdate:
         raise InvalidRecord(f"invalid PLC ack {ack.part.inspection_id or '<no id>'}: " + "; ".join(problems))
     delivered_at = from_unix_ns(ack.delivered_unix_ns) if ack.delivered else None
     return AckUpdate(inspection_id, verdict, delivered_at)
+
+
+# Looked up once: the column's length through the ORM, and a reason's severity (a regex a defect class), were a
+# tenth of decision_rows' time at thousands of inspections a second (benchmarks/results.py).
+_REASON_LENGTH: int = InspectionReason.reason_code.type.length  # a String's
+_severity = functools.lru_cache(maxsize=4096)(reason_severity)
 
 
 def _inspection_id(value: str, problems: list[str]) -> str:
