@@ -1,4 +1,5 @@
-"""The pull-consumer loop: decode, hand to the service, then ack / nak / dead-letter.
+"""The pull-consumer loop: decode, hand to the service, then ack / nak / dead-letter. The messages come one by one
+through a pull request kept open ahead of the loop (lineguard.bus.pull), not a fetch per message.
 
 A handler is `async def handle(delivery: Delivery[T]) -> None`:
 - returning normally acks the message (its work is done and durable);
@@ -13,7 +14,6 @@ A handler is `async def handle(delivery: Delivery[T]) -> None`:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -22,14 +22,14 @@ from typing import Any, Generic, Literal, TypeVar
 import structlog
 from google.protobuf.message import DecodeError, Message
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from opentelemetry.context import Context
 
 from lineguard.bus.client import Bus
 from lineguard.bus.errors import BadMessage
 from lineguard.bus.policy import Outcome, describe, settle_failure
+from lineguard.bus.pull import PullFeed
 from lineguard.contracts import line_subjects, stream_name, subject
 from lineguard.runtime import tracing
 from lineguard.runtime.metrics import DEAD_LETTERS, HANDLE_SECONDS, MESSAGES
@@ -148,7 +148,7 @@ class Worker(Generic[M]):
         self.max_ack_pending = max_ack_pending
         self.retry_forever = retry_forever
         self.stations = frozenset(stations) if stations is not None else None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._consumer_ready = False
         # Metric children looked up once: labels() per message is measurable at thousands/s.
         self._outcomes = {o: MESSAGES.labels(bus.service, kind, o) for o in ("ok", "retry", "dead")}
         self._seconds = HANDLE_SECONDS.labels(bus.service, kind)
@@ -156,11 +156,14 @@ class Worker(Generic[M]):
         self._subjects: dict[tuple[str, str], str] = {}
 
     async def start(self) -> None:
-        self._sub = await self._subscribe()
+        await self._ensure_consumer()
+        self._consumer_ready = True
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+    async def _ensure_consumer(self) -> None:
+        """The durable consumer, made when it does not exist yet (what nats-py's pull_subscribe does)."""
         settings = self.bus.settings
         config = ConsumerConfig(
+            name=self.durable,
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
@@ -171,34 +174,29 @@ class Worker(Generic[M]):
             max_ack_pending=self.max_ack_pending,
             filter_subject=line_subjects(self.kind, self.line),
         )
-        return await self.bus.js.pull_subscribe(
-            line_subjects(self.kind, self.line), durable=self.durable, stream=stream_name(self.kind), config=config
-        )
+        try:
+            await self.bus.js.consumer_info(stream_name(self.kind), self.durable)
+        except NotFoundError:
+            await self.bus.js.add_consumer(stream_name(self.kind), config=config)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        if self._sub is None:
-            self._sub = await self._subscribe()
-        sub = self._sub
-        batch = self.bus.settings.fetch_batch
+        if not self._consumer_ready:
+            await self._ensure_consumer()
+            self._consumer_ready = True
+        feed = PullFeed(self.bus.nc, stream_name(self.kind), self.durable, self.bus.settings.fetch_batch)
+        await feed.open()
+        closing = asyncio.ensure_future(_close_when(stopping, feed))
         # Chosen once (tracing is set up before the workers run): tracing off costs the loop nothing per message.
         handle = self.handle if tracing.TRACER is None else self._handle_traced
         try:
-            while not stopping.is_set():
-                try:
-                    msgs = await sub.fetch(batch, timeout=0.5)
-                except (TimeoutError, NatsTimeoutError):
+            while (msg := await feed.next()) is not None:
+                if stopping.is_set():
+                    await msg.nak()  # received before the stop: back now rather than after ack_wait
                     continue
-                for i, msg in enumerate(msgs):
-                    if stopping.is_set():
-                        for rest in msgs[i:]:  # hand them back now rather than after ack_wait
-                            await rest.nak()
-                        break
-                    await handle(msg)
+                await handle(msg)
         finally:
-            # A pull subscription left open holds up the connection's drain.
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            self._sub = None
+            closing.cancel()
+            feed.close()
 
     async def _handle_traced(self, msg: Msg) -> None:
         # One span per handled message, named after the consumer, under the span the message was published in.
@@ -271,3 +269,8 @@ class Worker(Generic[M]):
             )
         if len(self._subjects) < VALID_PLACES_KEPT:
             self._subjects[(line, station)] = expected
+
+
+async def _close_when(stopping: asyncio.Event, feed: PullFeed) -> None:
+    await stopping.wait()
+    feed.close()
