@@ -14,7 +14,7 @@ from pydantic import Field
 from lineguard.config import CameraSettings
 from lineguard.contracts import now_ns, serial_for_sequence
 from lineguard.deeppcb_format import DeepPCBError, read_boxes
-from lineguard.imaging import encode_image
+from lineguard.imaging import FAST_PNG, encode_image
 from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage
 from lineguard.services.capture.sources.files import Playlist, Reference, channels, file_image, read_reference
@@ -87,9 +87,9 @@ class SimulatorSource:
             # The serial strip goes below the board, so the board keeps its place and the reference
             # (the board's size) still covers the recipe's inspect_roi.
             image = stamp_serial(image, serial_for_sequence(part.sequence))
-        # PNG: lossless, so the printed code reads back exactly.
+        # PNG: lossless, so the printed code reads back exactly; written for a cheap decode (FAST_PNG).
         return CapturedImage(
-            encode_image(image, "png"),
+            encode_image(image, "png", FAST_PNG),
             "png",
             image.shape[1],
             image.shape[0],
