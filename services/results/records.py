@@ -40,6 +40,7 @@ REASON_SEPARATOR = ","
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT32_MAX = 2**31 - 1
 GRADE_LETTERS = ("A", "B", "C", "D", "F")  # lineguard.ocr.grades.LETTERS, best first
+_LETTER_SET = frozenset(GRADE_LETTERS)
 
 
 class InvalidRecord(ValueError):
@@ -353,20 +354,26 @@ def _code(problems: list[str], i: int, code: Any) -> dict[str, Any]:
 def _grades(problems: list[str], name: str, code: Any) -> dict[str, Any]:
     """codes.grade, quality and quality_grades: the code's print quality as the OCR result carries it; NULL for
     a code without a module grid (a 1D code has no grade, and the wire's empty maps say so)."""
-    letters = dict(code.quality_grades)
-    if code.grade and code.grade not in GRADE_LETTERS:
-        problems.append(f"{name}.grade: {code.grade[:8]!r} is not one of the letters {', '.join(GRADE_LETTERS)}")
-    bad = sorted(k for k, v in letters.items() if v not in GRADE_LETTERS)
-    if bad:
-        problems.append(f"{name}.quality_grades: {', '.join(bad)[:200]} not one of {', '.join(GRADE_LETTERS)}")
-    if not code.grade and (letters or code.quality):
+    # Each field read off the message once (see _polygon): this runs for every code the writer stores.
+    grade, letters, values = code.grade, dict(code.quality_grades), dict(code.quality)
+    if not (grade or letters or values):
+        return _UNGRADED
+    if grade and grade not in _LETTER_SET:
+        problems.append(f"{name}.grade: {grade[:8]!r} is not one of the letters {', '.join(GRADE_LETTERS)}")
+    elif not grade:
         # The overall letter is what an MES query filters on: parameters without it would hide a bad print.
         problems.append(f"{name}.grade: missing although the code has print-quality parameters")
+    if not _LETTER_SET.issuperset(letters.values()):
+        bad = sorted(k for k, v in letters.items() if v not in _LETTER_SET)
+        problems.append(f"{name}.quality_grades: {', '.join(bad)[:200]} not one of {', '.join(GRADE_LETTERS)}")
     return {
-        "grade": code.grade or None,
-        "quality": _finite(problems, f"{name}.quality", dict(code.quality)) or None,
+        "grade": grade or None,
+        "quality": _finite(problems, f"{name}.quality", values) or None,
         "quality_grades": letters or None,
     }
+
+
+_UNGRADED: dict[str, Any] = {"grade": None, "quality": None, "quality_grades": None}
 
 
 def shadow_verdict_row(decision: Decision) -> dict[str, Any]:
