@@ -131,9 +131,9 @@ def decode_image(
 
 
 # PNG for images the line makes itself and decodes again (inference and OCR each decode every frame): zlib's fastest
-# level and no row filter, so a decoder only inflates. On the simulator's 640 x 800 boards (benchmarks/frame_encoding.py)
-# 0.57 ms to decode against 1.74 ms with OpenCV's default filters, 1.11 ms to encode (1.20), 23.3 KiB (25.3); lossless
-# all the same. Not for a camera's noisy pixels, which the filters compress better.
+# level and no row filter, so a decoder only inflates. On the simulator's 640 x 800 boards
+# (benchmarks/frame_encoding.py): 0.57 ms to decode against 1.74 ms with OpenCV's default filters, 1.11 ms to encode
+# (1.20), 23.3 KiB (25.3); lossless all the same. Not for a camera's noisy pixels, which the filters compress better.
 FAST_PNG = (cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE)
 
 
