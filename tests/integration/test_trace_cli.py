@@ -65,6 +65,9 @@ def test_trace_tells_every_inspection_with_why_and_what_judged_it(url: str) -> N
     )
     assert (first["recipe_id"], first["recipe_version"]) == ("pcb-a", "1")
     assert (second["verdict"], second["reasons"]) == ("PASS", [])
+    # The sample's code carries no print-quality grades: null, and the table says "not graded", never a letter.
+    assert [(c["text"], c["grade"], c["quality_grades"]) for c in first["codes"]] == [("LG-00000001", None, None)]
+    assert first["images"] == []  # nothing archived
 
     table = lineguard("trace", "LG-00000001", "--url", url)
     assert table.returncode == 0, table.stderr
@@ -75,6 +78,7 @@ def test_trace_tells_every_inspection_with_why_and_what_judged_it(url: str) -> N
         "DEFECT_SHORT (FAIL)",
         "deeppcb-yolo11n v3",
         "c0ffee",
+        "DataMatrix LG-00000001 (not graded)",
     ):
         assert text in table.stdout, text
     assert "LG-00000099" not in table.stdout
