@@ -175,11 +175,14 @@ def _labelled(rows: list[dict[str, Any]], by: Bucket) -> list[dict[str, Any]]:
 
 
 def _where(
-    query: Select, filters: AggregateFilters, start: datetime | None = None, end: datetime | None = None
+    engine: Engine, query: Select, filters: AggregateFilters, start: datetime | None = None, end: datetime | None = None
 ) -> Select:
     query = query.where(Inspection.decided_at >= (start or filters.start), Inspection.decided_at < (end or filters.end))
     if filters.line is not None:
-        query = query.where(Inspection.line == filters.line)
+        on_line = Inspection.line == filters.line
+        # SQLite without statistics takes the (line, station, decided_at) index for a line alone, and so reads the
+        # whole line for an hour's edge; likely() sends it to the decided_at range (EXPLAIN QUERY PLAN).
+        query = query.where(func.likely(on_line) if engine.dialect.name == "sqlite" else on_line)
     if filters.station is not None:
         query = query.where(Inspection.station == filters.station)
     return query
@@ -190,7 +193,7 @@ def _grouped_yield(engine: Engine, filters: AggregateFilters, start: datetime, e
     bucket = _bucket(engine, filters.by)
     counts = [func.sum(case((Inspection.verdict == v, 1), else_=0)).label(k) for k, v in _VERDICTS.items()]
     query = select(*bucket, Inspection.line, Inspection.station, func.count().label("parts"), *counts)
-    return _where(query, filters, start, end).group_by(*bucket, Inspection.line, Inspection.station)
+    return _where(engine, query, filters, start, end).group_by(*bucket, Inspection.line, Inspection.station)
 
 
 def _counted_yield(engine: Engine, filters: AggregateFilters, first: datetime, last: datetime) -> Select:
@@ -257,6 +260,7 @@ def pareto_buckets(engine: Engine, filters: AggregateFilters) -> list[dict[str, 
     bucket = _bucket(engine, filters.by)
     parts = func.count().label("parts")
     query = _where(
+        engine,
         select(*bucket, InspectionReason.reason_code, InspectionReason.severity, parts).join(
             Inspection, Inspection.inspection_id == InspectionReason.inspection_id
         ),
