@@ -9,12 +9,15 @@ ask; Aravis 0.8.26's fake camera answers software triggers only every 40 ms what
 sides then measure the fake's 25 Hz.
 
 gige: `open_camera("s1", gige.Settings(...)).grab(part)`: what capture calls per trigger. Free run: the source's
-reader thread pops every buffer, checks status and pixel format, copies the pixels out and hands the buffer back;
-grab matches a frame to the part's trigger time and encodes it as --encoding. Software: stale buffers back to
-the pool, TriggerSoftware, the buffer waited for on the grab thread, the same checks, copy and encoding.
+reader thread pops every buffer and holds the newest in their buffers (a quarter of the pool); grab takes the
+frame matching the part's trigger time, copies its pixels out (pixel format and size checked), hands the buffer
+back and encodes the pixels as --encoding. Software: stale buffers back to the pool, TriggerSoftware, the buffer
+waited for on the grab thread, the same checks, copy and encoding.
 
-raw: the same camera settings through Aravis directly: (TriggerSoftware,) timeout_pop_buffer, a status check,
-push_buffer: no copy, no encoding.
+raw: the same camera settings and pool through Aravis directly: (TriggerSoftware,) timeout_pop_buffer, a status
+check, the taken frame's pixels copied out with the same lineguard.cameras.aravis.buffer_image (a frame is no use
+once its buffer is back in the pool), push_buffer: no encoding, no thread, no matching. The difference is
+lineguard's own: the reader thread's handoff, the matching, the encoding, the CapturedImage.
 
 Each sample is one trigger to its frame in hand (latency); frames/s is samples over the loop's time. Rounds
 alternate which side goes first; the figures are medians over rounds with their ranges; the last line is JSON.
@@ -94,14 +97,20 @@ def run_raw(args: argparse.Namespace) -> list[float]:
                     raise RuntimeError("raw loop: no frame within 5 s")
                 complete = buffer.get_status() == arv.BufferStatus.SUCCESS
                 arrived = buffer.get_system_timestamp()
-                stream.push_buffer(buffer)
-                if not complete:
-                    if args.mode == "software":  # the gige side fails that grab too
-                        raise RuntimeError("raw loop: the triggered frame is incomplete")
-                    continue  # free run: the gige side's reader skips an incomplete frame, so does this
                 # Free run: the first frame that arrived after the ask, the rule the gige side applies.
-                if args.mode == "software" or arrived >= asked:
+                taken = complete and (args.mode == "software" or arrived >= asked)
+                try:
+                    if taken:
+                        # Its pixels out of the buffer before it goes back to the pool: what any user of a
+                        # frame must do, the same single copy the gige side makes of the frame it takes.
+                        aravis.buffer_image(buffer, s.pixel_format)
+                finally:
+                    stream.push_buffer(buffer)
+                if taken:
                     return
+                if not complete and args.mode == "software":  # the gige side fails that grab too
+                    raise RuntimeError("raw loop: the triggered frame is incomplete")
+                # Free run: an incomplete frame skipped, as the gige side's reader does.
 
         return timed(lambda _: one(), args.frames)
     finally:

@@ -240,6 +240,61 @@ def test_hardware_trigger_takes_the_first_frame_after_the_trigger(fake: FakeGige
         source.close()
 
 
+def test_free_run_keeps_the_pool_going_between_triggers_and_serves_the_lead(fake: FakeGigeCamera) -> None:
+    # Frames no trigger takes stay in their buffers (a quarter of the pool) and go back unread: the camera does not
+    # run out of buffers while the line is idle, and a trigger still finds a frame of its lead time.
+    labels = {"station": "s5", "camera": "gige:s5"}
+    underruns = sample("lineguard_camera_frames_total", **labels, outcome="underruns")
+    settings = gige.Settings(serial=SERIAL, trigger="hardware", buffers=8, match_lead_ms=300, match_window_ms=500)
+    source = gige.open_camera("s5", settings)
+    try:
+        time.sleep(1.0)  # some 25 frames at the fake's 25 frames/s, none taken
+        part = triggered_part(1, station="s5")
+        image = source.grab(part)
+        # The earliest frame still held (2 buffers of 8: up to 80 ms old), from before the trigger, within its lead.
+        assert part.triggered_unix_ns - 300_000_000 <= image.captured_unix_ns < part.triggered_unix_ns
+        assert decode_image(image.data, grey=True).shape == (image.height, image.width)
+        after = triggered_part(2, station="s5")
+        later = source.grab(after)
+        assert later.captured_unix_ns > image.captured_unix_ns
+        assert later.source_uri != image.source_uri
+    finally:
+        source.close()
+    # A source that kept its buffers would have lost the 17 frames after the pool ran dry; a busy machine may
+    # stall the reader (or a frame waiting for a resend) long enough to lose one or two.
+    assert sample("lineguard_camera_frames_total", **labels, outcome="underruns") - underruns <= 3
+
+
+def test_a_trigger_line_keeps_every_frame_for_triggers_that_lag_behind(fake: FakeGigeCamera) -> None:
+    # The fake's Line0 never fires; its Software source stands in for the line, pulsed here through the source's
+    # own control channel (the only one that may write) as a sensor would. With a trigger line every frame is
+    # some part's: frames beyond the held quarter of the pool are copied out, not dropped.
+    settings = gige.Settings(
+        serial=SERIAL, trigger="hardware", hardware_source="Software", buffers=4, match_lead_ms=0, match_window_ms=1500
+    )
+    source = gige.open_camera("s6", settings)
+    try:
+        since = time.time_ns()
+        conn = source._conn  # type: ignore[attr-defined]
+        for _ in range(8):  # the PLC's triggers come late: all the frames before the first grab
+            conn.camera.software_trigger()
+            time.sleep(0.08)  # the fake answers one trigger per 40 ms
+        ids = []
+        with pytest.raises(CameraError, match="no frame arrived within 1500 ms"):
+            for seq in range(20):
+                part = triggered_part(seq, station="s6")
+                part.triggered_unix_ns = since
+                image = source.grab(part)
+                assert image.captured_unix_ns >= since
+                ids.append(int(image.source_uri.rsplit("=", 1)[1]))
+        # Each frame the camera delivered whole reached a trigger, in order, once (a trigger the busy fake missed
+        # sends no frame).
+        assert len(ids) == aravis.stream_counters(conn.stream)["completed_buffers"] >= 5
+        assert ids == sorted(set(ids))
+    finally:
+        source.close()
+
+
 def test_a_frame_with_lost_packets_is_refused_naming_it_and_the_losses_are_counted() -> None:
     # The fake drops 2% of its stream packets and does not answer resend requests (Aravis 0.8.26): a 512x512
     # frame (228 packets) is then as good as never whole, a truncated frame as a bad cable gives.

@@ -8,7 +8,10 @@ Two ways a frame belongs to a part:
 - `trigger: hardware`: the camera is triggered by a line (`hardware_source`, wired to the same sensor as the
   PLC) or free-runs (no `hardware_source`); frames are read as they come and each PLC trigger takes the
   earliest frame not yet taken that arrived between `match_lead_ms` before and `match_window_ms` after the
-  trigger's time (Part.triggered_unix_ns; host and gateway clocks agree through NTP).
+  trigger's time (Part.triggered_unix_ns; host and gateway clocks agree through NTP). A frame stays in its
+  Aravis buffer until a trigger takes it (then its pixels are copied out, once) or a quarter of the pool is held
+  (then the oldest goes back; with a trigger line it is copied out first, since every frame there is some
+  part's).
 
 A camera that goes away (unplugged, powered off) is opened again with backoff by a watcher thread; meanwhile a
 grab fails at once with a CameraError naming the camera and why, the station's health says so, and the PLC
@@ -70,6 +73,9 @@ FRAME_OUTCOMES = {
     "missing_frames": "missing",
 }
 WATCH_INTERVAL_S = 1.0
+# Reading the stream's counters takes some 30 Aravis calls: a grab adds them to the metrics at most this often
+# (a failed grab at once; the watcher every WATCH_INTERVAL_S besides).
+COUNT_EVERY_S = 0.5
 CONTROL_MARGIN_S = 0.25  # on top of grab_timeout_ms, for the trigger command's round trip
 
 
@@ -142,15 +148,28 @@ class Connection:
     suspect: bool = False  # a grab timed out: the watcher checks the control channel
     seen: dict[str, int] = field(default_factory=dict)  # the stream's counters already counted
     handler: int = 0  # the control-lost signal's connection, undone when the camera is dropped
+    counted_at: float = 0.0  # time.monotonic() of the last _count
 
 
 @dataclass(frozen=True)
 class Arrived:
-    """A frame read from a hardware-triggered stream, waiting for its trigger."""
+    """A frame read from a hardware-triggered stream and copied out of its buffer, waiting for its trigger."""
 
     unix_ns: int
     frame_id: int
     pixels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Held:
+    """A frame read from a hardware-triggered stream, still in its buffer (out of the pool) until a trigger takes
+    it: a free-running camera sends far more frames than triggers take, and copying each cost the CPU the camera's
+    own packets needed."""
+
+    unix_ns: int
+    frame_id: int
+    buffer: Any
+    stream: Any  # the buffer goes back to the stream it came from, even after the camera was opened again
 
 
 class GigeSource:
@@ -169,7 +188,10 @@ class GigeSource:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._arrived: deque[Arrived] = deque(maxlen=max(64, settings.buffers * 4))
-        self._arrival = threading.Condition()
+        self._held: deque[Held] = deque()
+        # The rest stay with the camera: holding half cost a free-running camera frames for want of a buffer.
+        self._hold_max = max(1, settings.buffers // 4)
+        self._arrival = threading.Condition()  # _arrived and _held
         self._grabber = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gige-grab-{station_id}")
         self._pending: concurrent.futures.Future[CapturedImage] | None = None
         # Exposure and gain in force: the station's, or the product's (set_product); set again on every reopening.
@@ -280,57 +302,95 @@ class GigeSource:
             captured, frame_id = buffer.get_system_timestamp(), buffer.get_frame_id()
         finally:
             conn.stream.push_buffer(buffer)
-        self._count(conn)
+        self._count(conn, every_s=COUNT_EVERY_S)
         return self._image(conn, pixels, captured, frame_id)
 
     # --- hardware trigger: frames read as they come, matched to triggers by time
 
     def _read_frames(self, conn: Connection) -> None:
-        success = aravis().BufferStatus.SUCCESS
         stream = conn.stream  # its own reference: dropping the connection clears conn.stream
-        while self._conn is conn and not self._stop.is_set():
+        # Until the connection is dropped, close() too: a stream nobody pops runs out of buffers (underruns).
+        while self._conn is conn:
             buffer = stream.timeout_pop_buffer(100_000)
-            if buffer is None:
-                continue
-            try:
-                if buffer.get_status() != success:
-                    continue
-                arrived = Arrived(
-                    buffer.get_system_timestamp(),
-                    buffer.get_frame_id(),
-                    buffer_image(buffer, self.settings.pixel_format),
-                )
-            except GrabError:
-                continue  # counted by the stream's own counters; a trigger that needed it times out
-            finally:
-                stream.push_buffer(buffer)
-            with self._arrival:
-                self._arrived.append(arrived)
-                self._arrival.notify_all()
+            if buffer is not None:
+                self._keep(stream, buffer)
+
+    def _keep(self, stream: Any, buffer: Any) -> None:
+        """A buffer popped from a hardware-triggered stream: held for a trigger, or back to the pool."""
+        if buffer.get_status() != aravis().BufferStatus.SUCCESS:
+            stream.push_buffer(buffer)  # counted by the stream's own counters; a trigger that needed it times out
+            return
+        with self._arrival:
+            if self._conn is None or self._conn.stream is not stream:
+                stream.push_buffer(buffer)  # dropped meanwhile: held, it would keep the old stream alive
+                return
+            self._held.append(Held(buffer.get_system_timestamp(), buffer.get_frame_id(), buffer, stream))
+            oldest = self._held.popleft() if len(self._held) > self._hold_max else None
+            self._arrival.notify_all()
+        if oldest is None:
+            return
+        try:
+            if self.settings.hardware_source:
+                pixels = buffer_image(oldest.buffer, self.settings.pixel_format)
+                with self._arrival:
+                    self._arrived.append(Arrived(oldest.unix_ns, oldest.frame_id, pixels))
+        except GrabError:
+            pass  # as one taken by a trigger would be: skipped
+        finally:
+            oldest.stream.push_buffer(oldest.buffer)
 
     def _matched(self, part: Part) -> CapturedImage:
         trigger_ns = part.triggered_unix_ns or time.time_ns()
         earliest = trigger_ns - int(self.settings.match_lead_ms * 1e6)
         latest = trigger_ns + int(self.settings.match_window_ms * 1e6)
+        skipped = ""
+        while True:
+            conn, found = self._wait_for(earliest, latest, skipped)
+            if isinstance(found, Arrived):
+                frame = found
+                break
+            try:
+                frame = Arrived(found.unix_ns, found.frame_id, buffer_image(found.buffer, self.settings.pixel_format))
+                break
+            except GrabError as exc:
+                skipped = f"; frame {found.frame_id} skipped: {exc}"
+            finally:
+                found.stream.push_buffer(found.buffer)
+        self._count(conn, every_s=COUNT_EVERY_S)
+        return self._image(conn, frame.pixels, frame.unix_ns, frame.frame_id)
+
+    def _wait_for(self, earliest: int, latest: int, skipped: str) -> tuple[Connection, Arrived | Held]:
+        """The earliest frame not yet taken that arrived in [earliest, latest], waited for until `latest`."""
         with self._arrival:
             while True:
                 conn = self._conn
                 if conn is None:
                     raise CameraError(f"{self.label}: {self.problem()}")
-                while self._arrived and self._arrived[0].unix_ns < earliest:
-                    self._arrived.popleft()  # older than any trigger still to come may want
-                if self._arrived and self._arrived[0].unix_ns <= latest:
-                    frame = self._arrived.popleft()
-                    break
+                found = self._take(earliest, latest)
+                if found is not None:
+                    return conn, found
                 wait_s = (latest - time.time_ns()) / 1e9
                 if wait_s <= 0:
+                    self._count(conn)
                     raise CameraError(
                         f"{self.label}: no frame arrived within {self.settings.match_window_ms:g} ms after the "
-                        f"trigger (or {self.settings.match_lead_ms:g} ms before it)"
+                        f"trigger (or {self.settings.match_lead_ms:g} ms before it){skipped}"
                     )
                 self._arrival.wait(timeout=min(wait_s, 0.1))
-        self._count(conn)
-        return self._image(conn, frame.pixels, frame.unix_ns, frame.frame_id)
+
+    def _take(self, earliest: int, latest: int) -> Arrived | Held | None:
+        """Under _arrival: the earliest frame in [earliest, latest], taken; held frames older than any trigger
+        still to come may want go back to the pool."""
+        while self._arrived and self._arrived[0].unix_ns < earliest:
+            self._arrived.popleft()
+        if self._arrived:  # copied frames are older than held ones
+            return self._arrived.popleft() if self._arrived[0].unix_ns <= latest else None
+        while self._held and self._held[0].unix_ns < earliest:
+            old = self._held.popleft()
+            old.stream.push_buffer(old.buffer)
+        if self._held and self._held[0].unix_ns <= latest:
+            return self._held.popleft()
+        return None
 
     # --- both
 
@@ -409,6 +469,8 @@ class GigeSource:
         if conn is None:
             return
         self._count(conn)
+        with self._arrival:
+            self._held.clear()  # their buffers hold the stream, and it the camera's control channel
         try:
             conn.camera.stop_acquisition()
         except glib_error():
@@ -458,11 +520,12 @@ class GigeSource:
         with self._arrival:
             self._arrival.notify_all()
 
-    def _count(self, conn: Connection) -> None:
-        """Add what the stream counted since last time to the camera's metrics."""
+    def _count(self, conn: Connection, every_s: float = 0.0) -> None:
+        """Add what the stream counted since last time to the camera's metrics (not again within `every_s`)."""
         with self._counting:
-            if conn.stream is None:
+            if conn.stream is None or time.monotonic() - conn.counted_at < every_s:
                 return
+            conn.counted_at = time.monotonic()
             try:
                 counters = stream_counters(conn.stream)
             except glib_error():
