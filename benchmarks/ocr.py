@@ -12,6 +12,10 @@ dot-peened DataMatrix) made in a temporary folder:
 Text, on generated paper labels:
   recognise  lineguard.ocr.text.read_text in the label's text box (recognition only);
   detect     detection + recognition over the lower half of the label (no text box).
+Text, on the metal labels, the serial's field given (LG-NNNNNNN-C, digits-mod10) as a recipe's text field:
+  recognise_metal  read_text in the text box with the field: the line found, levelled and cut tight
+           (lineguard.ocr.textline), constrained decoding and the flattened image where the plain reading fails;
+  rapidocr_metal   rapidocr's own recognition of the same box (use_det=False): the raw baseline.
 Each side is timed per image (perf_counter), the sides alternating which goes first in each of
 --rounds rounds; per round the p50 / p99 of each side and the ratios of the p50s, then the medians and
 ranges over the rounds, and the same as one JSON line (the last line). Also each round's DataMatrix read
@@ -34,9 +38,9 @@ import zxingcpp
 
 from lineguard.imaging import ROI
 from lineguard.ocr.codes import LADDER, formats_named, read_ladder
-from lineguard.ocr.evaluate import Sample, load_set, text_roi
+from lineguard.ocr.evaluate import TEXT_SERIAL, Sample, load_set, text_roi
 from lineguard.ocr.labels import LabelSettings, write_set
-from lineguard.ocr.text import read_text, warm_up
+from lineguard.ocr.text import rapidocr_recognise, read_text, warm_up
 from lineguard.testing.rounds import medians_and_ranges
 
 WANTED = ("DataMatrix", "QRCode")
@@ -97,6 +101,13 @@ def main() -> None:
     def recognise(s: Sample) -> bool:
         return [t.text for t in read_text(s.image, text_roi(s.truth, s.image.shape), detect=False)] == [s.truth.text]
 
+    def recognise_metal(s: Sample) -> bool:
+        roi = text_roi(s.truth, s.image.shape)
+        return [t.text for t in read_text(s.image, roi, detect=False, rules=[TEXT_SERIAL])] == [s.truth.text]
+
+    def rapidocr_metal(s: Sample) -> bool:
+        return rapidocr_recognise(text_roi(s.truth, s.image.shape).crop(s.image)) == [s.truth.text]
+
     def detect(s: Sample) -> bool:
         return s.truth.text in [t.text for t in read_text(s.image, ROI(0, 200, 640, 200), detect=True)]
 
@@ -107,6 +118,8 @@ def main() -> None:
         "frame": (frame, metal),
         "recognise": (recognise, paper),
         "detect": (detect, paper),
+        "recognise_metal": (recognise_metal, metal),
+        "rapidocr_metal": (rapidocr_metal, metal),
     }
     for fn, samples in sides.values():  # warm caches, ONNX Runtime's first runs
         _timed(fn, samples[:2])
@@ -124,6 +137,12 @@ def main() -> None:
         figures["ladder_over_no_sampler_p99"] = figures["ladder_p99_ms"] / figures["no_sampler_p99_ms"]
         figures["frame_over_region_p50"] = figures["frame_p50_ms"] / figures["ladder_p50_ms"]
         figures["detect_over_recognise_p50"] = figures["detect_p50_ms"] / figures["recognise_p50_ms"]
+        figures["recognise_metal_over_rapidocr_p50"] = (
+            figures["recognise_metal_p50_ms"] / figures["rapidocr_metal_p50_ms"]
+        )
+        figures["recognise_metal_over_rapidocr_p99"] = (
+            figures["recognise_metal_p99_ms"] / figures["rapidocr_metal_p99_ms"]
+        )
         rounds.append(figures)
         print(json.dumps({"round": index, **{k: round(v, 3) for k, v in figures.items()}}))
     summary = {"images": args.images, "text_images": args.text_images, "rounds": args.rounds}

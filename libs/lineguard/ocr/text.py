@@ -224,6 +224,14 @@ def read_text(
     return lines
 
 
+def rapidocr_recognise(region: np.ndarray) -> list[str]:
+    """rapidocr's own recognition of the region as it is (no line finding, no field): the baseline the
+    benchmark measures read_line against."""
+    with _LOCK:
+        out = _engine()(region, use_det=False, use_cls=False, use_rec=True)
+    return list(out.txts or ())
+
+
 def warm_up() -> None:
     """Load the models now (about 2 s), so that the first part does not wait for them and a broken install
     stops the service at its start."""
