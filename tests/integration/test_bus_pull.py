@@ -117,3 +117,31 @@ async def test_a_consumer_deleted_under_the_worker_stops_it_with_the_reason(bus_
     await bus.js.delete_consumer(stream_name("trigger"), "svc-trigger")
     with pytest.raises(ConsumerGone, match=r"(?i)consumer deleted"):
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_worker_takes_up_its_messages_again_after_the_server_restarts(bus_factory, fresh_nats) -> None:
+    """The open request dies with the server: the worker asks again (taken as lost, or refused while JetStream comes
+    back) and handles what is published after the restart, within the 5 s the chaos test allows."""
+    bus = await bus_factory("svc")
+    seen: list[int] = []
+
+    async def handle(d: Delivery[Trigger]) -> None:
+        seen.append(d.message.part.sequence)
+
+    worker = Worker(bus, kind="trigger", line="l1", message_type=Trigger, handler=handle)
+    await worker.start()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(worker.run(stopping))
+    try:
+        await publish(bus, 1)
+        await wait_for(lambda: seen == [1])
+        await asyncio.to_thread(fresh_nats.stop)
+        await asyncio.to_thread(fresh_nats.start)
+        await wait_for(lambda: bus.nc.is_connected)
+        back = time.monotonic()
+        await publish(bus, 2)
+        await wait_for(lambda: seen == [1, 2], timeout=10)
+        assert time.monotonic() - back < 5
+    finally:
+        stopping.set()
+        await task

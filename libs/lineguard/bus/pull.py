@@ -35,6 +35,9 @@ LOST_GRACE_S = 1.0
 STATUS = "Status"
 DESCRIPTION = "Description"
 HEARTBEAT = "100"
+EXPIRED = "408"
+# How soon a request the server ended for another reason than its expiry is sent again.
+RETRY_S = 0.5
 # The server's 409s that no new request cures: the consumer is gone, or is not a pull consumer.
 FATAL = ("consumer deleted", "consumer is push based")
 
@@ -126,8 +129,16 @@ class PullFeed:
             self._queue.put_nowait(ConsumerGone(f"{self._next_subject}: {status} {description}"))
             self.close()
             return
-        # 408 (expired), 404, another 409 (max waiting, leadership change, server shutdown): this request ended.
-        await self._request()
+        if status == EXPIRED:
+            await self._request()
+            return
+        # Ended otherwise (404, a 409 such as max waiting or leadership change, 503 while JetStream comes back after a
+        # restart): asked again after a pause, not at once, which against a server not ready would be a busy loop.
+        self._generation += 1  # what the lost-timer was for is over
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + RETRY_S, self._lost, self._generation)
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:
