@@ -190,7 +190,7 @@ async def _run_service(
         READY.labels(name).set(0)
         ctx.stopping.set()
         log.info("service stopping")
-        # Workers notice `stopping` within one fetch timeout and finish the message in hand.
+        # Workers notice `stopping` at once (their pull request goes with it) and finish the message in hand.
         if running:
             _, pending = await asyncio.wait(running, timeout=10)
             for task in pending:
