@@ -5,7 +5,10 @@ a reason to refuse the message, and tracing off adds no header and no span."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -159,10 +162,25 @@ def test_tracing_on_without_the_sdk_says_what_to_install(monkeypatch: pytest.Mon
     assert tracing.TRACER is None
 
 
-async def test_a_log_line_written_in_a_handler_names_the_parts_trace(
-    bus_factory, traced: OtlpReceiver, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The services' own log set-up (configure_logging) writing to a buffer; structlog's and the root logger's
+    set-up as they were afterwards, so later tests do not log into a closed stream."""
+    saved, handlers = structlog.get_config(), list(logging.getLogger().handlers)
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)
     configure_logging("test", json=True)
+    try:
+        yield buffer
+    finally:
+        structlog.configure(**saved)
+        structlog.contextvars.clear_contextvars()
+        logging.getLogger().handlers[:] = handlers
+
+
+async def test_a_log_line_written_in_a_handler_names_the_parts_trace(
+    bus_factory, traced: OtlpReceiver, json_logs: io.StringIO
+) -> None:
     log = structlog.get_logger("test")
     bus = await bus_factory()
     message = trigger()
@@ -176,7 +194,7 @@ async def test_a_log_line_written_in_a_handler_names_the_parts_trace(
     await handle_all(bus, 1, handler)
     tracing.shutdown()
 
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines() if line.startswith("{")]
     [outside] = [e for e in lines if e["event"] == "outside any span"]
     [inside] = [e for e in lines if e["event"] == "in the handler"]
     [consumer] = [s for s in traced.snapshot() if s.name == "capture-trigger"]
