@@ -40,6 +40,7 @@ from lineguard.config import LineConfig
 from lineguard.natsserver import free_port
 from lineguard.services.results.api.server import ApiServer
 from lineguard.services.results.api.tokens import create_token
+from lineguard.services.results.batch import count_yield, yield_hours
 from lineguard.services.results.dashboard.periods import today
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.schema import Defect, Inspection, InspectionReason
@@ -85,6 +86,8 @@ def fill(engine: sa.Engine, records: int, days: int) -> None:
                     "plc_verdict": "FAIL" if failed else "PASS",
                     "plc_delivered_at": decided,
                     "lot": f"LOT-{i // 500:06d}",
+                    "shift_day": None,
+                    "shift": None,
                     "created_at": decided,
                 }
             )
@@ -107,6 +110,8 @@ def fill(engine: sa.Engine, records: int, days: int) -> None:
                 )
         with engine.begin() as conn:
             conn.execute(sa.insert(Inspection), rows)
+            # The hourly counts the yield panel reads, as the writer keeps them (batch.write_batch).
+            count_yield(conn, yield_hours(rows))
             if reasons:
                 conn.execute(sa.insert(InspectionReason), reasons)
                 conn.execute(sa.insert(Defect), defects)
