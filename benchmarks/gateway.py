@@ -26,14 +26,25 @@ reasons, result_sequence, busy and done, the same write(s) the gateway makes) in
 kind, timed the same way. In Modbus server mode the gateway writes its own memory and the PLC's next poll reads
 it: that mode adds the PLC's poll period, which is the PLC's, and is not measured here.
 
+--breakdown: where the gateway side's time goes, by timestamps in this process (perf_counter_ns): the publish call,
+the gateway's decision handler starting (StationLink.on_decision: the bus hop, JetStream and the consumer's pull
+included), the handshake done and the result handed to the endpoint (StationLink._hand_over), the PLC side seeing
+it (the protocol's write); and, over the run, every garbage collection (gc.callbacks: start, end, generation) and
+every stall of the event loop (a 1 ms ticker waking more than --stall-ms late) with the main thread's CPU time in
+it: near the stall's length when this process's code held the loop, near 0 when the OS ran others instead. The
+slowest 1 % of samples are then told by what overlapped them. The ticker costs the loop a wakeup a millisecond:
+compare figures of runs with it only with each other.
+
     python benchmarks/gateway.py [--protocols opcua,modbus,s7] [--results 200] [--rounds 5]
-        [--publishing-interval-ms 0]
+        [--publishing-interval-ms 0] [--breakdown] [--stall-ms 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import gc
 import json
 import logging
 import statistics
@@ -115,6 +126,134 @@ Sample = Callable[[int], Awaitable[float]]  # one result's latency in ms
 Stack = list[Callable[[], Awaitable[None]]]  # what to close, in reverse order
 
 
+@dataclasses.dataclass
+class Breakdown:
+    """--breakdown's timestamps (perf_counter_ns), by inspection id, and the run's collections and loop stalls."""
+
+    stall_ns: int
+    published: dict[str, int] = dataclasses.field(default_factory=dict)
+    handled: dict[str, int] = dataclasses.field(default_factory=dict)  # the gateway's decision handler started
+    handed: dict[str, int] = dataclasses.field(default_factory=dict)  # the handshake is done: to the endpoint
+    arrived: dict[str, int] = dataclasses.field(default_factory=dict)  # the PLC side saw the result
+    # The loop thread's CPU time from the publish call until the sample had its answer: the work of this process
+    # (gateway, PLC side, bus client) in a sample; the rest of its wall time the OS gave the CPUs to others.
+    cpu: dict[str, int] = dataclasses.field(default_factory=dict)
+    collections: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # (start, end, generation)
+    # (when the ticker was due, when it ran, the main thread's CPU time in between: near the stall's length when code
+    # of this process held the loop, near 0 when the OS ran other processes instead)
+    stalls: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    _gc_started: int = 0
+    full_collection: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def time_full_collection(self) -> None:
+        """What one full collection costs this process while the gateway runs (its objects, the PLC side's, the bus
+        client's): a gen-2 collection holds the event loop that long whenever the collector's thresholds start one."""
+        cpu = time.thread_time_ns()
+        gc.collect()
+        self.full_collection = {
+            "full_collection_cpu_ms": round((time.thread_time_ns() - cpu) / 1e6, 3),
+            "tracked_objects": len(gc.get_objects()),
+            "frozen_objects": gc.get_freeze_count(),
+        }
+
+    def install(self) -> None:
+        from lineguard.services.gateway import station
+
+        link = station.StationLink
+        on_decision, hand_over = link.on_decision, link._hand_over
+        marks = self
+
+        async def timed_on_decision(self: Any, decision: Decision) -> Any:
+            marks.handled.setdefault(decision.part.inspection_id, time.perf_counter_ns())
+            return await on_decision(self, decision)
+
+        async def timed_hand_over(self: Any, result: Any) -> bool:
+            marks.handed.setdefault(result.inspection_id, time.perf_counter_ns())
+            return await hand_over(self, result)
+
+        link.on_decision = timed_on_decision  # type: ignore[method-assign]
+        link._hand_over = timed_hand_over  # type: ignore[method-assign]
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter_ns()
+        if phase == "start":
+            self._gc_started = now
+        else:
+            self.collections.append((self._gc_started, now, int(info["generation"])))
+
+    async def tick(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            due, cpu = time.perf_counter_ns() + 1_000_000, time.thread_time_ns()
+            await asyncio.sleep(0.001)
+            ran = time.perf_counter_ns()
+            if ran - due > self.stall_ns:
+                self.stalls.append((due, ran, time.thread_time_ns() - cpu))
+
+    def report(self, protocol: str, ids: list[str]) -> dict[str, Any]:
+        """Per segment p50 / p99 over the gateway side's samples, and what the slowest 1 % overlapped."""
+        complete = [i for i in ids if all(i in t for t in (self.handled, self.handed, self.arrived, self.cpu))]
+        segments = {
+            "cpu": [self.cpu[i] / 1e6 for i in complete],
+            "bus": [(self.handled[i] - self.published[i]) / 1e6 for i in complete],
+            "handshake": [(self.handed[i] - self.handled[i]) / 1e6 for i in complete],
+            "endpoint": [(self.arrived[i] - self.handed[i]) / 1e6 for i in complete],
+        }
+        total = {i: (self.arrived[i] - self.published[i]) / 1e6 for i in complete}
+        cut = pct(list(total.values()), 99)
+        slow = [i for i in complete if total[i] >= cut]
+
+        def overlapping(i: str) -> list[tuple[int, int, int]]:
+            return [(a, b, c) for a, b, c in self.stalls if a < self.arrived[i] and b > self.published[i]]
+
+        tail = []
+        for i in sorted(slow, key=lambda i: -total[i]):
+            gcs = [c for c in self.collections if c[0] < self.arrived[i] and c[1] > self.published[i]]
+            stalls = overlapping(i)
+            tail.append(
+                {
+                    "total_ms": round(total[i], 3),
+                    "cpu_ms": round(self.cpu[i] / 1e6, 3),
+                    "bus_ms": round((self.handled[i] - self.published[i]) / 1e6, 3),
+                    "handshake_ms": round((self.handed[i] - self.handled[i]) / 1e6, 3),
+                    "endpoint_ms": round((self.arrived[i] - self.handed[i]) / 1e6, 3),
+                    "gc": [(g, round((b - a) / 1e6, 3)) for a, b, g in gcs],
+                    "stall_ms": round(sum(b - a for a, b, _ in stalls) / 1e6, 3),
+                    "stall_cpu_ms": round(sum(c for _, _, c in stalls) / 1e6, 3),
+                }
+            )
+        in_samples = sorted({s for i in complete for s in overlapping(i)})
+        first = min((self.published[i] for i in complete), default=0)
+        by_gen: dict[int, list[float]] = {}
+        for a, b, g in self.collections:
+            if a >= first:  # from the first timed sample on (the gateway's start and the warm-up left out)
+                by_gen.setdefault(g, []).append((b - a) / 1e6)
+        out = {
+            "protocol": protocol,
+            "samples": len(complete),
+            "segments_p50_p99_ms": {k: (round(pct(v, 50), 3), round(pct(v, 99), 3)) for k, v in segments.items()},
+            # Collections while the rounds ran, by generation: how many, the longest (ms, wall).
+            "collections": {g: (len(v), round(max(v), 3)) for g, v in sorted(by_gen.items())},
+            # Stalls while a sample was timed (setup's left out): how many, the longest, the CPU share.
+            "stalls_in_samples": len(in_samples),
+            "stall_max_ms": round(max(((b - a) / 1e6 for a, b, _ in in_samples), default=0.0), 3),
+            "stall_cpu_share": round(sum(c for *_, c in in_samples) / max(1, sum(b - a for a, b, _ in in_samples)), 3),
+            "slowest_1pct": tail,
+        }
+        out.update(self.full_collection)
+        print(f"{protocol} breakdown: {json.dumps(out)}", flush=True)
+        return out
+
+
+BREAKDOWN: Breakdown | None = None
+FREEZE = True  # --no-gc-freeze: False
+
+
+def mark(table: str, inspection_id: str, at: int) -> None:
+    if BREAKDOWN is not None:
+        getattr(BREAKDOWN, table)[inspection_id] = at
+
+
 async def start_gateway(store: Path, stack: Stack, endpoint: str, plc: dict[str, Any] | None) -> tuple[LineConfig, Bus]:
     """The gateway service in-process on its own nats-server (station s1's plc settings `plc`, or the OPC UA server at
     `endpoint`), and the decision service's connection to the bus, once the gateway serves."""
@@ -173,8 +312,13 @@ async def gateway_side(store: Path, interval_ms: float, profiles: list[str], sta
         )
         arrived = clock.expect(inspection_id)
         started = time.perf_counter_ns()
+        mark("published", inspection_id, started)
+        cpu = time.thread_time_ns()
         await publish_pass(bus, part)
-        return (await asyncio.wait_for(arrived, 10) - started) / 1e6
+        seen = await asyncio.wait_for(arrived, 10)
+        mark("cpu", inspection_id, time.thread_time_ns() - cpu)
+        mark("arrived", inspection_id, seen)
+        return (seen - started) / 1e6
 
     return sample
 
@@ -355,8 +499,13 @@ async def register_gateway_side(protocol: str, store: Path, stack: Stack) -> Sam
         part = await asyncio.wait_for(triggered, 10)
         arrived = clock.expect(sequence)
         started = time.perf_counter_ns()
+        mark("published", part.inspection_id, started)
+        cpu = time.thread_time_ns()
         await publish_pass(bus, part)
-        return (await asyncio.wait_for(arrived, 10) - started) / 1e6
+        at = await asyncio.wait_for(arrived, 10)
+        mark("cpu", part.inspection_id, time.thread_time_ns() - cpu)
+        mark("arrived", part.inspection_id, at)
+        return (at - started) / 1e6
 
     return sample
 
@@ -432,11 +581,21 @@ async def bench(
 ) -> dict[str, Any]:
     stack: Stack = []
     rows = []
+    ticking = asyncio.Event()
+    if BREAKDOWN is not None:
+        ticker = asyncio.create_task(BREAKDOWN.tick(ticking))
     try:
         with tempfile.TemporaryDirectory() as store:
             sides = await sides_of(protocol, Path(store), interval_ms, profiles, stack)
+            if FREEZE:
+                # The raw side's server and both clients as the gateway keeps its own (keep_out_of_collections):
+                # out of full collections, so that a collection in the rounds costs what the gateway's would (an
+                # earlier protocol's leftovers collected first, not frozen with them).
+                gc.collect()
+                gc.freeze()
             for sample in sides.values():  # warm both: imports, first sessions, first paths
                 await measure(sample, 1, 20, pause_s)
+            warm_ids = set(BREAKDOWN.published) if BREAKDOWN is not None else set()
             sequence = 1000
             for r in range(rounds):
                 order = ["gateway", "raw"] if r % 2 == 0 else ["raw", "gateway"]
@@ -461,12 +620,18 @@ async def bench(
                     f"   added p50 {row['added_p50_ms']:+.3f} ms",
                     flush=True,
                 )
+            if BREAKDOWN is not None:
+                BREAKDOWN.time_full_collection()  # after the rounds: a collection of its own, timed, not in them
             for close in reversed(stack):
                 await close()
             stack.clear()
     finally:
         for close in reversed(stack):
             await close()
+        gc.unfreeze()
+        ticking.set()
+        if BREAKDOWN is not None:
+            await ticker
     summary: dict[str, Any] = {
         "benchmark": "gateway",
         "protocol": protocol,
@@ -477,6 +642,13 @@ async def bench(
     if protocol == "opcua":
         summary.update(publishing_interval_ms=interval_ms, profiles=profiles)
     summary.update(medians_and_ranges(rows))
+    if BREAKDOWN is not None:
+        warmed = [i for i in BREAKDOWN.published if i not in warm_ids]
+        summary["breakdown"] = BREAKDOWN.report(protocol, warmed)
+        for table in (BREAKDOWN.published, BREAKDOWN.handled, BREAKDOWN.handed, BREAKDOWN.arrived, BREAKDOWN.cpu):
+            table.clear()
+        BREAKDOWN.collections.clear()
+        BREAKDOWN.stalls.clear()
     print(
         f"{protocol} median of {rounds}: decision -> PLC p50 / p99 {summary['gateway_p50_ms']:.3f} / "
         f"{summary['gateway_p99_ms']:.3f} ms, raw {summary['raw_p50_ms']:.3f} / {summary['raw_p99_ms']:.3f} ms,"
@@ -517,11 +689,26 @@ if __name__ == "__main__":
         help="OPC UA: the station's plc.profiles, comma separated (the gateway's default: simple,machine-vision)",
     )
     parser.add_argument("--pause-ms", type=float, default=5.0, help="between two results, on both sides")
+    parser.add_argument("--breakdown", action="store_true", help="timestamps per segment, collections, loop stalls")
+    parser.add_argument("--stall-ms", type=float, default=1.0, help="--breakdown: a loop stall is a tick this late")
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="the gateway as before its objects were kept out of full collections (the comparison's other side)",
+    )
     args = parser.parse_args()
     protocols = args.protocols.split(",")
     unknown = [p for p in protocols if p not in RAW]
     if unknown:
         parser.error(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(RAW)}")
+    if args.no_gc_freeze:
+        from lineguard.services.gateway import service as gateway_service
+
+        gateway_service.keep_out_of_collections = lambda ctx: None  # type: ignore[assignment]
+        FREEZE = False
+    if args.breakdown:
+        BREAKDOWN = Breakdown(int(args.stall_ms * 1e6))
+        BREAKDOWN.install()
     # The gateway's per-part log lines would be most of this process's output (and CPU); errors still show.
     configure_logging("bench-gateway", "error", json=False)
     logging.disable(logging.WARNING)  # asyncua's and pymodbus's per-session info lines; errors still raise
