@@ -4,6 +4,7 @@ asked for by SQL as docs/mes-schema.md gives it, the query API and `lineguard tr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -171,6 +172,10 @@ def test_grades_and_sizes_are_written_queried_and_shown(tmp_path: Path, url: str
         ("image", *frame_size),
         ("overlay", *frame_size),
     ]
+    # The part's history links its images as the listing does, and the link serves the stored bytes.
+    assert history.json()["inspections"][0]["images"] == listed
+    fetched = client.get(listed[0]["href"])
+    assert fetched.status_code == 200 and hashlib.sha256(fetched.content).hexdigest() == listed[0]["sha256"]
     openapi = client.get("/openapi.json").json()["components"]["schemas"]
     assert {"grade", "quality", "quality_grades"} <= set(openapi["CodeOut"]["properties"])
     assert {"width", "height"} <= set(openapi["ImageOut"]["properties"])

@@ -5,32 +5,18 @@ An image retention deleted answers 410 Gone saying when, so a client can tell "d
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Response
-from pydantic import BaseModel
 from sqlalchemy import Engine, select
 
 from lineguard.config.seams import ARCHIVES, ArchiveSettings
+from lineguard.services.results.api.models import ImageOut
+from lineguard.services.results.api.queries import images_of
 from lineguard.services.results.archive import ImageGone, ImageStore, open_store
 from lineguard.services.results.schema import Inspection, InspectionImage
 
 _ID = r"^[0-9a-fA-F-]{36}$"
-
-
-class ImageOut(BaseModel):
-    id: int
-    kind: str
-    content_type: str
-    bytes: int
-    sha256: str
-    width: int | None  # pixels of the stored image; null for images archived before migration 0007
-    height: int | None
-    uri: str
-    stored_at: datetime
-    deleted_at: datetime | None
-    href: str | None  # where the bytes are; None once retention deleted them
 
 
 def image_routes(engine: Engine, archive: ArchiveSettings | None) -> APIRouter:
@@ -53,11 +39,7 @@ def image_routes(engine: Engine, archive: ArchiveSettings | None) -> APIRouter:
                 is None
             ):
                 raise HTTPException(404, f"inspection_id: no inspection {inspection_id}")
-            table = InspectionImage.__table__
-            rows = conn.execute(select(table).where(table.c.inspection_id == inspection_id).order_by(table.c.id))
-            return [
-                {**row._mapping, "href": None if row.deleted_at is not None else f"/v1/images/{row.id}"} for row in rows
-            ]
+            return [image for images in images_of(conn, [inspection_id]).values() for image in images]
 
     @router.get(
         "/v1/images/{image_id}",

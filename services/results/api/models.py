@@ -76,9 +76,27 @@ class InspectionDetail(InspectionSummary):
     codes: list[CodeOut]
 
 
+class ImageOut(BaseModel):
+    id: int
+    kind: str
+    content_type: str
+    bytes: int
+    sha256: str
+    width: int | None  # pixels of the stored image; null for images archived before migration 0007
+    height: int | None
+    uri: str
+    stored_at: datetime
+    deleted_at: datetime | None
+    href: str | None  # where the bytes are; None once retention deleted them
+
+
+class HistoryInspection(InspectionDetail):
+    images: list[ImageOut] = Field(description="the images kept of it (deleted ones too: no href)")
+
+
 class PartHistory(BaseModel):
     serial: str
-    inspections: list[InspectionDetail]
+    inspections: list[HistoryInspection]
 
 
 class YieldBucket(BaseModel):

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, String, and_, case, cast, exists, func, or_, select, tuple_
+from sqlalchemy import Connection, Engine, Select, String, and_, case, cast, exists, func, or_, select, tuple_
 from sqlalchemy.sql import ColumnElement
 
 from lineguard.services.results.api.filters import AggregateFilters, BoundedRange, Bucket, InspectionFilters, TimeRange
-from lineguard.services.results.schema import Code, Defect, Inspection, InspectionReason, YieldHour
+from lineguard.services.results.schema import Code, Defect, Inspection, InspectionImage, InspectionReason, YieldHour
 
 SUMMARY = (
     Inspection.inspection_id,
@@ -118,8 +118,21 @@ def iter_inspections(engine: Engine, when: TimeRange | BoundedRange, chunk: int 
         after = (rows[-1]["decided_at"], rows[-1]["inspection_id"])
 
 
+def images_of(conn: Connection, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The images kept of these inspections, by inspection, oldest first, each with its API link (`href`; None once
+    retention deleted it)."""
+    table = InspectionImage.__table__
+    found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    if ids:
+        for row in conn.execute(select(table).where(table.c.inspection_id.in_(ids)).order_by(table.c.id)):
+            image = dict(row._mapping)
+            image["href"] = None if row.deleted_at is not None else f"/v1/images/{row.id}"
+            found[image["inspection_id"]].append(image)
+    return found
+
+
 def part_history(engine: Engine, serial: str) -> list[dict[str, Any]]:
-    """Every inspection of `serial`, oldest first, each with its reasons, defects and codes."""
+    """Every inspection of `serial`, oldest first, each with its reasons, defects, codes and images."""
     with engine.connect() as conn:
         found = [
             dict(r._mapping)
@@ -144,7 +157,8 @@ def part_history(engine: Engine, serial: str) -> list[dict[str, Any]]:
                 for row in conn.execute(select(*columns).where(of_these).order_by(order)):
                     item = dict(row._mapping)
                     details[item.pop("inspection_id")][kind].append(item)
-    return [{**r, **details[r["inspection_id"]]} for r in found]
+        images = images_of(conn, ids)
+    return [{**r, **details[r["inspection_id"]], "images": images[r["inspection_id"]]} for r in found]
 
 
 def _bucket(engine: Engine, by: Bucket, source: Any = Inspection, when: Any = None) -> list[ColumnElement[Any]]:
