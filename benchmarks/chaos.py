@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from lineguard.testing.chaos import EVERY_FAULT, chaos_run
-from lineguard.testing.postgres import throwaway_database
+from lineguard.testing.postgres import OwnCluster
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, help="how many times every fault is played (default 10; 1 with --faults)")
     parser.add_argument("--hold-s", type=float, default=4.0, help="how long a frozen service / the database stays away")
     parser.add_argument("--baseline-parts", type=int, default=1000, help="parts of the run without faults (0: none)")
-    parser.add_argument("--sqlite", action="store_true", help="SQLite instead of a throwaway PostgreSQL database")
+    parser.add_argument("--sqlite", action="store_true", help="SQLite instead of a PostgreSQL cluster of the run's own")
     parser.add_argument("--faults", help="comma-separated faults (kill:<service>, term:..., nats, ...[@seconds])")
     parser.add_argument("--repeat", type=int, default=1, help="how many chaos runs")
     parser.add_argument(
@@ -53,7 +53,8 @@ def main() -> None:
     for name, parts, faults in plan:
         print(f"run {name}: {parts} parts at {args.rate:g}/s, {len(faults)} faults ...", file=sys.stderr, flush=True)
         with ExitStack() as stack:
-            url = None if args.sqlite else stack.enter_context(throwaway_database())
+            # PostgreSQL of the run's own (initdb in a temporary folder): the pg-kill fault SIGKILLs it.
+            cluster = None if args.sqlite else stack.enter_context(OwnCluster())
             workdir = Path(tempfile.mkdtemp(prefix=f"lineguard-chaos-{name}-")) / "line"
             overrides = {"nats": {"stream_max_bytes": args.stream_mib * 1024 * 1024}} if args.stream_mib else {}
             verdict = chaos_run(
@@ -61,7 +62,7 @@ def main() -> None:
                 parts=parts,
                 rate_hz=args.rate,
                 faults=faults,
-                database_url=url,
+                cluster=cluster,
                 hold_s=args.hold_s,
                 config_overrides=overrides,
             )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lineguard.testing.chaos import EVERY_FAULT, Verdict, chaos_run
-from lineguard.testing.postgres import throwaway_database
+from lineguard.testing.postgres import OwnCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -23,12 +23,13 @@ SMALL_STREAMS = {"nats": {"stream_max_bytes": 256 * 1024 * 1024}}
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> Verdict:
-    with throwaway_database() as url:
+    # PostgreSQL of the run's own, so that the pg-kill fault may SIGKILL the server (never the machine's).
+    with OwnCluster() as cluster:
         return chaos_run(
             tmp_path_factory.mktemp("chaos") / "line",
             parts=PARTS,
             rate_hz=RATE_HZ,
-            database_url=url,
+            cluster=cluster,
             config_overrides=SMALL_STREAMS,
         )
 
@@ -42,7 +43,11 @@ def test_every_fault_was_played(chaos: Verdict) -> None:
     for fault in EVERY_FAULT:
         kind, _, name = fault.partition(":")
         expected = {"kill": f"SIGKILL {name}", "term": f"SIGTERM {name}", "slow": f"SIGSTOP {name}"}.get(kind)
-        expected = expected or {"nats": "nats-server started again", "pg-cut": "connections cut"}.get(kind)
+        expected = expected or {
+            "nats": "nats-server started again",
+            "pg-cut": "connections cut",
+            "pg-kill": "PostgreSQL started again",
+        }.get(kind)
         assert (expected or "PostgreSQL database back") in played, fault
     # Most parts were still accepted and judged: the run exercised the line, not only its outage.
     assert chaos.figures["accepted"] >= PARTS // 3 and chaos.figures["rows"] >= PARTS // 3

@@ -54,7 +54,7 @@ from lineguard.contracts import DEAD_KIND, stream_name
 from lineguard.localline import SERVICES, LocalLine
 from lineguard.sim.plc import PlcResult, SimulatedPlc, paced, percentile
 from lineguard.sim.plc_columns import check_plc_columns, read_plc_rows
-from lineguard.testing.postgres import cut_connections, give_database_back, take_database_away
+from lineguard.testing.postgres import OwnCluster, cut_connections, give_database_back, take_database_away
 
 GRACE_MS = 500  # gateway.result_grace_ms, the default
 RESUME_BOUND_S = 5.0
@@ -68,6 +68,7 @@ EVERY_FAULT: tuple[str, ...] = (
     "slow:inference",
     "pg-cut",
     "pg-away",
+    "pg-kill",
     "nats",
 )
 
@@ -75,7 +76,7 @@ EVERY_FAULT: tuple[str, ...] = (
 @dataclass(frozen=True)
 class Fault:
     at_s: float  # from the first trigger
-    what: str  # kill:<service>, term:<service>, slow:<service>, nats, pg-cut, pg-away
+    what: str  # kill:<service>, term:<service>, slow:<service>, nats, pg-cut, pg-away, pg-kill
     hold_s: float = 0.0  # slow: how long frozen; pg-away: how long refused
 
 
@@ -259,7 +260,14 @@ async def _supervise(line: LocalLine, run: Run, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _play(line: LocalLine, run: Run, plc: ReconnectingPlc, faults: list[Fault], db_url: str | None) -> None:
+async def _play(
+    line: LocalLine,
+    run: Run,
+    plc: ReconnectingPlc,
+    faults: list[Fault],
+    db_url: str | None,
+    cluster: OwnCluster | None,
+) -> None:
     def note(what: str) -> None:
         run.log.append(f"{time.perf_counter() - run.started:7.1f} s {what}")
 
@@ -297,12 +305,25 @@ async def _play(line: LocalLine, run: Run, plc: ReconnectingPlc, faults: list[Fa
             await asyncio.sleep(fault.hold_s)
             await asyncio.to_thread(give_database_back, db_url)
             note("PostgreSQL database back")
+        elif kind == "pg-kill" and cluster is not None:
+            # The server itself, as a power cut or the OOM killer ends it; its supervisor starts it a second later.
+            await asyncio.to_thread(cluster.kill)
+            note("SIGKILL PostgreSQL")
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(cluster.start)
+            note("PostgreSQL started again")
         else:
             raise ValueError(f"unknown fault {fault.what!r} (or a PostgreSQL fault on a line without PostgreSQL)")
 
 
 async def drive(
-    line: LocalLine, run: Run, faults: list[Fault], *, db_url: str | None, result_wait_s: float = 120.0
+    line: LocalLine,
+    run: Run,
+    faults: list[Fault],
+    *,
+    db_url: str | None,
+    cluster: OwnCluster | None = None,
+    result_wait_s: float = 120.0,
 ) -> None:
     """Trigger run.parts parts at run.rate_hz while the faults play and a supervisor restarts what stops; then wait
     for the results still due (each part's deadline + grace, or until `result_wait_s`)."""
@@ -311,7 +332,7 @@ async def drive(
     stop = asyncio.Event()
     supervisor = asyncio.create_task(_supervise(line, run, stop))
     run.started = time.perf_counter()
-    chaos = asyncio.create_task(_play(line, run, plc, faults, db_url))
+    chaos = asyncio.create_task(_play(line, run, plc, faults, db_url, cluster))
 
     async def read_back() -> None:
         while not stop.is_set():
@@ -578,26 +599,32 @@ def chaos_run(
     rate_hz: float,
     faults: Iterable[str] = EVERY_FAULT,
     database_url: str | None = None,
+    cluster: OwnCluster | None = None,
     deadline_ms: int = 3000,
     hold_s: float = 4.0,
     rows_wait_s: float = 60.0,
     config_overrides: dict[str, Any] | None = None,
 ) -> Verdict:
-    """One run: start the line in `workdir` (PostgreSQL at `database_url`, else SQLite), trigger `parts` parts at
+    """One run: start the line in `workdir` (PostgreSQL at `database_url`, or on `cluster`, a server of the run's own
+    that the pg-kill fault may SIGKILL; else SQLite), trigger `parts` parts at
     `rate_hz` with `faults` spread over the run, wait up to `rows_wait_s` for the rows of the parts the PLC got a
     result for (a trigger a killed service held comes again after the consumer's ack_wait, 30 s), stop, judge.
     `config_overrides`: merged into the line's configuration (LocalLine's)."""
+    if cluster is not None:
+        database_url = cluster.url
     line = LocalLine(
         workdir=workdir, database_url=database_url, deadline_ms=deadline_ms, config_overrides=config_overrides or {}
     )
     db_url = database_url or f"sqlite:///{line.database_path}"
     run = Run(parts=parts, rate_hz=rate_hz, deadline_ms=deadline_ms)
-    # Without PostgreSQL (SQLite) its faults have nothing to act on.
-    chosen = [f for f in faults if database_url is not None or not f.startswith("pg-")]
+    # Without PostgreSQL (SQLite) its faults have nothing to act on; the machine's own server is never killed.
+    usable = {"pg-cut", "pg-away"} if database_url is not None else set()
+    usable |= {"pg-kill"} if cluster is not None else set()
+    chosen = [f for f in faults if not f.startswith("pg-") or f.partition("@")[0] in usable]
     schedule = spread(chosen, parts / rate_hz, hold_s=hold_s)
     line.start()
     try:
-        asyncio.run(drive(line, run, schedule, db_url=database_url))
+        asyncio.run(drive(line, run, schedule, db_url=database_url, cluster=cluster))
         wait_for_rows(db_url, {i for i, got in run.results.items() if got}, rows_wait_s)
         stored = asyncio.run(dead_letters_stored(line))
     finally:

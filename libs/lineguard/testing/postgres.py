@@ -47,15 +47,19 @@ def empty_database(dialect: str, folder: Path) -> Iterator[str]:
         raise ValueError(f"dialect {dialect!r}: sqlite or postgresql")
 
 
-def _admin(sql: str, *params: object) -> None:
-    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
-        conn.execute(sql, params)
+def _admin_url(url: str) -> str:
+    """The maintenance database of the server `url`'s database is on (the shared server, or a cluster's own)."""
+    return make_url(url).set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+
+
+def _admin(url: str, sql: str) -> None:
+    with psycopg.connect(_admin_url(url), autocommit=True) as conn:
+        conn.execute(sql)
 
 
 def take_database_away(url: str) -> None:
     """An outage of one database (a throwaway one, never the server): new connections refused, open ones cut."""
-    name = make_url(url).database
-    _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    _admin(url, f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS false')
     cut_connections(url)
 
 
@@ -65,7 +69,7 @@ def cut_connections(url: str, *, busy_only: bool = False) -> list[str]:
     busy_only: only those running a statement or inside a transaction ('active', 'idle in transaction'),
     that is, a writer cut mid-batch."""
     states = ("active", "idle in transaction") if busy_only else None
-    with psycopg.connect(os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN), autocommit=True) as conn:
+    with psycopg.connect(_admin_url(url), autocommit=True) as conn:
         # The backends chosen first, then cut one by one: within one WHERE clause PostgreSQL may call
         # pg_terminate_backend before the other conditions, on any backend of the server.
         found = conn.execute(
@@ -81,7 +85,7 @@ def cut_connections(url: str, *, busy_only: bool = False) -> list[str]:
 
 
 def give_database_back(url: str) -> None:
-    _admin(f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS true')
+    _admin(url, f'ALTER DATABASE "{make_url(url).database}" ALLOW_CONNECTIONS true')
 
 
 def _postgres_bin(tool: str) -> Path:
