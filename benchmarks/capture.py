@@ -22,8 +22,14 @@ lineguard's own: the reader thread's handoff, the matching, the encoding, the Ca
 Each sample is one trigger to its frame in hand (latency); frames/s is samples over the loop's time. Rounds
 alternate which side goes first; the figures are medians over rounds with their ranges; the last line is JSON.
 
+--encode: the BMP encoding alone, on --frames frames taken from the same fake camera (its own pattern, copied out
+with buffer_image): what the gige source writes (lineguard.imaging.encode_bmp, numpy) against OpenCV's writer
+(encode_image(pixels, "bmp"), what it wrote before), each frame's median CPU µs over --repeat calls, rounds
+alternating which goes first; ratio_us = numpy / OpenCV.
+
     python benchmarks/capture.py [--frames 300] [--rounds 5] [--width 512 --height 512] [--encoding bmp]
                                  [--mode freerun|software] [--camera-fps 1000]
+    python benchmarks/capture.py --encode [--frames 30] [--rounds 7] [--repeat 50]
 """
 
 from __future__ import annotations
@@ -31,11 +37,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import cv2
+import numpy as np
+
 from lineguard.cameras import aravis
+from lineguard.imaging import encode_bmp, encode_image
 from lineguard.services.capture.sources import gige
 from lineguard.testing.fake_gige import FakeGigeCamera
 from lineguard.testing.latency import latency_figures, round_line, side_by_side, timed
@@ -117,7 +128,79 @@ def run_raw(args: argparse.Namespace) -> list[float]:
         camera.stop_acquisition()
 
 
+def camera_frames(args: argparse.Namespace) -> list[np.ndarray]:
+    """--frames frames from the fake camera, free-running, each copied out of its buffer."""
+    arv = aravis.aravis()
+    s = settings(args)
+    camera = aravis.open_camera(s.selector)
+    aravis.configure(
+        camera, pixel_format=s.pixel_format, region=aravis.Region(0, 0, args.width, args.height), extra=s.features
+    )
+    stream = camera.create_stream(None, None)
+    for _ in range(s.buffers):
+        stream.push_buffer(arv.Buffer.new_allocate(camera.get_payload()))
+    camera.start_acquisition()
+    frames: list[np.ndarray] = []
+    try:
+        while len(frames) < args.frames:
+            buffer = stream.timeout_pop_buffer(5_000_000)
+            if buffer is None:
+                raise RuntimeError("no frame from the fake camera within 5 s")
+            try:
+                if buffer.get_status() == arv.BufferStatus.SUCCESS:
+                    frames.append(aravis.buffer_image(buffer, s.pixel_format))
+            finally:
+                stream.push_buffer(buffer)
+    finally:
+        camera.stop_acquisition()
+    return frames
+
+
+ENCODERS = {"numpy": encode_bmp, "opencv": lambda pixels: encode_image(pixels, "bmp")}
+
+
+def encode_us(encode: Any, frames: list[np.ndarray], repeat: int) -> float:
+    """The median over frames of each frame's median CPU µs to encode."""
+    per_frame = []
+    for pixels in frames:
+        samples = []
+        for _ in range(repeat):
+            started = time.thread_time_ns()
+            encode(pixels)
+            samples.append((time.thread_time_ns() - started) / 1000)
+        per_frame.append(statistics.median(samples))
+    return statistics.median(per_frame)
+
+
+def main_encode(args: argparse.Namespace) -> None:
+    with FakeGigeCamera(SERIAL):
+        frames = camera_frames(args)
+    for pixels in frames:  # what each consumer decodes is the frame, whichever writer wrote it
+        if not all(np.array_equal(cv2.imdecode(np.frombuffer(e(pixels), np.uint8), -1), pixels)
+                   for e in ENCODERS.values()):  # fmt: skip
+            raise AssertionError("a BMP did not decode to the frame's pixels")
+    rounds = []
+    for r in range(args.rounds):
+        order = list(ENCODERS) if r % 2 == 0 else list(reversed(ENCODERS))
+        got = {name: encode_us(ENCODERS[name], frames, args.repeat) for name in order}
+        row = {"numpy_us": got["numpy"], "opencv_us": got["opencv"], "ratio_us": got["numpy"] / got["opencv"]}
+        rounds.append(row)
+        print(json.dumps({"round": r + 1, **{k: round(v, 3) for k, v in row.items()}}), flush=True)
+    summary = {
+        "benchmark": "capture --encode",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "frames": len(frames),
+        "size": f"{args.width}x{args.height} Mono8",
+        "load": round(os.getloadavg()[0], 2),
+        **medians_and_ranges(rounds, digits=3),
+    }
+    print(json.dumps(summary))
+
+
 def main(args: argparse.Namespace) -> None:
+    if args.encode:
+        main_encode(args)
+        return
     rounds: list[dict[str, float]] = []
     with FakeGigeCamera(SERIAL):
         for r in range(args.rounds):
@@ -158,4 +241,6 @@ if __name__ == "__main__":
         default="freerun",
         help="freerun: trigger hardware, the camera free-running (the fake answers a software trigger only at 25 Hz)",
     )
+    parser.add_argument("--encode", action="store_true", help="the BMP encoding alone: numpy's against OpenCV's")
+    parser.add_argument("--repeat", type=int, default=50, help="--encode: calls per frame per figure (their median)")
     main(parser.parse_args())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import cv2
@@ -142,6 +143,36 @@ def encode_image(image: np.ndarray, encoding: str = "png", params: tuple[int, ..
     if not ok:
         raise ImageError(f"could not encode a {image.shape} image as {encoding}")
     return buf.tobytes()
+
+
+# An 8-bit image's BMP palette: grey level i is (i, i, i).
+_GREY_PALETTE = np.repeat(np.arange(256, dtype=np.uint8), 4).reshape(256, 4)
+_GREY_PALETTE[:, 3] = 0
+_GREY_PALETTE_BYTES = _GREY_PALETTE.tobytes()
+
+
+def encode_bmp(image: np.ndarray) -> bytes:
+    """The BMP of an 8-bit grey (H, W) or BGR (H, W, 3) image, written without OpenCV: the same pixels as
+    encode_image(image, "bmp") gives, but its rows top-down (a negative height, as the format allows; every
+    decoder here and the browsers read it), so a frame whose rows need no padding is its header and one copy of
+    its pixels: a quarter of OpenCV's time on a camera's Mono8 frame (benchmarks/capture.py --encode).
+    ImageError for any other image."""
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ImageError(f"could not encode a {image.shape} {image.dtype} image as bmp: 8-bit grey or BGR only")
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else 3
+    row = width * channels
+    padded = -row % 4  # each BMP row is a multiple of 4 bytes
+    if padded:
+        image = np.pad(image.reshape(height, row), ((0, 0), (0, padded)))
+    palette = _GREY_PALETTE_BYTES if channels == 1 else b""
+    offset = 14 + 40 + len(palette)
+    size = (row + padded) * height
+    header = struct.pack(
+        "<2sIHHIIiiHHIIiiII", b"BM", offset + size, 0, 0, offset,
+        40, width, -height, 1, 8 * channels, 0, size, 2835, 2835, 256 if channels == 1 else 0, 0,
+    )  # fmt: skip
+    return b"".join((header, palette, np.ascontiguousarray(image).data))
 
 
 def frame_pixels(frame: Frame, config: LineConfig, *, grey: bool = False) -> tuple[RecipeSettings, np.ndarray]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
@@ -345,3 +346,18 @@ def test_a_product_change_sets_the_recipes_exposure_and_gain_between_parts(
         assert frame.width > 0 and read_back() == (2500.0, 4.0)
     finally:
         cameras.close()
+
+
+@pytest.mark.parametrize("trigger", ["software", "hardware"])
+def test_a_bmp_frame_holds_the_pixels_the_camera_sent(fake: FakeGigeCamera, trigger: str) -> None:
+    # BMP is written by numpy on the gige path (rows top-down): the same frame as OpenCV's BMP for every consumer.
+    settings = gige.Settings(serial=SERIAL, encoding="bmp", trigger=trigger, roi={"width": 203, "height": 101})
+    source = gige.open_camera("s1", settings)
+    try:
+        image = source.grab(triggered_part(1))
+    finally:
+        source.close()
+    assert image.pixels is not None and image.pixels.shape == (101, 203)
+    assert (image.encoding, image.width, image.height, image.channels) == ("bmp", 203, 101, 1)
+    assert np.array_equal(decode_image(image.data, grey=True, expected_encoding="bmp"), image.pixels)
+    assert np.array_equal(cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_GRAYSCALE), image.pixels)
