@@ -19,7 +19,8 @@ check, the taken frame's pixels copied out with the same lineguard.cameras.aravi
 once its buffer is back in the pool), push_buffer: no encoding, no thread, no matching. The difference is
 lineguard's own: the reader thread's handoff, the matching, the encoding, the CapturedImage.
 
-Each sample is one trigger to its frame in hand (latency); frames/s is samples over the loop's time. Rounds
+Each sample is one trigger to its frame in hand (latency); frames/s is samples over the loop's time; lost frames
+are the whole frames each side's stream lost in its run (Aravis's missing_frames: each one a 100 ms stall). Rounds
 alternate which side goes first; the figures are medians over rounds with their ranges; the last line is JSON.
 
 --encode: the BMP encoding alone, on --frames frames taken from the same fake camera (its own pattern, copied out
@@ -44,6 +45,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from prometheus_client import REGISTRY
 
 from lineguard.cameras import aravis
 from lineguard.imaging import encode_bmp, encode_image
@@ -71,15 +73,23 @@ def settings(args: argparse.Namespace) -> gige.Settings:
     )
 
 
-def run_gige(args: argparse.Namespace) -> list[float]:
+def lost_frames(station: str) -> float:
+    """Whole frames the gige source's stream lost (Aravis's missing_frames, as the source counts them)."""
+    labels = {"station": station, "camera": f"gige:{station}", "outcome": "missing"}
+    return REGISTRY.get_sample_value("lineguard_camera_frames_total", labels) or 0.0
+
+
+def run_gige(args: argparse.Namespace) -> tuple[list[float], float]:
+    before = lost_frames("s1")
     source = gige.open_camera("s1", settings(args))
     try:
-        return timed(lambda seq: source.grab(Part(sequence=seq, triggered_unix_ns=time.time_ns())), args.frames)
+        latencies = timed(lambda seq: source.grab(Part(sequence=seq, triggered_unix_ns=time.time_ns())), args.frames)
     finally:
-        source.close()  # type: ignore[attr-defined]
+        source.close()  # type: ignore[attr-defined]  # counts the stream's last figures
+    return latencies, lost_frames("s1") - before
 
 
-def run_raw(args: argparse.Namespace) -> list[float]:
+def run_raw(args: argparse.Namespace) -> tuple[list[float], float]:
     arv = aravis.aravis()
     s = settings(args)
     camera = aravis.open_camera(s.selector)
@@ -123,7 +133,8 @@ def run_raw(args: argparse.Namespace) -> list[float]:
                     raise RuntimeError("raw loop: the triggered frame is incomplete")
                 # Free run: an incomplete frame skipped, as the gige side's reader does.
 
-        return timed(lambda _: one(), args.frames)
+        latencies = timed(lambda _: one(), args.frames)
+        return latencies, float(aravis.stream_counters(stream).get("missing_frames", 0))
     finally:
         camera.stop_acquisition()
 
@@ -197,6 +208,17 @@ def main_encode(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
+def one_round(args: argparse.Namespace, order: list[tuple[str, Any]]) -> dict[str, float]:
+    """Both sides once in `order`: their latency figures, the ratio, and the whole frames each stream lost."""
+    figures, lost = {}, {}
+    for name, run in order:
+        latencies, lost[name] = run(args)
+        figures[name] = latency_figures(latencies)
+    flat = side_by_side(figures, "gige")
+    flat.update({f"{name}_lost_frames": value for name, value in lost.items()})
+    return flat
+
+
 def main(args: argparse.Namespace) -> None:
     if args.encode:
         main_encode(args)
@@ -207,9 +229,10 @@ def main(args: argparse.Namespace) -> None:
             order = [("gige", run_gige), ("raw", run_raw)]
             if r % 2:
                 order.reverse()
-            flat = side_by_side({name: latency_figures(run(args)) for name, run in order}, "gige")
+            flat = one_round(args, order)
             rounds.append(flat)
-            print(round_line(r + 1, flat, "gige"), flush=True)
+            lost = f"lost frames gige {flat['gige_lost_frames']:g} raw {flat['raw_lost_frames']:g}"
+            print(f"{round_line(r + 1, flat, 'gige')} | {lost}", flush=True)
     summary: dict[str, Any] = {
         "benchmark": "capture",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -153,8 +153,8 @@ _GREY_PALETTE_BYTES = _GREY_PALETTE.tobytes()
 
 def encode_bmp(image: np.ndarray) -> bytes:
     """The BMP of an 8-bit grey (H, W) or BGR (H, W, 3) image, written without OpenCV: the same pixels as
-    encode_image(image, "bmp") gives, but its rows top-down (a negative height, as the format allows; every
-    decoder here and the browsers read it), so a frame whose rows need no padding is its header and one copy of
+    encode_image(image, "bmp") gives, but its rows top-down (a negative height, as the format allows; OpenCV and
+    lineguard.imageheader read it), so a frame whose rows need no padding is its header and one copy of
     its pixels: a quarter of OpenCV's time on a camera's Mono8 frame (benchmarks/capture.py --encode).
     ImageError for any other image."""
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):

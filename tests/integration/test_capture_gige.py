@@ -351,7 +351,10 @@ def test_a_product_change_sets_the_recipes_exposure_and_gain_between_parts(
 @pytest.mark.parametrize("trigger", ["software", "hardware"])
 def test_a_bmp_frame_holds_the_pixels_the_camera_sent(fake: FakeGigeCamera, trigger: str) -> None:
     # BMP is written by numpy on the gige path (rows top-down): the same frame as OpenCV's BMP for every consumer.
-    settings = gige.Settings(serial=SERIAL, encoding="bmp", trigger=trigger, roi={"width": 203, "height": 101})
+    # The first frame after the stream starts may come late on a busy machine: a wide window for the hardware one.
+    settings = gige.Settings(
+        serial=SERIAL, encoding="bmp", trigger=trigger, roi={"width": 203, "height": 101}, match_window_ms=2000
+    )
     source = gige.open_camera("s1", settings)
     try:
         image = source.grab(triggered_part(1))
