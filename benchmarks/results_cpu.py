@@ -14,6 +14,7 @@ PLC result and its images and the raw consumers have nothing pending. Each proce
 figure to watch. Rounds are interleaved by nature (both consume the same messages at once); medians and ranges.
 
     python benchmarks/results_cpu.py [--rounds 5] [--parts 120] [--rate 8] [--api] [--no-archive]
+        [--archived 0]
 
 Before the rounds, each process's CPU with nothing to read (--idle-s): heartbeats, polls, timers.
 """
@@ -104,6 +105,21 @@ def counts(db: Path, since_sequence: int, archive: bool) -> tuple[int, int, int]
     return rows, acked, imaged
 
 
+def prefill_archive(db: Path, images: int) -> None:
+    """`images` rows of images kept before the run (of parts long gone; no files), as a line's archive holds
+    weeks of them: what a per-frame read over the whole table costs shows only then."""
+    rows = (
+        (f"{i:036d}", "thumbnail", f"file:///gone/{i}.jpg", "image/jpeg", 9000, "0" * 64, "2026-01-01 00:00:00")
+        for i in range(images)
+    )
+    with sqlite3.connect(db) as conn:  # foreign keys off (sqlite3's default): the parts' rows are not made
+        conn.executemany(
+            "INSERT INTO inspection_images (inspection_id, kind, uri, content_type, bytes, sha256, stored_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
 async def raw_pending(bus: Bus) -> int:
     left = 0
     for kind in ("frame", "decision", "ack"):
@@ -183,11 +199,13 @@ async def main(args: argparse.Namespace) -> None:
             config_path = write_config(workdir / "line.yaml", raw_config)
             LineConfig(**raw_config)
             upgrade_database(raw_config["database"]["url"])
+            if args.archived:
+                prefill_archive(workdir / "lineguard.db", args.archived)
             bus = await Bus.connect(NatsSettings(url=nats_server.url), "producer")  # makes the line's streams
             log = open(workdir / "results.log", "ab")  # noqa: SIM115 - the child writes it until it is stopped
             children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "lineguard.services.results", "--config", str(config_path)],
+                    [sys.executable, "-m", args.service, "--config", str(config_path)],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -244,5 +262,7 @@ if __name__ == "__main__":
     parser.add_argument("--api", action="store_true", help="serve the API and the dashboard's live feed too")
     parser.add_argument("--no-archive", action="store_true", help="archive.enabled false: frames not read")
     parser.add_argument("--idle-s", type=float, default=5.0, help="CPU of each process with nothing published, first")
+    parser.add_argument("--archived", type=int, default=0, help="image rows in the archive before the run")
+    parser.add_argument("--service", default="lineguard.services.results", help=argparse.SUPPRESS)
     parser.add_argument("--keep-log", action="store_true", help="print the end of the service's log")
     asyncio.run(main(parser.parse_args()))

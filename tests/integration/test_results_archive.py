@@ -177,6 +177,9 @@ async def test_the_service_archives_the_frames_it_reads_after_their_decisions(
 
         await wait_for(archived, timeout=30)
         assert (await bus.js.stream_info(stream_name("dead"))).state.messages == 0
+        # Each frame waited in the service for its row: none handed back to the bus to be fetched again.
+        consumer = await bus.js.consumer_info(stream_name("frame"), "results-frame")
+        assert consumer.delivered.consumer_seq == len(decisions)  # one delivery a frame, redeliveries counted
     finally:
         stopping.set()
         await asyncio.wait_for(service, 30)
@@ -291,3 +294,47 @@ def test_the_api_serves_an_inspections_images_and_says_when_retention_deleted_on
     assert client.get("/v1/images/999999").status_code == 404
     assert client.get("/v1/inspections/00000000-0000-0000-0000-000000000000/images").status_code == 404
     assert client.get("/v1/inspections/'; DROP TABLE x/images").status_code in (404, 422)
+
+
+async def test_frames_waiting_for_their_rows_at_a_stop_are_archived_after_the_restart(
+    fresh_nats: EmbeddedNats, tmp_path: Path
+) -> None:
+    config = line_config(tmp_path, nats_url=fresh_nats.url)
+    upgrade_database(config.database.url)
+    decisions = [sample_decision(i, triggered_ns=time.time_ns()) for i in range(3)]
+    bus = await Bus.connect(config.nats, "producer")
+    engine = make_engine(config.database.url)
+
+    async def started() -> tuple[asyncio.Event, asyncio.Task[None]]:
+        stopping, ready = asyncio.Event(), asyncio.Event()
+        service = asyncio.create_task(run_service("results", config, setup, stopping=stopping, ready=ready))
+        await wait_for(lambda: ready.is_set() or service.done(), timeout=60)
+        assert not service.done(), service.exception()
+        return stopping, service
+
+    try:
+        stopping, service = await started()
+        for decision in decisions:  # frames whose decisions come only after the restart
+            part = decision.part
+            await bus.publish(
+                subject("frame", "l1", "s1"), frame_of(decision), msg_id=msg_id(part.inspection_id, "frame")
+            )
+
+        async def all_waiting() -> bool:
+            info = await bus.js.consumer_info(stream_name("frame"), "results-frame")
+            return info.num_ack_pending == len(decisions)
+
+        await wait_for(all_waiting, timeout=10)
+        stopping.set()
+        await asyncio.wait_for(service, 30)
+        stopping, service = await started()
+        for decision in decisions:
+            part = decision.part
+            await bus.publish(subject("decision", "l1", "s1"), decision, msg_id=msg_id(part.inspection_id, "decision"))
+        # Well within the consumer's ack_wait (30 s): none left unacked by a wait that the stop ended.
+        await wait_for(lambda: all(len(images_of(engine, d.part.inspection_id)) == 2 for d in decisions), timeout=10)
+        stopping.set()
+        await asyncio.wait_for(service, 30)
+    finally:
+        await bus.close()
+        engine.dispose()
