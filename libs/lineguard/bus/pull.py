@@ -8,15 +8,16 @@ expired, or ended for a reason of its own), or when it is taken as lost (no stat
 connection dropped, the server restarted), so a delivery costs the message and its ack. Each request has a reply
 subject of its own (`<inbox>.<n>`), so the late end of a request taken as lost does not start a second one.
 
-At the stop the subscription goes first: the server drops a request whose reply subject nobody reads any more
-(nats-server 2.10+), so what arrives later stays with the consumer for the next reader, and what the reader holds
-it hands back (nak), which the server does not redeliver to this feed. Letting the open request run out instead
-would have it redeliver each message handed back into the same request, until the server's max_deliver dropped
-it. Only a message already on the wire when the subscription goes waits for its ack_wait."""
+At the stop the subscription goes first, drained: the server drops a request whose reply subject nobody reads any
+more (nats-server 2.10+), so what arrives later stays with the consumer for the next reader; what it sent before it
+took the UNSUB still comes in (the drain's round trip), and the reader hands back (nak) all it holds, which the
+server does not redeliver to this feed. Letting the open request run out instead would have it redeliver each
+message handed back into the same request, until the server's max_deliver dropped it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -38,6 +39,8 @@ HEARTBEAT = "100"
 EXPIRED = "408"
 # How soon a request the server ended for another reason than its expiry is sent again.
 RETRY_S = 0.5
+# How long a stop waits for the server to confirm the UNSUB (what it sent before comes first).
+DRAIN_S = 2.0
 # The server's 409s that no new request cures: the consumer is gone, or is not a pull consumer.
 FATAL = ("consumer deleted", "consumer is push based")
 
@@ -85,12 +88,23 @@ class PullFeed:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._sub is not None:
-            sub, self._sub = self._sub, None
-            # Unsubscribing only sends UNSUB; a connection already closed has nothing to tell.
-            task = asyncio.ensure_future(sub.unsubscribe())
-            task.add_done_callback(_quiet)
-        self._queue.put_nowait(None)
+        if self._sub is None:
+            self._queue.put_nowait(None)
+            return
+        sub, self._sub = self._sub, None
+        task = asyncio.ensure_future(self._drain(sub))
+        task.add_done_callback(_quiet)
+
+    async def _drain(self, sub: Subscription) -> None:
+        """UNSUB, then a round trip: what the server sent before it took the UNSUB still reaches the queue (and is
+        handed back by the reader) instead of being dropped on arrival and left to its ack_wait; then the end."""
+        try:
+            await asyncio.wait_for(sub.drain(), DRAIN_S)
+        except Exception:  # noqa: BLE001 - the connection is away or slow: nothing more will come on it
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        finally:
+            self._queue.put_nowait(None)
 
     async def _request(self) -> None:
         if self._closing:
