@@ -31,29 +31,59 @@ alternating which goes first; ratio_us = numpy / OpenCV.
     python benchmarks/capture.py [--frames 300] [--rounds 5] [--width 512 --height 512] [--encoding bmp]
                                  [--mode freerun|software] [--camera-fps 1000]
     python benchmarks/capture.py --encode [--frames 30] [--rounds 7] [--repeat 50]
+
+--latency-5mp: trigger -> Frame on the bus for the biggest Mono8 frame the fake gives (2048 x 2048, 4 MiB: its
+Width/Height top out at 2048, so not a 2448 x 2048 5 MP sensor), through the object store (4 MiB + the BMP header
+is over nats.inline_image_max_bytes). gige: the capture service (in this process, its gige source, trigger
+software) on a real nats-server; each sample is a Trigger published on the bus to the Frame message with its
+object_key received. raw: the same camera settings through Aravis directly: TriggerSoftware, the buffer popped,
+its pixels copied out, put into the same lg-frames bucket by bare nats-py (the same chunk size, no encoding, no
+protobuf, no quality figures). Rounds alternate which side goes first, each side opening the camera afresh.
+The fake starts a triggered frame only on its own 25 Hz tick (0-40 ms after the trigger) and sends some 3,000
+packets from user space, so both sides carry that: the p99 target is for a camera that exposes on the trigger;
+added_p50_ms and the ratios are lineguard's own share. raw_camera_* (trigger to pixels in hand) and raw_put_*
+(the bucket's put alone) split the raw side.
+
+    python benchmarks/capture.py --latency-5mp [--frames 30] [--rounds 5] [--encoding bmp|png]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cv2
+import nats
 import numpy as np
+from nats.js.api import ObjectMeta, ObjectMetaOptions
 from prometheus_client import REGISTRY
 
+from lineguard.bus import Bus
+from lineguard.bus.bigframes import FRAMES_BUCKET
 from lineguard.cameras import aravis
+from lineguard.config import LineConfig, NatsSettings
+from lineguard.contracts import msg_id, subject
 from lineguard.imaging import encode_bmp, encode_image
+from lineguard.natsserver import EmbeddedNats
+from lineguard.services.capture.service import setup as capture_setup
 from lineguard.services.capture.sources import gige
+from lineguard.sim.lineconfig import demo_config_dict
+from lineguard.testing import running_service
 from lineguard.testing.fake_gige import FakeGigeCamera
 from lineguard.testing.latency import latency_figures, round_line, side_by_side, timed
+from lineguard.testing.records import triggered_part
 from lineguard.testing.rounds import medians_and_ranges
 from lineguard.v1.common_pb2 import Part
+from lineguard.v1.frame_pb2 import Frame
+from lineguard.v1.trigger_pb2 import Trigger
 
 SERIAL = "LG-BENCH-1"
 
@@ -219,7 +249,150 @@ def one_round(args: argparse.Namespace, order: list[tuple[str, Any]]) -> dict[st
     return flat
 
 
+# --- --latency-5mp: trigger -> Frame on the bus, the biggest frame the fake gives, through the object store
+
+BIG = (2048, 2048)  # the fake's Width and Height bounds
+
+
+def big_camera(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "kind": "gige",
+        "serial": SERIAL,
+        "trigger": "software",
+        "roi": {"width": BIG[0], "height": BIG[1]},
+        "encoding": args.encoding,
+        "buffers": args.buffers,
+        "grab_timeout_ms": 5000,
+    }
+
+
+async def gige_triggers(args: argparse.Namespace, config: LineConfig, url: str) -> list[float]:
+    bus = await Bus.connect(NatsSettings(url=url), "bench-driver")
+    frames: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def arrived(msg: Any) -> None:
+        await frames.put(msg.data)
+
+    sub = await bus.nc.subscribe(subject("frame", "l1", "s1"), cb=arrived)
+    latencies, offloaded = [], 0
+    try:
+        async with running_service("capture", config, capture_setup):
+            for n in range(args.frames + 1):  # the first one warms up (lazy imports, the bucket's first put)
+                trig = Trigger(part=triggered_part(n + 1), source="plc")
+                started = time.perf_counter()
+                await bus.publish(subject("trigger", "l1", "s1"), trig, msg_id=msg_id(trig.part.inspection_id, "t"))
+                frame = Frame.FromString(await asyncio.wait_for(frames.get(), 30))
+                took = time.perf_counter() - started
+                if frame.part.inspection_id != trig.part.inspection_id:
+                    raise AssertionError(f"frame of {frame.part.inspection_id}, not of the trigger's part")
+                if n:
+                    latencies.append(took)
+                    offloaded += frame.WhichOneof("payload") == "object_key"
+    finally:
+        await sub.unsubscribe()
+        await bus.close()
+    # A PNG of the fake's smooth ramp is some 32 KB: inline, not through the object store (say so, not hide it).
+    print(f"gige: {offloaded} of {len(latencies)} frames through the object store", flush=True)
+    return latencies
+
+
+async def raw_triggers(args: argparse.Namespace, url: str, chunk: int) -> tuple[list[float], list[float], list[float]]:
+    """Each trigger to its pixels in the bucket, to its pixels in hand (the camera's share), and the put alone."""
+    arv = aravis.aravis()
+    nc = await nats.connect(url)
+    bucket = await nc.jetstream().object_store(FRAMES_BUCKET)
+    camera = aravis.open_camera(aravis.Selector(serial=SERIAL))
+    aravis.configure(
+        camera, pixel_format="Mono8", region=aravis.Region(0, 0, *BIG), trigger_source="Software", extra={}
+    )
+    stream = camera.create_stream(None, None)
+    stream.set_property("packet-resend", arv.GvStreamPacketResend.ALWAYS)
+    for _ in range(args.buffers):
+        stream.push_buffer(arv.Buffer.new_allocate(camera.get_payload()))
+    camera.start_acquisition()
+    latencies, in_hand, puts = [], [], []
+    try:
+        for n in range(args.frames + 1):
+            started = time.perf_counter()
+            camera.software_trigger()
+            buffer = stream.timeout_pop_buffer(5_000_000)
+            if buffer is None:
+                raise RuntimeError("raw: no frame within 5 s of the software trigger")
+            try:
+                complete = buffer.get_status() == arv.BufferStatus.SUCCESS
+                pixels = aravis.buffer_image(buffer, "Mono8") if complete else None
+            finally:
+                stream.push_buffer(buffer)
+            if pixels is None:
+                # Packets lost beyond resend on a loaded loopback: no sample (the gige side would FAIL that part).
+                print("raw: a triggered frame came incomplete, not counted", flush=True)
+                continue
+            popped = time.perf_counter()
+            name = f"raw/{n}/{time.time_ns()}"
+            await bucket.put(
+                name, pixels.tobytes(), meta=ObjectMeta(name=name, options=ObjectMetaOptions(max_chunk_size=chunk))
+            )
+            if n:
+                latencies.append(time.perf_counter() - started)
+                in_hand.append(popped - started)
+                puts.append(latencies[-1] - in_hand[-1])
+    finally:
+        camera.stop_acquisition()
+        await nc.close()
+    return latencies, in_hand, puts
+
+
+async def main_latency_5mp(args: argparse.Namespace) -> None:
+    rounds: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="lg-capture-5mp-") as tmp, FakeGigeCamera(SERIAL):
+        server = EmbeddedNats(store_dir=Path(tmp) / "nats").start()
+        try:
+            raw = demo_config_dict(
+                nats_url=server.url,
+                database_url="sqlite://",
+                opcua_endpoint="opc.tcp://127.0.0.1:1/",
+                deadline_ms=10_000,
+            )
+            raw["stations"][0]["camera"] = big_camera(args)
+            raw["archive"] = {"kind": "folder", "path": str(Path(tmp) / "images"), "enabled": False}
+            config = LineConfig(**raw)
+            chunk = config.nats.inline_image_max_bytes
+            await (await Bus.connect(NatsSettings(url=server.url), "bench-setup")).close()  # the line's streams
+            for r in range(args.rounds):
+                figures = {}
+                for name in ("gige", "raw") if r % 2 == 0 else ("raw", "gige"):
+                    if name == "gige":
+                        figures["gige"] = latency_figures(await gige_triggers(args, config, server.url))
+                    else:
+                        total, in_hand, puts = await raw_triggers(args, server.url, chunk)
+                        figures["raw"], camera_only, put_only = map(latency_figures, (total, in_hand, puts))
+                flat = side_by_side(figures, "gige")
+                # The fake's own share: trigger to pixels in hand, no bus.
+                flat.update({f"raw_camera_{k}": v for k, v in camera_only.items() if k != "fps"})
+                flat.update({f"raw_put_{k}": v for k, v in put_only.items() if k != "fps"})
+                flat["ratio_p50"] = flat["gige_p50_ms"] / flat["raw_p50_ms"]
+                flat["ratio_p99"] = flat["gige_p99_ms"] / flat["raw_p99_ms"]
+                rounds.append(flat)
+                print(f"{round_line(r + 1, flat, 'gige')} | p99 ratio {flat['ratio_p99']:.3f}", flush=True)
+        finally:
+            server.stop()
+    summary: dict[str, Any] = {
+        "benchmark": "capture --latency-5mp",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "frames": args.frames,
+        "rounds": args.rounds,
+        "size": f"{BIG[0]}x{BIG[1]} Mono8 ({BIG[0] * BIG[1]} bytes), object store",
+        "encoding": args.encoding,
+        "uptime": os.popen("uptime").read().strip(),
+        **medians_and_ranges(rounds, digits=3),
+    }
+    print(json.dumps(summary))
+
+
 def main(args: argparse.Namespace) -> None:
+    if args.latency_5mp:
+        asyncio.run(main_latency_5mp(args))
+        return
     if args.encode:
         main_encode(args)
         return
@@ -266,4 +439,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--encode", action="store_true", help="the BMP encoding alone: numpy's against OpenCV's")
     parser.add_argument("--repeat", type=int, default=50, help="--encode: calls per frame per figure (their median)")
+    parser.add_argument(
+        "--latency-5mp", action="store_true", help="trigger -> Frame on the bus, 2048x2048 Mono8, against raw Aravis"
+    )
     main(parser.parse_args())
