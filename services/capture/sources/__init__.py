@@ -13,6 +13,7 @@ import numpy as np
 
 from lineguard.config import CAMERAS, CameraSettings
 from lineguard.config.model import ProductCamera
+from lineguard.imaging import encode_bmp, encode_image
 from lineguard.v1.common_pb2 import Part
 
 __all__ = ["CameraError", "CameraSource", "CapturedImage", "TakesProductSettings", "Watched", "open_source"]
@@ -36,6 +37,19 @@ class CapturedImage:
     # The decoded image, when the source had it anyway (files read to learn their size, the simulator's board, a
     # camera's buffer): capture measures its quality from it instead of decoding the file again.
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def encoded(cls, pixels: np.ndarray, encoding: str, source_uri: str, captured_unix_ns: int) -> CapturedImage:
+        """A camera's pixels as they go on the bus, encoded as `encoding` says. BMP is written by numpy: OpenCV's
+        writer cost three times as much on a grab's thread (benchmarks/capture.py --encode); only 8-bit grey or BGR
+        pixels reach it (the kinds' Settings refuse bmp for 16-bit formats)."""
+        data = encode_bmp(pixels) if encoding == "bmp" else encode_image(pixels, encoding)
+        height, width = pixels.shape[:2]
+        return cls(data, encoding, width, height, channels(pixels), source_uri, captured_unix_ns, pixels=pixels)
+
+
+def channels(image: np.ndarray) -> int:
+    return 1 if image.ndim == 2 else int(image.shape[2])
 
 
 class CameraSource(Protocol):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from lineguard.imaging import DEFAULT_LIMITS, ImageError, ImageTooLarge, check_size, sniff_encoding
-from lineguard.services.capture.sources import CameraError, CapturedImage
+from lineguard.services.capture.sources import CameraError, CapturedImage, channels
 
 
 class Playlist:
@@ -65,7 +65,3 @@ def file_image(camera_id: str, path: Path, uri: str, captured: int) -> CapturedI
     return CapturedImage(
         data, encoding, pixels.shape[1], pixels.shape[0], channels(pixels), uri, captured, pixels=pixels
     )
-
-
-def channels(image: np.ndarray) -> int:
-    return 1 if image.ndim == 2 else int(image.shape[2])

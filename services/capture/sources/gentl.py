@@ -32,10 +32,8 @@ from pydantic import Field, field_validator, model_validator
 
 from lineguard.cameras.aravis import PIXEL_FORMATS
 from lineguard.config import CameraSettings
-from lineguard.imaging import encode_bmp, encode_image
 from lineguard.runtime.metrics import CAMERA_CONNECTED, CAMERA_RECONNECTS
 from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage
-from lineguard.services.capture.sources.files import channels
 from lineguard.services.capture.sources.gige import WIDE_FORMATS, Roi
 from lineguard.v1.common_pb2 import Part
 
@@ -252,18 +250,8 @@ class GentlSource:
         return self._image(opened, pixels, captured_ns, frame_id)
 
     def _image(self, opened: Opened, pixels: np.ndarray, captured_ns: int, frame_id: int) -> CapturedImage:
-        encoding = self.settings.encoding
-        data = encode_bmp(pixels) if encoding == "bmp" else encode_image(pixels, encoding)
-        return CapturedImage(
-            data,
-            encoding,
-            pixels.shape[1],
-            pixels.shape[0],
-            channels(pixels),
-            f"gentl://{opened.serial}#frame={frame_id}",
-            captured_ns,
-            pixels=pixels,
-        )
+        uri = f"gentl://{opened.serial}#frame={frame_id}"
+        return CapturedImage.encoded(pixels, self.settings.encoding, uri, captured_ns)
 
     def problem(self) -> str | None:
         if self._opened is not None:

@@ -48,10 +48,8 @@ from lineguard.cameras.aravis import (
 )
 from lineguard.config import CameraSettings
 from lineguard.config.model import ProductCamera
-from lineguard.imaging import encode_bmp, encode_image
 from lineguard.runtime.metrics import CAMERA_CONNECTED, CAMERA_FRAMES, CAMERA_PACKETS, CAMERA_RECONNECTS
 from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage
-from lineguard.services.capture.sources.files import channels
 from lineguard.v1.common_pb2 import Part
 
 KEY = "gige"
@@ -395,21 +393,8 @@ class GigeSource:
     # --- both
 
     def _image(self, conn: Connection, pixels: np.ndarray, captured_ns: int, frame_id: int) -> CapturedImage:
-        encoding = self.settings.encoding
-        # BMP written by numpy: OpenCV's writer cost three times as much on the grab's thread, and in free run the
-        # next trigger's frame may be the next of a burst (benchmarks/capture.py). Only 8-bit pixels reach here
-        # as bmp (Settings refuses 16-bit ones).
-        data = encode_bmp(pixels) if encoding == "bmp" else encode_image(pixels, encoding)
-        return CapturedImage(
-            data,
-            encoding,
-            pixels.shape[1],
-            pixels.shape[0],
-            channels(pixels),
-            f"gige://{conn.address}/{conn.serial}#frame={frame_id}",
-            captured_ns,
-            pixels=pixels,
-        )
+        uri = f"gige://{conn.address}/{conn.serial}#frame={frame_id}"
+        return CapturedImage.encoded(pixels, self.settings.encoding, uri, captured_ns)
 
     def _connected(self) -> Connection:
         conn = self._conn

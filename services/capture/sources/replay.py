@@ -29,9 +29,8 @@ from pydantic import Field, model_validator
 
 from lineguard.config import CameraSettings
 from lineguard.contracts import now_ns
-from lineguard.imaging import encode_image
 from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage
-from lineguard.services.capture.sources.files import Reference, channels, file_image, read_reference
+from lineguard.services.capture.sources.files import Reference, file_image, read_reference
 from lineguard.v1.common_pb2 import Part
 
 KEY = "replay"
@@ -135,16 +134,7 @@ class VideoFrames:
         recorded_s = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
         encoding = self.settings.encoding
         uri = f"{self.path.resolve().as_uri()}#frame={self.count}&t={recorded_s:.3f}"
-        image = CapturedImage(
-            encode_image(pixels, encoding),
-            encoding,
-            pixels.shape[1],
-            pixels.shape[0],
-            channels(pixels),
-            uri,
-            now_ns(),
-            pixels=pixels,
-        )
+        image = CapturedImage.encoded(pixels, encoding, uri, now_ns())
         return Recorded(image, recorded_s)
 
     def rewind(self) -> None:

@@ -16,8 +16,8 @@ from lineguard.contracts import now_ns, serial_for_sequence
 from lineguard.deeppcb_format import DeepPCBError, read_boxes
 from lineguard.imaging import FAST_PNG, encode_image
 from lineguard.samples import SAMPLE_BOARDS
-from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage
-from lineguard.services.capture.sources.files import Playlist, Reference, channels, file_image, read_reference
+from lineguard.services.capture.sources import CameraError, CameraSource, CapturedImage, channels
+from lineguard.services.capture.sources.files import Playlist, Reference, file_image, read_reference
 from lineguard.services.capture.stamping import stamp_serial
 from lineguard.v1.common_pb2 import Part
 from lineguard.vision.paired import repaired_board

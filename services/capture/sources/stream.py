@@ -23,10 +23,8 @@ import structlog
 from pydantic import Field, model_validator
 
 from lineguard.config import CameraSettings
-from lineguard.imaging import encode_image
 from lineguard.runtime.metrics import CAMERA_CONNECTED, CAMERA_FRAMES, CAMERA_RECONNECTS, CAMERA_STREAM_LOST
 from lineguard.services.capture.sources import CameraError, CapturedImage
-from lineguard.services.capture.sources.files import channels
 from lineguard.v1.common_pb2 import Part
 
 log = structlog.get_logger("lineguard.capture.stream")
@@ -129,18 +127,8 @@ class StreamCamera:
                         f"{self.label}: no frame within {self.settings.grab_timeout_ms:g} ms after the trigger"
                     )
                 self._cond.wait(left)
-        encoding = self.settings.encoding
-        pixels = latest.pixels
-        return CapturedImage(
-            encode_image(pixels, encoding),
-            encoding,
-            pixels.shape[1],
-            pixels.shape[0],
-            channels(pixels),
-            f"{self.uri}#frame={latest.index}",
-            latest.arrived_ns,
-            pixels=pixels,
-        )
+        uri = f"{self.uri}#frame={latest.index}"
+        return CapturedImage.encoded(latest.pixels, self.settings.encoding, uri, latest.arrived_ns)
 
     def problem(self) -> str | None:
         with self._cond:
