@@ -4,6 +4,7 @@ comes while it stops is handed back at once; a consumer deleted under it stops i
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import pytest
@@ -11,26 +12,21 @@ from nats.aio.msg import Msg
 
 from lineguard.bus import Delivery, Worker
 from lineguard.bus.pull import ConsumerGone
-from lineguard.contracts import msg_id, new_inspection_id, stream_name, subject
-from lineguard.v1.common_pb2 import Part
+from lineguard.contracts import msg_id, stream_name, subject
+from lineguard.testing import waiting
+from lineguard.testing.records import triggered_part
 from lineguard.v1.trigger_pb2 import Trigger
 
 SUBJECT = subject("trigger", "l1", "s1")
 
 
-def trigger(seq: int) -> Trigger:
-    return Trigger(part=Part(inspection_id=new_inspection_id(), line="l1", station="s1", recipe_id="r", sequence=seq))
-
-
 async def publish(bus, seq: int) -> None:
-    message = trigger(seq)
+    message = Trigger(part=triggered_part(seq))
     await bus.publish(SUBJECT, message, msg_id=msg_id(message.part.inspection_id, "trigger"))
 
 
-async def wait_for(condition, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+# The shared wait, looking as often as a hop takes: the first test compares its request count with the time taken.
+wait_for = functools.partial(waiting.wait_for, timeout=10.0, poll_s=0.01)
 
 
 async def test_messages_one_at_a_time_cost_one_pull_request_per_batch(bus_factory) -> None:

@@ -7,8 +7,9 @@ import inspect
 from collections.abc import Callable
 
 
-async def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
-    """Until `condition()` (a plain or async callable) is truthy; TimeoutError after `timeout` seconds."""
+async def wait_for(condition: Callable[[], object], timeout: float = 20.0, poll_s: float = 0.05) -> None:
+    """Until `condition()` (a plain or async callable) is truthy, looking every `poll_s`; TimeoutError after
+    `timeout` seconds."""
     async with asyncio.timeout(timeout):
         while True:
             result = condition()
@@ -16,4 +17,4 @@ async def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> No
                 result = await result
             if result:
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(poll_s)
