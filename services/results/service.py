@@ -33,13 +33,12 @@ from lineguard.services.results.drift import setup_drift
 from lineguard.services.results.records import InvalidRecord, LineFacts
 from lineguard.services.results.shadow import LiveNotWritten, write_shadow_verdict
 from lineguard.services.results.store import record_plc_ack, write_decision
-from lineguard.services.results.writer import ROWS, DecisionWriter
+from lineguard.services.results.writer import ROWS, DecisionWriter, retry_delay
 from lineguard.v1.decision_pb2 import Decision
 from lineguard.v1.plc_pb2 import PlcAck
 
 log = structlog.get_logger("lineguard.results")
 
-BACKOFF_MAX_S = 30.0
 # How long a stop waits for the messages already on the streams to be written. A line's backlog
 # of a few seconds is written in well under it; what is left (the database is away) stays on the
 # streams for the next start.
@@ -95,9 +94,7 @@ class ResultsHandlers:
         log.debug("shadow verdict written" if new else "shadow verdict already written", tries=delivery.num_delivered)
 
     def _backoff(self, delivery: Delivery) -> float:
-        # Doubling delays, capped: a database restart is not hammered, and a long
-        # outage is retried every BACKOFF_MAX_S until it is over.
-        return min(self.nak_delay_s * 2 ** min(delivery.num_delivered - 1, 16), BACKOFF_MAX_S)
+        return retry_delay(delivery, self.nak_delay_s)
 
 
 async def prepare_database(url: str) -> Engine:

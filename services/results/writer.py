@@ -47,15 +47,19 @@ BATCHES = Counter(
 )
 
 
+def retry_delay(delivery: Delivery[Any], nak_delay_s: float) -> float:
+    """The wait before a message's next try: doubling from nak_delay_s, capped, so a database restart is not
+    hammered and a long outage is retried every BACKOFF_MAX_S until it is over."""
+    return min(nak_delay_s * 2 ** min(delivery.num_delivered - 1, 16), BACKOFF_MAX_S)
+
+
 def database_failure(exc: DBAPIError, delivery: Delivery[Any], nak_delay_s: float) -> Exception:
     """What a failed write becomes: a `Retry` with a doubling delay when the database is away, else `exc`.
 
     Unreachable, restarting, refusing connections, or a connection cut under us: the database is away, not
     the message wrong. Anything else (a bug) is retried max_deliver times, then dead-lettered."""
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
-        # Capped: a database restart is not hammered, and a long outage is retried every BACKOFF_MAX_S.
-        delay_s = min(nak_delay_s * 2 ** min(delivery.num_delivered - 1, 16), BACKOFF_MAX_S)
-        return Retry(f"database unavailable: {exc.orig or exc}", delay_s=delay_s)
+        return Retry(f"database unavailable: {exc.orig or exc}", delay_s=retry_delay(delivery, nak_delay_s))
     return exc
 
 

@@ -43,7 +43,7 @@ from lineguard.services.results.archive import ImageStore, open_store
 from lineguard.services.results.archive.images import Box, Rendered, kinds_kept, renderings
 from lineguard.services.results.archive.retention import expire, make_room, stored_bytes
 from lineguard.services.results.schema import Defect, Inspection, InspectionImage
-from lineguard.services.results.writer import BACKOFF_MAX_S, database_failure
+from lineguard.services.results.writer import database_failure, retry_delay
 from lineguard.v1.frame_pb2 import Frame
 
 log = structlog.get_logger("lineguard.results.archive")
@@ -217,7 +217,7 @@ class Archiver:
         await asyncio.gather(*self.waiting, return_exceptions=True)
 
     def _backoff(self, delivery: Delivery[Frame]) -> float:
-        return min(self.config.nats.nak_delay_s * 2 ** min(delivery.num_delivered - 1, 16), BACKOFF_MAX_S)
+        return retry_delay(delivery, self.config.nats.nak_delay_s)
 
 
 def keep_images(ctx: ServiceContext, engine: Engine) -> Archiver:
