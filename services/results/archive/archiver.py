@@ -6,8 +6,9 @@ after the fact: capture publishes nothing more, no service on the part's path wa
 absent archive only lets its own consumer fall behind (the stream keeps frames for nats.stream_max_age_s).
 
 For each frame: its inspection's row (verdict, recipe, defects) is read; a frame whose decision is not
-written yet comes back later (Retry: the frame usually arrives first), and one whose row is still missing
-archive.decision_wait_s after its trigger, while the database answers, is dead-lettered with the reason.
+written yet (the frame usually arrives first) waits for it here, then comes back later (Retry), and one whose row
+is still missing archive.decision_wait_s after its trigger, while the database answers, is dead-lettered with the
+reason.
 Then the images its recipe keeps (images.py) are stored, room made first within the budget
 (retention.make_room), and their rows written in one transaction: a frame delivered again finds its rows
 and stores nothing; one that stopped between storing and its rows stores the same keys again.
