@@ -19,6 +19,10 @@ simulated OPC UA PLC):
 Prints one JSON line per round, then one summary JSON line (medians and ranges, lineguard.testing.rounds).
 
     python benchmarks/line.py [--rounds 3] [--seconds 12] [--ratio 0.85] [--threads 0] [--overload 2]
+    python benchmarks/line.py --cpu-at 4 [--rounds 3] [--seconds 12]
+
+`--cpu-at RATE` is the cpu figure alone, for working on one service's cost: each round the bare model, then parts
+at RATE a second (no overload run), each process's CPU ms per part and the total outside the model.
 """
 
 from __future__ import annotations
@@ -30,10 +34,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from lineguard.bench.line import connected_plc, drive, settle, start_line
+from lineguard.bench.line import LineRun, connected_plc, drive, settle, start_line
 from lineguard.bench.model import Runtime, bare_run
 from lineguard.testing.rounds import medians_and_ranges
 from lineguard.vision.model import packaged_model_path
+
+
+def cpu_row(run: LineRun, model_cpu_ms: float, load: float) -> dict[str, float]:
+    """The run's CPU per part: the line's, outside the model (the bare model's CPU per image taken off for each
+    part the model ran: the judged ones, a refused frame is not run), and each process's."""
+    return {
+        "cpu_ms_per_part_line": round(run.cpu_ms_total, 1),
+        "cpu_ms_per_part_outside_model": round(run.cpu_ms_total - model_cpu_ms * run.judged / run.parts, 1),
+        **{f"cpu_ms_per_part_{name}": ms for name, ms in sorted(run.cpu_ms_per_part.items())},
+        "load_1m": round(load, 2),
+    }
 
 
 async def rounds(args: argparse.Namespace, workdir: Path) -> None:
@@ -49,6 +64,13 @@ async def rounds(args: argparse.Namespace, workdir: Path) -> None:
                 load = os.getloadavg()[0]
                 before = await asyncio.to_thread(bare_run, model, runtime, args.images)
                 bare = before.images_per_s
+                if args.cpu_at:
+                    run = await drive(line, plc, args.cpu_at, round(args.cpu_at * args.seconds))
+                    await settle()
+                    row = cpu_row(run, before.cpu_ms_per_image, load)
+                    figures.append(row)
+                    print(json.dumps({"round": number, **row}), flush=True)
+                    continue
                 sustain = await drive(line, plc, args.ratio * bare, round(args.ratio * bare * args.seconds))
                 await settle()
                 over_rate = args.overload * sustain.rate
@@ -76,12 +98,7 @@ async def rounds(args: argparse.Namespace, workdir: Path) -> None:
                     "overload_rows_ok": float(overload.rows == overload.parts and not overload.missing),
                     "overload_fail_p50_ms": overload.overload_p50_ms,
                     "overload_fail_p99_ms": overload.overload_p99_ms,
-                    "cpu_ms_per_part_line": round(sustain.cpu_ms_total, 1),
-                    # The model ran the judged parts' frames only (a refused frame is not run).
-                    "cpu_ms_per_part_outside_model": round(
-                        sustain.cpu_ms_total - model_cpu * sustain.judged / sustain.parts, 1
-                    ),
-                    "load_1m": round(load, 2),
+                    **cpu_row(sustain, model_cpu, load),
                 }
                 figures.append(row)
                 detail = {"sustain": sustain.as_dict(), "overload": overload.as_dict()}
@@ -111,6 +128,7 @@ def main() -> None:
     parser.add_argument("--overload", type=float, default=2.0, help="the overload run's rate, times the sustain rate")
     parser.add_argument("--images", type=int, default=60, help="images per bare run")
     parser.add_argument("--threads", type=int, default=0, help="the model's CPU threads, both sides (0: default)")
+    parser.add_argument("--cpu-at", type=float, default=0.0, help="only the CPU per part, at this rate (parts/s)")
     parser.add_argument("--workdir", type=Path, default=None, help="where the line runs (default: a new folder)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lineguard-bench-")) / "line"
