@@ -33,6 +33,7 @@ from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.protocols import opcua_access
 from lineguard.services.gateway.protocols.machine_vision import MachineVisionSpace
 from lineguard.services.gateway.protocols.opcua import KEY, MACHINE_VISION, SIMPLE
+from lineguard.services.gateway.protocols.opcua_quiet import make_quiet
 from lineguard.services.gateway.protocols.opcua_security import OpcuaSecurity
 from lineguard.services.gateway.recipes import RecipeBook
 
@@ -222,6 +223,7 @@ class OpcuaEndpoint:
         # drift warning). asyncua links it only when asked, before init().
         self.server.iserver.bind_condition_methods = True
         await self.server.init()
+        make_quiet(self.server)  # its subscriptions sleep while there is nothing to send (opcua_quiet.py)
         await opcua_access.write_identity(self.server, self.security)
         self.server.set_endpoint(self.endpoint)
         await opcua_access.secure(self.server, self.security, self.endpoint)  # policies, certificates, users, roles
