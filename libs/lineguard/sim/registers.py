@@ -52,18 +52,27 @@ class RegisterPlc:
         self.min_low_s = 0.05  # the trigger stays low at least this long between parts (several gateway polls)
         self._trigger_fell = 0.0
         self._heartbeat_moved = time.monotonic()  # when the gateway's heartbeat was last seen to change
+        self._closing = False
 
     async def start(self) -> None:
+        self._closing = False
         for name in ("trigger", "ack_sequence"):
             await self.set(name, 0)
         self._tasks = [asyncio.create_task(self._beat()), asyncio.create_task(self._watch())]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        """Stop beating and polling. A task may outlive one cancel: Python 3.11's asyncio.wait_for (inside pymodbus's
+        and snap7's calls) returns the reply instead of raising when the cancel lands as the reply completes, so the
+        loops also watch `_closing`, and the tasks still running are cancelled again until they end."""
+        self._closing = True
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                task.result()
 
     async def set_lot(self, lot: str | bytes) -> None:
         """Write the `lot` field, as a PLC does at a lot change: it stands for every part triggered until the next.
@@ -80,7 +89,7 @@ class RegisterPlc:
 
     async def _beat(self) -> None:
         count = 0
-        while True:
+        while not self._closing:
             if self.beating:
                 count = (count + 1) & 0xFFFF
                 with contextlib.suppress(Exception):  # the link is down: beat again when it is back
@@ -89,7 +98,7 @@ class RegisterPlc:
 
     async def _watch(self) -> None:
         """Poll the gateway's fields; record every rise of done as one result, and acknowledge it."""
-        while True:
+        while not self._closing:
             try:
                 now = await self.read_gateway()
             except Exception:  # noqa: BLE001 - the link is down: keep the last picture, try again
