@@ -16,18 +16,20 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from lineguard.bus import Bus
 from lineguard.bus.permissions import durable_name
+from lineguard.bus.pull import PullFeed
 from lineguard.contracts import line_subjects, msg_id, stream_name
 
 log = structlog.get_logger("lineguard.gateway")
 
 KIND = "frame"
 FETCH_BATCH = 64
-RETRY_S = 0.5  # the bus away: how soon to fetch again
+RETRY_S = 0.5  # the bus away: how soon to follow again
+ACK_EVERY_S = 1.0
 _STAGE_SUFFIX = msg_id("", KIND)  # ":frame"
 
 Captured = Callable[[str, str], Awaitable[None]]  # (station id, inspection id)
@@ -45,39 +47,81 @@ async def watch_captures(bus: Bus, line: str, on_captured: Captured, stopping: a
     """Hand `on_captured` each frame's station and part as it is stored, until `stopping`."""
     durable = durable_name("gateway", KIND)
     config = ConsumerConfig(
+        name=durable,
         durable_name=durable,
         headers_only=True,
         # Frames stored before this consumer first existed are no news; later ones while the gateway was away are
         # of parts it no longer has in flight, and are passed over by the link.
         deliver_policy=DeliverPolicy.NEW,
-        ack_policy=AckPolicy.ALL,  # one ack a batch: nothing is redelivered, nothing is worth it
+        ack_policy=AckPolicy.ALL,  # one ack for all before it: nothing is redelivered, nothing is worth it
         filter_subject=line_subjects(KIND, line),
     )
-    sub = await bus.js.pull_subscribe(
-        line_subjects(KIND, line), durable=durable, stream=stream_name(KIND), config=config
-    )
-    try:
-        while not stopping.is_set():
+    stream = stream_name(KIND)
+    while not stopping.is_set():
+        try:
             try:
-                msgs = await sub.fetch(FETCH_BATCH, timeout=0.5)
-            except NatsTimeoutError:
+                await bus.js.consumer_info(stream, durable)
+            except NotFoundError:
+                await bus.js.add_consumer(stream, config=config)
+            # One pull request kept open (lineguard.bus.pull): an idle gateway asks every 2 s, a frame costs its
+            # headers and, with others of its second, one ack (fetch asked twice a second, a request and a
+            # "no messages" status more per frame).
+            await _follow(PullFeed(bus.nc, stream, durable, FETCH_BATCH), on_captured, stopping)
+        except Exception as exc:  # noqa: BLE001 - the bus is away or reconnecting, the consumer gone: try again
+            log.debug("frame headers not followed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), RETRY_S)
+
+
+async def _follow(feed: PullFeed, on_captured: Captured, stopping: asyncio.Event) -> None:
+    await feed.open()
+    closing = asyncio.ensure_future(_close_when(stopping, feed))
+    acks = _LatestAck()
+    try:
+        while (msg := await feed.next()) is not None:
+            part = captured_part(msg)
+            acks.hold(msg)
+            if part is None:
+                log.warning("a frame without its part's message id; passed over", subject=msg.subject)
                 continue
-            except Exception as exc:  # noqa: BLE001 - the bus is away or reconnecting: the next fetch tries again
-                log.debug("frame headers not fetched", error=repr(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), RETRY_S)
-                continue
-            for msg in msgs:
-                part = captured_part(msg)
-                if part is None:
-                    log.warning("a frame without its part's message id; passed over", subject=msg.subject)
-                    continue
-                try:
-                    await on_captured(*part)
-                except Exception:  # one PLC's notice failing must not stop the others'
-                    log.exception("could not tell the PLC the image is taken", station=part[0], inspection_id=part[1])
-            with contextlib.suppress(Exception):  # an ack lost: the batch comes again, its parts passed over
-                await msgs[-1].ack()
+            try:
+                await on_captured(*part)
+            except Exception:  # one PLC's notice failing must not stop the others'
+                log.exception("could not tell the PLC the image is taken", station=part[0], inspection_id=part[1])
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        closing.cancel()
+        feed.close()
+        await acks.flush()
+
+
+class _LatestAck:
+    """The last frame's headers acked ACK_EVERY_S after the first one not yet acked (AckPolicy.ALL: that one ack
+    is for all before it), well inside the consumer's ack_wait."""
+
+    def __init__(self) -> None:
+        self._latest: Msg | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def hold(self, msg: Msg) -> None:
+        self._latest = msg
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(ACK_EVERY_S, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        task = asyncio.ensure_future(self.flush())
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+
+    async def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        msg, self._latest = self._latest, None
+        if msg is not None:
+            with contextlib.suppress(Exception):  # an ack lost: those frames come again, their parts passed over
+                await msg.ack()
+
+
+async def _close_when(stopping: asyncio.Event, feed: PullFeed) -> None:
+    await stopping.wait()
+    feed.close()

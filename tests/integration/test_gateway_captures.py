@@ -12,7 +12,7 @@ import pytest
 from lineguard.bus import Bus
 from lineguard.contracts import stream_name
 from lineguard.natsserver import EmbeddedNats
-from lineguard.services.gateway.captures import watch_captures
+from lineguard.services.gateway.captures import ACK_EVERY_S, watch_captures
 from lineguard.testing.gateway import publish_frame
 from lineguard.testing.records import triggered_part
 
@@ -50,11 +50,15 @@ async def test_the_gateway_hears_of_each_frame_by_its_headers_under_its_own_perm
             arrived.clear()
             await asyncio.wait_for(arrived.wait(), timeout=10)
         info = await admin.js.consumer_info(stream_name("frame"), "gateway-frame")
+        # The headers are acked a batch at a time, soon: none waits for its ack_wait to come again.
+        await asyncio.sleep(ACK_EVERY_S + 0.3)
+        acked = await admin.js.consumer_info(stream_name("frame"), "gateway-frame")
     finally:
         stopping.set()
         await asyncio.wait_for(watching, timeout=5)  # raises what stopped it (a permission refused, say)
         for bus in (gateway, capture, admin):
             await bus.close()
+    assert acked.num_ack_pending == 0 and acked.num_redelivered == 0
     assert heard == [(p.station, p.inspection_id) for p in (*parts, late)]
     assert info.config.headers_only  # the images never travel to the gateway
     out = capfd.readouterr()
