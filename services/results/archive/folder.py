@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,8 @@ class Settings(ArchiveSettings):
 class FolderStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+        self._root = str(self.root)
+        self._root_prefix = os.path.join(self._root, "")
 
     def _path(self, uri: str) -> Path:
         parsed = urlparse(uri)
@@ -32,21 +35,25 @@ class FolderStore:
         return path
 
     def put(self, key: str, data: bytes, content_type: str) -> str:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root):
+        # The key is checked by its text, not resolved on the disk: resolving cost a stat a folder of the path for
+        # every image (0.2 ms of the 0.3 a put took), and the keys' folders are this store's own, made here.
+        path = os.path.normpath(os.path.join(self._root, key))
+        if not path.startswith(self._root_prefix):
             raise ValueError(f"key {key!r} leads out of the archive folder")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder, name = os.path.split(path)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
         # Written beside, then renamed: a reader (the API) never sees half an image, a crash leaves none.
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.part")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             os.replace(temporary, path)
         except BaseException:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
             raise
-        return path.as_uri()
+        return Path(path).as_uri()
 
     def get(self, uri: str) -> bytes:
         try:
