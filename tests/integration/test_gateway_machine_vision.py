@@ -286,3 +286,34 @@ async def test_the_simulated_40100_plc_checks_every_result(gateway: Gateway) -> 
     with pytest.raises(ConnectionError, match="no vision system 's9'"):
         async with MachineVisionPlc(gateway.endpoint, "s9"):
             pass
+
+
+async def test_a_continuous_job_triggers_every_period_until_stop(gateway: Gateway) -> None:
+    """StartContinuous triggers a part a period (the gateway's default 500 ms; s2's parts get FAIL / TIMEOUT after
+    0.4 s, so each is answered before the next), and Stop ends it: no trigger after the Stop's reply."""
+    automatic = ("VisionStateMachine", "AutomaticModeStateMachine")
+    part_id = "continuous-part"
+
+    async def triggered() -> list[Trigger]:
+        found = await find(gateway.bus, "trigger", Trigger, lambda t: t.part_id == part_id, timeout=2)
+        return found
+
+    async with Client(gateway.endpoint) as client:
+        s2 = await vision_system(client, "s2")
+        await s2.wait_for(lambda: bool(s2.states))
+        job_id, error = await s2.call(
+            (*automatic, "StartContinuous"),
+            ua.MeasIdDataType(Id="lot-7"),
+            ua.PartIdDataType(Id=part_id),
+            ua.RecipeIdExternalDataType(Id=""),
+            ua.ProductIdDataType(Id=""),
+        )
+        assert error == 0 and job_id.Id
+        await s2.wait_for(lambda: s2.states[-1] == "ContinuousExecution")
+        await s2.wait_for(lambda: len(s2.results()) >= 3, timeout=10)
+        assert await s2.call((*automatic, "Stop"), ua.Variant(0, ua.VariantType.Int32), "end of lot") == 0
+        at_stop = len(await triggered())
+        await asyncio.sleep(1.2)  # over two periods: a job still running would have triggered again
+        assert len(await triggered()) == at_stop >= 3
+        await s2.wait_for(lambda: s2.states[-1] == "Ready")
+    assert {content(r)[1:] for r in s2.results()} == {("FAIL", "TIMEOUT")}

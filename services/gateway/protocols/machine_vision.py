@@ -528,7 +528,9 @@ class VisionSystem:
         """Trigger a part every period until Stop / Abort / Halt; a refused trigger is logged and the next tried."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while True:
+        # Also ended by _end_continuous letting go of this task, not by its cancel alone: a cancel can be swallowed
+        # by Python 3.11's asyncio.wait_for (under the bus publish) when it lands as the reply completes.
+        while asyncio.current_task() is self._continuous:
             try:
                 self._remember(await self._trigger(job.part_id, job.meas_id), job)
             except TriggerRefused as exc:
