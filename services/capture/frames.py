@@ -41,6 +41,10 @@ class StationCameras:
     def from_config(cls, config: LineConfig) -> StationCameras:
         return cls(config, {s.id: open_source(s.id, s.camera) for s in config.stations}, GoldenImages(config))
 
+    def watched(self) -> bool:
+        """Whether any station's camera can go away (a network camera): the others never have a problem to report."""
+        return any(isinstance(source, Watched) for source in self.sources.values())
+
     def problems(self) -> dict[str, str]:
         """Each station whose camera cannot grab now, with why."""
         found = {}

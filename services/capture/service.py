@@ -36,7 +36,8 @@ async def setup(ctx: ServiceContext) -> None:
     bucket = await frames_bucket(ctx.bus.js)  # for frames over inline_limit (lineguard.bus.bigframes)
     cameras = StationCameras.from_config(ctx.config)
     ctx.on_stop(lambda: asyncio.to_thread(cameras.close))
-    ctx.run_task(report_cameras(ctx, cameras))
+    if cameras.watched():  # a simulator or a folder cannot go away: no loop waking twice a second for nothing
+        ctx.run_task(report_cameras(ctx, cameras))
     # A trigger whose frame could not be published comes back (nak, redelivery): it gets the image grabbed
     # the first time, not a new grab, which could show the next part (or read the camera's next buffer).
     unsent: OrderedDict[str, Frame] = OrderedDict()

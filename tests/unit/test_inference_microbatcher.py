@@ -79,3 +79,16 @@ async def test_a_stop_runs_what_is_queued_then_refuses_new_items() -> None:
     assert await asyncio.gather(*futures) == [4, 8, 12]
     with pytest.raises(Stopped):
         await batcher.submit(8)
+
+
+async def test_an_idle_batcher_sleeps_until_an_item_or_the_stop_and_notices_either_at_once() -> None:
+    batcher = MicroBatcher(doubling(), batch_size=1, max_wait_s=0.0)
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(batcher.run(stopping))
+    await asyncio.sleep(0.3)  # idle: no timer wakes it (the event loop holds no timer of the batcher's)
+    assert not [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    assert await (await batcher.submit(2)) == 4
+    stopping.set()
+    await asyncio.wait_for(loop, timeout=0.1)  # the stop, while idle, ends the loop at once
+    assert time.perf_counter() - started < 0.1

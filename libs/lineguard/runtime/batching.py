@@ -42,6 +42,7 @@ class MicroBatcher(Generic[T, R]):
         self.queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(maxsize=2 * batch_size)
         self.closed = False
         self.batches: list[int] = []  # the size of each batch run, for tests and metrics
+        self._wake = asyncio.Event()  # set by submit() and by the stop: the idle run loop waits on it alone
 
     async def submit(self, item: T) -> asyncio.Future[R]:
         """Queue `item` (waiting while the queue is full); the future resolves to its outcome."""
@@ -49,10 +50,13 @@ class MicroBatcher(Generic[T, R]):
             raise Stopped("the batcher has stopped")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         await self.queue.put((item, future))
+        self._wake.set()
         return future
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Run batches until `stopping` is set and every queued item has run."""
+        stop = asyncio.ensure_future(stopping.wait())
+        stop.add_done_callback(lambda _: self._wake.set())
         try:
             while True:
                 first = await self._first(stopping)
@@ -60,6 +64,7 @@ class MicroBatcher(Generic[T, R]):
                     return
                 await self._run([first, *await self._more()])
         finally:
+            stop.cancel()
             self.closed = True
             while not self.queue.empty():
                 _, future = self.queue.get_nowait()
@@ -72,9 +77,9 @@ class MicroBatcher(Generic[T, R]):
                 return self.queue.get_nowait()
             if stopping.is_set():
                 return None
-            with contextlib.suppress(TimeoutError):
-                # Bounded, so that a stop is noticed while idle.
-                return await asyncio.wait_for(self.queue.get(), timeout=0.2)
+            # Woken by an item or by the stop, never by a timer: idle, the batcher does nothing at all.
+            self._wake.clear()
+            await self._wake.wait()
 
     async def _more(self) -> list[tuple[T, asyncio.Future[R]]]:
         loop = asyncio.get_running_loop()
