@@ -5,9 +5,10 @@ per part over the same run.
 The server's own counters (/connz, /varz of its monitoring port) are read before and after `--parts` parts at
 `--rate`; the embedded server is started without a monitoring port, so this script starts it through a wrapper
 that adds one (`-m`). Idle work (heartbeats, an idle consumer's pull requests) counts in, shared by the run's parts:
-at a low rate it weighs more per part.
+at a low rate it weighs more per part. `--idle S` measures it first on its own: S seconds with the PLC connected and
+no part, each process's CPU ms a second (/proc/<pid>/stat) and the server's messages a second.
 
-    python benchmarks/line_messages.py [--rate 3] [--parts 60]
+    python benchmarks/line_messages.py [--rate 3] [--parts 60] [--idle 15]
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import argparse
 import asyncio
 import json
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import lineguard.natsserver as natsserver
-from lineguard.bench.line import connected_plc, drive, settle, start_line
+from lineguard.bench.line import CpuClock, connected_plc, drive, settle, start_line
+from lineguard.localline import LocalLine
 from lineguard.natsserver import free_port
 
 FIELDS = ("in_msgs", "out_msgs", "in_bytes", "out_bytes")
@@ -52,7 +55,21 @@ def connections(port: int) -> dict[str, dict[str, int]]:
     return found
 
 
-async def measure(rate: float, parts: int, port: int) -> dict[str, Any]:
+async def idle(line: LocalLine, port: int, seconds: float) -> dict[str, Any]:
+    """Each process's CPU ms a second and the server's messages (in + out) a second, with nothing triggered."""
+    clock = CpuClock(line)
+    cpu_before, server_before, started = clock.read(), read(port, "varz"), time.perf_counter()
+    await asyncio.sleep(seconds)
+    cpu_after, server_after = clock.read(), read(port, "varz")
+    elapsed = time.perf_counter() - started
+    msgs = sum(server_after[k] - server_before[k] for k in ("in_msgs", "out_msgs"))
+    return {
+        "cpu_ms_per_s": {name: round((cpu_after[name] - cpu_before[name]) * 1000 / elapsed, 1) for name in cpu_after},
+        "msgs_per_s": round(msgs / elapsed, 1),
+    }
+
+
+async def measure(rate: float, parts: int, port: int, idle_s: float = 0.0) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="lineguard-bench-")) / "line"
     line = await asyncio.to_thread(start_line, workdir)
     try:
@@ -60,6 +77,7 @@ async def measure(rate: float, parts: int, port: int) -> dict[str, Any]:
         try:
             await drive(line, plc, 2.0, 10)  # warm up
             await settle(2.0)
+            quiet = await idle(line, port, idle_s) if idle_s > 0 else None
             before, server_before = connections(port), read(port, "varz")
             run = await drive(line, plc, rate, parts)
             await settle(1.0)
@@ -92,6 +110,7 @@ async def measure(rate: float, parts: int, port: int) -> dict[str, Any]:
         },
         "per_connection": per_connection,
         "cpu_ms_per_part": run.cpu_ms_per_part,
+        **({"idle": quiet} if quiet is not None else {}),
     }
 
 
@@ -99,10 +118,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=3.0, help="parts per second")
     parser.add_argument("--parts", type=int, default=60)
+    parser.add_argument("--idle", type=float, default=0.0, help="seconds of idle measured first (0: none)")
     args = parser.parse_args()
     port = free_port("127.0.0.1")
     monitored_server(port)
-    result = asyncio.run(measure(args.rate, args.parts, port))
+    result = asyncio.run(measure(args.rate, args.parts, port, args.idle))
     for name, figures in result["per_connection"].items():
         print(f"{name:24s} {json.dumps(figures)}")
     print(json.dumps(result), flush=True)
