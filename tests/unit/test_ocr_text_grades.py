@@ -17,6 +17,7 @@ from lineguard.config import LineConfig, RecipeSettings
 from lineguard.contracts import new_inspection_id
 from lineguard.imaging import ROI, FrameError, encode_image
 from lineguard.ocr.codes import read_ladder
+from lineguard.ocr.grades import _grid_nonuniformity
 from lineguard.ocr.labels import CANVAS, LabelSettings, render
 from lineguard.ocr.text import MODELS, model_dir, read_text
 from lineguard.samples import SAMPLE_BOARDS
@@ -163,3 +164,17 @@ def test_grades_fall_with_contrast_blur_and_damage() -> None:
     damaged[8 * 4 : 8 * 7, 8 * 5 : 8 * 10] = 255
     scratched = _graded(damaged)
     assert scratched.values["unused_error_correction"] < good.values["unused_error_correction"]
+
+
+def test_grid_nonuniformity_is_how_far_isolated_modules_ink_sits_from_their_grid_points() -> None:
+    module = 10.0
+    smooth = np.full((60, 60), 255, np.float32)
+    centres = np.stack(np.meshgrid(np.arange(5) * module + 5, np.arange(5) * module + 5), -1).astype(np.float32)
+    dark = np.zeros((5, 5), bool)
+    dark[1, 1] = dark[3, 3] = True  # isolated dark modules: one's ink 2 px right of its grid point, one's 3 px below
+    smooth[15 - 1 : 15 + 2, 15 + 1 : 15 + 4] = 0
+    smooth[35 + 2 : 35 + 5, 35 - 1 : 35 + 2] = 0
+    assert _grid_nonuniformity(smooth, centres, dark, module, 128.0) == pytest.approx(0.295, abs=1e-6)
+    # No isolated module (a solid block, or none dark): nothing to measure, 0.
+    assert _grid_nonuniformity(smooth, centres, np.ones((5, 5), bool), module, 128.0) == 0.0
+    assert _grid_nonuniformity(smooth, centres, np.zeros((5, 5), bool), module, 128.0) == 0.0

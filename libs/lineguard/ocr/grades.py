@@ -115,20 +115,25 @@ def _grid_nonuniformity(
     padded = np.pad(dark, 1, constant_values=False)
     isolated = dark & ~padded[:-2, 1:-1] & ~padded[2:, 1:-1] & ~padded[1:-1, :-2] & ~padded[1:-1, 2:]
     half = max(1, round(module / 2))
-    offsets = []
-    for r, c in zip(*np.nonzero(isolated), strict=True):
-        x, y = centres[r, c]
-        x0, y0 = round(float(x)) - half, round(float(y)) - half
-        if x0 < 0 or y0 < 0 or y0 + 2 * half + 1 > smooth.shape[0] or x0 + 2 * half + 1 > smooth.shape[1]:
-            continue
-        ink = np.clip(threshold - smooth[y0 : y0 + 2 * half + 1, x0 : x0 + 2 * half + 1], 0, None)
-        total = float(ink.sum())
-        if total <= 0:
-            continue
-        yy, xx = np.mgrid[y0 : y0 + 2 * half + 1, x0 : x0 + 2 * half + 1]
-        dx, dy = float((ink * xx).sum() / total - x), float((ink * yy).sum() / total - y)
-        offsets.append(np.hypot(dx, dy) / module)
-    return float(np.percentile(offsets, 95)) if offsets else 0.0
+    side = 2 * half + 1
+    # Every isolated module's window at once (a loop of small numpy calls per module was 4 ms a code): the same
+    # arithmetic, window by window, as the loop it replaces.
+    points = centres[isolated].astype(np.float64)  # (n, 2) x, y
+    x0 = np.round(points[:, 0]).astype(np.int64) - half
+    y0 = np.round(points[:, 1]).astype(np.int64) - half
+    inside = (x0 >= 0) & (y0 >= 0) & (y0 + side <= smooth.shape[0]) & (x0 + side <= smooth.shape[1])
+    points, x0, y0 = points[inside], x0[inside], y0[inside]
+    steps = np.arange(side)
+    yy = (y0[:, None] + steps)[:, :, None]  # (n, side, 1)
+    xx = (x0[:, None] + steps)[:, None, :]  # (n, 1, side)
+    ink = np.clip(threshold - smooth[yy, xx], 0, None)
+    total = ink.sum(axis=(1, 2)).astype(np.float64)
+    inked = total > 0
+    ink, total, points, xx, yy = ink[inked], total[inked], points[inked], xx[inked], yy[inked]
+    dx = (ink * xx).sum(axis=(1, 2)) / total - points[:, 0]
+    dy = (ink * yy).sum(axis=(1, 2)) / total - points[:, 1]
+    offsets = np.hypot(dx, dy) / module
+    return float(np.percentile(offsets, 95)) if len(offsets) else 0.0
 
 
 def _finder_damage(dark: np.ndarray) -> float:

@@ -143,8 +143,13 @@ def find_line(grey: np.ndarray, fill: float = FILL, height: int = HEIGHT, squeez
     margin_x = 0.5 * band
     x1, x2 = int(max(0, left - margin_x)), int(min(side, right + margin_x + 1))
     y1, y2 = int(max(0, top - margin_y)), int(min(side, bottom + margin_y + 1))
-    level = cv2.warpAffine(grey, turn, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    cut_grey = _sized(level[y1:y2, x1:x2], height, squeeze)
+    # Only the cut turned, not the canvas: the same pixels (the turn's origin moved to the cut's corner; 16 of
+    # 511,494 differ by one grey level, fixed-point rounding), and a replicated border's warp of the whole canvas
+    # was 3.4 ms of the 8 the line took.
+    cut_turn = turn.copy()
+    cut_turn[:, 2] -= (x1, y1)
+    level = cv2.warpAffine(grey, cut_turn, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    cut_grey = _sized(level, height, squeeze)
     cut_ink = _sized(level_ink[y1:y2, x1:x2], height, squeeze)
     low, high = np.percentile(cut_grey, (1, 99))
     stretched = np.clip((cut_grey.astype(np.float32) - low) * (255.0 / max(high - low, 8.0)), 0, 255)
