@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -111,10 +111,10 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
     part = decision.part
     inspection_id = _inspection_id(part.inspection_id, problems)
     for name in ("line", "station", "recipe_id"):
-        _required(problems, f"part.{name}", getattr(part, name), Inspection.__table__.c[name])
+        _required(problems, f"part.{name}", getattr(part, name), _LENGTHS[name])
     for name in ("part_id", "lot"):
-        _fits(problems, f"part.{name}", getattr(part, name), Inspection.__table__.c[name])
-    _fits(problems, "inference.model_sha256", decision.inference.model_sha256, ModelVersion.__table__.c.sha256)
+        _fits(problems, f"part.{name}", getattr(part, name), _LENGTHS[name])
+    _fits(problems, "inference.model_sha256", decision.inference.model_sha256, _LENGTHS["model_sha256"])
     verdict = _verdict(problems, "verdict", decision.verdict)
     if part.triggered_unix_ns <= 0:
         problems.append("part.triggered_unix_ns: missing (must be > 0)")
@@ -127,7 +127,7 @@ def decision_rows(decision: Decision, facts: LineFacts | None = None) -> Inspect
         elif len(code) > reason_length:
             problems.append(f"reason_codes[{i}]: {len(code)} characters, the column holds {reason_length}")
     for name in ("recipe_version", "serial", "model_id", "model_version"):
-        _fits(problems, name, getattr(decision, name), Inspection.__table__.c[name])
+        _fits(problems, name, getattr(decision, name), _LENGTHS[name])
 
     timings: dict[str, float] = {}
     for i, stage in enumerate(decision.timings):
@@ -222,6 +222,10 @@ def ack_update(ack: PlcAck) -> AckUpdate:
 # Looked up once: the column's length through the ORM, and a reason's severity (a regex a defect class), were a
 # tenth of decision_rows' time at thousands of inspections a second (benchmarks/results.py).
 _REASON_LENGTH: int = InspectionReason.reason_code.type.length  # a String's
+_INSPECTION_CHECKED = (
+    *("line", "station", "recipe_id", "part_id", "lot"),
+    *("recipe_version", "serial", "model_id", "model_version"),
+)
 _severity = functools.lru_cache(maxsize=4096)(reason_severity)
 
 
@@ -250,30 +254,50 @@ def _verdict(problems: list[str], name: str, value: int) -> str:
     return ""
 
 
-def _required(problems: list[str], name: str, value: str, column: ColumnElement[Any]) -> None:
+def _length(column: ColumnElement[Any]) -> int | None:
+    return column.type.length if isinstance(column.type, String) else None
+
+
+def _required(problems: list[str], name: str, value: str, length: int | None) -> None:
     if not value:
         problems.append(f"{name}: missing")
     else:
-        _fits(problems, name, value, column)
+        _fits(problems, name, value, length)
 
 
-def _fits(problems: list[str], name: str, value: str, column: ColumnElement[Any]) -> None:
-    length = column.type.length if isinstance(column.type, String) else None
+def _fits(problems: list[str], name: str, value: str, length: int | None) -> None:
     if length is not None and len(value) > length:
         problems.append(f"{name}: {len(value)} characters, the column holds {length}")
 
 
-def _f32(value: float) -> float:
-    # The wire carries float32: keep its 7 significant digits, not the binary noise after them
-    # (a score of 0.9 stays 0.9 in the MES, not 0.8999999761581421).
-    return float(f"{value:.7g}")
+# Each checked column's length, read off the ORM once (a lookup through the table's columns a field cost more than
+# the check).
+_LENGTHS: dict[str, int | None] = {
+    **{name: _length(Inspection.__table__.c[name]) for name in _INSPECTION_CHECKED},
+    "model_sha256": _length(ModelVersion.__table__.c.sha256),
+    "class_name": _length(Defect.__table__.c.class_name),
+    "symbology": _length(Code.__table__.c.symbology),
+    "shadow_model_id": _length(ShadowVerdict.__table__.c.model_id),
+    "shadow_model_version": _length(ShadowVerdict.__table__.c.model_version),
+}
+
+
+# The wire carries float32: keep its 7 significant digits, not the binary noise after them
+# (a score of 0.9 stays 0.9 in the MES, not 0.8999999761581421). Mapped over a whole row's values at once: a
+# function call a value was a third of decision_rows' time (some 50 values an inspection, benchmarks/results.py).
+_G7 = "{:.7g}".format
+
+
+def _f32s(values: Iterable[float]) -> list[float]:
+    return list(map(float, map(_G7, values)))
 
 
 def _finite(problems: list[str], name: str, values: dict[str, float]) -> dict[str, float]:
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    if bad:
+    numbers = values.values()
+    if not all(map(math.isfinite, numbers)):
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
         problems.append(f"{name}: {', '.join(bad)} not finite")
-    return {k: _f32(v) for k, v in values.items()}
+    return dict(zip(values, _f32s(numbers), strict=True))
 
 
 def _box(box: Box) -> dict[str, float]:
@@ -283,18 +307,19 @@ def _box(box: Box) -> dict[str, float]:
 def _polygon(problems: list[str], name: str, polygon: Polygon) -> list[list[float]] | None:
     # The points read off the message once: each protobuf access costs more than the check itself (the writer's
     # budget at thousands of inspections a second, benchmarks/results.py).
-    points = [(p.x, p.y) for p in polygon.points]
-    if not points:
+    flat = [v for p in polygon.points for v in (p.x, p.y)]
+    if not flat:
         return None
-    if not all(map(math.isfinite, [v for xy in points for v in xy])):
+    if not all(map(math.isfinite, flat)):
         problems.append(f"{name}: a point is not finite")
         return None
-    return [[_f32(x), _f32(y)] for x, y in points]
+    rounded = _f32s(flat)
+    return [rounded[i : i + 2] for i in range(0, len(rounded), 2)]
 
 
 def _defect(problems: list[str], i: int, detection: Any) -> dict[str, Any]:
     name = f"inference.detections[{i}]"
-    _required(problems, f"{name}.class_name", detection.class_name, Defect.__table__.c.class_name)
+    _required(problems, f"{name}.class_name", detection.class_name, _LENGTHS["class_name"])
     if detection.class_id > _INT32_MAX:
         problems.append(f"{name}.class_id: {detection.class_id} is beyond the column's {_INT32_MAX}")
     numbers = _finite(
@@ -341,7 +366,7 @@ def _finding(problems: list[str], i: int, finding: Any) -> dict[str, Any]:
 
 def _code(problems: list[str], i: int, code: Any) -> dict[str, Any]:
     name = f"ocr.codes[{i}]"
-    _required(problems, f"{name}.symbology", code.symbology, Code.__table__.c.symbology)
+    _required(problems, f"{name}.symbology", code.symbology, _LENGTHS["symbology"])
     return {
         "symbology": code.symbology,
         "text": code.text,
@@ -382,7 +407,7 @@ def shadow_verdict_row(decision: Decision) -> dict[str, Any]:
     inspection_id = _inspection_id(decision.part.inspection_id, problems)
     verdict = _verdict(problems, "verdict", decision.verdict)
     for name in ("model_id", "model_version"):
-        _required(problems, name, getattr(decision, name), ShadowVerdict.__table__.c[name])
+        _required(problems, name, getattr(decision, name), _LENGTHS[f"shadow_{name}"])
     if decision.decided_unix_ns <= 0:
         problems.append("decided_unix_ns: missing (must be > 0)")
     detections = [_defect(problems, i, d) for i, d in enumerate(decision.inference.detections)]
