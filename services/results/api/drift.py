@@ -11,6 +11,8 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
+from lineguard.services.results.api.filters import Text
+
 
 class FeatureOut(BaseModel):
     feature: str = Field(description="brightness, contrast, sharpness, saturated, max_score or detections")
@@ -77,7 +79,8 @@ def drift_routes(engine: Engine) -> APIRouter:
 
     @router.get("/v1/drift", response_model=list[DriftOut], responses={404: {"description": "no such station"}})
     def drift(
-        station: Annotated[str | None, Query(max_length=64, description="one station; default every station")] = None,
+        # Text: printable, as every other filter (a NUL byte reached PostgreSQL and was a 500, schemathesis found).
+        station: Annotated[Text | None, Query(description="one station; default every station")] = None,
     ) -> list[dict[str, Any]]:
         """The latest drift state of each station (or of `station`), with its latest self-test run."""
         found = read_drift(engine, station)
