@@ -7,9 +7,10 @@ A batch is written as one decision is (store.py's docstring), only for many rows
 - then, committed, one merge of the whole batch's PLC results into its rows.
 A decision delivered again finds its row and writes nothing, in a batch or alone.
 
-On PostgreSQL the children go in by COPY (psycopg's copy protocol): the inspections need the conflict check,
-their children do not (they belong to inspections this very transaction made), and COPY is what the database
-takes fastest. SQLite takes them as one executemany.
+On PostgreSQL the rows are one statement: the inspections as one JSON document, inserted if absent, and
+in the same statement their defects, codes and reasons (a JSON document each) of the inspections it inserted
+only; one round trip, and the C JSON encoder's work instead of a COPY's row at a time in Python. SQLite takes
+the children as one executemany.
 
 A row the database refuses (a constraint or a value that `decision_rows` could not check) fails its whole
 transaction: the batch is then split in halves, each written again, so the good rows are written and the
@@ -25,7 +26,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import JSON, Connection, Engine, Table, case, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
@@ -43,8 +44,11 @@ from lineguard.services.results.schema import (
 )
 
 _INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-# SQLite binds at most 32766 values a statement; an inspection row has about 30.
-_SQLITE_ROWS_A_STATEMENT = 500
+_SQLITE_INSERT_ABSENT = (
+    sqlite.insert(Inspection)
+    .on_conflict_do_nothing(index_elements=[Inspection.inspection_id])
+    .returning(Inspection.inspection_id)
+)
 
 
 class Refused(ValueError):
@@ -65,17 +69,27 @@ def write_batch(engine: Engine, batch: Sequence[InspectionRows]) -> list[Outcome
             outcomes[i] = False  # one statement would insert it once but mark both new: its children twice
     _write_or_split(engine, [(i, rows) for i, rows in enumerate(batch) if outcomes[i] is None], outcomes)
     written = [i for i, o in enumerate(outcomes) if o is not None and not isinstance(o, Refused)]
-    if written:
+    if written and not _merges_with_rows(engine):
         # A duplicate merges too: the first delivery may have stopped between its commit and its merge.
         with engine.begin() as conn:
             merge_plc_results(conn, [batch[i].inspection_id for i in written])
     return [o for o in outcomes if o is not None]
 
 
+def _merges_with_rows(engine: Engine) -> bool:
+    """Whether the PLC merge goes in the rows' own transaction: on SQLite, whose writers take turns (the first
+    statement of each takes the one write lock until its commit), so a merge there sees every ack committed
+    before it, and an ack committed after it merges itself. A transaction less a decision at a low rate, where
+    each batch holds one. PostgreSQL's writers overlap: its merge waits for its own commit (store.py)."""
+    return engine.dialect.name == "sqlite"
+
+
 def _write_or_split(engine: Engine, part: list[tuple[int, InspectionRows]], outcomes: list[Outcome | None]) -> None:
     try:
         with engine.begin() as conn:
             new = _write_rows(conn, [rows for _, rows in part])
+            if _merges_with_rows(engine):
+                merge_plc_results(conn, [rows.inspection_id for _, rows in part])
     except StatementError as exc:
         # A constraint, a value the column cannot hold, a value its type cannot bind: this batch's rows. Anything
         # else (the database away, the connection cut) is not, and nothing of the batch was committed.
@@ -112,33 +126,24 @@ def dialect_insert(engine: Engine) -> Callable[..., Any]:
 def _write_rows(conn: Connection, batch: list[InspectionRows]) -> set[str]:
     """Insert the batch's inspections that are not there yet with their children; the ids inserted."""
     dialect = conn.engine.dialect.name
-    insert_absent = dialect_insert(conn.engine)
     now = datetime.now(UTC)
     inspections = [{"created_at": now, **rows.inspection} for rows in batch]
     new: set[str] = set()
     if dialect == "postgresql":
-        new.update(_insert_absent_json(conn, inspections))
-    for start in range(0, len(inspections), _SQLITE_ROWS_A_STATEMENT) if dialect == "sqlite" else ():
-        # RETURNING (SQLite >= 3.35), not rowcount: psycopg under SQLAlchemy 2.1 reports -1 for this INSERT.
-        statement = (
-            insert_absent(Inspection)
-            .values(inspections[start : start + _SQLITE_ROWS_A_STATEMENT])
-            .on_conflict_do_nothing(index_elements=[Inspection.inspection_id])
-            .returning(Inspection.inspection_id)
-        )
-        new.update(conn.execute(statement).scalars())
+        # The children of every decision go with the inspections, in the same statement, and the database keeps
+        # those of the new ones only: one round trip and one JSON document a table.
+        children = [(_table(table), [r for rows in batch for r in getattr(rows, kind)]) for table, kind in _CHILDREN]
+        new.update(_insert_absent_json(conn, inspections, [(t, r) for t, r in children if r]))
+    if dialect == "sqlite":
+        # RETURNING (SQLite >= 3.35) names the new ones. One statement built once, its rows as parameters:
+        # SQLAlchemy's "insertmanyvalues" sends them as multi-row VALUES within SQLite's bound on parameters,
+        # compiled once, where a statement with the rows as its values was compiled anew for every batch (most
+        # of a decision's CPU at a low rate, one decision a batch).
+        new.update(conn.execute(_SQLITE_INSERT_ABSENT, inspections).scalars())
     fresh = [rows for rows in batch if rows.inspection_id in new]
-    children = (
-        (_table(Defect), [r for rows in fresh for r in rows.defects]),
-        (_table(Code), [r for rows in fresh for r in rows.codes]),
-        (_table(InspectionReason), [r for rows in fresh for r in rows.reasons]),
-    )
-    for table, rows_of in children:
-        if not rows_of:
-            continue
-        if dialect == "postgresql":
-            _copy(conn, table, rows_of)
-        else:
+    for table, kind in _CHILDREN if dialect == "sqlite" else ():
+        rows_of = [r for rows in fresh for r in getattr(rows, kind)]
+        if rows_of:
             conn.execute(insert(table), rows_of)
     # Model before recipe, each in key order, in every transaction: two writers lock the same rows in one order.
     versions: tuple[tuple[type[ModelVersion] | type[RecipeVersion], list[Any]], ...] = (
@@ -189,14 +194,20 @@ def yield_hours(inspections: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def count_yield(conn: Connection, hours: list[dict[str, Any]]) -> None:
     """Add `hours` (yield_hours' rows) to the counts there, in the connection's transaction."""
-    statement = dialect_insert(conn.engine)(YieldHour).values(hours)
-    statement = statement.on_conflict_do_update(
+    conn.execute(_yield_upsert(conn.engine.dialect.name), hours)
+
+
+# The writer's fixed statements, built once a dialect: building one (and its cache key) cost more CPU than
+# running it (a decision's write at a low rate, where each batch holds one).
+@functools.cache
+def _yield_upsert(dialect: str) -> Any:
+    statement = _INSERTS[dialect](YieldHour)
+    return statement.on_conflict_do_update(
         index_elements=list(YieldHour.__table__.primary_key),
         set_={
             name: getattr(YieldHour, name) + getattr(statement.excluded, name) for name in ("parts", *_COUNTED.values())
         },
     )
-    conn.execute(statement)
 
 
 def _table(model: type[Base]) -> Table:
@@ -206,22 +217,36 @@ def _table(model: type[Base]) -> Table:
     return table
 
 
-@functools.cache
-def _json_insert(columns: tuple[str, ...]) -> str:
-    """`INSERT INTO inspections ... SELECT FROM json_populate_recordset(the batch as one JSON array) ON CONFLICT
-    DO NOTHING RETURNING id`.
+_CHILDREN = ((Defect, "defects"), (Code, "codes"), (InspectionReason, "reasons"))
 
-    One parameter, whatever the batch's size: SQLAlchemy's multi-row VALUES binds one parameter a value (compiling
-    15,000 of them cost more than the database's work), and psycopg's dumping of one array a column in Python cost
-    more than the C JSON encoder's one document (benchmarks/results.py). Each value takes its column's type as the
-    column's input would: a string too long for its varchar(n) is refused, never cut; JSON null is SQL NULL."""
+
+@functools.cache
+def _json_insert(columns: tuple[str, ...], children: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
+    """`INSERT INTO inspections ... SELECT FROM json_populate_recordset(the batch as one JSON array) ON CONFLICT
+    DO NOTHING RETURNING id`, and in the same statement each child table's rows (`children`: table, columns) of
+    the inspections it inserted, from a JSON array each.
+
+    One parameter a table, whatever the batch's size: SQLAlchemy's multi-row VALUES binds one parameter a value
+    (compiling 15,000 of them cost more than the database's work), psycopg's dumping of one array a column in
+    Python, or of a COPY's row at a time, cost more than the C JSON encoder's one document (benchmarks/results.py).
+    Each value takes its column's type as the column's input would: a string too long for its varchar(n) is
+    refused, never cut; JSON null is SQL NULL. The children's foreign keys are checked at the statement's end,
+    when their inspections are in."""
     table = _table(Inspection)
     listed = ", ".join(columns)
-    return (
-        f"INSERT INTO {table.name} ({listed}) SELECT {listed} "
+    statement = (
+        f"WITH new AS (INSERT INTO {table.name} ({listed}) SELECT {listed} "
         f"FROM json_populate_recordset(NULL::{table.name}, %s::json) "
-        "ON CONFLICT (inspection_id) DO NOTHING RETURNING inspection_id"
+        "ON CONFLICT (inspection_id) DO NOTHING RETURNING inspection_id)"
     )
+    for i, (name, child_columns) in enumerate(children):
+        listed = ", ".join(child_columns)
+        statement += (
+            f", child{i} AS (INSERT INTO {name} ({listed}) SELECT {listed} "
+            f"FROM json_populate_recordset(NULL::{name}, %s::json) "
+            "WHERE inspection_id IN (SELECT inspection_id FROM new))"
+        )
+    return statement + " SELECT inspection_id FROM new"
 
 
 def _json_value(value: Any) -> str:
@@ -230,10 +255,15 @@ def _json_value(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} {value!r} has no JSON form for the inspections insert")
 
 
-def _insert_absent_json(conn: Connection, inspections: list[dict[str, Any]]) -> list[str]:
-    statement = _json_insert(tuple(inspections[0]))
-    document = json.dumps(inspections, default=_json_value, separators=(",", ":"))
-    return [row[0] for row in _raw(conn, statement, lambda cursor: cursor.execute(statement, (document,)).fetchall())]
+_dumps = json.JSONEncoder(default=_json_value, separators=(",", ":")).encode
+
+
+def _insert_absent_json(
+    conn: Connection, inspections: list[dict[str, Any]], children: list[tuple[Table, list[dict[str, Any]]]]
+) -> list[str]:
+    statement = _json_insert(tuple(inspections[0]), tuple((t.name, tuple(rows[0])) for t, rows in children))
+    documents = (_dumps(inspections), *(_dumps(rows) for _, rows in children))
+    return [row[0] for row in _raw(conn, statement, lambda cursor: cursor.execute(statement, documents).fetchall())]
 
 
 def _raw(conn: Connection, statement: str, run: Callable[[psycopg.Cursor[Any]], Any]) -> Any:
@@ -251,25 +281,6 @@ def _raw(conn: Connection, statement: str, run: Callable[[psycopg.Cursor[Any]], 
         raise DBAPIError.instance(
             statement, None, exc, psycopg.Error, connection_invalidated=invalidated, dialect=conn.dialect
         ) from exc
-
-
-def _copy(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """COPY `rows` into `table` inside the connection's transaction; psycopg's errors as SQLAlchemy's."""
-    columns = list(rows[0])
-    as_json = [isinstance(table.c[name].type, JSON) for name in columns]
-    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-
-    def run(cursor: psycopg.Cursor[Any]) -> None:
-        with cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(
-                    [
-                        json.dumps(value) if js and value is not None else value
-                        for value, js in zip(row.values(), as_json, strict=True)
-                    ]
-                )
-
-    _raw(conn, statement, run)
 
 
 def _versions(seen: Iterable[tuple[dict[str, Any] | None, datetime]]) -> list[dict[str, Any]]:
@@ -292,9 +303,15 @@ def _versions(seen: Iterable[tuple[dict[str, Any] | None, datetime]]) -> list[di
 
 def note_version(conn: Connection, table: type[ModelVersion] | type[RecipeVersion], row: dict[str, Any]) -> None:
     """Insert the version seen, or widen its first / last use to take the row's in; a sha256 once noted stays."""
-    statement = dialect_insert(conn.engine)(table).values(**row)
+    dialect_insert(conn.engine)  # NotImplementedError for a database not supported
+    conn.execute(_version_upsert(conn.engine.dialect.name, table), row)
+
+
+@functools.cache
+def _version_upsert(dialect: str, table: type[ModelVersion] | type[RecipeVersion]) -> Any:
+    statement = _INSERTS[dialect](table)
     excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=list(table.__table__.primary_key),
         set_={
             "sha256": func.coalesce(table.sha256, excluded.sha256),
@@ -306,7 +323,6 @@ def note_version(conn: Connection, table: type[ModelVersion] | type[RecipeVersio
             ),
         },
     )
-    conn.execute(statement)
 
 
 def merge_plc_results(conn: Connection, inspection_ids: Sequence[str]) -> set[str]:
@@ -314,10 +330,14 @@ def merge_plc_results(conn: Connection, inspection_ids: Sequence[str]) -> set[st
 
     One statement, in a transaction of its own (see store.py's docstring), whose RETURNING alone decides: the
     rows it names are the rows it wrote. An id without an inspection row, or without a report, is not named."""
+    return set(conn.execute(_MERGE, {"ids": list(inspection_ids)}).scalars())
+
+
+def _merge() -> Any:
     reported = PlcResult.inspection_id == Inspection.inspection_id
-    merged = conn.execute(
+    return (
         update(Inspection)
-        .where(Inspection.inspection_id.in_(inspection_ids), exists().where(reported))
+        .where(Inspection.inspection_id.in_(bindparam("ids", expanding=True)), exists().where(reported))
         .values(
             first_delivery_stays(
                 Inspection,
@@ -327,7 +347,6 @@ def merge_plc_results(conn: Connection, inspection_ids: Sequence[str]) -> set[st
         )
         .returning(Inspection.inspection_id)
     )
-    return set(merged.scalars())
 
 
 def first_delivery_stays(target: type[Inspection] | type[PlcResult], verdict: Any, delivered_at: Any) -> dict[str, Any]:
@@ -341,3 +360,6 @@ def first_delivery_stays(target: type[Inspection] | type[PlcResult], verdict: An
         "plc_verdict": case((delivered, target.plc_verdict), else_=verdict),
         "plc_delivered_at": func.coalesce(target.plc_delivered_at, delivered_at),
     }
+
+
+_MERGE = _merge()

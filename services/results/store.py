@@ -9,10 +9,16 @@ A decision and its PLC ack come on two streams, in either order, and may be writ
 the same moment. Each is first committed on its own (the inspection's rows; the ack's
 plc_results row), then merged: one UPDATE copies plc_results into the inspection's
 plc_* columns. A merge's statement starts after its own record committed, so whichever
-merge starts second sees both records committed: on PostgreSQL's READ COMMITTED as on
-SQLite, without a lock, the PLC columns are filled once both are in."""
+merge starts second sees both records committed: on PostgreSQL's READ COMMITTED, without a
+lock, the PLC columns are filled once both are in. On SQLite, whose writers take turns on
+one write lock, each record's merge goes in its own transaction (batch._merges_with_rows):
+whichever commits second merges both."""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -58,17 +64,32 @@ def record_plc_ack(engine: Engine, ack: PlcAck) -> bool:
     retry, changes nothing. An ack that could not be delivered records the verdict
     that was attempted and leaves plc_delivered_at NULL, until one that was delivered."""
     change = ack_update(ack)
-    report = _dialect_insert(engine)(PlcResult).values(
-        inspection_id=change.inspection_id, plc_verdict=change.plc_verdict, plc_delivered_at=change.plc_delivered_at
-    )
-    report = report.on_conflict_do_update(
+    report = _report(_dialect_insert(engine))
+    values = {
+        "inspection_id": change.inspection_id,
+        "plc_verdict": change.plc_verdict,
+        "plc_delivered_at": change.plc_delivered_at,
+    }
+    if engine.dialect.name == "sqlite":
+        # One transaction: SQLite's writers take turns (batch._merges_with_rows), so the merge sees every
+        # decision committed before this ack, and a decision committed after merges the ack itself.
+        with engine.begin() as conn:
+            conn.execute(report, values)
+            return bool(merge_plc_results(conn, [change.inspection_id]))
+    with engine.begin() as conn:
+        conn.execute(report, values)
+    with engine.begin() as conn:
+        return bool(merge_plc_results(conn, [change.inspection_id]))
+
+
+@functools.cache
+def _report(insert: Callable[..., Any]) -> Any:
+    """The plc_results upsert, built once a dialect (building it cost more CPU than running it, at a low rate)."""
+    report = insert(PlcResult)
+    return report.on_conflict_do_update(
         index_elements=[PlcResult.inspection_id],
         set_=first_delivery_stays(PlcResult, report.excluded.plc_verdict, report.excluded.plc_delivered_at),
     )
-    with engine.begin() as conn:
-        conn.execute(report)
-    with engine.begin() as conn:
-        return bool(merge_plc_results(conn, [change.inspection_id]))
 
 
 # The one table of dialect inserts is batch.py's; shadow.py reaches it here.
