@@ -85,7 +85,9 @@ def detect_batch(
     if not images:
         return []
     t1 = now_ns()
-    outputs = detector.run_batch(np.concatenate([p.tensor for p in images]))
+    tensors = [p.tensor for p in images]
+    # One image, the line's usual batch, runs as prepared: copying its input (5.4 MB at 672 px) cost 1.2 ms a frame.
+    outputs = detector.run_batch(tensors[0] if len(tensors) == 1 else np.concatenate(tensors))
     t2 = now_ns()
     segment = detector.card.task == "segment"
     timed: list[Timed | ModelOutputError] = []
