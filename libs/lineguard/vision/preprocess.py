@@ -83,8 +83,14 @@ def planes_to_tensor(
     height, width = planes[0].shape
     new_w, new_h, _, _, placement = _placement(height, width, size, scaleup)
     tensor = np.empty((1, 3, size, size), np.float32)
-    tensor.fill(np.float32(PAD_VALUE) / np.float32(255.0))
     top, left = placement.pad_y, placement.pad_x
+    # Only the padding is filled, the planes write the rest: a whole fill of the 5.4 MB input (672 px) cost a
+    # fraction of a millisecond a frame for nothing, the more so where the image fills the input.
+    pad = np.float32(PAD_VALUE) / np.float32(255.0)
+    tensor[:, :, :top] = pad
+    tensor[:, :, top + new_h :] = pad
+    tensor[:, :, top : top + new_h, :left] = pad
+    tensor[:, :, top : top + new_h, left + new_w :] = pad
     for channel, plane in enumerate(planes):
         if (new_w, new_h) != (width, height):
             plane = cv2.resize(plane, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
