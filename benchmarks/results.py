@@ -4,7 +4,8 @@ Writer: --inspections decisions per side per round, each with 3 defects and 2 re
 busy_decision), into a throwaway PostgreSQL database emptied before each side:
   writer   the results service's path for one batch of --batch messages: decode each Decision from its bytes,
            make its rows (records.decision_rows, every check), write the batch (batch.write_batch: the
-           inspections insert-if-absent, their defects / codes / reasons by COPY, versions, then the PLC merge);
+           inspections insert-if-absent and their defects / codes / reasons in one statement, versions, then
+           the PLC merge);
   copy     a raw COPY of the very same rows (inspections, defects, codes, reasons), one transaction, no checks;
 and their ratio, in --rounds interleaved rounds (the order alternates), then medians and ranges.
 
