@@ -43,6 +43,7 @@ async def setup(ctx: ServiceContext) -> None:
     # A candidate in shadow (lineguard model shadow start) runs between live batches; it never reaches the PLC.
     shadow = await start_shadow(ctx, holder)
     pipeline = FrameBatcher(ctx, holder.current, shadow)
+    await pipeline.frames.follow_decisions()
     await asyncio.to_thread(pipeline.warm_up)  # before consuming: admission knows the model's pace from the start
     ctx.consume("frame", Frame, fetching_images(ctx.bus.js, pipeline.handle))
     ctx.run_task(pipeline.run())

@@ -4,6 +4,8 @@ recipe's identity fields."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lineguard.config import LineConfig
 from lineguard.contracts import copy_part, now_ns, timing
 from lineguard.imaging import ROI, FrameError, ImageError, frame_pixels
@@ -16,14 +18,19 @@ from lineguard.v1.ocr_pb2 import Code, FieldRead, OcrResult
 from lineguard.v1.ocr_pb2 import TextLine as TextLineMessage
 
 
-def ocr_frame(frame: Frame, config: LineConfig, seen: SeenValues | None = None) -> OcrResult:
+def ocr_frame(
+    frame: Frame, config: LineConfig, seen: SeenValues | None = None, *, go_on: Callable[[], None] = lambda: None
+) -> OcrResult:
     """The codes on `frame`'s part and its checked fields; raises FrameError for a frame that cannot be
-    read. `seen`: the values met before, for DUPLICATE_SERIAL (the service keeps one)."""
+    read. `seen`: the values met before, for DUPLICATE_SERIAL (the service keeps one). `go_on()` is called between
+    the steps, before the printed text's read (the costly one), and raises to drop the rest (the part was decided
+    meanwhile: lineguard.runtime.decided)."""
     started = now_ns()
     part = frame.part
     recipe, image = frame_pixels(frame, config, grey=True)
     ocr = recipe.ocr
     formats = formats_named(ocr.formats) if ocr.formats else READ_FORMATS
+    go_on()
     try:
         reading = read_ladder(
             image, ROI.from_list(recipe.code_roi), formats=formats, wanted=ocr.formats, budget_ms=ocr.budget_ms
@@ -32,6 +39,7 @@ def ocr_frame(frame: Frame, config: LineConfig, seen: SeenValues | None = None) 
         raise FrameError(f"recipe {part.recipe_id!r} code_roi: {exc}") from None
     lines: list[TextLine] = []
     if ocr.wants_text():
+        go_on()
         # The recipe's box of the printed line: recognition only; else detection over the code region.
         box, where = (ocr.text_roi, "ocr.text_roi") if ocr.text_roi else (recipe.code_roi, "code_roi")
         try:

@@ -8,6 +8,7 @@ acks deferred, and are read one at a time off the event loop, each checked again
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 from lineguard.bus import BadMessage, Delivery, HandBack
@@ -18,6 +19,7 @@ from lineguard.ocr.fields import SeenValues
 from lineguard.ocr.text import warm_up
 from lineguard.runtime import tracing
 from lineguard.runtime.admission import OVERLOAD, AdmittedFrames
+from lineguard.runtime.decided import SKIPPED, AlreadyDecided
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.ocr.results import ocr_frame
 from lineguard.v1.common_pb2 import Part
@@ -64,7 +66,12 @@ class Reader:
         started = time.perf_counter()
         try:
             # Decoding and reading take milliseconds: off the event loop, so heartbeats and acks keep flowing.
-            result = await asyncio.to_thread(ocr_frame, delivery.message, self.ctx.config, self.seen)
+            go_on = functools.partial(self.frames.decided.check, delivery.inspection_id)
+            result = await asyncio.to_thread(ocr_frame, delivery.message, self.ctx.config, self.seen, go_on=go_on)
+        except AlreadyDecided:
+            SKIPPED.labels(self.ctx.name).inc()  # its verdict stands: nothing to add, nothing sent
+            await delivery.ack()
+            return
         finally:
             self.frames.pace.observe(time.perf_counter() - started, 1)
         await self.ctx.publish("ocr", result)
@@ -75,5 +82,6 @@ async def setup(ctx: ServiceContext) -> None:
     if any(recipe.ocr.wants_text() for recipe in ctx.config.recipes.values()):
         await asyncio.to_thread(warm_up)
     reader = Reader(ctx, SeenValues())
+    await reader.frames.follow_decisions()
     ctx.consume("frame", Frame, fetching_images(ctx.bus.js, reader.handle))
     ctx.run_task(reader.run())

@@ -5,6 +5,8 @@ the test asserts both kinds and their order, not a count."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 from prometheus_client import REGISTRY
 
@@ -17,6 +19,7 @@ from lineguard.testing import running_service
 from lineguard.testing.records import triggered_part
 from lineguard.testing.streams import collect
 from lineguard.testing.waiting import wait_for
+from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.ocr_pb2 import OcrResult
 
@@ -57,3 +60,41 @@ async def test_a_burst_past_what_ocr_reads_by_the_deadline_is_read_as_far_as_it_
     assert all([c.text for c in r.codes] == ["LG-00000003"] for r in read)
     assert min(r.part.sequence for r in read) == 1  # arrival order: the first frame is read
     assert refused_so_far() - before == len(refused)
+
+
+def skipped_so_far() -> float:
+    return REGISTRY.get_sample_value("lineguard_frames_skipped_decided_total", {"service": "ocr"}) or 0.0
+
+
+async def test_a_frame_whose_part_is_already_decided_is_not_read(fresh_nats, bus_factory, line_config_dict) -> None:
+    """The decision of a part (say FAIL / OVERLOAD, from the model's side) came before OCR's turn: its frame is acked
+    unread and unanswered; the other parts' frames are read as ever."""
+    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=10_000))
+    bus = await bus_factory("driver")
+    png = encode_image(stamp_serial(np.full((640, 640), 255, np.uint8), "LG-00000003"), "png")
+    parts = [triggered_part(seq) for seq in range(1, 7)]
+    decided = [p for p in parts if p.sequence % 2 == 0]
+    before = skipped_so_far()
+    async with running_service("ocr", config, ocr_setup):
+        for part in decided:
+            decision = Decision(verdict=Verdict.VERDICT_FAIL, reason_codes=["OVERLOAD"])
+            decision.part.CopyFrom(part)
+            await bus.publish(subject("decision", "l1", "s1"), decision, msg_id=msg_id(part.inspection_id, "decision"))
+        await asyncio.sleep(0.2)  # the decisions reach the service's subscription before the frames are published
+        for part in parts:
+            frame = Frame(part=part, encoding="png", data=png, width=640, height=800)
+            await bus.publish(subject("frame", "l1", "s1"), frame, msg_id=msg_id(part.inspection_id, "frame"))
+        results = [OcrResult.FromString(m.data) for m in await collect(bus, "lg.ocr.l1.*", stream_name("ocr"), 3, 30)]
+
+        async def settled() -> bool:
+            info = await bus.js.consumer_info(stream_name("frame"), "ocr-frame")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await wait_for(settled, timeout=10)  # the skipped frames are acked too: nothing redelivered
+        await asyncio.sleep(0.3)  # a result for a skipped frame, had there been one, would be here by now
+        stored = (await bus.js.stream_info(stream_name("ocr"))).state.messages
+
+    assert sorted(r.part.sequence for r in results) == [1, 3, 5]
+    assert stored == 3  # none for the decided parts
+    assert all([c.text for c in r.codes] == ["LG-00000003"] for r in results)
+    assert skipped_so_far() - before == len(decided)

@@ -11,6 +11,7 @@ from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id
 from lineguard.imaging import ROI, FrameError, ImageError, encode_image
 from lineguard.ocr.codes import read_codes
+from lineguard.runtime.decided import AlreadyDecided
 from lineguard.samples import SAMPLE_BOARDS
 from lineguard.services.capture.stamping import stamp_serial
 from lineguard.services.ocr.results import ocr_frame
@@ -107,6 +108,25 @@ def test_ocr_frame_reads_the_serial_of_a_stamped_frame(line_config_dict) -> None
     assert code.grade == "A" and code.quality_grades["symbol_contrast"] == "A"
     assert [t.stage for t in result.timings] == ["ocr"]
     assert result.completed_unix_ns > 0
+
+
+def test_ocr_frame_drops_its_work_once_the_part_is_decided(line_config_dict) -> None:
+    """go_on() is asked before the codes' read and before the printed text's; what it raises ends the read there."""
+    frame = frame_of(stamp_serial(board(), "LG-00000005"))
+    config = LineConfig(**line_config_dict())
+    asked: list[int] = []
+
+    def decided_before_the_text() -> None:
+        asked.append(len(asked))
+        if len(asked) == 2:
+            raise AlreadyDecided("decided meanwhile")
+
+    with pytest.raises(AlreadyDecided):
+        ocr_frame(frame, config, go_on=decided_before_the_text)
+    assert asked == [0, 1]
+    calls: list[int] = []
+    assert [line.text for line in ocr_frame(frame, config, go_on=lambda: calls.append(1)).lines] == ["LG-00000005"]
+    assert calls == [1, 1]
 
 
 def test_ocr_frame_names_what_is_wrong_with_the_frame(line_config_dict) -> None:

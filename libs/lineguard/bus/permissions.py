@@ -89,7 +89,17 @@ SERVICE_ROLES: dict[str, Role] = {
 }
 # Plain subscriptions to a line's kinds, nothing stored or acked for them: the results service's dashboard follows
 # the line live through these (services/results/dashboard/follow.py) and adds nothing to a part's path.
-SIDE_SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {"results": ("frame", "decision", "ack", "heartbeat")}
+# Plain subscriptions beside the durable consumers, and what each is for (the docs' table says it).
+SIDE_SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "results": ("frame", "decision", "ack", "heartbeat"),
+    "inference": ("decision",),
+    "ocr": ("decision",),
+}
+SIDE_PURPOSES = {
+    "results": "the dashboard's live view",
+    "inference": "a part already decided is not inferred",
+    "ocr": "a part already decided is not read",
+}
 ADMIN = "admin"
 OPERATOR = "operator"
 IDENTITIES: tuple[str, ...] = (*SERVICE_ROLES, OPERATOR, ADMIN)
@@ -297,7 +307,7 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
         reads += f", `{_selftest_commands(line)}` (subscribed: self-test commands)"
     if identity in SIDE_SUBSCRIPTIONS:
         kinds = ", ".join(f"`lg.{kind}.{line}.*`" for kind in SIDE_SUBSCRIPTIONS[identity])
-        reads += f", {kinds} (subscribed: the dashboard's live view)"
+        reads += f", {kinds} (subscribed: {SIDE_PURPOSES[identity]})"
     return publish, reads
 
 

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from prometheus_client import Counter
 
 from lineguard.bus import Delivery
+from lineguard.runtime.decided import SKIPPED, DecidedParts
 from lineguard.runtime.service import ServiceContext
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
@@ -139,7 +140,8 @@ class AdmittedFrames:
     frame is seen as it comes; the service's loop takes them with `next()`.
 
     `admitted` counts the frames waiting or still being worked on (the service lowers it when one is done); `pace`
-    is the service's measured time per frame; `refusal(part)` makes its result with refused = OVERLOAD."""
+    is the service's measured time per frame; `refusal(part)` makes its result with refused = OVERLOAD. A frame
+    whose part is already decided (`decided`, once `follow_decisions()` ran) is skipped, unread and unanswered."""
 
     def __init__(self, ctx: ServiceContext, kind: str, refusal: Callable[[Part], Message]):
         self.ctx = ctx
@@ -150,6 +152,12 @@ class AdmittedFrames:
         self.pace = Pace()
         self._arrived = asyncio.Event()
         self._stop_watch: asyncio.Future[None] | None = None
+        self.decided = DecidedParts()
+
+    async def follow_decisions(self) -> None:
+        """Hear of the line's decisions from now on (lineguard.runtime.decided), until the service stops."""
+        await self.decided.follow(self.ctx.bus.nc, self.ctx.config.line)
+        self.ctx.on_stop(self.decided.stop)
 
     async def handle(self, delivery: Delivery[Frame]) -> None:
         """The consumer's handler: a stale frame is skipped, a refused one has its OVERLOAD result out (the worker
@@ -166,8 +174,13 @@ class AdmittedFrames:
 
     async def admits(self, delivery: Delivery[Frame], ahead: int, arrived: float) -> bool:
         """Whether the frame's part can be judged by its deadline with `ahead` frames before it; if not, its
-        OVERLOAD result is published (the part fails at once) and False."""
+        OVERLOAD result is published (the part fails at once) and False. False too, with nothing published, for a
+        part already decided: its verdict stands, whatever this service would find."""
         part = delivery.message.part
+        if part.inspection_id in self.decided:
+            SKIPPED.labels(self.ctx.name).inc()
+            log.debug("frame skipped: its part is already decided", inspection_id=part.inspection_id)
+            return False
         return await admitted(
             self.ctx,
             self.kind,
