@@ -22,11 +22,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lineguard.bus import BadMessage, Delivery, Retry
+from lineguard.bus.side import unsubscribe
 from lineguard.contracts import stream_name, verdict_name
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.results.api.server import ApiServer
 from lineguard.services.results.archive.archiver import keep_images
-from lineguard.services.results.dashboard.follow import follow_bus, unsubscribe
+from lineguard.services.results.dashboard.follow import follow_bus
 from lineguard.services.results.dashboard.live import LiveFeed
 from lineguard.services.results.db import check_schema, make_engine
 from lineguard.services.results.drift import setup_drift

@@ -12,14 +12,11 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-import structlog
-from google.protobuf.message import DecodeError
 from prometheus_client import Counter
 
+from lineguard.bus.side import side_handler, unsubscribe
 from lineguard.contracts import line_subjects
 from lineguard.v1.decision_pb2 import Decision
-
-log = structlog.get_logger("lineguard.runtime")
 
 SKIPPED = Counter(
     "lineguard_frames_skipped_decided_total",
@@ -52,7 +49,7 @@ class DecidedParts:
     def check(self, inspection_id: str) -> None:
         """AlreadyDecided when the part is decided: for a long piece of work to look between its steps (a set
         lookup, safe from the worker thread the work runs in)."""
-        if inspection_id in self._ids:
+        if inspection_id in self:
             raise AlreadyDecided(f"part {inspection_id} was decided while it was being worked on")
 
     def add(self, inspection_id: str) -> None:
@@ -64,18 +61,12 @@ class DecidedParts:
             self._ids.discard(self._order.popleft())
 
     async def follow(self, nc: Any, line: str) -> None:
-        async def on_decision(msg: Any) -> None:
-            try:
-                self.add(Decision.FromString(msg.data).part.inspection_id)
-            except DecodeError:
-                log.debug("undecodable decision on the decided-parts subscription: ignored", subject=msg.subject)
+        def on_decision(decision: Decision) -> None:
+            self.add(decision.part.inspection_id)
 
-        self._sub = await nc.subscribe(line_subjects("decision", line), cb=on_decision)
+        self._sub = await nc.subscribe(line_subjects("decision", line), cb=side_handler(Decision, on_decision))
 
     async def stop(self) -> None:
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the bus may be closing already: nothing to hand back
-                log.debug("decided-parts subscription not unsubscribed (the bus is closing)")
+            await unsubscribe([sub])

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from sqlalchemy import Engine
 
+from lineguard.bus.side import side_handler
 from lineguard.contracts import line_subjects
 from lineguard.services.results.dashboard import queries
 from lineguard.services.results.dashboard.live import LiveFeed
@@ -34,16 +34,6 @@ FRAME_BYTES_PENDING = 64 * 1024 * 1024
 DATABASE_POLL_S = 1.0
 
 
-def _handler(message_type: type[Message], apply: Callable[[Any], None]) -> Callable[[Msg], Any]:
-    async def on_message(msg: Msg) -> None:
-        try:
-            apply(message_type.FromString(msg.data))
-        except DecodeError:
-            log.debug("undecodable message on a side subscription: ignored", subject=msg.subject)
-
-    return on_message
-
-
 async def follow_bus(feed: LiveFeed, nc: Client) -> list[Any]:
     """Subscribe the feed to the line's frames, decisions, acks and heartbeats; returns the subscriptions."""
     wiring: dict[str, tuple[type[Message], Callable[[Any], None]]] = {
@@ -58,18 +48,12 @@ async def follow_bus(feed: LiveFeed, nc: Client) -> list[Any]:
         subscriptions.append(
             await nc.subscribe(
                 line_subjects(kind, feed.line),
-                cb=_handler(message_type, apply),
+                cb=side_handler(message_type, apply),
                 pending_msgs_limit=PENDING[kind],
                 pending_bytes_limit=FRAME_BYTES_PENDING,
             )
         )
     return subscriptions
-
-
-async def unsubscribe(subscriptions: list[Any]) -> None:
-    for sub in subscriptions:
-        with contextlib.suppress(Exception):  # the bus may be closing
-            await sub.unsubscribe()
 
 
 async def follow_database(feed: LiveFeed, engine: Engine, stopping: asyncio.Event) -> None:
