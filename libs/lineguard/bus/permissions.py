@@ -87,18 +87,23 @@ SERVICE_ROLES: dict[str, Role] = {
         consumes=("decision", "ack", "shadow_verdict", "frame", "selftest"), produces=("drift",), reads_big_frames=True
     ),
 }
-# Plain subscriptions to a line's kinds, nothing stored or acked for them: the results service's dashboard follows
-# the line live through these (services/results/dashboard/follow.py) and adds nothing to a part's path.
-# Plain subscriptions beside the durable consumers, and what each is for (the docs' table says it).
-SIDE_SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "results": ("frame", "decision", "ack", "heartbeat"),
-    "inference": ("decision",),
-    "ocr": ("decision",),
-}
-SIDE_PURPOSES = {
-    "results": "the dashboard's live view",
-    "inference": "a part already decided is not inferred",
-    "ocr": "a part already decided is not read",
+
+
+@dataclass(frozen=True)
+class SideSubscription:
+    """Plain subscriptions to a line's kinds, nothing stored or acked for them (lineguard.bus.side): they add
+    nothing to a part's path."""
+
+    kinds: tuple[str, ...]
+    purpose: str  # what it is for, in the docs' table
+
+
+SIDE_SUBSCRIPTIONS: dict[str, SideSubscription] = {
+    # The dashboard follows the line live (services/results/dashboard/follow.py).
+    "results": SideSubscription(("frame", "decision", "ack", "heartbeat"), "the dashboard's live view"),
+    # The frame services skip a part already decided (lineguard.runtime.decided).
+    "inference": SideSubscription(("decision",), "a part already decided is not inferred"),
+    "ocr": SideSubscription(("decision",), "a part already decided is not read"),
 }
 ADMIN = "admin"
 OPERATOR = "operator"
@@ -239,7 +244,8 @@ def permissions(identity: str, line: str) -> Permissions:
     subscribe = [f"{inbox_prefix(identity)}.>"]
     if identity in SERVICE_ROLES and SERVICE_ROLES[identity].watches_heartbeats:
         subscribe.append(f"lg.heartbeat.{line}.*")
-    subscribe += [f"lg.{kind}.{line}.*" for kind in SIDE_SUBSCRIPTIONS.get(identity, ())]
+    if identity in SIDE_SUBSCRIPTIONS:
+        subscribe += [f"lg.{kind}.{line}.*" for kind in SIDE_SUBSCRIPTIONS[identity].kinds]
     if identity in SERVICE_ROLES and SERVICE_ROLES[identity].takes_selftest_commands:
         subscribe.append(_selftest_commands(line))
     if identity == OPERATOR:  # the self-test's report, which `lineguard selftest` waits for
@@ -306,8 +312,9 @@ def _summary(identity: str, line: str) -> tuple[str, str]:
     if role.takes_selftest_commands:
         reads += f", `{_selftest_commands(line)}` (subscribed: self-test commands)"
     if identity in SIDE_SUBSCRIPTIONS:
-        kinds = ", ".join(f"`lg.{kind}.{line}.*`" for kind in SIDE_SUBSCRIPTIONS[identity])
-        reads += f", {kinds} (subscribed: {SIDE_PURPOSES[identity]})"
+        side = SIDE_SUBSCRIPTIONS[identity]
+        kinds = ", ".join(f"`lg.{kind}.{line}.*`" for kind in side.kinds)
+        reads += f", {kinds} (subscribed: {side.purpose})"
     return publish, reads
 
 
