@@ -23,6 +23,7 @@ from lineguard.bus import Bus
 from lineguard.bus.permissions import durable_name
 from lineguard.bus.pull import PullFeed
 from lineguard.contracts import line_subjects, msg_id, stream_name
+from lineguard.runtime.following import when_set
 
 log = structlog.get_logger("lineguard.gateway")
 
@@ -75,7 +76,7 @@ async def watch_captures(bus: Bus, line: str, on_captured: Captured, stopping: a
 
 async def _follow(feed: PullFeed, on_captured: Captured, stopping: asyncio.Event) -> None:
     await feed.open()
-    closing = asyncio.ensure_future(_close_when(stopping, feed))
+    closing = when_set(stopping, feed.close)
     acks = _LatestAck()
     try:
         while (msg := await feed.next()) is not None:
@@ -120,8 +121,3 @@ class _LatestAck:
         if msg is not None:
             with contextlib.suppress(Exception):  # an ack lost: those frames come again, their parts passed over
                 await msg.ack()
-
-
-async def _close_when(stopping: asyncio.Event, feed: PullFeed) -> None:
-    await stopping.wait()
-    feed.close()

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 from google.protobuf.message import Message
@@ -23,6 +24,7 @@ from prometheus_client import Counter
 
 from lineguard.bus import Delivery
 from lineguard.runtime.decided import SKIPPED, DecidedParts
+from lineguard.runtime.following import when_set
 from lineguard.runtime.service import ServiceContext
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
@@ -151,7 +153,7 @@ class AdmittedFrames:
         self.admitted = 0
         self.pace = Pace()
         self._arrived = asyncio.Event()
-        self._stop_watch: asyncio.Future[None] | None = None
+        self._stop_watch: asyncio.Future[Literal[True]] | None = None
         self.decided = DecidedParts()
 
     async def follow_decisions(self) -> None:
@@ -194,7 +196,7 @@ class AdmittedFrames:
     async def next(self) -> tuple[Delivery[Frame], float] | None:
         """The next admitted frame and when it came, waiting for one; None once the service stops with none left."""
         if self._stop_watch is None:
-            self._stop_watch = asyncio.ensure_future(self._wake_on_stop())
+            self._stop_watch = when_set(self.ctx.stopping, self._arrived.set)
         while not self.waiting:
             if self.ctx.stopping.is_set():
                 return None
@@ -203,7 +205,3 @@ class AdmittedFrames:
             # poll here cost each service CPU every second, paid per part at the line's rate).
             await self._arrived.wait()
         return self.waiting.popleft()
-
-    async def _wake_on_stop(self) -> None:
-        await self.ctx.stopping.wait()
-        self._arrived.set()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from lineguard.bus import HandBack
+from lineguard.runtime.following import when_set
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,8 +56,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Run batches until `stopping` is set and every queued item has run."""
-        stop = asyncio.ensure_future(stopping.wait())
-        stop.add_done_callback(lambda _: self._wake.set())
+        stop = when_set(stopping, self._wake.set)
         try:
             while True:
                 first = await self._first(stopping)

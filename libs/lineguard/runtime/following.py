@@ -1,11 +1,12 @@
-"""Following a watched source (the registry's promotions, the line's shadow run) until the service stops."""
+"""Following a watched source (the registry's promotions, the line's shadow run) until the service stops, and
+acting on the stop itself."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -28,3 +29,11 @@ async def until_stopped(stopping: asyncio.Event, items: AsyncIterator[T]) -> Asy
         stop.cancel()
         with contextlib.suppress(Exception):
             await items.aclose()  # type: ignore[attr-defined]
+
+
+def when_set(event: asyncio.Event, then: Callable[[], None]) -> asyncio.Future[Literal[True]]:
+    """Call `then()` once `event` is set (a stop waking a loop that waits on something else, with no timer);
+    cancel the future returned to give up waiting."""
+    waiting = asyncio.ensure_future(event.wait())
+    waiting.add_done_callback(lambda done: None if done.cancelled() else then())
+    return waiting
