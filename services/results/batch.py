@@ -194,14 +194,15 @@ def yield_hours(inspections: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def count_yield(conn: Connection, hours: list[dict[str, Any]]) -> None:
     """Add `hours` (yield_hours' rows) to the counts there, in the connection's transaction."""
-    conn.execute(_yield_upsert(conn.engine.dialect.name), hours)
+    conn.execute(_yield_upsert(dialect_insert(conn.engine)), hours)
 
 
-# The writer's fixed statements, built once a dialect: building one (and its cache key) cost more CPU than
-# running it (a decision's write at a low rate, where each batch holds one).
+# The writer's fixed statements, built once a dialect (keyed by its insert, as store.py's ack upsert):
+# building one (and its cache key) cost more CPU than running it (a decision's write at a low rate, where each
+# batch holds one).
 @functools.cache
-def _yield_upsert(dialect: str) -> Any:
-    statement = _INSERTS[dialect](YieldHour)
+def _yield_upsert(insert: Callable[..., Any]) -> Any:
+    statement = insert(YieldHour)
     return statement.on_conflict_do_update(
         index_elements=list(YieldHour.__table__.primary_key),
         set_={
@@ -303,13 +304,12 @@ def _versions(seen: Iterable[tuple[dict[str, Any] | None, datetime]]) -> list[di
 
 def note_version(conn: Connection, table: type[ModelVersion] | type[RecipeVersion], row: dict[str, Any]) -> None:
     """Insert the version seen, or widen its first / last use to take the row's in; a sha256 once noted stays."""
-    dialect_insert(conn.engine)  # NotImplementedError for a database not supported
-    conn.execute(_version_upsert(conn.engine.dialect.name, table), row)
+    conn.execute(_version_upsert(dialect_insert(conn.engine), table), row)
 
 
 @functools.cache
-def _version_upsert(dialect: str, table: type[ModelVersion] | type[RecipeVersion]) -> Any:
-    statement = _INSERTS[dialect](table)
+def _version_upsert(insert: Callable[..., Any], table: type[ModelVersion] | type[RecipeVersion]) -> Any:
+    statement = insert(table)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=list(table.__table__.primary_key),
