@@ -16,6 +16,7 @@ from asyncua import Client, Server, ua
 
 from lineguard.natsserver import free_port
 from lineguard.services.gateway.protocols.opcua_quiet import QuietSubscription, make_quiet
+from lineguard.sim.plc import subscription_parameters
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -78,14 +79,8 @@ def counted(server: Server) -> dict[str, int]:
 
 
 def parameters(keep_alive_count: int) -> ua.CreateSubscriptionParameters:
-    return ua.CreateSubscriptionParameters(
-        RequestedPublishingInterval=INTERVAL_MS,
-        RequestedLifetimeCount=max(3000, 3 * keep_alive_count),
-        RequestedMaxKeepAliveCount=keep_alive_count,
-        MaxNotificationsPerPublish=0,
-        PublishingEnabled=True,
-        Priority=0,
-    )
+    lifetime_count = max(3000, 3 * keep_alive_count)
+    return subscription_parameters(INTERVAL_MS, lifetime_count=lifetime_count, keep_alive_count=keep_alive_count)
 
 
 async def test_a_quiet_subscription_sleeps_and_still_sends_each_event_within_an_interval(
@@ -156,14 +151,7 @@ async def test_a_subscription_without_publish_requests_expires_after_its_lifetim
     server, endpoint = request.getfixturevalue(kind)
     async with Client(endpoint) as client:
         sub = await client.create_subscription(
-            ua.CreateSubscriptionParameters(
-                RequestedPublishingInterval=INTERVAL_MS,
-                RequestedLifetimeCount=30,
-                RequestedMaxKeepAliveCount=5,
-                MaxNotificationsPerPublish=0,
-                PublishingEnabled=True,
-                Priority=0,
-            ),
+            subscription_parameters(INTERVAL_MS, lifetime_count=30, keep_alive_count=5),
             Events(),
         )
         subscriptions = server.iserver.subscription_service.subscriptions

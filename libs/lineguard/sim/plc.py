@@ -144,13 +144,15 @@ async def connect_client(
             await asyncio.sleep(0.2)
 
 
-def subscription_parameters(interval_ms: float = PUBLISHING_INTERVAL_MS) -> ua.CreateSubscriptionParameters:
-    """A PLC's subscription: published every `interval_ms`, kept alive through long quiet spells, every
-    notification of a publish delivered at once."""
+def subscription_parameters(
+    interval_ms: float = PUBLISHING_INTERVAL_MS, *, lifetime_count: int = 3000, keep_alive_count: int = 500
+) -> ua.CreateSubscriptionParameters:
+    """A PLC's subscription: published every `interval_ms`, kept alive through long quiet spells (by default),
+    every notification of a publish delivered at once."""
     return ua.CreateSubscriptionParameters(
         RequestedPublishingInterval=interval_ms,
-        RequestedLifetimeCount=3000,
-        RequestedMaxKeepAliveCount=500,
+        RequestedLifetimeCount=lifetime_count,
+        RequestedMaxKeepAliveCount=keep_alive_count,
         MaxNotificationsPerPublish=0,
         PublishingEnabled=True,
         Priority=0,
