@@ -8,6 +8,7 @@ import pytest
 
 from lineguard.config import LineConfig, RecipeSettings
 from lineguard.imaging import ImageError, decode_image, encode_image
+from lineguard.services.results.archive import images
 from lineguard.services.results.archive.images import Box, reduction, renderings
 from lineguard.sim.lineconfig import demo_config_dict
 from lineguard.testing.boards import BOARD_STEMS, board_frame
@@ -77,6 +78,17 @@ def test_a_fail_keeps_its_bytes_and_an_overlay_of_the_same_size() -> None:
     assert (image.kind, image.data, image.width, image.height) == ("image", frame.data, 640, 640)
     overlay = cv2.imdecode(np.frombuffer(drawn.data, np.uint8), cv2.IMREAD_COLOR)
     assert (drawn.kind, drawn.width, drawn.height, overlay.shape) == ("overlay", 640, 640, (640, 640, 3))
+
+
+def test_a_fail_with_nothing_to_draw_keeps_its_bytes_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = board_frame(1, BOARD_STEMS[0])
+
+    def no_decode(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("an image was decoded for a part with nothing to draw")
+
+    monkeypatch.setattr(images, "decode_image", no_decode)
+    (image,) = renderings(frame, "FAIL", [], None, SETTINGS)  # an OVERLOAD, a TIMEOUT, a code's FAIL
+    assert (image.kind, image.data, image.width, image.height) == ("image", frame.data, 640, 640)
 
 
 @pytest.mark.parametrize("verdict", ["PASS", "FAIL"])

@@ -1,7 +1,8 @@
 """What an inspection keeps of its frame: plain functions from the frame and its verdict to encoded images.
 
 A non-pass keeps the frame as the camera encoded it (`image`, not re-encoded: its sha256 is the camera's bytes)
-and an `overlay`, the frame with each detection's box and label drawn; a pass keeps a `thumbnail` (or, by its
+and, when it has detections, an `overlay`, the frame with each one's box and label drawn; a pass keeps a
+`thumbnail` (or, by its
 recipe's `retention.good_images`, the full image). A recipe that keeps a kind 0 days keeps none of it."""
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def renderings(
     for kind in kinds:
         if kind == "image":
             made.append(Rendered("image", frame.data, content_type(encoding), header.width, header.height))
+            continue
+        if kind == "overlay" and not boxes:
+            # Nothing to draw (an OVERLOAD or TIMEOUT, a code's or a rule's FAIL): the overlay would be the image
+            # again, as a JPEG, at a decode and an encode a part, most of them at overload.
             continue
         if kind == "overlay":
             pixels = decode_image(frame.data, expected_encoding=encoding) if pixels is None else pixels
