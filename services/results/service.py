@@ -10,7 +10,6 @@ for as long as the outage lasts. A stop first writes what the streams already ho
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from lineguard.contracts import stream_name, verdict_name
 from lineguard.runtime.service import ServiceContext
 from lineguard.services.results.api.server import ApiServer
 from lineguard.services.results.archive.archiver import keep_images
-from lineguard.services.results.dashboard.follow import follow_bus, follow_frames
+from lineguard.services.results.dashboard.follow import follow_bus
 from lineguard.services.results.dashboard.live import LiveFeed
 from lineguard.services.results.db import check_schema, make_engine
 from lineguard.services.results.drift import setup_drift
@@ -161,7 +160,6 @@ def serve_api(ctx: ServiceContext, engine: Engine) -> None:
     async def serve_until_stopped() -> None:
         # The dashboard's live view: a side subscription to the line, which no part's path waits on.
         subscriptions = await follow_bus(feed, ctx.bus.nc)
-        frames = asyncio.create_task(follow_frames(feed, ctx.bus.nc))
         serving = asyncio.create_task(server.serve())
         stopped = asyncio.create_task(ctx.stopping.wait())
         try:
@@ -170,9 +168,6 @@ def serve_api(ctx: ServiceContext, engine: Engine) -> None:
             stopped.cancel()
             await serving
         finally:
-            frames.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await frames
             await unsubscribe(subscriptions)
 
     ctx.run_task(serve_until_stopped())

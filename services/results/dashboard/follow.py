@@ -2,8 +2,7 @@
 
 The side subscription is plain NATS (no durable consumer, nothing acked, nothing stored for it): the
 line's streams keep every message for their own consumers whatever the dashboard does, so it adds
-nothing to a part's path. A slow dashboard drops messages at its own subscription's pending limit. The frames,
-the one large message of a part, are followed only while a browser watches (follow_frames)."""
+nothing to a part's path. A slow dashboard drops messages at its own subscription's pending limit."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from google.protobuf.message import Message
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from lineguard.bus.side import side_handler, unsubscribe
+from lineguard.bus.side import side_handler
 from lineguard.contracts import line_subjects
 from lineguard.services.results.dashboard import queries
 from lineguard.services.results.dashboard.live import LiveFeed
@@ -32,56 +31,29 @@ log = structlog.get_logger("lineguard.dashboard")
 # are large and only the newest matters, so few; the rest are small.
 PENDING = {"frame": 8, "decision": 2000, "ack": 2000, "heartbeat": 200}
 FRAME_BYTES_PENDING = 64 * 1024 * 1024
-FRAMES_LINGER_S = 30.0
 DATABASE_POLL_S = 1.0
 
 
 async def follow_bus(feed: LiveFeed, nc: Client) -> list[Any]:
-    """Subscribe the feed to the line's decisions, acks and heartbeats; returns the subscriptions. The frames:
-    follow_frames."""
+    """Subscribe the feed to the line's frames, decisions, acks and heartbeats; returns the subscriptions."""
     wiring: dict[str, tuple[type[Message], Callable[[Any], None]]] = {
+        "frame": (Frame, feed.on_frame),
         "decision": (Decision, feed.on_decision),
         "ack": (PlcAck, feed.on_ack),
         "heartbeat": (Heartbeat, feed.on_heartbeat),
     }
+    subscriptions = []
     feed.follows_bus = True
-    return [await _subscribe(feed, nc, kind, message_type, apply) for kind, (message_type, apply) in wiring.items()]
-
-
-async def follow_frames(feed: LiveFeed, nc: Client, linger_s: float | None = None) -> None:
-    """Follow the line's frames while a browser watches the live view, until the feed closes (or the task is
-    cancelled). A frame is ~60 KiB a part, sent over TLS and decoded here, for an image the view shows only until
-    the archive has it: with nobody watching it was the server's and this process's largest per-part work that no
-    one used. The last browser gone, the frames are followed `linger_s` (FRAMES_LINGER_S) more, so a reloaded
-    page misses none."""
-    linger_s = FRAMES_LINGER_S if linger_s is None else linger_s
-    sub: Any = None
-    try:
-        while not feed.closed:
-            if feed.watchers:
-                if sub is None:
-                    sub = await _subscribe(feed, nc, "frame", Frame, feed.on_frame)
-                await feed.watchers_change()
-            elif sub is not None:
-                if not await feed.watchers_change(linger_s) and not feed.watchers:
-                    await unsubscribe([sub])
-                    sub = None
-            else:
-                await feed.watchers_change()
-    finally:
-        if sub is not None:
-            await unsubscribe([sub])
-
-
-async def _subscribe(
-    feed: LiveFeed, nc: Client, kind: str, message_type: type[Message], apply: Callable[[Any], None]
-) -> Any:
-    return await nc.subscribe(
-        line_subjects(kind, feed.line),
-        cb=side_handler(message_type, apply),
-        pending_msgs_limit=PENDING[kind],
-        pending_bytes_limit=FRAME_BYTES_PENDING,
-    )
+    for kind, (message_type, apply) in wiring.items():
+        subscriptions.append(
+            await nc.subscribe(
+                line_subjects(kind, feed.line),
+                cb=side_handler(message_type, apply),
+                pending_msgs_limit=PENDING[kind],
+                pending_bytes_limit=FRAME_BYTES_PENDING,
+            )
+        )
+    return subscriptions
 
 
 async def follow_database(feed: LiveFeed, engine: Engine, stopping: asyncio.Event) -> None:

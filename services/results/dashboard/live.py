@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -161,9 +160,7 @@ class LiveFeed:
     versions: dict[str, int] = field(default_factory=dict)  # "station:<id>", "counters", "health"
     follows_bus: bool = False  # heartbeats and PLC acks come only over the bus (follow.follow_bus)
     closed: bool = False
-    watchers: int = 0  # browsers on the event stream: the frames are followed only while there are (follow_frames)
     _tick: asyncio.Event | None = None
-    _watchers_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def of(cls, config: LineConfig) -> LiveFeed:
@@ -189,27 +186,6 @@ class LiveFeed:
     def close(self) -> None:
         self.closed = True
         self._changed("closed")
-        self._watchers_changed.set()
-
-    @contextlib.contextmanager
-    def watched(self) -> Iterator[None]:
-        """A browser follows the live view while inside."""
-        self.watchers += 1
-        self._watchers_changed.set()
-        try:
-            yield
-        finally:
-            self.watchers -= 1
-            self._watchers_changed.set()
-
-    async def watchers_change(self, timeout_s: float | None = None) -> bool:
-        """Until a browser comes or goes (or the feed closes): True; False when `timeout_s` passed first."""
-        try:
-            await asyncio.wait_for(self._watchers_changed.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        self._watchers_changed.clear()
-        return True
 
     def on_part(self, part: PartView) -> None:
         if part.station not in self.stations:

@@ -440,12 +440,6 @@ def add_dashboard(
 async def _changes(feed: LiveFeed, request: Request) -> AsyncIterator[str]:
     """Server-sent events naming what changed: `station-<id>`, `counters`, `health`. Bursts coalesce: a browser
     is told once per MIN_GAP_S however many parts went by (the live view may skip parts, never blocks the line)."""
-    with feed.watched():
-        async for event in _events(feed, request):
-            yield event
-
-
-async def _events(feed: LiveFeed, request: Request) -> AsyncIterator[str]:
     seen = dict(feed.versions)
     counters_sent = 0.0
     yield "retry: 2000\n\n"
