@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 from prometheus_client import REGISTRY
 
 from lineguard.config import LineConfig
@@ -22,7 +21,6 @@ from lineguard.testing.streams import collect
 from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Decision, Verdict
 from lineguard.v1.frame_pb2 import Frame
-from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import OcrResult
 
 FRAMES = 200
@@ -68,13 +66,9 @@ def skipped_so_far() -> float:
     return REGISTRY.get_sample_value("lineguard_frames_skipped_decided_total", {"service": "ocr"}) or 0.0
 
 
-@pytest.mark.parametrize("told_by", ["decision", "refusal"])
-async def test_a_frame_whose_part_is_already_decided_is_not_read(
-    told_by: str, fresh_nats, bus_factory, line_config_dict
-) -> None:
-    """A part was decided before OCR's turn, told by its decision (say FAIL / OVERLOAD) or, a hop earlier, by the
-    model's refusal (its inference result refused = OVERLOAD): its frame is acked unread and unanswered; the other
-    parts' frames are read as ever, one with an inference result that refused nothing among them."""
+async def test_a_frame_whose_part_is_already_decided_is_not_read(fresh_nats, bus_factory, line_config_dict) -> None:
+    """The decision of a part (say FAIL / OVERLOAD, from the model's side) came before OCR's turn: its frame is acked
+    unread and unanswered; the other parts' frames are read as ever."""
     config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=10_000))
     bus = await bus_factory("driver")
     png = encode_image(stamp_serial(np.full((640, 640), 255, np.uint8), "LG-00000003"), "png")
@@ -83,22 +77,10 @@ async def test_a_frame_whose_part_is_already_decided_is_not_read(
     before = skipped_so_far()
     async with running_service("ocr", config, ocr_setup):
         for part in decided:
-            if told_by == "decision":
-                decision = Decision(verdict=Verdict.VERDICT_FAIL, reason_codes=["OVERLOAD"])
-                decision.part.CopyFrom(part)
-                await bus.publish(
-                    subject("decision", "l1", "s1"), decision, msg_id=msg_id(part.inspection_id, "decision")
-                )
-            else:
-                refused = InferenceResult(refused="OVERLOAD")
-                refused.part.CopyFrom(part)
-                await bus.publish(
-                    subject("inference", "l1", "s1"), refused, msg_id=msg_id(part.inspection_id, "inference")
-                )
-        judged = InferenceResult(model_id="m")  # part 1's model result: it refuses nothing, the part is read
-        judged.part.CopyFrom(parts[0])
-        await bus.publish(subject("inference", "l1", "s1"), judged, msg_id=msg_id(parts[0].inspection_id, "inference"))
-        await asyncio.sleep(0.2)  # these reach the service's subscriptions before the frames are published
+            decision = Decision(verdict=Verdict.VERDICT_FAIL, reason_codes=["OVERLOAD"])
+            decision.part.CopyFrom(part)
+            await bus.publish(subject("decision", "l1", "s1"), decision, msg_id=msg_id(part.inspection_id, "decision"))
+        await asyncio.sleep(0.2)  # the decisions reach the service's subscription before the frames are published
         for part in parts:
             frame = Frame(part=part, encoding="png", data=png, width=640, height=800)
             await bus.publish(subject("frame", "l1", "s1"), frame, msg_id=msg_id(part.inspection_id, "frame"))

@@ -101,9 +101,9 @@ class SideSubscription:
 SIDE_SUBSCRIPTIONS: dict[str, SideSubscription] = {
     # The dashboard follows the line live (services/results/dashboard/follow.py).
     "results": SideSubscription(("frame", "decision", "ack", "heartbeat"), "the dashboard's live view"),
-    # The frame services skip a part already decided, or refused by the other (lineguard.runtime.decided).
-    "inference": SideSubscription(("decision", "ocr"), "a part already decided, or refused by OCR, is not inferred"),
-    "ocr": SideSubscription(("decision", "inference"), "a part already decided, or refused by the model, is not read"),
+    # The frame services skip a part already decided (lineguard.runtime.decided).
+    "inference": SideSubscription(("decision",), "a part already decided is not inferred"),
+    "ocr": SideSubscription(("decision",), "a part already decided is not read"),
 }
 ADMIN = "admin"
 OPERATOR = "operator"

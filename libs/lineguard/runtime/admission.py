@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from prometheus_client import Counter
 
 from lineguard.bus import Delivery
-from lineguard.runtime.decided import OTHER_FRAME_SERVICE, SKIPPED, DecidedParts
+from lineguard.runtime.decided import SKIPPED, DecidedParts
 from lineguard.runtime.following import when_set
 from lineguard.runtime.service import ServiceContext
 from lineguard.v1.common_pb2 import Part
@@ -157,9 +157,8 @@ class AdmittedFrames:
         self.decided = DecidedParts()
 
     async def follow_decisions(self) -> None:
-        """Hear of the line's decisions and the other frame service's refusals from now on (lineguard.runtime.decided),
-        until the service stops."""
-        await self.decided.follow(self.ctx.bus.nc, self.ctx.config.line, refusals_of=OTHER_FRAME_SERVICE[self.kind])
+        """Hear of the line's decisions from now on (lineguard.runtime.decided), until the service stops."""
+        await self.decided.follow(self.ctx.bus.nc, self.ctx.config.line)
         self.ctx.on_stop(self.decided.stop)
 
     async def handle(self, delivery: Delivery[Frame]) -> None:

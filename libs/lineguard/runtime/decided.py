@@ -4,16 +4,8 @@ A part is decided once the decision service has published its verdict; what the 
 work out for it changes nothing (a FAIL / OVERLOAD or a TIMEOUT stands). Under overload that is most of the waste:
 a part the model refused was still read by OCR, at 20-60 ms of CPU, taken from the model on a 2-core box. Each
 frame service therefore follows the line's decisions on a plain subscription (`lg.decision.<line>.*`, in its
-permissions) and skips, unread, a frame whose part is decided by the time its turn comes.
-
-A part the other frame service refused (its result's `refused`, e.g. OVERLOAD) is decided too: the decision
-service fails it at once with that code, whatever this one finds. Each frame service also follows the other's
-results for their refusals, one hop before the decision they bring: both get the frame at the same moment, and the
-refusal (made as the frame arrives) comes while the other is still decoding it, where the decision came after
-OCR had read most of the codes (benchmarks/line.py at 2x: OCR's CPU for a part the model refused ~13 -> ~3 ms).
-
-The subscriptions are only ever a shortcut: a message missed (the bus reconnecting) means the frame is worked on
-as before."""
+permissions) and skips, unread, a frame whose part is decided by the time its turn comes. The subscription is only
+ever a shortcut: a decision missed (the bus reconnecting) means the frame is worked on as before."""
 
 from __future__ import annotations
 
@@ -25,8 +17,6 @@ from prometheus_client import Counter
 from lineguard.bus.side import side_handler, unsubscribe
 from lineguard.contracts import line_subjects
 from lineguard.v1.decision_pb2 import Decision
-from lineguard.v1.inference_pb2 import InferenceResult
-from lineguard.v1.ocr_pb2 import OcrResult
 
 SKIPPED = Counter(
     "lineguard_frames_skipped_decided_total",
@@ -38,11 +28,6 @@ SKIPPED = Counter(
 class AlreadyDecided(Exception):
     """The part was decided while this service was working on it: the rest of the work is dropped, nothing sent."""
 
-
-# The frame services, by the kind of their results, which carry `refused` when they refused the part's frame.
-REFUSING_RESULTS: dict[str, type[InferenceResult] | type[OcrResult]] = {"inference": InferenceResult, "ocr": OcrResult}
-# Each frame service follows the other's refusals.
-OTHER_FRAME_SERVICE = {"inference": "ocr", "ocr": "inference"}
 
 # How many decided parts are remembered: a frame waits in a service's queue for at most its part's deadline, and
 # a line decides a few hundred parts in that time.
@@ -56,7 +41,7 @@ class DecidedParts:
         self._order: deque[str] = deque()
         self._ids: set[str] = set()
         self._remembered = remembered
-        self._subs: list[Any] = []
+        self._sub: Any = None
 
     def __contains__(self, inspection_id: object) -> bool:
         return inspection_id in self._ids
@@ -75,21 +60,13 @@ class DecidedParts:
         if len(self._order) > self._remembered:
             self._ids.discard(self._order.popleft())
 
-    async def follow(self, nc: Any, line: str, *, refusals_of: str | None = None) -> None:
-        """The line's decisions, and with `refusals_of` ("inference" or "ocr") that service's refused results."""
-
+    async def follow(self, nc: Any, line: str) -> None:
         def on_decision(decision: Decision) -> None:
             self.add(decision.part.inspection_id)
 
-        def on_result(result: InferenceResult | OcrResult) -> None:
-            if result.refused:
-                self.add(result.part.inspection_id)
-
-        self._subs = [await nc.subscribe(line_subjects("decision", line), cb=side_handler(Decision, on_decision))]
-        if refusals_of is not None:
-            kind = REFUSING_RESULTS[refusals_of]
-            self._subs.append(await nc.subscribe(line_subjects(refusals_of, line), cb=side_handler(kind, on_result)))
+        self._sub = await nc.subscribe(line_subjects("decision", line), cb=side_handler(Decision, on_decision))
 
     async def stop(self) -> None:
-        subs, self._subs = self._subs, []
-        await unsubscribe(subs)
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await unsubscribe([sub])
