@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 SEVERITY_RANK: Mapping[str, int] = {"PASS": 0, "REWORK": 1, "FAIL": 2, "ERROR": 3}
 # Reasons that make a part ERROR (lineguard could not judge it), whatever the recipe says.
 ERROR_REASONS = frozenset({"INVALID_RESULT", "UNKNOWN_RECIPE", "IMAGE_SIZE_MISMATCH"})
+# A frame service could not judge the part by its deadline and refused its frame (lineguard.runtime.admission).
+OVERLOAD = "OVERLOAD"
 
 
 def defect_reason(class_name: str) -> str:

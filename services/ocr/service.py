@@ -26,6 +26,12 @@ from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.v1.ocr_pb2 import OcrResult
 
+# While the line refuses parts (lineguard.runtime.decided), a frame is read no sooner than this after it came. The
+# model refuses a frame as it arrives, and that part's FAIL / OVERLOAD comes back here some 10-25 ms later on a
+# loaded 2-core box: read at once, OCR had decoded the frame and read its codes by then, for nothing. The model is
+# behind while the line refuses, so OCR's wait is off the part's critical path; otherwise OCR starts at once.
+HOLD_WHILE_REFUSING_S = 0.03
+
 
 def overload_result(part: Part) -> OcrResult:
     """The OCR result of a refused frame: nothing read, `refused` OVERLOAD (the part fails with it)."""
@@ -60,6 +66,9 @@ class Reader:
 
     async def _read(self, delivery: Delivery[Frame], arrived: float) -> None:
         # Nothing else is being read: the frames behind it wait in `waiting`.
+        hold_s = arrived + HOLD_WHILE_REFUSING_S - time.time()
+        if hold_s > 0 and self.frames.decided.refusing():
+            await asyncio.sleep(hold_s)
         if self.ctx.is_stale(delivery) or not await self.frames.admits(delivery, 0, arrived):
             await delivery.ack()
             return

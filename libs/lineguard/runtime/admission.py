@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from prometheus_client import Counter
 
 from lineguard.bus import Delivery
+from lineguard.reasons import OVERLOAD
 from lineguard.runtime.decided import SKIPPED, DecidedParts
 from lineguard.runtime.following import when_set
 from lineguard.runtime.service import ServiceContext
@@ -32,7 +33,6 @@ from lineguard.v1.frame_pb2 import Frame
 log = structlog.get_logger("lineguard.runtime")
 
 # The reason code of a part the line could not judge in time (InferenceResult.refused, OcrResult.refused).
-OVERLOAD = "OVERLOAD"
 OVERLOADED = Counter(
     "lineguard_overload_refused_total",
     "Frames refused on arrival (or just before their run) because the service could not finish them by their part's "

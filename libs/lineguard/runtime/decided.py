@@ -5,10 +5,16 @@ work out for it changes nothing (a FAIL / OVERLOAD or a TIMEOUT stands). Under o
 a part the model refused was still read by OCR, at 20-60 ms of CPU, taken from the model on a 2-core box. Each
 frame service therefore follows the line's decisions on a plain subscription (`lg.decision.<line>.*`, in its
 permissions) and skips, unread, a frame whose part is decided by the time its turn comes. The subscription is only
-ever a shortcut: a decision missed (the bus reconnecting) means the frame is worked on as before."""
+ever a shortcut: a decision missed (the bus reconnecting) means the frame is worked on as before.
+
+It also tells whether the line is refusing parts (an OVERLOAD decided within the last REFUSING_S): then the model
+is behind, and OCR, off the part's critical path, waits a moment before a frame so that its refusal can come back
+first (services/ocr/service.py)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
 from typing import Any
 
@@ -16,6 +22,7 @@ from prometheus_client import Counter
 
 from lineguard.bus.side import side_handler, unsubscribe
 from lineguard.contracts import line_subjects
+from lineguard.reasons import OVERLOAD
 from lineguard.v1.decision_pb2 import Decision
 
 SKIPPED = Counter(
@@ -28,6 +35,9 @@ SKIPPED = Counter(
 class AlreadyDecided(Exception):
     """The part was decided while this service was working on it: the rest of the work is dropped, nothing sent."""
 
+
+# How long after an OVERLOAD decision the line counts as refusing parts.
+REFUSING_S = 2.0
 
 # How many decided parts are remembered: a frame waits in a service's queue for at most its part's deadline, and
 # a line decides a few hundred parts in that time.
@@ -42,6 +52,7 @@ class DecidedParts:
         self._ids: set[str] = set()
         self._remembered = remembered
         self._sub: Any = None
+        self._overload_at = -math.inf
 
     def __contains__(self, inspection_id: object) -> bool:
         return inspection_id in self._ids
@@ -51,6 +62,10 @@ class DecidedParts:
         lookup, safe from the worker thread the work runs in)."""
         if inspection_id in self:
             raise AlreadyDecided(f"part {inspection_id} was decided while it was being worked on")
+
+    def refusing(self, now: float | None = None) -> bool:
+        """An OVERLOAD was decided within the last REFUSING_S."""
+        return (time.monotonic() if now is None else now) - self._overload_at <= REFUSING_S
 
     def add(self, inspection_id: str) -> None:
         if not inspection_id or inspection_id in self._ids:
@@ -63,6 +78,8 @@ class DecidedParts:
     async def follow(self, nc: Any, line: str) -> None:
         def on_decision(decision: Decision) -> None:
             self.add(decision.part.inspection_id)
+            if OVERLOAD in decision.reason_codes:
+                self._overload_at = time.monotonic()
 
         self._sub = await nc.subscribe(line_subjects("decision", line), cb=side_handler(Decision, on_decision))
 
