@@ -32,7 +32,6 @@ from lineguard.v1.frame_pb2 import Frame
 
 log = structlog.get_logger("lineguard.runtime")
 
-# The reason code of a part the line could not judge in time (InferenceResult.refused, OcrResult.refused).
 OVERLOADED = Counter(
     "lineguard_overload_refused_total",
     "Frames refused on arrival (or just before their run) because the service could not finish them by their part's "

@@ -63,9 +63,9 @@ class DecidedParts:
         if inspection_id in self:
             raise AlreadyDecided(f"part {inspection_id} was decided while it was being worked on")
 
-    def refusing(self, now: float | None = None) -> bool:
+    def refusing(self) -> bool:
         """An OVERLOAD was decided within the last REFUSING_S."""
-        return (time.monotonic() if now is None else now) - self._overload_at <= REFUSING_S
+        return time.monotonic() - self._overload_at <= REFUSING_S
 
     def add(self, inspection_id: str) -> None:
         if not inspection_id or inspection_id in self._ids:

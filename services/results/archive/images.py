@@ -2,8 +2,8 @@
 
 A non-pass keeps the frame as the camera encoded it (`image`, not re-encoded: its sha256 is the camera's bytes)
 and, when it has detections, an `overlay`, the frame with each one's box and label drawn; a pass keeps a
-`thumbnail` (or, by its
-recipe's `retention.good_images`, the full image). A recipe that keeps a kind 0 days keeps none of it."""
+`thumbnail` (or, by its recipe's `retention.good_images`, the full image). A recipe that keeps a kind 0 days keeps
+none of it."""
 
 from __future__ import annotations
 
