@@ -1,7 +1,7 @@
 """`lineguard demo --plc external` as a person runs it: a subprocess that prints its endpoints, serves an outside
 PLC (here a real asyncua client, lineguard.sim.plc.SimulatedPlc, on the printed OPC UA endpoint, and a Modbus
-TCP client on station s2's) and stops on
-Ctrl-C (SIGINT) with exit code 0."""
+TCP client on station s2's) and stops on Ctrl-C (SIGINT) with exit code 0; and on a SIGTERM (kill, timeout, a
+supervisor) it stops its services too, leaving none of them running."""
 
 from __future__ import annotations
 
@@ -26,29 +26,69 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_external_demo_serves_an_outside_plc_until_sigint(tmp_path: Path) -> None:
+def _start(workdir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """The external demo started in `workdir`, once it has printed its endpoints: (process, {protocol: address})."""
     if not _port_free(EXTERNAL_MODBUS_PORT):
         pytest.skip(f"127.0.0.1:{EXTERNAL_MODBUS_PORT} is taken (another demo?)")
     command = [sys.executable, "-c", "from lineguard.cli import main; main()", "demo", "--plc", "external"]
     proc = subprocess.Popen(
-        [*command, "--api-port", "0", "--workdir", str(tmp_path / "run")],
+        [*command, "--api-port", "0", "--workdir", str(workdir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
     )
+    endpoints: dict[str, str] = {}
+    deadline = time.monotonic() + 180
+    assert proc.stdout is not None
+    while len(endpoints) < 2 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("endpoint "):
+            _, _station, protocol, address = line.split()
+            endpoints[protocol] = address
+    if set(endpoints) != {"opcua", "modbus"}:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"no endpoints printed: {endpoints}; {err[-2000:]}")
+    return proc, endpoints
+
+
+def _running_in(workdir: Path) -> list[int]:
+    """The live (not zombie) processes whose command line names `workdir`: the line's services and its NATS."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # gone meanwhile
+        if str(workdir) in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_sigterm_stops_the_demo_and_every_service_of_it(tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    proc, _ = _start(workdir)
     try:
-        endpoints: dict[str, str] = {}
-        deadline = time.monotonic() + 180
-        assert proc.stdout is not None
-        while len(endpoints) < 2 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("endpoint "):
-                _, _station, protocol, address = line.split()
-                endpoints[protocol] = address
-        assert set(endpoints) == {"opcua", "modbus"}, proc.stderr.read() if proc.poll() is not None else endpoints
+        assert len(_running_in(workdir)) >= 8  # the demo, its six services and NATS
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert "stopped:" in err, err[-2000:]
+        assert _running_in(workdir) == []  # none left holding its ports
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_external_demo_serves_an_outside_plc_until_sigint(tmp_path: Path) -> None:
+    proc, endpoints = _start(tmp_path / "run")
+    try:
         assert endpoints["modbus"] == f"127.0.0.1:{EXTERNAL_MODBUS_PORT}"
 
         async def one_part() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,22 +97,47 @@ def demo(
     if plc is Plc.EXTERNAL:
         overrides["stations"] = _external_stations()
     line = LocalLine(workdir=folder, plc=_register_plc(plc, folder), config_overrides=overrides)
+    # The services run in sessions of their own (a terminal's Ctrl-C reaches the demo alone, which stops them in
+    # order): a SIGTERM (kill, timeout, a supervisor's stop) takes the same way out, not the default one that left
+    # the six services and NATS running, holding their ports.
+    signal.signal(signal.SIGTERM, _interrupt)
     with err.status("starting NATS and the six services..."):
         try:
             line.start()
         except LineStartError as exc:
             err.print(f"[red]the line did not start:[/] {exc}")
             raise typer.Exit(1) from None
-    err.print(
-        f"NATS at {line.nats.url if line.nats else '?'}: TLS, and each service signs in with its own nkey, made for "
-        f"this run in {line.nats_credentials} (docs/security.md, NATS)",
-        highlight=False,
-    )
-    err.print(f"MES query API at http://127.0.0.1:{api['port']} (/docs) while the line runs; a reader token:")
-    err.print(_reader_token(line), highlight=False, soft_wrap=True)
-    if plc is Plc.EXTERNAL:
-        _serve_external(line, overrides["stations"], err)
-        return
+    try:
+        err.print(
+            f"NATS at {line.nats.url if line.nats else '?'}: TLS, and each service signs in with its own nkey, made "
+            f"for this run in {line.nats_credentials} (docs/security.md, NATS)",
+            highlight=False,
+        )
+        err.print(f"MES query API at http://127.0.0.1:{api['port']} (/docs) while the line runs; a reader token:")
+        err.print(_reader_token(line), highlight=False, soft_wrap=True)
+        if plc is Plc.EXTERNAL:
+            _serve_external(line, overrides["stations"], err)
+            return
+        _warn_plc_security(line, plc, err)
+        report, elapsed = _drive(line, parts, rate, err, plc)
+        rows = _wait_for_rows(line, parts)
+    finally:
+        exit_codes = line.stop()  # a second time after _serve_external's: the processes are gone, nothing is done
+    # Read once the line has stopped: the results service wrote every decision and ack before it did.
+    plc_columns = check_plc_columns(read_plc_rows(f"sqlite:///{line.database_path}"), report.results)
+    summary = _summary(report, rows, parts, elapsed, line, exit_codes, plc_columns)
+    _print_summary(out, summary)
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    if not report.ok or summary["database_rows"] != parts or not plc_columns.ok:
+        raise typer.Exit(1)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _warn_plc_security(line: LocalLine, plc: Plc, err: Console) -> None:
     if line.plc is None:
         err.print(
             f"[yellow]OPC UA at {line.opcua_endpoint} runs the demo security profile: security policy None and "
@@ -127,19 +153,6 @@ def demo(
             f"[yellow]{plc.value} on 127.0.0.1:{line.plc['port']} has no security of its own: keep it inside a "
             f"segmented cell network[/] (docs/{plc.value}.md)"
         )
-    try:
-        report, elapsed = _drive(line, parts, rate, err, plc)
-        rows = _wait_for_rows(line, parts)
-    finally:
-        exit_codes = line.stop()
-    # Read once the line has stopped: the results service wrote every decision and ack before it did.
-    plc_columns = check_plc_columns(read_plc_rows(f"sqlite:///{line.database_path}"), report.results)
-    summary = _summary(report, rows, parts, elapsed, line, exit_codes, plc_columns)
-    _print_summary(out, summary)
-    if as_json:
-        print(json.dumps(summary), flush=True)
-    if not report.ok or summary["database_rows"] != parts or not plc_columns.ok:
-        raise typer.Exit(1)
 
 
 def _drive(line: LocalLine, parts: int, rate: float, console: Console, plc: Plc) -> tuple[PlcRunReport, float]:
