@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+from lineguard.runtime.following import when_set
+
 K = TypeVar("K", bound=Hashable)
 
 
@@ -75,8 +77,7 @@ class Deadlines(Generic[K]):
     async def run(self, stopping: asyncio.Event, on_due: Callable[[list[K]], Awaitable[Any]]) -> None:
         """Until `stopping` is set: sleep until the earliest deadline, then hand its id (and any due with it)
         to `on_due`, which may add and cancel deadlines itself."""
-        stop = asyncio.ensure_future(stopping.wait())
-        stop.add_done_callback(lambda _: self._wake.set())
+        stop = when_set(stopping, self._wake.set)
         try:
             while not stopping.is_set():
                 # Cleared before looking, so a deadline added from here on wakes the wait below.
