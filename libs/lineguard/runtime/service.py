@@ -195,6 +195,9 @@ async def _run_service(
             _, pending = await asyncio.wait(running, timeout=10)
             for task in pending:
                 task.cancel()
+        else:  # the setup or a worker's start failed: the loops it registered never ran (and would warn, unawaited)
+            for coro in ctx.tasks:
+                coro.close()
         for cleanup in reversed(ctx.cleanups):
             with contextlib.suppress(Exception):
                 await cleanup()
