@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from prometheus_client import Gauge
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine, insert
 
 from lineguard.bus import Delivery
 from lineguard.bus.worker import Handler
@@ -27,6 +29,7 @@ from lineguard.drift.store import latest_baseline, training_baseline
 from lineguard.imaging import ROI
 from lineguard.runtime.service import ServiceContext
 from lineguard.samples import SAMPLE_BOARDS
+from lineguard.services.results.batch import dialect_insert
 from lineguard.services.results.records import from_unix_ns
 from lineguard.services.results.schema import DriftStateRow, SelfTestRun
 from lineguard.services.results.shifts import shift_at
@@ -170,10 +173,18 @@ def state_row(state: DriftState) -> dict[str, Any]:
 
 
 def store_state(engine: Engine, state: DriftState) -> None:
-    """The station's drift_states row, replaced."""
+    """The station's drift_states row, replaced by an upsert: the writer's role has no DELETE (docs/mes-schema.md)."""
     with engine.begin() as conn:
-        conn.execute(delete(DriftStateRow).where(DriftStateRow.station == state.part.station))
-        conn.execute(insert(DriftStateRow).values(**state_row(state)))
+        conn.execute(_state_upsert(dialect_insert(engine)), state_row(state))
+
+
+@functools.cache
+def _state_upsert(dialect: Callable[..., Any]) -> Any:
+    statement = dialect(DriftStateRow)
+    columns = [c.name for c in DriftStateRow.__table__.columns if not c.primary_key]
+    return statement.on_conflict_do_update(
+        index_elements=[DriftStateRow.station], set_={c: statement.excluded[c] for c in columns}
+    )
 
 
 def store_selftest(engine: Engine, report: SelfTestReport) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, exists, select
 
+from lineguard.services.results.batch import dialect_insert
 from lineguard.services.results.records import shadow_verdict_row
 from lineguard.services.results.schema import Inspection, ShadowVerdict
-from lineguard.services.results.store import _dialect_insert
 from lineguard.v1.decision_pb2 import Decision
 
 
@@ -22,7 +22,7 @@ def write_shadow_verdict(engine: Engine, decision: Decision) -> bool:
     """Write the candidate's verdict; False when it was already there. LiveNotWritten before its inspection's row."""
     row = shadow_verdict_row(decision)
     statement = (
-        _dialect_insert(engine)(ShadowVerdict)
+        dialect_insert(engine)(ShadowVerdict)
         .values(row)
         .on_conflict_do_nothing(index_elements=list(ShadowVerdict.__table__.primary_key))
         .returning(ShadowVerdict.inspection_id)

@@ -64,7 +64,7 @@ def record_plc_ack(engine: Engine, ack: PlcAck) -> bool:
     retry, changes nothing. An ack that could not be delivered records the verdict
     that was attempted and leaves plc_delivered_at NULL, until one that was delivered."""
     change = ack_update(ack)
-    report = _report(_dialect_insert(engine))
+    report = _report(dialect_insert(engine))
     values = {
         "inspection_id": change.inspection_id,
         "plc_verdict": change.plc_verdict,
@@ -90,7 +90,3 @@ def _report(insert: Callable[..., Any]) -> Any:
         index_elements=[PlcResult.inspection_id],
         set_=first_delivery_stays(PlcResult, report.excluded.plc_verdict, report.excluded.plc_delivered_at),
     )
-
-
-# The one table of dialect inserts is batch.py's; shadow.py reaches it here.
-_dialect_insert = dialect_insert

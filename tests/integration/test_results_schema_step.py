@@ -117,9 +117,12 @@ def test_the_documented_roles_migrate_write_and_read_with_no_more_rights(postgre
     from sqlalchemy import make_url
     from sqlalchemy.exc import ProgrammingError
 
+    from lineguard.services.results.drift import store_state
     from lineguard.services.results.store import record_plc_ack, write_decision
     from lineguard.testing.postgres import ADMIN_URL_ENV, DEFAULT_ADMIN
     from lineguard.testing.records import sample_ack, sample_decision
+    from lineguard.v1.common_pb2 import Part
+    from lineguard.v1.drift_pb2 import DriftLevel, DriftState
 
     admin = __import__("os").environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN)
     suffix = uuid.uuid4().hex[:8]
@@ -148,6 +151,12 @@ def test_the_documented_roles_migrate_write_and_read_with_no_more_rights(postgre
                 decision = sample_decision()
                 assert write_decision(engine, decision) is True
                 assert record_plc_ack(engine, sample_ack(decision)) is True
+                for samples in (5, 9):  # a station's drift state, replaced: the writer has no DELETE
+                    store_state(
+                        engine, DriftState(part=Part(station="s1"), level=DriftLevel.DRIFT_LEVEL_OK, samples=samples)
+                    )
+                with engine.connect() as conn:
+                    assert conn.execute(text("SELECT station, samples FROM drift_states")).all() == [("s1", 9)]
                 with pytest.raises(ProgrammingError, match="permission denied"), engine.begin() as conn:
                     conn.execute(text("CREATE TABLE mine (x int)"))
             finally:
