@@ -106,8 +106,8 @@ def trace(
     err = Console(stderr=True)
     if url is None:
         try:
-            url = load_config(config).database.url
-        except ConfigError as exc:
+            url = load_config(config).database.connect_url()  # with database.password_file's password
+        except (ConfigError, ValueError) as exc:  # ValueError: an unreadable database.password_file
             err.print(f"configuration error:\n{exc}", markup=False)
             raise typer.Exit(2) from None
     try:
