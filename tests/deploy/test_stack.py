@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from lineguard.natsserver import free_port
+from lineguard.services.results.api.tokens import create_token
 from lineguard.testing.containers import (
     ROOT,
     Stack,
@@ -57,7 +59,9 @@ class Box:
     nats_conf: Path
     secrets: Path
     pki: Path
+    images: Path
     health_ports: dict[str, int]
+    api_port: int
     database_url: str
 
 
@@ -89,6 +93,8 @@ def make_box(folder: Path, database_url: str, running: Stack, tracing: str | Non
     health_ports = {name: free_port() for name in SERVICES}
     for name, port in health_ports.items():
         line["services"][name] = {"http_host": "127.0.0.1", "http_port": port}
+    api_port = free_port()
+    line["api"] = {**line["api"], "host": "127.0.0.1", "port": api_port}
     config = folder / "line.yaml"
     config.write_text(yaml.safe_dump(line))
     conf = (
@@ -96,12 +102,15 @@ def make_box(folder: Path, database_url: str, running: Stack, tracing: str | Non
     )
     nats_conf = folder / "nats.conf"
     nats_conf.write_text(f"{conf}\nport: {nats_port}\n")
-    pki = folder / "opcua-pki"
+    pki, images = folder / "opcua-pki", folder / "images"
     pki.mkdir()
+    images.mkdir()
     (folder / "nats-data").mkdir()
-    for path in (secrets, pki, folder / "nats-data", config, nats_conf):
+    for path in (secrets, pki, images, folder / "nats-data", config, nats_conf):
         readable_by_the_image(path)
-    return Box(folder, config, nats_conf, secrets, pki, {**health_ports, "nats": monitor_port}, database_url)
+    return Box(
+        folder, config, nats_conf, secrets, pki, images, {**health_ports, "nats": monitor_port}, api_port, database_url
+    )
 
 
 def start_nats(box: Box, running: Stack) -> None:
@@ -135,14 +144,24 @@ def start_service(box: Box, running: Stack, name: str) -> None:
     mounts = [(box.config, "/etc/lineguard/line.yaml"), *compose_secret_mounts(name, box.secrets)]
     if name == "gateway":
         mounts.append((box.pki, "/var/lib/lineguard/opcua"))
+    if name in ("results", "api"):  # compose's `images` volume: the results service writes it, the API reads it
+        mounts.append((box.images, "/var/lib/lineguard/images"))
     running.run(
         name,
-        name,
+        "results" if name == "api" else name,
         compose_service(name)["command"],
         mounts=mounts,
-        env={"LINEGUARD_HEALTH_PORT": str(box.health_ports[name])},
+        env={"LINEGUARD_HEALTH_PORT": str(box.health_ports.get(name, box.api_port))},
         restart="on-failure",
     )
+
+
+def api_get(box: Box, path: str, token: str) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{box.api_port}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read()
 
 
 @pytest.fixture
@@ -221,6 +240,22 @@ def test_the_stack_runs_from_the_images_and_writes_each_triggered_part(
             for row in rows
         }
         assert not any(missing.values()), f"traces lack spans of {missing}; refused: {receiver.refused}"
+        # Compose's `api` container (the MES API and the dashboard, on the database and the archive alone): the rows
+        # and the images the results container wrote, through it, with a reader token.
+        start_service(box, running, "api")
+        wait_ready(f"http://127.0.0.1:{box.api_port}/healthz", 120, running)
+        engine = sa.create_engine(database)
+        try:
+            token = create_token(engine, "reader", "mes")
+        finally:
+            engine.dispose()
+        listed = json.loads(api_get(box, "/v1/inspections?limit=50", token))
+        assert set(ids) <= {item["inspection_id"] for item in listed["items"]}, listed
+        images = json.loads(api_get(box, f"/v1/inspections/{ids[0]}/images", token))
+        assert images and all(i["href"] for i in images), images
+        stored = api_get(box, images[0]["href"], token)
+        assert stored[:2] == b"\xff\xd8" or stored[:8] == b"\x89PNG\r\n\x1a\n", stored[:16]
+        assert all(c.restarts == 0 for c in running.containers), running.logs()
 
 
 def test_a_stack_whose_database_is_away_keeps_results_unready_and_waiting_not_crash_looping(

@@ -99,11 +99,26 @@ BAD: list[tuple[list[str], str]] = [
     (["--set", "secrets.nats=n", "--set", "secrets.opcua=o"], "passwordSecret"),
     (["--set", "gateway.plcNetworks[0]=everywhere"], "/gateway/plcNetworks/0"),
     (["--set", "metrics.grafanaDashboard.enabled=yes"], "/metrics/grafanaDashboard/enabled"),
+    (["--set", "api.ingress.enabled=true", "--set", "api.ingress.host=mes.plant"], "/api/ingress/tlsSecret"),
+    (["--set", "api.databaseUrl=postgresql+psycopg://reader@db/lineguard"], "/api/passwordSecret"),
+    (["--set", "services.results.replicas=2"], "needs line.archive of kind s3"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("values", "named"), BAD, ids=["wrong-type", "unknown-key", "no-secret", "no-db", "cidr", "dashboard-flag"]
+    ("values", "named"),
+    BAD,
+    ids=[
+        "wrong-type",
+        "unknown-key",
+        "no-secret",
+        "no-db",
+        "cidr",
+        "dashboard-flag",
+        "ingress-without-tls",
+        "reader-without-password",
+        "two-writers-one-volume",
+    ],
 )
 def test_bad_values_fail_naming_the_value(values: list[str], named: str) -> None:
     extra = SECRETS if "secrets.nats=n" not in values else []
@@ -162,3 +177,67 @@ def test_the_line_streams_fit_jetstreams_store_and_the_store_its_volume(site: Pa
     units = {"Gi": 1 << 30, "Mi": 1 << 20, "Ti": 1 << 40}
     size = volume["storage"]
     assert store <= int(size[:-2]) * units[size[-2:]], f"max_file_store {store} over the {size} volume"
+
+
+def test_the_api_and_dashboard_run_on_the_database_alone_reading_the_archive_the_results_service_writes() -> None:
+    docs = manifests("-f", str(CHART / "ci" / "single-box-cpu.yaml"))
+    line = yaml.safe_load(by(docs, "ConfigMap", "t-line")["data"]["line.yaml"])
+    assert line["archive"]["kind"] == "folder" and line["archive"]["path"] == "/var/lib/lineguard/images"
+    api = by(docs, "Deployment", "t-api")["spec"]["template"]
+    container = api["spec"]["containers"][0]
+    assert container["command"] == ["lineguard-api"] and container["image"] == "localhost/lineguard/results:0.1.0"
+    assert {"name": "LINEGUARD_API__HOST", "value": "0.0.0.0"} in container["env"]
+    # No NATS identity: the API reads the records only.
+    assert all(v["name"] != "nats" for v in api["spec"]["volumes"])
+    assert {"name": "images", "mountPath": "/var/lib/lineguard/images", "readOnly": True} in container["volumeMounts"]
+    results = by(docs, "Deployment", "t-results")["spec"]["template"]["spec"]
+    assert {"name": "images", "mountPath": "/var/lib/lineguard/images"} in results["containers"][0]["volumeMounts"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in results["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"t-images"}
+    # One node's volume: the API is placed beside the results service.
+    affinity = api["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert affinity["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == "results"
+    assert by(docs, "PersistentVolumeClaim", "t-images")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # Only the ingress controller's namespace reaches it; no Ingress unless asked, and then HTTPS.
+    policy = by(docs, "NetworkPolicy", "t-api")["spec"]
+    assert policy["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+            "ports": [{"port": 8080}],
+        }
+    ]
+    assert "Ingress" not in {d["kind"] for d in docs}
+    exposed = manifests(
+        "-f",
+        str(CHART / "ci" / "single-box-cpu.yaml"),
+        "--set",
+        "api.ingress.enabled=true",
+        "--set",
+        "api.ingress.host=mes.plant.local",
+        "--set",
+        "api.ingress.tlsSecret=mes-tls",
+    )
+    ingress = by(exposed, "Ingress", "t-api")
+    kubernetes_validate.validate(ingress, KUBERNETES, strict=True)
+    assert ingress["spec"]["tls"] == [{"hosts": ["mes.plant.local"], "secretName": "mes-tls"}]
+
+
+def test_a_cluster_keeps_images_in_s3_and_its_policies_let_the_archive_and_tracing_through() -> None:
+    site = str(CHART / "ci" / "multi-line-cluster.yaml")
+    docs = manifests("-f", site, "--set", "networkPolicies.tracingCidrs[0]=10.2.9.30/32")
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in docs if d["metadata"]["name"] == "t-images"}
+    api = by(docs, "Deployment", "t-api")["spec"]["template"]
+    assert "affinity" not in api["spec"]
+    for name in ("t-api", "t-results"):
+        env = {e["name"]: e for e in by(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "l2-images",
+            "key": "secret_access_key",
+        }
+    archive = by(docs, "NetworkPolicy", "t-archive")["spec"]
+    assert archive["podSelector"]["matchLabels"]["lineguard.io/archive-client"] == "true"
+    assert archive["egress"] == [{"to": [{"ipBlock": {"cidr": "10.2.9.20/32"}}], "ports": [{"port": 9000}]}]
+    tracing = by(docs, "NetworkPolicy", "t-tracing")["spec"]
+    assert tracing["egress"] == [{"to": [{"ipBlock": {"cidr": "10.2.9.30/32"}}], "ports": [{"port": 4317}]}]
+    # Without collector addresses, no tracing egress at all.
+    assert "t-tracing" not in {d["metadata"]["name"] for d in manifests("-f", site)}

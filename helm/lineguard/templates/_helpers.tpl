@@ -14,7 +14,8 @@ app.kubernetes.io/name: {{ .name }}
 {{- printf "%s/%s:%s" .root.Values.image.registry .name .root.Values.image.tag }}
 {{- end }}
 
-{{/* The line's YAML: the values' line, with the in-cluster NATS, the database and the health ports filled in. */}}
+{{/* The line's YAML: the values' line, with the in-cluster NATS, the database, the health ports and a folder archive's
+   path on its PVC filled in. */}}
 {{- define "lineguard.config" -}}
 {{- $line := deepCopy .Values.line }}
 {{- $_ := set $line "nats" (dict "url" (printf "nats://%s-nats:4222" .Release.Name) "credentials_dir" "/run/secrets/nats" "tls" (dict "ca_file" "/run/secrets/nats/ca.pem") "stream_max_bytes" (.Values.nats.streamMaxBytes | int64)) }}
@@ -26,7 +27,19 @@ app.kubernetes.io/name: {{ .name }}
 {{- $_ := set $services $name (dict "http_host" "0.0.0.0" "http_port" 9100) }}
 {{- end }}
 {{- $_ := set $line "services" $services }}
+{{- if eq (include "lineguard.folderArchive" .) "true" }}
+{{- $archive := deepCopy (default dict $line.archive) }}
+{{- $_ := set $archive "kind" "folder" }}
+{{- $_ := set $archive "path" "/var/lib/lineguard/images" }}
+{{- if not (hasKey $archive "max_bytes") }}{{ $_ := set $archive "max_bytes" (.Values.archive.maxBytes | int64) }}{{ end }}
+{{- $_ := set $line "archive" $archive }}
+{{- end }}
 {{- toYaml $line }}
+{{- end }}
+
+{{/* "true" when the images are kept in a folder (the line's archive kind, folder by default): on the images PVC. */}}
+{{- define "lineguard.folderArchive" -}}
+{{- eq (dig "archive" "kind" "folder" .Values.line) "folder" }}
 {{- end }}
 
 {{/* Seconds the gateway may take to stop: the longest recipe deadline (the parts in flight are answered), the
@@ -45,6 +58,16 @@ workers' 10 s to finish the message in hand, and 5 s to spare (docs/opcua.md, St
     secretKeyRef:
       name: {{ .Values.database.bundled.enabled | ternary (printf "%s-postgres" .Release.Name) .Values.database.passwordSecret }}
       key: {{ .Values.database.bundled.enabled | ternary "password" .Values.database.passwordKey }}
+{{- end }}
+
+{{/* An s3 archive's credentials, for the pods that read or write it (results, api). */}}
+{{- define "lineguard.archiveEnv" -}}
+{{- with .Values.archive.s3CredentialsSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: access_key_id}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: secret_access_key}}
+{{- end }}
 {{- end }}
 
 {{- define "lineguard.securityContext" -}}
