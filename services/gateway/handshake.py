@@ -97,9 +97,11 @@ class Handshake:
         self.line = line
         self.station = station
         self.recipe_id = recipe_id
-        # The version of recipe_id the station runs, and its sha256 (lineguard.recipes): stamped on every part.
+        # The version of recipe_id the station runs, its sha256 and deadline (lineguard.recipes): stamped on every
+        # part.
         self.recipe_version = ""
         self.recipe_sha256 = ""
+        self.deadline_ms = 0
         self.timeout_s = timeout_s
         self._remember = remember
         self._in_flight: dict[str, InFlight] = {}  # by inspection id, in trigger order
@@ -140,6 +142,7 @@ class Handshake:
             recipe_id=self.recipe_id,
             recipe_version=self.recipe_version,
             recipe_sha256=self.recipe_sha256,
+            deadline_ms=self.deadline_ms,
             sequence=sequence,
             triggered_unix_ns=now_ns(),
             part_id=part_id,

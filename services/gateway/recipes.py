@@ -114,5 +114,6 @@ class RecipeBook:
         handshake.recipe_id = version.recipe_id
         handshake.recipe_version = version.version
         handshake.recipe_sha256 = version.sha256
+        handshake.deadline_ms = version.settings.deadline_ms
         handshake.timeout_s = (version.settings.deadline_ms + self._grace_ms) / 1000
         return changed

@@ -24,6 +24,7 @@ from lineguard.testing.records import triggered_part
 from lineguard.testing.streams import collect, stored
 from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Decision, Verdict
+from lineguard.v1.inference_pb2 import InferenceResult
 from lineguard.v1.ocr_pb2 import Code, OcrResult
 from lineguard.v1.trigger_pb2 import Trigger
 
@@ -98,3 +99,31 @@ async def test_a_burst_past_the_model_is_judged_as_far_as_it_fits_and_the_rest_f
     # The parts judged are the first ones: admission is in arrival order.
     assert max(d.part.sequence for d in judged) < max(d.part.sequence for d in overloaded)
     assert refused_so_far() - refused_before == len(overloaded)
+
+
+async def test_frames_are_admitted_by_the_deadline_their_part_carries_not_the_yamls(
+    fresh_nats, bus_factory, line_config_dict
+) -> None:
+    """The gateway stamps each part with its recipe version's deadline: a version activated with 20 s is judged by
+    20 s though the YAML says 300 ms (less than one run of the slowed model); a part stamped with none (a tool's
+    trigger) is held to the YAML's."""
+    model = {"backend": {"kind": "slowed", "delay_ms": DELAY_MS}, "intra_op_threads": 1, "registry": False}
+    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=300, model=model))
+    bus = await bus_factory("driver")
+    async with running_service("inference", config, inference_setup):
+        unstamped = triggered_part(1)
+        stamped = [triggered_part(seq) for seq in (2, 3, 4)]
+        for part in stamped:
+            part.deadline_ms = 20_000
+        for part in (unstamped, *stamped):
+            frame = board_frame(part.sequence)
+            frame.part.CopyFrom(part)
+            await send(bus, "frame", frame)
+        results = [
+            InferenceResult.FromString(m.data)
+            for m in await collect(bus, "lg.inference.l1.*", stream_name("inference"), 4, timeout=30)
+        ]
+    by_sequence = {r.part.sequence: r for r in results}
+    assert by_sequence[1].refused == "OVERLOAD"
+    for seq in (2, 3, 4):
+        assert not by_sequence[seq].refused and by_sequence[seq].detections, seq

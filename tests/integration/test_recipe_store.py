@@ -146,6 +146,8 @@ async def test_a_part_keeps_the_version_it_was_triggered_with(fresh_nats: Embedd
             await wait_for(lambda: handshake.recipe_version == "2", timeout=5)
             after = handshake.trigger(2).part
             assert (after.recipe_version, after.recipe_sha256, handshake.timeout_s) == ("2", v2.sha256, 5.5)
+            # The version's deadline travels with the part: inference and OCR admit its frame by it.
+            assert (in_flight.deadline_ms, after.deadline_ms) == (3000, 5000)
             assert in_flight.recipe_version == "1"  # already triggered: judged by v1
             assert book.select_number("s1", 2).id == "quick" and handshake.recipe_version == "1"
             assert book.select_number("s1", 1).version == "2"  # back to pcb-a: the version activated here

@@ -118,14 +118,16 @@ async def admitted(
 ) -> bool:
     """Whether `part`'s frame, which came at `arrived_s` with `ahead` frames before it, can be finished by its
     deadline at `pace`; if not, `refusal()` (the service's result with refused = OVERLOAD) is published on `kind`,
-    counted and logged, and False. A part of no known recipe, or without a trigger time, is admitted: its own
-    errors are settled when it runs."""
-    recipe = ctx.config.recipes.get(part.recipe_id)
-    deadline = part_deadline_s(part, recipe.deadline_ms, arrived_s, ctx.config.nats.ack_wait_s) if recipe else None
-    if recipe is None or deadline is None:
+    counted and logged, and False. A part of no known deadline (ServiceContext.deadline_ms), or without a trigger
+    time, is admitted: its own errors are settled when it runs."""
+    deadline_ms = ctx.deadline_ms(part)
+    if deadline_ms is None:
+        return True
+    deadline = part_deadline_s(part, deadline_ms, arrived_s, ctx.config.nats.ack_wait_s)
+    if deadline is None:
         return True
     now = time.time()
-    if can_finish(now, deadline, ahead, pace, reserve_s(recipe.deadline_ms)):
+    if can_finish(now, deadline, ahead, pace, reserve_s(deadline_ms)):
         return True
     OVERLOADED.labels(ctx.name).inc()
     log.warning(

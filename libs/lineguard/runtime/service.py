@@ -32,6 +32,7 @@ from lineguard.runtime.duplicates import report_duplicate
 from lineguard.runtime.http import HealthServer
 from lineguard.runtime.logging import configure_logging
 from lineguard.runtime.metrics import PUBLISHED, READY, STALE_SKIPPED
+from lineguard.v1.common_pb2 import Part
 from lineguard.v1.heartbeat_pb2 import HealthStatus, Heartbeat
 
 log = structlog.get_logger("lineguard.runtime")
@@ -92,17 +93,26 @@ class ServiceContext:
         """Run `finish` when a stop is asked for, while consumers and tasks still run; it bounds its own wait."""
         self.finishing.append(finish)
 
+    def deadline_ms(self, part: Part) -> int | None:
+        """The deadline `part` is judged by: the one the gateway stamped from its recipe version (the version the
+        decision service judges it by, whatever is activated meanwhile), else its recipe's in the line's YAML; None
+        for a recipe the YAML lacks on a part that carries none."""
+        if part.deadline_ms:
+            return part.deadline_ms
+        recipe = self.config.recipes.get(part.recipe_id)
+        return recipe.deadline_ms if recipe is not None else None
+
     def is_stale(self, delivery: Delivery[Any]) -> bool:
         """True (logged, counted) when the part's deadline has passed: skip the work, ack the message."""
         part = delivery.message.part
-        recipe = self.config.recipes.get(part.recipe_id)
-        if recipe is None or not past_deadline(part, recipe.deadline_ms):
+        deadline_ms = self.deadline_ms(part)
+        if deadline_ms is None or not past_deadline(part, deadline_ms):
             return False
         STALE_SKIPPED.labels(self.name, delivery.kind).inc()
         log.warning(
             "skipping a part whose verdict is already due",
             kind=delivery.kind,
-            late_ms=round((now_ns() - part.triggered_unix_ns) / 1e6 - recipe.deadline_ms, 1),
+            late_ms=round((now_ns() - part.triggered_unix_ns) / 1e6 - deadline_ms, 1),
         )
         return True
 

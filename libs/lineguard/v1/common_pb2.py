@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lineguard/v1/common.proto\x12\x0clineguard.v1\"\xf1\x01\n\x04Part\x12\x15\n\rinspection_id\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\t\x12\x0f\n\x07station\x18\x03 \x01(\t\x12\x11\n\trecipe_id\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\r\x12\x19\n\x11triggered_unix_ns\x18\x06 \x01(\x03\x12\x0f\n\x07part_id\x18\x07 \x01(\t\x12\x0b\n\x03lot\x18\x08 \x01(\t\x12\x16\n\x0erecipe_version\x18\t \x01(\t\x12\x15\n\rrecipe_sha256\x18\n \x01(\t\x12\x11\n\tsimulated\x18\x0b \x01(\x08\x12\x13\n\x0bgolden_case\x18\x0c \x01(\t\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\".\n\x07Polygon\x12#\n\x06points\x18\x01 \x03(\x0b\x32\x13.lineguard.v1.Point\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"Z\n\x0cImageQuality\x12\x12\n\nbrightness\x18\x01 \x01(\x02\x12\x10\n\x08\x63ontrast\x18\x02 \x01(\x02\x12\x11\n\tsharpness\x18\x03 \x01(\x02\x12\x11\n\tsaturated\x18\x04 \x01(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lineguard/v1/common.proto\x12\x0clineguard.v1\"\x86\x02\n\x04Part\x12\x15\n\rinspection_id\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\t\x12\x0f\n\x07station\x18\x03 \x01(\t\x12\x11\n\trecipe_id\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\r\x12\x19\n\x11triggered_unix_ns\x18\x06 \x01(\x03\x12\x0f\n\x07part_id\x18\x07 \x01(\t\x12\x0b\n\x03lot\x18\x08 \x01(\t\x12\x16\n\x0erecipe_version\x18\t \x01(\t\x12\x15\n\rrecipe_sha256\x18\n \x01(\t\x12\x11\n\tsimulated\x18\x0b \x01(\x08\x12\x13\n\x0bgolden_case\x18\x0c \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\r \x01(\r\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\".\n\x07Polygon\x12#\n\x06points\x18\x01 \x03(\x0b\x32\x13.lineguard.v1.Point\"(\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x01\"Z\n\x0cImageQuality\x12\x12\n\nbrightness\x18\x01 \x01(\x02\x12\x10\n\x08\x63ontrast\x18\x02 \x01(\x02\x12\x11\n\tsharpness\x18\x03 \x01(\x02\x12\x11\n\tsaturated\x18\x04 \x01(\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,15 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lineguard.v1.common_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PART']._serialized_start=44
-  _globals['_PART']._serialized_end=285
-  _globals['_BOX']._serialized_start=287
-  _globals['_BOX']._serialized_end=340
-  _globals['_POINT']._serialized_start=342
-  _globals['_POINT']._serialized_end=371
-  _globals['_POLYGON']._serialized_start=373
-  _globals['_POLYGON']._serialized_end=419
-  _globals['_STAGETIMING']._serialized_start=421
-  _globals['_STAGETIMING']._serialized_end=461
-  _globals['_IMAGEQUALITY']._serialized_start=463
-  _globals['_IMAGEQUALITY']._serialized_end=553
+  _globals['_PART']._serialized_end=306
+  _globals['_BOX']._serialized_start=308
+  _globals['_BOX']._serialized_end=361
+  _globals['_POINT']._serialized_start=363
+  _globals['_POINT']._serialized_end=392
+  _globals['_POLYGON']._serialized_start=394
+  _globals['_POLYGON']._serialized_end=440
+  _globals['_STAGETIMING']._serialized_start=442
+  _globals['_STAGETIMING']._serialized_end=482
+  _globals['_IMAGEQUALITY']._serialized_start=484
+  _globals['_IMAGEQUALITY']._serialized_end=574
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Part(_message.Message):
-    __slots__ = ("inspection_id", "line", "station", "recipe_id", "sequence", "triggered_unix_ns", "part_id", "lot", "recipe_version", "recipe_sha256", "simulated", "golden_case")
+    __slots__ = ("inspection_id", "line", "station", "recipe_id", "sequence", "triggered_unix_ns", "part_id", "lot", "recipe_version", "recipe_sha256", "simulated", "golden_case", "deadline_ms")
     INSPECTION_ID_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
     STATION_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class Part(_message.Message):
     RECIPE_SHA256_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_CASE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     inspection_id: str
     line: str
     station: str
@@ -32,7 +33,8 @@ class Part(_message.Message):
     recipe_sha256: str
     simulated: bool
     golden_case: str
-    def __init__(self, inspection_id: _Optional[str] = ..., line: _Optional[str] = ..., station: _Optional[str] = ..., recipe_id: _Optional[str] = ..., sequence: _Optional[int] = ..., triggered_unix_ns: _Optional[int] = ..., part_id: _Optional[str] = ..., lot: _Optional[str] = ..., recipe_version: _Optional[str] = ..., recipe_sha256: _Optional[str] = ..., simulated: _Optional[bool] = ..., golden_case: _Optional[str] = ...) -> None: ...
+    deadline_ms: int
+    def __init__(self, inspection_id: _Optional[str] = ..., line: _Optional[str] = ..., station: _Optional[str] = ..., recipe_id: _Optional[str] = ..., sequence: _Optional[int] = ..., triggered_unix_ns: _Optional[int] = ..., part_id: _Optional[str] = ..., lot: _Optional[str] = ..., recipe_version: _Optional[str] = ..., recipe_sha256: _Optional[str] = ..., simulated: _Optional[bool] = ..., golden_case: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
