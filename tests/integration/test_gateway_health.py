@@ -23,6 +23,7 @@ from lineguard.natsserver import EmbeddedNats, free_port
 from lineguard.services.gateway.service import setup
 from lineguard.sim.modbus import SimulatedModbusPlc
 from lineguard.testing import running_service
+from lineguard.testing.machine_vision import vision_system
 from lineguard.v1.heartbeat_pb2 import Heartbeat
 
 LineDict = Callable[..., dict[str, Any]]
@@ -130,3 +131,74 @@ async def _error_cleared(var: Node) -> bool:
 
 async def _modbus_error(plc: SimulatedModbusPlc, code: Error) -> bool:
     return (await plc.read_gateway()).error == code
+
+
+async def test_a_halt_stands_through_a_service_outage_until_the_plcs_reset(config: LineConfig, bus: Bus) -> None:
+    """OPC 40100: Halted refuses jobs until Reset. An outage that begins after the Halt leaves the station Halted
+    (there is no Halted-to-Error transition), and one the PLC halts during stays Halted when the services return:
+    neither outage's end takes jobs again without a Reset. Each outage is reported by its Error events either way."""
+    machine, cause = "VisionStateMachine", (ua.Variant(1, ua.VariantType.Int32), "line stop")
+    opcua_url = config.stations[0].plc.endpoint  # type: ignore[attr-defined]
+    stop = asyncio.Event()
+    beating = asyncio.create_task(beat_until(bus, config.line, stop))
+    async with running_service("gateway", config, setup), Client(opcua_url) as client:
+        vc = await vision_system(client, "s1")
+        sub = await client.create_subscription(10, vc)
+        error_types = (mv.ERROR_EVENT_TYPE, mv.ERROR_RESOLVED_EVENT_TYPE)
+        await sub.subscribe_events(vc.system, [client.get_node(ua.NodeId(t, vc.idx)) for t in error_types])  # type: ignore[arg-type]
+
+        def reported(type_id: int) -> int:
+            return sum(e["EventType"] == ua.NodeId(type_id, vc.idx) for e in vc.events)  # type: ignore[arg-type]
+
+        async def outage() -> None:
+            nonlocal beating
+            stop.set()
+            await beating
+            errors = reported(mv.ERROR_EVENT_TYPE)
+            await vc.wait_for(lambda: reported(mv.ERROR_EVENT_TYPE) > errors)
+
+        async def services_back() -> None:
+            nonlocal beating
+            stop.clear()
+            beating = asyncio.create_task(beat_until(bus, config.line, stop))
+            resolved = reported(mv.ERROR_RESOLVED_EVENT_TYPE)
+            await vc.wait_for(lambda: reported(mv.ERROR_RESOLVED_EVENT_TYPE) > resolved)
+
+        async def refused(path: tuple[str, ...], *args: Any) -> int:
+            with pytest.raises(ua.UaStatusCodeError) as refusal:
+                await vc.call(path, *args)
+            return refusal.value.code
+
+        await asyncio.sleep(1.0)  # beating: the gateway watches each service from its first heartbeat
+        assert await vision_state(client, "s1") == mv.OPERATIONAL
+        # Halted first, then the services go down and come back.
+        assert await vc.call((machine, "Halt"), *cause) == 0
+        await outage()
+        assert await vision_state(client, "s1") == mv.HALTED
+        assert await refused((machine, "Reset"), *cause) == ua.StatusCodes.BadInvalidState  # services still down
+        await services_back()
+        assert await vision_state(client, "s1") == mv.HALTED
+        with pytest.raises(ua.UaStatusCodeError) as job:
+            await vc.start_single_job("m", "p")
+        assert job.value.code == ua.StatusCodes.BadInvalidState
+        assert await vc.call((machine, "Reset"), *cause) == 0
+        assert await vision_state(client, "s1") == mv.OPERATIONAL
+
+        # The services down first, the PLC halts the station in Error, then they come back.
+        await outage()
+        assert await vision_state(client, "s1") == mv.ERROR
+        assert await vc.call((machine, "Halt"), *cause) == 0
+        await services_back()
+        assert await vision_state(client, "s1") == mv.HALTED
+        assert await vc.call((machine, "Reset"), *cause) == 0
+        assert await vision_state(client, "s1") == mv.OPERATIONAL
+
+        # No Halt: the outage's end is the gateway's own Reset.
+        await outage()
+        assert await vision_state(client, "s1") == mv.ERROR
+        await services_back()
+        assert await vision_state(client, "s1") == mv.OPERATIONAL
+        assert (reported(mv.ERROR_EVENT_TYPE), reported(mv.ERROR_RESOLVED_EVENT_TYPE)) == (3, 3)
+        assert await vc.start_single_job("m", "p")
+    stop.set()
+    await beating

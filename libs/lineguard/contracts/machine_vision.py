@@ -29,8 +29,8 @@ JOB_STARTED_EVENT_TYPE = 1013
 RECIPE_PREPARED_EVENT_TYPE = 1022
 READY_EVENT_TYPE = 1023
 RESULT_READY_EVENT_TYPE = 1024
-ERROR_EVENT_TYPE = 1019  # the system entered Error (a service a station needs is down)
-ERROR_RESOLVED_EVENT_TYPE = 1020  # ... and left it
+ERROR_EVENT_TYPE = 1019  # a service the station needs is down: the system enters Error, unless Halted
+ERROR_RESOLVED_EVENT_TYPE = 1020  # ... and beats again: Error -> Operational (a Halted system stays Halted)
 ACQUISITION_DONE_EVENT_TYPE = 1025  # the part's image is taken (the gateway sees its frame stored)
 # OPC 40100-1 11.4.5: a condition the vision system reports while it operates on (no state change): the drift
 # watch's alert (docs/drift.md). Reported by its events only (no condition node; see WARNING_CONDITION below).

@@ -316,17 +316,18 @@ class VisionSystem:
         await self.server.write_attribute_value(self._vars[name].nodeid, value)
 
     async def set_error(self, reason: str | None) -> None:
-        """Error with an ErrorEventType while a service the station needs is down; ErrorResolvedEventType and
-        Operational again when it beats (the gateway's own Reset; a Halt by the PLC meanwhile stays Halted)."""
-        self._down = reason
-        if reason is not None and self.states.main != mv.ERROR:
+        """An ErrorEventType and Error while a service the station needs is down; an ErrorResolvedEventType and
+        Operational again when it beats (the gateway's own Reset). A Halt by the PLC, before the outage or during it,
+        stays Halted throughout and after: only the PLC's Reset ends it (refused while the services are down)."""
+        was_down, self._down = self._down is not None, reason
+        if reason is not None and not was_down:
             await self._end_continuous()
-            self.states.fail()
-            await self._show_states()
+            if self.states.fail():
+                await self._show_states()
             await self._emit(mv.ERROR_EVENT_TYPE, {}, reason)
-        elif reason is None and self.states.main == mv.ERROR:
-            self.states.recover(recipe_prepared=self._prepared is not None)
-            await self._show_states()
+        elif reason is None and was_down:
+            if self.states.recover(recipe_prepared=self._prepared is not None):
+                await self._show_states()
             await self._emit(mv.ERROR_RESOLVED_EVENT_TYPE, {}, "the station's services beat again")
 
     async def set_warning(self, reason: str | None) -> None:

@@ -79,15 +79,24 @@ class VisionStates:
         self._require("Halt", (mv.PREOPERATIONAL, mv.OPERATIONAL, mv.ERROR))
         self.main, self.auto = mv.HALTED, None
 
-    def fail(self) -> None:
-        """Any state -> Error: the gateway found a service the station needs down (health.py)."""
-        self.main, self.auto = mv.ERROR, None
+    def fail(self) -> bool:
+        """-> Error: the gateway found a service the station needs down (health.py). True when the state changed.
 
-    def recover(self, *, recipe_prepared: bool) -> None:
-        """Error -> Operational once the services beat again: the gateway's own Reset (nothing else to clear)."""
-        if self.main == mv.ERROR:
-            self.reset()
-            self.operate(recipe_prepared=recipe_prepared)
+        A Halted station stays Halted: OPC 40100-1 has no Halted-to-Error transition, and from Error the services'
+        return would make it Operational again, taking jobs without the Reset its Halt asks for."""
+        if self.main in (mv.HALTED, mv.ERROR):
+            return False
+        self.main, self.auto = mv.ERROR, None
+        return True
+
+    def recover(self, *, recipe_prepared: bool) -> bool:
+        """Error -> Operational once the services beat again: the gateway's own Reset (nothing else to clear). True
+        when the state changed; a station the PLC halted stays Halted, for the PLC's own Reset."""
+        if self.main != mv.ERROR:
+            return False
+        self.reset()
+        self.operate(recipe_prepared=recipe_prepared)
+        return True
 
     def reset(self) -> None:
         """Halted or Error -> Preoperational; the gateway then goes Operational by itself (it has nothing to set up)."""
