@@ -17,6 +17,7 @@ from lineguard.config import BackendSettings, ModelSettings
 from lineguard.samples import __file__ as samples_init
 from lineguard.testing.models import SIDE, tiny_model
 from lineguard.vision.backends import BACKENDS, load_runner
+from lineguard.vision.backends.base import cpu_threads
 from lineguard.vision.backends.onnxruntime import Settings as OrtSettings
 from lineguard.vision.backends.onnxruntime import providers_for
 from lineguard.vision.backends.tensorrt import engine_key
@@ -139,6 +140,18 @@ def test_openvino_finds_what_onnxruntime_finds_on_a_sample_board() -> None:
     for i in range(len(ort)):
         assert float(ov.confidence[i]) == pytest.approx(float(ort.confidence[i]), abs=2e-3)
         assert tuple(ov.xyxy[i].tolist()) == pytest.approx(tuple(ort.xyxy[i].tolist()), abs=0.5)
+
+
+def test_zero_threads_is_half_the_cores_at_least_one_and_a_count_is_kept() -> None:
+    assert [cpu_threads(0, cores) for cores in (1, 2, 3, 16)] == [1, 1, 1, 8]
+    assert cpu_threads(3, cores=16) == 3
+
+
+@needs_openvino
+def test_openvino_runs_on_half_the_cores_when_threads_are_0(tmp_path: Path) -> None:
+    # Left to itself OpenVINO takes every core, which the line's other processes need (docs/inference.md, threads).
+    detector = load_model(tiny_model(tmp_path / "m.onnx", batch=1), backend="openvino", intra_op_threads=0)
+    assert detector.runner.compiled.get_property("INFERENCE_NUM_THREADS") == cpu_threads(0)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])

@@ -25,7 +25,7 @@ class Runtime:
 
     backend: str = "onnxruntime"
     device: str = "cpu"
-    threads: int = 0  # 0: lineguard's default (lineguard.vision.backends.onnxruntime.default_threads)
+    threads: int = 0  # 0: lineguard's default (lineguard.vision.backends.base.cpu_threads)
 
     @property
     def raw_onnxruntime(self) -> bool:

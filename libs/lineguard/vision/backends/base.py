@@ -6,12 +6,13 @@ A backend is a module on the BACKENDS seam (lineguard.config.seams) that declare
 - `Settings`: its own options, a `BackendSettings` subclass with `kind: Literal[KEY]` (unknown keys are
   errors, found when the line's configuration is validated);
 - `load(path, settings, device, threads) -> Runner`: `device` is `model.device` (None: the backend's own
-  default device), `threads` is `model.intra_op_threads` (0: the runtime's default). It imports the
+  default device), `threads` is `model.intra_op_threads` (0: half the cores, `cpu_threads`). It imports the
   runtime itself, so choosing another backend never imports this one's runtime."""
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -52,6 +53,19 @@ class Runner(Protocol):
     def close(self) -> None:
         """Free what the runner holds (GPU memory, sessions)."""
         ...
+
+
+def cpu_threads(threads: int, cores: int | None = None) -> int:
+    """The CPU threads a backend runs the model on for `model.intra_op_threads`: `threads`, or for 0 half the cores
+    this process may use, at least one. The model shares the box with the line's other processes (capture, ocr,
+    decision, gateway, results, nats-server, and the frame's decode beside the model): on 2 cores the packaged model
+    ran 8 img/s on onnxruntime's own default (a thread per core) and 15 on one thread, and the line judged 5.7
+    parts/s against 9.8 (docs/benchmarks.md, threads)."""
+    if threads:
+        return threads
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 def require(module: str, path: Path, backend: str, install: str) -> ModuleType:

@@ -6,7 +6,6 @@ lacks is an error, not the silent fall-back to the CPU that onnxruntime itself w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from lineguard.config.seams import BackendSettings
-from lineguard.vision.backends.base import TensorSpec, cuda_index, require
+from lineguard.vision.backends.base import TensorSpec, cpu_threads, cuda_index, require
 from lineguard.vision.errors import ModelLoadError
 
 KEY = "onnxruntime"
@@ -68,22 +67,12 @@ class OrtRunner:
         self.session = None
 
 
-def default_threads(cores: int | None = None) -> int:
-    """`model.intra_op_threads` 0: half the cores this process may use, at least one. The model shares the box with
-    the line's other processes (capture, ocr, decision, gateway, results, nats-server, and the frame's decode beside
-    the model): on 2 cores the packaged model ran 8 img/s on onnxruntime's own default (a thread per core) and 15 on
-    one thread, and the line judged 5.7 parts/s against 9.8 (docs/benchmarks.md, threads)."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // 2)
-
-
 def apply_threads(options: Any, threads: int) -> None:
     """The line's thread settings on onnxruntime SessionOptions (the service's and the bare benchmark's alike).
 
     Spinning is off: onnxruntime's pool threads otherwise spin between operators, waiting for work, and that CPU
     is what the other processes of the line need (it doubled the model's CPU per image here, 85 ms against 42)."""
-    options.intra_op_num_threads = threads or default_threads()
+    options.intra_op_num_threads = cpu_threads(threads)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
 

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from lineguard.config.seams import BackendSettings
-from lineguard.vision.backends.base import TensorSpec, require
+from lineguard.vision.backends.base import TensorSpec, cpu_threads, require
 from lineguard.vision.errors import ModelLoadError
 
 KEY = "openvino"
@@ -85,7 +85,10 @@ def load(path: Path, settings: Settings, device: str | None, threads: int) -> Op
         raise ModelLoadError(path, f"expected one NCHW image input, got {[p.get_any_name() for p in model.inputs]}")
     # The precision is pinned: left to OpenVINO, the same model scores differently on different CPUs.
     config: dict[str, Any] = {"PERFORMANCE_HINT": settings.hint.upper(), "INFERENCE_PRECISION_HINT": settings.precision}
-    if threads:
+    if ov_device == "CPU":
+        config["INFERENCE_NUM_THREADS"] = cpu_threads(threads)
+    elif threads:
+        # Only as asked: the other plugins (GPU, NPU) run on their own hardware and may refuse CPU threads.
         config["INFERENCE_NUM_THREADS"] = threads
     try:
         compiled = core.compile_model(model, ov_device, config)
