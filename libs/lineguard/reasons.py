@@ -15,6 +15,12 @@ SEVERITY_RANK: Mapping[str, int] = {"PASS": 0, "REWORK": 1, "FAIL": 2, "ERROR": 
 ERROR_REASONS = frozenset({"INVALID_RESULT", "UNKNOWN_RECIPE", "IMAGE_SIZE_MISMATCH"})
 # A frame service could not judge the part by its deadline and refused its frame (lineguard.runtime.admission).
 OVERLOAD = "OVERLOAD"
+# Reasons of a part lineguard did not inspect, wholly or in part: it could not judge it (ERROR_REASONS), a result was
+# not in by the deadline (TIMEOUT, the decision service's or the gateway's own, with NO_INFERENCE / NO_OCR naming
+# what was missing) or a frame was refused (OVERLOAD). Such a FAIL says nothing of the part itself, so a PLC must
+# be able to tell it from a judged one (OPC 40100's ResultState Failed); a code that was looked for and not found or
+# not read (CODE_MISSING, NO_READ) is a judgement of the part, not one of these.
+NOT_INSPECTED_REASONS = ERROR_REASONS | {"TIMEOUT", "NO_INFERENCE", "NO_OCR", OVERLOAD}
 
 
 def defect_reason(class_name: str) -> str:

@@ -227,6 +227,34 @@ async def test_a_job_whose_decision_never_comes_gets_fail_timeout(gateway: Gatew
     assert content(result) == (2, "FAIL", "TIMEOUT")
 
 
+async def test_every_part_not_inspected_is_failed_and_every_judged_one_completed(
+    gateway: Gateway, s1: VisionClient
+) -> None:
+    """ResultState 4 Failed tells a 40100 client the part was not inspected, whichever service gave up on it: the
+    decision service's TIMEOUT (its deadline is before the gateway's, so the usual one), a refused frame, an ERROR.
+    A judged FAIL, for a defect or for a code not found, is 1 Completed: its verdict says it is not a pass."""
+    outcomes = [
+        ((Verdict.VERDICT_FAIL, "TIMEOUT", "NO_INFERENCE"), 4),  # the decision service's own deadline
+        ((Verdict.VERDICT_FAIL, "DEFECT_SHORT", "NO_OCR", "TIMEOUT"), 4),  # the code reader's result never came
+        ((Verdict.VERDICT_FAIL, "OVERLOAD"), 4),
+        ((Verdict.VERDICT_ERROR, "INVALID_RESULT"), 4),
+        ((Verdict.VERDICT_FAIL, "DEFECT_SHORT"), 1),
+        ((Verdict.VERDICT_FAIL, "CODE_MISSING"), 1),
+        ((Verdict.VERDICT_REWORK, "DEFECT_SPUR"), 1),
+        ((Verdict.VERDICT_PASS,), 1),
+    ]
+    jobs = [await s1.start_single_job("states", f"state-{i}") for i in range(len(outcomes))]
+    for job_id, (decision, _) in zip(jobs, outcomes, strict=True):
+        [trigger] = await find(gateway.bus, "trigger", Trigger, lambda t, j=job_id: t.part.inspection_id == j)
+        await publish_decision(gateway.bus, trigger.part, *decision)
+    await s1.wait_for(lambda: set(jobs) <= {r["ResultId"].Id for r in s1.results()})
+    states = {r["ResultId"].Id: r["ResultState"] for r in s1.results()}
+    assert [states[j] for j in jobs] == [state for _, state in outcomes]
+    # The Results folder says the same as the event.
+    shown = {r.ResultId.Id: r.ResultState for r in await shown_results(s1)}
+    assert [shown[j] for j in jobs] == [state for _, state in outcomes]
+
+
 async def test_bad_arguments_and_wrong_states_are_refused(gateway: Gateway, s1: VisionClient) -> None:
     start = ("VisionStateMachine", "AutomaticModeStateMachine", "StartSingleJob")
     cases = [

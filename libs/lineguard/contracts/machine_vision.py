@@ -12,7 +12,9 @@ What lineguard fills in where the standard leaves it to the vision system:
   its Version the recipe's version; every recipe is also a product of the same id.
 - ResultContent is RESULT_CONTENT: the verdict code (1 PASS, anything else is not a pass),
   the verdict name and the reason codes, comma separated.
-- ResultState is 1 (Completed) for a decision, 4 (Failed) for FAIL / TIMEOUT or an ERROR verdict.
+- ResultState is 4 (Failed) for a part that was not inspected: an ERROR verdict, or a reason in
+  lineguard.reasons.NOT_INSPECTED_REASONS (TIMEOUT from either deadline, NO_INFERENCE, NO_OCR, OVERLOAD);
+  1 (Completed) for a part that was judged, whatever its verdict (a FAIL for a defect included).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from lineguard.contracts import new_inspection_id, verdict_name
 from lineguard.contracts.opcua import RESULT_VERDICTS, join_reasons
 from lineguard.contracts.registers import MAX_LOT_CHARS, MAX_PART_ID_CHARS, check_text
 from lineguard.opcua_nodesets import is_decoded_as, load_machine_vision_types
+from lineguard.reasons import NOT_INSPECTED_REASONS
 from lineguard.services.gateway.endpoint import SelfTestRunner, TriggerHandler, TriggerRefused
 from lineguard.services.gateway.handshake import Result
 from lineguard.services.gateway.protocols.machine_vision_states import InvalidState, VisionStates
@@ -685,7 +686,10 @@ class VisionSystem:
         # The version the part was triggered with (another may have been activated since).
         recipe = Recipe(part.recipe_id, part.recipe_version, 0) if part.recipe_version else None
         recipe = recipe or self.space.recipes.recipes.get(part.recipe_id) or Recipe(part.recipe_id, "", 0)
-        failed = result.gateway_timeout or result.verdict == _ERROR
+        # Failed: not inspected (lineguard.reasons), whichever service timed out or refused; a judged FAIL is Completed.
+        failed = (
+            result.gateway_timeout or result.verdict == _ERROR or not NOT_INSPECTED_REASONS.isdisjoint(result.reasons)
+        )
         simulated = bool(job and job.simulated)
         content = [
             ua.Variant(int(result.verdict), ua.VariantType.Int32),
