@@ -65,7 +65,7 @@ def db_upgrade(
 ) -> None:
     """Create the schema or bring it forward (safe to repeat; replicas at once migrate once)."""
     target = database_url(config, url)
-    before = _current(target)
+    before = _known(_current(target))
     after = upgrade_database(target, revision)
     typer.echo(f"database at {after} (was {before or 'empty'})")
 
@@ -95,7 +95,7 @@ def db_downgrade(
 ) -> None:
     """Take the schema back to REVISION (a rollback; what later revisions added is dropped)."""
     target = database_url(config, url)
-    before = _current(target)
+    before = _known(_current(target))
     if revision != "base" and revision not in known_revisions():
         typer.echo(f"unknown revision {revision!r} (known: {', '.join(known_revisions())}, base)", err=True)
         raise typer.Exit(2)
@@ -193,6 +193,22 @@ def _ready_engine(url: str) -> Engine:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     return engine
+
+
+def _known(at: str | None) -> str | None:
+    """The database's revision `at` when this lineguard knows it (or it has none); else exit 1 naming it. Alembic
+    walks between revisions by their scripts, and a newer lineguard's are not in this one: only its image can take
+    the schema back to this one's head."""
+    if at is None or at in known_revisions():
+        return at
+    head = head_revision()
+    typer.echo(
+        f"error: the database is at schema revision {at}, which this lineguard (head {head}) does not know: "
+        "a newer lineguard migrated it, and only that lineguard's image can take it back "
+        f"(its `lineguard db downgrade {head}`)",
+        err=True,
+    )
+    raise typer.Exit(1)
 
 
 def _current(url: str) -> str | None:

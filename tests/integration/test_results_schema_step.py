@@ -58,6 +58,25 @@ def test_db_upgrade_current_and_downgrade_from_the_command_line(empty_url: str) 
     assert unknown.returncode == 2 and "unknown revision 'nope'" in unknown.stderr
 
 
+def test_a_database_from_a_newer_lineguard_is_refused_in_one_line_and_left_as_it_is(empty_url: str) -> None:
+    assert lineguard("db", "upgrade", "--url", empty_url).returncode == 0
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:  # as a newer lineguard's migration leaves it
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        for command in (("db", "downgrade", "0001"), ("db", "upgrade")):
+            refused = lineguard(*command, "--url", empty_url)
+            assert refused.returncode == 1, refused.stderr
+            assert refused.stderr.strip() == (
+                f"error: the database is at schema revision 0099, which this lineguard (head {head_revision()}) does "
+                f"not know: a newer lineguard migrated it, and only that lineguard's image can take it back (its "
+                f"`lineguard db downgrade {head_revision()}`)"
+            )
+        assert current_revision(engine) == "0099" and "inspections" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
 def test_db_upgrade_takes_the_url_from_the_line_config(tmp_path: Path, line_config_dict) -> None:
     import yaml
 
