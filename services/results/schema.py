@@ -342,7 +342,7 @@ class ApiToken(Base):
 
 
 class DriftBaseline(Base):
-    """What a station's parts are compared with (docs/drift.md): quantile bins per feature; the latest one counts."""
+    """What a station's parts are compared with (docs/drift.md): equal-width bins per feature; the latest one counts."""
 
     __tablename__ = "drift_baselines"
 

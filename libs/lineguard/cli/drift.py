@@ -19,6 +19,7 @@ from lineguard.bus.permissions import OPERATOR
 from lineguard.cli.model_registry import ConfigOption, CredentialOption, NatsOption, _config, _line, _nats_settings
 from lineguard.cli.model_shadow import UrlOption, database_url
 from lineguard.config import LineConfig, NatsSettings
+from lineguard.config.drift import DriftSettings
 from lineguard.contracts import new_inspection_id, selftest_command_subject, subject
 from lineguard.drift import BaselineError, baseline_of
 from lineguard.drift.selftest import case_fields
@@ -51,13 +52,17 @@ def baseline(
     images: Annotated[
         Path | None, typer.Option(help="a training set's images instead of a period (default: the packaged boards)")
     ] = None,
-    bins: Annotated[int, typer.Option(min=2, max=50, help="bins per feature")] = 10,
+    bins: Annotated[
+        int | None, typer.Option(min=2, max=50, help="bins per feature (default: the line's drift.bins)")
+    ] = None,
     url: UrlOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Store the station's baseline: its production records of a good period (--from/--to: image quality, model
     scores and detection counts), or a training set's images (--images: image quality only). The newest counts."""
     cfg = _config(config)
+    if bins is None:
+        bins = (cfg.drift if cfg else DriftSettings()).bins
     engine = sa.create_engine(database_url(url, cfg))
     try:
         if start is not None or end is not None:

@@ -28,7 +28,13 @@ class DriftSettings(_Strict):
     alert_psi: float = Field(0.25, gt=0, description="a feature's PSI at or over this: ALERT (a warning at the PLC)")
     window: int = Field(500, ge=10, description="the latest parts of the station's current shift that are compared")
     min_samples: int = Field(50, ge=5, description="fewer parts in the window: not judged yet (OK)")
-    bins: int = Field(10, ge=2, le=50, description="quantile bins of a baseline")
+    bins: int = Field(
+        10,
+        ge=2,
+        le=50,
+        description="equal-width bins per feature of a baseline: the packaged boards' a station without a stored one "
+        "is compared with, and `lineguard drift baseline`'s default",
+    )
     publish_s: float = Field(10.0, gt=0, description="how often each station's state is judged and published")
 
     @model_validator(mode="after")
