@@ -269,10 +269,11 @@ class RegisterStation:
                 raise ResultNotAwaited(
                     f"station {self.station} is in Error ({why}): result {result.sequence} not shown"
                 )
-            if self._slot != result.sequence or not self.outputs.busy:
+            # The part in flight, even before its busy is shown (a result as quick as the trigger's own reply).
+            if self._slot != result.sequence or self.outputs.done:
                 raise ResultNotAwaited(
                     f"station {self.station} awaits no result for sequence {result.sequence} "
-                    f"(in flight: {self._slot if self.outputs.busy else 'none'})"
+                    f"(in flight: {'none' if self._slot is None or self.outputs.done else self._slot})"
                 )
             await self._show(
                 {
@@ -353,20 +354,25 @@ class RegisterStation:
                 except UnknownRecipe as exc:
                     await self._refuse(Error.UNKNOWN_RECIPE, str(exc), fields)
                     return
-            self._slot = sequence
-            self._refusal = Error.NONE
-            await self._show({"busy": True, "verdict": NO_RESULT, "reasons": 0})
+            self._slot = sequence  # taken: another trigger is BUSY from here on
         log.info("PLC trigger", station=self.station, sequence=sequence, part_id=part_id, lot=lot, recipe=fields.recipe)
         try:
             # Not under the lock: the result may be delivered before this returns.
             await self.on_trigger(self.station, sequence, part_id, lot=lot)
         except TriggerRefused as exc:
+            log.error("trigger refused by the gateway", station=self.station, sequence=sequence, reason=str(exc))
             async with self._lock:
-                if self._slot == sequence and self.outputs.busy:
+                if self._slot == sequence:  # not abandoned meanwhile by an Error, which shows instead
                     self._slot = None
                     self._refusal = Error.REFUSED
-                    await self._show({"busy": False})
-            log.error("trigger refused by the gateway", station=self.station, sequence=sequence, reason=str(exc))
+                    await self._show({})
+            return
+        # busy only once the gateway has taken the part, so a refused trigger never raises it: a PLC lowers the trigger
+        # when it sees busy, and a REFUSED shown after that would be gone at the next poll, before a slow PLC reads it.
+        async with self._lock:
+            if self._slot == sequence and not self.outputs.done:  # not answered or abandoned meanwhile
+                self._refusal = Error.NONE
+                await self._show({"busy": True, "verdict": NO_RESULT, "reasons": 0})
 
 
 @dataclass(frozen=True)

@@ -11,22 +11,28 @@ import asyncio
 import contextlib
 import socket
 import struct
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.constants import ExcCodes
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
-from lineguard.contracts.registers import MODBUS_DEFAULTS, NO_RESULT, VERDICTS, Error
+from lineguard.contracts.registers import MODBUS_DEFAULTS, NO_RESULT, VERDICTS, Error, GatewayFields
 from lineguard.natsserver import EmbeddedNats, free_port
 from lineguard.recipes import RecipeVersion
 from lineguard.services.gateway.service import setup
 from lineguard.sim.modbus import SimulatedModbusPlc, SimulatedModbusPlcServer
+from lineguard.sim.plc import SimulatedPlc
 from lineguard.testing import running_service
 from lineguard.testing.gateway import find, publish_decision
+from lineguard.testing.waiting import wait_for
 from lineguard.v1.decision_pb2 import Verdict
 from lineguard.v1.plc_pb2 import PlcAck
 from lineguard.v1.trigger_pb2 import Trigger
@@ -291,3 +297,79 @@ async def test_client_mode_round_trip_and_plc_restart(line_config_dict: LineDict
         third = await trigger_on_bus(line.bus, "s1", 3)
         await publish_decision(line.bus, third.part, Verdict.VERDICT_FAIL, "CODE_MISSING")
         assert (await plc.result(3)).reasons == ["CODE_MISSING"]
+
+
+class AnswerWatchingPlc(SimulatedModbusPlcServer):
+    """A PLC whose program sees each write of the gateway as it lands (a scan quicker than any poll): it lowers
+    `trigger` as soon as busy, done or an error answers it, as docs/modbus.md's handshake allows, and keeps what
+    answered and every picture of the gateway's fields a write made."""
+
+    def __init__(self, port: int):
+        super().__init__(port)
+        self.answers: list[GatewayFields] = []
+        self.written: list[GatewayFields] = []
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        reply = await super()._action(function_code, start_address, address, count, registers, values)
+        if values is not None:  # the gateway wrote
+            start, end = self.layout.gateway_span()
+            seen = self.layout.decode_gateway(bytes(self.memory[start:end]), start)
+            self.written.append(seen)
+            trigger = self.layout.offsets["trigger"]
+            if any(self.memory[trigger : trigger + 2]) and (seen.busy or seen.done or seen.error != Error.NONE):
+                self.memory[trigger : trigger + 2] = bytes(2)
+                self.answers.append(seen)
+        return reply
+
+
+def reports_not_ready(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).close()
+    except urllib.error.HTTPError as exc:
+        return exc.code == 503
+    return False
+
+
+async def test_a_refused_trigger_is_answered_by_its_error_alone_never_by_busy(tmp_path: Path, started_gateway) -> None:
+    """Client mode, a gateway that is stopping (s1 keeps it waiting for a part in flight): it refuses s2's trigger
+    (REFUSED, 6), and busy never rises for it. Had busy risen first, the PLC would lower the trigger on it, and
+    the refusal, cleared when the trigger falls, would be gone at the next poll: a PLC scanning slower than
+    poll_ms would see busy rise and fall, no done, no error."""
+    port, health_port = free_port(), free_port()
+    s2 = {
+        "protocol": "modbus",
+        "mode": "client",
+        "port": port,
+        "heartbeat_ms": 50,
+        "poll_ms": 5,
+        "plc_heartbeat_timeout_ms": HEARTBEAT_TIMEOUT_MS,
+        "reconnect_ms": 50,
+    }
+    async with (
+        started_gateway(
+            tmp_path, quick_deadline_ms=300, plc={"s2": s2}, services={"gateway": {"http_port": health_port}}
+        ) as gateway,
+        AnswerWatchingPlc(port) as plc,
+        SimulatedPlc(gateway.endpoint, "s1") as opcua_plc,
+    ):
+        waiting_id = await opcua_plc.trigger(1)
+        gateway.stopping.set()
+        await wait_for(lambda: asyncio.to_thread(reports_not_ready, health_port))  # and so refusing new triggers
+        await plc.set("sequence", 7)
+        await plc.set("trigger", 1)
+        await wait_for(lambda: plc.answers)
+        assert (plc.answers[0].busy, plc.answers[0].error) == (False, Error.REFUSED)
+        await plc.wait_for(lambda g: g.error == Error.NONE)  # the trigger fell: the refusal was seen
+        assert not any(seen.busy for seen in plc.written)
+        assert await find(gateway.bus, "trigger", Trigger, lambda t: t.part.station == "s2", timeout=0.5) == []
+        [trigger] = await find(gateway.bus, "trigger", Trigger, lambda t: t.part.inspection_id == waiting_id)
+        await publish_decision(gateway.bus, trigger.part, Verdict.VERDICT_PASS)  # the gateway may stop now
+        await asyncio.wait_for(gateway.service, timeout=15)
