@@ -269,6 +269,28 @@ async def test_malformed_frames_and_bad_addresses_get_exception_codes(
         assert (await plc.result(40)).verdict == "PASS"
 
 
+async def test_a_unit_id_no_station_has_gets_exception_0b_and_one_log_line(
+    server_line: Line, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Units 1 and 2 are s1's and s2's. Any other unit id is a PLC asking the wrong unit: exception 0x0B (gateway
+    target device failed to respond), not 04 (device failure) with pymodbus's KeyError traceback, and a log line
+    naming the unit id, once however often it asks."""
+    client = AsyncModbusTcpClient("127.0.0.1", port=server_line.port, retries=0, reconnect_delay=0)
+    assert await client.connect()
+    try:
+        for _ in range(3):
+            reply = await client.read_holding_registers(MODBUS_DEFAULTS["heartbeat"], count=2, device_id=9)
+            assert reply.isError() and reply.exception_code == 0x0B
+        reply = await client.write_register(MODBUS_DEFAULTS["trigger"], 1, device_id=9)
+        assert reply.isError() and reply.exception_code == 0x0B
+        assert not (await client.read_holding_registers(MODBUS_DEFAULTS["heartbeat"], count=1, device_id=1)).isError()
+    finally:
+        client.close()
+    out = logged(capfd)
+    assert out.count("Modbus request to a unit id no station has") == 1 and "unit_id=9" in out
+    assert not [r for r in caplog.records if r.name.startswith("pymodbus")]  # no traceback of its own
+
+
 async def test_client_mode_round_trip_and_plc_restart(line_config_dict: LineDict, fresh_nats: EmbeddedNats) -> None:
     port = free_port()
     # The gateway first: it keeps connecting until the PLC's server is up.

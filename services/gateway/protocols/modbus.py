@@ -3,7 +3,8 @@
 - `mode: server`: the gateway is a Modbus TCP server (pymodbus) and the PLC polls it: writes its fields,
   reads ours. Stations configured on the same host and port share one server, each its own unit
   (`device_id`) with a datastore of its own. Only the mapped registers exist: any other address is
-  exception 02, a write to the gateway's registers is 02, a part id or lot length over its field is 03.
+  exception 02, a write to the gateway's registers is 02, a part id or lot length over its field is 03, a unit
+  id no station has 0B (KnownUnits).
 - `mode: client`: the gateway connects to the PLC's Modbus server, reads the PLC's fields every `poll_ms`
   and writes ours into its registers; a lost connection is Error, and it connects again with backoff.
 
@@ -185,6 +186,7 @@ class ModbusServerEndpoint:
             await link.connected()
         devices = [self._device(s) for s in self.stations]
         self._server = ModbusTcpServer(devices, address=(self.host, self.port))
+        self._server.context = KnownUnits(self._server.context, self.endpoint)
         try:
             await self._server.serve_forever(background=True)
         except (OSError, RuntimeError) as exc:
@@ -292,6 +294,46 @@ class ModbusServerEndpoint:
     def use_selftests(self, run: SelfTestRunner, stations: frozenset[str]) -> None:
         for station, link in self._links.items():
             link.selftests = run if station in stations else None
+
+
+class KnownUnits:
+    """A pymodbus server's devices (its SimCore), each a station's unit, with a clean reply to any other unit id.
+
+    SimCore looks an unknown unit id up as device 0 and, with no station there, raises a KeyError: exception 04
+    (device failure) and a traceback in pymodbus's log, for what is a PLC asking the wrong unit. Here it is exception
+    0x0B (gateway target device failed to respond: no such device behind this server) and one log line naming the
+    unit id, once per id (a PLC asks again every poll); and a station configured as unit 0 answers unit 0 alone."""
+
+    def __init__(self, core: Any, endpoint: str):
+        self._core = core
+        self._endpoint = endpoint
+        self._logged: set[int] = set()
+
+    def device_ids(self) -> list[int]:
+        return list(self._core.device_ids())
+
+    def _unknown(self, device_id: int) -> Any:
+        from pymodbus.constants import ExcCodes
+
+        if device_id not in self._logged:
+            self._logged.add(device_id)
+            log.warning(
+                "Modbus request to a unit id no station has: exception 0x0B (logged once per unit id)",
+                endpoint=self._endpoint,
+                unit_id=device_id,
+                units=self.device_ids(),
+            )
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1) -> Any:
+        if device_id not in self._core.devices:
+            return self._unknown(device_id)
+        return await self._core.async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int, values: list[Any]) -> Any:
+        if device_id not in self._core.devices:
+            return self._unknown(device_id)
+        return await self._core.async_setValues(device_id, func_code, address, values)
 
 
 class ModbusClientEndpoint(ClientEndpoint):
