@@ -143,3 +143,12 @@ def test_bad_input_is_refused_naming_the_cause(tmp_path: Path) -> None:
         str(tmp_path / "o"),
     )
     assert no_split.exit_code == 2 and "no 'test' split" in no_split.output
+    # A paired model over plain images would see each board as its own reference and find nothing.
+    paired = Path(shutil.copyfile(packaged_model_path(), tmp_path / "paired.onnx"))
+    card = json.loads(packaged_model_path().with_suffix(".json").read_text())
+    (tmp_path / "paired.json").write_text(json.dumps({**card, "input": {**card["input"], "mode": "paired"}}))
+    plain = sample_split(tmp_path / "plain", paired=False)
+    args = ["--data", str(plain), "--recipe", str(no_model), "--model", str(paired), "--out", str(tmp_path / "p")]
+    unpaired = cli("recipe", "tune", *args)
+    assert unpaired.exit_code == 2 and "is a paired model" in unpaired.output and "a plain image" in unpaired.output
+    assert not (tmp_path / "p" / "report.json").exists()

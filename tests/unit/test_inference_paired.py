@@ -14,13 +14,14 @@ import pytest
 
 from lineguard.config import LineConfig
 from lineguard.contracts import new_inspection_id
-from lineguard.imaging import ROI, FrameError, ImageError, decode_image
+from lineguard.imaging import ROI, FrameError, decode_image
 from lineguard.samples import __file__ as samples_init
 from lineguard.services.inference.batching import FrameBatcher
 from lineguard.services.inference.detect import _reference, infer_frame, prepare_frame
 from lineguard.v1.common_pb2 import Part
 from lineguard.v1.frame_pb2 import Frame
 from lineguard.vision.detect import detect, stored_input
+from lineguard.vision.errors import UnpairedInput
 from lineguard.vision.model import Detector, ModelLoadError, load_model, packaged_model_path
 from lineguard.vision.paired import compose, paired_tensor, register
 from lineguard.vision.preprocess import preprocess
@@ -93,12 +94,18 @@ def test_a_dataset_image_of_a_paired_model_is_split_back(models: dict[str, Detec
     image, reference = stored_input(models["paired"], composed)
     assert np.array_equal(image, grey("test")) and np.array_equal(reference, grey("temp"))
     assert stored_input(models["image"], composed) == (composed, None)
-    with pytest.raises(
-        ImageError,
-        match=r"3 channels \(image, reference, difference\); this one has shape "
-        r"\(640, 640\)",
-    ):
+    with pytest.raises(UnpairedInput, match=r"is a paired model: .*; this one has shape \(640, 640\)"):
         stored_input(models["paired"], grey("test"))
+
+
+def test_a_plain_image_is_not_read_as_its_own_reference(models: dict[str, Detector]) -> None:
+    # Split as a paired input, a plain grey board is image and reference at once: blank difference, nothing found.
+    board = cv2.imread(str(SAMPLES / f"{STEM}_test.jpg"))
+    with pytest.raises(UnpairedInput, match=r"third channel is not the difference of the first two: a plain image"):
+        stored_input(models["paired"], board)
+    identical = compose(grey("temp"), grey("temp"))  # a reference against itself is still a paired input
+    image, reference = stored_input(models["paired"], identical)
+    assert np.array_equal(image, grey("temp")) and np.array_equal(reference, grey("temp"))
 
 
 def test_a_paired_frame_decodes_to_grey_as_the_importer_reads_it() -> None:

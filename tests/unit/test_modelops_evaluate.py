@@ -255,3 +255,19 @@ def test_eval_of_the_shipped_model_writes_the_report_metrics_and_plots(dataset: 
     assert recorded["mAP50"] == metrics["map50"] and recorded["images"] == 4
     assert recorded["escapes"] == f"{metrics['parts']['escapes']} of 2" and "--into-card" not in recorded["command"]
     assert recorded["split_labels_sha256"] == metrics["provenance"]["split_labels_sha256"]
+
+
+def test_a_paired_model_on_a_split_of_plain_images_is_refused(tmp_path: Path) -> None:
+    """Each plain board read as its own reference: nothing found, every defective board an escape, exit 0."""
+    model = Path(shutil.copyfile(packaged_model_path(), tmp_path / "paired.onnx"))
+    card = json.loads(packaged_model_path().with_suffix(".json").read_text())
+    card["input"]["mode"] = "paired"
+    (tmp_path / "paired.json").write_text(json.dumps(card))
+    plain = sample_split(tmp_path / "plain", paired=False)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["model", "eval", "--model", str(model), "--data", str(plain), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    said = "".join(result.output.split())
+    for expected in ("cannot evaluate on this image:", "is a paired model", "a plain image", "import-deeppcb --paired"):
+        assert "".join(expected.split()) in said, expected
+    assert not (out / "metrics.json").exists()

@@ -170,3 +170,36 @@ def test_a_paired_model_compares_each_image_with_the_given_golden_reference(tmp_
         ],
     )
     assert result.exit_code == 2 and "--reference:" in result.output and "nowhere.png" in result.output
+
+
+def paired_model(folder: Path) -> Path:
+    """The shipped model, its card saying it is paired (as the shipped card does; stated, not assumed)."""
+    model = Path(shutil.copyfile(packaged_model_path(), folder / "paired.onnx"))
+    card = json.loads(packaged_model_path().with_suffix(".json").read_text())
+    card["input"]["mode"] = "paired"
+    (folder / "paired.json").write_text(json.dumps(card))
+    return model
+
+
+def test_a_plain_image_given_to_a_paired_model_without_reference_is_refused(tmp_path: Path) -> None:
+    """The user trial: a defective board alone read as its own reference gave 0 detections, exit 0."""
+    model = paired_model(tmp_path)
+    source = tmp_path / "one"
+    source.mkdir()
+    shutil.copyfile(SAMPLES / "00041000_test.jpg", source / "00041000_test.jpg")
+    args = ["model", "predict", "--model", str(model), "--source", str(source), "--out", str(tmp_path / "pred1")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    for said in ("00041000_test.jpg: model deeppcb-yolo11n", "is a paired model", "a plain image", "--reference IMAGE"):
+        assert unwrapped(said) in unwrapped(result.output), said
+    assert not list((tmp_path / "pred1").rglob("*.json"))
+    # The same board as the paired dataset stores it is judged; beside it a plain image still stops the run:
+    # it is not a bad file to skip but input the model cannot compare.
+    paired = tmp_path / "paired"
+    write_model_input("00041000", "test", paired, paired=True)
+    found = CliRunner().invoke(app, [*args[:4], "--source", str(paired), "--out", str(tmp_path / "pred2")])
+    assert found.exit_code == 0, found.output
+    assert json.loads((tmp_path / "pred2" / "00041000_test.json").read_text())["detections"]
+    shutil.copyfile(SAMPLES / "50600001_test.jpg", paired / "50600001_test.jpg")
+    mixed = CliRunner().invoke(app, [*args[:4], "--source", str(paired), "--out", str(tmp_path / "pred3")])
+    assert mixed.exit_code == 2 and unwrapped("50600001_test.jpg: model deeppcb-yolo11n") in unwrapped(mixed.output)

@@ -57,8 +57,10 @@ def predict(
     """Run a model over a folder of images: one JSON per image.
 
     Each JSON holds the image's size, the model's id and version, and each detection's class,
-    score and box in pixels. Unreadable images are reported and skipped (exit code 1)."""
+    score and box in pixels. Unreadable images are reported and skipped (exit code 1). A paired model
+    takes --reference or paired inputs; a plain image without --reference is refused (exit code 2)."""
     from lineguard.modelops.predict import PredictError, Skipped, list_images, predict_folder
+    from lineguard.vision.errors import UnpairedInput
 
     try:
         images = list_images(source)
@@ -84,9 +86,16 @@ def predict(
                 progress.console.print(f"skipped {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
             progress.advance(task)
 
-        summary = predict_folder(
-            detector, source, out, conf=conf, iou=iou, images=images, reference=golden, on_image=advance
-        )
+        try:
+            summary = predict_folder(
+                detector, source, out, conf=conf, iou=iou, images=images, reference=golden, on_image=advance
+            )
+        except UnpairedInput as exc:
+            typer.echo(
+                f"error: {exc}; give the golden image the source images are compared with: --reference IMAGE",
+                err=True,
+            )
+            raise typer.Exit(2) from None
     typer.echo(
         f"{len(summary.written)} images, {summary.detections} detections -> {out}; "
         f"{len(summary.skipped)} unreadable images skipped"

@@ -19,6 +19,7 @@ from lineguard.imaging import ImageError, decode_image
 from lineguard.modelops.datasets import IMAGE_SUFFIXES
 from lineguard.vision.detect import detect, stored_input
 from lineguard.vision.detections import Detections
+from lineguard.vision.errors import UnpairedInput
 from lineguard.vision.model import Detector, ModelCard
 
 PREDICTION_FORMAT = "lineguard.prediction/1"
@@ -120,7 +121,7 @@ def detect_file(
         image, given = (pixels, reference) if reference is not None else stored_input(detector, pixels)
         return image, detect(detector, image, conf_threshold=conf, iou_threshold=iou, reference=given).detections
     except ImageError as exc:
-        raise ImageError(f"{image_path}: {exc}") from None
+        raise type(exc)(f"{image_path}: {exc}") from None
 
 
 def predict_folder(
@@ -138,8 +139,9 @@ def predict_folder(
 
     A paired model compares every image with `reference` (a golden image registered to them) or,
     without one, reads the paired inputs a paired dataset stores. An unreadable image is skipped and
-    recorded with its cause, and the rest go on; on_image(path, skipped-or-None) is called after each
-    image (for a progress bar)."""
+    recorded with its cause, and the rest go on; UnpairedInput for an image a paired model cannot compare
+    (no reference given and not a paired input) stops the run. on_image(path, skipped-or-None) is called
+    after each image (for a progress bar)."""
     source, out = Path(source), Path(out)
     images = list_images(source) if images is None else images
     summary = PredictSummary()
@@ -147,6 +149,8 @@ def predict_folder(
         skipped = None
         try:
             image, found = detect_file(detector, image_path, conf=conf, iou=iou, reference=reference)
+        except UnpairedInput:
+            raise  # not one bad image but the wrong kind of input for the model: the caller's to refuse
         except ImageError as exc:
             skipped = Skipped(image_path, str(exc))
             summary.skipped.append(skipped)

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from lineguard.contracts import now_ns
 from lineguard.imaging import ROI, ImageError
 from lineguard.vision.detections import Detections
-from lineguard.vision.errors import ModelOutputError
+from lineguard.vision.errors import ModelOutputError, UnpairedInput
 from lineguard.vision.model import Detector
 from lineguard.vision.paired import paired_tensor, register
 from lineguard.vision.postprocess import postprocess
@@ -141,15 +142,21 @@ def detect(
 
 def stored_input(detector: Detector, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """An image as a dataset stores it, as detect() takes it: a paired model's dataset holds paired
-    inputs (`lineguard data import-deeppcb --paired`), split here into the image and its reference."""
+    inputs (`lineguard data import-deeppcb --paired`), split here into the image and its reference.
+    UnpairedInput for an image that is not one: its third channel is not the difference of the first two."""
     if detector.card.input_mode != "paired":
         return pixels, None
     if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ImageError(
-            f"a paired model's dataset image has 3 channels (image, reference, difference); "
-            f"this one has shape {pixels.shape}"
-        )
-    return pixels[:, :, 0], pixels[:, :, 1]
+        found = f"this one has shape {pixels.shape}"
+    elif not np.array_equal(pixels[:, :, 2], cv2.absdiff(pixels[:, :, 0], pixels[:, :, 1])):
+        found = "this one's third channel is not the difference of the first two: a plain image"
+    else:
+        return pixels[:, :, 0], pixels[:, :, 1]
+    raise UnpairedInput(
+        f"model {detector.card.model_id} {detector.card.version} is a paired model: it compares each image with "
+        "its defect-free reference, and this image does not carry one (a paired input has 3 channels, the image, "
+        f"its reference and their difference, as `lineguard data import-deeppcb --paired` writes it; {found})"
+    )
 
 
 def crop(image: np.ndarray, roi: ROI) -> np.ndarray:

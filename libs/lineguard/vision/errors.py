@@ -28,3 +28,8 @@ class BackendUnavailable(ModelLoadError):
 class ModelOutputError(ImageError):
     """The model's output for one image holds values that are not numbers: that image cannot be judged (NaN
     compares False with every threshold, so read as scores it would drop every box and pass the part)."""
+
+
+class UnpairedInput(ImageError):
+    """A paired model was given an image that does not carry its reference. Read as a paired input, a plain
+    image is its own reference: the difference is blank and every defect escapes, so this is refused."""
