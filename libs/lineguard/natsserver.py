@@ -111,7 +111,9 @@ class EmbeddedNats:
             str(config),
         ]
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - the server's, until it stops
-        self.process = subprocess.Popen(args, stdout=log, stderr=log)
+        # A session of its own, as the services': a terminal's Ctrl-C (or a signal to the process group) reaches the
+        # owner alone, which stops the services before the server they are connected to.
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -111,11 +111,11 @@ def test_demo_command_runs_to_its_summary(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout)  # with --json, stdout is the JSON alone (a script pipes it to jq)
     assert summary["results_at_plc"] == 20 and summary["database_rows"] == 20
     assert summary["missing"] == 0 and summary["duplicates"] == 0
     assert (summary["plc_columns_agree"], summary["plc_columns_rows"]) == (20, 20)
-    assert "PLC columns: 20 of 20 agree" in result.stdout
+    assert "PLC columns: 20 of 20 agree" in result.stderr
     assert summary["pass"] + summary["fail"] + summary["rework"] + summary["error"] == 20
     assert 0 < summary["latency_p50_ms"] <= summary["latency_p99_ms"]
     assert Path(summary["database"]).exists()

@@ -6,6 +6,7 @@ supervisor) it stops its services too, leaving none of them running."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -31,12 +32,14 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     if not _port_free(EXTERNAL_MODBUS_PORT):
         pytest.skip(f"127.0.0.1:{EXTERNAL_MODBUS_PORT} is taken (another demo?)")
     command = [sys.executable, "-c", "from lineguard.cli import main; main()", "demo", "--plc", "external"]
+    # A session of its own, as a shell's foreground job: a Ctrl-C is a SIGINT to its whole process group.
     proc = subprocess.Popen(
         [*command, "--api-port", "0", "--workdir", str(workdir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True,
     )
     endpoints: dict[str, str] = {}
     deadline = time.monotonic() + 180
@@ -102,12 +105,55 @@ def test_external_demo_serves_an_outside_plc_until_sigint(tmp_path: Path) -> Non
             assert report.ok, report
 
         asyncio.run(one_part())
-        proc.send_signal(signal.SIGINT)
+        # A terminal's Ctrl-C reaches the whole foreground group: NATS took it too and went first, the gateway then
+        # failing on its lost connection ("a service did not stop cleanly", exit 1).
+        os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-2000:]
         assert "policy None and anonymous" in err
-        assert "stopped: 2 rows" in err
+        assert "stopped: 2 rows" in err and "did not stop cleanly" not in err, err[-2000:]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_ctrl_c_mid_run_stops_the_demo_and_says_what_it_left(tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-c", "from lineguard.cli import main; main()", "demo", "--parts", "500", "--rate", "5"]
+    proc = subprocess.Popen(
+        [*command, "--api-port", "0", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True,
+    )
+    try:
+        database = workdir / "lineguard.db"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not _rows(database):  # mid-run: parts judged, most still to come
+            time.sleep(0.5)
+        assert _rows(database), "no part was written within 180 s"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-2000:]
+        assert f"interrupted: {_rows(database)} rows in {database}" in err, err[-2000:]
+        assert "Traceback" not in err and "did not stop cleanly" not in err, err[-2000:]
+        assert _running_in(workdir) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _rows(database: Path) -> int:
+    import sqlite3
+
+    if not database.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM inspections").fetchone()[0])
+        except sqlite3.OperationalError:  # the migration has not made the table yet
+            return 0

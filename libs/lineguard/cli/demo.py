@@ -72,7 +72,7 @@ def demo(
         Path | None, typer.Option(help="where the database, logs and NATS store go (default: a new folder)")
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="print the summary as one JSON object on the last line")
+        bool, typer.Option("--json", help="stdout: the summary as one JSON object alone (the table goes to stderr)")
     ] = False,
     plc: Annotated[
         Plc,
@@ -91,7 +91,8 @@ def demo(
     err = Console(stderr=True)
     out = Console()
     folder = workdir or Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
-    err.print(f"[bold]lineguard demo[/]: {parts} parts at {rate:g}/s, working in {folder}")
+    what = "serving an outside PLC" if plc is Plc.EXTERNAL else f"{parts} parts at {rate:g}/s"
+    err.print(f"[bold]lineguard demo[/]: {what}, working in {folder}")
     api = {"enabled": True, "host": "127.0.0.1", "port": api_port or free_port()}
     overrides: dict[str, Any] = {"api": api}
     if plc is Plc.EXTERNAL:
@@ -113,20 +114,34 @@ def demo(
             f"for this run in {line.nats_credentials} (docs/security.md, NATS)",
             highlight=False,
         )
-        err.print(f"MES query API at http://127.0.0.1:{api['port']} (/docs) while the line runs; a reader token:")
+        err.print(
+            f"MES query API at http://127.0.0.1:{api['port']} (/docs) and the operator dashboard at its /dashboard "
+            "while the line runs; a reader token (it signs in to both):"
+        )
         err.print(_reader_token(line), highlight=False, soft_wrap=True)
+        # The recipe, model and drift commands default to a NATS on 127.0.0.1:4222, not this run's.
+        err.print(f"other lineguard commands reach this line with --config {line.config_path}", highlight=False)
         if plc is Plc.EXTERNAL:
             _serve_external(line, overrides["stations"], err)
             return
         _warn_plc_security(line, plc, err)
-        report, elapsed = _drive(line, parts, rate, err, plc)
-        rows = _wait_for_rows(line, parts)
+        try:
+            report, elapsed = _drive(line, parts, rate, err, plc)
+        except KeyboardInterrupt:
+            interrupted = True
+        else:
+            interrupted = False
+            rows = _wait_for_rows(line, parts)
     finally:
         exit_codes = line.stop()  # a second time after _serve_external's: the processes are gone, nothing is done
+    if interrupted:
+        _report_stop(line, exit_codes, err, "interrupted")
+        raise typer.Exit(130)
     # Read once the line has stopped: the results service wrote every decision and ack before it did.
     plc_columns = check_plc_columns(read_plc_rows(f"sqlite:///{line.database_path}"), report.results)
     summary = _summary(report, rows, parts, elapsed, line, exit_codes, plc_columns)
-    _print_summary(out, summary)
+    # With --json, stdout is the JSON line alone (for a script's pipe); the table goes to the terminal.
+    _print_summary(err if as_json else out, summary)
     if as_json:
         print(json.dumps(summary), flush=True)
     if not report.ok or summary["database_rows"] != parts or not plc_columns.ok:
@@ -255,11 +270,19 @@ def _serve_external(line: LocalLine, stations: list[dict[str, Any]], err: Consol
         pass
     finally:
         exit_codes = line.stop()
-    rows = _wait_for_rows(line, 0, timeout_s=0.0)
-    err.print(f"stopped: {sum(rows.values())} rows in {line.database_path}, logs in {line.logs}", highlight=False)
-    if not all(code == 0 for code in exit_codes.values()):
-        err.print(f"[red]a service did not stop cleanly:[/] {exit_codes}", highlight=False)
+    if not _report_stop(line, exit_codes, err, "stopped"):
         raise typer.Exit(1)
+
+
+def _report_stop(line: LocalLine, exit_codes: dict[str, int | None], err: Console, how: str) -> bool:
+    """What a line stopped before its end left (the rows written, where the logs are); False if a service did not
+    stop cleanly."""
+    rows = _wait_for_rows(line, 0, timeout_s=0.0)
+    err.print(f"{how}: {sum(rows.values())} rows in {line.database_path}, logs in {line.logs}", highlight=False)
+    if all(code == 0 for code in exit_codes.values()):
+        return True
+    err.print(f"[red]a service did not stop cleanly:[/] {exit_codes}", highlight=False)
+    return False
 
 
 async def _gateway_connected(server_plc: Any, timeout_s: float = 60.0) -> None:
