@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
 from lineguard.config import LineConfig
 from lineguard.config.model import ApiSettings
@@ -23,10 +23,10 @@ from lineguard.services.results.api.filters import PAGE_SIZE_MAX
 from lineguard.services.results.api.tokens import create_token, revoke_token
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.records import LineFacts, from_unix_ns
-from lineguard.services.results.schema import Inspection
-from lineguard.services.results.store import write_decision
+from lineguard.services.results.schema import Inspection, InspectionImage
+from lineguard.services.results.store import record_plc_ack, write_decision
 from lineguard.testing.postgres import empty_database
-from lineguard.testing.records import T0_NS, sample_decision
+from lineguard.testing.records import T0_NS, sample_ack, sample_decision
 from lineguard.v1.decision_pb2 import Verdict
 
 PARTS = 12
@@ -79,6 +79,10 @@ def _fill(engine: Engine, facts: LineFacts) -> list[Any]:
             if verdict == Verdict.VERDICT_PASS
             else ["DEFECT_SPUR"] + (["DEFECT_SHORT"] if verdict == Verdict.VERDICT_FAIL else [])
         )
+        if verdict == Verdict.VERDICT_FAIL:
+            decision.explanation.add(
+                verdict=Verdict.VERDICT_FAIL, reason="DEFECT_SHORT", rule="score", text="FAIL: short 0.90 >= 0.50"
+            )
         decisions.append(decision)
     for j, serial in enumerate(ODD_SERIALS):
         decisions.append(sample_decision(PARTS + j, serial=serial, triggered_ns=T0_NS + (PARTS + j) * 3600 * 10**9))
@@ -263,6 +267,50 @@ def test_a_parts_history_has_every_inspection_with_why_and_what_judged_it(api: A
     )
     missing = api.get("/v1/history", serial="LG-99999999")
     assert missing.status_code == 404 and "serial" in missing.json()["detail"]
+
+
+def test_one_inspection_by_its_id_is_its_whole_record_as_the_history_gives_it(api: Api) -> None:
+    decision = api.decisions[1]  # LG-00000001: a FAIL with reasons, defects, a code and an explanation
+    inspection_id = decision.part.inspection_id
+    assert record_plc_ack(api.engine, sample_ack(decision))
+    with api.engine.begin() as conn:
+        conn.execute(
+            insert(InspectionImage).values(
+                inspection_id=inspection_id,
+                kind="image",
+                uri="file:///archive/one.png",
+                content_type="image/png",
+                bytes=3,
+                sha256="0" * 64,
+                width=640,
+                height=800,
+                stored_at=START,
+            )
+        )
+    found = api.get(f"/v1/inspections/{inspection_id}")
+    assert found.status_code == 200, found.text
+    record = found.json()
+    (in_history,) = api.get("/v1/history", serial="LG-00000001").json()["inspections"]
+    assert record == in_history  # one way to build an inspection's JSON
+    assert record["inspection_id"] == inspection_id and record["verdict"] == "FAIL"
+    assert [r["reason_code"] for r in record["reasons"]] == ["DEFECT_SHORT", "DEFECT_SPUR"]
+    assert [d["class_name"] for d in record["defects"]] == ["short", "spur"]
+    assert record["codes"][0]["text"] == "LG-00000001"
+    assert (record["model_id"], record["recipe_id"]) == ("deeppcb-yolo11n", "pcb-a")
+    assert record["plc_verdict"] == "FAIL" and record["plc_delivered_at"] is not None
+    assert [e["text"] for e in record["explanation"]] == ["FAIL: short 0.90 >= 0.50"]
+    assert [(m["kind"], m["width"], m["href"] is not None) for m in record["images"]] == [("image", 640, True)]
+    assert api.get(f"/v1/inspections/{api.decisions[0].part.inspection_id}").json()["explanation"] is None
+
+    assert api.get(f"/v1/inspections/{inspection_id}", token=None).status_code == 401
+    unknown = "0190a0b0-0000-7000-8000-000000000000"
+    missing = api.get(f"/v1/inspections/{unknown}")
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == f"inspection_id: no inspection has the id '{unknown}'"
+    for malformed in ("nope", "LG-00000001", inspection_id + "0", inspection_id.replace("-", "_")):
+        refused = api.get(f"/v1/inspections/{malformed}")
+        assert refused.status_code == 422, malformed
+        assert refused.json()["detail"][0]["loc"] == ["path", "inspection_id"]
 
 
 def test_yield_and_pareto_by_hour_shift_and_day(api: Api) -> None:

@@ -115,6 +115,7 @@ def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 OPERATIONS = [
     "GET /v1/inspections",
+    "GET /v1/inspections/{inspection_id}",
     "GET /v1/history",
     "GET /v1/yield",
     "GET /v1/pareto",

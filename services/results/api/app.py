@@ -11,7 +11,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter
@@ -23,9 +23,16 @@ from lineguard.config.model import ApiSettings
 from lineguard.services.results.api import queries
 from lineguard.services.results.api.confirmations import add_confirmations
 from lineguard.services.results.api.drift import drift_routes, read_drift
-from lineguard.services.results.api.filters import AggregateFilters, BoundedRange, HistoryFilters, InspectionFilters
+from lineguard.services.results.api.filters import (
+    INSPECTION_ID,
+    AggregateFilters,
+    BoundedRange,
+    HistoryFilters,
+    InspectionFilters,
+)
 from lineguard.services.results.api.images import image_routes
 from lineguard.services.results.api.models import (
+    HistoryInspection,
     InspectionPage,
     ParetoBucket,
     PartHistory,
@@ -43,6 +50,7 @@ _bearer = HTTPBearer(auto_error=False, description="an API token: `lineguard api
 
 
 _HISTORY: TypeAdapter[PartHistory] = TypeAdapter(PartHistory)
+_RECORD: TypeAdapter[HistoryInspection] = TypeAdapter(HistoryInspection)
 _YIELD: TypeAdapter[list[YieldBucket]] = TypeAdapter(list[YieldBucket])
 
 
@@ -117,6 +125,21 @@ def create_app(
         if not found:
             raise HTTPException(404, f"serial: no inspection of {filters.serial!r}")
         return _json(_HISTORY, {"serial": filters.serial, "inspections": [_summary(r) for r in found]})
+
+    @app.get(
+        "/v1/inspections/{inspection_id}",
+        dependencies=reader,
+        responses={**errors, 404: {"description": "no inspection has that id"}},
+        response_model=HistoryInspection,
+    )
+    def inspection(
+        inspection_id: Annotated[str, Path(pattern=INSPECTION_ID, description="the inspection's id (a UUIDv7)")],
+    ) -> Response:
+        """One inspection by its id (what the PLC got back with its result), whole, as /v1/history gives each."""
+        found = queries.inspection_record(engine, inspection_id)
+        if found is None:
+            raise HTTPException(404, f"inspection_id: no inspection has the id {inspection_id!r}")
+        return _json(_RECORD, _summary(found))
 
     @app.get("/v1/yield", dependencies=reader, responses={**errors, 404: {}}, response_model=list[YieldBucket])
     def yields(filters: Annotated[AggregateFilters, Query()]) -> Response:

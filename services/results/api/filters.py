@@ -36,6 +36,8 @@ def _in_range(value: datetime) -> datetime:
 
 Text = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# An inspection's id in a route's path: a UUIDv7's 36 characters (docs/mes-schema.md).
+INSPECTION_ID = r"^[0-9a-fA-F-]{36}$"
 When = Annotated[AwareDatetime, AfterValidator(_in_range)]
 Verdict = Literal["PASS", "FAIL", "REWORK", "ERROR"]
 

@@ -11,12 +11,11 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from sqlalchemy import Engine, select
 
 from lineguard.config.seams import ARCHIVES, ArchiveSettings
+from lineguard.services.results.api.filters import INSPECTION_ID
 from lineguard.services.results.api.models import ImageOut
 from lineguard.services.results.api.queries import images_of
 from lineguard.services.results.archive import ImageGone, ImageStore, open_store
 from lineguard.services.results.schema import Inspection, InspectionImage
-
-_ID = r"^[0-9a-fA-F-]{36}$"
 
 
 def image_routes(engine: Engine, archive: ArchiveSettings | None) -> APIRouter:
@@ -31,7 +30,7 @@ def image_routes(engine: Engine, archive: ArchiveSettings | None) -> APIRouter:
         return stores["store"]
 
     @router.get("/v1/inspections/{inspection_id}/images", response_model=list[ImageOut], responses={404: {}, 422: {}})
-    def inspection_images(inspection_id: str = Path(pattern=_ID)) -> list[dict[str, Any]]:
+    def inspection_images(inspection_id: str = Path(pattern=INSPECTION_ID)) -> list[dict[str, Any]]:
         """The images kept of one inspection, deleted ones too (deleted_at says when; no href)."""
         with engine.connect() as conn:
             if (

@@ -149,18 +149,30 @@ def images_of(conn: Connection, ids: list[str]) -> dict[str, list[dict[str, Any]
 
 
 def part_history(engine: Engine, serial: str) -> list[dict[str, Any]]:
-    """Every inspection of `serial`, oldest first, each with its reasons, defects, codes and images.
+    """Every inspection of `serial`, oldest first, each with its reasons, defects, codes and images."""
+    return _records(engine, "serial", serial)
+
+
+def inspection_record(engine: Engine, inspection_id: str) -> dict[str, Any] | None:
+    """The inspection `inspection_id` as part_history gives each (None: no inspection has that id)."""
+    found = _records(engine, "inspection_id", inspection_id)
+    return found[0] if found else None
+
+
+def _records(engine: Engine, key: str, value: str) -> list[dict[str, Any]]:
+    """The inspections whose `key` column is `value`, oldest first, each with its reasons, defects, codes and images:
+    the one way an inspection's whole record is read (a part's history, one inspection by its id).
 
     Two statements: the inspections with their children as one JSON array each (aggregated by the database in
     the same statement), then their images. Each statement through SQLAlchemy cost more CPU than the database's
     work on it (benchmarks/results.py: five of them were 8 ms of the API's CPU a history on PostgreSQL)."""
     with engine.connect() as conn:
-        found = [dict(r._mapping) for r in conn.execute(_history_statement(engine.dialect.name), {"serial": serial})]
+        found = [dict(r._mapping) for r in conn.execute(_history_statement(engine.dialect.name, key), {key: value})]
         for row in found:
             for kind in _HISTORY_CHILDREN:
-                value = row[kind]
+                array = row[kind]
                 # PostgreSQL's json comes decoded by psycopg; SQLite's as its text.
-                row[kind] = (json.loads(value) if isinstance(value, str) else value) or []
+                row[kind] = (json.loads(array) if isinstance(array, str) else array) or []
         images = images_of(conn, [r["inspection_id"] for r in found])
     return [{**r, "images": images[r["inspection_id"]]} for r in found]
 
@@ -177,9 +189,10 @@ def _name(name: str) -> ColumnElement[str]:
 
 
 @functools.cache
-def _history_statement(dialect: str) -> Select:
-    """A serial's inspections (SUMMARY) and, per inspection, its reasons, defects and codes as JSON arrays in their
-    order (the API's fields, no ids): a correlated subquery each, by the children's inspection_id indexes."""
+def _history_statement(dialect: str, key: str) -> Select:
+    """The inspections whose `key` column is the bound `key` (SUMMARY and the explanation) and, per inspection, its
+    reasons, defects and codes as JSON arrays in their order (the API's fields, no ids): a correlated subquery each,
+    by the children's inspection_id indexes."""
     children = []
     for kind, model in _HISTORY_CHILDREN.items():
         columns = [c for c in model.__table__.c if c.name not in ("id", "inspection_id")]
@@ -201,8 +214,8 @@ def _history_statement(dialect: str) -> Select:
             )
             children.append(select(func.json_group_array(func.json(ordered.c.item))).scalar_subquery().label(kind))
     return (
-        select(*SUMMARY, *children)
-        .where(Inspection.serial == bindparam("serial"))
+        select(*SUMMARY, Inspection.explanation, *children)
+        .where(getattr(Inspection, key) == bindparam(key))
         .order_by(Inspection.decided_at, Inspection.inspection_id)
     )
 
