@@ -152,6 +152,9 @@ def token_revoke(
     typer.echo(f"revoked {token_id}")
 
 
+_CONFIRM_OPTIONS = {"verdict": "--verdict", "confirmed_by": "--by", "comment": "--why"}
+
+
 @app.command("confirm")
 def confirm_verdict(
     inspection_id: Annotated[str, typer.Argument(help="the inspection's id")],
@@ -170,7 +173,8 @@ def confirm_verdict(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except BadConfirmation as exc:
-        typer.echo(f"error: {exc}", err=True)
+        # Named as the person typed it: the API's body field `comment` is `--why` here.
+        typer.echo(f"error: {_CONFIRM_OPTIONS.get(exc.field, exc.field)}: {exc.message}", err=True)
         raise typer.Exit(2) from None
     except DBAPIError as exc:
         typer.echo(f"error: the database refused the confirmation: {str(exc.orig or exc).strip()}", err=True)

@@ -168,7 +168,13 @@ def test_lineguard_confirm_keeps_a_persons_verdict_and_refuses_bad_ones(api: Api
     bad = _cli("confirm", api.ids[2], "--verdict", "GOOD", "--by", "Bo", "--url", api.url)
     assert bad.returncode == 2 and "GOOD" in bad.stderr
     silent = _cli("confirm", api.ids[2], "--verdict", "PASS", "--by", "Bo", "--url", api.url)
-    assert silent.returncode == 2 and "say why when overruling the line's FAIL with PASS" in silent.stderr
+    assert silent.returncode == 2
+    # The option the person has to give, not the API's body field (`comment`).
+    assert silent.stderr.strip() == "error: --why: say why when overruling the line's FAIL with PASS"
+    rambling = _cli("confirm", api.ids[2], "--verdict", "PASS", "--why", "x" * 2001, "--by", "Bo", "--url", api.url)
+    assert rambling.returncode == 2 and rambling.stderr.strip() == "error: --why: at most 2000 characters (got 2001)"
+    nobody = _cli("confirm", api.ids[2], "--verdict", "PASS", "--why", "dust", "--by", " ", "--url", api.url)
+    assert nobody.returncode == 2 and nobody.stderr.strip().startswith("error: --by: who confirms: 1 to ")
     assert len(api.get(api.ids[2]).json()) == 1
     assert _row(api.engine, api.ids[2]) == before
 
