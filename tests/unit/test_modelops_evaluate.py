@@ -4,7 +4,10 @@ exactly, the dataset reading, and the shipped model end to end on the sample boa
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +274,46 @@ def test_a_paired_model_on_a_split_of_plain_images_is_refused(tmp_path: Path) ->
     for expected in ("cannot evaluate on this image:", "is a paired model", "a plain image", "import-deeppcb --paired"):
         assert "".join(expected.split()) in said, expected
     assert not (out / "metrics.json").exists()
+
+
+# Run in the CLI's interpreter: faster_coco_eval hidden as an install without the eval extra lacks it (its import
+# raises ImportError), and every image file the process opens named on stderr.
+WITHOUT_EVAL_EXTRA = """
+import os, sys
+sys.modules["faster_coco_eval"] = None
+
+def opened(event, args):
+    if event == "open" and isinstance(args[0], (str, os.PathLike)) and os.fspath(args[0]).endswith((".png", ".jpg")):
+        sys.stderr.write(f"opened image {os.fspath(args[0])}\\n")
+
+sys.addaudithook(opened)
+"""
+
+
+def test_eval_without_the_eval_extra_exits_2_naming_it_before_reading_an_image(dataset: Path, tmp_path: Path) -> None:
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(WITHOUT_EVAL_EXTRA)
+    env = {**os.environ, "PYTHONPATH": str(shim)}
+    lineguard = [str(Path(sys.executable).parent / "lineguard"), "model"]
+    model = ["--model", str(packaged_model_path())]
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [*lineguard, "eval", *model, "--data", str(dataset), "--out", str(out)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: evaluation needs faster_coco_eval: install lineguard[eval]" in result.stderr
+    assert "opened image" not in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+    # The shim does see an image read: predict (no eval extra needed) over the same split names what it opens.
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copyfile(dataset.parent / "images" / "val" / f"00041000_test{EXT}", one / f"board{EXT}")
+    control = subprocess.run(
+        [*lineguard, "predict", *model, "--source", str(one), "--out", str(tmp_path / "pred")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert control.returncode == 0, control.stdout + control.stderr
+    assert f"opened image {one / f'board{EXT}'}" in control.stderr

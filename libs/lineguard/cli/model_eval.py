@@ -123,11 +123,17 @@ def eval_model(
 
     Per-class precision, recall, AP50, mAP50-95 (COCO evaluation); DeepPCB's F-score (IoU > 0.33,
     same class); escape and false-reject rates of whole boards at --conf; PR curves and a
-    confusion matrix as PNG."""
+    confusion matrix as PNG. Needs the `eval` extra; without it exits with 2 and says so."""
     from lineguard.modelops.datasets import DatasetError
-    from lineguard.modelops.eval_report import evaluate_model
+    from lineguard.modelops.eval_report import evaluate_model, require_eval_extra
     from lineguard.modelops.evaluate import EvalError
+    from lineguard.modelops.extras import ExtraMissing
 
+    try:
+        require_eval_extra()  # before the model runs over the split, not after it
+    except ExtraMissing as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     out = out or Path("runs/eval") / f"{model.stem}-{split}"
     command = shlex.join(
         [

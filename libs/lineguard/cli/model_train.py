@@ -72,10 +72,10 @@ def train(
 ) -> None:
     """Train YOLO11 (detection, or segmentation with a -seg model) reproducibly; the run folder records it all."""
     from lineguard.modelops.augment import LightingAugmentation
+    from lineguard.modelops.extras import ExtraMissing
     from lineguard.modelops.train import (
         RunError,
         TrainConfig,
-        TrainExtraMissing,
         parse_extra,
         require_train_extra,
     )
@@ -88,7 +88,7 @@ def train(
 
     try:
         require_train_extra()
-    except TrainExtraMissing as exc:
+    except ExtraMissing as exc:
         raise _fail(exc) from None
     try:
         if resume is not None:
@@ -168,7 +168,8 @@ def export(
 ) -> None:
     """ONNX (FP32, and FP16 with --half) with a model card beside each file; --tensorrt builds an engine too."""
     from lineguard.modelops.export import ExportError, build_tensorrt_engine, export_onnx, require_gpu
-    from lineguard.modelops.train import CardInfo, RunError, TrainExtraMissing
+    from lineguard.modelops.extras import ExtraMissing
+    from lineguard.modelops.train import CardInfo, RunError
 
     stem = name or (weights.resolve().parent.parent.name if weights.parent.name == "weights" else weights.stem)
     info = CardInfo(model_id=model_id or stem, version=version, dataset_source=dataset_source, description=description)
@@ -191,7 +192,7 @@ def export(
         if tensorrt:
             source = exported[-1].path  # the FP16 ONNX with --half: the engine keeps the ONNX's precision
             exported.append(build_tensorrt_engine(source, signing_key=key))
-    except (TrainExtraMissing, ExportError, RunError) as exc:
+    except (ExtraMissing, ExportError, RunError) as exc:
         raise _fail(exc) from None
     table = Table(title="exported")
     for column in ("file", "format", "precision", "card"):

@@ -26,7 +26,15 @@ from lineguard.modelops.evaluate import (
     predict_split,
     split_labels_sha256,
 )
+from lineguard.modelops.extras import require_extra
 from lineguard.vision.card import Evaluation as CardEvaluation
+
+EVAL_EXTRA_MODULES: tuple[str, ...] = ("faster_coco_eval", "matplotlib")  # the COCO metrics, the plots
+
+
+def require_eval_extra() -> None:
+    """ExtraMissing naming what of the eval extra is not installed."""
+    require_extra("eval", EVAL_EXTRA_MODULES, "evaluation")
 
 
 @dataclass
@@ -63,6 +71,7 @@ def evaluate_model(
 ) -> tuple[Evaluation, Provenance, dict[str, Path]]:
     """Run a loaded model (lineguard.vision.load_model) over the split, score it, and write the
     report under out; returns the scores, what they are of, and the files written."""
+    require_eval_extra()
     data = load_split(data_yaml, split)
     if on_start is not None:
         on_start(len(data.images))

@@ -15,7 +15,6 @@ on what machine, how long, which epochs) and the final validation metrics. The e
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -28,13 +27,10 @@ from typing import Any
 
 from lineguard.modelops.augment import BrightnessContrast, LightingAugmentation
 from lineguard.modelops.deeppcb import labels_sha256
+from lineguard.modelops.extras import require_extra
 
 RUN_RECORD = "lineguard-run.json"
 TRAIN_EXTRA_MODULES: tuple[str, ...] = ("torch", "ultralytics", "onnx")
-
-
-class TrainExtraMissing(RuntimeError):
-    """torch / ultralytics are not installed: this is a run-time install."""
 
 
 class RunError(RuntimeError):
@@ -100,11 +96,8 @@ class TrainResult:
 
 
 def require_train_extra() -> None:
-    missing = [m for m in TRAIN_EXTRA_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
-        raise TrainExtraMissing(
-            f"training needs {', '.join(missing)}: install lineguard[train] (pip install 'lineguard[train]')"
-        )
+    """ExtraMissing naming what of the train extra is not installed."""
+    require_extra("train", TRAIN_EXTRA_MODULES, "training")
 
 
 def offline_ultralytics(run_dir: Path) -> None:
