@@ -7,7 +7,10 @@ type's encoding and cannot decode one sent with its own, as a standard client (U
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from asyncua import ua
@@ -22,16 +25,34 @@ _BINARY_ID_SUBTYPES: dict[str, tuple[int, int]] = {
 
 async def load_machine_vision_types(session: Any, mv_idx: int) -> None:
     """`session`: an asyncua Server or Client that has the NodeSet (imported, or on the server it talks to)."""
-    await session.load_data_type_definitions()
+    # Over a connection, the structures with a field of a subtype (ResultDataType's ExternalRecipeId, ...) cannot be
+    # built before the subtypes are registered: asyncua logs each as an error with its traceback, "please report".
+    # So a first pass without its log, the subtypes, then a second pass for what the first left, logged as usual.
+    with _quiet("asyncua.common.structures104"):
+        await session.load_data_type_definitions()
     base = ua.BinaryIdBaseDataType  # type: ignore[attr-defined]  # made by load_data_type_definitions
-    for name, (datatype, encoding) in _BINARY_ID_SUBTYPES.items():
-        subtype: type = dataclasses.dataclass(type(name, (base,), {}))
-        ua.register_extension_object(
-            name,
-            ua.NodeId(encoding, mv_idx),  # type: ignore[arg-type]
-            subtype,
-            ua.NodeId(datatype, mv_idx),  # type: ignore[arg-type]
-        )
+    # Each name is bound to the base class by then: its "Browsename collision" warning is this rebinding, on purpose.
+    with _quiet("asyncua.ua.uatypes"):
+        for name, (datatype, encoding) in _BINARY_ID_SUBTYPES.items():
+            subtype: type = dataclasses.dataclass(type(name, (base,), {}))
+            ua.register_extension_object(
+                name,
+                ua.NodeId(encoding, mv_idx),  # type: ignore[arg-type]
+                subtype,
+                ua.NodeId(datatype, mv_idx),  # type: ignore[arg-type]
+            )
+    await session.load_data_type_definitions()
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def is_decoded_as(value: Any, type_name: str) -> bool:

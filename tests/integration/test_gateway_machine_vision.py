@@ -7,6 +7,7 @@ module (conftest's started_gateway: s1 waits 10 s for a decision, s2 gives FAIL 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -345,3 +346,36 @@ async def test_a_continuous_job_triggers_every_period_until_stop(gateway: Gatewa
         assert len(await triggered()) == at_stop >= 3
         await s2.wait_for(lambda: s2.states[-1] == "Ready")
     assert {content(r)[1:] for r in s2.results()} == {("FAIL", "TIMEOUT")}
+
+
+async def test_a_client_loads_every_40100_structure_without_an_error_logged(gateway: Gateway) -> None:
+    # A process of its own: in this one the gateway's server has already built the classes the client would build.
+    script = (
+        "import asyncio, logging, sys\n"
+        "logging.basicConfig(level=logging.WARNING, stream=sys.stderr)\n"
+        "from asyncua import Client, ua\n"
+        "from lineguard.contracts import machine_vision as mv\n"
+        "from lineguard.opcua_nodesets import load_machine_vision_types\n"
+        "async def main():\n"
+        "    async with Client(sys.argv[1]) as client:\n"
+        "        await load_machine_vision_types(client, await client.get_namespace_index(mv.NAMESPACE_URI))\n"
+        "    names = sys.argv[2:]\n"
+        "    print(' '.join(n for n in names if hasattr(ua, n)))\n"
+        "asyncio.run(main())\n"
+    )
+    # Each was an ERROR with its traceback ("Unknown datatype for field ... please report"), and was not decodable.
+    names = ["ResultDataType", "ConfigurationDataType", "ConfigurationTransferOptions", "RecipeTransferOptions"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        gateway.endpoint,
+        *names,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert out.decode().split() == names
+    logged = [line for line in err.decode().splitlines() if line.startswith(("ERROR", "WARNING:asyncua.ua"))]
+    assert logged == [], "\n".join(logged)
