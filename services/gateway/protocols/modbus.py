@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -190,7 +191,8 @@ class ModbusServerEndpoint:
         try:
             await self._server.serve_forever(background=True)
         except (OSError, RuntimeError) as exc:
-            raise OSError(f"the Modbus TCP server cannot listen on {self.host}:{self.port}: {exc}") from exc
+            why = _bind_error(self.host, self.port) or str(exc)
+            raise OSError(f"the Modbus TCP server cannot listen on {self.host}:{self.port}: {why}") from exc
         log.info("Modbus TCP server listening", endpoint=self.endpoint, stations=list(self.stations))
         self._poller = asyncio.create_task(self._poll())
 
@@ -396,3 +398,13 @@ def quiet_pymodbus() -> None:
     import logging
 
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
+
+
+def _bind_error(host: str, port: int) -> str | None:
+    """Why the OS refuses to bind `host`:`port` (e.g. "Address already in use"): pymodbus raises only "Could not
+    start listen, please check address", which names no cause."""
+    try:
+        socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
