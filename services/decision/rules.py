@@ -1,7 +1,9 @@
 """A recipe's rules applied to one part's results: the verdict, its reasons and why.
 
 `judge(recipe, inference, ocr)` is a plain function of what it is given, so the tests, the
-benchmark and a shadow verdict call it directly, and a reader finds every rule in this one file.
+benchmark and a shadow verdict call it directly, and a reader finds every rule in this one file but
+one: which rule a class gets where a defect lies is lineguard.config.rules.resolve_rule, shared with the
+tools that must say what a recipe does (`lineguard recipe diff`, `recipe tune`).
 Each rule that fires is a `Finding` with the figures it compared and a line a person reads; the
 verdict is the worst finding's, the reasons are the findings' reason codes, worst first and then
 by name, each once. docs/decisions.md is the rule language."""
@@ -14,8 +16,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from lineguard.config import ClassRule, RecipeSettings
-from lineguard.config.rules import Zone, polygon_contains
+from lineguard.config import RecipeSettings
+from lineguard.config.rules import MM2, PX2, ResolvedRule, Zone, polygon_contains, resolve_rule
 from lineguard.contracts import VERDICT_NAMES
 from lineguard.reasons import defect_reason
 from lineguard.v1.decision_pb2 import Verdict
@@ -34,13 +36,11 @@ INVALID_RESULT = "INVALID_RESULT"
 IMAGE_SIZE_MISMATCH = "IMAGE_SIZE_MISMATCH"
 TOTAL_DEFECT_AREA = "TOTAL_DEFECT_AREA"
 
-MM2, PX2 = "mm2", "px2"
 _UNIT_TEXT = {MM2: "mm²", PX2: "px²"}
 
 # Worse verdicts win: one failing defect fails the part whatever else is found.
 SEVERITY = {Verdict.VERDICT_PASS: 0, Verdict.VERDICT_REWORK: 1, Verdict.VERDICT_FAIL: 2, Verdict.VERDICT_ERROR: 3}
 _RULE_VERDICT = {"fail": Verdict.VERDICT_FAIL, "rework": Verdict.VERDICT_REWORK}
-_DEFAULT_RULE = ClassRule()
 # A part names the same few classes again and again; each name's reason is worked out once.
 _defect_reason = functools.lru_cache(maxsize=1024)(defect_reason)
 _OUTSIDE: tuple[tuple[str, Zone | None]] = (("", None),)
@@ -135,22 +135,6 @@ class _Defect:
     unit: str
 
 
-@dataclass(frozen=True)
-class _Rule:
-    """A class's rule where one defect is judged, every field resolved."""
-
-    min_score: float
-    min_area_mm2: float | None
-    min_area_px: float | None
-    max_count: int
-    verdict: str
-    zone: str
-    critical: bool
-
-    def min_area(self, unit: str) -> float | None:
-        return self.min_area_mm2 if unit == MM2 else self.min_area_px
-
-
 def judge_defects(recipe: RecipeSettings, inference: InferenceResult) -> list[Finding]:
     """The findings on the defects: per class and zone, and on the part's total defect area."""
     findings: list[Finding] = []
@@ -165,7 +149,7 @@ def judge_defects(recipe: RecipeSettings, inference: InferenceResult) -> list[Fi
         findings.append(_plain(Verdict.VERDICT_ERROR, IMAGE_SIZE_MISMATCH, "recipe", text))
         zones = {}  # the defects are still judged and explained, by the recipe's class rules alone
     places = [_Place(name, zone, zone.kind, zone.polygon, *zone.bounds()) for name, zone in zones.items()]
-    rules: dict[tuple[str, str], _Rule] = {}
+    rules: dict[tuple[str, str], ResolvedRule] = {}
     counted: dict[tuple[str, str], list[_Defect]] = {}
     for index, detection in enumerate(inference.detections):
         defect = _defect(index, detection)
@@ -176,7 +160,7 @@ def judge_defects(recipe: RecipeSettings, inference: InferenceResult) -> list[Fi
             key = (name, defect.class_name)
             rule = rules.get(key)
             if rule is None:
-                rule = rules[key] = _resolve(recipe, name, zone, defect.class_name)
+                rule = rules[key] = resolve_rule(recipe, defect.class_name, name, zone)
             if rule.verdict == "ignore" or defect.score < rule.min_score:
                 continue
             min_area = rule.min_area(defect.unit)
@@ -231,38 +215,7 @@ def _judging_zones(places: list[_Place], defect: _Defect) -> Sequence[tuple[str,
     return [(p.name, p.zone) for p in inside if p.kind != "ignored"]
 
 
-def _resolve(recipe: RecipeSettings, name: str, zone: Zone | None, class_name: str) -> _Rule:
-    """A class's rule in a zone (or outside all, zone None): the zone's class rule's fields, then the zone's
-    min_score, then the recipe's class rule, then the recipe's min_score. A critical zone counts any defect that
-    reaches its score and fails it, unless the zone's own rule for the class says otherwise."""
-    base = recipe.classes.get(class_name, _DEFAULT_RULE)
-    own = zone.classes.get(class_name) if zone is not None else None
-
-    def given(attr: str) -> bool:
-        return own is not None and attr in own.model_fields_set
-
-    min_score = own.min_score if own is not None and given("min_score") else None
-    if min_score is None and zone is not None:
-        min_score = zone.min_score
-    if min_score is None:
-        min_score = base.min_score if base.min_score is not None else recipe.min_score
-    if zone is not None and zone.kind == "critical":
-        verdict = own.verdict if own is not None and given("verdict") else "fail"
-        return _Rule(min_score, None, None, 0, verdict, name, critical=True)
-    if own is None:
-        return _Rule(min_score, base.min_area_mm2, base.min_area_px, base.max_count, base.verdict, name, critical=False)
-    return _Rule(
-        min_score,
-        own.min_area_mm2 if given("min_area_mm2") else base.min_area_mm2,
-        own.min_area_px if given("min_area_px") else base.min_area_px,
-        own.max_count if given("max_count") else base.max_count,
-        own.verdict if given("verdict") else base.verdict,
-        name,
-        critical=False,
-    )
-
-
-def _where(rule: _Rule) -> str:
+def _where(rule: ResolvedRule) -> str:
     if not rule.zone:
         return ""
     return f" in {'critical ' if rule.critical else ''}zone {rule.zone!r}"
@@ -277,7 +230,7 @@ def _one(d: _Defect) -> str:
     return f"{d.score:.2f} at ({d.x:.0f}, {d.y:.0f}), {_area_text(d.area, d.unit)}"
 
 
-def _defect_finding(d: _Defect, rule: _Rule) -> Finding:
+def _defect_finding(d: _Defect, rule: ResolvedRule) -> Finding:
     verdict = _RULE_VERDICT[rule.verdict]
     text = (
         f"{d.class_name} {d.score:.2f} ≥ {rule.min_score:.2f} at ({d.x:.0f}, {d.y:.0f}), {_area_text(d.area, d.unit)}"
@@ -301,7 +254,7 @@ def _defect_finding(d: _Defect, rule: _Rule) -> Finding:
     )
 
 
-def _count_finding(defects: list[_Defect], rule: _Rule) -> Finding:
+def _count_finding(defects: list[_Defect], rule: ResolvedRule) -> Finding:
     verdict = _RULE_VERDICT[rule.verdict]
     name = defects[0].class_name
     each = "; ".join(_one(d) for d in defects)

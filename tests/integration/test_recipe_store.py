@@ -4,6 +4,7 @@ server's permissions, and a change of version taking effect between parts (gatew
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import nats
@@ -259,6 +260,60 @@ async def test_the_cli_pushes_lists_shows_diffs_activates(fresh_nats: EmbeddedNa
     code, out = await asyncio.to_thread(run, "recipe", "history", "--station", "s1", "--json")
     assert code == 0 and '"recipe": "pcb-a@2"' in out
     assert '"pcb-a@6"' not in out
+
+
+TRIAL_V1 = """\
+id: pcb-a
+version: "1"
+min_score: 0.5
+classes:
+  short: {verdict: fail}
+  spur: {verdict: rework}
+  mousebite: {verdict: rework}
+  copper: {verdict: rework}
+  pin-hole: {verdict: rework}
+"""
+TRIAL_V2 = """\
+id: pcb-a
+version: "2"
+min_score: 0.5
+classes:
+  short: {verdict: fail}
+  spur: {verdict: rework, min_score: 0.7}
+"""
+
+
+async def test_the_diff_says_what_each_class_gets_not_only_which_fields_changed(
+    fresh_nats: EmbeddedNats, tmp_path: Path
+) -> None:
+    """The user trial: version 2 lists only short and spur, so mousebite, copper and pin-hole go from rework to
+    fail at min_score; the raw diff read as their verdict removed (`"rework" -> null`)."""
+    for text in (TRIAL_V1, TRIAL_V2):
+        (tmp_path / "v.yaml").write_text(text)
+        code, out = await asyncio.to_thread(cli, "recipe", "push", str(tmp_path / "v.yaml"), "--nats", fresh_nats.url)
+        assert code == 0, out
+    code, out = await asyncio.to_thread(cli, "recipe", "diff", "pcb-a@1", "pcb-a@2", "--nats", fresh_nats.url)
+    assert code == 0, out
+    # The rows of the first table (four columns: 5 bars; the settings table after it has three), by class.
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+        for line in out.splitlines()
+        if line.count("│") == 5
+    }
+    for name in ("mousebite", "copper", "pin-hole"):
+        assert rows[name] == ["", "rework at min_score 0.5", "fail at min_score 0.5 (not listed)"], out
+    assert rows["spur"] == ["", "rework at min_score 0.5", "rework at min_score 0.7"]
+    assert "short" not in rows and "open" not in rows  # the same rule in both: fail at 0.5 (open not listed in either)
+    assert "classes.mousebite.verdict" in out  # the raw field changes still follow
+    code, out = await asyncio.to_thread(cli, "recipe", "diff", "pcb-a@1", "pcb-a@2", "--json", "--nats", fresh_nats.url)
+    assert code == 0, out
+    report = json.loads(out)
+    [mousebite] = [r for r in report["rules"] if r["class"] == "mousebite"]
+    assert mousebite["zone"] is None
+    assert (mousebite["pcb-a@1"]["verdict"], mousebite["pcb-a@1"]["listed"]) == ("rework", True)
+    assert (mousebite["pcb-a@2"]["verdict"], mousebite["pcb-a@2"]["min_score"]) == ("fail", 0.5)
+    assert mousebite["pcb-a@2"]["listed"] is False
+    assert {"field": "classes.mousebite.verdict", "pcb-a@1": "rework", "pcb-a@2": None} in report["fields"]
 
 
 async def test_secured_bucket_services_read_and_only_the_operator_writes(secured_nats: EmbeddedNats) -> None:

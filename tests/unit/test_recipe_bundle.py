@@ -5,8 +5,22 @@ from __future__ import annotations
 import pytest
 
 from lineguard.config import ConfigError, LineConfig, RecipeSettings
-from lineguard.recipes import RecipeError, RecipeVersion, diff, parse_bundle, parse_ref, recipe_sha256
+from lineguard.recipes import (
+    RecipeError,
+    RecipeVersion,
+    diff,
+    parse_bundle,
+    parse_ref,
+    recipe_sha256,
+    rule_changes,
+    rule_text,
+)
+from lineguard.services.decision.rules import judge
 from lineguard.services.results.records import LineFacts
+from lineguard.v1.common_pb2 import Box
+from lineguard.v1.decision_pb2 import Verdict
+from lineguard.v1.inference_pb2 import Detection, InferenceResult
+from lineguard.v1.ocr_pb2 import OcrResult
 
 GOOD = """\
 id: pcb-a
@@ -83,6 +97,74 @@ def test_diff_names_the_field_paths_that_differ() -> None:
         "product": (None, "X"),
     }
     assert diff(a, a) == []
+
+
+# The user trial's versions, with a tolerant zone along the edge that has no rules of its own: its classes take
+# the recipe's.
+LISTS_ALL = """\
+id: pcb-a
+version: "1"
+min_score: 0.5
+image_size: {width: 640, height: 640}
+zones:
+  edge: {kind: tolerant, polygon: [[0, 600], [640, 600], [640, 640], [0, 640]]}
+classes:
+  short: {verdict: fail}
+  spur: {verdict: rework}
+  mousebite: {verdict: rework}
+  copper: {verdict: rework, min_area_px: 120, max_count: 2}
+  pin-hole: {verdict: ignore}
+"""
+LISTS_TWO = (
+    LISTS_ALL.replace('"1"', '"2"')
+    .split("  mousebite:")[0]
+    .replace("{verdict: rework}", "{verdict: rework, min_score: 0.7}")
+)
+
+
+def test_the_rule_changes_are_what_each_class_gets_after_the_defaults() -> None:
+    a, b = parse_bundle(LISTS_ALL), parse_bundle(LISTS_TWO)
+    assert list(b.settings.classes) == ["short", "spur"]
+    got = {(c.class_name, c.zone): (rule_text(c.a), rule_text(c.b), c.listed) for c in rule_changes(a, b)}
+    for zone in ("", "edge"):
+        assert got.pop(("mousebite", zone)) == ("rework at min_score 0.5", "fail at min_score 0.5", (True, False))
+        assert got.pop(("copper", zone)) == (
+            "rework at min_score 0.5, area ≥ 120 px², up to 2 allowed",
+            "fail at min_score 0.5",
+            (True, False),
+        )
+        assert got.pop(("pin-hole", zone)) == ("ignore", "fail at min_score 0.5", (True, False))
+        assert got.pop(("spur", zone)) == ("rework at min_score 0.5", "rework at min_score 0.7", (True, True))
+    assert got == {}  # short and every class neither lists (open): fail at 0.5 in both
+    lower = parse_bundle(LISTS_TWO.replace("min_score: 0.5", "min_score: 0.4"))
+    assert {(c.class_name, c.zone) for c in rule_changes(b, lower)} == {
+        (name, zone) for name in ("short", None) for zone in ("", "edge")
+    }  # spur keeps its own 0.7; None: any class neither version names
+    assert rule_changes(a, a) == []
+
+
+@pytest.mark.parametrize("zone", ["", "edge"])
+def test_the_rule_changes_say_what_the_decision_service_does(zone: str) -> None:
+    """One way to decide: defects of each class the diff names, at a score both versions count and more of them
+    than either allows, are judged by the decision service's judge with the verdict the diff gives each version."""
+    a, b = parse_bundle(LISTS_ALL), parse_bundle(LISTS_TWO)
+    y = 620 if zone else 300
+    verdicts = {"fail": Verdict.VERDICT_FAIL, "rework": Verdict.VERDICT_REWORK, "ignore": Verdict.VERDICT_PASS}
+    changes = [c for c in rule_changes(a, b) if c.zone == zone and c.class_name is not None]
+    assert changes
+    for change in changes:
+        assert change.a is not None and change.b is not None
+        # A hundredth over the higher threshold: a score is float32 on the wire, and float32 0.7 is under 0.7.
+        score = max(change.a.min_score, change.b.min_score) + 0.01
+        many = max(change.a.max_count, change.b.max_count) + 1
+        boxes = [Box(x1=100 * i, y1=y - 10, x2=100 * i + 10, y2=y + 10) for i in range(many)]  # 200 px² each
+        part = InferenceResult(
+            detections=[Detection(class_name=change.class_name, score=score, box=b, area_px=200) for b in boxes],
+            image_width=640,
+            image_height=640,
+        )
+        for version, rule in ((a, change.a), (b, change.b)):
+            assert judge(version.settings, part, OcrResult()).verdict == verdicts[rule.verdict], (change, version.ref)
 
 
 def test_refs() -> None:

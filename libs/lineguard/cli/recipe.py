@@ -3,6 +3,7 @@ from the shell, signed in as the operator (docs/recipes.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +24,16 @@ from lineguard.cli.model_registry import (
 )
 from lineguard.cli.model_registry import _run as _run_registry
 from lineguard.config import ConfigError, LineConfig
-from lineguard.recipes import RecipeError, RecipeStore, diff, parse_ref, read_bundle
+from lineguard.config.rules import ResolvedRule
+from lineguard.recipes import (
+    RecipeError,
+    RecipeStore,
+    diff,
+    parse_ref,
+    read_bundle,
+    rule_changes,
+    rule_text,
+)
 from lineguard.registry import ModelRegistry
 
 T = TypeVar("T")
@@ -155,26 +165,65 @@ def diff_versions(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The settings two versions differ in, by field path."""
+    """What changes from one version to the other: what each class gets (its verdict and thresholds after the
+    defaults, as the decision service resolves them), then the settings that differ, by field path."""
     (ida, va), (idb, vb) = _ref(a), _ref(b)
 
     async def both(store: RecipeStore, _: ModelRegistry) -> tuple[Any, Any]:
         return await store.get(ida, va), await store.get(idb, vb)
 
     left, right = _run(nats, _config(config), both)
-    changes = diff(left, right)
+    changes, rules = diff(left, right), rule_changes(left, right)
     if as_json:
-        typer.echo(json.dumps([{"field": p, a: x, b: y} for p, x, y in changes], indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "rules": [
+                        {
+                            "class": r.class_name,
+                            "zone": r.zone or None,
+                            a: _rule_json(r.a, r.listed[0]),
+                            b: _rule_json(r.b, r.listed[1]),
+                        }
+                        for r in rules
+                    ],
+                    "fields": [{"field": p, a: x, b: y} for p, x, y in changes],
+                },
+                indent=2,
+            )
+        )
         return
     if not changes:
         typer.echo(f"{a} and {b} have the same settings (sha256 {left.sha256})")
         return
-    table = Table(title=f"{a} -> {b}", title_justify="left")
+    console = Console(width=200)
+    if rules:
+        table = Table(title=f"{a} -> {b}: what each class gets", title_justify="left")
+        for column in ("CLASS", "ZONE", a, b):
+            table.add_column(column)
+        for r in rules:
+            # A class a version leaves out is judged all the same: say so, or it reads as the rule being dropped.
+            listable = not r.zone and r.class_name is not None
+            table.add_row(
+                r.class_name or "any other class",
+                r.zone,
+                rule_text(r.a) + (" (not listed)" if listable and r.a is not None and not r.listed[0] else ""),
+                rule_text(r.b) + (" (not listed)" if listable and r.b is not None and not r.listed[1] else ""),
+            )
+        console.print(table)
+    table = Table(title=f"{a} -> {b}: settings", title_justify="left")
     for column in ("FIELD", a, b):
         table.add_column(column)
     for path, x, y in changes:
         table.add_row(path, json.dumps(x), json.dumps(y))
-    Console(width=200).print(table)
+    console.print(table)
+
+
+def _rule_json(rule: ResolvedRule | None, listed: bool) -> dict[str, Any] | None:
+    if rule is None:
+        return None
+    fields = {k: v for k, v in dataclasses.asdict(rule).items() if k != "zone"}
+    return {**fields, "listed": listed}
 
 
 @recipe_app.command("activate")

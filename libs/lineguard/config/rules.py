@@ -102,6 +102,60 @@ class Zone(_Strict):
         return x0 <= x <= x1 and y0 <= y <= y1 and polygon_contains(self.polygon, x, y)
 
 
+MM2, PX2 = "mm2", "px2"  # a defect's area unit: calibrated station, uncalibrated
+_DEFAULT_RULE = ClassRule()
+
+
+@dataclass(frozen=True)
+class ResolvedRule:
+    """A class's rule where one defect is judged, every field resolved: what the class actually gets."""
+
+    min_score: float
+    min_area_mm2: float | None
+    min_area_px: float | None
+    max_count: int
+    verdict: Verdict
+    zone: str
+    critical: bool
+
+    def min_area(self, unit: str) -> float | None:
+        return self.min_area_mm2 if unit == MM2 else self.min_area_px
+
+
+def resolve_rule(recipe: RecipeSettings, class_name: str, name: str = "", zone: Zone | None = None) -> ResolvedRule:
+    """A class's rule in zone `name` (or outside all, zone None): the zone's class rule's fields, then the zone's
+    min_score, then the recipe's class rule, then the recipe's min_score; a class the recipe does not list fails
+    at its min_score. A critical zone counts any defect that reaches its score and fails it, unless the zone's own
+    rule for the class says otherwise. The decision service judges by it (docs/decisions.md)."""
+    base = recipe.classes.get(class_name, _DEFAULT_RULE)
+    own = zone.classes.get(class_name) if zone is not None else None
+
+    def given(attr: str) -> bool:
+        return own is not None and attr in own.model_fields_set
+
+    min_score = own.min_score if own is not None and given("min_score") else None
+    if min_score is None and zone is not None:
+        min_score = zone.min_score
+    if min_score is None:
+        min_score = base.min_score if base.min_score is not None else recipe.min_score
+    if zone is not None and zone.kind == "critical":
+        verdict = own.verdict if own is not None and given("verdict") else "fail"
+        return ResolvedRule(min_score, None, None, 0, verdict, name, critical=True)
+    if own is None:
+        return ResolvedRule(
+            min_score, base.min_area_mm2, base.min_area_px, base.max_count, base.verdict, name, critical=False
+        )
+    return ResolvedRule(
+        min_score,
+        own.min_area_mm2 if given("min_area_mm2") else base.min_area_mm2,
+        own.min_area_px if given("min_area_px") else base.min_area_px,
+        own.max_count if given("max_count") else base.max_count,
+        own.verdict if given("verdict") else base.verdict,
+        name,
+        critical=False,
+    )
+
+
 def polygon_contains(points: list[tuple[float, float]], x: float, y: float) -> bool:
     """Whether (x, y) lies inside the closed polygon `points` or on its edge (even-odd rule)."""
     inside = False

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from lineguard.config import RecipeSettings
-from lineguard.config.rules import Zone
+from lineguard.config.rules import Zone, resolve_rule
 from lineguard.modelops.evaluate import Predicted, Truth
 from lineguard.modelops.rates import Rates
 
@@ -202,16 +202,10 @@ def _floor(value: float, digits: int = 4) -> float:
 
 
 def class_rules(recipe: RecipeSettings, name: str) -> tuple[str, float, float | None, float | None, int]:
-    """The recipe's rule for class `name`: verdict, min_score, min_area_px, min_area_mm2, max_count."""
-    rule = recipe.classes.get(name)
-    score = rule.min_score if rule is not None and rule.min_score is not None else recipe.min_score
-    return (
-        rule.verdict if rule is not None else "fail",
-        score,
-        getattr(rule, "min_area_px", None),
-        getattr(rule, "min_area_mm2", None),
-        getattr(rule, "max_count", 0) or 0,
-    )
+    """The recipe's rule for class `name` outside every zone, as the decision service resolves it: verdict,
+    min_score, min_area_px, min_area_mm2, max_count."""
+    rule = resolve_rule(recipe, name)
+    return rule.verdict, rule.min_score, rule.min_area_px, rule.min_area_mm2, rule.max_count
 
 
 def tune(

@@ -4,11 +4,14 @@ versions and activations (store.py), and what a running service judges by (live.
 from lineguard.recipes.bundle import (
     RecipeError,
     RecipeVersion,
+    RuleChange,
     diff,
     parse_bundle,
     parse_ref,
     read_bundle,
     recipe_sha256,
+    rule_changes,
+    rule_text,
 )
 from lineguard.recipes.live import LiveRecipes
 from lineguard.recipes.store import Activation, RecipeStore, provision_recipes
@@ -19,10 +22,13 @@ __all__ = [
     "RecipeError",
     "RecipeStore",
     "RecipeVersion",
+    "RuleChange",
     "diff",
     "parse_bundle",
     "parse_ref",
     "provision_recipes",
     "read_bundle",
     "recipe_sha256",
+    "rule_changes",
+    "rule_text",
 ]

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from lineguard.config import ConfigError, Problem, RecipeSettings
 from lineguard.config.loader import line_of, parse_mapping, validation_error
+from lineguard.config.rules import ResolvedRule, resolve_rule
 
 RECIPE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a key token: no "." (it separates id and version in the key)
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -170,3 +171,58 @@ def diff(a: RecipeVersion, b: RecipeVersion) -> list[tuple[str, Any, Any]]:
     return [
         (path, left.get(path), right.get(path)) for path in sorted(left | right) if left.get(path) != right.get(path)
     ]
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    """What one class gets in one place in two versions, as the decision service resolves it: outside every zone
+    (zone "") or in a zone; a rule None where that version has no zone of that name judging."""
+
+    class_name: str | None  # None: any class neither version names
+    zone: str
+    a: ResolvedRule | None
+    b: ResolvedRule | None
+    listed: tuple[bool, bool]  # whether each version lists the class in its `classes`
+
+
+def rule_changes(a: RecipeVersion, b: RecipeVersion) -> list[RuleChange]:
+    """Every class whose effective rule differs between two versions (verdict and thresholds after defaults,
+    lineguard.config.rules.resolve_rule), outside the zones and in each zone either judges by. The raw settings
+    do not say it: a class a version stops listing goes from its rule to failing at the recipe's min_score."""
+    versions = (a.settings, b.settings)
+    named = sorted({c for v in versions for c in [*v.classes, *(c for z in v.zones.values() for c in z.classes)]})
+    other = "?"  # a name neither version gives a rule: what every class the recipes leave out gets
+    while other in named:
+        other += "?"
+    zones = sorted({name for v in versions for name, zone in v.zones.items() if zone.kind != "ignored"})
+
+    def rule(settings: RecipeSettings, class_name: str, name: str) -> ResolvedRule | None:
+        zone = settings.zones.get(name) if name else None
+        if name and (zone is None or zone.kind == "ignored"):
+            return None
+        return resolve_rule(settings, class_name, name, zone)
+
+    changes = []
+    for name in ["", *zones]:
+        for class_name in [*named, other]:
+            was, now = (rule(v, class_name, name) for v in versions)
+            if was != now:
+                listed = (class_name in a.settings.classes, class_name in b.settings.classes)
+                changes.append(RuleChange(None if class_name == other else class_name, name, was, now, listed))
+    return changes
+
+
+def rule_text(rule: ResolvedRule | None) -> str:
+    """What a class gets, in a line: `rework at min_score 0.7, area ≥ 0.05 mm², up to 2 allowed`."""
+    if rule is None:
+        return "no such zone"
+    if rule.verdict == "ignore":
+        return "ignore"
+    text = f"{rule.verdict} at min_score {rule.min_score:g}"
+    if rule.min_area_mm2 is not None:
+        text += f", area ≥ {rule.min_area_mm2:g} mm²"
+    if rule.min_area_px is not None:
+        text += f", area ≥ {rule.min_area_px:g} px²"
+    if rule.max_count:
+        text += f", up to {rule.max_count} allowed"
+    return text
