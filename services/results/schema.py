@@ -32,6 +32,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from lineguard.contracts.api_roles import ApiRole
+from lineguard.timestamps import as_utc
 
 VERDICTS: tuple[str, ...] = ("PASS", "FAIL", "REWORK", "ERROR")
 ROLES: tuple[str, ...] = tuple(ApiRole)
@@ -66,9 +67,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None if value is None else as_utc(value)
 
 
 def _row_id() -> BigInteger:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,12 +23,15 @@ from lineguard.services.results.api.app import create_app
 from lineguard.services.results.api.filters import PAGE_SIZE_MAX
 from lineguard.services.results.api.tokens import create_token, revoke_token
 from lineguard.services.results.db import make_engine, upgrade_database
+from lineguard.services.results.drift import store_selftest, store_state
 from lineguard.services.results.records import LineFacts, from_unix_ns
 from lineguard.services.results.schema import Inspection, InspectionImage
 from lineguard.services.results.store import record_plc_ack, write_decision
 from lineguard.testing.postgres import empty_database
 from lineguard.testing.records import T0_NS, sample_ack, sample_decision
+from lineguard.v1.common_pb2 import Part
 from lineguard.v1.decision_pb2 import Verdict
+from lineguard.v1.drift_pb2 import DriftLevel, DriftState, SelfTestReport
 
 PARTS = 12
 ODD_SERIALS = ("'; DROP TABLE inspections; --", "Ünïcødé-序列-🔧", "100%_LIKE\\_this", 'a"b`c')
@@ -348,6 +352,116 @@ def test_the_csv_export_streams_every_part_of_the_range(api: Api) -> None:
     rows = list(csv.DictReader(io.StringIO(body)))
     assert len(rows) == PARTS + len(ODD_SERIALS)
     assert rows[0]["serial"] == "LG-00000000" and {r["serial"] for r in rows} >= set(ODD_SERIALS)
+    # The times as the JSON routes write them (T0 and 50 ms after), not Python's str() of a datetime.
+    assert (rows[0]["triggered_at"], rows[0]["decided_at"]) == (
+        "2026-05-28T20:26:40.123456Z",
+        "2026-05-28T20:26:40.173456Z",
+    )
+    for row in rows:
+        assert UTC_Z.match(row["decided_at"]) and UTC_Z.match(row["triggered_at"]), row
+        assert row["plc_delivered_at"] == "" or UTC_Z.match(row["plc_delivered_at"]), row
+
+
+# --- timestamps
+
+# lineguard's one printed form of a time (lineguard.timestamps, docs/api.md): UTC, Z, always six fraction digits.
+UTC_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+
+
+def _times(value: Any) -> dict[str, list[str]]:
+    """Every non-null `*_at` value in a JSON document, by key."""
+    found: dict[str, list[str]] = {}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, item in items:
+        if isinstance(key, str) and key.endswith("_at") and item is not None:
+            found.setdefault(key, []).append(item)
+        for inner, values in _times(item).items():
+            found.setdefault(inner, []).extend(values)
+    return found
+
+
+def test_every_time_the_api_writes_is_iso_8601_utc_with_a_z(
+    api: Api, monkeypatch: pytest.MonkeyPatch, line_config_dict
+) -> None:
+    decision = api.decisions[2]
+    inspection_id = decision.part.inspection_id
+    assert record_plc_ack(api.engine, sample_ack(decision))
+    with api.engine.begin() as conn:
+        for kind, deleted_at in (("image", None), ("overlay", START + timedelta(hours=1))):
+            conn.execute(
+                insert(InspectionImage).values(
+                    inspection_id=inspection_id,
+                    kind=kind,
+                    uri=f"file:///archive/{kind}.png",
+                    content_type="image/png",
+                    bytes=3,
+                    sha256="0" * 64,
+                    stored_at=START,  # no microseconds: written .000000 all the same
+                    deleted_at=deleted_at,
+                )
+            )
+    store_state(
+        api.engine,
+        DriftState(
+            part=Part(station="s1"), level=DriftLevel.DRIFT_LEVEL_OK, baseline="training", computed_unix_ns=T0_NS
+        ),
+    )
+    store_selftest(
+        api.engine, SelfTestReport(part=Part(station="s1"), started_unix_ns=T0_NS, finished_unix_ns=T0_NS + 10**9)
+    )
+    revoked = create_token(api.engine, "reader", "revoked")
+    assert revoke_token(api.engine, revoked.split("_")[1])
+    confirmed = api.client.post(
+        f"/v1/inspections/{inspection_id}/confirmations",
+        json={"verdict": "REWORK", "comment": "a spur"},
+        headers={"Authorization": f"Bearer {api.admin}"},
+    )
+    assert confirmed.status_code == 201, confirmed.text
+
+    # A reader whose PostgreSQL session is in the plant's zone gets its times back as +01:00 / +02:00 values.
+    monkeypatch.setenv("PGTZ", "Europe/Berlin")
+    engine = make_engine(api.url)
+    try:
+        with TestClient(
+            create_app(engine, ApiSettings(rate_per_s=1000, burst=1000)),
+            headers={"Authorization": f"Bearer {api.admin}"},
+        ) as client:
+            documents = [confirmed.json()] + [
+                client.get(path, params=params).json()
+                for path, params in (
+                    ("/v1/inspections", {"serial": "LG-00000002"}),
+                    ("/v1/history", {"serial": "LG-00000002"}),
+                    (f"/v1/inspections/{inspection_id}", {}),
+                    (f"/v1/inspections/{inspection_id}/images", {}),
+                    (f"/v1/inspections/{inspection_id}/confirmations", {}),
+                    ("/v1/tokens", {}),
+                    ("/v1/drift", {}),
+                )
+            ]
+            images = client.get(f"/v1/inspections/{inspection_id}/images").json()
+            gone = client.get(f"/v1/images/{images[1]['id']}")
+    finally:
+        engine.dispose()
+    times = _times(documents)
+    assert set(times) == {
+        "decided_at",
+        "triggered_at",
+        "plc_delivered_at",
+        "stored_at",
+        "deleted_at",
+        "confirmed_at",
+        "created_at",
+        "revoked_at",
+        "computed_at",
+        "started_at",
+        "finished_at",
+    }
+    for key, values in times.items():
+        assert all(UTC_Z.match(v) for v in values), (key, values)
+    assert set(times["computed_at"]) == {"2026-05-28T20:26:40.123456Z"}  # T0, through plain SQL
+    assert set(times["stored_at"]) == {"2026-05-28T20:26:40.000000Z"}
+    assert gone.status_code == 410
+    assert gone.json()["detail"].endswith("was deleted by retention at 2026-05-28T21:26:40.000000Z")
 
 
 # --- the command line

@@ -6,12 +6,15 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from lineguard.services.results.db import make_engine, upgrade_database
 from lineguard.services.results.records import LineFacts
+from lineguard.services.results.schema import InspectionImage
 from lineguard.services.results.store import record_plc_ack, write_decision
 from lineguard.testing import throwaway_database
 from lineguard.testing.records import sample_ack, sample_decision
@@ -20,9 +23,9 @@ from lineguard.v1.decision_pb2 import Verdict
 LINEGUARD = str(Path(sys.executable).with_name("lineguard"))
 
 
-def lineguard(*args: str) -> subprocess.CompletedProcess[str]:
+def lineguard(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     # Wide enough that rich does not fold the table's cells.
-    env = {"COLUMNS": "240", "PATH": str(Path(sys.executable).parent)}
+    env = {"COLUMNS": "240", "PATH": str(Path(sys.executable).parent), **env}
     return subprocess.run([LINEGUARD, *args], capture_output=True, text=True, timeout=120, check=False, env=env)
 
 
@@ -82,6 +85,45 @@ def test_trace_tells_every_inspection_with_why_and_what_judged_it(url: str) -> N
     ):
         assert text in table.stdout, text
     assert "LG-00000099" not in table.stdout
+
+
+def test_trace_writes_every_time_in_utc_the_json_in_iso_8601_with_a_z(url: str) -> None:
+    upgrade_database(url)
+    engine = make_engine(url)
+    try:
+        decision = sample_decision(1)  # triggered T0 + 1 s, decided 55.75 ms later
+        write_decision(engine, decision, LineFacts())
+        record_plc_ack(engine, sample_ack(decision))  # delivered 3 ms after the verdict
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(InspectionImage).values(
+                    inspection_id=decision.part.inspection_id,
+                    kind="image",
+                    uri="file:///archive/one.png",
+                    content_type="image/png",
+                    bytes=3,
+                    sha256="0" * 64,
+                    stored_at=datetime(2026, 5, 28, 21, tzinfo=UTC),
+                    deleted_at=datetime(2026, 5, 29, tzinfo=UTC),
+                )
+            )
+    finally:
+        engine.dispose()
+
+    # A PostgreSQL session in the plant's zone hands the times back as +02:00 values; SQLite as text with no zone.
+    as_json = lineguard("trace", "LG-00000001", "--url", url, "--json", PGTZ="Europe/Berlin")
+    assert as_json.returncode == 0, as_json.stderr
+    (only,) = json.loads(as_json.stdout)["inspections"]
+    assert (only["decided_at"], only["plc_delivered_at"]) == (
+        "2026-05-28T20:26:41.179206Z",
+        "2026-05-28T20:26:41.182206Z",
+    )
+    assert only["images"][0]["deleted_at"] == "2026-05-29T00:00:00.000000Z"
+
+    table = lineguard("trace", "LG-00000001", "--url", url, PGTZ="Europe/Berlin")
+    assert table.returncode == 0, table.stderr
+    assert "2026-05-28 20:26:41.179" in table.stdout  # under "decided (UTC)", not the session's 22:26
+    assert "deleted by retention 2026-05-29 00:00:00" in table.stdout
 
 
 def test_an_unknown_serial_and_a_database_without_the_views_say_so(url: str, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ changed, and the shadow report counting them (the latest confirmation of a part 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -210,3 +211,24 @@ def test_the_shadow_report_counts_confirmations_and_the_latest_wins(api: Api) ->
     assert report.candidate.false_rejects == 0
     # The line failed id 0 (good: a false reject) and id 2 (bad: caught).
     assert (report.live.escapes, report.live.false_rejects) == (0, 1)
+
+
+def test_the_shadow_reports_json_writes_decided_at_in_utc_with_a_z(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    with api.engine.begin() as conn:
+        conn.execute(
+            sa.insert(ShadowVerdict).values(
+                inspection_id=api.ids[0],  # the line failed it: a disagreement
+                model_id="cand",
+                model_version="2",
+                verdict="PASS",
+                reason_codes="",
+                detections=[],
+                decided_at=datetime.now(UTC),
+            )
+        )
+    # A PostgreSQL session in the plant's zone hands decided_at back as a +02:00 value; SQLite as text with no zone.
+    monkeypatch.setenv("PGTZ", "Europe/Berlin")
+    printed = _cli("model", "shadow", "report", "--json", "--url", api.url)
+    assert printed.returncode == 0, printed.stderr
+    [disagreement] = json.loads(printed.stdout)["disagreements"]
+    assert disagreement["decided_at"] == "2026-05-28T20:26:41.179206Z"  # sample_decision(1)'s verdict

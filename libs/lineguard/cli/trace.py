@@ -8,6 +8,7 @@ it needs."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lineguard.config import ConfigError, load_config
+from lineguard.timestamps import as_utc, utc_iso
 
 HISTORY = sa.text(
     "SELECT inspection_id, decided_at, line, station, part_id, lot, product, shift_day, shift, verdict, "
@@ -68,10 +70,11 @@ def read_trace(url: str, serial: str) -> list[dict[str, Any]]:
                 why.setdefault(r.inspection_id, []).append({"code": r.reason_code, "severity": r.severity})
             explained = {r.inspection_id: _json(r.explanation) for r in conn.execute(EXPLANATIONS, {"serial": serial})}
             codes = _by_inspection(conn.execute(CODES, {"serial": serial}), ("quality", "quality_grades"))
-            images = _by_inspection(conn.execute(IMAGES, {"serial": serial}), ())
+            images = _by_inspection(conn.execute(IMAGES, {"serial": serial}), (), ("deleted_at",))
     finally:
         engine.dispose()
     for row in rows:
+        _utc(row, ("decided_at", "plc_delivered_at"))
         row["reasons"] = why.get(row["inspection_id"], [])
         row["explanation"] = explained.get(row["inspection_id"]) or []
         row["codes"] = codes.get(row["inspection_id"], [])
@@ -79,14 +82,29 @@ def read_trace(url: str, serial: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _by_inspection(rows: Any, json_columns: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+def _by_inspection(
+    rows: Any, json_columns: tuple[str, ...], time_columns: tuple[str, ...] = ()
+) -> dict[str, list[dict[str, Any]]]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         item = dict(r._mapping)
         for name in json_columns:
             item[name] = _json(item[name])
+        _utc(item, time_columns)
         grouped.setdefault(item.pop("inspection_id"), []).append(item)
     return grouped
+
+
+def _utc(row: dict[str, Any], columns: tuple[str, ...]) -> None:
+    # Plain SQL hands a time back as SQLite's text or in PostgreSQL's session zone: each as the UTC time it is.
+    for name in columns:
+        if row[name] is not None:
+            row[name] = as_utc(row[name])
+
+
+def _plain(value: Any) -> str:
+    """What json cannot write itself: a time in lineguard's one form, anything else (a shift's day) as its text."""
+    return utc_iso(value) if isinstance(value, datetime) else str(value)
 
 
 def _json(value: Any) -> Any:
@@ -119,7 +137,7 @@ def trace(
         err.print(f"cannot read the MES database: {exc.orig or exc}", markup=False)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps({"serial": serial, "inspections": rows}, default=str))
+        typer.echo(json.dumps({"serial": serial, "inspections": rows}, default=_plain))
     else:
         _print(Console(), serial, rows)
     if not rows:

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lineguard.modelops.rates import Rates
+from lineguard.timestamps import utc_iso
 
 VERDICTS = ("PASS", "REWORK", "FAIL", "ERROR")
 
@@ -116,7 +117,7 @@ def build_report(
                 {
                     "inspection_id": p["inspection_id"],
                     "serial": p["serial"],
-                    "decided_at": str(p["decided_at"]),
+                    "decided_at": utc_iso(p["decided_at"]),
                     "live": p["live"],
                     "candidate": p["candidate"],
                     "live_reasons": p["live_reasons"],

@@ -9,6 +9,7 @@ import csv
 import io
 import math
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
@@ -44,6 +45,7 @@ from lineguard.services.results.api.stations import station_check
 from lineguard.services.results.api.tokens import Caller, list_tokens, verify_token
 from lineguard.services.results.dashboard.live import LiveFeed
 from lineguard.services.results.dashboard.routes import add_dashboard
+from lineguard.timestamps import utc_iso
 
 EXPORT_COLUMNS = [c.name for c in queries.SUMMARY]
 _bearer = HTTPBearer(auto_error=False, description="an API token: `lineguard api token create --role reader`")
@@ -58,6 +60,13 @@ def _json(adapter: TypeAdapter[Any], content: Any) -> Response:
     """`content` checked against its response model and written as JSON here, on the endpoint's worker thread, as
     FastAPI would have done after it on a thread of its own: one hop through the pool less for the busiest routes."""
     return Response(adapter.dump_json(adapter.validate_python(content), by_alias=True), media_type="application/json")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: a time as the JSON routes write it (lineguard.timestamps), NULL as nothing."""
+    if value is None:
+        return ""
+    return utc_iso(value) if isinstance(value, datetime) else value
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +176,7 @@ def create_app(
             writer = csv.writer(out)
             writer.writerow(EXPORT_COLUMNS)
             for row in queries.iter_inspections(engine, when):
-                writer.writerow(["" if row[c] is None else row[c] for c in EXPORT_COLUMNS])
+                writer.writerow([_cell(row[c]) for c in EXPORT_COLUMNS])
                 if out.tell() > 64 * 1024:
                     yield out.getvalue()
                     out.seek(0)

@@ -7,7 +7,6 @@ The API's database role is a reader's by default (SELECT only); taking confirmat
 # No `from __future__ import annotations`: FastAPI reads the nested dependencies' annotations at run time.
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Path
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from lineguard.services.results.api.models import Timestamp
 from lineguard.services.results.api.tokens import Caller
 from lineguard.services.results.confirmations import (
     COMMENT_MAX,
@@ -42,7 +42,7 @@ class ConfirmationOut(BaseModel):
     recorded_verdict: str = Field(description="the line's verdict, as recorded (a confirmation never changes it)")
     overrules: bool = Field(description="verdict differs from recorded_verdict")
     confirmed_by: str = Field(description="the name of the token that confirmed")
-    confirmed_at: datetime
+    confirmed_at: Timestamp
     comment: str
 
 

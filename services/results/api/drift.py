@@ -4,7 +4,6 @@ docs/api.md); what the dashboard's drift banner reads. Any token (reader or abov
 # No `from __future__ import annotations`: FastAPI reads the route's annotations at run time.
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -12,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
 from lineguard.services.results.api.filters import Text
+from lineguard.services.results.api.models import Timestamp
 
 
 class FeatureOut(BaseModel):
@@ -23,8 +23,8 @@ class FeatureOut(BaseModel):
 
 
 class SelfTestOut(BaseModel):
-    started_at: datetime
-    finished_at: datetime
+    started_at: Timestamp
+    finished_at: Timestamp
     changed: bool = Field(description="a golden part did not get its expected outcome")
     cases: list[dict[str, Any]] = Field(description="[{name, expected, verdict, reason_codes, changed}]")
 
@@ -39,7 +39,7 @@ class DriftOut(BaseModel):
     features: list[FeatureOut]
     selftest: str = Field(description="why the last self-test raises the alert; '' when it does not")
     detail: str
-    computed_at: datetime
+    computed_at: Timestamp
     last_selftest: SelfTestOut | None
 
 

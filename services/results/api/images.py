@@ -16,6 +16,7 @@ from lineguard.services.results.api.models import ImageOut
 from lineguard.services.results.api.queries import images_of
 from lineguard.services.results.archive import ImageGone, ImageStore, open_store
 from lineguard.services.results.schema import Inspection, InspectionImage
+from lineguard.timestamps import utc_iso
 
 
 def image_routes(engine: Engine, archive: ArchiveSettings | None) -> APIRouter:
@@ -56,7 +57,7 @@ def image_routes(engine: Engine, archive: ArchiveSettings | None) -> APIRouter:
             raise HTTPException(
                 410,
                 f"image {image_id} ({row.kind} of inspection {row.inspection_id}) was deleted by retention at "
-                f"{row.deleted_at.isoformat()}",
+                f"{utc_iso(row.deleted_at)}",
             )
         try:
             data = store().get(row.uri)

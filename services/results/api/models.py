@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
+
+from lineguard.timestamps import utc_iso
+
+# Every database time the API writes, in lineguard's one form (`2026-05-28T14:02:11.000000Z`), whatever shape the
+# database handed it back in: SQLite's come naive through plain SQL (the drift routes).
+Timestamp = Annotated[
+    datetime, PlainSerializer(utc_iso, when_used="json"), WithJsonSchema({"type": "string", "format": "date-time"})
+]
 
 
 class InspectionSummary(BaseModel):
     inspection_id: str
-    decided_at: datetime
-    triggered_at: datetime
+    decided_at: Timestamp
+    triggered_at: Timestamp
     line: str
     station: str
     serial: str | None
@@ -27,7 +35,7 @@ class InspectionSummary(BaseModel):
     model_id: str | None
     model_version: str | None
     plc_verdict: str | None
-    plc_delivered_at: datetime | None
+    plc_delivered_at: Timestamp | None
     total_ms: float
 
 
@@ -85,8 +93,8 @@ class ImageOut(BaseModel):
     width: int | None  # pixels of the stored image; null for images archived before migration 0007
     height: int | None
     uri: str
-    stored_at: datetime
-    deleted_at: datetime | None
+    stored_at: Timestamp
+    deleted_at: Timestamp | None
     href: str | None  # where the bytes are; None once retention deleted them
 
 
@@ -128,5 +136,5 @@ class TokenOut(BaseModel):
     token_id: str
     name: str
     role: str
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: Timestamp
+    revoked_at: Timestamp | None
