@@ -85,6 +85,13 @@ def test_trace_tells_every_inspection_with_why_and_what_judged_it(url: str) -> N
     ):
         assert text in table.stdout, text
     assert "LG-00000099" not in table.stdout
+    # An 80-column terminal: a block per inspection, every value whole (ten columns side by side folded them all).
+    narrow = lineguard("trace", "LG-00000001", "--url", url, COLUMNS="80")
+    assert narrow.returncode == 0, narrow.stderr
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    for text in ("verdict", "FAIL", "PASS", "DEFECT_SHORT (FAIL)", "deeppcb-yolo11n v3", "LOT-7"):
+        assert text in narrow.stdout, text
+    assert "…" not in narrow.stdout, narrow.stdout
 
 
 def test_trace_writes_every_time_in_utc_the_json_in_iso_8601_with_a_z(url: str) -> None:

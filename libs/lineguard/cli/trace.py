@@ -145,48 +145,30 @@ def trace(
         raise typer.Exit(1)
 
 
+_COLUMNS = ("decided (UTC)", "where", "lot / shift", "verdict", "why", "defects", "codes", "model", "recipe", "PLC got")
+# Below this many columns the ten side by side fold every cell (`deci…`, `verd…`): one block per inspection instead.
+_WIDE = 120
+
+
 def _print(out: Console, serial: str, rows: list[dict[str, Any]]) -> None:
-    table = Table(title=f"part {serial}: {len(rows)} inspection{'s' * (len(rows) != 1)}", title_justify="left")
-    columns = (
-        "decided (UTC)",
-        "where",
-        "lot / shift",
-        "verdict",
-        "why",
-        "defects",
-        "codes",
-        "model",
-        "recipe",
-        "PLC got",
-    )
-    for column in columns:
-        table.add_column(column)
-    for r in rows:
-        colour = _COLOUR.get(r["verdict"], "white")
-        why = "\n".join(f"{x['code']} ({x['severity']})" for x in r["reasons"]) or "-"
-        model = f"{r['model_id']} v{r['model_version']}" if r["model_id"] else "none in time"
-        if r["model_sha256"]:
-            model += f"\n{str(r['model_sha256'])[:12]}"
-        recipe = f"{r['recipe_id']} v{r['recipe_version'] or '?'}"
-        if r["recipe_sha256"]:
-            recipe += f"\n{str(r['recipe_sha256'])[:12]}"
-        plc = r["plc_verdict"] or "not reported"
-        if r["plc_verdict"] and r["plc_delivered_at"] is None:
-            plc += " (not delivered)"
-        shift = f"{r['shift']} {r['shift_day']}" if r["shift"] else "-"
-        table.add_row(
-            str(r["decided_at"])[:23],
-            f"{r['line']}/{r['station']}" + (f"\npart {r['part_id']}" if r["part_id"] else ""),
-            f"{r['lot'] or '-'}\n{shift}",
-            f"[{colour}]{r['verdict']}[/]",
-            why,
-            str(r["defects"]),
-            "\n".join(_code_line(c) for c in r["codes"]) or "-",
-            model,
-            recipe,
-            plc,
-        )
-    out.print(table)
+    title = f"part {serial}: {len(rows)} inspection{'s' * (len(rows) != 1)}"
+    if out.width >= _WIDE:
+        table = Table(title=title, title_justify="left")
+        for column in _COLUMNS:
+            table.add_column(column)
+        for r in rows:
+            table.add_row(*_cells(r))
+        out.print(table)
+    else:
+        out.print(title, markup=False)
+        for r in rows:
+            block = Table(show_header=False, box=None, padding=(0, 1))
+            block.add_column(style="bold", no_wrap=True)
+            block.add_column()
+            for column, cell in zip(_COLUMNS, _cells(r), strict=True):
+                block.add_row(column, cell)
+            out.print(block)
+            out.print()
     # The rules that fired and the images kept, in full below the table, where a narrow terminal does not fold them.
     for r in rows:
         if r["explanation"]:
@@ -197,6 +179,33 @@ def _print(out: Console, serial: str, rows: list[dict[str, Any]]) -> None:
             out.print(f"{str(r['decided_at'])[:23]} images:", markup=False)
             for image in r["images"]:
                 out.print(f"  {_image_line(image)}", markup=False, soft_wrap=True)
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    colour = _COLOUR.get(r["verdict"], "white")
+    why = "\n".join(f"{x['code']} ({x['severity']})" for x in r["reasons"]) or "-"
+    model = f"{r['model_id']} v{r['model_version']}" if r["model_id"] else "none in time"
+    if r["model_sha256"]:
+        model += f"\n{str(r['model_sha256'])[:12]}"
+    recipe = f"{r['recipe_id']} v{r['recipe_version'] or '?'}"
+    if r["recipe_sha256"]:
+        recipe += f"\n{str(r['recipe_sha256'])[:12]}"
+    plc = r["plc_verdict"] or "not reported"
+    if r["plc_verdict"] and r["plc_delivered_at"] is None:
+        plc += " (not delivered)"
+    shift = f"{r['shift']} {r['shift_day']}" if r["shift"] else "-"
+    return [
+        str(r["decided_at"])[:23],
+        f"{r['line']}/{r['station']}" + (f"\npart {r['part_id']}" if r["part_id"] else ""),
+        f"{r['lot'] or '-'}\n{shift}",
+        f"[{colour}]{r['verdict']}[/]",
+        why,
+        str(r["defects"]),
+        "\n".join(_code_line(c) for c in r["codes"]) or "-",
+        model,
+        recipe,
+        plc,
+    ]
 
 
 def _code_line(code: dict[str, Any]) -> str:
