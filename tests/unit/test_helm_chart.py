@@ -102,6 +102,7 @@ BAD: list[tuple[list[str], str]] = [
     (["--set", "api.ingress.enabled=true", "--set", "api.ingress.host=mes.plant"], "/api/ingress/tlsSecret"),
     (["--set", "api.databaseUrl=postgresql+psycopg://reader@db/lineguard"], "/api/passwordSecret"),
     (["--set", "services.results.replicas=2"], "needs line.archive of kind s3"),
+    (["--set-json", "api.allowFrom=[]"], "/api/allowFrom"),
 ]
 
 
@@ -118,6 +119,7 @@ BAD: list[tuple[list[str], str]] = [
         "ingress-without-tls",
         "reader-without-password",
         "two-writers-one-volume",
+        "api-open-to-all",
     ],
 )
 def test_bad_values_fail_naming_the_value(values: list[str], named: str) -> None:
@@ -190,7 +192,9 @@ def test_the_api_and_dashboard_run_on_the_database_alone_reading_the_archive_the
     # No NATS identity: the API reads the records only.
     assert all(v["name"] != "nats" for v in api["spec"]["volumes"])
     assert {"name": "images", "mountPath": "/var/lib/lineguard/images", "readOnly": True} in container["volumeMounts"]
-    results = by(docs, "Deployment", "t-results")["spec"]["template"]["spec"]
+    results_deployment = by(docs, "Deployment", "t-results")["spec"]
+    assert results_deployment["strategy"] == {"type": "Recreate"}  # no surge pod fighting for the volume
+    results = results_deployment["template"]["spec"]
     assert {"name": "images", "mountPath": "/var/lib/lineguard/images"} in results["containers"][0]["volumeMounts"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in results["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"t-images"}
