@@ -74,7 +74,7 @@ class LocalLine:
         # Secured as a deployment is (docs/security.md): credentials made for this run, TLS, per-service permissions.
         line_id = self.config_overrides.get("line", "l1")
         self.nats = EmbeddedNats.secured(
-            self.workdir / "nats", self.nats_credentials, line_id, log_file=self.logs / "nats.log"
+            self.workdir / "nats", self.nats_credentials, line_id, log_file=self.logs / "nats.log", own_session=True
         ).start()
         self.opcua_endpoint = f"opc.tcp://127.0.0.1:{free_port()}/lineguard/"
         config = demo_config_dict(

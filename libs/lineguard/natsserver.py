@@ -53,6 +53,10 @@ class EmbeddedNats:
     log_file: Path | None = None
     max_payload: int = 8 * 1024 * 1024
     credentials: Layout | None = None  # None: an open server (no sign-in, no TLS)
+    # A session of its own, as a LocalLine's services have: a terminal's Ctrl-C (a signal to the process group) then
+    # reaches the owner alone, which stops the services before the server they are connected to. Off for a test's
+    # server, which a signal to the test run's group should take down with it.
+    own_session: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @classmethod
@@ -111,9 +115,7 @@ class EmbeddedNats:
             str(config),
         ]
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - the server's, until it stops
-        # A session of its own, as the services': a terminal's Ctrl-C (or a signal to the process group) reaches the
-        # owner alone, which stops the services before the server they are connected to.
-        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=self.own_session)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

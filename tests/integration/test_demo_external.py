@@ -31,16 +31,7 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     """The external demo started in `workdir`, once it has printed its endpoints: (process, {protocol: address})."""
     if not _port_free(EXTERNAL_MODBUS_PORT):
         pytest.skip(f"127.0.0.1:{EXTERNAL_MODBUS_PORT} is taken (another demo?)")
-    command = [sys.executable, "-c", "from lineguard.cli import main; main()", "demo", "--plc", "external"]
-    # A session of its own, as a shell's foreground job: a Ctrl-C is a SIGINT to its whole process group.
-    proc = subprocess.Popen(
-        [*command, "--api-port", "0", "--workdir", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        start_new_session=True,
-    )
+    proc = _launch(workdir, "--plc", "external")
     endpoints: dict[str, str] = {}
     deadline = time.monotonic() + 180
     assert proc.stdout is not None
@@ -52,10 +43,31 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
             _, _station, protocol, address = line.split()
             endpoints[protocol] = address
     if set(endpoints) != {"opcua", "modbus"}:
-        proc.kill()
-        _, err = proc.communicate()
+        _kill_all(proc, workdir)
+        err = proc.stderr.read() if proc.stderr else ""
         raise AssertionError(f"no endpoints printed: {endpoints}; {err[-2000:]}")
     return proc, endpoints
+
+
+def _launch(workdir: Path, *options: str) -> subprocess.Popen[str]:
+    # A session of its own, as a shell's foreground job: a Ctrl-C is a SIGINT to its whole process group.
+    command = [sys.executable, "-c", "from lineguard.cli import main; main()", "demo"]
+    return subprocess.Popen(
+        [*command, *options, "--api-port", "0", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        start_new_session=True,
+    )
+
+
+def _kill_all(proc: subprocess.Popen[str], workdir: Path) -> None:
+    """After a failed assertion: the demo and whatever of its line still runs (each in a session of its own)."""
+    for pid in [proc.pid, *_running_in(workdir)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _running_in(workdir: Path) -> list[int]:
@@ -84,13 +96,12 @@ def test_a_sigterm_stops_the_demo_and_every_service_of_it(tmp_path: Path) -> Non
         assert "stopped:" in err, err[-2000:]
         assert _running_in(workdir) == []  # none left holding its ports
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill_all(proc, workdir)
 
 
 def test_external_demo_serves_an_outside_plc_until_sigint(tmp_path: Path) -> None:
-    proc, endpoints = _start(tmp_path / "run")
+    workdir = tmp_path / "run"
+    proc, endpoints = _start(workdir)
     try:
         assert endpoints["modbus"] == f"127.0.0.1:{EXTERNAL_MODBUS_PORT}"
 
@@ -113,22 +124,12 @@ def test_external_demo_serves_an_outside_plc_until_sigint(tmp_path: Path) -> Non
         assert "policy None and anonymous" in err
         assert "stopped: 2 rows" in err and "did not stop cleanly" not in err, err[-2000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill_all(proc, workdir)
 
 
 def test_a_ctrl_c_mid_run_stops_the_demo_and_says_what_it_left(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
-    command = [sys.executable, "-c", "from lineguard.cli import main; main()", "demo", "--parts", "500", "--rate", "5"]
-    proc = subprocess.Popen(
-        [*command, "--api-port", "0", "--workdir", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        start_new_session=True,
-    )
+    proc = _launch(workdir, "--parts", "500", "--rate", "5")
     try:
         database = workdir / "lineguard.db"
         deadline = time.monotonic() + 180
@@ -142,9 +143,7 @@ def test_a_ctrl_c_mid_run_stops_the_demo_and_says_what_it_left(tmp_path: Path) -
         assert "Traceback" not in err and "did not stop cleanly" not in err, err[-2000:]
         assert _running_in(workdir) == []
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _kill_all(proc, workdir)
 
 
 def _rows(database: Path) -> int:
