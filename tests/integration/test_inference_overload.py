@@ -105,10 +105,11 @@ async def test_frames_are_admitted_by_the_deadline_their_part_carries_not_the_ya
     fresh_nats, bus_factory, line_config_dict
 ) -> None:
     """The gateway stamps each part with its recipe version's deadline: a version activated with 20 s is judged by
-    20 s though the YAML says 300 ms (less than one run of the slowed model); a part stamped with none (a tool's
-    trigger) is held to the YAML's."""
-    model = {"backend": {"kind": "slowed", "delay_ms": DELAY_MS}, "intra_op_threads": 1, "registry": False}
-    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=300, model=model))
+    20 s though the YAML says 1 s (less than one run of the model slowed to 1.5 s); a part stamped with none (a
+    tool's trigger) is held to the YAML's. The YAML's second leaves the unstamped frame time to arrive on a loaded
+    box: one past its deadline on arrival is skipped as stale, with no result to assert on."""
+    model = {"backend": {"kind": "slowed", "delay_ms": 1500}, "intra_op_threads": 1, "registry": False}
+    config = LineConfig(**line_config_dict(nats_url=fresh_nats.url, deadline_ms=1000, model=model))
     bus = await bus_factory("driver")
     async with running_service("inference", config, inference_setup):
         unstamped = triggered_part(1)
