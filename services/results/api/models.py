@@ -101,7 +101,7 @@ class ImageOut(BaseModel):
 class HistoryInspection(InspectionDetail):
     explanation: list[dict[str, Any]] | None = Field(
         description="the rules that fired, worst first, each with reason, verdict and text (docs/decisions.md); "
-        "null for inspections written before migration 0004"
+        "null when none fired (a pass) and for inspections written before migration 0004"
     )
     images: list[ImageOut] = Field(description="the images kept of it (deleted ones too: no href)")
 
