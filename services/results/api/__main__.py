@@ -14,7 +14,8 @@ from lineguard.config import ConfigError, load_config
 from lineguard.runtime.logging import configure_logging
 from lineguard.services.results.api.server import ApiBindError, ApiServer
 from lineguard.services.results.dashboard.follow import follow_database
-from lineguard.services.results.db import SchemaNotCurrent, check_schema, make_engine
+from lineguard.services.results.db import SchemaNotCurrent
+from lineguard.services.results.service import prepare_database
 
 log = structlog.get_logger("lineguard.api")
 app = typer.Typer(add_completion=False, help="lineguard's MES query API (docs/api.md)")
@@ -34,11 +35,16 @@ def _main(
         raise typer.Exit(2) from None
     configure_logging("api", cfg.log_level)
     settings = cfg.api if port is None else cfg.api.model_copy(update={"port": port})
-    engine = make_engine(settings.database_url or cfg.database.connect_url())
     try:
-        check_schema(engine)
+        # A database that does not answer yet (coming up beside it) is waited for, as the results service waits.
+        engine = asyncio.run(prepare_database(settings.database_url or cfg.database.connect_url()))
+    except SchemaNotCurrent as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    try:
         server = ApiServer(engine, settings, cfg)
-    except (SchemaNotCurrent, ApiBindError) as exc:
+    except ApiBindError as exc:
+        engine.dispose()
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     log.info("API serving", url=f"http://{settings.host}:{server.port}", docs="/docs")
