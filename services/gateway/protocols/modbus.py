@@ -337,6 +337,10 @@ class KnownUnits:
             return self._unknown(device_id)
         return await self._core.async_setValues(device_id, func_code, address, values)
 
+    def __getattr__(self, name: str) -> Any:
+        # Whatever else pymodbus's request path asks of its devices table (a later version's) goes to the real one.
+        return getattr(self._core, name)
+
 
 class ModbusClientEndpoint(ClientEndpoint):
     """The gateway as the Modbus TCP client of one station's registers in the PLC (a PlcEndpoint)."""
