@@ -407,19 +407,9 @@ class WatchedModbusPlc(SimulatedModbusPlcServer):
 
     clock: WriteClock | None = None
 
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        values: list[int] | list[bool] | None,
-    ) -> Any:
-        outcome = await super()._action(function_code, start_address, address, count, registers, values)
-        if values is not None and self.clock is not None:
+    def on_write(self) -> None:
+        if self.clock is not None:
             self.clock.written()
-        return outcome
 
 
 def watch_s7(plc: SimulatedS7Plc) -> WriteClock:

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.constants import ExcCodes
 
 from lineguard.bus import Bus
 from lineguard.config import LineConfig
@@ -331,25 +330,14 @@ class AnswerWatchingPlc(SimulatedModbusPlcServer):
         self.answers: list[GatewayFields] = []
         self.written: list[GatewayFields] = []
 
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        reply = await super()._action(function_code, start_address, address, count, registers, values)
-        if values is not None:  # the gateway wrote
-            start, end = self.layout.gateway_span()
-            seen = self.layout.decode_gateway(bytes(self.memory[start:end]), start)
-            self.written.append(seen)
-            trigger = self.layout.offsets["trigger"]
-            if any(self.memory[trigger : trigger + 2]) and (seen.busy or seen.done or seen.error != Error.NONE):
-                self.memory[trigger : trigger + 2] = bytes(2)
-                self.answers.append(seen)
-        return reply
+    def on_write(self) -> None:
+        start, end = self.layout.gateway_span()
+        seen = self.layout.decode_gateway(bytes(self.memory[start:end]), start)
+        self.written.append(seen)
+        trigger = self.layout.offsets["trigger"]
+        if any(self.memory[trigger : trigger + 2]) and (seen.busy or seen.done or seen.error != Error.NONE):
+            self.memory[trigger : trigger + 2] = bytes(2)
+            self.answers.append(seen)
 
 
 def reports_not_ready(port: int) -> bool:

@@ -169,7 +169,11 @@ class SimulatedModbusPlcServer(RegisterPlc):
         else:
             for i, value in enumerate(values):
                 self.memory[2 * (address + i) : 2 * (address + i) + 2] = int(value).to_bytes(2)
+            self.on_write()
         return None
+
+    def on_write(self) -> None:
+        """Called as each write of the gateway lands in the memory: a PLC program's scan, a benchmark's clock."""
 
     async def _read_memory(self, start: int, end: int) -> bytes:
         return bytes(self.memory[start:end])
