@@ -146,24 +146,24 @@ def test_an_unknown_serial_and_a_database_without_the_views_say_so(url: str, tmp
     assert json.loads(unknown.stdout)["inspections"] == []
 
 
-def test_trace_from_the_config_connects_with_its_password_file(
-    postgres_url: str, tmp_path: Path, line_config_dict
-) -> None:
+def test_trace_from_the_config_connects_with_its_password_file(tmp_path: Path, line_config_dict) -> None:
     import yaml
 
-    upgrade_database(postgres_url)
     secret = tmp_path / "db-password"
     config = tmp_path / "line.yaml"
+    # A database of its own: the session's (postgres_url) holds other tests' parts, this serial among them.
+    with throwaway_database() as url:
+        upgrade_database(url)
 
-    def trace_with(password_file: Path) -> subprocess.CompletedProcess[str]:
-        raw = line_config_dict(database_url=postgres_url)
-        raw["database"]["password_file"] = str(password_file)
-        config.write_text(yaml.safe_dump(raw))
-        return lineguard("trace", "LG-00000001", "--config", str(config))
+        def trace_with(password_file: Path) -> subprocess.CompletedProcess[str]:
+            raw = line_config_dict(database_url=url)
+            raw["database"]["password_file"] = str(password_file)
+            config.write_text(yaml.safe_dump(raw))
+            return lineguard("trace", "LG-00000001", "--config", str(config))
 
-    secret.write_text("s3cret\n")
-    read = trace_with(secret)
-    assert read.returncode == 1 and "no inspection of serial" in read.stderr, read.stderr
-    # The file is read, not passed over: one that is not there is the configuration's error.
-    missing = trace_with(tmp_path / "not-there")
-    assert missing.returncode == 2 and "database.password_file" in missing.stderr, missing.stderr
+        secret.write_text("s3cret\n")
+        read = trace_with(secret)
+        assert read.returncode == 1 and "no inspection of serial" in read.stderr, read.stderr
+        # The file is read, not passed over: one that is not there is the configuration's error.
+        missing = trace_with(tmp_path / "not-there")
+        assert missing.returncode == 2 and "database.password_file" in missing.stderr, missing.stderr
