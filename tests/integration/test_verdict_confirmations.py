@@ -180,21 +180,26 @@ def test_lineguard_confirm_keeps_a_persons_verdict_and_refuses_bad_ones(api: Api
     assert _row(api.engine, api.ids[2]) == before
 
 
+def _candidate_passes(api: Api, inspection_id: str) -> None:
+    """The shadow candidate cand v2's verdict on `inspection_id`: PASS."""
+    with api.engine.begin() as conn:
+        conn.execute(
+            sa.insert(ShadowVerdict).values(
+                inspection_id=inspection_id,
+                model_id="cand",
+                model_version="2",
+                verdict="PASS",
+                reason_codes="",
+                detections=[],
+                decided_at=datetime.now(UTC),
+            )
+        )
+
+
 def test_the_shadow_report_counts_confirmations_and_the_latest_wins(api: Api) -> None:
     # The candidate passes all three parts: id 0 and 2 the line failed (new escapes until a person says good).
-    with api.engine.begin() as conn:
-        for inspection_id in api.ids:
-            conn.execute(
-                sa.insert(ShadowVerdict).values(
-                    inspection_id=inspection_id,
-                    model_id="cand",
-                    model_version="2",
-                    verdict="PASS",
-                    reason_codes="",
-                    detections=[],
-                    decided_at=datetime.now(UTC),
-                )
-            )
+    for inspection_id in api.ids:
+        _candidate_passes(api, inspection_id)
     assert read_report(api.url).new_escapes == [api.ids[0], api.ids[2]]
 
     assert api.post(api.ids[0], verdict="FAIL", comment="").status_code == 201
@@ -214,18 +219,7 @@ def test_the_shadow_report_counts_confirmations_and_the_latest_wins(api: Api) ->
 
 
 def test_the_shadow_reports_json_writes_decided_at_in_utc_with_a_z(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    with api.engine.begin() as conn:
-        conn.execute(
-            sa.insert(ShadowVerdict).values(
-                inspection_id=api.ids[0],  # the line failed it: a disagreement
-                model_id="cand",
-                model_version="2",
-                verdict="PASS",
-                reason_codes="",
-                detections=[],
-                decided_at=datetime.now(UTC),
-            )
-        )
+    _candidate_passes(api, api.ids[0])  # the line failed it: a disagreement
     # A PostgreSQL session in the plant's zone hands decided_at back as a +02:00 value; SQLite as text with no zone.
     monkeypatch.setenv("PGTZ", "Europe/Berlin")
     printed = _cli("model", "shadow", "report", "--json", "--url", api.url)
